@@ -1,0 +1,247 @@
+"""The nouns of TeleCoder as frozen records, and the rules for moving between states.
+
+No I/O here: the store maps rows to these records, everything else passes them around.
+Times are seconds since the epoch (float, UTC); the edges format them.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+# Crockford's base32, lower case: no i, l, o, u — easy to read aloud and to type.
+_ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def new_session_id() -> str:
+    """A short random id (50 bits): typed by people, used in branch names."""
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(10))
+
+
+class SessionStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    BLOCKED = "blocked"
+    DEAD = "dead"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset(
+    {SessionStatus.SUCCEEDED, SessionStatus.FAILED, SessionStatus.CANCELLED, SessionStatus.DEAD}
+)
+TERMINAL_STATUSES: frozenset[SessionStatus] = _TERMINAL
+
+
+class AttemptStatus(enum.StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    LOST = "lost"
+    RELEASED = "released"  # handed back at a graceful shutdown; does not count as a try
+
+
+class Mode(enum.StrEnum):
+    TASK = "task"
+    CHAT = "chat"
+
+
+class FailureKind(enum.StrEnum):
+    """Why an attempt ended badly. The retry policy decides from this alone."""
+
+    TIMEOUT = "timeout"
+    STALLED = "stalled"
+    WORKER_LOST = "worker_lost"
+    ENGINE_ERROR = "engine_error"
+    MODEL_ERROR = "model_error"
+    VERIFY_FAILED = "verify_failed"
+    CANCELLED = "cancelled"
+    BAD_INPUT = "bad_input"
+    WORKSPACE_ERROR = "workspace_error"
+    PUBLISH_ERROR = "publish_error"
+    INTERNAL = "internal"
+
+
+class ResultType(enum.StrEnum):
+    BRANCH = "branch"  # a pushed branch, and a PR where the forge makes one
+    TEXT = "text"  # no change: the engine's final message is the answer
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DiffStats:
+    files_changed: int = 0
+    insertions: int = 0
+    deletions: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Result:
+    type: ResultType
+    branch: str | None = None
+    commit: str | None = None
+    pr_url: str | None = None
+    pr_number: int | None = None
+    text: str | None = None
+    diff: DiffStats = field(default_factory=DiffStats)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.type.value,
+            "branch": self.branch,
+            "commit": self.commit,
+            "pr_url": self.pr_url,
+            "pr_number": self.pr_number,
+            "text": self.text,
+            "files_changed": self.diff.files_changed,
+            "insertions": self.diff.insertions,
+            "deletions": self.diff.deletions,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Result:
+        return cls(
+            type=ResultType(data["type"]),
+            branch=data.get("branch"),
+            commit=data.get("commit"),
+            pr_url=data.get("pr_url"),
+            pr_number=data.get("pr_number"),
+            text=data.get("text"),
+            diff=DiffStats(
+                files_changed=data.get("files_changed", 0),
+                insertions=data.get("insertions", 0),
+                deletions=data.get("deletions", 0),
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewSession:
+    """What a caller asks for; the store turns it into a Session."""
+
+    repo: str
+    prompt: str
+    engine: str
+    model: str | None = None
+    base_ref: str | None = None
+    mode: Mode = Mode.TASK
+    priority: int = 0
+    forge: str | None = None
+    max_attempts: int = 3
+    timeout_seconds: float | None = None
+    parent_id: str | None = None
+    origin: dict[str, Any] | None = None
+    id: str = field(default_factory=new_session_id)
+    # A retry works on its parent's branch, so it updates the same pull request.
+    branch: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.branch:
+            object.__setattr__(self, "branch", branch_for(self.id))
+
+
+def branch_for(session_id: str) -> str:
+    return f"telecoder/{session_id}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Session:
+    id: str
+    repo: str
+    prompt: str
+    engine: str
+    model: str | None
+    base_ref: str | None
+    mode: Mode
+    priority: int
+    forge: str | None
+    branch: str
+    status: SessionStatus
+    attempt: int
+    max_attempts: int
+    timeout_seconds: float | None
+    parent_id: str | None
+    origin: dict[str, Any] | None
+    cancel_requested: bool
+    result: Result | None
+    error: str | None
+    failure_kind: FailureKind | None
+    cost_usd: float
+    input_tokens: int
+    output_tokens: int
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    finished_at: float | None
+    available_at: float
+    worker_id: str | None = None
+    lease_until: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attempt:
+    session_id: str
+    number: int
+    worker_id: str
+    status: AttemptStatus
+    started_at: float
+    lease_until: float
+    heartbeat_at: float
+    finished_at: float | None = None
+    workspace_path: str | None = None
+    branch: str | None = None
+    base_sha: str | None = None
+    commit_sha: str | None = None
+    pushed_sha: str | None = None
+    exit_code: int | None = None
+    failure_kind: FailureKind | None = None
+    error: str | None = None
+    engine_session_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lease:
+    """The fencing token of one attempt: every write for the attempt names it."""
+
+    session_id: str
+    attempt: int
+    worker_id: str
+
+
+class EventKind(enum.StrEnum):
+    STATUS = "status"  # the session changed state
+    PROGRESS = "progress"  # a pipeline step (workspace ready, committing, pushing, …)
+    MESSAGE = "message"  # assistant text
+    THINKING = "thinking"
+    TOOL_CALL = "tool_call"
+    TOOL_RESULT = "tool_result"
+    USAGE = "usage"
+    OUTPUT = "output"  # a line the engine printed that is not one of the above
+    VERIFY = "verify"
+    ERROR = "error"
+    RESULT = "result"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    id: int
+    session_id: str
+    attempt: int | None
+    seq: int
+    ts: float
+    kind: EventKind
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewEvent:
+    kind: EventKind
+    data: dict[str, Any]
+    ts: float | None = None

@@ -1,0 +1,1 @@
+"""One module per agent: each translates a task into a command and output lines into events."""

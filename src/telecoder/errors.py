@@ -1,0 +1,85 @@
+"""Errors a caller can act on.
+
+    TeleCoderError
+     ├── BadInput                 the request itself is wrong (CLI exit 2, HTTP 422)
+     │    ├── RepoNotFound
+     │    ├── NotAGitRepo
+     │    ├── BaseRefNotFound
+     │    ├── EngineNotFound
+     │    └── PluginNotFound
+     ├── SessionNotFound          (CLI exit 3, HTTP 404)
+     ├── Conflict                 the session is in a state that forbids this (CLI exit 4, HTTP 409)
+     ├── LeaseLost                a worker no longer holds the attempt it writes for
+     ├── WorkspaceError           git failed while preparing, committing or pushing
+     │    └── PushRejected
+     ├── ForgeError               the forge's API refused or failed
+     └── StoreUnavailable         the database cannot be reached
+
+Each class's docstring is its default message. Translate only at edges: the CLI maps errors to
+messages and exit codes, the server to status codes, the worker to a failed attempt.
+"""
+
+from __future__ import annotations
+
+
+class TeleCoderError(Exception):
+    """TeleCoder failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class BadInput(TeleCoderError):
+    """The request is invalid."""
+
+
+class RepoNotFound(BadInput):
+    """The repository does not exist."""
+
+
+class NotAGitRepo(BadInput):
+    """The path is not a git repository."""
+
+
+class BaseRefNotFound(BadInput):
+    """The base ref does not exist in the repository."""
+
+
+class EngineNotFound(BadInput):
+    """No engine has that name."""
+
+
+class PluginNotFound(BadInput):
+    """No implementation is registered under that name."""
+
+
+class SessionNotFound(TeleCoderError):
+    """No session has that id."""
+
+
+class Conflict(TeleCoderError):
+    """The session's state does not allow this."""
+
+
+class LeaseLost(TeleCoderError):
+    """This worker no longer holds the attempt's lease."""
+
+
+class WorkspaceError(TeleCoderError):
+    """A git operation failed."""
+
+
+class PushRejected(WorkspaceError):
+    """The remote rejected the push."""
+
+
+class ForgeError(TeleCoderError):
+    """The forge refused the request."""
+
+
+class StoreUnavailable(TeleCoderError):
+    """The database cannot be reached."""

@@ -1,0 +1,152 @@
+"""The seams: Engine, Runtime, Forge — and the values that cross them.
+
+An **Engine** is pure translation. ``command(task)`` says how to start the agent (argv, env, files
+to write into a per-session engine home, what to send on stdin); ``parser(task)`` returns a fresh
+``OutputParser`` that turns each output line into events and, at the end, an ``EngineOutcome``.
+An interactive engine (ACP) answers lines with bytes to write to the agent's stdin and says when
+the conversation is over; a one-shot CLI just parses.
+
+A **Runtime** owns side effects: it starts the process in its own process group, streams its
+lines, writes to its stdin, and stops the whole group (SIGTERM, grace, SIGKILL).
+
+A **Forge** publishes a pushed branch: the ``local`` forge does nothing more, ``github`` opens or
+updates the one pull request of the session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from telecoder.domain import EventKind, FailureKind
+
+Stream = Literal["stdout", "stderr"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineTask:
+    """One run of an agent, as the pipeline hands it to an engine."""
+
+    prompt: str
+    workdir: Path
+    home: Path  # a per-session directory the engine owns: config files, the CLI's own state
+    model: str | None = None
+    resume_id: str | None = None  # the agent's own session id, to continue a conversation
+    env: Mapping[str, str] = field(default_factory=dict)  # what the operator passes through
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineCommand:
+    argv: Sequence[str]
+    env: Mapping[str, str] = field(default_factory=dict)  # added to the runtime's base env
+    files: Mapping[str, str] = field(default_factory=dict)  # path relative to home -> content
+    stdin: bytes | None = None  # None: stdin is /dev/null; bytes: a pipe, written at start
+    interactive: bool = False  # keep stdin open: the parser's replies are written to it
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentEvent:
+    """A normalised event an engine reports; the pipeline records it."""
+
+    kind: EventKind
+    data: Mapping[str, object]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Feed:
+    """What an engine makes of one output line."""
+
+    events: Sequence[AgentEvent] = ()
+    reply: bytes | None = None  # written to the agent's stdin (interactive engines)
+    done: bool = False  # the conversation is over: the pipeline closes stdin and stops the agent
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineOutcome:
+    ok: bool
+    text: str | None = None  # the agent's final message
+    session_id: str | None = None  # the agent's own id, for resume
+    usage: Usage | None = None
+    failure_kind: FailureKind | None = None
+    error: str | None = None
+
+
+class OutputParser(Protocol):
+    def feed(self, stream: Stream, line: str) -> Feed: ...
+
+    def finish(self, exit_code: int | None) -> EngineOutcome: ...
+
+
+class Engine(Protocol):
+    name: str
+
+    def command(self, task: EngineTask) -> EngineCommand: ...
+
+    def parser(self, task: EngineTask) -> OutputParser: ...
+
+
+class Process(Protocol):
+    """A running engine process."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def lines(self) -> AsyncIterator[tuple[Stream, bytes]]: ...
+
+    async def send(self, data: bytes) -> None: ...
+
+    async def close_stdin(self) -> None: ...
+
+    async def wait(self) -> int: ...
+
+    async def stop(self, grace: float) -> int: ...
+
+
+class Runtime(Protocol):
+    name: str
+
+    async def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        stdin: bytes | None,
+        interactive: bool,
+    ) -> Process: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Publication:
+    """A branch that was pushed, for the forge to turn into a pull request."""
+
+    session_id: str
+    remote_url: str
+    branch: str
+    base: str
+    title: str
+    body: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Published:
+    url: str | None = None
+    number: int | None = None
+
+
+class Forge(Protocol):
+    name: str
+
+    def handles(self, remote_url: str) -> bool: ...
+
+    async def publish(self, publication: Publication) -> Published: ...

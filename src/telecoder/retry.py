@@ -1,0 +1,53 @@
+"""The retry policy: a pure function of the session and how its attempt failed.
+
+Transient failures (the worker vanished, the agent stalled, git or the forge hiccupped) are tried
+again with exponential backoff and jitter until ``max_attempts``; then the session is ``dead``.
+Permanent failures (bad input, the model refused, verification failed, timeout, cancel) end the
+session at once.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from telecoder.domain import FailureKind, SessionStatus
+
+TRANSIENT: frozenset[FailureKind] = frozenset(
+    {
+        FailureKind.WORKER_LOST,
+        FailureKind.STALLED,
+        FailureKind.WORKSPACE_ERROR,
+        FailureKind.PUBLISH_ERROR,
+        FailureKind.INTERNAL,
+    }
+)
+
+BACKOFF_BASE_SECONDS = 2.0
+BACKOFF_CAP_SECONDS = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryDecision:
+    status: SessionStatus  # QUEUED (try again), FAILED, DEAD or CANCELLED
+    delay: float = 0.0
+
+
+def decide(
+    kind: FailureKind, *, attempt: int, max_attempts: int, rng: random.Random | None = None
+) -> RetryDecision:
+    """What becomes of a session whose attempt number ``attempt`` failed with ``kind``."""
+    if kind == FailureKind.CANCELLED:
+        return RetryDecision(SessionStatus.CANCELLED)
+    if kind not in TRANSIENT:
+        return RetryDecision(SessionStatus.FAILED)
+    if attempt >= max_attempts:
+        return RetryDecision(SessionStatus.DEAD)
+    return RetryDecision(SessionStatus.QUEUED, backoff(attempt, rng))
+
+
+def backoff(attempt: int, rng: random.Random | None = None) -> float:
+    """Seconds before try ``attempt + 1``: base·2^(attempt-1), capped, with ±25 % jitter."""
+    raw = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempt - 1))
+    jitter = (rng or random).uniform(0.75, 1.25)
+    return float(min(BACKOFF_CAP_SECONDS, raw * jitter))

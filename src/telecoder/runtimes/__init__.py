@@ -1,0 +1,1 @@
+"""Where engine processes run: ``local`` (a subprocess in the worktree)."""

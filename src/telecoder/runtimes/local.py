@@ -1,0 +1,165 @@
+"""The local runtime: the engine as a subprocess in its own process group.
+
+stdin is /dev/null unless the engine sends input; stdout and stderr are read in chunks and split
+into lines of any length (up to ``MAX_LINE`` bytes, beyond which a line is cut, never buffered
+whole). Stopping signals the whole group — SIGTERM, a grace period, then SIGKILL — so the
+agent's own children go too; when the engine exits by itself, whatever it left behind in its
+group is killed, so nothing holds its output pipes open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+
+from telecoder.protocols import Stream
+
+CHUNK = 1 << 16
+MAX_LINE = 32 << 20  # 32 MiB: a line longer than this is cut, the rest of it dropped
+_EOF = object()
+
+
+class LocalProcess:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self._proc = proc
+        self._queue: asyncio.Queue[tuple[Stream, bytes] | object] = asyncio.Queue(maxsize=1024)
+        self._readers = [
+            asyncio.create_task(self._read("stdout", proc.stdout)),
+            asyncio.create_task(self._read("stderr", proc.stderr)),
+        ]
+        self._reaper = asyncio.create_task(self._reap())
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    async def _read(self, name: Stream, stream: asyncio.StreamReader | None) -> None:
+        try:
+            if stream is not None:
+                async for line in split_lines(stream):
+                    await self._queue.put((name, line))
+        finally:
+            await self._queue.put(_EOF)
+
+    async def _exited(self) -> int:
+        """The engine's exit status, as soon as it exits.
+
+        ``Process.wait()`` also waits for the output pipes to close, which a child left running
+        in the background can hold open for ever; the return code is known earlier.
+        """
+        delay = 0.002
+        while (code := self._proc.returncode) is None:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        return code
+
+    async def _reap(self) -> None:
+        await self._exited()
+        # The engine is gone; anything it left running in its group must not outlive it.
+        self._signal_group(signal.SIGKILL)
+
+    async def lines(self) -> AsyncIterator[tuple[Stream, bytes]]:
+        open_streams = len(self._readers)
+        while open_streams:
+            item = await self._queue.get()
+            if item is _EOF:
+                open_streams -= 1
+                continue
+            yield item  # type: ignore[misc]
+
+    async def send(self, data: bytes) -> None:
+        stdin = self._proc.stdin
+        if stdin is None or stdin.is_closing():
+            return
+        stdin.write(data)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            await stdin.drain()
+
+    async def close_stdin(self) -> None:
+        stdin = self._proc.stdin
+        if stdin is not None and not stdin.is_closing():
+            stdin.close()
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                await stdin.wait_closed()
+
+    async def wait(self) -> int:
+        return await self._exited()
+
+    async def stop(self, grace: float) -> int:
+        """SIGTERM the group, wait ``grace`` seconds, then SIGKILL it."""
+        if self._proc.returncode is None:
+            self._signal_group(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self._exited(), grace)
+            except TimeoutError:
+                self._signal_group(signal.SIGKILL)
+        code = await self._exited()
+        self._signal_group(signal.SIGKILL)
+        return code
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, sig)
+
+
+async def split_lines(stream: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    """Lines of ``stream`` without their line ending; no limit but ``MAX_LINE``."""
+    buffer = bytearray()
+    dropping = False
+    while chunk := await stream.read(CHUNK):
+        start = 0
+        while (end := chunk.find(b"\n", start)) != -1:
+            if not dropping:
+                buffer += chunk[start:end]
+                yield _finish(buffer)
+            buffer.clear()
+            dropping = False
+            start = end + 1
+        if not dropping:
+            buffer += chunk[start:]
+            if len(buffer) > MAX_LINE:
+                del buffer[MAX_LINE:]
+                yield _finish(buffer)
+                buffer.clear()
+                dropping = True
+    if buffer and not dropping:
+        yield _finish(buffer)
+
+
+def _finish(buffer: bytearray) -> bytes:
+    return bytes(buffer[:-1] if buffer.endswith(b"\r") else buffer)
+
+
+class LocalRuntime:
+    name = "local"
+
+    async def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        stdin: bytes | None,
+        interactive: bool,
+    ) -> LocalProcess:
+        piped = stdin is not None or interactive
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=cwd,
+            env=dict(env),
+            stdin=asyncio.subprocess.PIPE if piped else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            limit=CHUNK,
+        )
+        process = LocalProcess(proc)
+        if stdin:
+            await process.send(stdin)
+        if piped and not interactive:
+            await process.close_stdin()
+        return process

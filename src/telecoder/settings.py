@@ -1,0 +1,114 @@
+"""Settings from the environment (``TELECODER_*``) and ``$TELECODER_HOME/config.env``.
+
+Built once at an edge (``Settings.load()`` in the CLI or the server) and passed down; tests build
+their own ``Settings(...)``. The environment wins over the file.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_HOME = Path("~/.telecoder")
+
+# What an engine process may see of the operator's environment, unless more is allowed.
+DEFAULT_ENV_ALLOW = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TERM",
+    "SHELL",
+    "USER",
+    "LOGNAME",
+)
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TELECODER_", extra="ignore", populate_by_name=True
+    )
+
+    home: Path = Field(default=DEFAULT_HOME, description="Where TeleCoder keeps its state.")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the store; default SQLite at $TELECODER_HOME/telecoder.db.",
+    )
+    workspace_dir: Path | None = Field(
+        default=None, description="Where worktrees are made; default $TELECODER_HOME/worktrees."
+    )
+    engine: str = Field(default="shell", description="Engine used when a task names none.")
+    forge: str = Field(
+        default="auto", description="auto (github for GitHub remotes, else local), local, github."
+    )
+    lease_seconds: float = Field(default=30.0, gt=0, description="Length of a worker's lease.")
+    heartbeat_seconds: float = Field(default=5.0, gt=0, description="How often leases renew.")
+    poll_seconds: float = Field(default=1.0, gt=0, description="Idle worker's poll interval.")
+    worker_concurrency: int = Field(default=2, ge=1, description="Sessions a worker runs at once.")
+    worker_id: str = Field(default_factory=_default_worker_id, description="This worker's name.")
+    max_attempts: int = Field(default=3, ge=1, description="Attempts before a session is dead.")
+    timeout_seconds: float = Field(default=3600.0, gt=0, description="Wall-clock limit a session.")
+    kill_grace_seconds: float = Field(default=5.0, ge=0, description="SIGTERM to SIGKILL.")
+    worktree_retention_seconds: float = Field(
+        default=0.0, ge=0, description="Keep finished worktrees this long (0: remove at once)."
+    )
+    git_author_name: str = Field(default="TeleCoder", description="Author of TeleCoder commits.")
+    git_author_email: str = Field(default="telecoder@localhost", description="Author's e-mail.")
+    env_allow: tuple[str, ...] = Field(
+        default=DEFAULT_ENV_ALLOW,
+        description="Environment variables passed to engines (comma-separated).",
+    )
+    github_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TELECODER_GITHUB_TOKEN", "GITHUB_TOKEN"),
+        description="Token for pushing to GitHub and opening pull requests.",
+    )
+    github_api_url: str = Field(
+        default="https://api.github.com", description="GitHub REST API base (Enterprise: yours)."
+    )
+
+    @field_validator("env_allow", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("home", "workspace_dir", mode="after")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser().absolute() if value is not None else None
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """Settings from the environment and the config file under the home it names."""
+        home = Path(os.environ.get("TELECODER_HOME", str(DEFAULT_HOME))).expanduser()
+        env_file = home / "config.env"
+        files: Any = (env_file,) if env_file.is_file() else None
+        return cls(_env_file=files, **overrides)
+
+    @property
+    def store_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'telecoder.db'}"
+
+    @property
+    def worktrees(self) -> Path:
+        return self.workspace_dir or self.home / "worktrees"
+
+    @property
+    def mirrors(self) -> Path:
+        return self.home / "mirrors"
+
+    @property
+    def engine_homes(self) -> Path:
+        return self.home / "engines"

@@ -1,0 +1,268 @@
+"""Session reads and writes that are not the queue's: create, find, list, cancel, retry."""
+
+from __future__ import annotations
+
+import builtins
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Row, and_, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from telecoder.domain import (
+    Attempt,
+    AttemptStatus,
+    EventKind,
+    FailureKind,
+    Mode,
+    NewEvent,
+    NewSession,
+    Result,
+    Session,
+    SessionStatus,
+)
+from telecoder.errors import BadInput, Conflict, SessionNotFound
+from telecoder.store.db import Database, dumps, loads
+from telecoder.store.events import append_events
+from telecoder.store.schema import attempts, sessions
+
+
+def session_from_row(row: Row[Any]) -> Session:
+    m = row._mapping
+    result = loads(m["result"])
+    return Session(
+        id=m["id"],
+        repo=m["repo"],
+        prompt=m["prompt"],
+        engine=m["engine"],
+        model=m["model"],
+        base_ref=m["base_ref"],
+        mode=Mode(m["mode"]),
+        priority=m["priority"],
+        forge=m["forge"],
+        branch=m["branch"],
+        status=SessionStatus(m["status"]),
+        attempt=m["attempt"],
+        max_attempts=m["max_attempts"],
+        timeout_seconds=m["timeout_seconds"],
+        parent_id=m["parent_id"],
+        origin=loads(m["origin"]),
+        cancel_requested=bool(m["cancel_requested"]),
+        result=Result.from_dict(result) if result else None,
+        error=m["error"],
+        failure_kind=FailureKind(m["failure_kind"]) if m["failure_kind"] else None,
+        cost_usd=m["cost_usd"],
+        input_tokens=m["input_tokens"],
+        output_tokens=m["output_tokens"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        started_at=m["started_at"],
+        finished_at=m["finished_at"],
+        available_at=m["available_at"],
+        worker_id=m["worker_id"],
+        lease_until=m["lease_until"],
+    )
+
+
+def attempt_from_row(row: Row[Any]) -> Attempt:
+    m = row._mapping
+    return Attempt(
+        session_id=m["session_id"],
+        number=m["number"],
+        worker_id=m["worker_id"],
+        status=AttemptStatus(m["status"]),
+        started_at=m["started_at"],
+        lease_until=m["lease_until"],
+        heartbeat_at=m["heartbeat_at"],
+        finished_at=m["finished_at"],
+        workspace_path=m["workspace_path"],
+        branch=m["branch"],
+        base_sha=m["base_sha"],
+        commit_sha=m["commit_sha"],
+        pushed_sha=m["pushed_sha"],
+        exit_code=m["exit_code"],
+        failure_kind=FailureKind(m["failure_kind"]) if m["failure_kind"] else None,
+        error=m["error"],
+        engine_session_id=m["engine_session_id"],
+    )
+
+
+def new_session_values(new: NewSession, now: float) -> dict[str, Any]:
+    return {
+        "id": new.id,
+        "repo": new.repo,
+        "prompt": new.prompt,
+        "engine": new.engine,
+        "model": new.model,
+        "base_ref": new.base_ref,
+        "mode": new.mode.value,
+        "priority": new.priority,
+        "forge": new.forge,
+        "branch": new.branch,
+        "status": SessionStatus.QUEUED.value,
+        "max_attempts": new.max_attempts,
+        "timeout_seconds": new.timeout_seconds,
+        "parent_id": new.parent_id,
+        "origin": dumps(new.origin) if new.origin is not None else None,
+        "available_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def queued_event(new: NewSession) -> NewEvent:
+    data: dict[str, Any] = {"status": SessionStatus.QUEUED.value}
+    if new.parent_id:
+        data["retry_of"] = new.parent_id
+    return NewEvent(kind=EventKind.STATUS, data=data)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    sessions: list[Session]
+    next_cursor: str | None
+
+
+class Sessions:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, new: NewSession) -> Session:
+        if not new.prompt.strip():
+            raise BadInput("the prompt is empty")
+        now = time.time()
+        async with self._db.write() as conn:
+            await conn.execute(insert(sessions).values(new_session_values(new, now)))
+            await append_events(conn, new.id, None, [queued_event(new)], now=now)
+        return await self.get(new.id)
+
+    async def get(self, session_id: str) -> Session:
+        async with self._db.read() as conn:
+            return await _get(conn, session_id)
+
+    async def resolve(self, ref: str) -> Session:
+        """A session by id or by a unique prefix of at least four characters (as git does)."""
+        async with self._db.read() as conn:
+            row = (await conn.execute(select(sessions).where(sessions.c.id == ref))).first()
+            if row is None and len(ref) >= 4:
+                rows = (
+                    await conn.execute(
+                        select(sessions)
+                        .where(sessions.c.id.startswith(ref, autoescape=True))
+                        .limit(2)
+                    )
+                ).all()
+                if len(rows) > 1:
+                    raise BadInput(f"session id {ref!r} is ambiguous: give more characters")
+                row = rows[0] if rows else None
+        if row is None:
+            raise SessionNotFound(f"no session {ref!r}")
+        return session_from_row(row)
+
+    async def list(
+        self,
+        *,
+        status: SessionStatus | None = None,
+        repo: str | None = None,
+        engine: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        """Newest first; ``cursor`` is the ``next_cursor`` of the page before."""
+        query = select(sessions)
+        if status is not None:
+            query = query.where(sessions.c.status == status.value)
+        if repo is not None:
+            query = query.where(sessions.c.repo == repo)
+        if engine is not None:
+            query = query.where(sessions.c.engine == engine)
+        if cursor:
+            created, _, sid = cursor.partition(":")
+            try:
+                created_at = float(created)
+            except ValueError:
+                raise BadInput(f"invalid cursor {cursor!r}") from None
+            query = query.where(
+                or_(
+                    sessions.c.created_at < created_at,
+                    and_(sessions.c.created_at == created_at, sessions.c.id < sid),
+                )
+            )
+        query = query.order_by(sessions.c.created_at.desc(), sessions.c.id.desc()).limit(limit + 1)
+        async with self._db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        found = [session_from_row(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        next_cursor = f"{found[-1].created_at!r}:{found[-1].id}" if more and found else None
+        return Page(found, next_cursor)
+
+    async def attempts(self, session_id: str) -> builtins.list[Attempt]:
+        query = (
+            select(attempts).where(attempts.c.session_id == session_id).order_by(attempts.c.number)
+        )
+        async with self._db.read() as conn:
+            return [attempt_from_row(r) for r in (await conn.execute(query)).all()]
+
+    async def cancel(self, session_id: str) -> Session:
+        """Cancel now if queued; flag a running session for its worker to stop."""
+        now = time.time()
+        async with self._db.write() as conn:
+            session = await _get(conn, session_id)
+            if session.status.terminal:
+                raise Conflict(f"session {session_id} is already {session.status.value}")
+            if session.status == SessionStatus.RUNNING:
+                await conn.execute(
+                    update(sessions)
+                    .where(sessions.c.id == session_id)
+                    .values(cancel_requested=True, updated_at=now)
+                )
+                event = NewEvent(kind=EventKind.PROGRESS, data={"step": "cancel_requested"})
+            else:
+                await conn.execute(
+                    update(sessions)
+                    .where(sessions.c.id == session_id)
+                    .values(
+                        status=SessionStatus.CANCELLED.value,
+                        cancel_requested=True,
+                        failure_kind=FailureKind.CANCELLED.value,
+                        error="cancelled before it started",
+                        finished_at=now,
+                        updated_at=now,
+                    )
+                )
+                event = NewEvent(
+                    kind=EventKind.STATUS, data={"status": SessionStatus.CANCELLED.value}
+                )
+            await append_events(conn, session_id, None, [event], now=now)
+        return await self.get(session_id)
+
+    async def retry(self, session_id: str) -> Session:
+        """A new session with the same parameters, linked to the old one."""
+        old = await self.get(session_id)
+        if not old.status.terminal:
+            raise Conflict(f"session {session_id} is still {old.status.value}")
+        return await self.create(
+            NewSession(
+                repo=old.repo,
+                prompt=old.prompt,
+                engine=old.engine,
+                model=old.model,
+                base_ref=old.base_ref,
+                mode=old.mode,
+                priority=old.priority,
+                forge=old.forge,
+                max_attempts=old.max_attempts,
+                timeout_seconds=old.timeout_seconds,
+                parent_id=old.id,
+                origin=old.origin,
+                branch=old.branch,
+            )
+        )
+
+
+async def _get(conn: AsyncConnection, session_id: str) -> Session:
+    row = (await conn.execute(select(sessions).where(sessions.c.id == session_id))).first()
+    if row is None:
+        raise SessionNotFound(f"no session {session_id!r}")
+    return session_from_row(row)

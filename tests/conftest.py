@@ -1,0 +1,134 @@
+"""Shared fixtures: settings, a store on SQLite *and* PostgreSQL, git repos with bare remotes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from telecoder.settings import Settings
+from telecoder.store import Store, open_store
+
+PG_ADMIN_URL = os.environ.get("TELECODER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Test User",
+    "GIT_AUTHOR_EMAIL": "user@example.com",
+    "GIT_COMMITTER_NAME": "Test User",
+    "GIT_COMMITTER_EMAIL": "user@example.com",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+def git(*args: str, cwd: Path | None = None) -> str:
+    result = subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        env={**os.environ, **GIT_ENV},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return result.stdout.strip()
+
+
+@dataclass
+class GitRepo:
+    """A user's checkout (``path``) whose ``origin`` is a bare repository (``remote``)."""
+
+    path: Path
+    remote: Path
+
+    def git(self, *args: str) -> str:
+        return git(*args, cwd=self.path)
+
+    def remote_git(self, *args: str) -> str:
+        return git(*args, cwd=self.remote)
+
+
+def make_repo(root: Path, name: str = "repo", files: dict[str, str] | None = None) -> GitRepo:
+    remote = root / "remotes" / "acme" / f"{name}.git"
+    remote.parent.mkdir(parents=True, exist_ok=True)
+    git("init", "-q", "--bare", "-b", "main", str(remote))
+    path = root / name
+    git("init", "-q", "-b", "main", str(path))
+    for rel, content in (files or {"README.md": "The colour of magic.\n"}).items():
+        (path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (path / rel).write_text(content)
+    git("add", "-A", cwd=path)
+    git("commit", "-q", "-m", "initial", cwd=path)
+    git("remote", "add", "origin", str(remote), cwd=path)
+    git("push", "-q", "origin", "main", cwd=path)
+    return GitRepo(path=path, remote=remote)
+
+
+@pytest.fixture
+def git_repo(tmp_path: Path) -> GitRepo:
+    return make_repo(tmp_path)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def settings(home: Path) -> Settings:
+    return Settings(home=home, lease_seconds=5, heartbeat_seconds=0.5, poll_seconds=0.05)
+
+
+# --- databases -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A migrated template database for this test run; each test clones it."""
+    import asyncio
+
+    name = f"telecoder_tmpl_{os.getpid()}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+    async def migrate() -> None:
+        store = await open_store(url)
+        await store.close()
+
+    asyncio.run(migrate())
+    yield name
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url(pg_template: str) -> Iterator[str]:
+    name = f"telecoder_t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'telecoder.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+async def store(db_url: str) -> AsyncIterator[Store]:
+    store = await open_store(db_url, lease_seconds=5)
+    yield store
+    await store.close()
