@@ -147,6 +147,17 @@ class Published:
 class Forge(Protocol):
     name: str
 
-    def handles(self, remote_url: str) -> bool: ...
+    def handles(self, remote_url: str) -> bool:
+        """Whether ``auto`` forge selection should pick this forge for ``remote_url``."""
+        ...
 
-    async def publish(self, publication: Publication) -> Published: ...
+    def git_env(self, remote_url: str) -> Mapping[str, str]:
+        """Environment for ``git fetch``/``git push`` to ``remote_url`` (credentials).
+
+        Passed to git only, never to an engine, and never logged.
+        """
+        ...
+
+    async def publish(self, publication: Publication) -> Published:
+        """Open the session's pull request, or find and update it: never a second one."""
+        ...
