@@ -148,19 +148,25 @@ class Workspace:
 
     async def prepare(
         self,
-        session_id: str,
+        name: str,
         source: RepoSource,
         *,
         branch: str,
         base: str | None,
         env: Mapping[str, str] | None = None,
     ) -> Worktree:
-        """Fetch the mirror and make a fresh worktree on ``branch`` from ``base``."""
+        """Fetch the mirror and make a fresh worktree ``name`` on ``branch`` from ``base``.
+
+        Each attempt names its own worktree: an agent orphaned by a crashed worker can only
+        write into the old one, which is discarded here along with anything else on ``branch``.
+        """
         mirror = self.mirror_path(source.remote_url)
-        path = self.worktrees / session_id
+        path = self.worktrees / name
         async with _locked(mirror.with_suffix(".lock")):
             await self._fetch(mirror, source.remote_url, env)
             base_name, base_sha = await self._resolve_base(mirror, base)
+            for stale in await self._worktrees_on(mirror, branch):
+                await self._discard(mirror, stale)
             await self._discard(mirror, path)
             path.parent.mkdir(parents=True, exist_ok=True)
             await _git(mirror, *_SAFE, "worktree", "add", "-q", "-B", branch, str(path), base_sha)
@@ -218,6 +224,19 @@ class Workspace:
     async def _sha(self, mirror: Path, ref: str) -> str | None:
         code, out, _ = await _git_status(mirror, "rev-parse", "--verify", "-q", f"{ref}^{{commit}}")
         return out.strip() if code == 0 else None
+
+    async def _worktrees_on(self, mirror: Path, branch: str) -> list[Path]:
+        if not (mirror / "HEAD").exists():
+            return []
+        out = await _git(mirror, "worktree", "list", "--porcelain")
+        found: list[Path] = []
+        path: Path | None = None
+        for line in out.splitlines():
+            if line.startswith("worktree "):
+                path = Path(line.removeprefix("worktree "))
+            elif line == f"branch refs/heads/{branch}" and path is not None:
+                found.append(path)
+        return found
 
     async def _discard(self, mirror: Path, path: Path) -> None:
         """Remove a worktree an earlier attempt left behind."""
@@ -285,13 +304,9 @@ class Workspace:
         async with _locked(wt.mirror.with_suffix(".lock")):
             await self._discard(wt.mirror, wt.path)
 
-    async def remove_path(self, session_id: str, mirror: Path) -> None:
-        async with _locked(mirror.with_suffix(".lock")):
-            await self._discard(mirror, self.worktrees / session_id)
-
-    def mark_finished(self, session_id: str) -> None:
+    def mark_finished(self, wt: Worktree) -> None:
         """Note when a kept worktree's session ended, for ``prune``."""
-        marker = self.worktrees / f"{session_id}.done"
+        marker = wt.path.with_name(wt.path.name + ".done")
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(str(time.time()))
 
@@ -311,7 +326,8 @@ class Workspace:
             if common.is_file():
                 gitdir = Path(common.read_text().split(":", 1)[1].strip())
                 mirror = gitdir.parent.parent
-                await self.remove_path(path.name, mirror)
+                async with _locked(mirror.with_suffix(".lock")):
+                    await self._discard(mirror, path)
             else:
                 shutil.rmtree(path, ignore_errors=True)
             marker.unlink(missing_ok=True)
