@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import secrets
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 # Crockford's base32, lower case: no i, l, o, u — easy to read aloud and to type.
@@ -183,6 +184,47 @@ class Session:
     available_at: float
     worker_id: str | None = None
     lease_until: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The session as JSON: the shape of ``--json`` output and of the HTTP API."""
+        return {
+            "id": self.id,
+            "status": self.status.value,
+            "repo": self.repo,
+            "prompt": self.prompt,
+            "engine": self.engine,
+            "model": self.model,
+            "mode": self.mode.value,
+            "base": self.base_ref,
+            "branch": self.branch,
+            "priority": self.priority,
+            "forge": self.forge,
+            "attempt": self.attempt,
+            "max_attempts": self.max_attempts,
+            "timeout_seconds": self.timeout_seconds,
+            "parent_id": self.parent_id,
+            "origin": self.origin,
+            "cancel_requested": self.cancel_requested,
+            "result": self.result.to_dict() if self.result else None,
+            "error": self.error,
+            "failure_kind": self.failure_kind.value if self.failure_kind else None,
+            "cost_usd": self.cost_usd,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "worker_id": self.worker_id,
+        }
+
+
+def iso(ts: float | None) -> str | None:
+    """An epoch time as ISO 8601 UTC with milliseconds."""
+    if ts is None:
+        return None
+    moment = datetime.fromtimestamp(ts, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

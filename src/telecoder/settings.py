@@ -30,6 +30,21 @@ DEFAULT_ENV_ALLOW = (
 )
 
 
+# Credentials and endpoints of the agents' vendors: handed to engines, which pass on what their
+# CLI needs. Nothing else of the operator's secrets (GITHUB_TOKEN, …) reaches an agent.
+DEFAULT_ENGINE_ENV = (
+    "ANTHROPIC_BASE_URL",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "OPENAI_BASE_URL",
+    "OPENAI_API_KEY",
+    "GOOGLE_GEMINI_BASE_URL",
+    "GEMINI_API_KEY",
+    "GOOGLE_API_KEY",
+    "OLLAMA_HOST",
+)
+
+
 def _default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -58,6 +73,9 @@ class Settings(BaseSettings):
     worker_id: str = Field(default_factory=_default_worker_id, description="This worker's name.")
     max_attempts: int = Field(default=3, ge=1, description="Attempts before a session is dead.")
     timeout_seconds: float = Field(default=3600.0, gt=0, description="Wall-clock limit a session.")
+    stall_seconds: float = Field(
+        default=600.0, gt=0, description="Stop an agent that prints nothing for this long."
+    )
     kill_grace_seconds: float = Field(default=5.0, ge=0, description="SIGTERM to SIGKILL.")
     worktree_retention_seconds: float = Field(
         default=0.0, ge=0, description="Keep finished worktrees this long (0: remove at once)."
@@ -67,6 +85,10 @@ class Settings(BaseSettings):
     env_allow: tuple[str, ...] = Field(
         default=DEFAULT_ENV_ALLOW,
         description="Environment variables passed to engines (comma-separated).",
+    )
+    engine_env: tuple[str, ...] = Field(
+        default=DEFAULT_ENGINE_ENV,
+        description="Model endpoint and key variables handed to engines (comma-separated).",
     )
     github_token: SecretStr | None = Field(
         default=None,
@@ -96,7 +118,7 @@ class Settings(BaseSettings):
         default=0.05, gt=0, description="How often the live-event reader looks for new events."
     )
 
-    @field_validator("env_allow", mode="before")
+    @field_validator("env_allow", "engine_env", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -238,27 +238,29 @@ class Sessions:
         return await self.get(session_id)
 
     async def retry(self, session_id: str) -> Session:
-        """A new session with the same parameters, linked to the old one."""
-        old = await self.get(session_id)
-        if not old.status.terminal:
-            raise Conflict(f"session {session_id} is still {old.status.value}")
-        return await self.create(
-            NewSession(
-                repo=old.repo,
-                prompt=old.prompt,
-                engine=old.engine,
-                model=old.model,
-                base_ref=old.base_ref,
-                mode=old.mode,
-                priority=old.priority,
-                forge=old.forge,
-                max_attempts=old.max_attempts,
-                timeout_seconds=old.timeout_seconds,
-                parent_id=old.id,
-                origin=old.origin,
-                branch=old.branch,
-            )
-        )
+        """A new queued session with the same parameters, linked to the old one."""
+        return await self.create(retry_of(await self.get(session_id)))
+
+
+def retry_of(old: Session) -> NewSession:
+    """The request that runs ``old`` again, on its branch (so its pull request is reused)."""
+    if not old.status.terminal:
+        raise Conflict(f"session {old.id} is still {old.status.value}")
+    return NewSession(
+        repo=old.repo,
+        prompt=old.prompt,
+        engine=old.engine,
+        model=old.model,
+        base_ref=old.base_ref,
+        mode=old.mode,
+        priority=old.priority,
+        forge=old.forge,
+        max_attempts=old.max_attempts,
+        timeout_seconds=old.timeout_seconds,
+        parent_id=old.id,
+        origin=old.origin,
+        branch=old.branch,
+    )
 
 
 async def _get(conn: AsyncConnection, session_id: str) -> Session:

@@ -1,0 +1,47 @@
+"""Build the object graph from settings: the one place the CLI and the server share for it."""
+
+from __future__ import annotations
+
+from telecoder import registry
+from telecoder.forges.local import LocalForge
+from telecoder.pipeline import Pipeline
+from telecoder.protocols import Engine, Forge, Runtime
+from telecoder.settings import Settings
+from telecoder.store import Store
+from telecoder.worker import Worker
+from telecoder.workspace import Workspace
+
+
+def build_workspace(settings: Settings) -> Workspace:
+    return Workspace(
+        mirrors=settings.mirrors,
+        worktrees=settings.worktrees,
+        author_name=settings.git_author_name,
+        author_email=settings.git_author_email,
+    )
+
+
+def build_forges(settings: Settings) -> dict[str, Forge]:
+    # "local" last: auto selection asks the others first.
+    return {"local": LocalForge()}
+
+
+def engine(name: str) -> Engine:
+    engine: Engine = registry.create("engines", name)
+    return engine
+
+
+def build_pipeline(settings: Settings, store: Store) -> Pipeline:
+    runtime: Runtime = registry.create("runtimes", "local")
+    return Pipeline(
+        settings=settings,
+        store=store,
+        workspace=build_workspace(settings),
+        engines=engine,
+        runtime=runtime,
+        forges=build_forges(settings),
+    )
+
+
+def build_worker(settings: Settings, store: Store) -> Worker:
+    return Worker(settings=settings, store=store, pipeline=build_pipeline(settings, store))

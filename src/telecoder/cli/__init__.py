@@ -1,0 +1,63 @@
+"""The ``telecoder`` command line (Typer + Rich).
+
+Each command builds ``Settings`` once, opens the store, and translates errors into one line on
+stderr and a stable exit code (see ``output.Exit``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+from sqlalchemy.exc import DBAPIError
+
+from telecoder.cli import db, run, sessions, worker
+from telecoder.cli.output import Exit, err
+from telecoder.errors import (
+    BadInput,
+    Conflict,
+    SessionNotFound,
+    StoreUnavailable,
+    TeleCoderError,
+)
+
+app = typer.Typer(
+    name="telecoder",
+    help="Send a task, get a pull request — or an answer. Runs coding agents in the background.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+app.command("run")(run.run)
+app.command("list")(sessions.list_sessions)
+app.command("show")(sessions.show)
+app.command("logs")(sessions.logs)
+app.command("cancel")(sessions.cancel)
+app.command("retry")(sessions.retry)
+app.command("worker")(worker.worker)
+app.command("version")(sessions.version)
+app.add_typer(db.app, name="db")
+
+_EXIT: list[tuple[type[TeleCoderError], Exit]] = [
+    (BadInput, Exit.BAD_INPUT),
+    (SessionNotFound, Exit.NOT_FOUND),
+    (Conflict, Exit.CONFLICT),
+    (StoreUnavailable, Exit.UNAVAILABLE),
+]
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except TeleCoderError as e:
+        code = next((c for kind, c in _EXIT if isinstance(e, kind)), Exit.TASK_FAILED)
+        err.print(f"[red]error:[/] {e.message}", markup=True, highlight=False)
+        sys.exit(code)
+    except DBAPIError as e:
+        err.print(f"[red]error:[/] the database failed: {e.orig}")
+        sys.exit(Exit.UNAVAILABLE)
+    except KeyboardInterrupt:
+        sys.exit(Exit.INTERRUPTED)

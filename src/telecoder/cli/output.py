@@ -1,0 +1,230 @@
+"""What the CLI prints: exit codes, session JSON, tables and the live event stream."""
+
+from __future__ import annotations
+
+import enum
+import json
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from telecoder.domain import Event, EventKind, Session, SessionStatus
+
+
+class Exit(enum.IntEnum):
+    """Stable exit codes (documented in the README)."""
+
+    OK = 0
+    TASK_FAILED = 1  # the session failed or is dead
+    BAD_INPUT = 2  # the command line or the request is wrong; nothing was queued
+    NOT_FOUND = 3  # no such session
+    CONFLICT = 4  # the session's state forbids it (cancel a finished session, …)
+    CANCELLED = 5  # the session was cancelled
+    UNAVAILABLE = 6  # the database (or server) cannot be reached
+    INTERRUPTED = 130  # Ctrl-C
+
+
+def exit_for(session: Session) -> Exit:
+    if session.status == SessionStatus.SUCCEEDED:
+        return Exit.OK
+    if session.status == SessionStatus.CANCELLED:
+        return Exit.CANCELLED
+    if session.status.terminal:
+        return Exit.TASK_FAILED
+    return Exit.OK
+
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def print_json_line(value: Any) -> None:
+    """One JSON object on one line (JSON Lines), for streams."""
+    sys.stdout.write(json.dumps(value, ensure_ascii=False, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+_STATUS_STYLE = {
+    "queued": "cyan",
+    "running": "yellow",
+    "succeeded": "green",
+    "failed": "red",
+    "dead": "red",
+    "cancelled": "magenta",
+    "blocked": "blue",
+}
+
+
+def status_text(status: str) -> str:
+    return f"[{_STATUS_STYLE.get(status, 'white')}]{status}[/]"
+
+
+def age(ts: float) -> str:
+    seconds = max(0, int(time.time() - ts))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def short(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def sessions_table(sessions: list[Session]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("ID", "STATUS", "ENGINE", "AGE", "REPO", "PROMPT", "RESULT"):
+        table.add_column(column, no_wrap=column != "RESULT", overflow="ellipsis")
+    for s in sessions:
+        table.add_row(
+            s.id,
+            status_text(s.status.value),
+            s.engine,
+            age(s.created_at),
+            escape(short(s.repo, 32)),
+            escape(short(s.prompt, 40)),
+            escape(result_summary(s)),
+        )
+    return table
+
+
+def result_summary(session: Session) -> str:
+    r = session.result
+    if session.status.terminal and session.status != SessionStatus.SUCCEEDED:
+        return short(session.error or session.status.value, 60)
+    if r is None:
+        return ""
+    if r.pr_url:
+        return r.pr_url
+    if r.branch:
+        return f"{r.branch} ({r.diff.files_changed} files +{r.diff.insertions} -{r.diff.deletions})"
+    return short(r.text or "(no change)", 60)
+
+
+def show_session(session: Session) -> None:
+    rows: list[tuple[str, str]] = [
+        ("id", session.id),
+        ("status", status_text(session.status.value)),
+        ("repo", escape(session.repo)),
+        ("engine", session.engine + (f" ({session.model})" if session.model else "")),
+        ("mode", session.mode.value),
+        ("base", session.base_ref or "(default branch)"),
+        ("branch", session.branch),
+        ("attempt", f"{session.attempt} of {session.max_attempts}"),
+        ("created", f"{age(session.created_at)} ago"),
+    ]
+    if session.parent_id:
+        rows.append(("retry of", session.parent_id))
+    if session.finished_at and session.started_at:
+        rows.append(("took", f"{session.finished_at - session.started_at:.1f}s"))
+    if session.cost_usd or session.input_tokens:
+        rows.append(
+            (
+                "usage",
+                f"${session.cost_usd:.4f} · {session.input_tokens} in / "
+                f"{session.output_tokens} out tokens",
+            )
+        )
+    r = session.result
+    if r is not None:
+        if r.branch:
+            rows.append(("commit", r.commit or ""))
+            rows.append(
+                ("diff", f"{r.diff.files_changed} files +{r.diff.insertions} -{r.diff.deletions}")
+            )
+        if r.pr_url:
+            rows.append(("pull request", r.pr_url))
+        if r.text and not r.branch:
+            rows.append(("answer", escape(r.text)))
+    if session.error:
+        rows.append(("error", f"[red]{escape(session.error)}[/]"))
+    if session.failure_kind:
+        rows.append(("failure kind", session.failure_kind.value))
+    rows.append(("prompt", escape(session.prompt)))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        out.print(f"[bold]{key.ljust(width)}[/]  {value}")
+
+
+def render_event(event: Event) -> str | None:
+    """One event as a line for people; None for events not worth a line."""
+    stamp = time.strftime("%H:%M:%S", time.localtime(event.ts))
+    d = event.data
+    kind = event.kind
+    if kind == EventKind.STATUS:
+        text = status_text(str(d.get("status")))
+        if d.get("attempt"):
+            text += f" (attempt {d['attempt']} on {escape(str(d.get('worker')))})"
+        if d.get("error"):
+            text += f" [red]{escape(str(d['error']))}[/]"
+        if d.get("retry_in") is not None:
+            text += f" — retrying in {d['retry_in']:.1f}s"
+    elif kind == EventKind.PROGRESS:
+        step = str(d.get("step", "")).replace("_", " ")
+        extra = " ".join(f"{k}={escape(str(v))}" for k, v in d.items() if k not in ("step", "path"))
+        text = f"[dim]▸ {step}[/] [dim]{extra}[/]".rstrip()
+    elif kind == EventKind.OUTPUT:
+        style = "red" if d.get("stream") == "stderr" else "dim"
+        text = f"[{style}]│ {escape(str(d.get('text', '')))}[/]"
+    elif kind == EventKind.MESSAGE:
+        text = escape(str(d.get("text", "")))
+    elif kind == EventKind.THINKING:
+        text = f"[italic dim]{escape(short(str(d.get('text', '')), 200))}[/]"
+    elif kind == EventKind.TOOL_CALL:
+        text = f"[blue]⚙ {escape(str(d.get('name')))}[/] {escape(short(str(d.get('input')), 160))}"
+    elif kind == EventKind.TOOL_RESULT:
+        mark = "[green]✓[/]" if d.get("ok", True) else "[red]✗[/]"
+        text = f"  {mark} [dim]{escape(short(str(d.get('output', '')), 160))}[/]"
+    elif kind == EventKind.USAGE:
+        cost = d.get("cost_usd")
+        text = f"[dim]usage: {d.get('input_tokens', 0)} in / {d.get('output_tokens', 0)} out"
+        text += f" · ${cost:.4f}[/]" if isinstance(cost, int | float) else "[/]"
+    elif kind == EventKind.VERIFY:
+        ok = d.get("ok")
+        text = f"{'[green]✓' if ok else '[red]✗'} verify[/] {escape(str(d.get('command', '')))}"
+    elif kind == EventKind.ERROR:
+        text = f"[red]error: {escape(str(d.get('message', '')))}[/]"
+    elif kind == EventKind.RESULT:
+        return None
+    else:
+        text = escape(json.dumps(d))
+    return f"[dim]{stamp}[/] {text}"
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "session_id": event.session_id,
+        "seq": event.seq,
+        "attempt": event.attempt,
+        "ts": event.ts,
+        "kind": event.kind.value,
+        "data": event.data,
+    }
+
+
+def final_line(session: Session) -> str:
+    status = status_text(session.status.value)
+    r = session.result
+    if session.status == SessionStatus.SUCCEEDED and r is not None:
+        if r.branch:
+            line = f"{status} · pushed [bold]{r.branch}[/] ({(r.commit or '')[:12]})"
+            line += f" · {r.diff.files_changed} files +{r.diff.insertions} -{r.diff.deletions}"
+            if r.pr_url:
+                line += f"\npull request: {r.pr_url}"
+            return line
+        return f"{status} · no change\n{escape(r.text or '')}".rstrip()
+    line = f"{status} · session {session.id}"
+    if session.error:
+        line += f"\n[red]{escape(session.error)}[/]"
+    return line

@@ -1,0 +1,110 @@
+"""``telecoder run``: send a task; run it here and stream it, or queue it (``--detach``)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Annotated
+
+import typer
+
+from telecoder import registry
+from telecoder.assemble import build_forges, build_worker, build_workspace
+from telecoder.cli.common import load_settings, opened, run_async
+from telecoder.cli.follow import follow
+from telecoder.cli.output import Exit, err, exit_for, final_line, out, print_json
+from telecoder.domain import NewSession, Session
+from telecoder.intake import Request, accept
+from telecoder.pipeline import StopReason
+from telecoder.settings import Settings
+from telecoder.store import Store
+
+
+def run(
+    prompt: Annotated[str, typer.Argument(help="The task; for --engine shell, a shell command.")],
+    repo: Annotated[str, typer.Option("--repo", "-r", help="Local path or git URL.")],
+    engine: Annotated[str | None, typer.Option("--engine", "-e", help="Agent to run.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model for the agent.")] = None,
+    base: Annotated[
+        str | None, typer.Option("--base", "-b", help="Base ref; default the remote's default.")
+    ] = None,
+    forge: Annotated[
+        str | None, typer.Option(help="Where results go: auto, local or github.")
+    ] = None,
+    priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+    timeout: Annotated[
+        float | None, typer.Option(help="Wall-clock limit in seconds.", min=1)
+    ] = None,
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Queue it for a worker; print its id.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the finished session as one JSON object.")
+    ] = False,
+) -> None:
+    """Run a task on a repository: a pushed branch (and PR) or an answer."""
+    settings = load_settings()
+    request = Request(
+        repo=repo,
+        prompt=prompt,
+        engine=engine,
+        model=model,
+        base=base,
+        forge=forge,
+        priority=priority,
+        timeout_seconds=timeout,
+    )
+
+    async def go() -> Exit:
+        async with opened(settings) as store:
+            accepted = await accept(
+                request,
+                settings=settings,
+                workspace=build_workspace(settings),
+                engines=registry.names("engines"),
+                forges=build_forges(settings),
+            )
+            for warning in accepted.warnings:
+                err.print(f"[yellow]warning:[/] {warning}")
+            if detach:
+                session = await store.sessions.create(accepted.session)
+                if as_json:
+                    print_json(session.to_dict())
+                else:
+                    out.print(session.id)
+                return Exit.OK
+            return await run_here(settings, store, accepted.session, as_json=as_json)
+
+    raise typer.Exit(run_async(go()))
+
+
+async def run_here(settings: Settings, store: Store, new: NewSession, *, as_json: bool) -> Exit:
+    """Claim ``new`` for this process, run it, stream its events; Ctrl-C cancels it."""
+    worker = build_worker(settings, store)
+    claimed = await store.queue.create_claimed(new, worker.id)
+    if not as_json:
+        err.print(f"session [bold]{new.id}[/] · branch {new.branch}")
+    execution: asyncio.Task[Session | None] = asyncio.create_task(worker.execute(claimed))
+    loop = asyncio.get_running_loop()
+    interrupted = False
+
+    def on_interrupt() -> None:
+        nonlocal interrupted
+        if interrupted:
+            execution.cancel()
+        interrupted = True
+        worker.stop_session(new.id, StopReason.CANCELLED)
+
+    loop.add_signal_handler(signal.SIGINT, on_interrupt)
+    try:
+        if not as_json:
+            await follow(store, new.id, until=execution)
+        await asyncio.wait({execution})
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+    session = await store.sessions.get(new.id)
+    if as_json:
+        print_json(session.to_dict())
+    else:
+        out.print(final_line(session))
+    return exit_for(session)

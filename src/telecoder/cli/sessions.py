@@ -1,0 +1,153 @@
+"""Commands on recorded sessions: list, show, logs, cancel, retry, version."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from telecoder import __version__
+from telecoder.cli.common import load_settings, opened, run_async
+from telecoder.cli.follow import follow
+from telecoder.cli.output import Exit, err, out, print_json, sessions_table, show_session
+from telecoder.cli.run import run_here
+from telecoder.domain import SessionStatus
+from telecoder.errors import BadInput
+from telecoder.store.sessions import retry_of
+from telecoder.workspace import is_url
+
+
+def _status(value: str | None) -> SessionStatus | None:
+    if value is None:
+        return None
+    try:
+        return SessionStatus(value)
+    except ValueError:
+        known = ", ".join(s.value for s in SessionStatus)
+        raise BadInput(f"unknown status {value!r} (known: {known})") from None
+
+
+def _repo_key(repo: str | None) -> str | None:
+    """The repo as sessions record it: a URL as given, a path made absolute."""
+    if repo is None or is_url(repo):
+        return repo
+    from pathlib import Path
+
+    return str(Path(repo).expanduser().resolve())
+
+
+def list_sessions(
+    status: Annotated[str | None, typer.Option(help="Only sessions in this status.")] = None,
+    repo: Annotated[str | None, typer.Option(help="Only sessions on this repository.")] = None,
+    engine: Annotated[str | None, typer.Option(help="Only sessions of this engine.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many.", min=1, max=1000)] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+) -> None:
+    """List sessions, newest first."""
+    settings = load_settings()
+    wanted = _status(status)
+
+    async def go() -> None:
+        async with opened(settings) as store:
+            page = await store.sessions.list(
+                status=wanted, repo=_repo_key(repo), engine=engine, limit=limit
+            )
+        if as_json:
+            print_json([s.to_dict() for s in page.sessions])
+        elif page.sessions:
+            out.print(sessions_table(page.sessions))
+        else:
+            err.print("no sessions")
+
+    run_async(go())
+
+
+def show(
+    session_id: Annotated[str, typer.Argument(help="Session id (or a unique prefix).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show one session: status, result, error."""
+    settings = load_settings()
+
+    async def go() -> None:
+        async with opened(settings) as store:
+            session = await store.sessions.resolve(session_id)
+        if as_json:
+            print_json(session.to_dict())
+        else:
+            show_session(session)
+
+    run_async(go())
+
+
+def logs(
+    session_id: Annotated[str, typer.Argument(help="Session id (or a unique prefix).")],
+    follow_: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing until the session ends.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Print a session's events."""
+    settings = load_settings()
+
+    async def go() -> None:
+        async with opened(settings) as store:
+            session = await store.sessions.resolve(session_id)
+            await follow(store, session.id, keep_following=follow_, as_json=as_json)
+
+    run_async(go())
+
+
+def cancel(
+    session_id: Annotated[str, typer.Argument(help="Session id (or a unique prefix).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the session as JSON.")] = False,
+) -> None:
+    """Cancel a session: at once if queued; a running one stops within a heartbeat."""
+    settings = load_settings()
+
+    async def go() -> None:
+        async with opened(settings) as store:
+            session = await store.sessions.resolve(session_id)
+            session = await store.sessions.cancel(session.id)
+        if as_json:
+            print_json(session.to_dict())
+        elif session.status == SessionStatus.CANCELLED:
+            out.print(f"{session.id} cancelled")
+        else:
+            out.print(f"{session.id} cancel requested; its worker stops it")
+
+    run_async(go())
+
+
+def retry(
+    session_id: Annotated[str, typer.Argument(help="Session id (or a unique prefix).")],
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Queue it; print its id.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the new session as JSON.")] = False,
+) -> None:
+    """Run a finished session again: a new session, on the same branch and pull request."""
+    settings = load_settings()
+
+    async def go() -> Exit:
+        async with opened(settings) as store:
+            old = await store.sessions.resolve(session_id)
+            new = retry_of(old)
+            if detach:
+                session = await store.sessions.create(new)
+                if as_json:
+                    print_json(session.to_dict())
+                else:
+                    out.print(session.id)
+                return Exit.OK
+            return await run_here(settings, store, new, as_json=as_json)
+
+    raise typer.Exit(run_async(go()))
+
+
+def version(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print TeleCoder's version."""
+    if as_json:
+        print_json({"version": __version__})
+    else:
+        out.print(f"telecoder {__version__}")

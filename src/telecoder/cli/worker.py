@@ -1,0 +1,37 @@
+"""``telecoder worker``: run queued sessions until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Annotated
+
+import typer
+
+from telecoder.assemble import build_worker
+from telecoder.cli.common import load_settings, opened, run_async
+from telecoder.cli.output import err
+
+
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(help="Sessions run at once (TELECODER_WORKER_CONCURRENCY).", min=1)
+    ] = None,
+) -> None:
+    """Run queued sessions. SIGINT or SIGTERM hands running sessions back and exits."""
+    overrides = {"worker_concurrency": concurrency} if concurrency else {}
+    settings = load_settings().model_copy(update=overrides)
+
+    async def go() -> None:
+        async with opened(settings) as store:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            err.print(
+                f"worker {settings.worker_id}: {settings.worker_concurrency} slots, "
+                f"database {settings.store_url.split('@')[-1]}"
+            )
+            await build_worker(settings, store).run(stop)
+
+    run_async(go())

@@ -1,0 +1,85 @@
+"""Turn a request (from the CLI, the API, a channel) into a session, or refuse it clearly.
+
+Everything that can be checked before queueing is checked here, so bad input never reaches the
+queue: an empty prompt, an unknown engine or forge, a repository that is missing or not git, a
+base ref the remote does not have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from telecoder.domain import Mode, NewSession
+from telecoder.errors import BadInput, EngineNotFound
+from telecoder.pipeline import choose_forge
+from telecoder.protocols import Forge
+from telecoder.settings import Settings
+from telecoder.workspace import Workspace
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Request:
+    repo: str
+    prompt: str
+    engine: str | None = None
+    model: str | None = None
+    base: str | None = None
+    mode: str = Mode.TASK.value
+    priority: int = 0
+    forge: str | None = None
+    timeout_seconds: float | None = None
+    origin: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    session: NewSession
+    warnings: list[str] = field(default_factory=list)
+
+
+async def accept(
+    request: Request,
+    *,
+    settings: Settings,
+    workspace: Workspace,
+    engines: Collection[str],
+    forges: Mapping[str, Forge],
+) -> Accepted:
+    prompt = request.prompt.strip()
+    if not prompt:
+        raise BadInput("the prompt is empty")
+    engine = request.engine or settings.engine
+    if engine not in engines:
+        raise EngineNotFound(f"unknown engine {engine!r} (known: {', '.join(sorted(engines))})")
+    try:
+        mode = Mode(request.mode)
+    except ValueError:
+        raise BadInput(f"unknown mode {request.mode!r} (known: task, chat)") from None
+    if request.timeout_seconds is not None and request.timeout_seconds <= 0:
+        raise BadInput("the timeout must be positive")
+    source = await workspace.resolve(request.repo)
+    forge = choose_forge(forges, request.forge or settings.forge, source.remote_url)
+    base = request.base.strip() if request.base else None
+    await workspace.check_base(source, base, env=forge.git_env(source.remote_url))
+    warnings = []
+    if await workspace.dirty(source):
+        warnings.append(
+            f"{source.spec} has uncommitted changes: the task starts from the remote's "
+            f"{base or 'default branch'} and will not see them"
+        )
+    session = NewSession(
+        repo=source.spec,
+        prompt=prompt,
+        engine=engine,
+        model=request.model or None,
+        base_ref=base,
+        mode=mode,
+        priority=request.priority,
+        forge=request.forge,
+        max_attempts=settings.max_attempts,
+        timeout_seconds=request.timeout_seconds,
+        origin=request.origin,
+    )
+    return Accepted(session, warnings)

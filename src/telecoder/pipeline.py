@@ -1,0 +1,472 @@
+"""One attempt of a session, top to bottom (ARCHITECTURE §3).
+
+    prepare workspace → run engine → (events recorded in batches all along)
+    → commit → push → open/update PR  |  no change → the engine's answer
+    → finish the attempt → clean up
+
+Every step can be redone by a later attempt without a second commit, push or PR: the worktree
+is made afresh, the commit is deterministic, the push is skipped when the remote already has it,
+and the forge finds the PR it opened before. ``AttemptControl`` carries why an attempt must stop
+early (cancel, timeout, stall, shutdown, lost lease); whoever notices sets it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from telecoder.domain import (
+    EventKind,
+    FailureKind,
+    Lease,
+    Mode,
+    NewEvent,
+    Result,
+    ResultType,
+    Session,
+    SessionStatus,
+)
+from telecoder.errors import BadInput, ForgeError, LeaseLost, WorkspaceError
+from telecoder.protocols import (
+    Engine,
+    EngineOutcome,
+    EngineTask,
+    Forge,
+    Publication,
+    Runtime,
+    Usage,
+)
+from telecoder.settings import Settings
+from telecoder.store import Outcome, Store
+from telecoder.store.events import Events
+from telecoder.workspace import Workspace, Worktree
+
+log = logging.getLogger(__name__)
+
+MAX_TEXT = 64 * 1024  # longest string kept in one event; the rest is cut with a marker
+
+
+class StopReason(enum.StrEnum):
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+    STALLED = "stalled"
+    SHUTDOWN = "shutdown"
+    LEASE_LOST = "lease_lost"
+
+
+class AttemptControl:
+    """Why the attempt must stop, set once by whoever notices first."""
+
+    def __init__(self) -> None:
+        self.reason: StopReason | None = None
+        self._stopped = asyncio.Event()
+
+    def stop(self, reason: StopReason) -> None:
+        if self.reason is None:
+            self.reason = reason
+            self._stopped.set()
+
+    async def wait(self) -> StopReason:
+        await self._stopped.wait()
+        assert self.reason is not None
+        return self.reason
+
+
+class EventRecorder:
+    """Collects events and writes them in batches, never holding a transaction in between."""
+
+    def __init__(self, events: Events, lease: Lease, *, interval: float = 0.1) -> None:
+        self._events = events
+        self._lease = lease
+        self._interval = interval
+        self._buffer: list[NewEvent] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, kind: EventKind, data: Mapping[str, Any]) -> None:
+        self._buffer.append(NewEvent(kind=kind, data=_clip(dict(data)), ts=time.time()))
+        if len(self._buffer) >= 256:
+            self._wake.set()
+
+    def progress(self, step: str, **data: Any) -> None:
+        self.add(EventKind.PROGRESS, {"step": step, **data})
+
+    async def flush(self) -> None:
+        batch, self._buffer = self._buffer, []
+        if batch:
+            await self._events.append(self._lease.session_id, batch, lease=self._lease)
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            self._wake.clear()
+            await self.flush()
+
+    def start(self, control: AttemptControl) -> None:
+        async def run() -> None:
+            try:
+                await self._run()
+            except LeaseLost:
+                control.stop(StopReason.LEASE_LOST)
+
+        self._task = asyncio.create_task(run())
+
+    async def cancel(self) -> None:
+        """Stop the background flushing (idempotent); what is buffered stays unwritten."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def close(self) -> None:
+        await self.cancel()
+        await self.flush()
+
+
+@dataclass(frozen=True, slots=True)
+class _Stopped(Exception):
+    reason: StopReason
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        workspace: Workspace,
+        engines: Callable[[str], Engine],
+        runtime: Runtime,
+        forges: Mapping[str, Forge],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.workspace = workspace
+        self.engines = engines
+        self.runtime = runtime
+        self.forges = forges
+
+    async def run(self, session: Session, lease: Lease, control: AttemptControl) -> Session | None:
+        """Run one attempt; the session as it ended, or None if this worker let it go."""
+        limit = self.time_limit(session)
+        timer = asyncio.get_running_loop().call_later(limit, control.stop, StopReason.TIMEOUT)
+        recorder = EventRecorder(self.store.events, lease)
+        recorder.start(control)
+        worktree: list[Worktree] = []
+        try:
+            outcome = await self._outcome(session, lease, recorder, control, worktree)
+            await recorder.close()
+            if control.reason == StopReason.LEASE_LOST:
+                return None
+            if control.reason == StopReason.SHUTDOWN:
+                await self.store.queue.release(lease, "the worker shut down")
+                return None
+            return await self.store.queue.finish(lease, outcome)
+        except LeaseLost:
+            log.warning("session %s: lease lost, leaving it to its new owner", session.id)
+            return None
+        finally:
+            timer.cancel()
+            await recorder.cancel()
+            await self._clean_up(session, worktree)
+
+    def time_limit(self, session: Session) -> float:
+        return session.timeout_seconds or self.settings.timeout_seconds
+
+    async def _outcome(
+        self,
+        session: Session,
+        lease: Lease,
+        recorder: EventRecorder,
+        control: AttemptControl,
+        worktree: list[Worktree],
+    ) -> Outcome:
+        try:
+            return await self._attempt(session, lease, recorder, control, worktree)
+        except _Stopped as stopped:
+            return _stopped_outcome(stopped.reason, self.time_limit(session))
+        except BadInput as e:
+            return _failed(recorder, FailureKind.BAD_INPUT, e.message)
+        except WorkspaceError as e:
+            return _failed(recorder, FailureKind.WORKSPACE_ERROR, e.message)
+        except ForgeError as e:
+            return _failed(recorder, FailureKind.PUBLISH_ERROR, e.message)
+        except LeaseLost:
+            raise
+        except Exception as e:
+            log.exception("session %s: attempt failed unexpectedly", session.id)
+            return _failed(recorder, FailureKind.INTERNAL, f"{type(e).__name__}: {e}")
+
+    async def _attempt(
+        self,
+        session: Session,
+        lease: Lease,
+        recorder: EventRecorder,
+        control: AttemptControl,
+        worktree: list[Worktree],
+    ) -> Outcome:
+        engine = self.engines(session.engine)
+        source = await self.workspace.resolve(session.repo)
+        forge = self._forge(session, source.remote_url)
+        git_env = forge.git_env(source.remote_url)
+        recorder.progress("preparing_workspace")
+        wt = await self.workspace.prepare(
+            f"{session.id}-{lease.attempt}",
+            source,
+            branch=session.branch,
+            base=session.base_ref,
+            env=git_env,
+        )
+        worktree.append(wt)
+        await self.store.queue.record(
+            lease, workspace_path=str(wt.path), base_sha=wt.base_sha, branch=wt.branch
+        )
+        recorder.progress("workspace_ready", base=wt.base, base_sha=wt.base_sha, path=str(wt.path))
+        _check(control)
+
+        task = EngineTask(
+            prompt=session.prompt,
+            workdir=wt.path,
+            home=self.settings.engine_homes / session.id,
+            model=session.model,
+            env=self._passthrough_env(),
+        )
+        recorder.progress("engine_started", engine=session.engine)
+        result = await self._run_engine(engine, task, recorder, control)
+        _check(control)
+        usage = result.usage or Usage()
+        if not result.ok:
+            return Outcome(
+                status=SessionStatus.FAILED,
+                failure_kind=result.failure_kind or FailureKind.ENGINE_ERROR,
+                error=result.error or f"{session.engine} failed",
+                **_usage(usage),
+            )
+
+        recorder.progress("committing")
+        sha = await self.workspace.commit(wt, commit_message(session), date=session.created_at)
+        if sha is None:
+            answer = Result(type=ResultType.TEXT, text=result.text)
+        else:
+            answer = await self._publish(session, lease, wt, forge, git_env, sha, recorder)
+        recorder.add(EventKind.RESULT, answer.to_dict())
+        return Outcome(status=SessionStatus.SUCCEEDED, result=answer, **_usage(usage))
+
+    async def _publish(
+        self,
+        session: Session,
+        lease: Lease,
+        wt: Worktree,
+        forge: Forge,
+        git_env: Mapping[str, str],
+        sha: str,
+        recorder: EventRecorder,
+    ) -> Result:
+        stats = await self.workspace.diff_stats(wt)
+        recorder.progress("pushing", branch=wt.branch, commit=sha)
+        pushed = await self.workspace.push(wt, sha, env=git_env)
+        await self.store.queue.record(lease, pushed_sha=sha, commit_sha=sha)
+        recorder.progress("pushed" if pushed else "already_pushed", branch=wt.branch, commit=sha)
+        title, _, body = commit_message(session).partition("\n")
+        published = await forge.publish(
+            Publication(
+                session_id=session.id,
+                remote_url=wt.remote_url,
+                branch=wt.branch,
+                base=wt.base,
+                title=title,
+                body=body.strip() or session.prompt,
+            )
+        )
+        if published.url:
+            recorder.progress("pull_request", url=published.url, number=published.number)
+        return Result(
+            type=ResultType.BRANCH,
+            branch=wt.branch,
+            commit=sha,
+            pr_url=published.url,
+            pr_number=published.number,
+            diff=stats,
+        )
+
+    async def _run_engine(
+        self, engine: Engine, task: EngineTask, recorder: EventRecorder, control: AttemptControl
+    ) -> EngineOutcome:
+        command = engine.command(task)
+        (task.home / "tmp").mkdir(parents=True, exist_ok=True)
+        for rel, content in command.files.items():
+            path = task.home / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content)
+        env = {
+            **{k: os.environ[k] for k in self.settings.env_allow if k in os.environ},
+            "HOME": str(task.home),
+            "TMPDIR": str(task.home / "tmp"),
+            **command.env,
+        }
+        process = await self.runtime.spawn(
+            command.argv,
+            cwd=task.workdir,
+            env=env,
+            stdin=command.stdin,
+            interactive=command.interactive,
+        )
+        parser = engine.parser(task)
+        last_output = time.monotonic()
+
+        async def pump() -> None:
+            nonlocal last_output
+            async for stream, raw in process.lines():
+                last_output = time.monotonic()
+                line = decode(raw)
+                try:
+                    feed = parser.feed(stream, line)
+                except Exception as e:
+                    log.exception("%s parser failed", engine.name)
+                    recorder.add(EventKind.OUTPUT, {"stream": stream, "text": line})
+                    recorder.add(EventKind.ERROR, {"message": f"{engine.name} parser: {e}"})
+                    continue
+                for event in feed.events:
+                    recorder.add(event.kind, event.data)
+                if feed.reply:
+                    await process.send(feed.reply)
+                if feed.done:
+                    await process.close_stdin()
+                    return
+
+        async def watchdog() -> None:
+            limit = self.settings.stall_seconds
+            while True:
+                await asyncio.sleep(min(1.0, limit / 4))
+                if time.monotonic() - last_output > limit:
+                    control.stop(StopReason.STALLED)
+                    return
+
+        pumping = asyncio.create_task(pump())
+        stopping = asyncio.create_task(control.wait())
+        watching = asyncio.create_task(watchdog())
+        try:
+            await asyncio.wait({pumping, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if pumping.done() and control.reason is None:
+                pumping.result()
+                # Output ended: the engine exits by itself (or, done talking, is asked to).
+                try:
+                    code: int | None = await asyncio.wait_for(process.wait(), 10)
+                except TimeoutError:
+                    code = await process.stop(self.settings.kill_grace_seconds)
+            else:
+                code = await process.stop(self.settings.kill_grace_seconds)
+        finally:
+            for task_ in (pumping, stopping, watching):
+                task_.cancel()
+            await asyncio.gather(pumping, stopping, watching, return_exceptions=True)
+        return parser.finish(code)
+
+    def _forge(self, session: Session, remote_url: str) -> Forge:
+        return choose_forge(self.forges, session.forge or self.settings.forge, remote_url)
+
+    def _passthrough_env(self) -> dict[str, str]:
+        names = (*self.settings.env_allow, *self.settings.engine_env)
+        return {k: os.environ[k] for k in names if k in os.environ}
+
+    async def _clean_up(self, session: Session, worktree: list[Worktree]) -> None:
+        if session.mode == Mode.CHAT:
+            return
+        try:
+            if worktree:
+                if self.settings.worktree_retention_seconds > 0:
+                    self.workspace.mark_finished(worktree[0])
+                else:
+                    await self.workspace.remove(worktree[0])
+            home = self.settings.engine_homes / session.id
+            await asyncio.to_thread(shutil.rmtree, home, ignore_errors=True)
+        except WorkspaceError:
+            log.warning("session %s: could not remove its worktree", session.id, exc_info=True)
+
+
+def choose_forge(forges: Mapping[str, Forge], name: str, remote_url: str) -> Forge:
+    """The forge called ``name``; for ``auto``, the first that claims the remote, else local."""
+    if name != "auto":
+        forge = forges.get(name)
+        if forge is None:
+            raise BadInput(f"unknown forge {name!r} (known: auto, {', '.join(forges)})")
+        return forge
+    for forge_name, forge in forges.items():
+        if forge_name != "local" and forge.handles(remote_url):
+            return forge
+    return forges["local"]
+
+
+def commit_message(session: Session) -> str:
+    """Subject from the prompt's first line; the whole prompt and the session id below."""
+    prompt = session.prompt.strip()
+    first = prompt.splitlines()[0] if prompt else "TeleCoder change"
+    subject = first if len(first) <= 72 else first[:71].rstrip() + "…"
+    body = prompt if prompt != subject else ""
+    parts = [subject, body, f"TeleCoder-Session: {session.id}"]
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def decode(raw: bytes) -> str:
+    """Text of an output line: invalid UTF-8 kept as escapes, NUL made visible."""
+    return raw.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+
+
+def _clip(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > MAX_TEXT:
+        return value[:MAX_TEXT] + f"… [{len(value) - MAX_TEXT} more characters]"
+    if isinstance(value, dict):
+        return {k: _clip(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clip(v) for v in value]
+    return value
+
+
+def _check(control: AttemptControl) -> None:
+    if control.reason is not None:
+        raise _Stopped(control.reason)
+
+
+def _usage(usage: Usage) -> dict[str, Any]:
+    return {
+        "cost_usd": usage.cost_usd or 0.0,
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+    }
+
+
+def _failed(recorder: EventRecorder, kind: FailureKind, error: str) -> Outcome:
+    recorder.add(EventKind.ERROR, {"failure_kind": kind.value, "message": error})
+    return Outcome(status=SessionStatus.FAILED, failure_kind=kind, error=error)
+
+
+def _stopped_outcome(reason: StopReason, limit: float) -> Outcome:
+    if reason == StopReason.CANCELLED:
+        return Outcome(
+            status=SessionStatus.CANCELLED,
+            failure_kind=FailureKind.CANCELLED,
+            error="cancelled by request",
+        )
+    if reason == StopReason.TIMEOUT:
+        return Outcome(
+            status=SessionStatus.FAILED,
+            failure_kind=FailureKind.TIMEOUT,
+            error=f"the session ran past its time limit of {limit:g} s and was stopped",
+        )
+    if reason == StopReason.STALLED:
+        return Outcome(
+            status=SessionStatus.FAILED,
+            failure_kind=FailureKind.STALLED,
+            error="the agent printed nothing for too long (stall watchdog) and was stopped",
+        )
+    # SHUTDOWN and LEASE_LOST are not finished by this worker.
+    return Outcome(status=SessionStatus.FAILED, failure_kind=FailureKind.WORKER_LOST)

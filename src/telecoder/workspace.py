@@ -1,0 +1,412 @@
+"""Git: one bare mirror per repository, one worktree per session, commit and push.
+
+The user's checkout is only ever read (``remote get-url``, a lock-free ``status``). Work happens in
+a mirror under ``$TELECODER_HOME/mirrors`` — fetched at every attempt, remote branches kept under
+``refs/remotes/origin/*`` so a fetch never disturbs a session's branch — and a ``git worktree`` on
+branch ``telecoder/<id>``. Commits are made on the host with hooks disabled (the agent may have
+written one) and with a fixed date, so an attempt that redoes a crashed one's work makes the very
+same commit; the push is skipped when the remote already has it, and otherwise fenced with
+``--force-with-lease`` on what the remote had.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from telecoder.domain import DiffStats
+from telecoder.errors import (
+    BaseRefNotFound,
+    NotAGitRepo,
+    PushRejected,
+    RepoNotFound,
+    WorkspaceError,
+)
+
+# Options on every git command that writes: never run a hook, never sign, never prompt.
+_SAFE = ("-c", "core.hooksPath=/dev/null", "-c", "commit.gpgSign=false", "-c", "tag.gpgSign=false")
+_URL = re.compile(r"^([a-z][a-z0-9+.-]*://|[\w.-]+@[\w.-]+:)", re.IGNORECASE)
+_CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
+_SHA = re.compile(r"^[0-9a-f]{7,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class RepoSource:
+    """Where a session's code comes from and where its branch goes."""
+
+    spec: str  # as recorded on the session: an absolute path or a URL
+    remote_url: str  # fetched from and pushed to
+    checkout: Path | None = None  # the user's own checkout, when the repo was given as a path
+
+
+@dataclass(frozen=True, slots=True)
+class Worktree:
+    path: Path
+    branch: str
+    base: str  # the branch a pull request targets
+    base_sha: str
+    remote_url: str
+    mirror: Path
+
+
+def is_url(repo: str) -> bool:
+    return bool(_URL.match(repo))
+
+
+def scrub(text: str) -> str:
+    """Remove credentials embedded in URLs from git's messages."""
+    return _CREDENTIALS.sub(r"\1***@", text)
+
+
+class Workspace:
+    def __init__(
+        self,
+        *,
+        mirrors: Path,
+        worktrees: Path,
+        author_name: str = "TeleCoder",
+        author_email: str = "telecoder@localhost",
+    ) -> None:
+        self.mirrors = mirrors
+        self.worktrees = worktrees
+        self.author_name = author_name
+        self.author_email = author_email
+
+    # --- the repository ----------------------------------------------------------------------
+
+    async def resolve(self, repo: str) -> RepoSource:
+        """Check ``repo`` (a path or a URL) and find its remote; never writes to a checkout."""
+        if not repo.strip():
+            raise RepoNotFound("no repository given")
+        if is_url(repo):
+            if repo.startswith("file://"):
+                path = Path(urlsplit(repo).path)
+                if not path.exists():
+                    raise RepoNotFound(f"repository {repo} does not exist")
+            return RepoSource(spec=repo, remote_url=repo)
+        path = Path(repo).expanduser().resolve()
+        if not path.exists():
+            raise RepoNotFound(f"repository {repo} does not exist")
+        code, out, _ = await _git_status(path, "rev-parse", "--is-bare-repository")
+        if code != 0:
+            raise NotAGitRepo(f"{repo} is not a git repository")
+        if out.strip() == "true":
+            return RepoSource(spec=str(path), remote_url=str(path))
+        top = Path((await _git(path, "rev-parse", "--show-toplevel")).strip())
+        code, url, _ = await _git_status(top, "remote", "get-url", "origin")
+        if code != 0 or not url.strip():
+            # No remote: the checkout is its own remote; branches are pushed into it.
+            return RepoSource(spec=str(top), remote_url=str(top), checkout=top)
+        url = url.strip()
+        if not is_url(url) and not Path(url).is_absolute():
+            url = str((top / url).resolve())
+        return RepoSource(spec=str(top), remote_url=url, checkout=top)
+
+    async def dirty(self, source: RepoSource) -> bool:
+        """Whether the user's checkout has uncommitted changes (read without taking locks)."""
+        if source.checkout is None:
+            return False
+        out = await _git(source.checkout, "--no-optional-locks", "status", "--porcelain")
+        return bool(out.strip())
+
+    async def check_base(
+        self, source: RepoSource, base: str | None, env: Mapping[str, str] | None = None
+    ) -> None:
+        """Fail with BaseRefNotFound unless ``base`` names a branch or tag of the remote.
+
+        A commit sha cannot be checked without fetching; it is checked when the worktree is made.
+        """
+        if base is None or _SHA.match(base):
+            return
+        code, out, err = await _git_status(
+            None, "ls-remote", "--heads", "--tags", source.remote_url, env=env
+        )
+        if code != 0:
+            raise RepoNotFound(f"cannot read {scrub(source.remote_url)}: {scrub(_tail(err))}")
+        refs = {line.split("\t", 1)[1] for line in out.splitlines() if "\t" in line}
+        wanted = {f"refs/heads/{base}", f"refs/tags/{base}", base}
+        if not refs & wanted:
+            raise BaseRefNotFound(f"base ref {base!r} does not exist in {scrub(source.remote_url)}")
+
+    # --- mirror and worktree -----------------------------------------------------------------
+
+    def mirror_path(self, remote_url: str) -> Path:
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", remote_url.rstrip("/").rsplit("/", 1)[-1])
+        name = name.removesuffix(".git") or "repo"
+        digest = hashlib.sha256(remote_url.encode()).hexdigest()[:12]
+        return self.mirrors / f"{name}-{digest}.git"
+
+    async def prepare(
+        self,
+        name: str,
+        source: RepoSource,
+        *,
+        branch: str,
+        base: str | None,
+        env: Mapping[str, str] | None = None,
+    ) -> Worktree:
+        """Fetch the mirror and make a fresh worktree ``name`` on ``branch`` from ``base``.
+
+        Each attempt names its own worktree: an agent orphaned by a crashed worker can only
+        write into the old one, which is discarded here along with anything else on ``branch``.
+        """
+        mirror = self.mirror_path(source.remote_url)
+        path = self.worktrees / name
+        async with _locked(mirror.with_suffix(".lock")):
+            await self._fetch(mirror, source.remote_url, env)
+            base_name, base_sha = await self._resolve_base(mirror, base)
+            for stale in await self._worktrees_on(mirror, branch):
+                await self._discard(mirror, stale)
+            await self._discard(mirror, path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            await _git(mirror, *_SAFE, "worktree", "add", "-q", "-B", branch, str(path), base_sha)
+        return Worktree(
+            path=path,
+            branch=branch,
+            base=base_name,
+            base_sha=base_sha,
+            remote_url=source.remote_url,
+            mirror=mirror,
+        )
+
+    async def _fetch(self, mirror: Path, remote_url: str, env: Mapping[str, str] | None) -> None:
+        if not (mirror / "HEAD").exists():
+            tmp = mirror.with_name(mirror.name + f".tmp{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            await _git(None, "init", "-q", "--bare", str(tmp))
+            await _git(tmp, "remote", "add", "origin", remote_url)
+            await _git(tmp, "config", "remote.origin.fetch", "+refs/heads/*:refs/remotes/origin/*")
+            await _git(tmp, "config", "gc.auto", "0")
+            tmp.rename(mirror)
+        else:
+            await _git(mirror, "remote", "set-url", "origin", remote_url)
+        code, _, err = await _git_status(
+            mirror, "fetch", "-q", "--prune", "--tags", "--force", "origin", env=env
+        )
+        if code != 0:
+            raise WorkspaceError(f"cannot fetch {scrub(remote_url)}: {scrub(_tail(err))}")
+        code, _, _ = await _git_status(mirror, "symbolic-ref", "-q", "refs/remotes/origin/HEAD")
+        if code != 0:
+            await _git_status(mirror, "remote", "set-head", "origin", "--auto", env=env)
+
+    async def _resolve_base(self, mirror: Path, base: str | None) -> tuple[str, str]:
+        """(the branch a PR targets, the commit to start from) for ``base``.
+
+        No base: the remote's default branch. A branch: itself. A tag or a commit sha: that
+        commit, and PRs target the default branch.
+        """
+        code, head, _ = await _git_status(
+            mirror, "symbolic-ref", "-q", "--short", "refs/remotes/origin/HEAD"
+        )
+        default = head.strip().removeprefix("origin/") if code == 0 else None
+        if base is None:
+            if default is None:
+                raise BaseRefNotFound("the remote has no default branch: pass --base")
+            base = default
+        if sha := await self._sha(mirror, f"refs/remotes/origin/{base}"):
+            return base, sha
+        for ref in (f"refs/tags/{base}", base if _SHA.match(base) else None):
+            if ref and (sha := await self._sha(mirror, ref)):
+                return default or base, sha
+        raise BaseRefNotFound(f"base ref {base!r} does not exist")
+
+    async def _sha(self, mirror: Path, ref: str) -> str | None:
+        code, out, _ = await _git_status(mirror, "rev-parse", "--verify", "-q", f"{ref}^{{commit}}")
+        return out.strip() if code == 0 else None
+
+    async def _worktrees_on(self, mirror: Path, branch: str) -> list[Path]:
+        if not (mirror / "HEAD").exists():
+            return []
+        out = await _git(mirror, "worktree", "list", "--porcelain")
+        found: list[Path] = []
+        path: Path | None = None
+        for line in out.splitlines():
+            if line.startswith("worktree "):
+                path = Path(line.removeprefix("worktree "))
+            elif line == f"branch refs/heads/{branch}" and path is not None:
+                found.append(path)
+        return found
+
+    async def _discard(self, mirror: Path, path: Path) -> None:
+        """Remove a worktree an earlier attempt left behind."""
+        if path.exists():
+            await _git_status(mirror, "worktree", "remove", "--force", str(path))
+            shutil.rmtree(path, ignore_errors=True)
+        await _git_status(mirror, "worktree", "prune")
+
+    # --- results -----------------------------------------------------------------------------
+
+    async def commit(self, wt: Worktree, message: str, *, date: float) -> str | None:
+        """Commit everything the agent changed; None when nothing changed at all."""
+        await _git(wt.path, *_SAFE, "add", "-A")
+        staged = (await _git_status(wt.path, "diff", "--cached", "--quiet"))[0] != 0
+        head = (await _git(wt.path, "rev-parse", "HEAD")).strip()
+        if not staged:
+            return head if head != wt.base_sha else None
+        stamp = f"@{int(date)} +0000"
+        env = {
+            "GIT_AUTHOR_NAME": self.author_name,
+            "GIT_AUTHOR_EMAIL": self.author_email,
+            "GIT_COMMITTER_NAME": self.author_name,
+            "GIT_COMMITTER_EMAIL": self.author_email,
+            "GIT_AUTHOR_DATE": stamp,
+            "GIT_COMMITTER_DATE": stamp,
+        }
+        await _git(
+            wt.path, *_SAFE, "commit", "-q", "--no-verify", "--allow-empty-message", "-F", "-",
+            env=env, stdin=message.encode(),
+        )  # fmt: skip
+        return (await _git(wt.path, "rev-parse", "HEAD")).strip()
+
+    async def diff_stats(self, wt: Worktree) -> DiffStats:
+        out = await _git(wt.path, "diff", "--numstat", wt.base_sha, "HEAD")
+        files = insertions = deletions = 0
+        for line in out.splitlines():
+            added, removed, _ = line.split("\t", 2)
+            files += 1
+            insertions += int(added) if added.isdigit() else 0
+            deletions += int(removed) if removed.isdigit() else 0
+        return DiffStats(files_changed=files, insertions=insertions, deletions=deletions)
+
+    async def diff(self, wt: Worktree) -> str:
+        return await _git(wt.path, "diff", wt.base_sha, "HEAD")
+
+    async def push(self, wt: Worktree, sha: str, env: Mapping[str, str] | None = None) -> bool:
+        """Make the remote's ``branch`` point at ``sha``; False when it already did."""
+        ref = f"refs/heads/{wt.branch}"
+        code, out, err = await _git_status(None, "ls-remote", wt.remote_url, ref, env=env)
+        if code != 0:
+            raise WorkspaceError(f"cannot read {scrub(wt.remote_url)}: {scrub(_tail(err))}")
+        current = out.split("\t", 1)[0].strip() if out.strip() else ""
+        if current == sha:
+            return False
+        code, _, err = await _git_status(
+            wt.path, *_SAFE, "push", "--quiet", "--no-verify",
+            f"--force-with-lease={ref}:{current}", wt.remote_url, f"{sha}:{ref}",
+            env=env,
+        )  # fmt: skip
+        if code != 0:
+            raise PushRejected(f"push to {scrub(wt.remote_url)} failed: {scrub(_tail(err))}")
+        return True
+
+    async def remove(self, wt: Worktree) -> None:
+        async with _locked(wt.mirror.with_suffix(".lock")):
+            await self._discard(wt.mirror, wt.path)
+
+    def mark_finished(self, wt: Worktree) -> None:
+        """Note when a kept worktree's session ended, for ``prune``."""
+        marker = wt.path.with_name(wt.path.name + ".done")
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(str(time.time()))
+
+    async def prune(self, older_than: float) -> list[str]:
+        """Remove kept worktrees whose session ended more than ``older_than`` seconds ago."""
+        removed: list[str] = []
+        now = time.time()
+        for marker in self.worktrees.glob("*.done"):
+            try:
+                ended = float(marker.read_text() or 0)
+            except (OSError, ValueError):
+                ended = 0.0
+            if now - ended < older_than:
+                continue
+            path = marker.with_suffix("")
+            common = path / ".git"
+            if common.is_file():
+                gitdir = Path(common.read_text().split(":", 1)[1].strip())
+                mirror = gitdir.parent.parent
+                async with _locked(mirror.with_suffix(".lock")):
+                    await self._discard(mirror, path)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+            marker.unlink(missing_ok=True)
+            removed.append(path.name)
+        return removed
+
+
+# --- running git ----------------------------------------------------------------------------
+
+_GIT_ENV = {
+    "GIT_TERMINAL_PROMPT": "0",
+    "GCM_INTERACTIVE": "never",
+    "LC_ALL": "C",
+    "GIT_OPTIONAL_LOCKS": "0",
+}
+
+
+def _git_environ(extra: Mapping[str, str] | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(_GIT_ENV)
+    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+    if extra:
+        env.update(extra)
+    return env
+
+
+async def _git_status(
+    cwd: Path | None,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    stdin: bytes | None = None,
+) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        "git",
+        *args,
+        cwd=cwd,
+        env=_git_environ(env),
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate(stdin)
+    code = proc.returncode
+    assert code is not None
+    return code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+
+async def _git(
+    cwd: Path | None,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    stdin: bytes | None = None,
+) -> str:
+    code, out, err = await _git_status(cwd, *args, env=env, stdin=stdin)
+    if code != 0:
+        verb = next(a for i, a in enumerate(args) if not a.startswith("-") and args[i - 1] != "-c")
+        raise WorkspaceError(f"git {verb} failed: {scrub(_tail(err))}")
+    return out
+
+
+def _tail(text: str, limit: int = 1000) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else "…" + text[-limit:]
+
+
+@contextlib.asynccontextmanager
+async def _locked(path: Path) -> AsyncIterator[None]:
+    """An exclusive lock shared by every worker process on this host."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        delay = 0.005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.1)
+        yield
+    finally:
+        os.close(fd)
