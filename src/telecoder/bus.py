@@ -192,8 +192,10 @@ class Bus:
                 log.exception("live event reader failed; retrying")
                 await asyncio.sleep(1.0)
             self._wake.clear()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can turn a cancel into a timeout.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                async with asyncio.timeout(self.poll_seconds):
+                    await self._wake.wait()
 
     async def _tick(self) -> None:
         if not self._watched and not self._list_watchers:

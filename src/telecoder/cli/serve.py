@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 import uvicorn
 
+from telecoder.assemble import build_worker
 from telecoder.bus import Bus
 from telecoder.server import create_app
 from telecoder.server.auth import InsecureBind, Tokens, check_bind
@@ -48,9 +49,9 @@ def serve(
         raise typer.Exit(2) from None
 
 
-def workers_for(settings: Settings, store: Store) -> WorkerRunner | None:
-    """The embedded workers' runner: ``Worker.run`` once the worker exists (phase 2)."""
-    return None
+def workers_for(settings: Settings, store: Store) -> WorkerRunner:
+    """The embedded worker's ``run``: the same worker ``telecoder worker`` runs."""
+    return build_worker(settings, store).run
 
 
 async def run_server(

@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from telecoder import __version__
+from telecoder.assemble import build_workspace
 from telecoder.bus import Bus
 from telecoder.errors import (
     BadInput,
@@ -35,7 +36,7 @@ from telecoder.server.diff import DiffSource, DiffUnavailable, git_diff_source
 from telecoder.server.limits import BodyLimit, RateLimited, RateLimiter, SecurityHeaders
 from telecoder.server.render import STATIC, templates
 from telecoder.server.routes import dashboard, events, meta, sessions
-from telecoder.server.state import Intake, ServerState, WorkerRunner, Workers, basic_intake
+from telecoder.server.state import Intake, ServerState, WorkerRunner, Workers, default_intake
 from telecoder.settings import Settings
 from telecoder.store import Store
 
@@ -65,8 +66,8 @@ def create_app(
         guard=Guard(tokens),
         limiter=RateLimiter(settings.rate_limit_per_minute),
         login_limiter=RateLimiter(LOGIN_ATTEMPTS_PER_MINUTE),
-        intake=intake or basic_intake,
-        diff_source=diff_source or git_diff_source(settings.mirrors),
+        intake=intake or default_intake(settings),
+        diff_source=diff_source or git_diff_source(build_workspace(settings)),
         workers=Workers(runner=start_workers),
     )
 

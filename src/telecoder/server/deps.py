@@ -14,22 +14,22 @@ from telecoder.settings import Settings
 from telecoder.store import Store
 
 
-def get_state(request: Request) -> ServerState:
+async def get_state(request: Request) -> ServerState:
     return cast(ServerState, request.app.state.telecoder)
 
 
 StateDep = Annotated[ServerState, Depends(get_state)]
 
 
-def _store(state: StateDep) -> Store:
+async def _store(state: StateDep) -> Store:
     return state.store
 
 
-def _settings(state: StateDep) -> Settings:
+async def _settings(state: StateDep) -> Settings:
     return state.settings
 
 
-def _bus(state: StateDep) -> Bus:
+async def _bus(state: StateDep) -> Bus:
     return state.bus
 
 

@@ -1,10 +1,10 @@
 """The diff of a session's branch, read with git from wherever its commits still are.
 
 This is a seam: ``create_app(..., diff_source=...)`` takes any ``DiffSource``. The default looks
-in the attempt's worktree, then the session's repository when it is a local path, then the
-mirrors under ``settings.mirrors``, and diffs the attempt's base commit with its commit (or with
-the work tree while nothing is committed). Once ``telecoder.workspace`` can name a session's
-mirror, pass a source built on it.
+in the attempt's worktree, then the repository's mirror (worktrees share its objects, so their
+commits stay there after the worktree is gone), then the remote when it is a local path, and
+diffs the attempt's base commit with its commit — or with the work tree while nothing is
+committed yet.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from telecoder.domain import Attempt, ResultType, Session
 from telecoder.errors import Conflict, TeleCoderError
+from telecoder.workspace import Workspace, is_url
 
 MAX_DIFF_BYTES = 2 << 20
 
@@ -40,7 +41,7 @@ class Diff:
 DiffSource = Callable[[Session, Sequence[Attempt]], Awaitable[Diff]]
 
 
-def git_diff_source(mirrors: Path) -> DiffSource:
+def git_diff_source(workspace: Workspace) -> DiffSource:
     async def diff(session: Session, attempts: Sequence[Attempt]) -> Diff:
         attempt = next((a for a in reversed(attempts) if a.base_sha), None)
         if attempt is None or attempt.base_sha is None:
@@ -52,7 +53,7 @@ def git_diff_source(mirrors: Path) -> DiffSource:
             head = session.result.commit
         if head is None and session.result is not None and session.result.type == ResultType.TEXT:
             raise DiffUnavailable(f"session {session.id} answered in text: it changed nothing")
-        for place in _places(session, attempt, mirrors):
+        for place in await _places(workspace, session, attempt):
             if head is None and place != _worktree(attempt):
                 continue  # uncommitted changes live only in the worktree
             found = await _diff_in(place, attempt.base_sha, head)
@@ -79,15 +80,20 @@ def _worktree(attempt: Attempt) -> Path | None:
     return Path(attempt.workspace_path) if attempt.workspace_path else None
 
 
-def _places(session: Session, attempt: Attempt, mirrors: Path) -> list[Path]:
+async def _places(workspace: Workspace, session: Session, attempt: Attempt) -> list[Path]:
     places: list[Path] = []
     if (worktree := _worktree(attempt)) is not None:
         places.append(worktree)
-    repo = Path(session.repo).expanduser()
-    if "://" not in session.repo and repo.is_absolute():
-        places.append(repo)
-    if mirrors.is_dir():
-        places.extend(sorted(p for p in mirrors.glob("**/*.git") if p.is_dir()))
+    try:
+        source = await workspace.resolve(session.repo)
+    except TeleCoderError:  # the repository is gone; the mirror may still be there
+        places.append(workspace.mirror_path(session.repo))
+    else:
+        places.append(workspace.mirror_path(source.remote_url))
+        if not is_url(source.remote_url):
+            places.append(Path(source.remote_url))
+        if source.checkout is not None:
+            places.append(source.checkout)
     return [p for p in places if p.is_dir()]
 
 

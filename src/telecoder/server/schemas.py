@@ -7,7 +7,6 @@ never a 500.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -42,10 +41,6 @@ ENGINE_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
 MAX_SEQ = 2**31 - 1
 
 
-def iso(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC)
-
-
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", str_max_length=200_000)
 
@@ -74,13 +69,16 @@ class SessionCreate(_In):
     mode: Mode = Field(default=Mode.TASK, description="task: run once; chat: take follow-ups.")
     priority: int = Field(default=0, ge=-1000, le=1000, description="Higher runs first.")
 
-    @model_validator(mode="after")
-    def _one_engine(self) -> SessionCreate:
-        if self.agent is not None:
-            if self.engine is not None and self.engine != self.agent:
+    @model_validator(mode="before")
+    @classmethod
+    def _one_engine(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("agent") is not None:
+            data = dict(data)
+            agent = data.pop("agent")
+            if data.get("engine") is not None and data["engine"] != agent:
                 raise ValueError("engine and agent name different engines: give one")
-            self.engine = self.agent
-        return self
+            data["engine"] = agent
+        return data
 
 
 class MessageCreate(_In):
@@ -103,20 +101,28 @@ class ResultOut(BaseModel):
         return cls.model_validate(result.to_dict())
 
 
+IsoTime = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
+
 class SessionOut(BaseModel):
+    """A session, in the shape of ``telecoder show --json`` (``Session.to_dict``)."""
+
     id: str
+    status: SessionStatus
     repo: str
     prompt: str
     engine: str
     model: str | None
-    base_ref: str | None
     mode: Mode
-    priority: int
+    base: str | None
     branch: str
-    status: SessionStatus
+    priority: int
+    forge: str | None
     attempt: int
     max_attempts: int
+    timeout_seconds: float | None
     parent_id: str | None
+    origin: dict[str, Any] | None
     cancel_requested: bool
     result: ResultOut | None
     error: str | None
@@ -124,41 +130,21 @@ class SessionOut(BaseModel):
     cost_usd: float
     input_tokens: int
     output_tokens: int
+    created_at: IsoTime
+    updated_at: IsoTime
+    started_at: IsoTime | None
+    finished_at: IsoTime | None
     worker_id: str | None
-    created_at: datetime
-    updated_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
 
     @classmethod
     def of(cls, s: Session) -> SessionOut:
-        return cls(
-            id=s.id,
-            repo=s.repo,
-            prompt=s.prompt,
-            engine=s.engine,
-            model=s.model,
-            base_ref=s.base_ref,
-            mode=s.mode,
-            priority=s.priority,
-            branch=s.branch,
-            status=s.status,
-            attempt=s.attempt,
-            max_attempts=s.max_attempts,
-            parent_id=s.parent_id,
-            cancel_requested=s.cancel_requested,
-            result=ResultOut.of(s.result) if s.result else None,
-            error=s.error,
-            failure_kind=s.failure_kind,
-            cost_usd=s.cost_usd,
-            input_tokens=s.input_tokens,
-            output_tokens=s.output_tokens,
-            worker_id=s.worker_id,
-            created_at=datetime.fromtimestamp(s.created_at, UTC),
-            updated_at=datetime.fromtimestamp(s.updated_at, UTC),
-            started_at=iso(s.started_at),
-            finished_at=iso(s.finished_at),
-        )
+        return cls.model_validate(s.to_dict())
+
+
+class SessionCreated(SessionOut):
+    warnings: list[str] = Field(
+        default_factory=list, description="Things to know, e.g. uncommitted changes left out."
+    )
 
 
 class SessionPage(BaseModel):
@@ -167,11 +153,13 @@ class SessionPage(BaseModel):
 
 
 class EventOut(BaseModel):
+    """An event, in the shape of ``telecoder logs --json``."""
+
     id: int
-    seq: int = Field(description="Position in the session's log; the SSE event id.")
     session_id: str
+    seq: int = Field(description="Position in the session's log; the SSE event id.")
     attempt: int | None
-    ts: datetime
+    ts: float = Field(description="When it happened, in seconds since the epoch.")
     kind: EventKind
     data: dict[str, Any]
 
@@ -179,10 +167,10 @@ class EventOut(BaseModel):
     def of(cls, e: Event) -> EventOut:
         return cls(
             id=e.id,
-            seq=e.seq,
             session_id=e.session_id,
+            seq=e.seq,
             attempt=e.attempt,
-            ts=datetime.fromtimestamp(e.ts, UTC),
+            ts=e.ts,
             kind=e.kind,
             data=e.data,
         )

@@ -2,9 +2,9 @@
 
 Seams are plain callables passed to ``create_app``:
 
-- ``Intake``: checks a new session before it is queued (repository exists and is git, engine
-  known, base ref exists) and may normalise it. :func:`basic_intake` checks what it can without
-  touching the repository; the shared validation of the CLI replaces it.
+- ``Intake``: checks a request before it is queued (repository exists and is git, engine known,
+  base ref exists) and makes the session of it; by default :func:`telecoder.intake.accept`, the
+  same check the CLI makes.
 - ``WorkerRunner``: runs the embedded workers until the event it is given is set.
 - ``DiffSource``: see :mod:`telecoder.server.diff`.
 """
@@ -17,24 +17,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from telecoder import registry
+from telecoder.assemble import build_forges, build_workspace
 from telecoder.bus import Bus
-from telecoder.domain import NewSession
-from telecoder.errors import EngineNotFound
+from telecoder.intake import Accepted, Request, accept
 from telecoder.server.auth import Guard
 from telecoder.server.diff import DiffSource
 from telecoder.server.limits import RateLimiter
 from telecoder.settings import Settings
 from telecoder.store import Store
 
-Intake = Callable[[NewSession], Awaitable[NewSession]]
+Intake = Callable[[Request], Awaitable[Accepted]]
 WorkerRunner = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
-async def basic_intake(new: NewSession) -> NewSession:
-    known = registry.names("engines")
-    if new.engine not in known:
-        raise EngineNotFound(f"unknown engine {new.engine!r} (known: {', '.join(known)})")
-    return new
+def default_intake(settings: Settings) -> Intake:
+    workspace = build_workspace(settings)
+    forges = build_forges(settings)
+
+    async def check(request: Request) -> Accepted:
+        engines = registry.names("engines")
+        return await accept(
+            request, settings=settings, workspace=workspace, engines=engines, forges=forges
+        )
+
+    return check
 
 
 @dataclass

@@ -25,7 +25,7 @@ from telecoder.errors import BadInput, Conflict, TeleCoderError
 from telecoder.server.auth import COOKIE, COOKIE_SECONDS, CSRF_FIELD, Principal
 from telecoder.server.deps import StateDep, ViewerDep
 from telecoder.server.diff import DiffUnavailable
-from telecoder.server.routes.events import RETRY_MS, keepalive, start_seq
+from telecoder.server.routes.events import KEEPALIVE_SECONDS, RETRY_MS, keepalive, start_seq
 from telecoder.server.routes.sessions import SessionRef, submit
 from telecoder.server.schemas import MAX_SEQ, SessionCreate
 from telecoder.server.state import ServerState
@@ -146,7 +146,8 @@ async def sessions_stream(state: StateDep, _: ViewerDep) -> Response:
         async with state.bus.session_changes() as changes:
             while True:
                 try:
-                    at = await asyncio.wait_for(changes.get(), timeout=15.0)
+                    async with asyncio.timeout(KEEPALIVE_SECONDS):
+                        at = await changes.get()
                 except TimeoutError:
                     yield b": ping\n\n"
                     continue
@@ -198,9 +199,8 @@ async def new_submit(
     errors: dict[str, str] = {}
     try:
         body = SessionCreate.model_validate({k: v for k, v in values.items() if v != ""})
-        session = await submit(
-            state, body, origin={"channel": "dashboard", "principal": viewer.name}
-        )
+        origin = {"channel": "dashboard", "principal": viewer.name}
+        session, _ = await submit(state, body, origin=origin)
     except ValidationError as e:
         for err in e.errors():
             errors[".".join(str(p) for p in err["loc"]) or "form"] = err["msg"]

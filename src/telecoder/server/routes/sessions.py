@@ -6,8 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, status
 
-from telecoder.domain import EventKind, Mode, NewEvent, NewSession, Session, SessionStatus
+from telecoder.domain import EventKind, Mode, NewEvent, Session, SessionStatus
 from telecoder.errors import Conflict
+from telecoder.intake import Request
 from telecoder.server.deps import PrincipalDep, StateDep, StoreDep, limit_writes
 from telecoder.server.schemas import (
     SESSION_REF,
@@ -16,6 +17,7 @@ from telecoder.server.schemas import (
     MessageAccepted,
     MessageCreate,
     SessionCreate,
+    SessionCreated,
     SessionOut,
     SessionPage,
     Text,
@@ -42,23 +44,24 @@ _WRITE_ERRORS: dict[int | str, dict[str, object]] = {
 _write = [Depends(limit_writes)]
 
 
-async def submit(state: ServerState, body: SessionCreate, *, origin: dict[str, str]) -> Session:
-    """Validate and queue a new session (shared by the API and the dashboard's form)."""
-    new = NewSession(
+async def submit(
+    state: ServerState, body: SessionCreate, *, origin: dict[str, str]
+) -> tuple[Session, list[str]]:
+    """Check and queue a new session (for the API and the dashboard's form); with warnings."""
+    request = Request(
         repo=body.repo,
         prompt=body.prompt,
-        engine=body.engine or state.settings.engine,
+        engine=body.engine,
         model=body.model,
-        base_ref=body.base,
-        mode=body.mode,
+        base=body.base,
+        mode=body.mode.value,
         priority=body.priority,
-        max_attempts=state.settings.max_attempts,
-        timeout_seconds=state.settings.timeout_seconds,
         origin=origin,
     )
-    session = await state.store.sessions.create(await state.intake(new))
+    accepted = await state.intake(request)
+    session = await state.store.sessions.create(accepted.session)
     state.bus.poke()
-    return session
+    return session, accepted.warnings
 
 
 @router.post(
@@ -70,9 +73,10 @@ async def submit(state: ServerState, body: SessionCreate, *, origin: dict[str, s
 )
 async def create_session(
     body: SessionCreate, state: StateDep, principal: PrincipalDep
-) -> SessionOut:
-    session = await submit(state, body, origin={"channel": "api", "principal": principal.name})
-    return SessionOut.of(session)
+) -> SessionCreated:
+    origin = {"channel": "api", "principal": principal.name}
+    session, warnings = await submit(state, body, origin=origin)
+    return SessionCreated(**SessionOut.of(session).model_dump(), warnings=warnings)
 
 
 @router.get("", responses=_ERRORS, summary="List sessions, newest first")
