@@ -212,7 +212,8 @@ class Bus:
                         queue.put_nowait(change[1])
 
     async def _fan_out(self) -> None:
-        heads = await self.store.events.heads(list(self._watched))
+        asked = list(self._watched)  # watchers may join while the queries run: judge these only
+        heads = await self.store.events.heads(asked)
         wanted: dict[str, tuple[int, int]] = {}
         for sid, head in heads.items():
             watched = self._watched.get(sid)
@@ -232,8 +233,9 @@ class Bus:
                 for watcher in watched.watchers:
                     _offer(watcher, _END)
                 del self._watched[sid]
-        for sid in set(self._watched) - set(heads):  # deleted under us
-            for watcher in self._watched.pop(sid).watchers:
+        for sid in set(asked) - set(heads):  # deleted under us
+            gone = self._watched.pop(sid, None)
+            for watcher in gone.watchers if gone is not None else ():
                 _offer(watcher, _END)
 
 

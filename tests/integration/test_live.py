@@ -235,3 +235,28 @@ async def test_store_heads_and_since(store, watchers):
     count, latest = await store.events.last_change()
     assert count == watchers
     assert latest > 0
+
+
+async def test_watchers_joining_while_the_reader_reads_are_not_ended(store):
+    """A session first watched while the reader is between its queries is not taken for gone."""
+    ids = await queued(store, 30)
+    bus = Bus(store, poll_seconds=0.001)  # the reader is almost always inside a query
+    bus.start()
+    try:
+        subscriptions = []
+        for sid in ids:
+            subscriptions.append(await bus.subscribe(sid, after=1))
+            await asyncio.sleep(0.002)
+        await asyncio.sleep(0.1)
+        ended = []
+        for subscription in subscriptions:
+            stream = aiter(subscription)
+            nxt = asyncio.ensure_future(anext(stream))
+            done, _ = await asyncio.wait({nxt}, timeout=0.05)
+            if done:
+                ended.append(nxt.exception() is not None)
+            else:
+                nxt.cancel()
+    finally:
+        await bus.close()
+    assert ended == [], "some streams ended although their sessions are still queued"

@@ -29,6 +29,13 @@ def serve(
     port: Annotated[
         int | None, typer.Option(help="Port to listen on [default: 7080, or TELECODER_PORT].")
     ] = None,
+    workers: Annotated[
+        bool,
+        typer.Option(
+            "--workers/--no-workers",
+            help="Run a worker in this process (--no-workers: API and dashboard only).",
+        ),
+    ] = True,
 ) -> None:
     """Serve the HTTP API and the dashboard, with embedded workers.
 
@@ -43,7 +50,7 @@ def serve(
     settings = Settings.load(**overrides)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
     try:
-        asyncio.run(run_server(settings))
+        asyncio.run(run_server(settings, embedded_workers=workers))
     except InsecureBind as e:
         typer.echo(f"error: {e.message}", err=True)
         raise typer.Exit(2) from None
@@ -57,7 +64,7 @@ def workers_for(settings: Settings, store: Store) -> WorkerRunner:
 async def run_server(
     settings: Settings,
     *,
-    start_workers: WorkerRunner | None = None,
+    embedded_workers: bool = True,
     sock: socket.socket | None = None,
 ) -> None:
     """Run until SIGINT/SIGTERM; ``sock`` is an already bound socket (tests, benchmarks)."""
@@ -65,7 +72,7 @@ async def run_server(
     check_bind(Tokens.parse(secret), settings.host)  # before the store creates anything
     store = await open_store(settings.store_url, lease_seconds=settings.lease_seconds)
     try:
-        runner = start_workers if start_workers is not None else workers_for(settings, store)
+        runner = workers_for(settings, store) if embedded_workers else None
         app = create_app(settings, store, start_workers=runner)
         config = uvicorn.Config(
             app,
