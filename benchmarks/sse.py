@@ -31,10 +31,11 @@ from pathlib import Path
 
 import httpx
 
-from telecoder.domain import EventKind, NewEvent, NewSession
-from telecoder.store import Claimed, Outcome, Store, open_store
+from telecoder.domain import EventKind, Lease, NewEvent, NewSession
+from telecoder.store import Outcome, Store, open_store
 
 DEADLINE_SECONDS = 300
+WORKER = "bench-worker"
 
 
 def free_port() -> int:
@@ -50,13 +51,16 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
-def start_server(home: Path, database_url: str, port: int) -> subprocess.Popen[bytes]:
+def start_server(
+    home: Path, database_url: str, port: int, poll_ms: float
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "TELECODER_HOME": str(home),
         "TELECODER_DATABASE_URL": database_url,
         "TELECODER_LEASE_SECONDS": "600",
         "TELECODER_RATE_LIMIT_PER_MINUTE": "0",
+        "TELECODER_BUS_POLL_SECONDS": str(poll_ms / 1000),
     }
     code = (
         "from telecoder.cli.serve import serve; "
@@ -130,13 +134,35 @@ async def baseline_reads(base: str, session_ids: list[str], seconds: float) -> l
     return await task
 
 
-async def produce(store: Store, claimed: Claimed, events: int, rate: float) -> None:
+async def produce(store: Store, lease: Lease, events: int, rate: float) -> None:
+    """Append ``events`` events at ``rate`` a second, as a worker appends them."""
+    start = time.perf_counter()
     for i in range(events):
         data = {"stream": "stdout", "text": f"line {i} of the benchmark"}
         await store.events.append(
-            claimed.session.id, [NewEvent(kind=EventKind.OUTPUT, data=data)], claimed.lease
+            lease.session_id, [NewEvent(kind=EventKind.OUTPUT, data=data)], lease
         )
-        await asyncio.sleep(1.0 / rate)
+        await asyncio.sleep(max(0.0, start + (i + 1) / rate - time.perf_counter()))
+
+
+async def producer_main(database_url: str, ids: list[str], events: int, rate: float) -> None:
+    """The workers' part, in a process of its own so that the clients' work cannot slow it."""
+    store = await open_store(database_url, lease_seconds=600, migrate=False)
+    try:
+        leases = [Lease(session_id=sid, attempt=1, worker_id=WORKER) for sid in ids]
+        await asyncio.gather(*(produce(store, lease, events, rate) for lease in leases))
+    finally:
+        await store.close()
+
+
+def start_producers(
+    database_url: str, ids: list[str], args: argparse.Namespace
+) -> subprocess.Popen[bytes]:
+    argv = [
+        sys.executable, __file__, "--produce", database_url, "--events", str(args.events),
+        "--rate", str(args.rate), *ids,
+    ]  # fmt: skip
+    return subprocess.Popen(argv)
 
 
 async def bench(args: argparse.Namespace) -> None:
@@ -153,12 +179,12 @@ async def bench(args: argparse.Namespace) -> None:
     store = await open_store(database_url, lease_seconds=600)  # migrates before the server starts
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = start_server(root / "home", database_url, port)
+    proc = start_server(root / "home", database_url, port, args.poll_ms)
     try:
         await wait_healthy(base, proc)
         claimed = [
             await store.queue.create_claimed(
-                NewSession(repo="/srv/bench", prompt=f"bench {i}", engine="shell"), "bench-worker"
+                NewSession(repo="/srv/bench", prompt=f"bench {i}", engine="shell"), WORKER
             )
             for i in range(args.sessions)
         ]
@@ -185,7 +211,9 @@ async def bench(args: argparse.Namespace) -> None:
         stop = asyncio.Event()
         reads = asyncio.create_task(time_reads(base, ids, stop))
         started = time.perf_counter()
-        await asyncio.gather(*(produce(store, c, args.events, args.rate) for c in claimed))
+        producers = start_producers(database_url, ids, args)
+        if await asyncio.to_thread(producers.wait, DEADLINE_SECONDS) != 0:
+            raise SystemExit("the producers failed")
         produced = time.perf_counter() - started
         await asyncio.sleep(0.5)  # let the last events arrive before the sessions end
         stop.set()
@@ -237,8 +265,14 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100, help="per session")
     parser.add_argument("--rate", type=float, default=20.0, help="events per second per session")
     parser.add_argument("--database-url", default=None)
+    parser.add_argument("--poll-ms", type=float, default=25.0, help="the bus's poll interval")
+    parser.add_argument("--produce", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("ids", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.poll_ms = 50
+    if args.produce:
+        run = producer_main(args.produce, args.ids, args.events, args.rate)
+        asyncio.run(asyncio.wait_for(run, DEADLINE_SECONDS))
+        return
     asyncio.run(asyncio.wait_for(bench(args), DEADLINE_SECONDS))
 
 

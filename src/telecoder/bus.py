@@ -101,7 +101,7 @@ class Bus:
     """Started and closed by its owner (the server's lifespan); ``poke`` wakes the reader."""
 
     def __init__(
-        self, store: Store, *, poll_seconds: float = 0.05, max_backlog: int = 10_000
+        self, store: Store, *, poll_seconds: float = 0.025, max_backlog: int = 10_000
     ) -> None:
         self.store = store
         self.poll_seconds = poll_seconds

@@ -115,7 +115,7 @@ class Settings(BaseSettings):
         default=120, ge=0, description="Writes per token per minute before 429 (0: no limit)."
     )
     bus_poll_seconds: float = Field(
-        default=0.05, gt=0, description="How often the live-event reader looks for new events."
+        default=0.025, gt=0, description="How often the live-event reader looks for new events."
     )
 
     @field_validator("env_allow", "engine_env", mode="before")
