@@ -33,8 +33,12 @@ from telecoder.errors import (
     WorkspaceError,
 )
 
-# Options on every git command that writes: never run a hook, never sign, never prompt.
-_SAFE = ("-c", "core.hooksPath=/dev/null", "-c", "commit.gpgSign=false", "-c", "tag.gpgSign=false")
+# Options on every git command in a worktree: never run a hook or an fsmonitor command (the
+# agent may have written either into the mirror's config), never sign, never prompt.
+_SAFE = (
+    "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
+    "-c", "commit.gpgSign=false", "-c", "tag.gpgSign=false",
+)  # fmt: skip
 _URL = re.compile(r"^([a-z][a-z0-9+.-]*://|[\w.-]+@[\w.-]+:)", re.IGNORECASE)
 _CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
 _SHA = re.compile(r"^[0-9a-f]{7,64}$")
@@ -231,7 +235,7 @@ class Workspace:
     async def commit(self, wt: Worktree, message: str, *, date: float) -> str | None:
         """Commit everything the agent changed; None when nothing changed at all."""
         await _git(wt.path, *_SAFE, "add", "-A")
-        staged = (await _git_status(wt.path, "diff", "--cached", "--quiet"))[0] != 0
+        staged = (await _git_status(wt.path, *_SAFE, "diff", "--cached", "--quiet"))[0] != 0
         head = (await _git(wt.path, "rev-parse", "HEAD")).strip()
         if not staged:
             return head if head != wt.base_sha else None
@@ -251,7 +255,7 @@ class Workspace:
         return (await _git(wt.path, "rev-parse", "HEAD")).strip()
 
     async def diff_stats(self, wt: Worktree) -> DiffStats:
-        out = await _git(wt.path, "diff", "--numstat", wt.base_sha, "HEAD")
+        out = await _git(wt.path, *_SAFE, "diff", "--numstat", wt.base_sha, "HEAD")
         files = insertions = deletions = 0
         for line in out.splitlines():
             added, removed, _ = line.split("\t", 2)
@@ -261,7 +265,9 @@ class Workspace:
         return DiffStats(files_changed=files, insertions=insertions, deletions=deletions)
 
     async def diff(self, wt: Worktree) -> str:
-        return await _git(wt.path, "diff", wt.base_sha, "HEAD")
+        return await _git(
+            wt.path, *_SAFE, "diff", "--no-ext-diff", "--no-textconv", wt.base_sha, "HEAD"
+        )
 
     async def push(self, wt: Worktree, sha: str, env: Mapping[str, str] | None = None) -> bool:
         """Make the remote's ``branch`` point at ``sha``; False when it already did."""
