@@ -251,7 +251,7 @@ class Pipeline:
         recorder.progress("committing")
         sha = await self.workspace.commit(wt, commit_message(session), date=session.created_at)
         if sha is None:
-            answer = Result(type=ResultType.TEXT, text=result.text)
+            answer = Result(type=ResultType.TEXT, text=_clip(result.text))
         else:
             answer = await self._publish(session, lease, wt, forge, git_env, sha, recorder)
         recorder.add(EventKind.RESULT, answer.to_dict())
