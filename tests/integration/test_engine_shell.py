@@ -29,7 +29,7 @@ from telecoder.store import Store
 from telecoder.store.schema import sessions
 from telecoder.worker import Worker
 from tests.conftest import GitRepo
-from tests.integration.test_runtime_local import alive, group_members
+from tests.processes import alive, group_members
 
 
 def tuned(settings: Settings, **changes: Any) -> Settings:

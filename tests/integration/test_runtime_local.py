@@ -14,6 +14,7 @@ import pytest
 from telecoder.protocols import Stream
 from telecoder.runtimes import local
 from telecoder.runtimes.local import LocalProcess, LocalRuntime
+from tests.processes import alive, group_members
 
 ENV = {"PATH": os.environ["PATH"], "LC_ALL": "C"}
 
@@ -27,34 +28,6 @@ async def spawn(
 async def collect(process: LocalProcess, within: float = 10) -> list[tuple[Stream, bytes]]:
     async with asyncio.timeout(within):
         return [item async for item in process.lines()]
-
-
-def _state(pid: int) -> str | None:
-    """The process's state letter, or None when there is no such process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return stat.rsplit(")", 1)[1].split()[0]
-
-
-def alive(pid: int) -> bool:
-    return _state(pid) not in (None, "Z", "X")
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live processes in the process group ``pgid``."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            members.append(int(entry.name))
-    return members
 
 
 async def wait_gone(pids: Sequence[int], pgid: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -88,7 +89,10 @@ def test_clip_cuts_long_strings_with_a_marker() -> None:
 
 def test_clip_reaches_into_nested_data() -> None:
     long = "z" * (MAX_TEXT * 3)
-    data = {"outer": {"inner": [long, {"deep": long}], "t": (long, "s")}, "keep": "k"}
+    data: dict[str, Any] = {
+        "outer": {"inner": [long, {"deep": long}], "t": (long, "s")},
+        "keep": "k",
+    }
     clipped = _clip(data)
     marker = f"… [{2 * MAX_TEXT} more characters]"
     assert clipped["keep"] == "k"
