@@ -59,21 +59,22 @@ async def test_upgrade_is_idempotent(db_url: str) -> None:
         await db.dispose()
 
 
-async def test_current_revision_of_an_empty_database(db_url: str, tmp_path: Path) -> None:
-    if db_url.startswith("sqlite"):
-        db_url = f"sqlite:///{tmp_path / 'empty.db'}"
-        db = Database(db_url)
+async def test_current_revision_of_an_empty_sqlite_file(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'empty.db'}")
+    try:
+        assert await migrations.current_revision(db) is None
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.postgres
+async def test_current_revision_of_an_empty_postgresql_database() -> None:
+    with _fresh_pg() as url:
+        db = Database(url)
         try:
             assert await migrations.current_revision(db) is None
         finally:
             await db.dispose()
-    else:
-        with _fresh_pg() as url:
-            db = Database(url)
-            try:
-                assert await migrations.current_revision(db) is None
-            finally:
-                await db.dispose()
 
 
 _UPGRADE = """
