@@ -122,17 +122,17 @@ class Workspace:
     async def check_base(
         self, source: RepoSource, base: str | None, env: Mapping[str, str] | None = None
     ) -> None:
-        """Fail with BaseRefNotFound unless ``base`` names a branch or tag of the remote.
+        """Check that the remote can be read and has ``base`` as a branch or tag.
 
         A commit sha cannot be checked without fetching; it is checked when the worktree is made.
         """
-        if base is None or _SHA.match(base):
-            return
         code, out, err = await _git_status(
             None, "ls-remote", "--heads", "--tags", source.remote_url, env=env
         )
         if code != 0:
-            raise RepoNotFound(f"cannot read {scrub(source.remote_url)}: {scrub(_tail(err))}")
+            raise RepoNotFound(_unreadable(source.remote_url, err))
+        if base is None or _SHA.match(base):
+            return
         refs = {line.split("\t", 1)[1] for line in out.splitlines() if "\t" in line}
         wanted = {f"refs/heads/{base}", f"refs/tags/{base}", base}
         if not refs & wanted:
@@ -195,6 +195,8 @@ class Workspace:
             mirror, "fetch", "-q", "--prune", "--tags", "--force", "origin", env=env
         )
         if code != 0:
+            if _PERMANENT.search(err):
+                raise RepoNotFound(_unreadable(remote_url, err))
             raise WorkspaceError(f"cannot fetch {scrub(remote_url)}: {scrub(_tail(err))}")
         code, _, _ = await _git_status(mirror, "symbolic-ref", "-q", "refs/remotes/origin/HEAD")
         if code != 0:
@@ -386,6 +388,20 @@ async def _git(
         verb = next(a for i, a in enumerate(args) if not a.startswith("-") and args[i - 1] != "-c")
         raise WorkspaceError(f"git {verb} failed: {scrub(_tail(err))}")
     return out
+
+
+# git's words for "this will not work however often you try".
+_PERMANENT = re.compile(
+    r"could not read Username|Authentication failed|Permission denied|"
+    r"[Rr]epository not found|does not appear to be a git repository|HTTP 40[134]",
+)
+
+
+def _unreadable(remote_url: str, err: str) -> str:
+    message = f"cannot read {scrub(remote_url)}: {scrub(_tail(err))}"
+    if re.search(r"could not read Username|Authentication failed|HTTP 401", err):
+        message += " (authentication required: set GITHUB_TOKEN, or use an ssh URL with a key)"
+    return message
 
 
 def _tail(text: str, limit: int = 1000) -> str:
