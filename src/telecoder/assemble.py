@@ -19,6 +19,7 @@ def build_workspace(settings: Settings) -> Workspace:
         worktrees=settings.worktrees,
         author_name=settings.git_author_name,
         author_email=settings.git_author_email,
+        pool_size=settings.worktree_pool,
     )
 
 

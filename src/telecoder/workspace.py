@@ -76,11 +76,13 @@ class Workspace:
         worktrees: Path,
         author_name: str = "TeleCoder",
         author_email: str = "telecoder@localhost",
+        pool_size: int = 4,
     ) -> None:
         self.mirrors = mirrors
         self.worktrees = worktrees
         self.author_name = author_name
         self.author_email = author_email
+        self.pool_size = pool_size  # finished worktrees kept per mirror for reuse
 
     # --- the repository ----------------------------------------------------------------------
 
@@ -169,7 +171,10 @@ class Workspace:
                 await self._discard(mirror, stale)
             await self._discard(mirror, path)
             path.parent.mkdir(parents=True, exist_ok=True)
-            await _git(mirror, *_SAFE, "worktree", "add", "-q", "-B", branch, str(path), base_sha)
+            if not await self._reuse(mirror, path, branch, base_sha):
+                await _git(
+                    mirror, *_SAFE, "worktree", "add", "-q", "-B", branch, str(path), base_sha
+                )
         return Worktree(
             path=path,
             branch=branch,
@@ -226,6 +231,43 @@ class Workspace:
     async def _sha(self, mirror: Path, ref: str) -> str | None:
         code, out, _ = await _git_status(mirror, "rev-parse", "--verify", "-q", f"{ref}^{{commit}}")
         return out.strip() if code == 0 else None
+
+    # --- the pool: a finished worktree, reset, is much cheaper than a new checkout -----------
+
+    def _pool(self, mirror: Path) -> Path:
+        return self.worktrees / "pool" / mirror.name
+
+    async def _reuse(self, mirror: Path, path: Path, branch: str, base_sha: str) -> bool:
+        """Turn a pooled worktree into ``path`` on ``branch`` at ``base_sha``; False if none."""
+        pool = self._pool(mirror)
+        for pooled in sorted(pool.glob("*")) if pool.is_dir() else []:
+            if not (pooled / ".git").is_file():
+                shutil.rmtree(pooled, ignore_errors=True)
+                continue
+            try:
+                await _git(mirror, "worktree", "move", str(pooled), str(path))
+                # -f drops what the last agent changed in tracked files; clean the rest.
+                await _git(path, *_SAFE, "checkout", "-q", "-f", "-B", branch, base_sha)
+                await _git(path, "clean", "-q", "-ffdx")
+            except WorkspaceError:
+                await self._discard(mirror, path if path.exists() else pooled)
+                continue
+            return True
+        return False
+
+    async def _release(self, wt: Worktree) -> bool:
+        """Put a finished worktree in the pool; False when the pool is full."""
+        pool = self._pool(wt.mirror)
+        if self.pool_size < 1 or not (wt.path / ".git").is_file():
+            return False
+        if pool.is_dir() and len(list(pool.iterdir())) >= self.pool_size:
+            return False
+        pool.mkdir(parents=True, exist_ok=True)
+        # The worktree keeps its branch checked out until reused: a retry that needs the
+        # branch discards it (see prepare).
+        target = pool / wt.path.name
+        code, _, _ = await _git_status(wt.mirror, "worktree", "move", str(wt.path), str(target))
+        return code == 0
 
     async def _worktrees_on(self, mirror: Path, branch: str) -> list[Path]:
         if not (mirror / "HEAD").exists():
@@ -303,8 +345,10 @@ class Workspace:
         return True
 
     async def remove(self, wt: Worktree) -> None:
+        """Done with ``wt``: keep it in the pool for the next session, or delete it."""
         async with _locked(wt.mirror.with_suffix(".lock")):
-            await self._discard(wt.mirror, wt.path)
+            if not await self._release(wt):
+                await self._discard(wt.mirror, wt.path)
 
     def mark_finished(self, wt: Worktree) -> None:
         """Note when a kept worktree's session ended, for ``prune``."""

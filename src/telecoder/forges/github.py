@@ -28,16 +28,17 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
-
-import httpx
 
 from telecoder.errors import ForgeError
 from telecoder.forges.remote import parse_remote
 from telecoder.forges.remote import repo_slug as _repo_slug
 from telecoder.protocols import Publication, Published
 from telecoder.settings import Settings
+
+if TYPE_CHECKING:
+    import httpx  # imported where a request is made: most runs never talk to GitHub
 
 DEFAULT_API_URL = "https://api.github.com"
 API_VERSION = "2022-11-28"
@@ -182,6 +183,8 @@ class GitHubForge:
         if self._client is not None:
             yield self._make_api(self._client, token)
             return
+        import httpx
+
         timeout = httpx.Timeout(self._timeout, connect=min(self._timeout, 10.0))
         async with httpx.AsyncClient(timeout=timeout, follow_redirects=True) as client:
             yield self._make_api(client, token)
@@ -316,7 +319,7 @@ class _Api:
                 response = await self._client.request(
                     method, self._base + path, params=params, json=json, headers=self._headers
                 )
-            except httpx.TransportError as exc:
+            except _httpx().TransportError as exc:
                 if last:
                     reason = str(exc) or type(exc).__name__
                     raise ForgeError(
@@ -412,3 +415,9 @@ def _server_wait(response: httpx.Response) -> float | None:
         if reset.isdigit():
             return max(0.0, int(reset) - time.time())
     return None
+
+
+def _httpx() -> Any:
+    import httpx
+
+    return httpx
