@@ -225,7 +225,11 @@ class Pipeline:
         git_env = forge.git_env(source.remote_url)
         recorder.progress("preparing_workspace")
         wt = await self.workspace.prepare(
-            session.id, source, branch=session.branch, base=session.base_ref, env=git_env
+            f"{session.id}-{lease.attempt}",
+            source,
+            branch=session.branch,
+            base=session.base_ref,
+            env=git_env,
         )
         worktree.append(wt)
         await self.store.queue.record(
@@ -385,7 +389,7 @@ class Pipeline:
         try:
             if worktree:
                 if self.settings.worktree_retention_seconds > 0:
-                    self.workspace.mark_finished(session.id)
+                    self.workspace.mark_finished(worktree[0])
                 else:
                     await self.workspace.remove(worktree[0])
             home = self.settings.engine_homes / session.id

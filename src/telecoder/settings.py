@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     worktree_retention_seconds: float = Field(
         default=0.0, ge=0, description="Keep finished worktrees this long (0: remove at once)."
     )
+    worktree_pool: int = Field(
+        default=4, ge=0, description="Finished worktrees kept per repository for reuse."
+    )
     git_author_name: str = Field(default="TeleCoder", description="Author of TeleCoder commits.")
     git_author_email: str = Field(default="telecoder@localhost", description="Author's e-mail.")
     # NoDecode: a comma-separated string, not JSON, reaches ``_split``.

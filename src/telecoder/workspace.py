@@ -80,11 +80,13 @@ class Workspace:
         worktrees: Path,
         author_name: str = "TeleCoder",
         author_email: str = "telecoder@localhost",
+        pool_size: int = 4,
     ) -> None:
         self.mirrors = mirrors
         self.worktrees = worktrees
         self.author_name = author_name
         self.author_email = author_email
+        self.pool_size = pool_size  # finished worktrees kept per mirror for reuse
 
     # --- the repository ----------------------------------------------------------------------
 
@@ -126,17 +128,17 @@ class Workspace:
     async def check_base(
         self, source: RepoSource, base: str | None, env: Mapping[str, str] | None = None
     ) -> None:
-        """Fail with BaseRefNotFound unless ``base`` names a branch or tag of the remote.
+        """Check that the remote can be read and has ``base`` as a branch or tag.
 
         A commit sha cannot be checked without fetching; it is checked when the worktree is made.
         """
-        if base is None or _SHA.match(base):
-            return
         code, out, err = await _git_status(
             None, "ls-remote", "--heads", "--tags", source.remote_url, env=env
         )
         if code != 0:
-            raise RepoNotFound(f"cannot read {scrub(source.remote_url)}: {scrub(_tail(err))}")
+            raise RepoNotFound(_unreadable(source.remote_url, err))
+        if base is None or _SHA.match(base):
+            return
         refs = {line.split("\t", 1)[1] for line in out.splitlines() if "\t" in line}
         wanted = {f"refs/heads/{base}", f"refs/tags/{base}", base}
         if not refs & wanted:
@@ -152,22 +154,31 @@ class Workspace:
 
     async def prepare(
         self,
-        session_id: str,
+        name: str,
         source: RepoSource,
         *,
         branch: str,
         base: str | None,
         env: Mapping[str, str] | None = None,
     ) -> Worktree:
-        """Fetch the mirror and make a fresh worktree on ``branch`` from ``base``."""
+        """Fetch the mirror and make a fresh worktree ``name`` on ``branch`` from ``base``.
+
+        Each attempt names its own worktree: an agent orphaned by a crashed worker can only
+        write into the old one, which is discarded here along with anything else on ``branch``.
+        """
         mirror = self.mirror_path(source.remote_url)
-        path = self.worktrees / session_id
+        path = self.worktrees / name
         async with _locked(mirror.with_suffix(".lock")):
             await self._fetch(mirror, source.remote_url, env)
             base_name, base_sha = await self._resolve_base(mirror, base)
+            for stale in await self._worktrees_on(mirror, branch):
+                await self._discard(mirror, stale)
             await self._discard(mirror, path)
             path.parent.mkdir(parents=True, exist_ok=True)
-            await _git(mirror, *_SAFE, "worktree", "add", "-q", "-B", branch, str(path), base_sha)
+            if not await self._reuse(mirror, path, branch, base_sha):
+                await _git(
+                    mirror, *_SAFE, "worktree", "add", "-q", "-B", branch, str(path), base_sha
+                )
         return Worktree(
             path=path,
             branch=branch,
@@ -193,6 +204,8 @@ class Workspace:
             mirror, "fetch", "-q", "--prune", "--tags", "--force", "origin", env=env
         )
         if code != 0:
+            if _PERMANENT.search(err):
+                raise RepoNotFound(_unreadable(remote_url, err))
             raise WorkspaceError(f"cannot fetch {scrub(remote_url)}: {scrub(_tail(err))}")
         code, _, _ = await _git_status(mirror, "symbolic-ref", "-q", "refs/remotes/origin/HEAD")
         if code != 0:
@@ -222,6 +235,56 @@ class Workspace:
     async def _sha(self, mirror: Path, ref: str) -> str | None:
         code, out, _ = await _git_status(mirror, "rev-parse", "--verify", "-q", f"{ref}^{{commit}}")
         return out.strip() if code == 0 else None
+
+    # --- the pool: a finished worktree, reset, is much cheaper than a new checkout -----------
+
+    def _pool(self, mirror: Path) -> Path:
+        return self.worktrees / "pool" / mirror.name
+
+    async def _reuse(self, mirror: Path, path: Path, branch: str, base_sha: str) -> bool:
+        """Turn a pooled worktree into ``path`` on ``branch`` at ``base_sha``; False if none."""
+        pool = self._pool(mirror)
+        for pooled in sorted(pool.glob("*")) if pool.is_dir() else []:
+            if not (pooled / ".git").is_file():
+                shutil.rmtree(pooled, ignore_errors=True)
+                continue
+            try:
+                await _git(mirror, "worktree", "move", str(pooled), str(path))
+                # -f drops what the last agent changed in tracked files; clean the rest.
+                await _git(path, *_SAFE, "checkout", "-q", "-f", "-B", branch, base_sha)
+                await _git(path, "clean", "-q", "-ffdx")
+            except WorkspaceError:
+                await self._discard(mirror, path if path.exists() else pooled)
+                continue
+            return True
+        return False
+
+    async def _release(self, wt: Worktree) -> bool:
+        """Put a finished worktree in the pool; False when the pool is full."""
+        pool = self._pool(wt.mirror)
+        if self.pool_size < 1 or not (wt.path / ".git").is_file():
+            return False
+        if pool.is_dir() and len(list(pool.iterdir())) >= self.pool_size:
+            return False
+        pool.mkdir(parents=True, exist_ok=True)
+        # The worktree keeps its branch checked out until reused: a retry that needs the
+        # branch discards it (see prepare).
+        target = pool / wt.path.name
+        code, _, _ = await _git_status(wt.mirror, "worktree", "move", str(wt.path), str(target))
+        return code == 0
+
+    async def _worktrees_on(self, mirror: Path, branch: str) -> list[Path]:
+        if not (mirror / "HEAD").exists():
+            return []
+        out = await _git(mirror, "worktree", "list", "--porcelain")
+        found: list[Path] = []
+        path: Path | None = None
+        for line in out.splitlines():
+            if line.startswith("worktree "):
+                path = Path(line.removeprefix("worktree "))
+            elif line == f"branch refs/heads/{branch}" and path is not None:
+                found.append(path)
+        return found
 
     async def _discard(self, mirror: Path, path: Path) -> None:
         """Remove a worktree an earlier attempt left behind."""
@@ -288,16 +351,14 @@ class Workspace:
         return True
 
     async def remove(self, wt: Worktree) -> None:
+        """Done with ``wt``: keep it in the pool for the next session, or delete it."""
         async with _locked(wt.mirror.with_suffix(".lock")):
-            await self._discard(wt.mirror, wt.path)
+            if not await self._release(wt):
+                await self._discard(wt.mirror, wt.path)
 
-    async def remove_path(self, session_id: str, mirror: Path) -> None:
-        async with _locked(mirror.with_suffix(".lock")):
-            await self._discard(mirror, self.worktrees / session_id)
-
-    def mark_finished(self, session_id: str) -> None:
+    def mark_finished(self, wt: Worktree) -> None:
         """Note when a kept worktree's session ended, for ``prune``."""
-        marker = self.worktrees / f"{session_id}.done"
+        marker = wt.path.with_name(wt.path.name + ".done")
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(str(time.time()))
 
@@ -317,7 +378,8 @@ class Workspace:
             if common.is_file():
                 gitdir = Path(common.read_text().split(":", 1)[1].strip())
                 mirror = gitdir.parent.parent
-                await self.remove_path(path.name, mirror)
+                async with _locked(mirror.with_suffix(".lock")):
+                    await self._discard(mirror, path)
             else:
                 shutil.rmtree(path, ignore_errors=True)
             marker.unlink(missing_ok=True)
@@ -376,6 +438,20 @@ async def _git(
         verb = next(a for i, a in enumerate(args) if not a.startswith("-") and args[i - 1] != "-c")
         raise WorkspaceError(f"git {verb} failed: {scrub(_tail(err))}")
     return out
+
+
+# git's words for "this will not work however often you try".
+_PERMANENT = re.compile(
+    r"could not read Username|Authentication failed|Permission denied|"
+    r"[Rr]epository not found|does not appear to be a git repository|HTTP 40[134]",
+)
+
+
+def _unreadable(remote_url: str, err: str) -> str:
+    message = f"cannot read {scrub(remote_url)}: {scrub(_tail(err))}"
+    if re.search(r"could not read Username|Authentication failed|HTTP 401", err):
+        message += " (authentication required: set GITHUB_TOKEN, or use an ssh URL with a key)"
+    return message
 
 
 def _tail(text: str, limit: int = 1000) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from telecoder.cli.output import event_json, out, print_json, render_event
+from telecoder.cli.output import event_json, out, print_json_line, render_event
 from telecoder.store import Store
 
 POLL_SECONDS = 0.1
@@ -26,7 +26,7 @@ async def follow(
         events = await store.events.list(session_id, after=after)
         for event in events:
             if as_json:
-                print_json(event_json(event))
+                print_json_line(event_json(event))
             elif (line := render_event(event)) is not None:
                 out.print(line)
             after = event.seq
@@ -43,7 +43,7 @@ async def follow(
             # One last look: the end may have been written after the read above.
             for event in await store.events.list(session_id, after=after):
                 if as_json:
-                    print_json(event_json(event))
+                    print_json_line(event_json(event))
                 elif (line := render_event(event)) is not None:
                     out.print(line)
                 after = event.seq

@@ -47,6 +47,12 @@ def print_json(value: Any) -> None:
     sys.stdout.flush()
 
 
+def print_json_line(value: Any) -> None:
+    """One JSON object on one line (JSON Lines), for streams."""
+    sys.stdout.write(json.dumps(value, ensure_ascii=False, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
 _STATUS_STYLE = {
     "queued": "cyan",
     "running": "yellow",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
@@ -21,6 +22,9 @@ from telecoder.protocols import Stream
 CHUNK = 1 << 16
 MAX_LINE = 32 << 20  # 32 MiB: a line longer than this is cut, the rest of it dropped
 _EOF = object()
+# If the worker dies (even by SIGKILL), the engine it started gets SIGKILL too.
+_SETPRIV = shutil.which("setpriv")
+_PDEATHSIG = (_SETPRIV, "--pdeathsig", "SIGKILL", "--") if _SETPRIV else ()
 
 
 class LocalProcess:
@@ -149,6 +153,7 @@ class LocalRuntime:
     ) -> LocalProcess:
         piped = stdin is not None or interactive
         proc = await asyncio.create_subprocess_exec(
+            *_PDEATHSIG,
             *argv,
             cwd=cwd,
             env=dict(env),

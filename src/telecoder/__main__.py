@@ -1,0 +1,5 @@
+"""``python -m telecoder``."""
+
+from telecoder.cli import main
+
+main()

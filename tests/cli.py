@@ -1,0 +1,48 @@
+"""Run the real ``telecoder`` command as a subprocess, as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+TELECODER = str(Path(sys.executable).parent / "telecoder")
+
+
+def cli_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TELECODER_", "GITHUB_"))}
+    env.update({"TELECODER_HOME": str(home), "COLUMNS": "200"}, **extra)
+    return env
+
+
+def telecoder(
+    *args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [TELECODER, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def session_json(session_id: str, env: dict[str, str]) -> dict[str, Any]:
+    done = telecoder("show", session_id, "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    data: dict[str, Any] = json.loads(done.stdout)
+    return data
+
+
+def wait_for(
+    check: Callable[[], Any], *, timeout: float = 30, interval: float = 0.1, what: str = ""
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or check}")
+        time.sleep(interval)

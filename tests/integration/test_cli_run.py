@@ -1,0 +1,176 @@
+"""`telecoder run` end to end: a real git repo, a bare remote, the CLI as a subprocess."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.cli import cli_env, telecoder
+from tests.conftest import GitRepo, git
+
+
+def checkout_state(repo: GitRepo) -> dict[str, object]:
+    index = repo.path / ".git" / "index"
+    return {
+        "head": repo.git("rev-parse", "HEAD"),
+        "branch": repo.git("rev-parse", "--abbrev-ref", "HEAD"),
+        "index": index.read_bytes(),
+        "index_mtime": index.stat().st_mtime_ns,
+        "status": repo.git("--no-optional-locks", "status", "--porcelain"),
+        "wip": (repo.path / "wip.txt").read_text(),
+        "readme": (repo.path / "README.md").read_text(),
+        "branches": repo.git("branch", "--list"),
+    }
+
+
+def test_run_pushes_one_commit_and_leaves_the_checkout_alone(git_repo: GitRepo, home: Path):
+    # The user has work in progress: an uncommitted file and a staged edit.
+    (git_repo.path / "wip.txt").write_text("half-done thought\n")
+    (git_repo.path / "README.md").write_text("The colour of magic.\nlocal edit\n")
+    git_repo.git("add", "README.md")
+    before = checkout_state(git_repo)
+
+    done = telecoder(
+        "run", "sed -i 's/colour/color/g' README.md", "--repo", str(git_repo.path),
+        "--engine", "shell", "--json", env=cli_env(home),
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    session = json.loads(done.stdout)
+    assert session["status"] == "succeeded"
+    branch = f"telecoder/{session['id']}"
+    assert session["branch"] == branch
+    result = session["result"]
+    assert result["type"] == "branch"
+    assert result["branch"] == branch
+    assert (result["files_changed"], result["insertions"], result["deletions"]) == (1, 1, 1)
+    # The remote has the branch with exactly one new commit, holding the edit.
+    commits = git_repo.remote_git("rev-list", f"main..{branch}").splitlines()
+    assert commits == [result["commit"]]
+    assert git_repo.remote_git("show", f"{branch}:README.md") == "The color of magic."
+    assert git_repo.remote_git("diff", "--name-only", "main", branch) == "README.md"
+    # The user's checkout is exactly as it was.
+    assert checkout_state(git_repo) == before
+    assert "uncommitted changes" in done.stderr  # and the user was told
+
+
+def test_no_change_is_an_answer(git_repo: GitRepo, home: Path):
+    done = telecoder(
+        "run", "echo the answer is 42", "--repo", str(git_repo.path), "--json",
+        env=cli_env(home),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    session = json.loads(done.stdout)
+    assert session["result"]["type"] == "text"
+    assert session["result"]["text"] == "the answer is 42"
+    assert git_repo.remote_git("branch", "--list", "telecoder/*") == ""
+
+
+def test_failed_command_exits_1_with_reason(git_repo: GitRepo, home: Path):
+    done = telecoder(
+        "run", "echo doomed >&2; exit 3", "--repo", str(git_repo.path), "--json",
+        env=cli_env(home),
+    )  # fmt: skip
+    assert done.returncode == 1
+    session = json.loads(done.stdout)
+    assert session["status"] == "failed"
+    assert session["failure_kind"] == "engine_error"
+    assert "status 3" in session["error"]
+    assert "doomed" in session["error"]
+
+
+def test_live_progress_ends_with_the_branch(git_repo: GitRepo, home: Path):
+    done = telecoder(
+        "run", "echo hello > hello.txt", "--repo", str(git_repo.path), env=cli_env(home)
+    )
+    assert done.returncode == 0, done.stderr
+    assert "preparing workspace" in done.stdout
+    assert "pushed" in done.stdout
+    session_id = done.stderr.split("session ", 1)[1].split()[0]
+    assert f"telecoder/{session_id}" in done.stdout.splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "", "--repo", "{repo}"], "the prompt is empty"),
+        (["run", "   ", "--repo", "{repo}"], "the prompt is empty"),
+        (["run", "true", "--repo", "{missing}"], "does not exist"),
+        (["run", "true", "--repo", "{plain}"], "is not a git repository"),
+        (["run", "true", "--repo", "{repo}", "--engine", "nope"], "unknown engine 'nope'"),
+        (["run", "true", "--repo", "{repo}", "--base", "no-such"], "base ref 'no-such'"),
+        (["run", "true", "--repo", "{repo}", "--forge", "gitlab"], "unknown forge 'gitlab'"),
+        (["run", "true"], "Missing option '--repo'"),
+        (["list", "--status", "bogus"], "unknown status 'bogus'"),
+    ],
+)
+def test_bad_input_exits_2_and_queues_nothing(
+    git_repo: GitRepo, home: Path, tmp_path: Path, args: list[str], message: str
+):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    values = {"repo": str(git_repo.path), "missing": str(tmp_path / "nope"), "plain": str(plain)}
+    done = telecoder(*[a.format(**values) for a in args], env=cli_env(home))
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert message in done.stderr
+    listed = telecoder("list", "--json", env=cli_env(home))
+    assert json.loads(listed.stdout) == []
+
+
+def test_show_and_cancel_unknown_or_finished(git_repo: GitRepo, home: Path):
+    env = cli_env(home)
+    assert telecoder("show", "nosuchsession", env=env).returncode == 3
+    done = telecoder("run", "true", "--repo", str(git_repo.path), "--json", env=env)
+    session_id = json.loads(done.stdout)["id"]
+    cancel = telecoder("cancel", session_id, env=env)
+    assert cancel.returncode == 4
+    assert "already succeeded" in cancel.stderr
+
+
+def test_detach_then_list_show_and_cancel_while_queued(git_repo: GitRepo, home: Path):
+    env = cli_env(home)
+    done = telecoder("run", "true", "--repo", str(git_repo.path), "--detach", env=env)
+    assert done.returncode == 0, done.stderr
+    session_id = done.stdout.strip()
+    listed = json.loads(telecoder("list", "--json", "--status", "queued", env=env).stdout)
+    assert [s["id"] for s in listed] == [session_id]
+    assert json.loads(telecoder("list", "--json", "--repo", str(git_repo.path), env=env).stdout)
+    cancel = telecoder("cancel", session_id[:6], env=env)
+    assert cancel.returncode == 0, cancel.stderr
+    shown = json.loads(telecoder("show", session_id, "--json", env=env).stdout)
+    assert shown["status"] == "cancelled"
+    logs = telecoder("logs", session_id, "--json", env=env)
+    kinds = [json.loads(line)["data"].get("status") for line in logs.stdout.splitlines()]
+    assert kinds == ["queued", "cancelled"]
+
+
+def test_retry_reuses_the_branch(git_repo: GitRepo, home: Path):
+    env = cli_env(home)
+    first = json.loads(
+        telecoder(
+            "run", "echo one >> notes.txt", "--repo", str(git_repo.path), "--json", env=env
+        ).stdout
+    )
+    again = telecoder("retry", first["id"], "--json", env=env)
+    assert again.returncode == 0, again.stderr
+    second = json.loads(again.stdout)
+    assert second["id"] != first["id"]
+    assert second["parent_id"] == first["id"]
+    assert second["branch"] == first["branch"]
+    assert second["status"] == "succeeded"
+    # Same task, same base: the branch still holds exactly one commit.
+    assert len(git_repo.remote_git("rev-list", f"main..{first['branch']}").splitlines()) == 1
+
+
+def test_url_repo(git_repo: GitRepo, home: Path):
+    url = f"file://{git_repo.remote}"
+    done = telecoder("run", "touch new.txt", "--repo", url, "--json", env=cli_env(home))
+    assert done.returncode == 0, done.stderr
+    session = json.loads(done.stdout)
+    assert session["repo"] == url
+    assert git("ls-tree", "--name-only", session["branch"], cwd=git_repo.remote).splitlines() == [
+        "README.md",
+        "new.txt",
+    ]
