@@ -252,7 +252,7 @@ class Workspace:
                 await _git(mirror, "worktree", "move", str(pooled), str(path))
                 # -f drops what the last agent changed in tracked files; clean the rest.
                 await _git(path, *_SAFE, "checkout", "-q", "-f", "-B", branch, base_sha)
-                await _git(path, "clean", "-q", "-ffdx")
+                await _git(path, *_SAFE, "clean", "-q", "-ffdx")
             except WorkspaceError:
                 await self._discard(mirror, path if path.exists() else pooled)
                 continue
