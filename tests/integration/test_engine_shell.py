@@ -112,12 +112,12 @@ async def test_a_change_becomes_one_pushed_commit(
     # The user's checkout is as it was; the worktree and the engine's home are gone.
     assert (git_repo.path / "README.md").read_text() == "The colour of magic.\n"
     assert git_repo.git("status", "--porcelain") == ""
-    assert not (settings.worktrees / new.id).exists()
+    assert not (settings.worktrees / f"{new.id}-1").exists()  # pooled or removed
     assert not (settings.engine_homes / new.id).exists()
     [attempt] = await store.sessions.attempts(new.id)
     assert attempt.status == AttemptStatus.SUCCEEDED
     assert (attempt.commit_sha, attempt.pushed_sha) == (sha, sha)
-    assert attempt.workspace_path == str(settings.worktrees / new.id)
+    assert attempt.workspace_path == str(settings.worktrees / f"{new.id}-1")
     assert attempt.base_sha == git_repo.remote_git("rev-parse", "main")
     events = await all_events(store, new.id)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
@@ -316,6 +316,6 @@ async def test_worktree_kept_only_with_a_retention(
     new = request(git_repo, "echo hi > hello.txt")
     done = await execute(worker, store, new)
     assert done.status == SessionStatus.SUCCEEDED
-    kept = settings.worktrees / new.id
+    kept = settings.worktrees / f"{new.id}-1"
     assert kept.exists() is (retention > 0)
-    assert (settings.worktrees / f"{new.id}.done").exists() is (retention > 0)
+    assert (settings.worktrees / f"{new.id}-1.done").exists() is (retention > 0)

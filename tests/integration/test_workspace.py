@@ -27,11 +27,15 @@ def ws(settings: Settings) -> Workspace:
 
 
 async def prepare(
-    ws: Workspace, repo: GitRepo | str, session_id: str = "s1", base: str | None = None
+    ws: Workspace,
+    repo: GitRepo | str,
+    name: str = "s1",
+    base: str | None = None,
+    branch: str | None = None,
 ) -> Worktree:
     spec = repo if isinstance(repo, str) else str(repo.path)
     source = await ws.resolve(spec)
-    return await ws.prepare(session_id, source, branch=f"telecoder/{session_id}", base=base)
+    return await ws.prepare(name, source, branch=branch or f"telecoder/{name}", base=base)
 
 
 def head(path: Path) -> str:
@@ -475,10 +479,10 @@ async def test_remove_and_prune(ws: Workspace, git_repo: GitRepo) -> None:
     old = await prepare(ws, git_repo, "old")
     recent = await prepare(ws, git_repo, "recent")
     gone = await prepare(ws, git_repo, "gone")
-    await ws.remove(gone)
+    await Workspace(mirrors=ws.mirrors, worktrees=ws.worktrees, pool_size=0).remove(gone)
     assert not gone.path.exists()
-    for session_id in ("old", "recent"):
-        ws.mark_finished(session_id)
+    for wt in (old, recent):
+        ws.mark_finished(wt)
     (ws.worktrees / "old.done").write_text(str(time.time() - 7200))
     assert await ws.prune(older_than=3600) == ["old"]
     assert not old.path.exists()
@@ -492,6 +496,38 @@ async def test_remove_and_prune(ws: Workspace, git_repo: GitRepo) -> None:
     assert await ws.prune(older_than=0) == ["recent"]
     assert not recent.path.exists()
     assert str(recent.path) not in git("worktree", "list", "--porcelain", cwd=old.mirror)
+
+
+async def test_a_pooled_worktree_keeps_nothing_of_the_last_agent(
+    ws: Workspace, git_repo: GitRepo, tmp_path: Path
+) -> None:
+    first = await prepare(ws, git_repo, "s1-1")
+    (first.path / "README.md").write_text("changed by the last agent\n")
+    (first.path / ".gitignore").write_text("*.log\n")
+    git("add", ".gitignore", cwd=first.path)
+    git("commit", "-q", "-m", "the last agent's commit", cwd=first.path)
+    (first.path / "build.log").write_text("ignored leftovers\n")
+    (first.path / "deep" / "er").mkdir(parents=True)
+    (first.path / "deep" / "er" / "untracked.txt").write_text("x\n")
+    git("add", "deep", cwd=first.path)  # staged, never committed
+    await ws.remove(first)
+    assert not first.path.exists()
+    ran = tmp_path / "ran"
+    ran.mkdir()
+    _hook(tmp_path / "fsmonitor", ran, "fsmonitor")
+    git("config", "core.fsmonitor", str(tmp_path / "fsmonitor"), cwd=first.mirror)
+
+    second = await prepare(ws, git_repo, "s2-1")
+    assert list(ran.iterdir()) == []  # before this test's own git commands read the config
+    git("config", "--unset", "core.fsmonitor", cwd=first.mirror)
+    assert head(second.path) == second.base_sha
+    assert git("rev-parse", "--abbrev-ref", "HEAD", cwd=second.path) == "telecoder/s2-1"
+    assert git("status", "--porcelain", "--ignored", cwd=second.path) == ""
+    assert sorted(p.name for p in second.path.iterdir()) == [".git", "README.md"]
+    assert (second.path / "README.md").read_text() == "The colour of magic.\n"
+    # The first session's branch is free again: a retry of it can have it back.
+    again = await prepare(ws, git_repo, "s1-2", branch="telecoder/s1-1")
+    assert head(again.path) == again.base_sha
 
 
 async def test_mirror_is_shared_and_reused(ws: Workspace, git_repo: GitRepo) -> None:
