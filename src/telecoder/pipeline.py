@@ -258,6 +258,7 @@ class Pipeline:
             )
 
         recorder.progress("committing")
+        await self.workspace.sanitize(wt)
         sha = await self.workspace.commit(wt, commit_message(session), date=session.created_at)
         if sha is None:
             answer = Result(type=ResultType.TEXT, text=_clip(result.text))

@@ -194,12 +194,10 @@ class Workspace:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.parent.mkdir(parents=True, exist_ok=True)
             await _git(None, "init", "-q", "--bare", str(tmp))
-            await _git(tmp, "remote", "add", "origin", remote_url)
-            await _git(tmp, "config", "remote.origin.fetch", "+refs/heads/*:refs/remotes/origin/*")
-            await _git(tmp, "config", "gc.auto", "0")
+            _restore_git_dir(tmp, remote_url)
             tmp.rename(mirror)
         else:
-            await _git(mirror, "remote", "set-url", "origin", remote_url)
+            _restore_git_dir(mirror, remote_url)
         code, _, err = await _git_status(
             mirror, "fetch", "-q", "--prune", "--tags", "--force", "origin", env=env
         )
@@ -249,6 +247,7 @@ class Workspace:
                 shutil.rmtree(pooled, ignore_errors=True)
                 continue
             try:
+                _admin_dir(pooled).joinpath("config.worktree").unlink(missing_ok=True)
                 await _git(mirror, "worktree", "move", str(pooled), str(path))
                 # -f drops what the last agent changed in tracked files; clean the rest.
                 await _git(path, *_SAFE, "checkout", "-q", "-f", "-B", branch, base_sha)
@@ -294,6 +293,19 @@ class Workspace:
         await _git_status(mirror, "worktree", "prune")
 
     # --- results -----------------------------------------------------------------------------
+
+    async def sanitize(self, wt: Worktree) -> None:
+        """Undo what an agent may have done to git's own files before git runs on the host.
+
+        The agent can reach the mirror through its worktree: a hook, a ``core.fsmonitor`` or
+        ``filter.*`` command, a ``url.*.insteadOf`` or credential helper in its config would
+        run (or leak credentials) in TeleCoder's commit and push. The mirror's config is
+        TeleCoder's alone and is rewritten; hooks, attributes and worktree configs are removed.
+        This guards the host's git commands; confining the agent itself is the runtime's job.
+        """
+        async with _locked(wt.mirror.with_suffix(".lock")):
+            _restore_git_dir(wt.mirror, wt.remote_url)
+            _admin_dir(wt.path).joinpath("config.worktree").unlink(missing_ok=True)
 
     async def commit(self, wt: Worktree, message: str, *, date: float) -> str | None:
         """Commit everything the agent changed; None when nothing changed at all."""
@@ -385,6 +397,36 @@ class Workspace:
             marker.unlink(missing_ok=True)
             removed.append(path.name)
         return removed
+
+
+# --- the mirror's own files -----------------------------------------------------------------
+
+
+def _config_value(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def _admin_dir(worktree: Path) -> Path:
+    """The worktree's own directory inside the mirror (named by its ``.git`` file)."""
+    text = (worktree / ".git").read_text()
+    return Path(text.removeprefix("gitdir:").strip())
+
+
+def _restore_git_dir(mirror: Path, remote_url: str) -> None:
+    """Write the mirror's config as TeleCoder made it; drop hooks and attribute files."""
+    config = (
+        "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = true\n"
+        '[remote "origin"]\n'
+        f"\turl = {_config_value(remote_url)}\n"
+        "\tfetch = +refs/heads/*:refs/remotes/origin/*\n"
+        "[gc]\n\tauto = 0\n"
+    )
+    tmp = mirror / "config.telecoder-tmp"
+    tmp.write_text(config)
+    tmp.replace(mirror / "config")
+    shutil.rmtree(mirror / "hooks", ignore_errors=True)
+    (mirror / "info" / "attributes").unlink(missing_ok=True)
 
 
 # --- running git ----------------------------------------------------------------------------

@@ -519,7 +519,8 @@ async def test_a_pooled_worktree_keeps_nothing_of_the_last_agent(
 
     second = await prepare(ws, git_repo, "s2-1")
     assert list(ran.iterdir()) == []  # before this test's own git commands read the config
-    git("config", "--unset", "core.fsmonitor", cwd=first.mirror)
+    # prepare rewrote the mirror's config: the agent's fsmonitor is gone.
+    assert "fsmonitor" not in (first.mirror / "config").read_text()
     assert head(second.path) == second.base_sha
     assert git("rev-parse", "--abbrev-ref", "HEAD", cwd=second.path) == "telecoder/s2-1"
     assert git("status", "--porcelain", "--ignored", cwd=second.path) == ""
