@@ -14,6 +14,7 @@ import pytest
 
 from telecoder.settings import Settings
 from telecoder.store import Store, open_store
+from tests.fakes.github import fake_github  # noqa: F401
 
 PG_ADMIN_URL = os.environ.get("TELECODER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 

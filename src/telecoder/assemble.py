@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from telecoder import registry
+from telecoder.forges.github import GitHubForge
 from telecoder.forges.local import LocalForge
 from telecoder.pipeline import Pipeline
 from telecoder.protocols import Engine, Forge, Runtime
@@ -18,12 +19,13 @@ def build_workspace(settings: Settings) -> Workspace:
         worktrees=settings.worktrees,
         author_name=settings.git_author_name,
         author_email=settings.git_author_email,
+        pool_size=settings.worktree_pool,
     )
 
 
 def build_forges(settings: Settings) -> dict[str, Forge]:
     # "local" last: auto selection asks the others first.
-    return {"local": LocalForge()}
+    return {"github": GitHubForge.from_settings(settings), "local": LocalForge()}
 
 
 def engine(name: str) -> Engine:

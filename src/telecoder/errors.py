@@ -12,7 +12,7 @@
      ├── LeaseLost                a worker no longer holds the attempt it writes for
      ├── WorkspaceError           git failed while preparing, committing or pushing
      │    └── PushRejected
-     ├── ForgeError               the forge's API refused or failed
+     ├── ForgeError               the forge's API refused or failed (``transient``: worth a retry)
      └── StoreUnavailable         the database cannot be reached
 
 Each class's docstring is its default message. Translate only at edges: the CLI maps errors to
@@ -79,6 +79,13 @@ class PushRejected(WorkspaceError):
 
 class ForgeError(TeleCoderError):
     """The forge refused the request."""
+
+    def __init__(
+        self, message: str | None = None, *, transient: bool = False, status: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.transient = transient  # a later attempt may succeed: outage, timeout, rate limit
+        self.status = status  # the forge's HTTP status, when it answered
 
 
 class StoreUnavailable(TeleCoderError):

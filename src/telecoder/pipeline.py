@@ -89,6 +89,7 @@ class EventRecorder:
         self._interval = interval
         self._buffer: list[NewEvent] = []
         self._wake = asyncio.Event()
+        self._closing = False
         self._task: asyncio.Task[None] | None = None
 
     def add(self, kind: EventKind, data: Mapping[str, Any]) -> None:
@@ -105,7 +106,7 @@ class EventRecorder:
             await self._events.append(self._lease.session_id, batch, lease=self._lease)
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval)
             self._wake.clear()
@@ -128,7 +129,11 @@ class EventRecorder:
                 await self._task
 
     async def close(self) -> None:
-        await self.cancel()
+        """Write everything: let a flush in flight finish (cancelling it would lose its batch)."""
+        if self._task is not None:
+            self._closing = True
+            self._wake.set()
+            await self._task
         await self.flush()
 
 
@@ -253,9 +258,10 @@ class Pipeline:
             )
 
         recorder.progress("committing")
+        await self.workspace.sanitize(wt)
         sha = await self.workspace.commit(wt, commit_message(session), date=session.created_at)
         if sha is None:
-            answer = Result(type=ResultType.TEXT, text=result.text)
+            answer = Result(type=ResultType.TEXT, text=_clip(result.text))
         else:
             answer = await self._publish(session, lease, wt, forge, git_env, sha, recorder)
         recorder.add(EventKind.RESULT, answer.to_dict())

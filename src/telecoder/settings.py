@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_HOME = Path("~/.telecoder")
 
@@ -80,13 +80,17 @@ class Settings(BaseSettings):
     worktree_retention_seconds: float = Field(
         default=0.0, ge=0, description="Keep finished worktrees this long (0: remove at once)."
     )
+    worktree_pool: int = Field(
+        default=4, ge=0, description="Finished worktrees kept per repository for reuse."
+    )
     git_author_name: str = Field(default="TeleCoder", description="Author of TeleCoder commits.")
     git_author_email: str = Field(default="telecoder@localhost", description="Author's e-mail.")
-    env_allow: tuple[str, ...] = Field(
+    # NoDecode: a comma-separated string, not JSON, reaches ``_split``.
+    env_allow: Annotated[tuple[str, ...], NoDecode] = Field(
         default=DEFAULT_ENV_ALLOW,
         description="Environment variables passed to engines (comma-separated).",
     )
-    engine_env: tuple[str, ...] = Field(
+    engine_env: Annotated[tuple[str, ...], NoDecode] = Field(
         default=DEFAULT_ENGINE_ENV,
         description="Model endpoint and key variables handed to engines (comma-separated).",
     )

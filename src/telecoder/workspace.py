@@ -33,8 +33,12 @@ from telecoder.errors import (
     WorkspaceError,
 )
 
-# Options on every git command that writes: never run a hook, never sign, never prompt.
-_SAFE = ("-c", "core.hooksPath=/dev/null", "-c", "commit.gpgSign=false", "-c", "tag.gpgSign=false")
+# Options on every git command in a worktree: never run a hook or an fsmonitor command (the
+# agent may have written either into the mirror's config), never sign, never prompt.
+_SAFE = (
+    "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
+    "-c", "commit.gpgSign=false", "-c", "tag.gpgSign=false",
+)  # fmt: skip
 _URL = re.compile(r"^([a-z][a-z0-9+.-]*://|[\w.-]+@[\w.-]+:)", re.IGNORECASE)
 _CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
 _SHA = re.compile(r"^[0-9a-f]{7,64}$")
@@ -76,11 +80,13 @@ class Workspace:
         worktrees: Path,
         author_name: str = "TeleCoder",
         author_email: str = "telecoder@localhost",
+        pool_size: int = 4,
     ) -> None:
         self.mirrors = mirrors
         self.worktrees = worktrees
         self.author_name = author_name
         self.author_email = author_email
+        self.pool_size = pool_size  # finished worktrees kept per mirror for reuse
 
     # --- the repository ----------------------------------------------------------------------
 
@@ -122,17 +128,17 @@ class Workspace:
     async def check_base(
         self, source: RepoSource, base: str | None, env: Mapping[str, str] | None = None
     ) -> None:
-        """Fail with BaseRefNotFound unless ``base`` names a branch or tag of the remote.
+        """Check that the remote can be read and has ``base`` as a branch or tag.
 
         A commit sha cannot be checked without fetching; it is checked when the worktree is made.
         """
-        if base is None or _SHA.match(base):
-            return
         code, out, err = await _git_status(
             None, "ls-remote", "--heads", "--tags", source.remote_url, env=env
         )
         if code != 0:
-            raise RepoNotFound(f"cannot read {scrub(source.remote_url)}: {scrub(_tail(err))}")
+            raise RepoNotFound(_unreadable(source.remote_url, err))
+        if base is None or _SHA.match(base):
+            return
         refs = {line.split("\t", 1)[1] for line in out.splitlines() if "\t" in line}
         wanted = {f"refs/heads/{base}", f"refs/tags/{base}", base}
         if not refs & wanted:
@@ -169,7 +175,10 @@ class Workspace:
                 await self._discard(mirror, stale)
             await self._discard(mirror, path)
             path.parent.mkdir(parents=True, exist_ok=True)
-            await _git(mirror, *_SAFE, "worktree", "add", "-q", "-B", branch, str(path), base_sha)
+            if not await self._reuse(mirror, path, branch, base_sha):
+                await _git(
+                    mirror, *_SAFE, "worktree", "add", "-q", "-B", branch, str(path), base_sha
+                )
         return Worktree(
             path=path,
             branch=branch,
@@ -185,16 +194,16 @@ class Workspace:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.parent.mkdir(parents=True, exist_ok=True)
             await _git(None, "init", "-q", "--bare", str(tmp))
-            await _git(tmp, "remote", "add", "origin", remote_url)
-            await _git(tmp, "config", "remote.origin.fetch", "+refs/heads/*:refs/remotes/origin/*")
-            await _git(tmp, "config", "gc.auto", "0")
+            _restore_git_dir(tmp, remote_url)
             tmp.rename(mirror)
         else:
-            await _git(mirror, "remote", "set-url", "origin", remote_url)
+            _restore_git_dir(mirror, remote_url)
         code, _, err = await _git_status(
             mirror, "fetch", "-q", "--prune", "--tags", "--force", "origin", env=env
         )
         if code != 0:
+            if _PERMANENT.search(err):
+                raise RepoNotFound(_unreadable(remote_url, err))
             raise WorkspaceError(f"cannot fetch {scrub(remote_url)}: {scrub(_tail(err))}")
         code, _, _ = await _git_status(mirror, "symbolic-ref", "-q", "refs/remotes/origin/HEAD")
         if code != 0:
@@ -225,6 +234,44 @@ class Workspace:
         code, out, _ = await _git_status(mirror, "rev-parse", "--verify", "-q", f"{ref}^{{commit}}")
         return out.strip() if code == 0 else None
 
+    # --- the pool: a finished worktree, reset, is much cheaper than a new checkout -----------
+
+    def _pool(self, mirror: Path) -> Path:
+        return self.worktrees / "pool" / mirror.name
+
+    async def _reuse(self, mirror: Path, path: Path, branch: str, base_sha: str) -> bool:
+        """Turn a pooled worktree into ``path`` on ``branch`` at ``base_sha``; False if none."""
+        pool = self._pool(mirror)
+        for pooled in sorted(pool.glob("*")) if pool.is_dir() else []:
+            if not (pooled / ".git").is_file():
+                shutil.rmtree(pooled, ignore_errors=True)
+                continue
+            try:
+                _admin_dir(pooled).joinpath("config.worktree").unlink(missing_ok=True)
+                await _git(mirror, "worktree", "move", str(pooled), str(path))
+                # -f drops what the last agent changed in tracked files; clean the rest.
+                await _git(path, *_SAFE, "checkout", "-q", "-f", "-B", branch, base_sha)
+                await _git(path, *_SAFE, "clean", "-q", "-ffdx")
+            except WorkspaceError:
+                await self._discard(mirror, path if path.exists() else pooled)
+                continue
+            return True
+        return False
+
+    async def _release(self, wt: Worktree) -> bool:
+        """Put a finished worktree in the pool; False when the pool is full."""
+        pool = self._pool(wt.mirror)
+        if self.pool_size < 1 or not (wt.path / ".git").is_file():
+            return False
+        if pool.is_dir() and len(list(pool.iterdir())) >= self.pool_size:
+            return False
+        pool.mkdir(parents=True, exist_ok=True)
+        # The worktree keeps its branch checked out until reused: a retry that needs the
+        # branch discards it (see prepare).
+        target = pool / wt.path.name
+        code, _, _ = await _git_status(wt.mirror, "worktree", "move", str(wt.path), str(target))
+        return code == 0
+
     async def _worktrees_on(self, mirror: Path, branch: str) -> list[Path]:
         if not (mirror / "HEAD").exists():
             return []
@@ -247,10 +294,23 @@ class Workspace:
 
     # --- results -----------------------------------------------------------------------------
 
+    async def sanitize(self, wt: Worktree) -> None:
+        """Undo what an agent may have done to git's own files before git runs on the host.
+
+        The agent can reach the mirror through its worktree: a hook, a ``core.fsmonitor`` or
+        ``filter.*`` command, a ``url.*.insteadOf`` or credential helper in its config would
+        run (or leak credentials) in TeleCoder's commit and push. The mirror's config is
+        TeleCoder's alone and is rewritten; hooks, attributes and worktree configs are removed.
+        This guards the host's git commands; confining the agent itself is the runtime's job.
+        """
+        async with _locked(wt.mirror.with_suffix(".lock")):
+            _restore_git_dir(wt.mirror, wt.remote_url)
+            _admin_dir(wt.path).joinpath("config.worktree").unlink(missing_ok=True)
+
     async def commit(self, wt: Worktree, message: str, *, date: float) -> str | None:
         """Commit everything the agent changed; None when nothing changed at all."""
         await _git(wt.path, *_SAFE, "add", "-A")
-        staged = (await _git_status(wt.path, "diff", "--cached", "--quiet"))[0] != 0
+        staged = (await _git_status(wt.path, *_SAFE, "diff", "--cached", "--quiet"))[0] != 0
         head = (await _git(wt.path, "rev-parse", "HEAD")).strip()
         if not staged:
             return head if head != wt.base_sha else None
@@ -270,7 +330,7 @@ class Workspace:
         return (await _git(wt.path, "rev-parse", "HEAD")).strip()
 
     async def diff_stats(self, wt: Worktree) -> DiffStats:
-        out = await _git(wt.path, "diff", "--numstat", wt.base_sha, "HEAD")
+        out = await _git(wt.path, *_SAFE, "diff", "--numstat", wt.base_sha, "HEAD")
         files = insertions = deletions = 0
         for line in out.splitlines():
             added, removed, _ = line.split("\t", 2)
@@ -280,7 +340,9 @@ class Workspace:
         return DiffStats(files_changed=files, insertions=insertions, deletions=deletions)
 
     async def diff(self, wt: Worktree) -> str:
-        return await _git(wt.path, "diff", wt.base_sha, "HEAD")
+        return await _git(
+            wt.path, *_SAFE, "diff", "--no-ext-diff", "--no-textconv", wt.base_sha, "HEAD"
+        )
 
     async def push(self, wt: Worktree, sha: str, env: Mapping[str, str] | None = None) -> bool:
         """Make the remote's ``branch`` point at ``sha``; False when it already did."""
@@ -301,8 +363,10 @@ class Workspace:
         return True
 
     async def remove(self, wt: Worktree) -> None:
+        """Done with ``wt``: keep it in the pool for the next session, or delete it."""
         async with _locked(wt.mirror.with_suffix(".lock")):
-            await self._discard(wt.mirror, wt.path)
+            if not await self._release(wt):
+                await self._discard(wt.mirror, wt.path)
 
     def mark_finished(self, wt: Worktree) -> None:
         """Note when a kept worktree's session ended, for ``prune``."""
@@ -333,6 +397,36 @@ class Workspace:
             marker.unlink(missing_ok=True)
             removed.append(path.name)
         return removed
+
+
+# --- the mirror's own files -----------------------------------------------------------------
+
+
+def _config_value(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def _admin_dir(worktree: Path) -> Path:
+    """The worktree's own directory inside the mirror (named by its ``.git`` file)."""
+    text = (worktree / ".git").read_text()
+    return Path(text.removeprefix("gitdir:").strip())
+
+
+def _restore_git_dir(mirror: Path, remote_url: str) -> None:
+    """Write the mirror's config as TeleCoder made it; drop hooks and attribute files."""
+    config = (
+        "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = true\n"
+        '[remote "origin"]\n'
+        f"\turl = {_config_value(remote_url)}\n"
+        "\tfetch = +refs/heads/*:refs/remotes/origin/*\n"
+        "[gc]\n\tauto = 0\n"
+    )
+    tmp = mirror / "config.telecoder-tmp"
+    tmp.write_text(config)
+    tmp.replace(mirror / "config")
+    shutil.rmtree(mirror / "hooks", ignore_errors=True)
+    (mirror / "info" / "attributes").unlink(missing_ok=True)
 
 
 # --- running git ----------------------------------------------------------------------------
@@ -386,6 +480,20 @@ async def _git(
         verb = next(a for i, a in enumerate(args) if not a.startswith("-") and args[i - 1] != "-c")
         raise WorkspaceError(f"git {verb} failed: {scrub(_tail(err))}")
     return out
+
+
+# git's words for "this will not work however often you try".
+_PERMANENT = re.compile(
+    r"could not read Username|Authentication failed|Permission denied|"
+    r"[Rr]epository not found|does not appear to be a git repository|HTTP 40[134]",
+)
+
+
+def _unreadable(remote_url: str, err: str) -> str:
+    message = f"cannot read {scrub(remote_url)}: {scrub(_tail(err))}"
+    if re.search(r"could not read Username|Authentication failed|HTTP 401", err):
+        message += " (authentication required: set GITHUB_TOKEN, or use an ssh URL with a key)"
+    return message
 
 
 def _tail(text: str, limit: int = 1000) -> str:

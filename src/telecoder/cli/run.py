@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -13,11 +15,12 @@ from telecoder.assemble import build_forges, build_worker, build_workspace
 from telecoder.cli.common import load_settings, opened, run_async
 from telecoder.cli.follow import follow
 from telecoder.cli.output import Exit, err, exit_for, final_line, out, print_json
-from telecoder.domain import NewSession, Session
+from telecoder.domain import NewSession, SessionStatus
 from telecoder.intake import Request, accept
 from telecoder.pipeline import StopReason
 from telecoder.settings import Settings
-from telecoder.store import Store
+from telecoder.store import Claimed, Store
+from telecoder.worker import Worker
 
 
 def run(
@@ -79,27 +82,35 @@ def run(
 
 
 async def run_here(settings: Settings, store: Store, new: NewSession, *, as_json: bool) -> Exit:
-    """Claim ``new`` for this process, run it, stream its events; Ctrl-C cancels it."""
+    """Claim ``new`` for this process and run it to its end, streaming its events.
+
+    A transient failure puts the session back in the queue with a backoff: this process waits
+    it out and runs the next attempt itself (unless a worker took it first). Ctrl-C cancels.
+    """
     worker = build_worker(settings, store)
-    claimed = await store.queue.create_claimed(new, worker.id)
+    claimed: Claimed | None = await store.queue.create_claimed(new, worker.id)
     if not as_json:
         err.print(f"session [bold]{new.id}[/] · branch {new.branch}")
-    execution: asyncio.Task[Session | None] = asyncio.create_task(worker.execute(claimed))
     loop = asyncio.get_running_loop()
-    interrupted = False
+    cancelled = False
+    pending: set[asyncio.Task[object]] = set()
 
     def on_interrupt() -> None:
-        nonlocal interrupted
-        if interrupted:
-            execution.cancel()
-        interrupted = True
-        worker.stop_session(new.id, StopReason.CANCELLED)
+        nonlocal cancelled
+        cancelled = True
+        if not worker.stop_session(new.id, StopReason.CANCELLED):
+            # Between attempts: cancel the queued session in the store.
+            task = loop.create_task(store.sessions.cancel(new.id))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
 
     loop.add_signal_handler(signal.SIGINT, on_interrupt)
     try:
+        execution = asyncio.create_task(_attempts(worker, store, claimed, lambda: cancelled))
         if not as_json:
             await follow(store, new.id, until=execution)
         await asyncio.wait({execution})
+        execution.result()
     finally:
         loop.remove_signal_handler(signal.SIGINT)
     session = await store.sessions.get(new.id)
@@ -108,3 +119,19 @@ async def run_here(settings: Settings, store: Store, new: NewSession, *, as_json
     else:
         out.print(final_line(session))
     return exit_for(session)
+
+
+async def _attempts(
+    worker: Worker, store: Store, claimed: Claimed | None, cancelled: Callable[[], bool]
+) -> None:
+    session_id = claimed.session.id if claimed else ""
+    while claimed is not None:
+        await worker.execute(claimed)
+        session = await store.sessions.get(session_id)
+        if session.status != SessionStatus.QUEUED or cancelled():
+            return
+        await asyncio.sleep(max(0.0, session.available_at - time.time()))
+        claimed = await store.queue.claim(worker.id, only=session_id)
+    # A worker took the session over: keep following it until it ends.
+    while not (await store.sessions.get(session_id)).status.terminal:  # noqa: ASYNC110 (polls the db)
+        await asyncio.sleep(0.2)

@@ -1,14 +1,22 @@
-"""The ``local`` forge: the pushed branch is the result; no pull request."""
+"""The local forge: the pushed branch is the result; there is no pull request to open.
+
+It is the fallback of ``auto`` forge selection, so it handles every remote.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 from telecoder.protocols import Publication, Published
+from telecoder.settings import Settings
 
 
 class LocalForge:
     name = "local"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalForge:
+        return cls()
 
     def handles(self, remote_url: str) -> bool:
         return True

@@ -72,9 +72,13 @@ class Queue:
         self.lease_seconds = lease_seconds
 
     async def claim(
-        self, worker_id: str, *, engines: Collection[str] | None = None
+        self,
+        worker_id: str,
+        *,
+        engines: Collection[str] | None = None,
+        only: str | None = None,
     ) -> Claimed | None:
-        """Take the best queued session that is due, or None."""
+        """Take the best queued session that is due (or only the session ``only``), or None."""
         now = time.time()
         pick = (
             select(sessions.c.id)
@@ -87,6 +91,8 @@ class Queue:
         )
         if engines is not None:
             pick = pick.where(sessions.c.engine.in_(list(engines)))
+        if only is not None:
+            pick = pick.where(sessions.c.id == only)
         if not self._db.is_sqlite:
             pick = pick.with_for_update(skip_locked=True)
         async with self._db.write() as conn:

@@ -1,0 +1,587 @@
+"""A fake GitHub on 127.0.0.1: the REST endpoints TeleCoder uses, and git over smart HTTP.
+
+REST (``Authorization: Bearer <token>``, else 401 ``Bad credentials``; unknown repository 404):
+
+    GET   /repos/{o}/{r}/pulls                 head=o:branch, state=open|closed|all, base, paging
+    POST  /repos/{o}/{r}/pulls                 422 when an open one exists for head+base, when head
+                                               or base is missing or (with a git dir) not a branch,
+                                               or when there are no commits between them
+    GET   /repos/{o}/{r}/pulls/{n}
+    PATCH /repos/{o}/{r}/pulls/{n}             title, body, base, state (reopen refused when merged,
+                                               or when the branch was deleted or force-pushed)
+    GET   /repos/{o}/{r}/issues/{n}/comments
+    POST  /repos/{o}/{r}/issues/{n}/comments
+
+Git (``/{o}/{r}.git/...``, HTTP Basic with the token as password, as GitHub takes it) is served by
+``git http-backend`` from the bare repository given to ``add_repo``; with that git dir the REST
+side also checks branches against the real repository. Every request is recorded; ``fail_next``
+injects failures and ``before_next`` runs an action just before a request is handled (another
+worker acting in the middle of ours).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+
+TOKEN = "ghs_FakeToken0123456789abcdefABCDEF"
+DOCS = "https://docs.github.com/rest"
+
+_GIT = re.compile(r"^/(?P<owner>[^/]+)/(?P<name>[^/]+?)\.git(?P<rest>/.*)$")
+_ROUTES: list[tuple[str, re.Pattern[str], str]] = [
+    (method, re.compile(pattern), handler)
+    for method, pattern, handler in [
+        ("GET", r"^/repos/([^/]+)/([^/]+)/pulls$", "_list_pulls"),
+        ("POST", r"^/repos/([^/]+)/([^/]+)/pulls$", "_create_pull"),
+        ("GET", r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)$", "_get_pull"),
+        ("PATCH", r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)$", "_update_pull"),
+        ("GET", r"^/repos/([^/]+)/([^/]+)/issues/(\d+)/comments$", "_list_comments"),
+        ("POST", r"^/repos/([^/]+)/([^/]+)/issues/(\d+)/comments$", "_create_comment"),
+    ]
+]
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-case names
+    json: Any
+
+
+@dataclass
+class Pull:
+    owner: str
+    repo: str
+    number: int
+    title: str
+    body: str | None
+    head: str  # the branch
+    base: str
+    state: str = "open"
+    merged: bool = False
+    head_sha: str | None = None
+    maintainer_can_modify: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.owner}:{self.head}"
+
+    def to_json(self, url: str, *, full: bool = True) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "url": f"{url}/repos/{self.owner}/{self.repo}/pulls/{self.number}",
+            "html_url": f"{url}/{self.owner}/{self.repo}/pull/{self.number}",
+            "number": self.number,
+            "state": self.state,
+            "title": self.title,
+            "body": self.body,
+            "head": {"ref": self.head, "label": self.label, "sha": self.head_sha},
+            "base": {"ref": self.base, "label": f"{self.owner}:{self.base}"},
+            "merged_at": "2025-01-01T00:00:00Z" if self.merged else None,
+            "maintainer_can_modify": self.maintainer_can_modify,
+        }
+        if full:  # like GitHub: only a single pull request says ``merged``
+            data["merged"] = self.merged
+        return data
+
+
+@dataclass
+class Comment:
+    id: int
+    owner: str
+    repo: str
+    number: int
+    body: str
+
+
+@dataclass
+class _Repo:
+    owner: str
+    name: str
+    git_dir: Path | None
+    next_number: int = 1
+    pulls: dict[int, Pull] = field(default_factory=dict)
+    comments: list[Comment] = field(default_factory=list)
+
+
+@dataclass
+class _Failure:
+    status: int
+    message: str
+    headers: dict[str, str]
+    disconnect: bool
+
+
+class _Refusal(Exception):
+    def __init__(self, status: int, message: str, errors: list[dict[str, str]] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.body: dict[str, Any] = {"message": message, "documentation_url": DOCS}
+        if errors:
+            self.body["errors"] = errors
+        self.body["status"] = str(status)
+
+
+def _validation(resource: str = "PullRequest", **error: str) -> _Refusal:
+    return _Refusal(422, "Validation Failed", [{"resource": resource, **error}])
+
+
+class FakeGitHub:
+    def __init__(self, token: str = TOKEN) -> None:
+        self.token = token
+        self.requests: list[Request] = []
+        self._repos: dict[tuple[str, str], _Repo] = {}
+        self._failures: list[_Failure] = []
+        self._hooks: list[tuple[str, str, Callable[[], None]]] = []
+        self._next_comment = 1
+        self._lock = threading.RLock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.daemon_threads = True
+        self._server.fake = self  # type: ignore[attr-defined]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+        )
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> FakeGitHub:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    # --- arranging -------------------------------------------------------------------------
+
+    def add_repo(self, owner: str, name: str, git_dir: Path | None = None) -> None:
+        with self._lock:
+            self._repos[(owner, name)] = _Repo(owner=owner, name=name, git_dir=git_dir)
+
+    def git_url(self, owner: str, name: str) -> str:
+        return f"{self.url}/{owner}/{name}.git"
+
+    def add_pull(
+        self,
+        owner: str,
+        name: str,
+        *,
+        head: str,
+        base: str = "main",
+        title: str = "A pull request",
+        body: str | None = None,
+    ) -> Pull:
+        """Open a pull request as someone else would, without going through the API."""
+        with self._lock:
+            repo = self._repo(owner, name)
+            pull = Pull(owner, name, repo.next_number, title, body, head, base)
+            pull.head_sha = self._sha(repo, head)
+            repo.pulls[pull.number] = pull
+            repo.next_number += 1
+            return pull
+
+    def pulls(self, owner: str, name: str) -> list[Pull]:
+        with self._lock:
+            return sorted(self._repo(owner, name).pulls.values(), key=lambda pull: pull.number)
+
+    def comments(self, owner: str, name: str) -> list[Comment]:
+        with self._lock:
+            return list(self._repo(owner, name).comments)
+
+    def close(self, owner: str, name: str, number: int) -> None:
+        with self._lock:
+            self._repo(owner, name).pulls[number].state = "closed"
+
+    def merge(self, owner: str, name: str, number: int) -> None:
+        """Merge with a merge commit, as GitHub does; in the real repository when there is one."""
+        with self._lock:
+            repo = self._repo(owner, name)
+            pull = repo.pulls[number]
+            if repo.git_dir is not None:
+                _git_merge(repo.git_dir, pull)
+            pull.state, pull.merged = "closed", True
+
+    def fail_next(
+        self,
+        status: int = 502,
+        *,
+        count: int = 1,
+        message: str = "Server Error",
+        headers: dict[str, str] | None = None,
+        disconnect: bool = False,
+    ) -> None:
+        """Answer the next ``count`` REST requests with ``status`` (or by hanging up)."""
+        with self._lock:
+            failure = _Failure(status, message, dict(headers or {}), disconnect)
+            self._failures.extend([failure] * count)
+
+    def before_next(self, method: str, path: str, action: Callable[[], None]) -> None:
+        """Run ``action`` once, just before the next ``method path`` request is handled."""
+        with self._lock:
+            self._hooks.append((method, path, action))
+
+    def api_requests(self, method: str | None = None) -> list[Request]:
+        with self._lock:
+            return [
+                request
+                for request in self.requests
+                if request.path.startswith("/repos/") and method in (None, request.method)
+            ]
+
+    # --- serving (called from handler threads) ---------------------------------------------
+
+    def _repo(self, owner: str, name: str) -> _Repo:
+        try:
+            return self._repos[(owner, name)]
+        except KeyError:
+            raise _Refusal(404, "Not Found") from None
+
+    def _sha(self, repo: _Repo, branch: str) -> str | None:
+        if repo.git_dir is None:
+            return None
+        result = subprocess.run(
+            ["git", "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"],
+            cwd=repo.git_dir,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return result.stdout.strip() or None
+
+    def _branch_missing(self, repo: _Repo, branch: str) -> bool:
+        return repo.git_dir is not None and self._sha(repo, branch) is None
+
+    def _run_hooks(self, method: str, path: str) -> None:
+        with self._lock:
+            for hook in list(self._hooks):
+                if hook[:2] == (method, path):
+                    self._hooks.remove(hook)
+                    hook[2]()
+
+    def _take_failure(self) -> _Failure | None:
+        with self._lock:
+            return self._failures.pop(0) if self._failures else None
+
+    def _handle(self, method: str, path: str, query: dict[str, str], body: Any) -> Any:
+        with self._lock:
+            for route_method, pattern, handler in _ROUTES:
+                match = pattern.match(path)
+                if match and route_method == method:
+                    owner, name, *rest = match.groups()
+                    repo = self._repo(owner, name)
+                    return getattr(self, handler)(repo, *map(int, rest), query=query, body=body)
+            raise _Refusal(404, "Not Found")
+
+    def _list_pulls(self, repo: _Repo, *, query: dict[str, str], body: Any) -> list[Any]:
+        state = query.get("state", "open")
+        pulls = [
+            pull
+            for pull in repo.pulls.values()
+            if (state == "all" or pull.state == state)
+            and ("head" not in query or pull.label == query["head"])
+            and ("base" not in query or pull.base == query["base"])
+        ]
+        pulls.sort(key=lambda pull: pull.number, reverse=query.get("direction", "desc") == "desc")
+        per_page = min(int(query.get("per_page", "30")), 100)
+        page = int(query.get("page", "1"))
+        chosen = pulls[(page - 1) * per_page : page * per_page]
+        return [pull.to_json(self.url, full=False) for pull in chosen]
+
+    def _create_pull(self, repo: _Repo, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        if not isinstance(body, dict):
+            raise _Refusal(400, "Problems parsing JSON")
+        for key in ("title", "head", "base"):
+            if not body.get(key):
+                raise _validation(field=key, code="missing_field")
+        head = str(body["head"]).split(":")[-1]
+        base = str(body["base"])
+        for key, branch in (("head", head), ("base", base)):
+            if self._branch_missing(repo, branch):
+                raise _validation(field=key, code="invalid")
+        if any(
+            p.state == "open" and p.head == head and p.base == base for p in repo.pulls.values()
+        ):
+            message = f"A pull request already exists for {repo.owner}:{head}."
+            raise _validation(code="custom", message=message)
+        if repo.git_dir is not None and not _ahead(repo.git_dir, base, head):
+            message = f"No commits between {base} and {head}"
+            raise _validation(code="custom", message=message)
+        pull = Pull(
+            repo.owner,
+            repo.name,
+            repo.next_number,
+            str(body["title"]),
+            body.get("body"),
+            head,
+            base,
+            head_sha=self._sha(repo, head),
+            maintainer_can_modify=bool(body.get("maintainer_can_modify", False)),
+        )
+        repo.pulls[pull.number] = pull
+        repo.next_number += 1
+        return 201, pull.to_json(self.url)
+
+    def _pull(self, repo: _Repo, number: int) -> Pull:
+        if number not in repo.pulls:
+            raise _Refusal(404, "Not Found")
+        return repo.pulls[number]
+
+    def _get_pull(self, repo: _Repo, number: int, *, query: dict[str, str], body: Any) -> Any:
+        return self._pull(repo, number).to_json(self.url)
+
+    def _update_pull(self, repo: _Repo, number: int, *, query: dict[str, str], body: Any) -> Any:
+        pull = self._pull(repo, number)
+        if not isinstance(body, dict):
+            raise _Refusal(400, "Problems parsing JSON")
+        if body.get("state") == "open" and pull.state == "closed":
+            self._check_reopen(repo, pull)
+            pull.state, pull.head_sha = "open", self._sha(repo, pull.head)
+        elif body.get("state") == "closed":
+            pull.state = "closed"
+        for key in ("title", "body", "base"):
+            if key in body:
+                setattr(pull, key, body[key])
+        return pull.to_json(self.url)
+
+    def _check_reopen(self, repo: _Repo, pull: Pull) -> None:
+        def refuse(why: str) -> _Refusal:
+            message = f"state cannot be changed. {why}"
+            return _validation(code="custom", field="state", message=message)
+
+        if pull.merged:
+            raise refuse("The pull request has been merged.")
+        if repo.git_dir is not None:
+            tip = self._sha(repo, pull.head)
+            if tip is None:
+                raise refuse(f"The {pull.head} branch has been deleted.")
+            if pull.head_sha is not None and not _is_ancestor(repo.git_dir, pull.head_sha, tip):
+                raise refuse(f"The {pull.head} branch was force-pushed or recreated.")
+        for other in repo.pulls.values():
+            if other.state == "open" and (other.head, other.base) == (pull.head, pull.base):
+                raise refuse(f"A pull request already exists for {pull.label}.")
+
+    def _list_comments(self, repo: _Repo, number: int, *, query: dict[str, str], body: Any) -> Any:
+        return [self._comment_json(c) for c in repo.comments if c.number == number]
+
+    def _create_comment(
+        self, repo: _Repo, number: int, *, query: dict[str, str], body: Any
+    ) -> tuple[int, Any]:
+        if not isinstance(body, dict) or not body.get("body"):
+            raise _validation("IssueComment", field="body", code="missing_field")
+        self._pull(repo, number)
+        comment = Comment(self._next_comment, repo.owner, repo.name, number, str(body["body"]))
+        self._next_comment += 1
+        repo.comments.append(comment)
+        return 201, self._comment_json(comment)
+
+    def _comment_json(self, comment: Comment) -> dict[str, Any]:
+        where = f"{comment.owner}/{comment.repo}"
+        return {
+            "id": comment.id,
+            "url": f"{self.url}/repos/{where}/issues/comments/{comment.id}",
+            "html_url": f"{self.url}/{where}/pull/{comment.number}#issuecomment-{comment.id}",
+            "body": comment.body,
+            "user": {"login": "telecoder[bot]", "type": "Bot"},
+        }
+
+
+def _git(git_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", *args], cwd=git_dir, capture_output=True, text=True, check=False, env=_git_env()
+    )
+
+
+def _git_env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_AUTHOR_NAME": "GitHub",
+        "GIT_AUTHOR_EMAIL": "noreply@github.com",
+        "GIT_COMMITTER_NAME": "GitHub",
+        "GIT_COMMITTER_EMAIL": "noreply@github.com",
+    }
+
+
+def _ahead(git_dir: Path, base: str, head: str) -> bool:
+    result = _git(git_dir, "rev-list", "--count", f"refs/heads/{base}..refs/heads/{head}")
+    return result.returncode == 0 and int(result.stdout.strip() or "0") > 0
+
+
+def _is_ancestor(git_dir: Path, ancestor: str, descendant: str) -> bool:
+    return _git(git_dir, "merge-base", "--is-ancestor", ancestor, descendant).returncode == 0
+
+
+def _git_merge(git_dir: Path, pull: Pull) -> None:
+    base, head = f"refs/heads/{pull.base}", f"refs/heads/{pull.head}"
+    tree = _git(git_dir, "merge-tree", "--write-tree", base, head)
+    if tree.returncode != 0:
+        raise AssertionError(f"fake GitHub cannot merge #{pull.number}: {tree.stdout}")
+    message = f"Merge pull request #{pull.number} from {pull.label}"
+    commit = _git(
+        git_dir, "commit-tree", tree.stdout.split()[0], "-p", base, "-p", head, "-m", message
+    )
+    _git(git_dir, "update-ref", base, commit.stdout.strip())
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "GitHub.com"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    @property
+    def fake(self) -> FakeGitHub:
+        return self.server.fake  # type: ignore[attr-defined, no-any-return]
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_PATCH(self) -> None:
+        self._dispatch()
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass
+            return b"".join(chunks)
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _dispatch(self) -> None:
+        parts = urlsplit(self.path)
+        raw = self._read_body()
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        git = _GIT.match(parts.path)
+        try:
+            payload = json.loads(raw) if raw and git is None else None
+        except ValueError:
+            payload = None
+        request = Request(self.command, parts.path, dict(parse_qsl(parts.query)), headers, payload)
+        with self.fake._lock:
+            self.fake.requests.append(request)
+        if git is not None:
+            self._serve_git(git["owner"], git["name"], git["rest"], parts.query, raw)
+        else:
+            self._serve_api(request)
+
+    def _serve_api(self, request: Request) -> None:
+        fake = self.fake
+        fake._run_hooks(request.method, request.path)
+        failure = fake._take_failure()
+        if failure is not None:
+            if failure.disconnect:
+                self.close_connection = True
+                return
+            body = {"message": failure.message, "documentation_url": DOCS}
+            self._send(failure.status, body, failure.headers)
+            return
+        if request.headers.get("authorization") != f"Bearer {fake.token}":
+            self._send(401, {"message": "Bad credentials", "documentation_url": DOCS})
+            return
+        try:
+            answer = fake._handle(request.method, request.path, request.query, request.json)
+        except _Refusal as refusal:
+            self._send(refusal.status, refusal.body)
+            return
+        status, body = answer if isinstance(answer, tuple) else (200, answer)
+        self._send(status, body)
+
+    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _authorized_for_git(self) -> bool:
+        scheme, _, credentials = self.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            _, _, password = base64.b64decode(credentials).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        return password == self.fake.token
+
+    def _serve_git(self, owner: str, name: str, rest: str, query: str, body: bytes) -> None:
+        with self.fake._lock:
+            repo = self.fake._repos.get((owner, name))
+        if repo is None or repo.git_dir is None:
+            self._send_raw(404, {"Content-Type": "text/plain"}, b"Repository not found.\n")
+            return
+        if not self._authorized_for_git():
+            headers = {"Content-Type": "text/plain", "WWW-Authenticate": 'Basic realm="GitHub"'}
+            self._send_raw(401, headers, b"Authentication failed\n")
+            return
+        env = {
+            **_git_env(),
+            "GIT_PROJECT_ROOT": str(repo.git_dir),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "PATH_INFO": rest,
+            "QUERY_STRING": query,
+            "REQUEST_METHOD": self.command,
+            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "REMOTE_USER": "x-access-token",
+            "REMOTE_ADDR": "127.0.0.1",
+            "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
+            "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
+        }
+        result = subprocess.run(
+            ["git", "http-backend"], input=body, env=env, capture_output=True, check=False
+        )
+        head, _, payload = result.stdout.partition(b"\r\n\r\n")
+        status, headers = 200, {}
+        for line in head.decode("latin-1").split("\r\n"):
+            key, _, value = line.partition(":")
+            if key.lower() == "status":
+                status = int(value.split()[0])
+            elif key:
+                headers[key] = value.strip()
+        self._send_raw(status, headers, payload)
+
+    def _send_raw(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def fake_github() -> Iterator[FakeGitHub]:
+    """A fake GitHub on an ephemeral port; ``fake_github.token`` is the token it accepts."""
+    with FakeGitHub() as server:
+        yield server
