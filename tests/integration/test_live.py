@@ -260,3 +260,16 @@ async def test_watchers_joining_while_the_reader_reads_are_not_ended(store):
     finally:
         await bus.close()
     assert ended == [], "some streams ended although their sessions are still queued"
+
+
+async def test_a_client_that_goes_away_leaves_no_watcher(settings, store):
+    [sid] = await queued(store)
+    app = create_app(settings, store)
+    bus = app.state.telecoder.bus
+    async with serving(app) as base:
+        frames = await collect(f"{base}/api/sessions/{sid}/events", count=1)  # then hangs up
+        assert [f.event for f in frames] == ["status"]
+        await until(lambda: bus.watcher_count == 0, seconds=5)
+        async with httpx.AsyncClient() as c:
+            health = await c.get(f"{base}/api/health")
+    assert health.json()["watchers"] == 0

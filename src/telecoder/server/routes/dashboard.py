@@ -251,7 +251,6 @@ async def session_stream(
 ) -> Response:
     session = await state.store.sessions.resolve(session_id)
     first = start_seq(after, request.headers.get("last-event-id"))
-    subscription = await state.bus.subscribe(session.id, after=first)
     templates = request.app.state.templates.env
 
     def piece(event: Event) -> bytes:
@@ -262,6 +261,7 @@ async def session_stream(
         return frame
 
     async def frames() -> AsyncIterator[bytes]:
+        subscription = await state.bus.subscribe(session.id, after=first)
         try:
             yield format_sse_event(retry=RETRY_MS, comment="telecoder")
             async for item in keepalive(subscription):

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse, format_sse_event
 
-from telecoder.bus import Subscription
+from telecoder.bus import Bus, Subscription
 from telecoder.domain import Event
 from telecoder.errors import BadInput
 from telecoder.server.deps import BusDep, PrincipalDep, StoreDep
@@ -92,9 +92,8 @@ async def session_events(
             status=session.status,
         )
         return JSONResponse(body.model_dump(mode="json"))
-    subscription = await bus.subscribe(session.id, after=first)
     return EventSourceResponse(
-        sse_frames(subscription, store, session.id),
+        sse_frames(bus, store, session.id, first),
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
@@ -104,10 +103,13 @@ def frame(event: Event) -> bytes:
     return format_sse_event(data_str=data, event=event.kind.value, id=str(event.seq))
 
 
-async def sse_frames(
-    subscription: Subscription, store: Store, session_id: str
-) -> AsyncIterator[bytes]:
-    """The frames of one stream; ends after the ``end`` event or when the client goes."""
+async def sse_frames(bus: Bus, store: Store, session_id: str, after: int) -> AsyncIterator[bytes]:
+    """The frames of one stream; ends after the ``end`` event or when the client goes.
+
+    The subscription is made here, once the response streams: a client gone before that
+    leaves no watcher behind.
+    """
+    subscription = await bus.subscribe(session_id, after=after)
     try:
         yield format_sse_event(retry=RETRY_MS, comment="telecoder")
         async for item in keepalive(subscription):
