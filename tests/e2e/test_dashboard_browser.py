@@ -52,9 +52,10 @@ def server(home: Path) -> Iterator[str]:
         GIT_CONFIG_GLOBAL="/dev/null",
         GIT_CONFIG_NOSYSTEM="1",
     )
-    code = f"from telecoder.cli.serve import serve; serve(host='127.0.0.1', port={port})"
+    code = "import typer; from telecoder.cli.serve import serve; typer.run(serve)"
+    argv = [sys.executable, "-c", code, "--host", "127.0.0.1", "--port", str(port)]
     log = open(home / "server.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log, stderr=log)
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=log)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

@@ -237,3 +237,15 @@ async def test_static_assets_are_served(app):
     assert htmx.status_code == ext.status_code == css.status_code == 200
     assert "htmx" in htmx.text
     assert "sse" in ext.text
+
+
+async def test_guessing_tokens_at_the_login_form_is_slowed_down(secured):
+    async with client(secured) as c:
+        codes = [
+            (await c.post("/login", data={"token": f"guess-{i}"})).status_code for i in range(12)
+        ]
+        right = await c.post("/login", data={"token": TOKEN})
+    assert codes[:10] == [401] * 10
+    assert codes[10:] == [429, 429]
+    assert right.status_code == 429  # even the right token waits: the address is spent
+    assert int(right.headers["retry-after"]) >= 1
