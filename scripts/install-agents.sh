@@ -74,5 +74,6 @@ for bin in claude codex opencode pi gemini qwen aider; do
         exit 1
     }
 done
-printf '%s' "$WANT" >"$STAMP"
+chmod -f +x "$TOOLS"/npm22/node_modules/@qwen-code/qwen-code/vendor/ripgrep/*/rg || true
+printf "%s" "$WANT" >"$STAMP"
 echo "install-agents: done" >&2

@@ -14,8 +14,8 @@ The server is stateless across requests: each answer is chosen from the request 
   (a follow-up prompt after a resume starts its own script); otherwise ``default`` plays.
 - A ``Reply`` with ``command`` calls the CLI's own shell tool (chosen by name among the tools
   the request offers: ``Bash``, ``bash``, ``exec_command``, ``run_shell_command``, ``shell``).
-  A request that offers no tools (titles, commit messages) gets the reply's text, or
-  ``"Fake title"`` when the reply needs a tool.
+  A request that does not offer that tool (titles, commit messages, side queries) gets the
+  reply's text, or ``"Fake title"`` when the reply needs the tool.
 - Errors on demand: ``Reply(error=400)``, or any path under ``/err400/``, ``/err500/``.
   Slowness: ``Reply(delay=…)`` or a path under ``/slow/`` (waits ``slow_seconds``).
 - Every request is recorded (``requests``).
@@ -79,6 +79,11 @@ class _Turn:
     stream: bool
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that hangs up (a cancelled agent) is no error of the server's
+
+
 @dataclass
 class FakeModelServer:
     default: Sequence[Reply] = DEFAULT_SCRIPT
@@ -90,7 +95,7 @@ class FakeModelServer:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._counter = 0
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._httpd = _Server(("127.0.0.1", 0), _handler(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -148,7 +153,10 @@ class FakeModelServer:
                 break
         done = sum(1 for kind, _ in turn.messages[start:] if kind == "tool_result")
         reply = script[min(done, len(script) - 1)]
-        if reply.calls_tool and not turn.tools:
+        offered = (
+            reply.tool in turn.tools if reply.tool else any(n in turn.tools for n in SHELL_TOOLS)
+        )
+        if reply.calls_tool and not offered:
             return Reply(text="Fake title", delay=reply.delay, error=reply.error)
         return reply
 

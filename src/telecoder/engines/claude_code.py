@@ -148,7 +148,9 @@ class StreamJsonParser:
         if isinstance(error, dict) and error.get("message"):
             errors.append(str(error["message"]))
         status = obj.get("api_error_status")
-        detail = "; ".join(dict.fromkeys(p for p in [text, *errors] if p)) or str(obj.get("subtype"))
+        detail = "; ".join(dict.fromkeys(p for p in [text, *errors] if p)) or str(
+            obj.get("subtype")
+        )
         model_failed = status is not None or "API Error" in detail or bool(self._api_error)
         if status is not None and str(status) not in detail:
             detail = f"HTTP {status}: {detail}"

@@ -1,9 +1,9 @@
 """The ``qwen`` engine: Qwen Code, ``qwen --auth-type openai -o stream-json --yolo``.
 
 Qwen Code needs Node >= 22 (``scripts/install-agents.sh`` installs one for it). Endpoint and
-key: ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` (OpenAI Chat Completions). ``HOME`` is the engine
-home; the prompt goes on stdin; ``~/.qwen/settings.json`` turns usage statistics and telemetry off. Resume with
-``--resume ID``.
+key: ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` (OpenAI Chat Completions). The prompt goes on
+stdin. ``HOME`` is the engine home; ``~/.qwen/settings.json`` turns usage statistics and
+telemetry off. Resume with ``--resume ID``.
 
 Its output is Claude Code's stream-json (``system/init``, ``assistant``, ``user``, ``result``),
 parsed by the same ``StreamJsonParser``; Qwen reports tokens but no cost, so cost comes from
@@ -18,7 +18,7 @@ from telecoder.engines import _support as s
 from telecoder.engines.claude_code import StreamJsonParser
 from telecoder.protocols import EngineCommand, EngineTask
 
-SETTINGS = {
+SETTINGS: dict[str, object] = {
     "privacy": {"usageStatisticsEnabled": False},
     "telemetry": {"enabled": False},
     "general": {"disableAutoUpdate": True, "disableUpdateNag": True},
@@ -48,7 +48,11 @@ class QwenEngine:
             "QWEN_CODE_SUPPRESS_YOLO_WARNING": "1",
             "NO_COLOR": "1",
         }
-        files = {".qwen/settings.json": json.dumps(SETTINGS, indent=2)}
+        settings = {
+            **SETTINGS,
+            "model": {"generationConfig": {"maxRetries": s.model_retries(task.env)}},
+        }
+        files = {".qwen/settings.json": json.dumps(settings, indent=2)}
         return EngineCommand(argv=argv, env=env, files=files, stdin=task.prompt.encode())
 
     def parser(self, task: EngineTask) -> StreamJsonParser:
