@@ -93,6 +93,7 @@ class FakeModelServer:
 
     def __post_init__(self) -> None:
         self._stopping = threading.Event()
+        self._asked = threading.Event()
         self._lock = threading.Lock()
         self._counter = 0
         self._httpd = _Server(("127.0.0.1", 0), _handler(self))
@@ -128,7 +129,15 @@ class FakeModelServer:
 
     def model_requests(self) -> list[Recorded]:
         """Requests that asked the model for a completion (not token counts or listings)."""
-        return [r for r in self.requests if r.method == "POST" and _protocol(r.path) is not None]
+        return [
+            r
+            for r in self.requests
+            if r.method == "POST" and _protocol(urlsplit(r.path).path) is not None
+        ]
+
+    def wait_for_model_request(self, timeout: float) -> bool:
+        """Block until a model request arrives (for a test to act while the agent waits)."""
+        return self._asked.wait(timeout)
 
     def next_id(self) -> int:
         with self._lock:
@@ -208,6 +217,7 @@ def _handler(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
             if protocol is None:
                 self._json(404, {"error": {"message": f"no route {path}"}})
                 return
+            server._asked.set()
             turn = _parse(protocol, body, path, query)
             reply = server.choose(turn)
             forced = re.match(r"^/err(\d{3})/", path)

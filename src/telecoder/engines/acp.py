@@ -277,6 +277,14 @@ class AcpParser:
             update = acp.SessionNotification.model_validate(params).update
         except ValidationError:
             return []  # an update kind this schema does not know (unstable extensions)
+        if isinstance(update, acp.AgentMessageChunk | acp.AgentThoughtChunk):
+            # Qwen reports each model call's tokens on a chunk's ``_meta.usage``.
+            meta = (update.field_meta or {}).get("usage") or {}
+            if isinstance(meta, dict) and meta.get("inputTokens") is not None:
+                cached = s.as_int(meta.get("cachedReadTokens"))
+                self._tally.add(
+                    s.as_int(meta.get("inputTokens")), s.as_int(meta.get("outputTokens")), cached
+                )
         if isinstance(update, acp.AgentMessageChunk):
             events = self._flush_thought()
             self._message.append(_text(update.content))
@@ -305,7 +313,9 @@ class AcpParser:
         once it is completed or failed."""
         events: list[AgentEvent] = []
         call_id = update.tool_call_id
-        call = self._tools.setdefault(call_id, _ToolCall(name=update.title or "tool"))
+        meta_name = (update.field_meta or {}).get("toolName")  # Qwen names its tool here
+        name = str(meta_name or update.title or "tool")
+        call = self._tools.setdefault(call_id, _ToolCall(name=name))
         if update.raw_input:
             call.input = update.raw_input
         if update.title:

@@ -56,10 +56,14 @@ class PiEngine:
             "PI_TELEMETRY": "0",
         }
         models = {"providers": {PROVIDER: provider}}
+        settings = {"retry": {"maxRetries": s.model_retries(task.env)}}
         return EngineCommand(
             argv=argv,
             env=env,
-            files={f"{agent_dir}/models.json": json.dumps(models, indent=2)},
+            files={
+                f"{agent_dir}/models.json": json.dumps(models, indent=2),
+                f"{agent_dir}/settings.json": json.dumps(settings, indent=2),
+            },
             stdin=task.prompt.encode(),  # Pi takes piped stdin as the prompt (it has no ``--``)
         )
 
