@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from pathlib import Path
 
@@ -130,3 +131,26 @@ async def test_resume_continues_the_same_conversation(case: Case, tmp_path: Path
     assert any("create fake.txt" in body for body in bodies if FOLLOW_UP in body)
     if case.engine != "aider":
         assert second.outcome.session_id == first.outcome.session_id
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# The CLIs that give up on an unreachable model within seconds. The others retry with backoff
+# for minutes (opencode ~70 s, aider and qwen ~85 s, codex > 120 s): the pipeline's timeout ends
+# those.
+GIVE_UP_FAST = [BY_ID[n] for n in ("claude-code", "pi", "gemini", "acp-claude", "acp-gemini")]
+
+
+@pytest.mark.parametrize("case", GIVE_UP_FAST, ids=ids(GIVE_UP_FAST))
+async def test_an_unreachable_model_fails_the_run(case: Case, tmp_path: Path) -> None:
+    task = make_task(case, tmp_path, f"http://127.0.0.1:{closed_port()}")
+    run = await drive(case.create(), task, limit=60)
+    assert run.outcome is not None
+    assert not run.outcome.ok
+    assert run.outcome.failure_kind == FailureKind.MODEL_ERROR, run.outcome.error
+    assert run.seconds < 30

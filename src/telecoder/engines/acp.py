@@ -23,6 +23,7 @@ file-system and terminal requests are refused (the client advertises neither cap
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import dataclass, replace
 from typing import Any
@@ -46,7 +47,12 @@ COMMAND_VAR = "TELECODER_ACP_COMMAND"
 DEFAULT_AGENT = "opencode"
 AGENTS = ("opencode", "gemini", "qwen", "claude", "codex")
 _INITIALIZE, _SESSION, _PROMPT = 1, 2, 3
-_MODEL_HINTS = ("api error", "status code", "http ", "fake error", "model", "provider")
+# An error answering the prompt is the model's when it reads like one: ACP has no error kinds.
+_MODEL_ERROR = re.compile(
+    r"\b[45]\d\d\b|api|status|http|fetch failed|econn|connect|network|socket|timed? ?out|"
+    r"rate limit|overloaded|model|provider",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +252,7 @@ class AcpParser:
             text += f": {data if isinstance(data, str) else json.dumps(data)[:2000]}"
         step = {_INITIALIZE: "initialize", _SESSION: "opening the session", _PROMPT: "the prompt"}
         where = step.get(request_id, f"request {request_id}")
-        if request_id == _PROMPT and any(h in text.lower() for h in _MODEL_HINTS):
+        if request_id == _PROMPT and _MODEL_ERROR.search(text):
             self._verdict.model_failed(text)
         else:
             self._verdict.fail(FailureKind.ENGINE_ERROR, f"the agent failed {where}: {text}")
