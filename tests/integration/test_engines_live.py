@@ -52,7 +52,12 @@ async def test_the_agent_writes_the_file(case: Case, tmp_path: Path) -> None:
     assert server.model_requests()
 
 
-FAILURES = [(c, s) for c in CASES for s in (400, 500) if not (s == 500 and c.id in SLOW_500)]
+# Over ACP, a 500 is the 400 path plus the agent's own retries: tried where the adapter reports
+# it differently (claude-agent-acp, codex-acp's thread status); the rest on recorded output.
+ACP_500 = {"acp-claude", "acp-codex"}
+FAILURES = [(c, 400) for c in CASES] + [
+    (c, 500) for c in CASES if c.id not in SLOW_500 and (c.engine != "acp" or c.id in ACP_500)
+]
 
 
 @pytest.mark.parametrize(("case", "status"), FAILURES, ids=[f"{c.id}-{s}" for c, s in FAILURES])
@@ -70,7 +75,12 @@ async def test_a_failing_model_fails_the_run(case: Case, status: int, tmp_path: 
     assert server.model_requests()
 
 
-@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
+# Every native CLI, and one ACP agent: stopping is the runtime's process-group signal, the same
+# whatever the agent speaks.
+STOPPABLE = [c for c in CASES if c.engine != "acp"] + [BY_ID["acp-claude"]]
+
+
+@pytest.mark.parametrize("case", STOPPABLE, ids=ids(STOPPABLE))
 async def test_stop_ends_a_busy_agent_within_seconds(case: Case, tmp_path: Path) -> None:
     stopped: dict[str, float] = {}
 

@@ -206,3 +206,18 @@ def test_goose_without_complete_is_a_failure() -> None:
     outcome = parser.finish(0)
     assert not outcome.ok
     assert outcome.failure_kind == FailureKind.ENGINE_ERROR
+
+
+def test_acp_says_done_on_the_prompt_answer() -> None:
+    [directory] = [d for d in RECORDED if case_of(d) == "acp-claude"]
+    case = BY_ID["acp-claude"]
+    task = make_task(case, directory, "http://127.0.0.1:9", workdir=directory, home=directory)
+    parser: OutputParser = case.create().parser(task)
+    done_on = []
+    for raw in (directory / "ok.jsonl").read_text().splitlines():
+        stream, value = json.loads(raw)
+        if stream != "exit" and parser.feed(stream, value).done:
+            done_on.append(json.loads(value))
+    assert len(done_on) == 1
+    assert done_on[0]["id"] == 3
+    assert done_on[0]["result"]["stopReason"] == "end_turn"
