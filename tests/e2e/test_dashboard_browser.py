@@ -11,7 +11,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ import httpx
 import pytest
 from playwright.async_api import BrowserContext, Page, async_playwright, expect
 
+from tests.cli import TELECODER
 from tests.conftest import GitRepo
 
 CHROMIUM = "/usr/bin/chromium"
@@ -52,8 +52,7 @@ def server(home: Path) -> Iterator[str]:
         GIT_CONFIG_GLOBAL="/dev/null",
         GIT_CONFIG_NOSYSTEM="1",
     )
-    code = "import typer; from telecoder.cli.serve import serve; typer.run(serve)"
-    argv = [sys.executable, "-c", code, "--host", "127.0.0.1", "--port", str(port)]
+    argv = [TELECODER, "serve", "--host", "127.0.0.1", "--port", str(port)]
     log = open(home / "server.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(argv, env=env, stdout=log, stderr=log)
     base = f"http://127.0.0.1:{port}"

@@ -7,12 +7,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
+from tests.cli import TELECODER
 from tests.conftest import GitRepo
 
 TOKEN = "serve-token-0123456789abcdef"
@@ -28,10 +28,8 @@ def serve_process(home: Path, host: str, port: int, **env: str) -> subprocess.Po
         GIT_CONFIG_NOSYSTEM="1",
         **env,
     )
-    # `telecoder serve`, through Typer as the command line runs it.
-    code = "import typer; from telecoder.cli.serve import serve; typer.run(serve)"
     return subprocess.Popen(
-        [sys.executable, "-c", code, "--host", host, "--port", str(port)],
+        [TELECODER, "serve", "--host", host, "--port", str(port)],
         env=clean,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
