@@ -257,6 +257,41 @@ class Lease:
     worker_id: str
 
 
+class WorkerState(enum.StrEnum):
+    IDLE = "idle"  # up, running nothing
+    WORKING = "working"  # up, running at least one session
+    DRAINING = "draining"  # shutting down: handing its sessions back, claiming nothing
+    OFFLINE = "offline"  # exited, or stopped renewing its heartbeat
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerInfo:
+    """A worker process as it registered itself; ``state`` already accounts for staleness."""
+
+    id: str
+    host: str
+    pid: int
+    capacity: int
+    engines: tuple[str, ...]
+    state: WorkerState
+    running: int
+    started_at: float
+    last_heartbeat: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "host": self.host,
+            "pid": self.pid,
+            "capacity": self.capacity,
+            "engines": list(self.engines),
+            "state": self.state.value,
+            "running": self.running,
+            "started_at": iso(self.started_at),
+            "last_heartbeat": iso(self.last_heartbeat),
+        }
+
+
 class EventKind(enum.StrEnum):
     STATUS = "status"  # the session changed state
     PROGRESS = "progress"  # a pipeline step (workspace ready, committing, pushing, …)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_HOME = Path("~/.telecoder")
 
@@ -45,6 +45,10 @@ DEFAULT_ENGINE_ENV = (
 )
 
 
+# A comma-separated list in the environment (not JSON, which pydantic-settings expects).
+Names = Annotated[tuple[str, ...], NoDecode]
+
+
 def _default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -71,6 +75,16 @@ class Settings(BaseSettings):
     poll_seconds: float = Field(default=1.0, gt=0, description="Idle worker's poll interval.")
     worker_concurrency: int = Field(default=2, ge=1, description="Sessions a worker runs at once.")
     worker_id: str = Field(default_factory=_default_worker_id, description="This worker's name.")
+    worker_engines: Names = Field(
+        default=(),
+        description="Engines this worker runs (comma-separated); empty: every registered one.",
+    )
+    max_running: int = Field(
+        default=0, ge=0, description="Sessions running at once over all workers (0: no limit)."
+    )
+    max_running_per_repo: int = Field(
+        default=0, ge=0, description="Sessions of one repository running at once (0: no limit)."
+    )
     max_attempts: int = Field(default=3, ge=1, description="Attempts before a session is dead.")
     timeout_seconds: float = Field(default=3600.0, gt=0, description="Wall-clock limit a session.")
     stall_seconds: float = Field(
@@ -85,11 +99,11 @@ class Settings(BaseSettings):
     )
     git_author_name: str = Field(default="TeleCoder", description="Author of TeleCoder commits.")
     git_author_email: str = Field(default="telecoder@localhost", description="Author's e-mail.")
-    env_allow: tuple[str, ...] = Field(
+    env_allow: Names = Field(
         default=DEFAULT_ENV_ALLOW,
         description="Environment variables passed to engines (comma-separated).",
     )
-    engine_env: tuple[str, ...] = Field(
+    engine_env: Names = Field(
         default=DEFAULT_ENGINE_ENV,
         description="Model endpoint and key variables handed to engines (comma-separated).",
     )
@@ -102,7 +116,7 @@ class Settings(BaseSettings):
         default="https://api.github.com", description="GitHub REST API base (Enterprise: yours)."
     )
 
-    @field_validator("env_allow", "engine_env", mode="before")
+    @field_validator("env_allow", "engine_env", "worker_engines", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         if isinstance(value, str):
