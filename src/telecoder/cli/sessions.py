@@ -66,16 +66,17 @@ def show(
     session_id: Annotated[str, typer.Argument(help="Session id (or a unique prefix).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Show one session: status, result, error."""
+    """Show one session: status, result, error, and each attempt (crashed or stopped)."""
     settings = load_settings()
 
     async def go() -> None:
         async with opened(settings) as store:
             session = await store.sessions.resolve(session_id)
+            attempts = await store.sessions.attempts(session.id)
         if as_json:
-            print_json(session.to_dict())
+            print_json({**session.to_dict(), "attempts": [a.to_dict() for a in attempts]})
         else:
-            show_session(session)
+            show_session(session, attempts)
 
     run_async(go())
 
