@@ -93,6 +93,7 @@ class EventRecorder:
         self._buffer: list[NewEvent] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
 
     def add(self, kind: EventKind, data: Mapping[str, Any]) -> None:
         self._buffer.append(NewEvent(kind=kind, data=_clip(dict(data)), ts=time.time()))
@@ -113,10 +114,12 @@ class EventRecorder:
             raise
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval)
             self._wake.clear()
+            if self._closing:
+                return
             try:
                 await self.flush()
             except StoreUnavailable:
@@ -132,11 +135,16 @@ class EventRecorder:
         self._task = asyncio.create_task(run())
 
     async def cancel(self) -> None:
-        """Stop the background flushing (idempotent); what is buffered stays unwritten."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Stop the background flushing (idempotent); what is buffered stays unwritten.
+
+        A write under way is let finish: cancelled half-way, it could leave its connection
+        in a state the next user trips over.
+        """
+        task, self._task = self._task, None
+        if task is not None:
+            self._closing = True
+            self._wake.set()
+            await settle(task, grace=30.0)
 
     async def close(self) -> None:
         await self.cancel()
@@ -147,6 +155,19 @@ class EventRecorder:
         await self.cancel()
         batch, self._buffer = self._buffer, []
         return batch
+
+
+async def settle(task: asyncio.Task[Any], *, grace: float) -> None:
+    """Wait for ``task``, already told to stop, to end; cancel it after ``grace`` seconds.
+
+    Whatever it ended with is consumed here: the caller only needs it gone.
+    """
+    await asyncio.wait({task}, timeout=grace)
+    if not task.done():
+        task.cancel()
+        await asyncio.wait({task})
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.debug("a side task ended with %r", error)
 
 
 @dataclass(frozen=True, slots=True)

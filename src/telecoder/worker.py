@@ -30,7 +30,7 @@ from typing import Protocol
 
 from telecoder.domain import Lease, Session, WorkerState
 from telecoder.errors import LeaseLost
-from telecoder.pipeline import AttemptControl, StopReason
+from telecoder.pipeline import AttemptControl, StopReason, settle
 from telecoder.settings import Settings
 from telecoder.store import Claimed, Limits, Notice, NoticeKind, Store
 
@@ -93,26 +93,29 @@ class Worker:
         session_id = claimed.session.id
         self._controls[session_id] = control
         self._pokes[session_id] = poke = asyncio.Event()
-        beat = asyncio.create_task(self._heartbeat(claimed, control, poke))
+        ended = asyncio.Event()
+        beat = asyncio.create_task(self._heartbeat(claimed, control, poke, ended))
         try:
             return await self.pipeline.run(claimed.session, claimed.lease, control)
         finally:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+            ended.set()
+            poke.set()
+            await settle(beat, grace=self.settings.lease_seconds)
             self._controls.pop(session_id, None)
             self._pokes.pop(session_id, None)
             self._wake.set()  # a slot is free
 
     async def _heartbeat(
-        self, claimed: Claimed, control: AttemptControl, poke: asyncio.Event
+        self, claimed: Claimed, control: AttemptControl, poke: asyncio.Event, ended: asyncio.Event
     ) -> None:
         lease = claimed.lease
         lease_until = claimed.session.lease_until or time.time() + self.settings.lease_seconds
-        while True:
+        while not ended.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(poke.wait(), self.settings.heartbeat_seconds)
             poke.clear()
+            if ended.is_set():
+                return
             try:
                 beat = await asyncio.wait_for(
                     self.store.queue.heartbeat(lease), self.settings.lease_seconds
@@ -157,7 +160,9 @@ class Worker:
         listener = self.store.listener(
             self._on_notice, on_connect=self._wake.set, name=f"telecoder-listen:{self.id}"
         )
-        side = {asyncio.create_task(self._upkeep())}
+        halt = asyncio.Event()
+        upkeep = asyncio.create_task(self._upkeep(halt))
+        side = {upkeep}
         if listener is not None:
             side.add(asyncio.create_task(listener.run()))
         tasks: set[asyncio.Task[Session | None]] = set()
@@ -192,6 +197,8 @@ class Worker:
                 control.stop(StopReason.SHUTDOWN)
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
+            halt.set()
+            await settle(upkeep, grace=self.settings.lease_seconds)
             for helper in side:
                 helper.cancel()
             await asyncio.gather(*side, return_exceptions=True)
@@ -200,16 +207,17 @@ class Worker:
                 await self.store.workers.beat(self.id, state=WorkerState.OFFLINE, running=0)
             log.info("worker %s: stopped", self.id)
 
-    async def _upkeep(self) -> None:
+    async def _upkeep(self, halt: asyncio.Event) -> None:
         """Renew this worker's heartbeat and recover sessions whose leases expired."""
-        while True:
+        while not halt.is_set():
             try:
                 await self.store.workers.beat(self.id, state=self.state, running=self.running)
                 if await self.store.queue.recover_expired():
                     self._wake.set()
             except Exception:
                 log.warning("worker %s: upkeep failed", self.id, exc_info=True)
-            await asyncio.sleep(self.settings.heartbeat_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(halt.wait(), self.settings.heartbeat_seconds)
 
     async def _claim(self) -> Claimed | None:
         try:

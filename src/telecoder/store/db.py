@@ -7,6 +7,7 @@ PostgreSQL uses its defaults (READ COMMITTED); claims lock rows with ``FOR UPDAT
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -56,6 +57,9 @@ class Database:
         else:
             self.engine = create_async_engine(self.url, pool_size=8, max_overflow=16)
         self._subscribers: list[Callable[[Notice], None]] = []
+        # SQLite has one writer at a time. Writers of this process queue here rather than in
+        # SQLite's busy handler, which sleeps for milliseconds between its tries.
+        self._write_turn = asyncio.Lock() if self.is_sqlite else None
 
     @property
     def dsn(self) -> str:
@@ -70,7 +74,7 @@ class Database:
         """
         notices: list[Notice] = []
         try:
-            async with self.engine.connect() as conn:
+            async with self._turn(), self.engine.connect() as conn:
                 if self.is_sqlite:
                     await conn.execution_options(**{_IMMEDIATE: True})
                 conn.info[_NOTICES] = notices
@@ -83,6 +87,14 @@ class Database:
             raise StoreUnavailable(f"the database failed: {e.orig}") from e
         for notice in notices:
             self._deliver(notice)
+
+    @asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        if self._write_turn is None:
+            yield
+        else:
+            async with self._write_turn:
+                yield
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

@@ -124,6 +124,7 @@ class Queue:
             )
             .order_by(sessions.c.priority.desc(), sessions.c.available_at, sessions.c.created_at)
             .limit(1)
+            .correlate(None)  # a subquery of the UPDATE below, over the table on its own
         )
         if engines is not None:
             pick = pick.where(sessions.c.engine.in_(list(engines)))
@@ -148,12 +149,11 @@ class Queue:
                         .where(running)
                         .group_by(sessions.c.repo)
                         .having(func.count() >= limits.max_running_per_repo)
+                        .correlate(None)
                     )
                     pick = pick.where(sessions.c.repo.not_in(busy))
-            session_id = (await conn.execute(pick)).scalar()
-            if session_id is None:
-                return None
-            return await self._start(conn, session_id, worker_id, now)
+            # One statement picks and takes the session (the subquery locks on PostgreSQL).
+            return await self._start(conn, sessions.c.id == pick.scalar_subquery(), worker_id, now)
 
     async def create_claimed(self, new: NewSession, worker_id: str) -> Claimed:
         """Enqueue and claim in one transaction: the caller runs it itself, nobody else can."""
@@ -161,16 +161,19 @@ class Queue:
         async with self._db.write() as conn:
             await conn.execute(insert(sessions).values(new_session_values(new, now)))
             await append_events(conn, new.id, None, [queued_event(new)], now=now)
-            return await self._start(conn, new.id, worker_id, now)
+            claimed = await self._start(conn, sessions.c.id == new.id, worker_id, now)
+            assert claimed is not None
+            return claimed
 
     async def _start(
-        self, conn: AsyncConnection, session_id: str, worker_id: str, now: float
-    ) -> Claimed:
+        self, conn: AsyncConnection, which: Any, worker_id: str, now: float
+    ) -> Claimed | None:
+        """Move the session ``which`` selects to running, as a new attempt of ``worker_id``."""
         lease_until = now + self.lease_seconds
         row = (
             await conn.execute(
                 update(sessions)
-                .where(sessions.c.id == session_id)
+                .where(which)
                 .values(
                     status=SessionStatus.RUNNING.value,
                     attempt=sessions.c.attempt + 1,
@@ -184,8 +187,11 @@ class Queue:
                 )
                 .returning(*sessions.c)
             )
-        ).one()
+        ).first()
+        if row is None:
+            return None
         session = session_from_row(row)
+        session_id = session.id
         lease = Lease(session_id=session_id, attempt=session.attempt, worker_id=worker_id)
         await conn.execute(
             insert(attempts).values(
@@ -242,9 +248,10 @@ class Queue:
         """
         now = time.time()
         async with self._db.write() as conn:
-            session = await _hold(conn, lease)
             status, delay = outcome.status, 0.0
+            where = fenced(lease)
             if status == SessionStatus.FAILED:
+                session = await _hold(conn, lease)  # the retry decision needs the session
                 decision = retry.decide(
                     outcome.failure_kind or FailureKind.INTERNAL,
                     attempt=await _attempts_used(conn, lease),
@@ -281,11 +288,13 @@ class Queue:
             row = (
                 await conn.execute(
                     update(sessions)
-                    .where(sessions.c.id == lease.session_id)
+                    .where(*where)  # type: ignore[arg-type]
                     .values(**values)
                     .returning(*sessions.c)
                 )
-            ).one()
+            ).first()
+            if row is None:
+                raise LeaseLost(f"lost the lease on {lease.session_id} attempt {lease.attempt}")
             await insert_events(conn, lease.session_id, lease.attempt, row.last_seq, new, now=now)
             await conn.execute(
                 _attempt_update(lease).values(
