@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -38,6 +39,8 @@ _SAFE = ("-c", "core.hooksPath=/dev/null", "-c", "commit.gpgSign=false", "-c", "
 _URL = re.compile(r"^([a-z][a-z0-9+.-]*://|[\w.-]+@[\w.-]+:)", re.IGNORECASE)
 _CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
 _SHA = re.compile(r"^[0-9a-f]{7,64}$")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,8 +176,9 @@ class Workspace:
             path.parent.mkdir(parents=True, exist_ok=True)
             if not await self._reuse(mirror, path, branch, base_sha):
                 await _git(
-                    mirror, *_SAFE, "worktree", "add", "-q", "-B", branch, str(path), base_sha
-                )
+                    mirror, *_SAFE, "worktree", "add", "-q", "-B", branch, str(path), base_sha,
+                    unlock=mirror,
+                )  # fmt: skip
         return Worktree(
             path=path,
             branch=branch,
@@ -195,9 +199,9 @@ class Workspace:
             await _git(tmp, "config", "gc.auto", "0")
             tmp.rename(mirror)
         else:
-            await _git(mirror, "remote", "set-url", "origin", remote_url)
+            await _git(mirror, "remote", "set-url", "origin", remote_url, unlock=mirror)
         code, _, err = await _git_status(
-            mirror, "fetch", "-q", "--prune", "--tags", "--force", "origin", env=env
+            mirror, "fetch", "-q", "--prune", "--tags", "--force", "origin", env=env, unlock=mirror
         )
         if code != 0:
             if _PERMANENT.search(err):
@@ -245,9 +249,11 @@ class Workspace:
                 shutil.rmtree(pooled, ignore_errors=True)
                 continue
             try:
-                await _git(mirror, "worktree", "move", str(pooled), str(path))
+                await _git(mirror, "worktree", "move", str(pooled), str(path), unlock=mirror)
                 # -f drops what the last agent changed in tracked files; clean the rest.
-                await _git(path, *_SAFE, "checkout", "-q", "-f", "-B", branch, base_sha)
+                await _git(
+                    path, *_SAFE, "checkout", "-q", "-f", "-B", branch, base_sha, unlock=mirror
+                )
                 await _git(path, "clean", "-q", "-ffdx")
             except WorkspaceError:
                 await self._discard(mirror, path if path.exists() else pooled)
@@ -285,7 +291,8 @@ class Workspace:
     async def _discard(self, mirror: Path, path: Path) -> None:
         """Remove a worktree an earlier attempt left behind."""
         if path.exists():
-            await _git_status(mirror, "worktree", "remove", "--force", str(path))
+            # Twice forced: also a worktree a killed `worktree add` left locked ("initializing").
+            await _git_status(mirror, "worktree", "remove", "-f", "-f", str(path))
             shutil.rmtree(path, ignore_errors=True)
         await _git_status(mirror, "worktree", "prune")
 
@@ -405,6 +412,32 @@ async def _git_status(
     *args: str,
     env: Mapping[str, str] | None = None,
     stdin: bytes | None = None,
+    unlock: Path | None = None,
+) -> tuple[int, str, str]:
+    """Run git. ``unlock``: a mirror whose lock the caller holds, so any git lock file in it is
+    one that a killed git left behind; such a lock is removed and the command run again."""
+    for _ in range(_UNLOCK_TRIES):
+        code, out, err = await _run_git(cwd, args, env, stdin)
+        stale = _stale_lock(err, unlock, cwd) if code != 0 and unlock is not None else None
+        if stale is None:
+            break
+        log.warning("removing %s, left behind by a git that was killed", stale)
+        stale.unlink(missing_ok=True)
+    return code, out, err
+
+
+def _stale_lock(err: str, inside: Path, cwd: Path | None) -> Path | None:
+    match = _LOCKED.search(err)
+    if match is None:
+        return None
+    lock = Path(match["lock"] or match["config"] + ".lock")
+    lock = (cwd / lock if cwd is not None else lock).resolve()
+    root = inside.resolve()
+    return lock if lock.is_relative_to(root) and lock.is_file() else None
+
+
+async def _run_git(
+    cwd: Path | None, args: tuple[str, ...], env: Mapping[str, str] | None, stdin: bytes | None
 ) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         "git",
@@ -426,13 +459,22 @@ async def _git(
     *args: str,
     env: Mapping[str, str] | None = None,
     stdin: bytes | None = None,
+    unlock: Path | None = None,
 ) -> str:
-    code, out, err = await _git_status(cwd, *args, env=env, stdin=stdin)
+    code, out, err = await _git_status(cwd, *args, env=env, stdin=stdin, unlock=unlock)
     if code != 0:
         verb = next(a for i, a in enumerate(args) if not a.startswith("-") and args[i - 1] != "-c")
         raise WorkspaceError(f"git {verb} failed: {scrub(_tail(err))}")
     return out
 
+
+# A lock file in the way: "Unable to create '/m/refs/remotes/origin/x.lock': File exists" (refs,
+# index, packed-refs) or "could not lock config file /m/config: File exists".
+_LOCKED = re.compile(
+    r"Unable to create '(?P<lock>[^']+\.lock)': File exists"
+    r"|could not lock config file (?P<config>\S+): File exists"
+)
+_UNLOCK_TRIES = 10
 
 # git's words for "this will not work however often you try".
 _PERMANENT = re.compile(

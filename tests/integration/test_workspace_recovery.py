@@ -1,0 +1,72 @@
+"""What a SIGKILLed git leaves in a mirror — lock files, a half-made worktree — does not stop the
+next attempt: preparing a worktree (under the mirror's lock) clears it and goes on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from telecoder.errors import PushRejected
+from telecoder.workspace import Workspace
+from tests.conftest import GitRepo
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Workspace:
+    return Workspace(mirrors=tmp_path / "mirrors", worktrees=tmp_path / "worktrees", pool_size=0)
+
+
+async def test_stale_ref_and_config_locks_are_cleared(workspace: Workspace, git_repo: GitRepo):
+    source = await workspace.resolve(str(git_repo.path))
+    first = await workspace.prepare("s1-1", source, branch="telecoder/s1", base=None)
+    mirror = first.mirror
+    # A fetch and a `remote set-url` were killed half-way, long ago.
+    for stale in ("refs/remotes/origin/main.lock", "config.lock"):
+        (mirror / stale).write_text("")
+    # ... and the remote moved on, so the next fetch must update refs/remotes/origin/main.
+    (git_repo.path / "more.txt").write_text("more\n")
+    git_repo.git("add", "more.txt")
+    git_repo.git("commit", "-q", "-m", "more")
+    git_repo.git("push", "-q", "origin", "main")
+
+    second = await workspace.prepare("s2-1", source, branch="telecoder/s2", base=None)
+    assert second.base_sha == git_repo.git("rev-parse", "HEAD") != first.base_sha
+    assert not list(mirror.glob("**/*.lock"))
+
+
+async def test_a_half_made_worktree_and_a_branch_lock_are_cleared(
+    workspace: Workspace, git_repo: GitRepo
+):
+    source = await workspace.resolve(str(git_repo.path))
+    wt = await workspace.prepare("s1-1", source, branch="telecoder/s1", base=None)
+    # `git worktree add` killed half-way: the worktree is locked "initializing" and its
+    # files are partly there; a `git commit` killed half-way left the branch's ref locked.
+    (wt.mirror / "worktrees" / "s1-1" / "locked").write_text("initializing")
+    (wt.path / "README.md").unlink()
+    (wt.mirror / "refs" / "heads" / "telecoder" / "s1.lock").write_text("")
+
+    again = await workspace.prepare("s1-2", source, branch="telecoder/s1", base=None)
+    assert (again.path / "README.md").is_file()
+    assert not wt.path.exists()
+    listed = (wt.mirror / "worktrees").iterdir()
+    assert [p.name for p in listed] == ["s1-2"]
+
+
+async def test_a_lock_outside_the_mirror_is_left_alone(
+    workspace: Workspace, git_repo: GitRepo, tmp_path: Path
+):
+    """Only locks in the mirror (whose lock TeleCoder holds) are taken for stale."""
+    source = await workspace.resolve(str(git_repo.path))
+    await workspace.prepare("s1-1", source, branch="telecoder/s1", base=None)
+    # The remote itself is busy (another pusher's lock): not ours to remove.
+    lock = git_repo.remote / "refs" / "heads" / "telecoder" / "s1.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text("")
+    wt = await workspace.prepare("s1-2", source, branch="telecoder/s1", base=None)
+    (wt.path / "x.txt").write_text("x\n")
+    sha = await workspace.commit(wt, "x", date=0)
+    assert sha is not None
+    with pytest.raises(PushRejected, match=r"s1\.lock"):
+        await workspace.push(wt, sha)
+    assert lock.exists()
