@@ -342,14 +342,19 @@ class Workspace:
         current = out.split("\t", 1)[0].strip() if out.strip() else ""
         if current == sha:
             return False
-        code, _, err = await _git_status(
-            wt.path, *_SAFE, "push", "--quiet", "--no-verify",
-            f"--force-with-lease={ref}:{current}", wt.remote_url, f"{sha}:{ref}",
-            env=env,
-        )  # fmt: skip
-        if code != 0:
-            raise PushRejected(f"push to {scrub(wt.remote_url)} failed: {scrub(_tail(err))}")
-        return True
+        for _ in range(2):
+            code, _, err = await _git_status(
+                wt.path, *_SAFE, "push", "--quiet", "--no-verify",
+                f"--force-with-lease={ref}:{current}", wt.remote_url, f"{sha}:{ref}",
+                env=env,
+            )  # fmt: skip
+            if code == 0:
+                return True
+            if (stale := _stale_branch_lock(wt, err)) is None:
+                break
+            log.warning("removing %s, left behind by a push that was killed", stale)
+            stale.unlink(missing_ok=True)
+        raise PushRejected(f"push to {scrub(wt.remote_url)} failed: {scrub(_tail(err))}")
 
     async def remove(self, wt: Worktree) -> None:
         """Done with ``wt``: keep it in the pool for the next session, or delete it."""
@@ -436,6 +441,24 @@ def _stale_lock(err: str, inside: Path, cwd: Path | None) -> Path | None:
     return lock if lock.is_relative_to(root) and lock.is_file() else None
 
 
+def _stale_branch_lock(wt: Worktree, err: str) -> Path | None:
+    """The lock on the session's own branch in a remote on this host, left by a push whose
+    receiving git was killed along with the worker (a server's receive-pack outlives the
+    client; a local one dies with it). The session's lease says nobody else pushes there."""
+    if is_url(wt.remote_url) and not wt.remote_url.startswith("file://"):
+        return None
+    remote = Path(urlsplit(wt.remote_url).path if is_url(wt.remote_url) else wt.remote_url)
+    expected = (remote / "refs" / "heads" / f"{wt.branch}.lock").resolve()
+    match = _LOCKED.search(err)
+    if match is None or match["lock"] is None or Path(match["lock"]).resolve() != expected:
+        return None
+    try:
+        age = time.time() - expected.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    return expected if age > _STALE_PUSH_LOCK_SECONDS else None
+
+
 async def _run_git(
     cwd: Path | None, args: tuple[str, ...], env: Mapping[str, str] | None, stdin: bytes | None
 ) -> tuple[int, str, str]:
@@ -475,6 +498,7 @@ _LOCKED = re.compile(
     r"|could not lock config file (?P<config>\S+): File exists"
 )
 _UNLOCK_TRIES = 10
+_STALE_PUSH_LOCK_SECONDS = 2.0  # a live push holds a ref lock for milliseconds
 
 # git's words for "this will not work however often you try".
 _PERMANENT = re.compile(

@@ -3,6 +3,8 @@ next attempt: preparing a worktree (under the mirror's lock) clears it and goes 
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -53,20 +55,25 @@ async def test_a_half_made_worktree_and_a_branch_lock_are_cleared(
     assert [p.name for p in listed] == ["s1-2"]
 
 
-async def test_a_lock_outside_the_mirror_is_left_alone(
-    workspace: Workspace, git_repo: GitRepo, tmp_path: Path
+async def test_a_fresh_lock_on_the_remote_is_respected_a_stale_one_cleared(
+    workspace: Workspace, git_repo: GitRepo
 ):
-    """Only locks in the mirror (whose lock TeleCoder holds) are taken for stale."""
+    """A remote on this host: its receiving git dies with a SIGKILLed worker and leaves the
+    session's branch locked. A lock seconds old is stale (a push holds one for milliseconds);
+    a fresh one belongs to someone pushing right now."""
     source = await workspace.resolve(str(git_repo.path))
-    await workspace.prepare("s1-1", source, branch="telecoder/s1", base=None)
-    # The remote itself is busy (another pusher's lock): not ours to remove.
-    lock = git_repo.remote / "refs" / "heads" / "telecoder" / "s1.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    lock.write_text("")
-    wt = await workspace.prepare("s1-2", source, branch="telecoder/s1", base=None)
+    wt = await workspace.prepare("s1-1", source, branch="telecoder/s1", base=None)
     (wt.path / "x.txt").write_text("x\n")
     sha = await workspace.commit(wt, "x", date=0)
     assert sha is not None
+    lock = git_repo.remote / "refs" / "heads" / "telecoder" / "s1.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text("")
     with pytest.raises(PushRejected, match=r"s1\.lock"):
         await workspace.push(wt, sha)
     assert lock.exists()
+    old = time.time() - 30
+    os.utime(lock, (old, old))
+    assert await workspace.push(wt, sha)
+    assert git_repo.remote_git("rev-parse", "telecoder/s1") == sha
+    assert not lock.exists()
