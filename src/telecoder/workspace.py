@@ -168,6 +168,7 @@ class Workspace:
         mirror = self.mirror_path(source.remote_url)
         path = self.worktrees / name
         async with _locked(mirror.with_suffix(".lock")):
+            _drop_half_made_worktrees(mirror)
             await self._fetch(mirror, source.remote_url, env)
             base_name, base_sha = await self._resolve_base(mirror, base)
             for stale in await self._worktrees_on(mirror, branch):
@@ -439,6 +440,26 @@ def _stale_lock(err: str, inside: Path, cwd: Path | None) -> Path | None:
     lock = (cwd / lock if cwd is not None else lock).resolve()
     root = inside.resolve()
     return lock if lock.is_relative_to(root) and lock.is_file() else None
+
+
+def _drop_half_made_worktrees(mirror: Path) -> None:
+    """Remove worktrees whose ``git worktree add`` was killed half-way (the caller holds the
+    mirror's lock, so none is being made now). Such a worktree is still locked
+    "initializing" and its HEAD is the null id, which breaks every later fetch."""
+    for locked in (mirror / "worktrees").glob("*/locked"):
+        try:
+            if locked.read_text().strip() != "initializing":
+                continue
+        except (OSError, UnicodeDecodeError):
+            continue
+        try:
+            gitdir = (locked.parent / "gitdir").read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            gitdir = ""  # killed before it was written: there is no checkout yet
+        log.warning("removing %s, left half-made by a git that was killed", locked.parent.name)
+        if gitdir.endswith("/.git"):
+            shutil.rmtree(Path(gitdir).parent, ignore_errors=True)
+        shutil.rmtree(locked.parent, ignore_errors=True)
 
 
 def _stale_branch_lock(wt: Worktree, err: str) -> Path | None:

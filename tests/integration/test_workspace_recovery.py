@@ -77,3 +77,27 @@ async def test_a_fresh_lock_on_the_remote_is_respected_a_stale_one_cleared(
     assert await workspace.push(wt, sha)
     assert git_repo.remote_git("rev-parse", "telecoder/s1") == sha
     assert not lock.exists()
+
+
+async def test_a_worktree_add_killed_half_way_does_not_break_later_fetches(
+    workspace: Workspace, git_repo: GitRepo
+):
+    source = await workspace.resolve(str(git_repo.path))
+    wt = await workspace.prepare("s1-1", source, branch="telecoder/s1", base=None)
+    # What `git worktree add` has written when it is killed before checking anything out:
+    # an admin entry locked "initializing" whose HEAD is the null id.
+    admin = wt.mirror / "worktrees" / "s2-1"
+    admin.mkdir()
+    (admin / "locked").write_text("initializing")
+    (admin / "HEAD").write_text("0" * 40 + "\n")
+    (admin / "commondir").write_text("../..\n")
+    half = workspace.worktrees / "s2-1"
+    half.mkdir()
+    (half / ".git").write_text(f"gitdir: {admin}\n")
+    (admin / "gitdir").write_text(f"{half / '.git'}\n")
+
+    again = await workspace.prepare("s3-1", source, branch="telecoder/s3", base=None)
+    assert (again.path / "README.md").is_file()
+    assert not admin.exists()
+    assert not half.exists()
+    assert wt.path.exists()  # a worktree in use is left alone
