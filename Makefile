@@ -33,6 +33,7 @@ test: lint typecheck   ## everything CI runs: lint, types, import layers, the wh
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/queue.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -120,7 +120,7 @@ def workers_json(env: dict[str, str], *args: str) -> dict[str, dict[str, Any]]:
 def test_workers_command_follows_real_processes(
     git_repo: GitRepo, home: Path, db_url: str, worker_procs: WorkerProcs
 ):
-    env = fast_env(home, db_url)
+    env = fast_env(home, db_url, TELECODER_KILL_GRACE_SECONDS="5")
     a = worker_procs.start(env, "worker-a", TELECODER_WORKER_ENGINES="shell")
     b = worker_procs.start(env, "worker-b", TELECODER_WORKER_CONCURRENCY="3")
     seen = wait_for(lambda: len(found := workers_json(env)) == 2 and found, what="both workers")
@@ -136,8 +136,9 @@ def test_workers_command_follows_real_processes(
     assert twin.returncode == 4
     assert "in use by pid" in twin.stderr
 
+    # An agent that ignores SIGTERM: its worker drains for the kill grace (5 s) on shutdown.
     sid = telecoder(
-        "run", "sleep 30", "--repo", str(git_repo.path), "--detach", env=env
+        "run", "trap '' TERM; sleep 30", "--repo", str(git_repo.path), "--detach", env=env
     ).stdout.strip()
     holder = wait_for(lambda: show(sid, env)["worker_id"], what="a claim")
     wait_for(
@@ -150,6 +151,7 @@ def test_workers_command_follows_real_processes(
     # SIGTERM: draining while it hands the session back, then offline.
     holder_proc = a if holder == "worker-a" else b
     holder_proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: workers_json(env)[holder]["state"] == "draining", what="draining")
     assert holder_proc.wait(15) == 0
     assert workers_json(env)[holder]["state"] == "offline"
     assert workers_json(env, "--live").keys() == {"worker-a", "worker-b"} - {holder}
