@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run serve test lint typecheck check bench clean
+.PHONY: install agents run serve test lint typecheck check bench bench-sse browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+agents:                ## the pinned agent CLIs the engines drive, in .tools/ (no-op when installed)
+	PYTHON=$(PYTHON) scripts/install-agents.sh
 
 run: $(STAMP)          ## make run ARGS='run "sed -i s/a/b/ README.md" --repo ./myrepo --engine shell'
 	$(BIN)/telecoder $(ARGS)
@@ -28,12 +31,20 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck   ## everything CI runs: lint, types, import layers, the whole test suite
+test: lint typecheck agents browser   ## everything CI runs: lint, types, import layers, the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The browser tests drive Debian's Chromium: `playwright install` cannot download a browser here.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/queue.py
+
+bench-sse: $(STAMP)    ## 100 SSE clients on running sessions: append->arrival latency, API p99
+	$(BIN)/python benchmarks/sse.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -15,6 +15,7 @@ import pytest
 from telecoder.settings import Settings
 from telecoder.store import Store, open_store
 from tests.fakes.github import fake_github  # noqa: F401
+from tests.fakes.model_server import FakeModelServer
 
 PG_ADMIN_URL = os.environ.get("TELECODER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -133,3 +134,21 @@ async def store(db_url: str) -> AsyncIterator[Store]:
     store = await open_store(db_url, lease_seconds=5)
     yield store
     await store.close()
+
+
+# --- agent CLIs and the fake model server ----------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def agent_tools() -> Path:
+    """The pinned agent CLIs, installed by the test run itself (a no-op when already there)."""
+    from tests.engine_driver import ROOT, TOOLS_BIN
+
+    subprocess.run([str(ROOT / "scripts" / "install-agents.sh")], check=True)
+    return TOOLS_BIN
+
+
+@pytest.fixture
+def model_server() -> Iterator[FakeModelServer]:
+    with FakeModelServer() as server:
+        yield server

@@ -147,6 +147,8 @@ class EventRecorder:
             await settle(task, grace=30.0)
 
     async def close(self) -> None:
+        """Write everything: a flush in flight finishes first (cancelling it would lose its
+        batch), then what is left is written."""
         await self.cancel()
         await self.flush()
 
@@ -317,9 +319,10 @@ class Pipeline:
             )
 
         recorder.progress("committing")
+        await self.workspace.sanitize(wt)
         sha = await self.workspace.commit(wt, commit_message(session), date=session.created_at)
         if sha is None:
-            answer = Result(type=ResultType.TEXT, text=result.text)
+            answer = Result(type=ResultType.TEXT, text=_clip(result.text))
         else:
             answer = await self._publish(session, lease, wt, forge, git_env, sha, recorder, control)
         recorder.add(EventKind.RESULT, answer.to_dict())

@@ -45,10 +45,6 @@ DEFAULT_ENGINE_ENV = (
 )
 
 
-# A comma-separated list in the environment (not JSON, which pydantic-settings expects).
-Names = Annotated[tuple[str, ...], NoDecode]
-
-
 def _default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -75,7 +71,7 @@ class Settings(BaseSettings):
     poll_seconds: float = Field(default=1.0, gt=0, description="Idle worker's poll interval.")
     worker_concurrency: int = Field(default=2, ge=1, description="Sessions a worker runs at once.")
     worker_id: str = Field(default_factory=_default_worker_id, description="This worker's name.")
-    worker_engines: Names = Field(
+    worker_engines: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
         description="Engines this worker runs (comma-separated); empty: every registered one.",
     )
@@ -99,11 +95,12 @@ class Settings(BaseSettings):
     )
     git_author_name: str = Field(default="TeleCoder", description="Author of TeleCoder commits.")
     git_author_email: str = Field(default="telecoder@localhost", description="Author's e-mail.")
-    env_allow: Names = Field(
+    # NoDecode: a comma-separated string, not JSON, reaches ``_split``.
+    env_allow: Annotated[tuple[str, ...], NoDecode] = Field(
         default=DEFAULT_ENV_ALLOW,
         description="Environment variables passed to engines (comma-separated).",
     )
-    engine_env: Names = Field(
+    engine_env: Annotated[tuple[str, ...], NoDecode] = Field(
         default=DEFAULT_ENGINE_ENV,
         description="Model endpoint and key variables handed to engines (comma-separated).",
     )
@@ -114,6 +111,25 @@ class Settings(BaseSettings):
     )
     github_api_url: str = Field(
         default="https://api.github.com", description="GitHub REST API base (Enterprise: yours)."
+    )
+    # --- the server (telecoder serve) ---
+    host: str = Field(default="127.0.0.1", description="Address the server binds to.")
+    port: int = Field(default=7080, ge=0, le=65535, description="Port the server listens on.")
+    api_token: SecretStr | None = Field(
+        default=None,
+        description=(
+            "API tokens, comma-separated, each `name:token` or a bare token. None and a loopback "
+            "bind: the server is open (with a warning); none and any other bind: it won't start."
+        ),
+    )
+    max_body_bytes: int = Field(
+        default=1 << 20, ge=1024, description="Largest request body the server accepts (413)."
+    )
+    rate_limit_per_minute: int = Field(
+        default=120, ge=0, description="Writes per token per minute before 429 (0: no limit)."
+    )
+    bus_poll_seconds: float = Field(
+        default=0.025, gt=0, description="How often the live-event reader looks for new events."
     )
 
     @field_validator("env_allow", "engine_env", "worker_engines", mode="before")

@@ -34,8 +34,12 @@ from telecoder.errors import (
     WorkspaceError,
 )
 
-# Options on every git command that writes: never run a hook, never sign, never prompt.
-_SAFE = ("-c", "core.hooksPath=/dev/null", "-c", "commit.gpgSign=false", "-c", "tag.gpgSign=false")
+# Options on every git command in a worktree: never run a hook or an fsmonitor command (the
+# agent may have written either into the mirror's config), never sign, never prompt.
+_SAFE = (
+    "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
+    "-c", "commit.gpgSign=false", "-c", "tag.gpgSign=false",
+)  # fmt: skip
 _URL = re.compile(r"^([a-z][a-z0-9+.-]*://|[\w.-]+@[\w.-]+:)", re.IGNORECASE)
 _CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
 _SHA = re.compile(r"^[0-9a-f]{7,64}$")
@@ -195,12 +199,10 @@ class Workspace:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.parent.mkdir(parents=True, exist_ok=True)
             await _git(None, "init", "-q", "--bare", str(tmp))
-            await _git(tmp, "remote", "add", "origin", remote_url)
-            await _git(tmp, "config", "remote.origin.fetch", "+refs/heads/*:refs/remotes/origin/*")
-            await _git(tmp, "config", "gc.auto", "0")
+            _restore_git_dir(tmp, remote_url)
             tmp.rename(mirror)
         else:
-            await _git(mirror, "remote", "set-url", "origin", remote_url, unlock=mirror)
+            _restore_git_dir(mirror, remote_url)
         code, _, err = await _git_status(
             mirror, "fetch", "-q", "--prune", "--tags", "--force", "origin", env=env, unlock=mirror
         )
@@ -210,7 +212,9 @@ class Workspace:
             raise WorkspaceError(f"cannot fetch {scrub(remote_url)}: {scrub(_tail(err))}")
         code, _, _ = await _git_status(mirror, "symbolic-ref", "-q", "refs/remotes/origin/HEAD")
         if code != 0:
-            await _git_status(mirror, "remote", "set-head", "origin", "--auto", env=env)
+            await _git_status(
+                mirror, "remote", "set-head", "origin", "--auto", env=env, unlock=mirror
+            )
 
     async def _resolve_base(self, mirror: Path, base: str | None) -> tuple[str, str]:
         """(the branch a PR targets, the commit to start from) for ``base``.
@@ -250,12 +254,13 @@ class Workspace:
                 shutil.rmtree(pooled, ignore_errors=True)
                 continue
             try:
+                _admin_dir(pooled).joinpath("config.worktree").unlink(missing_ok=True)
                 await _git(mirror, "worktree", "move", str(pooled), str(path), unlock=mirror)
                 # -f drops what the last agent changed in tracked files; clean the rest.
                 await _git(
                     path, *_SAFE, "checkout", "-q", "-f", "-B", branch, base_sha, unlock=mirror
                 )
-                await _git(path, "clean", "-q", "-ffdx")
+                await _git(path, *_SAFE, "clean", "-q", "-ffdx")
             except WorkspaceError:
                 await self._discard(mirror, path if path.exists() else pooled)
                 continue
@@ -299,10 +304,23 @@ class Workspace:
 
     # --- results -----------------------------------------------------------------------------
 
+    async def sanitize(self, wt: Worktree) -> None:
+        """Undo what an agent may have done to git's own files before git runs on the host.
+
+        The agent can reach the mirror through its worktree: a hook, a ``core.fsmonitor`` or
+        ``filter.*`` command, a ``url.*.insteadOf`` or credential helper in its config would
+        run (or leak credentials) in TeleCoder's commit and push. The mirror's config is
+        TeleCoder's alone and is rewritten; hooks, attributes and worktree configs are removed.
+        This guards the host's git commands; confining the agent itself is the runtime's job.
+        """
+        async with _locked(wt.mirror.with_suffix(".lock")):
+            _restore_git_dir(wt.mirror, wt.remote_url)
+            _admin_dir(wt.path).joinpath("config.worktree").unlink(missing_ok=True)
+
     async def commit(self, wt: Worktree, message: str, *, date: float) -> str | None:
         """Commit everything the agent changed; None when nothing changed at all."""
         await _git(wt.path, *_SAFE, "add", "-A")
-        staged = (await _git_status(wt.path, "diff", "--cached", "--quiet"))[0] != 0
+        staged = (await _git_status(wt.path, *_SAFE, "diff", "--cached", "--quiet"))[0] != 0
         head = (await _git(wt.path, "rev-parse", "HEAD")).strip()
         if not staged:
             return head if head != wt.base_sha else None
@@ -322,7 +340,7 @@ class Workspace:
         return (await _git(wt.path, "rev-parse", "HEAD")).strip()
 
     async def diff_stats(self, wt: Worktree) -> DiffStats:
-        out = await _git(wt.path, "diff", "--numstat", wt.base_sha, "HEAD")
+        out = await _git(wt.path, *_SAFE, "diff", "--numstat", wt.base_sha, "HEAD")
         files = insertions = deletions = 0
         for line in out.splitlines():
             added, removed, _ = line.split("\t", 2)
@@ -332,7 +350,9 @@ class Workspace:
         return DiffStats(files_changed=files, insertions=insertions, deletions=deletions)
 
     async def diff(self, wt: Worktree) -> str:
-        return await _git(wt.path, "diff", wt.base_sha, "HEAD")
+        return await _git(
+            wt.path, *_SAFE, "diff", "--no-ext-diff", "--no-textconv", wt.base_sha, "HEAD"
+        )
 
     async def push(self, wt: Worktree, sha: str, env: Mapping[str, str] | None = None) -> bool:
         """Make the remote's ``branch`` point at ``sha``; False when it already did."""
@@ -392,6 +412,36 @@ class Workspace:
             marker.unlink(missing_ok=True)
             removed.append(path.name)
         return removed
+
+
+# --- the mirror's own files -----------------------------------------------------------------
+
+
+def _config_value(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def _admin_dir(worktree: Path) -> Path:
+    """The worktree's own directory inside the mirror (named by its ``.git`` file)."""
+    text = (worktree / ".git").read_text()
+    return Path(text.removeprefix("gitdir:").strip())
+
+
+def _restore_git_dir(mirror: Path, remote_url: str) -> None:
+    """Write the mirror's config as TeleCoder made it; drop hooks and attribute files."""
+    config = (
+        "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = true\n"
+        '[remote "origin"]\n'
+        f"\turl = {_config_value(remote_url)}\n"
+        "\tfetch = +refs/heads/*:refs/remotes/origin/*\n"
+        "[gc]\n\tauto = 0\n"
+    )
+    tmp = mirror / "config.telecoder-tmp"
+    tmp.write_text(config)
+    tmp.replace(mirror / "config")
+    shutil.rmtree(mirror / "hooks", ignore_errors=True)
+    (mirror / "info" / "attributes").unlink(missing_ok=True)
 
 
 # --- running git ----------------------------------------------------------------------------

@@ -119,10 +119,10 @@ async def test_the_same_worker_id_is_fenced_by_the_attempt_number(db_url: str):
 
 # --- end to end --------------------------------------------------------------------------------
 
-# Attempt 1 ticks for 10 s (unless stopped); any later attempt is quick.
+# Attempt 1 ticks for 60 s (unless stopped); any later attempt is quick.
 AGENT = (
     'echo $$ > {marks}/pid-$(basename "$PWD"); '
-    'case "$PWD" in *-1) n=40;; *) n=2;; esac; '
+    'case "$PWD" in *-1) n=240;; *) n=2;; esac; '
     "for i in $(seq 1 $n); do echo tick $i; sleep 0.25; done; "
     'echo done > result.txt; touch {marks}/done-$(basename "$PWD")'
 )

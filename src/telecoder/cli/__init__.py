@@ -12,7 +12,7 @@ import sys
 import typer
 from sqlalchemy.exc import DBAPIError
 
-from telecoder.cli import db, run, sessions, worker, workers
+from telecoder.cli import db, run, serve, sessions, worker, workers
 from telecoder.cli.output import Exit, err
 from telecoder.errors import (
     BadInput,
@@ -38,6 +38,7 @@ app.command("cancel")(sessions.cancel)
 app.command("retry")(sessions.retry)
 app.command("worker")(worker.worker)
 app.command("workers")(workers.workers)
+app.command("serve")(serve.serve)
 app.command("version")(sessions.version)
 app.add_typer(db.app, name="db")
 

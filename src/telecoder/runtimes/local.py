@@ -119,6 +119,7 @@ async def split_lines(stream: asyncio.StreamReader) -> AsyncIterator[bytes]:
         while (end := chunk.find(b"\n", start)) != -1:
             if not dropping:
                 buffer += chunk[start:end]
+                del buffer[MAX_LINE:]
                 yield _finish(buffer)
             buffer.clear()
             dropping = False
