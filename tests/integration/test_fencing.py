@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import select
 
@@ -19,7 +21,7 @@ from telecoder.errors import LeaseLost
 from telecoder.store import Outcome, Store, open_store
 from telecoder.store.schema import attempts, events, sessions
 from tests.cli import telecoder, wait_for
-from tests.conftest import GitRepo
+from tests.conftest import PG_ADMIN_URL, GitRepo
 from tests.procs import WorkerProcs, alive, fast_env, show, worker_processes
 from tests.procs import events as session_events
 
@@ -117,6 +119,45 @@ async def test_the_same_worker_id_is_fenced_by_the_attempt_number(db_url: str):
         await store.close()
 
 
+def in_a_transaction(db_url: str) -> bool:
+    """Whether a client holds a transaction open (SQLite: the write lock) right now."""
+    if db_url.startswith("sqlite"):
+        conn = sqlite3.connect(db_url.removeprefix("sqlite:///"), timeout=0.2)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.rollback()
+            return False
+        except sqlite3.OperationalError:
+            return True
+        finally:
+            conn.close()
+    name = db_url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        busy = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+            "AND pid <> pg_backend_pid() AND state IN ('active', 'idle in transaction')",
+            (name,),
+        ).fetchone()
+    return bool(busy and busy[0])
+
+
+def pause_between_transactions(pid: int, db_url: str) -> None:
+    """SIGSTOP ``pid`` at a moment it holds no transaction open.
+
+    Paused inside one it would hold the SQLite write lock (blocking every writer until it
+    resumes) or PostgreSQL row locks (until ``idle_in_transaction_session_timeout``): real,
+    but not what this test is about.
+    """
+    for _ in range(100):
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(0.05)  # a statement already sent finishes meanwhile
+        if not in_a_transaction(db_url):
+            return
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.013)
+    raise AssertionError("the worker was always in a transaction")
+
+
 # --- end to end --------------------------------------------------------------------------------
 
 # Attempt 1 ticks for 60 s (unless stopped); any later attempt is quick.
@@ -146,7 +187,7 @@ def test_a_paused_worker_resumes_past_its_lease_and_writes_nothing(
         what="worker-a's agent to tick",
     )
     agent_pid = int(next(marks.glob("pid-*-1")).read_text())
-    os.kill(a.pid, signal.SIGSTOP)  # the worker only: its agent keeps running meanwhile
+    pause_between_transactions(a.pid, db_url)  # the worker only: its agent keeps running
 
     worker_procs.start(env, "worker-b")
     wait_for(

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 _IMMEDIATE = "telecoder_immediate"
 _NOTICES = "telecoder_notices"
+_IDLE_MS = 30_000  # PostgreSQL: end a session idle in a transaction for this long
 
 
 def async_url(url: str) -> str:
@@ -55,7 +56,14 @@ class Database:
             )
             _configure_sqlite(self.engine)
         else:
-            self.engine = create_async_engine(self.url, pool_size=8, max_overflow=16)
+            self.engine = create_async_engine(
+                self.url,
+                pool_size=8,
+                max_overflow=16,
+                # Our transactions last milliseconds. A client that sits in one (a paused or
+                # cut-off worker) is ended, so its row locks cannot block recovery for ever.
+                connect_args={"options": f"-c idle_in_transaction_session_timeout={_IDLE_MS}"},
+            )
         self._subscribers: list[Callable[[Notice], None]] = []
         # SQLite has one writer at a time. Writers of this process queue here rather than in
         # SQLite's busy handler, which sleeps for milliseconds between its tries.
