@@ -20,6 +20,8 @@ from telecoder.domain import (
     ResultType,
     Session,
     SessionStatus,
+    WorkerInfo,
+    WorkerState,
 )
 
 
@@ -232,3 +234,21 @@ class ErrorOut(BaseModel):
     error: str = Field(description="A stable code: bad_input, not_found, conflict, …")
     detail: str
     fields: list[FieldError] = Field(default_factory=list)
+
+
+class WorkerOut(BaseModel):
+    """A worker process, in the shape of ``telecoder workers --json``."""
+
+    id: str
+    host: str
+    pid: int
+    capacity: int = Field(description="Sessions it runs at once.")
+    engines: list[str] = Field(description="Engines it claims sessions of; empty: any.")
+    state: WorkerState
+    running: int
+    started_at: IsoTime
+    last_heartbeat: IsoTime
+
+    @classmethod
+    def of(cls, w: WorkerInfo) -> WorkerOut:
+        return cls.model_validate(w.to_dict())

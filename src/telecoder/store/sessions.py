@@ -25,6 +25,7 @@ from telecoder.domain import (
 from telecoder.errors import BadInput, Conflict, SessionNotFound
 from telecoder.store.db import Database, dumps, loads
 from telecoder.store.events import append_events
+from telecoder.store.notify import Notice, NoticeKind
 from telecoder.store.schema import attempts, sessions
 
 
@@ -135,6 +136,7 @@ class Sessions:
         async with self._db.write() as conn:
             await conn.execute(insert(sessions).values(new_session_values(new, now)))
             await append_events(conn, new.id, None, [queued_event(new)], now=now)
+            await self._db.notify(conn, Notice(NoticeKind.QUEUED, new.id))
         return await self.get(new.id)
 
     async def get(self, session_id: str) -> Session:
@@ -218,6 +220,7 @@ class Sessions:
                     .values(cancel_requested=True, updated_at=now)
                 )
                 event = NewEvent(kind=EventKind.PROGRESS, data={"step": "cancel_requested"})
+                await self._db.notify(conn, Notice(NoticeKind.CANCEL, session_id))
             else:
                 await conn.execute(
                     update(sessions)
