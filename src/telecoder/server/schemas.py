@@ -155,6 +155,15 @@ class SessionCreated(SessionOut):
     )
 
 
+class SessionDetail(SessionOut):
+    """One session with its attempts: the shape of ``telecoder show --json``."""
+
+    attempts: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Each execution: worker, lease, workspace, how it ended (crashed/stopped).",
+    )
+
+
 class SessionPage(BaseModel):
     sessions: list[SessionOut]
     next_cursor: str | None = Field(description="Pass as ``cursor`` for the next page.")
