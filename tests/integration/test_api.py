@@ -151,6 +151,20 @@ async def test_submit_defaults_the_engine_from_settings(app, git_repo):
     assert response.json()["engine"] == "shell"
 
 
+async def test_submit_takes_a_forge_and_a_timeout(app, git_repo):
+    body = {"repo": str(git_repo.path), "prompt": "x", "forge": "local", "timeout_seconds": 5}
+    async with client(app) as c:
+        response = await c.post("/api/sessions", json=body)
+        unknown = await c.post("/api/sessions", json={**body, "forge": "nowhere"})
+        negative = await c.post("/api/sessions", json={**body, "timeout_seconds": 0})
+    assert response.status_code == 201, response.text
+    assert (response.json()["forge"], response.json()["timeout_seconds"]) == ("local", 5)
+    assert unknown.status_code == 422
+    assert "nowhere" in unknown.json()["detail"]
+    assert negative.status_code == 422
+    assert [f["field"] for f in negative.json()["fields"]] == ["timeout_seconds"]
+
+
 async def test_submit_warns_about_uncommitted_changes(app, git_repo):
     (git_repo.path / "README.md").write_text("changed but not committed\n")
     async with client(app) as c:

@@ -167,7 +167,7 @@ def test_postgresql_points_to_pg_dump(home: Path, tmp_path: Path, pg_url: str):
     env = cli_env(home, TELECODER_DATABASE_URL=pg_url)
     for command in ("backup", "restore"):
         done = telecoder("db", command, str(tmp_path / "x.dump"), env=env)
-        assert done.returncode == 7
+        assert done.returncode == 8
         assert "pg_dump --format=custom" in done.stderr
         assert "pg_restore" in done.stderr
     assert not (tmp_path / "x.dump").exists()

@@ -26,7 +26,8 @@ class Exit(enum.IntEnum):
     CONFLICT = 4  # the session's state forbids it (cancel a finished session, …)
     CANCELLED = 5  # the session was cancelled
     UNAVAILABLE = 6  # the database (or server) cannot be reached
-    UNSUPPORTED = 7  # not available on this database (PostgreSQL: use pg_dump / pg_restore)
+    UNAUTHORIZED = 7  # the server refused the API token (--server)
+    UNSUPPORTED = 8  # not available on this database (PostgreSQL: use pg_dump / pg_restore)
     INTERRUPTED = 130  # Ctrl-C
 
 

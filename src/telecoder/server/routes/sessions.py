@@ -56,6 +56,8 @@ async def submit(
         base=body.base,
         mode=body.mode.value,
         priority=body.priority,
+        forge=body.forge,
+        timeout_seconds=body.timeout_seconds,
         origin=origin,
     )
     accepted = await state.intake(request)
