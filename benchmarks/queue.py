@@ -11,7 +11,9 @@ For SQLite and PostgreSQL, with 1, 2 and 4 worker processes, on the same databas
              the per-session heartbeat task, the attempt's events and the completion (result,
              status event, attempt row) — everything but git and the agent;
 
-and prints sessions/s and telecoder / raw (target: at least 25 %).
+and prints sessions/s and telecoder / raw (target: at least 25 %). For scale, the raw loop runs
+a third time on the plain synchronous drivers (``sqlite3``, ``psycopg``): the gap between the two
+raw figures is what the async driver stack costs (aiosqlite hands every call to a thread).
 
 Run: ``.venv/bin/python benchmarks/queue.py [--sessions N] [--backends sqlite postgresql]``.
 PostgreSQL: a scratch database is created next to ``TELECODER_BENCH_PG`` (default
@@ -116,6 +118,48 @@ async def _raw(url: str, name: str, go: Any, results: Any) -> None:
             await conn.execute(done, {"id": row[0], "worker": name, "now": time.time()})
         count, last = count + 1, time.perf_counter()
     await db.dispose()
+    results.put((count, last))
+
+
+def driver_process(url: str, name: str, go: Any, results: Any) -> None:
+    """The raw loop again, on the plain synchronous driver (sqlite3 / psycopg), for scale:
+    what the async driver stack itself costs."""
+    sqlite = url.startswith("sqlite")
+    if sqlite:
+        conn: Any = sqlite3.connect(
+            url.removeprefix("sqlite:///"), timeout=30, isolation_level=None
+        )
+        conn.execute("PRAGMA synchronous=NORMAL")
+        claim = RAW_CLAIM.format(lock="").replace(":worker", "?").replace(":lease", "?")
+        claim = claim.replace(":now", "?")
+        done = "UPDATE sessions SET status = 'succeeded', worker_id = NULL, finished_at = ? "
+        done += "WHERE id = ? AND worker_id = ? AND status = 'running'"
+    else:
+        import psycopg
+
+        conn = psycopg.connect(url, autocommit=True)
+        claim = RAW_CLAIM.format(lock="FOR UPDATE SKIP LOCKED")
+        claim = claim.replace(":worker", "%s").replace(":lease", "%s").replace(":now", "%s")
+        done = "UPDATE sessions SET status = 'succeeded', worker_id = NULL, finished_at = %s "
+        done += "WHERE id = %s AND worker_id = %s AND status = 'running'"
+    go.wait()
+    count, last = 0, time.perf_counter()
+    while True:
+        now = time.time()
+        if sqlite:
+            conn.execute("BEGIN IMMEDIATE")
+        row = conn.execute(claim, (name, now + 30, now)).fetchone()
+        if sqlite:
+            conn.execute("COMMIT")
+        if row is None:
+            break
+        if sqlite:
+            conn.execute("BEGIN IMMEDIATE")
+        conn.execute(done, (time.time(), row[0], name))
+        if sqlite:
+            conn.execute("COMMIT")
+        count, last = count + 1, time.perf_counter()
+    conn.close()
     results.put((count, last))
 
 
@@ -237,7 +281,10 @@ def main() -> None:
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPUs, SQLite {sqlite3.sqlite_version}, {args.sessions} sessions each,")
     print(f"{CONCURRENCY} sessions at once per telecoder worker process\n")
-    print(f"{'backend':<11} {'workers':>7} {'raw/s':>8} {'telecoder/s':>12} {'ratio':>6}")
+    print(
+        f"{'backend':<11} {'workers':>7} {'raw/s':>8} {'telecoder/s':>12} {'ratio':>6}"
+        f"   {'(raw on the sync driver/s)':>26}"
+    )
     for backend in args.backends:
         root = Path(tempfile.mkdtemp(prefix="telecoder-qbench-"))
         url, drop = backend_url(backend, root)
@@ -246,8 +293,10 @@ def main() -> None:
             for processes in args.workers:
                 raw = measure(url, raw_process, processes, args.sessions)
                 ours = measure(url, worker_process, processes, args.sessions)
+                sync = measure(url, driver_process, processes, args.sessions * 4)
                 print(
-                    f"{backend:<11} {processes:>7} {raw:>8.0f} {ours:>12.0f} {ours / raw:>6.0%}",
+                    f"{backend:<11} {processes:>7} {raw:>8.0f} {ours:>12.0f} {ours / raw:>6.0%}"
+                    f"   {sync:>26.0f}",
                     flush=True,
                 )
         finally:
