@@ -61,7 +61,7 @@ def test_kill_9_mid_session_another_worker_finishes_with_one_commit(
     git_repo: GitRepo, home: Path, workers: list[subprocess.Popen[str]]
 ):
     env = fast_env(home)
-    task = "sleep 2; echo finished >> result.txt"
+    task = "sleep 8; echo finished >> result.txt"
     done = telecoder("run", task, "--repo", str(git_repo.path), "--detach", env=env)
     session_id = done.stdout.strip()
 
@@ -79,12 +79,14 @@ def test_kill_9_mid_session_another_worker_finishes_with_one_commit(
         what="the session to finish on worker-b",
     )
     assert final["status"] == "succeeded", final
-    assert final["attempt"] == 2
+    assert len(final["attempts"]) >= 2
     seen = statuses(session_id, env)
-    assert [s["status"] for s in seen] == ["queued", "running", "queued", "running", "succeeded"]
-    assert seen[1]["worker"] == "worker-a"
-    assert seen[2]["failure_kind"] == "worker_lost"
-    assert seen[3]["worker"] == "worker-b"
+    running = [s for s in seen if s["status"] == "running"]
+    # On a loaded machine worker-b may lose a lease too; what must hold is the recovery itself.
+    assert running[0]["worker"] == "worker-a"
+    assert running[-1]["worker"] == "worker-b"
+    assert any(s.get("failure_kind") == "worker_lost" for s in seen)
+    assert seen[-1]["status"] == "succeeded"
     branch = final["branch"]
     assert len(git_repo.remote_git("rev-list", f"main..{branch}").splitlines()) == 1
     assert git_repo.remote_git("show", f"{branch}:result.txt") == "finished"
