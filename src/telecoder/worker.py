@@ -7,6 +7,9 @@ session belongs to another worker now and this one writes nothing more for it.
 
 On stop, running attempts are halted and their sessions handed back to the queue, so another
 worker (or this one, restarted) takes them up without waiting for a lease to expire.
+
+A side task ends chats that waited ``chat_idle_seconds`` for a message and removes, on this
+host, what ended sessions left behind (kept chat worktrees, engine homes).
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ class Worker:
         tasks: set[asyncio.Task[Session | None]] = set()
         slot_freed = asyncio.Event()
         stopping = asyncio.create_task(stop.wait())
+        chats = asyncio.create_task(self._end_idle_chats())
         log.info("worker %s: up, %d slots", self.id, self.settings.worker_concurrency)
         try:
             while not stop.is_set():
@@ -110,11 +114,29 @@ class Worker:
                 freed.cancel()
         finally:
             stopping.cancel()
+            chats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await chats
             for control in self._controls.values():
                 control.stop(StopReason.SHUTDOWN)
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
             log.info("worker %s: stopped", self.id)
+
+    async def _end_idle_chats(self) -> None:
+        """End chats idle past ``chat_idle_seconds`` (``succeeded``, with their last result);
+        remove what ended sessions left on this host."""
+        period = min(max(self.settings.chat_idle_seconds / 4, 0.05), 60.0)
+        while True:
+            try:
+                for session_id in await self.store.sessions.end_idle_chats(
+                    self.settings.chat_idle_seconds
+                ):
+                    log.info("worker %s: chat %s ended (idle)", self.id, session_id)
+                await self.pipeline.sweep()
+            except Exception:
+                log.warning("worker %s: ending idle chats failed", self.id, exc_info=True)
+            await asyncio.sleep(period)
 
     async def _claim(self) -> Claimed | None:
         try:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Row, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from telecoder.domain import Event, EventKind, Lease, NewEvent, SessionStatus
@@ -81,6 +82,15 @@ class Events:
         async with self._db.write() as conn:
             return await append_events(conn, session_id, lease, new)
 
+    async def last_seq(self, session_id: str) -> int:
+        """The seq of the session's latest event (0 when none)."""
+        query = select(sessions.c.last_seq).where(sessions.c.id == session_id)
+        async with self._db.read() as conn:
+            last = (await conn.execute(query)).scalar()
+        if last is None:
+            raise SessionNotFound(f"no session {session_id!r}")
+        return int(last)
+
     async def list(self, session_id: str, *, after: int = 0, limit: int = 1000) -> list[Event]:
         """Events of one session with ``seq > after``, oldest first."""
         query = (
@@ -91,15 +101,16 @@ class Events:
         )
         async with self._db.read() as conn:
             rows = (await conn.execute(query)).all()
-        return [
-            Event(
-                id=r.id,
-                session_id=r.session_id,
-                attempt=r.attempt,
-                seq=r.seq,
-                ts=r.ts,
-                kind=EventKind(r.kind),
-                data=loads(r.data),
-            )
-            for r in rows
-        ]
+        return [event_from_row(r) for r in rows]
+
+
+def event_from_row(r: Row[Any]) -> Event:
+    return Event(
+        id=r.id,
+        session_id=r.session_id,
+        attempt=r.attempt,
+        seq=r.seq,
+        ts=r.ts,
+        kind=EventKind(r.kind),
+        data=loads(r.data),
+    )

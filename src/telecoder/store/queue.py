@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from telecoder import retry
 from telecoder.domain import (
     AttemptStatus,
+    EngineSource,
     EventKind,
     FailureKind,
     Lease,
@@ -50,7 +51,7 @@ class Claimed:
 class Outcome:
     """How an attempt ended, as the worker reports it."""
 
-    status: SessionStatus  # SUCCEEDED, FAILED or CANCELLED
+    status: SessionStatus  # SUCCEEDED, FAILED, CANCELLED, or BLOCKED (a chat waits for a message)
     result: Result | None = None
     failure_kind: FailureKind | None = None
     error: str | None = None
@@ -172,10 +173,21 @@ class Queue:
         return Heartbeat(lease_until, bool(cancel))
 
     async def record(self, lease: Lease, **fields: Any) -> None:
-        """Write progress of the attempt (workspace path, base sha, pushed sha, …)."""
+        """Write progress of the attempt (workspace path, base sha, agent session id, …)."""
         async with self._db.write() as conn:
             await _hold(conn, lease)
             await conn.execute(_attempt_update(lease).values(**fields))
+
+    async def choose_engine(self, lease: Lease, engine: str, source: EngineSource) -> None:
+        """Record the engine the attempt runs, when the repository chose it."""
+        async with self._db.write() as conn:
+            done = await conn.execute(
+                update(sessions)
+                .where(*fenced(lease))  # type: ignore[arg-type]
+                .values(engine=engine, engine_source=source.value, updated_at=time.time())
+            )
+            if not done.rowcount:
+                raise LeaseLost(f"lost the lease on {lease.session_id} attempt {lease.attempt}")
 
     async def finish(
         self, lease: Lease, outcome: Outcome, events: Sequence[NewEvent] = ()
@@ -204,6 +216,8 @@ class Queue:
                 status_data["error"] = outcome.error
             if status == SessionStatus.QUEUED:
                 status_data["retry_in"] = round(delay, 3)
+            if status == SessionStatus.BLOCKED:
+                status_data["reason"] = "waiting for a message"
             await append_events(
                 conn,
                 lease.session_id,
@@ -226,7 +240,7 @@ class Queue:
                 values["result"] = dumps(outcome.result.to_dict())
             if status == SessionStatus.QUEUED:
                 values["available_at"] = now + delay
-            else:
+            elif status.terminal:
                 values["finished_at"] = now
             row = (
                 await conn.execute(
@@ -379,5 +393,6 @@ async def _hold(conn: AsyncConnection, lease: Lease) -> None:
 def _attempt_status(status: SessionStatus) -> AttemptStatus:
     return {
         SessionStatus.SUCCEEDED: AttemptStatus.SUCCEEDED,
+        SessionStatus.BLOCKED: AttemptStatus.SUCCEEDED,  # a chat's turn that went well
         SessionStatus.CANCELLED: AttemptStatus.CANCELLED,
     }.get(status, AttemptStatus.FAILED)
