@@ -12,7 +12,7 @@ import sys
 import typer
 from sqlalchemy.exc import DBAPIError
 
-from telecoder.cli import db, run, sessions, worker
+from telecoder.cli import chat, db, engines, run, sessions, worker
 from telecoder.cli.output import Exit, err
 from telecoder.errors import (
     BadInput,
@@ -31,12 +31,14 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 app.command("run")(run.run)
+app.command("send")(chat.send)
 app.command("list")(sessions.list_sessions)
 app.command("show")(sessions.show)
 app.command("logs")(sessions.logs)
 app.command("cancel")(sessions.cancel)
 app.command("retry")(sessions.retry)
 app.command("worker")(worker.worker)
+app.command("engines")(engines.engines)
 app.command("version")(sessions.version)
 app.add_typer(db.app, name="db")
 
