@@ -8,7 +8,9 @@ gives (the operator's allow-listed variables only: no model keys, no forge token
 Checks never change the branch: the worktree is snapshotted before they run (a tree object made
 with a private index) and put back afterwards, so test caches, build output or a formatter's
 rewrites are not committed. ``git_clean: true`` fails when the checks before it changed anything
-that would have been.
+that would have been. A check runs the repository's code, which can reach the mirror through the
+worktree like the agent can: git's own files are made safe again (``Workspace.sanitize``) before
+each git command on the host that follows a check.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from telecoder.workspace import Workspace, Worktree
 
 TAIL_LINES = 40
 TAIL_CHARS = 4000
+LINE_CHARS = 2000  # of one line kept for the tail
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,6 +105,7 @@ class Verifier:
                 done(result)
             else:
                 started = time.monotonic()
+                await self.workspace.sanitize(wt)
                 changed = await self.workspace.changed_since(wt, snapshot)
                 tail = "\n".join(changed[:TAIL_LINES])
                 done(
@@ -114,6 +118,7 @@ class Verifier:
                         output_tail=tail,
                     )
                 )
+        await self.workspace.sanitize(wt)
         await self.workspace.restore(wt, snapshot)
         return reports
 
@@ -165,7 +170,8 @@ class Verifier:
 
 async def _collect(process: Process, tail: deque[str]) -> None:
     async for _, raw in process.lines():
-        tail.append(raw.decode("utf-8", "backslashreplace").replace("\x00", "\\x00"))
+        line = raw[: LINE_CHARS * 4].decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+        tail.append(line if len(line) <= LINE_CHARS else line[:LINE_CHARS] + " …")
 
 
 def _file_exists(root: Path, rel: str) -> CheckReport:

@@ -133,6 +133,29 @@ async def test_git_clean_fails_when_a_check_changes_a_file(
     assert "git_clean: true: the checks changed files" in (done.error or "")
 
 
+async def test_a_check_cannot_make_host_git_run_its_commands(
+    settings: Settings, store: Store, tmp_path: Path
+) -> None:
+    # A check (the repository's code) writes a clean filter into the mirror's config through
+    # the worktree: the host's own git (snapshot, git_clean, restore, commit) must not run it.
+    ran = tmp_path / "filter-ran"
+    repo = repo_with(
+        tmp_path,
+        f"""
+verify:
+  - git config filter.evil.clean "touch {ran}; cat" && echo '* filter=evil' > .gitattributes
+checks:
+  - git_clean: true
+""",
+    )
+    worker = build_worker(tuned(settings), store)
+    done = await execute(worker, store, shell(repo, "echo hello > out.txt"))
+    assert done.failure_kind == FailureKind.VERIFY_FAILED, done.error
+    [_, clean] = await verify_reports(store, done.id)
+    assert clean["output_tail"] == ".gitattributes"
+    assert not ran.exists()
+
+
 async def test_checks_see_no_secret_and_run_alone(
     settings: Settings, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -247,7 +247,11 @@ class Sessions:
                         status=SessionStatus.CANCELLED.value,
                         cancel_requested=True,
                         failure_kind=FailureKind.CANCELLED.value,
-                        error="cancelled before it started",
+                        error=(
+                            "cancelled while it waited for a message"
+                            if session.status == SessionStatus.BLOCKED
+                            else "cancelled before it started"
+                        ),
                         finished_at=now,
                         updated_at=now,
                     )
@@ -330,23 +334,24 @@ class Sessions:
         """Chats that waited ``idle_seconds`` for a message end ``succeeded`` (their last
         result stays); returns their ids. Their worktrees are the host's to remove."""
         now = time.time()
+        idle = select(sessions.c.id).where(
+            sessions.c.status == SessionStatus.BLOCKED.value,
+            sessions.c.mode == Mode.CHAT.value,
+            sessions.c.updated_at < now - idle_seconds,
+        )
+        async with self._db.read() as conn:  # the usual answer, "none", takes no write lock
+            ids = (await conn.execute(idle)).scalars().all()
         ended: builtins.list[str] = []
+        if not ids:
+            return ended
         async with self._db.write() as conn:
-            ids = (
-                await conn.execute(
-                    select(sessions.c.id).where(
-                        sessions.c.status == SessionStatus.BLOCKED.value,
-                        sessions.c.mode == Mode.CHAT.value,
-                        sessions.c.updated_at < now - idle_seconds,
-                    )
-                )
-            ).scalars()
-            for session_id in list(ids):
+            for session_id in ids:
                 done = await conn.execute(
                     update(sessions)
                     .where(
                         sessions.c.id == session_id,
                         sessions.c.status == SessionStatus.BLOCKED.value,
+                        sessions.c.updated_at < now - idle_seconds,  # no message came meanwhile
                     )
                     .values(status=SessionStatus.SUCCEEDED.value, finished_at=now, updated_at=now)
                 )
