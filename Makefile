@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install agents run serve test lint typecheck check bench clean
+.PHONY: install agents run serve test lint typecheck check bench bench-sse browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,11 +31,19 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck agents   ## everything CI runs: lint, types, import layers, the whole test suite
+test: lint typecheck agents browser   ## everything CI runs: lint, types, import layers, the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The browser tests drive Debian's Chromium: `playwright install` cannot download a browser here.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
+
+bench-sse: $(STAMP)    ## 100 SSE clients on running sessions: append->arrival latency, API p99
+	$(BIN)/python benchmarks/sse.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -115,6 +115,25 @@ class Settings(BaseSettings):
     github_api_url: str = Field(
         default="https://api.github.com", description="GitHub REST API base (Enterprise: yours)."
     )
+    # --- the server (telecoder serve) ---
+    host: str = Field(default="127.0.0.1", description="Address the server binds to.")
+    port: int = Field(default=7080, ge=0, le=65535, description="Port the server listens on.")
+    api_token: SecretStr | None = Field(
+        default=None,
+        description=(
+            "API tokens, comma-separated, each `name:token` or a bare token. None and a loopback "
+            "bind: the server is open (with a warning); none and any other bind: it won't start."
+        ),
+    )
+    max_body_bytes: int = Field(
+        default=1 << 20, ge=1024, description="Largest request body the server accepts (413)."
+    )
+    rate_limit_per_minute: int = Field(
+        default=120, ge=0, description="Writes per token per minute before 429 (0: no limit)."
+    )
+    bus_poll_seconds: float = Field(
+        default=0.025, gt=0, description="How often the live-event reader looks for new events."
+    )
 
     @field_validator("env_allow", "engine_env", mode="before")
     @classmethod

@@ -130,7 +130,7 @@ def test_sigterm_hands_running_sessions_back(
 ):
     env = fast_env(home)
     session_id = telecoder(
-        "run", "sleep 1.5; touch done.txt", "--repo", str(git_repo.path), "--detach", env=env
+        "run", "sleep 4; touch done.txt", "--repo", str(git_repo.path), "--detach", env=env
     ).stdout.strip()
     a = start_worker(env, "worker-a", workers)
     wait_for(lambda: session_json(session_id, env)["status"] == "running", what="running")

@@ -12,7 +12,7 @@ import sys
 import typer
 from sqlalchemy.exc import DBAPIError
 
-from telecoder.cli import chat, db, engines, run, sessions, worker
+from telecoder.cli import chat, db, engines, run, serve, sessions, worker
 from telecoder.cli.output import Exit, err
 from telecoder.errors import (
     BadInput,
@@ -39,6 +39,7 @@ app.command("cancel")(sessions.cancel)
 app.command("retry")(sessions.retry)
 app.command("worker")(worker.worker)
 app.command("engines")(engines.engines)
+app.command("serve")(serve.serve)
 app.command("version")(sessions.version)
 app.add_typer(db.app, name="db")
 

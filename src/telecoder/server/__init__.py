@@ -1,1 +1,7 @@
-"""The HTTP API, live events and the dashboard (``telecoder serve``)."""
+"""The HTTP server: API, live events, dashboard. ``create_app(settings, store)`` builds it."""
+
+from __future__ import annotations
+
+from telecoder.server.app import create_app
+
+__all__ = ["create_app"]

@@ -7,11 +7,13 @@ PostgreSQL (a row lock) — and, for a worker, fences the write on the lease it 
 
 from __future__ import annotations
 
+import builtins
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from telecoder.domain import Event, EventKind, Lease, NewEvent, SessionStatus
@@ -103,8 +105,54 @@ class Events:
             rows = (await conn.execute(query)).all()
         return [event_from_row(r) for r in rows]
 
+    # --- for live readers (the bus): cheap questions asked many times a second ---
 
-def event_from_row(r: Row[Any]) -> Event:
+    async def heads(self, session_ids: Collection[str]) -> dict[str, Head]:
+        """The last seq and status of each session named (missing ones are left out)."""
+        if not session_ids:
+            return {}
+        query = select(sessions.c.id, sessions.c.last_seq, sessions.c.status).where(
+            sessions.c.id.in_(list(session_ids))
+        )
+        async with self._db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return {r.id: Head(last_seq=r.last_seq, status=SessionStatus(r.status)) for r in rows}
+
+    async def since(self, positions: Mapping[str, tuple[int, int]]) -> builtins.list[Event]:
+        """For each session, its events with ``after < seq <= upto``: one query for all."""
+        if not positions:
+            return []
+        query = (
+            select(events)
+            .where(
+                or_(
+                    *(
+                        and_(events.c.session_id == sid, events.c.seq > lo, events.c.seq <= hi)
+                        for sid, (lo, hi) in positions.items()
+                    )
+                )
+            )
+            .order_by(events.c.session_id, events.c.seq)
+        )
+        async with self._db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [event_from_row(r) for r in rows]
+
+    async def last_change(self) -> tuple[int, float]:
+        """How many sessions there are and when any of them last changed state."""
+        query = select(func.count(), func.max(sessions.c.updated_at)).select_from(sessions)
+        async with self._db.read() as conn:
+            count, latest = (await conn.execute(query)).one()
+        return int(count), float(latest or 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    last_seq: int
+    status: SessionStatus
+
+
+def event_from_row(r: Any) -> Event:
     return Event(
         id=r.id,
         session_id=r.session_id,

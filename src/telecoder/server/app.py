@@ -1,0 +1,204 @@
+"""The application factory: ``create_app(settings, store)`` -> a FastAPI app with its lifespan.
+
+Nothing here is module-level state: every app gets its own bus, guard, limiter and workers, so
+tests build as many as they like. Errors become status codes here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+
+from telecoder import __version__
+from telecoder.assemble import build_workspace
+from telecoder.bus import Bus
+from telecoder.errors import (
+    BadInput,
+    Conflict,
+    SessionNotFound,
+    StoreUnavailable,
+    TeleCoderError,
+)
+from telecoder.server.auth import AuthError, Guard, Tokens, check_bind
+from telecoder.server.deps import LoginRequired
+from telecoder.server.diff import DiffSource, DiffUnavailable, git_diff_source
+from telecoder.server.limits import BodyLimit, RateLimited, RateLimiter, SecurityHeaders
+from telecoder.server.render import STATIC, templates
+from telecoder.server.routes import dashboard, events, meta, sessions
+from telecoder.server.state import Intake, ServerState, WorkerRunner, Workers, default_intake
+from telecoder.settings import Settings
+from telecoder.store import Store
+
+log = logging.getLogger(__name__)
+
+LOGIN_ATTEMPTS_PER_MINUTE = 10
+
+
+def create_app(
+    settings: Settings,
+    store: Store,
+    *,
+    start_workers: WorkerRunner | None = None,
+    intake: Intake | None = None,
+    diff_source: DiffSource | None = None,
+) -> FastAPI:
+    """The server for ``store``; ``start_workers`` runs embedded workers until told to stop.
+
+    Raises InsecureBind when ``settings.host`` is not loopback and no API token is set.
+    """
+    tokens = Tokens.parse(settings.api_token.get_secret_value() if settings.api_token else None)
+    check_bind(tokens, settings.host)
+    state = ServerState(
+        settings=settings,
+        store=store,
+        bus=Bus(store, poll_seconds=settings.bus_poll_seconds),
+        guard=Guard(tokens),
+        limiter=RateLimiter(settings.rate_limit_per_minute),
+        login_limiter=RateLimiter(LOGIN_ATTEMPTS_PER_MINUTE),
+        intake=intake or default_intake(settings),
+        diff_source=diff_source or git_diff_source(build_workspace(settings)),
+        workers=Workers(runner=start_workers),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        state.bus.start()
+        workers = state.workers
+        if workers.runner is not None:
+            workers.task = asyncio.create_task(workers.runner(workers.stop), name="workers")
+        try:
+            yield
+        finally:
+            workers.stop.set()
+            if workers.task is not None:
+                try:
+                    await workers.task
+                except Exception:
+                    log.exception("the embedded workers failed")
+            await state.bus.close()
+
+    app = FastAPI(
+        title="TeleCoder",
+        version=__version__,
+        summary="Send a task, get a pull request — or an answer.",
+        lifespan=lifespan,
+    )
+    app.state.telecoder = state
+    app.state.templates = templates()
+    for router in (meta.router, sessions.router, events.router, dashboard.router):
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _handle_errors(app)
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+# --- errors: translated here only ---
+
+
+_STATUS: list[tuple[type[TeleCoderError], int, str]] = [
+    (BadInput, 422, "bad_input"),
+    (SessionNotFound, 404, "not_found"),
+    (DiffUnavailable, 404, "no_diff"),
+    (Conflict, 409, "conflict"),
+    (StoreUnavailable, 503, "unavailable"),
+    (TeleCoderError, 500, "internal"),
+]
+_HTTP_CODES = {
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    422: "bad_input",
+    429: "rate_limited",
+}
+
+
+def error_response(
+    request: Request,
+    status: int,
+    code: str,
+    detail: str,
+    fields: list[dict[str, str]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    if _wants_page(request):
+        return dashboard.render(
+            request,
+            request.app.state.telecoder,
+            None,
+            "error.html",
+            {"status": status, "detail": detail, "fields": fields or []},
+            status_code=status,
+        )
+    body = {"error": code, "detail": detail, "fields": fields or []}
+    return JSONResponse(body, status_code=status, headers=dict(headers) if headers else None)
+
+
+def _wants_page(request: Request) -> bool:
+    path = request.url.path
+    return (
+        not path.startswith(("/api/", "/static/"))
+        and "text/html" in request.headers.get("accept", "")
+        and "hx-request" not in request.headers
+    )
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] == "body":
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def _handle_errors(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        fields = [{"field": _field(e["loc"]), "message": e["msg"]} for e in exc.errors()]
+        summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
+        return error_response(request, 422, "bad_input", f"invalid request: {summary}", fields)
+
+    @app.exception_handler(TeleCoderError)
+    async def domain_error(request: Request, exc: TeleCoderError) -> Response:
+        for cls, status, code in _STATUS:
+            if isinstance(exc, cls):
+                if status >= 500:
+                    log.error("request failed: %s", exc.message)
+                return error_response(request, status, code, exc.message)
+        raise AssertionError("TeleCoderError is in the table")  # pragma: no cover
+
+    @app.exception_handler(AuthError)
+    async def auth_error(request: Request, exc: AuthError) -> Response:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        code = _HTTP_CODES[exc.status]
+        return error_response(request, exc.status, code, exc.detail, headers=headers)
+
+    @app.exception_handler(RateLimited)
+    async def rate_limited(request: Request, exc: RateLimited) -> Response:
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+        return error_response(request, 429, "rate_limited", str(exc), headers=headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        code = _HTTP_CODES.get(exc.status_code, "error")
+        return error_response(request, exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, exc: LoginRequired) -> Response:
+        if "hx-request" in request.headers:  # a fragment: send the whole page to the login
+            return Response(status_code=401, headers={"HX-Redirect": "/login"})
+        return RedirectResponse(f"/login?next={quote(exc.next_url)}", status_code=303)

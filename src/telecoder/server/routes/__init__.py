@@ -1,0 +1,1 @@
+"""The server's routers: meta (health, version), sessions, events (SSE), dashboard."""

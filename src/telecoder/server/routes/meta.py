@@ -1,0 +1,45 @@
+"""``/api/health`` and ``/api/version``: open to all, for load balancers and clients."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from telecoder import __version__
+from telecoder.server.deps import StateDep
+from telecoder.server.schemas import HealthOut, VersionOut, WorkersOut
+
+router = APIRouter(prefix="/api", tags=["meta"])
+
+API_VERSION = 1
+
+
+@router.get(
+    "/health",
+    response_model=HealthOut,
+    responses={503: {"model": HealthOut, "description": "The database or a worker is down."}},
+    summary="Is the server able to work?",
+)
+async def health(state: StateDep) -> JSONResponse:
+    """``ok`` when the database answers and every embedded worker runs; else 503."""
+    database: Literal["ok", "unreachable"] = "ok"
+    try:
+        await state.store.events.last_change()
+    except Exception:  # any failure to answer means unreachable, whatever the driver says
+        database = "unreachable"
+    workers = WorkersOut(embedded=state.workers.embedded, alive=state.workers.alive)
+    ok = database == "ok" and workers.alive == workers.embedded
+    body = HealthOut(
+        status="ok" if ok else "degraded",
+        database=database,
+        workers=workers,
+        watchers=state.bus.watcher_count,
+    )
+    return JSONResponse(body.model_dump(mode="json"), status_code=200 if ok else 503)
+
+
+@router.get("/version", summary="The server's version")
+async def version() -> VersionOut:
+    return VersionOut(version=__version__, api=API_VERSION)

@@ -1,0 +1,232 @@
+"""The HTTP boundary: request and response models, and their mapping from domain records.
+
+Times are ISO 8601 in UTC. Strings that reach the database refuse NUL characters (PostgreSQL
+cannot store them) and have the column's length as their limit, so a bad request is a 422,
+never a 500.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from telecoder.domain import (
+    EngineSource,
+    Event,
+    EventKind,
+    FailureKind,
+    Mode,
+    Result,
+    ResultType,
+    Session,
+    SessionStatus,
+)
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+SESSION_REF = r"^[0-9A-Za-z_-]{1,64}$"
+ENGINE_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
+MAX_SEQ = 2**31 - 1
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_max_length=200_000)
+
+
+class SessionCreate(_In):
+    """A task to run. ``agent`` is accepted as another name for ``engine``."""
+
+    repo: Annotated[Text, AfterValidator(_not_blank)] = Field(
+        max_length=4096,
+        description="Local path or git URL of the repository.",
+        examples=["/srv/repos/backend"],
+    )
+    prompt: Annotated[Text, AfterValidator(_not_blank)] = Field(
+        max_length=100_000, description="What to do (for the shell engine: the command)."
+    )
+    engine: Text | None = Field(
+        default=None, pattern=ENGINE_NAME, description="Engine to run; the server's default."
+    )
+    agent: Text | None = Field(
+        default=None, pattern=ENGINE_NAME, deprecated=True, description="Same as ``engine``."
+    )
+    model: Text | None = Field(default=None, max_length=200, description="Model for the engine.")
+    base: Text | None = Field(
+        default=None, max_length=255, description="Branch, tag or commit to start from."
+    )
+    mode: Mode = Field(default=Mode.TASK, description="task: run once; chat: take follow-ups.")
+    priority: int = Field(default=0, ge=-1000, le=1000, description="Higher runs first.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_engine(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("agent") is not None:
+            data = dict(data)
+            agent = data.pop("agent")
+            if data.get("engine") is not None and data["engine"] != agent:
+                raise ValueError("engine and agent name different engines: give one")
+            data["engine"] = agent
+        return data
+
+
+class MessageCreate(_In):
+    text: Annotated[Text, AfterValidator(_not_blank)] = Field(max_length=100_000)
+
+
+class ResultOut(BaseModel):
+    type: ResultType
+    branch: str | None
+    commit: str | None
+    pr_url: str | None
+    pr_number: int | None
+    text: str | None
+    files_changed: int
+    insertions: int
+    deletions: int
+
+    @classmethod
+    def of(cls, result: Result) -> ResultOut:
+        return cls.model_validate(result.to_dict())
+
+
+IsoTime = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
+
+class SessionOut(BaseModel):
+    """A session, in the shape of ``telecoder show --json`` (``Session.to_dict``)."""
+
+    id: str
+    status: SessionStatus
+    repo: str
+    prompt: str
+    engine: str
+    engine_source: EngineSource = Field(
+        description="request: the task named it; repo: its .telecoder.yml; settings: the default."
+    )
+    model: str | None
+    mode: Mode
+    base: str | None
+    branch: str
+    priority: int
+    forge: str | None
+    attempt: int
+    max_attempts: int
+    timeout_seconds: float | None
+    parent_id: str | None
+    origin: dict[str, Any] | None
+    cancel_requested: bool
+    result: ResultOut | None
+    error: str | None
+    failure_kind: FailureKind | None
+    cost_usd: float
+    input_tokens: int
+    output_tokens: int
+    created_at: IsoTime
+    updated_at: IsoTime
+    started_at: IsoTime | None
+    finished_at: IsoTime | None
+    worker_id: str | None
+
+    @classmethod
+    def of(cls, s: Session) -> SessionOut:
+        return cls.model_validate(s.to_dict())
+
+
+class SessionCreated(SessionOut):
+    warnings: list[str] = Field(
+        default_factory=list, description="Things to know, e.g. uncommitted changes left out."
+    )
+
+
+class SessionPage(BaseModel):
+    sessions: list[SessionOut]
+    next_cursor: str | None = Field(description="Pass as ``cursor`` for the next page.")
+
+
+class EventOut(BaseModel):
+    """An event, in the shape of ``telecoder logs --json``."""
+
+    id: int
+    session_id: str
+    seq: int = Field(description="Position in the session's log; the SSE event id.")
+    attempt: int | None
+    ts: float = Field(description="When it happened, in seconds since the epoch.")
+    kind: EventKind
+    data: dict[str, Any]
+
+    @classmethod
+    def of(cls, e: Event) -> EventOut:
+        return cls(
+            id=e.id,
+            session_id=e.session_id,
+            seq=e.seq,
+            attempt=e.attempt,
+            ts=e.ts,
+            kind=e.kind,
+            data=e.data,
+        )
+
+
+class EventPage(BaseModel):
+    events: list[EventOut]
+    next_after: int = Field(description="Pass as ``after`` for the next page.")
+    more: bool = Field(description="True when the page was full: ask again at once.")
+    status: SessionStatus = Field(description="The session's status when the page was read.")
+
+
+class MessageAccepted(BaseModel):
+    session_id: str
+    seq: int
+
+
+class DiffOut(BaseModel):
+    session_id: str
+    attempt: int
+    base_sha: str
+    head_sha: str | None = Field(description="The commit diffed to; null: the work tree.")
+    diff: str
+    truncated: bool
+    files_changed: int
+    insertions: int
+    deletions: int
+
+
+class WorkersOut(BaseModel):
+    embedded: int = Field(description="Worker tasks this server runs.")
+    alive: int = Field(description="How many of them are running.")
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "degraded"]
+    database: Literal["ok", "unreachable"]
+    workers: WorkersOut
+    watchers: int = Field(description="Live event streams open.")
+
+
+class VersionOut(BaseModel):
+    version: str
+    api: int
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: str = Field(description="A stable code: bad_input, not_found, conflict, …")
+    detail: str
+    fields: list[FieldError] = Field(default_factory=list)

@@ -1,0 +1,73 @@
+"""What one server holds: its settings, store, bus, guard, limiter, workers — and its seams.
+
+Seams are plain callables passed to ``create_app``:
+
+- ``Intake``: checks a request before it is queued (repository exists and is git, engine known,
+  base ref exists) and makes the session of it; by default :func:`telecoder.intake.accept`, the
+  same check the CLI makes.
+- ``WorkerRunner``: runs the embedded workers until the event it is given is set.
+- ``DiffSource``: see :mod:`telecoder.server.diff`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from telecoder import registry
+from telecoder.assemble import build_forges, build_workspace
+from telecoder.bus import Bus
+from telecoder.intake import Accepted, Request, accept
+from telecoder.server.auth import Guard
+from telecoder.server.diff import DiffSource
+from telecoder.server.limits import RateLimiter
+from telecoder.settings import Settings
+from telecoder.store import Store
+
+Intake = Callable[[Request], Awaitable[Accepted]]
+WorkerRunner = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
+def default_intake(settings: Settings) -> Intake:
+    workspace = build_workspace(settings)
+    forges = build_forges(settings)
+
+    async def check(request: Request) -> Accepted:
+        engines = registry.names("engines")
+        return await accept(
+            request, settings=settings, workspace=workspace, engines=engines, forges=forges
+        )
+
+    return check
+
+
+@dataclass
+class Workers:
+    """The embedded workers' task, if this server runs any."""
+
+    runner: WorkerRunner | None
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def embedded(self) -> int:
+        return 0 if self.runner is None else 1
+
+    @property
+    def alive(self) -> int:
+        return int(self.task is not None and not self.task.done())
+
+
+@dataclass
+class ServerState:
+    settings: Settings
+    store: Store
+    bus: Bus
+    guard: Guard
+    limiter: RateLimiter
+    login_limiter: RateLimiter
+    intake: Intake
+    diff_source: DiffSource
+    workers: Workers

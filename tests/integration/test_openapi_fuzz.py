@@ -1,0 +1,164 @@
+"""Schemathesis against ``/openapi.json`` of a real server: no generated request gets a 5xx.
+
+The server runs in a thread of its own (uvicorn, its own event loop) on SQLite and on
+PostgreSQL — where NUL characters and oversized integers are the classic 5xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import schemathesis
+import uvicorn
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
+from pydantic import SecretStr
+
+from telecoder.server import create_app
+from telecoder.settings import Settings
+from telecoder.store import open_store
+from tests.conftest import make_repo
+from tests.server import until
+
+TOKEN = "fuzz-token-0123456789abcdef"
+HEADERS = {"Authorization": f"Bearer {TOKEN}", "Accept": "application/json"}
+
+
+class ServerThread(threading.Thread):
+    def __init__(self, settings: Settings, sock: socket.socket) -> None:
+        super().__init__(daemon=True)
+        self.settings = settings
+        self.sock = sock
+        self.ready = threading.Event()
+        self.server: uvicorn.Server | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as e:  # reported to the test thread
+            self.error = e
+            self.ready.set()
+
+    async def _serve(self) -> None:
+        store = await open_store(self.settings.store_url)
+        try:
+            app = create_app(self.settings, store)
+            config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1)
+            self.server = uvicorn.Server(config)
+            serving = asyncio.create_task(self.server.serve(sockets=[self.sock]))
+            server = self.server
+            await until(lambda: server.started or serving.done(), seconds=30)
+            self.ready.set()
+            await serving
+        finally:
+            await store.close()
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> str:
+    return str(make_repo(tmp_path_factory.mktemp("fuzz-repo")).path)
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def base_url(request: pytest.FixtureRequest, tmp_path_factory, repo: str) -> Iterator[str]:
+    root: Path = tmp_path_factory.mktemp("fuzz")
+    if request.param == "sqlite":
+        database = f"sqlite:///{root / 'telecoder.db'}"
+    else:
+        database = request.getfixturevalue("pg_module_url")
+    fuzz_settings = Settings(
+        home=root / "home",
+        database_url=database,
+        api_token=SecretStr(f"fuzz:{TOKEN}"),
+        rate_limit_per_minute=0,
+    )
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = ServerThread(fuzz_settings, sock)
+    server.start()
+    server.ready.wait(30)
+    if server.error is not None:
+        raise server.error
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    # Something to find: a session the generated ids may hit by prefix.
+    import httpx
+
+    httpx.post(
+        f"{base}/api/sessions",
+        json={"repo": repo, "prompt": "echo hi"},
+        headers=HEADERS,
+    ).raise_for_status()
+    yield base
+    assert server.server is not None
+    server.server.should_exit = True
+    server.join(15)
+
+
+@pytest.fixture(scope="module")
+def pg_module_url(pg_template: str) -> Iterator[str]:
+    import uuid
+
+    import psycopg
+
+    from tests.conftest import PG_ADMIN_URL
+
+    name = f"telecoder_fuzz_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def with_real_repo(case, use: bool, *, repo: str):
+    """Half the submissions name a real repository and leave the rest of what the intake checks
+    against the world (engine, base ref) to defaults, so they get through to the store."""
+    if use and isinstance(case.body, dict) and isinstance(case.body.get("repo"), str):
+        kept = {k: v for k, v in case.body.items() if k not in ("engine", "agent", "base")}
+        case.body = {**kept, "repo": repo}
+    return case
+
+
+@pytest.mark.parametrize("mode", list(schemathesis.GenerationMode))
+def test_no_generated_request_gets_a_server_error(base_url: str, repo: str, mode) -> None:
+    schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
+    failures: list[str] = []
+    tested = 0
+    for result in schema.get_all_operations():
+        operation = result.ok()
+
+        strategy = st.tuples(operation.as_strategy(generation_mode=mode), st.booleans()).map(
+            lambda pair: with_real_repo(*pair, repo=repo)
+        )
+
+        @given(case=strategy)
+        @settings(
+            max_examples=60,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+            database=None,
+        )
+        def call(case) -> None:
+            response = case.call(base_url=base_url, headers=HEADERS, timeout=10)
+            if response.status_code >= 500:
+                failures.append(f"{response.status_code} {case.as_curl_command()}")
+
+        try:
+            call()
+        except Unsatisfiable:
+            # Nothing to make invalid (no parameters, no body): only negative mode says so.
+            assert mode == schemathesis.GenerationMode.NEGATIVE, operation.label
+            continue
+        tested += 1
+    assert tested >= 7
+    assert not failures, "\n".join(failures[:20])
