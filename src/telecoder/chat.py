@@ -13,6 +13,8 @@ worktree with the messages sent since. A chat nobody writes to for ``chat_idle_s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from telecoder.domain import Session
 from telecoder.errors import BadInput
 from telecoder.store import Store
@@ -20,13 +22,22 @@ from telecoder.store import Store
 MAX_MESSAGE = 100_000
 
 
-async def send(store: Store, session_id: str, text: str) -> Session:
-    """Send the chat ``session_id`` a message; the session as it is now (``queued`` when it
-    was waiting). ``BadInput`` for an empty message or a task session; ``Conflict`` when the
-    chat ended or its agent is in the middle of a turn; ``SessionNotFound``."""
+@dataclass(frozen=True, slots=True)
+class Sent:
+    session: Session  # as it is now: ``queued`` when it was waiting
+    seq: int  # of the message's event in the session's log
+
+
+async def send(store: Store, session_id: str, text: str, *, sender: str | None = None) -> Sent:
+    """Send the chat ``session_id`` a message (from ``sender``, when known).
+
+    ``BadInput`` for an empty message; ``Conflict`` for a task session, a chat that ended, or
+    one whose agent is in the middle of a turn; ``SessionNotFound``.
+    """
     message = text.strip()
     if not message:
         raise BadInput("the message is empty")
     if len(message) > MAX_MESSAGE:
         raise BadInput(f"the message is longer than {MAX_MESSAGE} characters")
-    return await store.sessions.add_message(session_id, message)
+    session, seq = await store.sessions.add_message(session_id, message, sender=sender)
+    return Sent(session, seq)

@@ -13,7 +13,9 @@
      ├── WorkspaceError           git failed while preparing, committing or pushing
      │    └── PushRejected
      ├── ForgeError               the forge's API refused or failed (``transient``: worth a retry)
-     └── StoreUnavailable         the database cannot be reached
+     ├── StoreUnavailable         the database cannot be reached (CLI exit 6)
+     ├── ServerUnavailable        a TeleCoder server cannot be reached or failed (CLI exit 6)
+     └── Unauthorized             a TeleCoder server refused the API token (CLI exit 7)
 
 Each class's docstring is its default message. Translate only at edges: the CLI maps errors to
 messages and exit codes, the server to status codes, the worker to a failed attempt.
@@ -90,3 +92,11 @@ class ForgeError(TeleCoderError):
 
 class StoreUnavailable(TeleCoderError):
     """The database cannot be reached."""
+
+
+class ServerUnavailable(TeleCoderError):
+    """The TeleCoder server cannot be reached."""
+
+
+class Unauthorized(TeleCoderError):
+    """The TeleCoder server refused the request: no token, or a wrong one."""

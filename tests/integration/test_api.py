@@ -69,16 +69,18 @@ async def test_health_is_degraded_when_the_database_is_gone(settings, pg_url):
 
 async def test_health_is_degraded_when_the_embedded_workers_die(settings, store):
     started = asyncio.Event()
+    crash = asyncio.Event()
 
     async def workers(stop: asyncio.Event) -> None:
         started.set()
-        await asyncio.sleep(0.05)
+        await crash.wait()  # not a sleep: a slow health check must still see them alive
         raise RuntimeError("the worker crashed")
 
     app = create_app(settings, store, start_workers=workers)
     async with client(app) as c:
         await started.wait()
         alive = (await c.get("/api/health")).json()
+        crash.set()
         await until(lambda: app.state.telecoder.workers.alive == 0)
         dead = await c.get("/api/health")
     assert alive["workers"] == {"embedded": 1, "alive": 1}
@@ -149,6 +151,20 @@ async def test_submit_defaults_the_engine_from_settings(app, git_repo):
         response = await c.post("/api/sessions", json={"repo": str(git_repo.path), "prompt": "x"})
     assert response.status_code == 201
     assert response.json()["engine"] == "shell"
+
+
+async def test_submit_takes_a_forge_and_a_timeout(app, git_repo):
+    body = {"repo": str(git_repo.path), "prompt": "x", "forge": "local", "timeout_seconds": 5}
+    async with client(app) as c:
+        response = await c.post("/api/sessions", json=body)
+        unknown = await c.post("/api/sessions", json={**body, "forge": "nowhere"})
+        negative = await c.post("/api/sessions", json={**body, "timeout_seconds": 0})
+    assert response.status_code == 201, response.text
+    assert (response.json()["forge"], response.json()["timeout_seconds"]) == ("local", 5)
+    assert unknown.status_code == 422
+    assert "nowhere" in unknown.json()["detail"]
+    assert negative.status_code == 422
+    assert [f["field"] for f in negative.json()["fields"]] == ["timeout_seconds"]
 
 
 async def test_submit_warns_about_uncommitted_changes(app, git_repo):

@@ -116,7 +116,7 @@ def test_send_refuses_what_is_not_a_waiting_chat(git_repo: GitRepo, home: Path) 
         telecoder("run", "true", "--repo", str(git_repo.path), "--json", env=env).stdout
     )
     done = telecoder("send", task["id"], "more", env=env)
-    assert done.returncode == 2
+    assert done.returncode == 4
     assert "is a task, not a chat" in done.stderr
     assert telecoder("send", "nosuchsession", "more", env=env).returncode == 3
     waiting = chat_run(git_repo, "true", env)
@@ -189,8 +189,9 @@ async def test_messages_wait_for_a_running_turn_and_join_the_first(
     )
     await store.sessions.create(new)
     # Queued and not started yet: the first turn gets the message too.
-    queued = await chat.send(store, new.id, "echo extra > e.txt")
-    assert queued.status == SessionStatus.QUEUED
+    queued = await chat.send(store, new.id, "echo extra > e.txt", sender="alice")
+    assert queued.session.status == SessionStatus.QUEUED
+    assert queued.seq == 2  # right after "queued": no new status, it was queued already
     worker = build_worker(tuned(settings), store)
     claimed = await store.queue.claim(worker.id)
     assert claimed is not None
@@ -203,8 +204,8 @@ async def test_messages_wait_for_a_running_turn_and_join_the_first(
     assert git_repo.remote_git("show", f"{branch}:a.txt") == "one"
     assert git_repo.remote_git("show", f"{branch}:e.txt") == "extra"
     events = await all_events(store, new.id)
-    assert [e.data["text"] for e in events if e.data.get("role") == "user"] == [
-        "echo extra > e.txt"
+    assert [e.data for e in events if e.data.get("role") == "user"] == [
+        {"role": "user", "text": "echo extra > e.txt", "from": "alice"}
     ]
     assert not any(e.data.get("text") == "not now" for e in events if e.kind == EventKind.MESSAGE)
     with pytest.raises(BadInput, match="the message is empty"):

@@ -17,9 +17,11 @@ from telecoder.cli.output import Exit, err
 from telecoder.errors import (
     BadInput,
     Conflict,
+    ServerUnavailable,
     SessionNotFound,
     StoreUnavailable,
     TeleCoderError,
+    Unauthorized,
 )
 
 app = typer.Typer(
@@ -48,6 +50,8 @@ _EXIT: list[tuple[type[TeleCoderError], Exit]] = [
     (SessionNotFound, Exit.NOT_FOUND),
     (Conflict, Exit.CONFLICT),
     (StoreUnavailable, Exit.UNAVAILABLE),
+    (ServerUnavailable, Exit.UNAVAILABLE),
+    (Unauthorized, Exit.UNAUTHORIZED),
 ]
 
 

@@ -30,7 +30,7 @@ def send(
         async with opened(settings) as store:
             session = await store.sessions.resolve(session_id)
             after = await store.events.last_seq(session.id)
-            session = await chat.send(store, session.id, message)
+            session = (await chat.send(store, session.id, message)).session
             if detach:
                 if as_json:
                     print_json(session.to_dict())

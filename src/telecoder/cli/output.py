@@ -25,6 +25,7 @@ class Exit(enum.IntEnum):
     CONFLICT = 4  # the session's state forbids it (cancel a finished session, …)
     CANCELLED = 5  # the session was cancelled
     UNAVAILABLE = 6  # the database (or server) cannot be reached
+    UNAUTHORIZED = 7  # the server refused the API token (--server)
     INTERRUPTED = 130  # Ctrl-C
 
 

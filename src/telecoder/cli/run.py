@@ -12,6 +12,7 @@ import typer
 
 from telecoder import registry
 from telecoder.assemble import build_forges, build_worker, build_workspace
+from telecoder.cli import remote
 from telecoder.cli.common import load_settings, opened, run_async
 from telecoder.cli.follow import follow
 from telecoder.cli.output import Exit, err, exit_for, final_line, out, print_json
@@ -47,8 +48,24 @@ def run(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the finished session as one JSON object.")
     ] = False,
+    server: remote.ServerOption = None,
 ) -> None:
     """Run a task on a repository: a pushed branch (and PR) or an answer."""
+    if server:
+        return remote.run(
+            server,
+            prompt=prompt,
+            repo=repo,
+            engine=engine,
+            model=model,
+            base=base,
+            forge=forge,
+            priority=priority,
+            timeout=timeout,
+            detach=detach,
+            as_json=as_json,
+            mode=mode,
+        )
     settings = load_settings()
     request = Request(
         repo=repo,

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from telecoder import __version__
+from telecoder.cli import remote
 from telecoder.cli.common import load_settings, opened, run_async
 from telecoder.cli.follow import follow
 from telecoder.cli.output import Exit, err, out, print_json, sessions_table, show_session
@@ -42,10 +43,15 @@ def list_sessions(
     engine: Annotated[str | None, typer.Option(help="Only sessions of this engine.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many.", min=1, max=1000)] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+    server: remote.ServerOption = None,
 ) -> None:
     """List sessions, newest first."""
-    settings = load_settings()
     wanted = _status(status)
+    if server:
+        return remote.list_sessions(
+            server, status=wanted, repo=repo, engine=engine, limit=limit, as_json=as_json
+        )
+    settings = load_settings()
 
     async def go() -> None:
         async with opened(settings) as store:
@@ -65,8 +71,11 @@ def list_sessions(
 def show(
     session_id: Annotated[str, typer.Argument(help="Session id (or a unique prefix).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    server: remote.ServerOption = None,
 ) -> None:
     """Show one session: status, result, error."""
+    if server:
+        return remote.show(server, session_id=session_id, as_json=as_json)
     settings = load_settings()
 
     async def go() -> None:
@@ -86,8 +95,11 @@ def logs(
         bool, typer.Option("--follow", "-f", help="Keep printing until the session ends.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    server: remote.ServerOption = None,
 ) -> None:
     """Print a session's events."""
+    if server:
+        return remote.logs(server, session_id=session_id, follow=follow_, as_json=as_json)
     settings = load_settings()
 
     async def go() -> None:
@@ -101,8 +113,11 @@ def logs(
 def cancel(
     session_id: Annotated[str, typer.Argument(help="Session id (or a unique prefix).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the session as JSON.")] = False,
+    server: remote.ServerOption = None,
 ) -> None:
     """Cancel a session: at once if queued; a running one stops within a heartbeat."""
+    if server:
+        return remote.cancel(server, session_id=session_id, as_json=as_json)
     settings = load_settings()
 
     async def go() -> None:
@@ -123,8 +138,11 @@ def retry(
     session_id: Annotated[str, typer.Argument(help="Session id (or a unique prefix).")],
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Queue it; print its id.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the new session as JSON.")] = False,
+    server: remote.ServerOption = None,
 ) -> None:
     """Run a finished session again: a new session, on the same branch and pull request."""
+    if server:
+        return remote.retry(server, session_id=session_id, detach=detach, as_json=as_json)
     settings = load_settings()
 
     async def go() -> Exit:

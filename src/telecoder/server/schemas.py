@@ -69,6 +69,12 @@ class SessionCreate(_In):
     )
     mode: Mode = Field(default=Mode.TASK, description="task: run once; chat: take follow-ups.")
     priority: int = Field(default=0, ge=-1000, le=1000, description="Higher runs first.")
+    forge: Text | None = Field(
+        default=None, pattern=ENGINE_NAME, description="Where results go: auto, local, github."
+    )
+    timeout_seconds: float | None = Field(
+        default=None, gt=0, le=7 * 86400, description="Wall-clock limit; the server's default."
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -262,19 +262,23 @@ class Sessions:
             await append_events(conn, session_id, None, [event], now=now)
         return await self.get(session_id)
 
-    async def add_message(self, session_id: str, text: str) -> Session:
+    async def add_message(
+        self, session_id: str, text: str, *, sender: str | None = None
+    ) -> tuple[Session, int]:
         """Send a chat session a message: recorded as an event; a waiting chat is queued.
+        Returns the session as it is now and the seq of the message's event.
 
-        Refused for a task session, an ended chat, and a chat whose agent is in the middle of a
-        turn (send again once it waits). A chat queued but not yet started takes more messages:
-        its next turn gets them all.
+        Refused (``Conflict``) for a task session, an ended chat, and a chat whose agent is in
+        the middle of a turn (send again once it waits). A chat queued but not yet started takes
+        more messages: its next turn gets them all.
         """
         now = time.time()
         async with self._db.write() as conn:
             session = await _get(conn, session_id, lock=True)
             if session.mode != Mode.CHAT:
-                raise BadInput(
-                    f"session {session_id} is a task, not a chat (start one with --mode chat)"
+                raise Conflict(
+                    f"session {session_id} is a task, not a chat: it takes no follow-ups "
+                    "(start a chat with --mode chat)"
                 )
             if session.status.terminal:
                 raise Conflict(f"session {session_id} is {session.status.value}: the chat ended")
@@ -282,15 +286,18 @@ class Sessions:
                 raise Conflict(
                     f"session {session_id} is in the middle of a turn: send once it waits"
                 )
-            new = [NewEvent(kind=EventKind.MESSAGE, data={"role": "user", "text": text})]
+            said: dict[str, Any] = {"role": "user", "text": text}
+            if sender is not None:
+                said["from"] = sender
+            new = [NewEvent(kind=EventKind.MESSAGE, data=said)]
             values: dict[str, Any] = {"updated_at": now}
             if session.status == SessionStatus.BLOCKED:
                 values.update(status=SessionStatus.QUEUED.value, available_at=now, error=None)
                 status = {"status": SessionStatus.QUEUED.value, "reason": "a message arrived"}
                 new.append(NewEvent(kind=EventKind.STATUS, data=status))
             await conn.execute(update(sessions).where(sessions.c.id == session_id).values(values))
-            await append_events(conn, session_id, None, new, now=now)
-        return await self.get(session_id)
+            last = await append_events(conn, session_id, None, new, now=now)
+        return await self.get(session_id), last - len(new) + 1
 
     async def conversation(self, session_id: str) -> Conversation:
         """The chat's last finished turn and the messages its next turn must answer."""

@@ -1,0 +1,245 @@
+"""The session commands against a TeleCoder server (``--server URL`` or ``TELECODER_SERVER``).
+
+Each function here is the remote twin of a command in ``run.py`` or ``sessions.py``: the same
+arguments, the same output (``output.py`` renders the records made of the API's JSON; ``--json``
+prints the API's JSON as received) and the same exit codes. The token comes from
+``TELECODER_TOKEN`` — an environment variable, never an option, so it stays out of ``ps``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from telecoder.cli.common import run_async
+from telecoder.cli.output import (
+    Exit,
+    err,
+    event_json,
+    exit_for,
+    final_line,
+    out,
+    print_json,
+    print_json_line,
+    render_event,
+    sessions_table,
+    show_session,
+)
+from telecoder.client import Client, End, Json, session_of
+from telecoder.domain import Event, EventKind, SessionStatus
+from telecoder.errors import Conflict
+from telecoder.workspace import is_url
+
+TOKEN_ENV = "TELECODER_TOKEN"
+
+ServerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        envvar="TELECODER_SERVER",
+        help="Talk to this TeleCoder server (http(s)://host:port) instead of the local database; "
+        "its token comes from TELECODER_TOKEN.",
+        show_default=False,
+    ),
+]
+
+
+@contextlib.asynccontextmanager
+async def connect(server: str) -> AsyncIterator[Client]:
+    async with Client(server, token=os.environ.get(TOKEN_ENV) or None) as api:
+        yield api
+
+
+def _repo(repo: str) -> str:
+    """A URL as given; a path made absolute here (the server resolves it on its machine)."""
+    if is_url(repo):
+        return repo
+    return str(Path(repo).expanduser().absolute())
+
+
+def _print_session(data: Json, as_json: bool) -> None:
+    if as_json:
+        print_json(data)
+    else:
+        out.print(data["id"])
+
+
+def _print_event(event: Event, as_json: bool) -> None:
+    if as_json:
+        print_json_line(event_json(event))
+    elif (line := render_event(event)) is not None:
+        out.print(line)
+
+
+def run(
+    server: str,
+    *,
+    prompt: str,
+    repo: str,
+    engine: str | None,
+    model: str | None,
+    base: str | None,
+    forge: str | None,
+    priority: int,
+    timeout: float | None,
+    detach: bool,
+    as_json: bool,
+    mode: str | None = None,
+) -> None:
+    body: dict[str, Any] = {
+        "repo": _repo(repo),
+        "prompt": prompt,
+        "engine": engine,
+        "model": model,
+        "base": base,
+        "forge": forge,
+        "priority": priority,
+        "timeout_seconds": timeout,
+        "mode": mode,
+    }
+
+    async def go() -> Exit:
+        async with connect(server) as api:
+            created = await api.create({k: v for k, v in body.items() if v is not None})
+            for warning in created.pop("warnings", []):
+                err.print(f"[yellow]warning:[/] {warning}")
+            if detach:
+                _print_session(created, as_json)
+                return Exit.OK
+            return await watch(api, created, as_json=as_json)
+
+    raise typer.Exit(run_async(go()))
+
+
+async def watch(api: Client, session: Json, *, as_json: bool) -> Exit:
+    """Stream a session the server runs until it ends, then print it; Ctrl-C cancels it
+    (a second Ctrl-C stops watching)."""
+    session_id = session["id"]
+    if not as_json:
+        err.print(f"session [bold]{session_id}[/] · branch {session['branch']}")
+    loop = asyncio.get_running_loop()
+    me = asyncio.current_task()
+    pending: set[asyncio.Task[object]] = set()
+    interrupts = 0
+
+    async def cancel() -> None:
+        with contextlib.suppress(Conflict):  # it finished meanwhile
+            await api.cancel(session_id)
+
+    def on_interrupt() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts > 1 and me is not None:
+            me.cancel()
+            return
+        task = loop.create_task(cancel())
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    loop.add_signal_handler(signal.SIGINT, on_interrupt)
+    try:
+        async for item in api.live(session_id):
+            if isinstance(item, End):
+                break
+            if not as_json:
+                _print_event(item, as_json=False)
+            if item.kind == EventKind.STATUS and item.data.get("status") == "blocked":
+                break  # a chat's turn is over: it waits for a message
+        if pending:
+            await asyncio.wait(pending)
+        final = await api.get(session_id)
+    except asyncio.CancelledError:
+        return Exit.INTERRUPTED
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+    finished = session_of(final)
+    if as_json:
+        print_json(final)
+    else:
+        out.print(final_line(finished))
+    return exit_for(finished)
+
+
+def list_sessions(
+    server: str,
+    *,
+    status: SessionStatus | None,
+    repo: str | None,
+    engine: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    async def go() -> None:
+        async with connect(server) as api:
+            sessions = await api.list(
+                status=status.value if status else None, repo=repo, engine=engine, limit=limit
+            )
+        if as_json:
+            print_json(sessions)
+        elif sessions:
+            out.print(sessions_table([session_of(s) for s in sessions]))
+        else:
+            err.print("no sessions")
+
+    run_async(go())
+
+
+def show(server: str, *, session_id: str, as_json: bool) -> None:
+    async def go() -> None:
+        async with connect(server) as api:
+            session = await api.get(session_id)
+        if as_json:
+            print_json(session)
+        else:
+            show_session(session_of(session))
+
+    run_async(go())
+
+
+def logs(server: str, *, session_id: str, follow: bool, as_json: bool) -> None:
+    async def go() -> None:
+        async with connect(server) as api:
+            full_id = (await api.get(session_id))["id"]
+            if not follow:
+                async for event in api.recorded(full_id):
+                    _print_event(event, as_json)
+                return
+            async for item in api.live(full_id):
+                if isinstance(item, End):
+                    return
+                _print_event(item, as_json)
+
+    run_async(go())
+
+
+def cancel(server: str, *, session_id: str, as_json: bool) -> None:
+    async def go() -> None:
+        async with connect(server) as api:
+            session = await api.cancel(session_id)
+        if as_json:
+            print_json(session)
+        elif session["status"] == SessionStatus.CANCELLED:
+            out.print(f"{session['id']} cancelled")
+        else:
+            out.print(f"{session['id']} cancel requested; its worker stops it")
+
+    run_async(go())
+
+
+def retry(server: str, *, session_id: str, detach: bool, as_json: bool) -> None:
+    async def go() -> Exit:
+        async with connect(server) as api:
+            again = await api.retry(session_id)
+            if detach:
+                _print_session(again, as_json)
+                return Exit.OK
+            return await watch(api, again, as_json=as_json)
+
+    raise typer.Exit(run_async(go()))

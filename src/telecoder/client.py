@@ -1,0 +1,332 @@
+"""A small typed client for TeleCoder's HTTP API: what ``telecoder … --server URL`` speaks.
+
+Sessions come back as the API's JSON (``Session.to_dict`` shape), so ``--json`` prints exactly
+what the server sent; :func:`session_of` and :func:`event_of` make domain records of them for
+the human output. HTTP errors become the errors the CLI already knows how to report:
+
+    422, 413, 400   BadInput            404   SessionNotFound     409   Conflict
+    401, 403        Unauthorized        429, 5xx, no connection   ServerUnavailable
+
+The token travels in the ``Authorization`` header only; no message here ever contains it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from telecoder import __version__
+from telecoder.domain import (
+    EngineSource,
+    Event,
+    EventKind,
+    FailureKind,
+    Mode,
+    Result,
+    Session,
+    SessionStatus,
+)
+from telecoder.errors import (
+    BadInput,
+    Conflict,
+    ServerUnavailable,
+    SessionNotFound,
+    TeleCoderError,
+    Unauthorized,
+)
+
+Json = dict[str, Any]
+
+CONNECT_SECONDS = 5.0
+REQUEST_SECONDS = 30.0
+# Longer than the server's 15 s keep-alive comments: a silent stream this long is dead.
+STREAM_IDLE_SECONDS = 45.0
+RECONNECT_SECONDS = 60.0  # how long a live stream keeps trying to get back to the server
+PAGE_SIZE = 200  # the server's largest session page
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    """The stream's last frame: the session has finished, with this status."""
+
+    status: SessionStatus
+
+
+class Client:
+    """An async client for one server. Use as ``async with Client(url, token=…) as api``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        reconnect_seconds: float = RECONNECT_SECONDS,
+    ) -> None:
+        parts = urlsplit(base_url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise BadInput(f"the server must be an http:// or https:// URL, not {base_url!r}")
+        self.url = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+        # For messages: never the userinfo part of the URL.
+        host = parts.hostname + (f":{parts.port}" if parts.port else "")
+        self.shown_url = urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+        headers = {"user-agent": f"telecoder/{__version__}", "accept": "application/json"}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        self.reconnect_seconds = reconnect_seconds
+        self._http = httpx.AsyncClient(
+            base_url=self.url,
+            headers=headers,
+            transport=transport,
+            timeout=httpx.Timeout(REQUEST_SECONDS, connect=CONNECT_SECONDS),
+        )
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._http.aclose()
+
+    # --- sessions ---
+
+    async def create(self, body: Json) -> Json:
+        """Queue a task: ``{repo, prompt, engine?, …}`` -> the session, with ``warnings``."""
+        return await self._call("POST", "/api/sessions", json=body)
+
+    async def list(
+        self,
+        *,
+        status: str | None = None,
+        repo: str | None = None,
+        engine: str | None = None,
+        limit: int = 50,
+    ) -> list[Json]:
+        """Sessions, newest first: up to ``limit`` of them, over as many pages as it takes."""
+        params = {"status": status, "repo": repo, "engine": engine}
+        query = {k: v for k, v in params.items() if v is not None}
+        sessions: list[Json] = []
+        cursor: str | None = None
+        while len(sessions) < limit:
+            page_query: dict[str, str | int] = {
+                **query,
+                "limit": min(PAGE_SIZE, limit - len(sessions)),
+            }
+            if cursor:
+                page_query["cursor"] = cursor
+            page = await self._call("GET", "/api/sessions", params=page_query)
+            sessions.extend(page["sessions"])
+            cursor = page.get("next_cursor")
+            if not cursor or not page["sessions"]:
+                break
+        return sessions[:limit]
+
+    async def get(self, ref: str) -> Json:
+        """One session, by id or a unique prefix."""
+        return await self._call("GET", f"/api/sessions/{ref}")
+
+    async def cancel(self, ref: str) -> Json:
+        return await self._call("POST", f"/api/sessions/{ref}/cancel")
+
+    async def retry(self, ref: str) -> Json:
+        """A new session running the same task on the same branch."""
+        return await self._call("POST", f"/api/sessions/{ref}/retry")
+
+    async def message(self, ref: str, text: str) -> Json:
+        """A follow-up for a chat session: ``{session_id, seq}``."""
+        return await self._call("POST", f"/api/sessions/{ref}/messages", json={"text": text})
+
+    # --- events ---
+
+    async def event_page(self, ref: str, *, after: int = 0, limit: int = 200) -> Json:
+        """``{events, next_after, more, status}``: the events with ``seq > after``."""
+        params = {"after": after, "limit": limit}
+        return await self._call("GET", f"/api/sessions/{ref}/events", params=params)
+
+    async def recorded(self, ref: str, *, after: int = 0) -> AsyncIterator[Event]:
+        """Every event recorded so far, page by page."""
+        while True:
+            page = await self.event_page(ref, after=after)
+            for data in page["events"]:
+                yield event_of(data)
+            after = page["next_after"]
+            if not page["more"]:
+                return
+
+    async def live(self, ref: str, *, after: int = 0) -> AsyncIterator[Event | End]:
+        """The session's events as they happen (SSE), then its :class:`End`.
+
+        A dropped connection is picked up again with ``Last-Event-ID``, so nothing is lost or
+        repeated; after ``reconnect_seconds`` without getting back, ServerUnavailable.
+        """
+        failing_since: float | None = None
+        while True:
+            delivered = False
+            try:
+                async with self._http.stream(
+                    "GET",
+                    f"/api/sessions/{ref}/events",
+                    headers={"accept": "text/event-stream", "last-event-id": str(after)},
+                    timeout=httpx.Timeout(STREAM_IDLE_SECONDS, connect=CONNECT_SECONDS),
+                ) as response:
+                    if response.is_error:
+                        await response.aread()
+                        raise_for(response)
+                    async for name, data in _frames(response):
+                        if name == "end":
+                            yield End(SessionStatus(json.loads(data)["status"]))
+                            return
+                        event = event_of(json.loads(data))
+                        after = event.seq
+                        delivered = True
+                        failing_since = None
+                        yield event
+            except ServerUnavailable:
+                pass  # 5xx or 429 while the server restarts: try again
+            except httpx.TransportError:
+                pass  # refused, reset, timed out: try again from `after`
+            now = time.monotonic()
+            if not delivered:
+                failing_since = failing_since or now
+                if now - failing_since > self.reconnect_seconds:
+                    raise ServerUnavailable(
+                        f"lost the event stream from {self.shown_url} and could not get it back"
+                    )
+            await asyncio.sleep(0.5)
+
+    # --- plumbing ---
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Json:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException:
+            raise ServerUnavailable(f"the server at {self.shown_url} did not answer") from None
+        except httpx.TransportError as e:
+            reason = str(e) or type(e).__name__
+            where = self.shown_url
+            raise ServerUnavailable(f"cannot reach the server at {where}: {reason}") from None
+        raise_for(response)
+        try:
+            body: Json = response.json()
+        except ValueError:
+            raise ServerUnavailable(
+                f"{self.shown_url} answered {response.status_code} without JSON: "
+                "is it a TeleCoder server?"
+            ) from None
+        return body
+
+
+def raise_for(response: httpx.Response) -> None:
+    """Raise the error an error response stands for; nothing for a success."""
+    status = response.status_code
+    if status < 400:
+        return
+    try:
+        body = response.json()
+        detail = " ".join(str(body.get("detail") or "").split())
+    except (ValueError, AttributeError):
+        detail = ""
+    detail = detail or response.reason_phrase or f"HTTP {status}"
+    if status in (400, 413, 422):
+        raise BadInput(detail)
+    if status == 404:
+        raise SessionNotFound(detail)
+    if status == 409:
+        raise Conflict(detail)
+    if status in (401, 403):
+        raise Unauthorized(f"the server refused the request: {detail}")
+    if status == 429:
+        wait = response.headers.get("retry-after", "a while")
+        raise ServerUnavailable(f"{detail} (try again in {wait} s)")
+    if status >= 500:
+        raise ServerUnavailable(f"the server failed (HTTP {status}): {detail}")
+    raise TeleCoderError(f"the server answered HTTP {status}: {detail}")
+
+
+async def _frames(response: httpx.Response) -> AsyncIterator[tuple[str, str]]:
+    """``(event, data)`` for each SSE frame; comments and ``retry`` lines skipped."""
+    name, data = "message", list[str]()
+    async for line in response.aiter_lines():
+        if line == "":
+            if data:
+                yield name, "\n".join(data)
+            name, data = "message", list[str]()
+        elif line.startswith(":"):
+            continue
+        else:
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if field == "event":
+                name = value
+            elif field == "data":
+                data.append(value)
+
+
+# --- JSON -> domain records (the inverse of Session.to_dict and the API's event shape) ---
+
+
+def _epoch(value: str | None) -> float | None:
+    if value is None:
+        return None
+    return datetime.fromisoformat(value).timestamp()
+
+
+def session_of(data: Json) -> Session:
+    created = _epoch(data["created_at"]) or 0.0
+    return Session(
+        id=data["id"],
+        repo=data["repo"],
+        prompt=data["prompt"],
+        engine=data["engine"],
+        model=data.get("model"),
+        base_ref=data.get("base"),
+        mode=Mode(data.get("mode", Mode.TASK)),
+        priority=data.get("priority", 0),
+        forge=data.get("forge"),
+        branch=data["branch"],
+        status=SessionStatus(data["status"]),
+        attempt=data.get("attempt", 0),
+        max_attempts=data.get("max_attempts", 1),
+        timeout_seconds=data.get("timeout_seconds"),
+        parent_id=data.get("parent_id"),
+        origin=data.get("origin"),
+        cancel_requested=data.get("cancel_requested", False),
+        result=Result.from_dict(data["result"]) if data.get("result") else None,
+        error=data.get("error"),
+        failure_kind=FailureKind(data["failure_kind"]) if data.get("failure_kind") else None,
+        cost_usd=data.get("cost_usd", 0.0),
+        input_tokens=data.get("input_tokens", 0),
+        output_tokens=data.get("output_tokens", 0),
+        created_at=created,
+        updated_at=_epoch(data.get("updated_at")) or created,
+        started_at=_epoch(data.get("started_at")),
+        finished_at=_epoch(data.get("finished_at")),
+        available_at=created,
+        worker_id=data.get("worker_id"),
+        engine_source=EngineSource(data.get("engine_source", EngineSource.REQUEST)),
+    )
+
+
+def event_of(data: Json) -> Event:
+    return Event(
+        id=data["id"],
+        session_id=data["session_id"],
+        attempt=data.get("attempt"),
+        seq=data["seq"],
+        ts=data["ts"],
+        kind=EventKind(data["kind"]),
+        data=data.get("data") or {},
+    )
