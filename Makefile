@@ -41,6 +41,7 @@ browser:
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/queue.py
 
 bench-sse: $(STAMP)    ## 100 SSE clients on running sessions: append->arrival latency, API p99
 	$(BIN)/python benchmarks/sse.py $(ARGS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from telecoder import registry
+from telecoder.errors import EngineNotFound
 from telecoder.forges.github import GitHubForge
 from telecoder.forges.local import LocalForge
 from telecoder.pipeline import Pipeline
@@ -45,5 +46,24 @@ def build_pipeline(settings: Settings, store: Store) -> Pipeline:
     )
 
 
+def worker_engines(settings: Settings) -> list[str]:
+    """The engines a worker advertises and claims: ``TELECODER_WORKER_ENGINES``, or all."""
+    known = registry.names("engines")
+    if not settings.worker_engines:
+        return known
+    unknown = sorted(set(settings.worker_engines) - set(known))
+    if unknown:
+        raise EngineNotFound(
+            f"TELECODER_WORKER_ENGINES names unknown engines {', '.join(unknown)} "
+            f"(known: {', '.join(known)})"
+        )
+    return sorted(set(settings.worker_engines))
+
+
 def build_worker(settings: Settings, store: Store) -> Worker:
-    return Worker(settings=settings, store=store, pipeline=build_pipeline(settings, store))
+    return Worker(
+        settings=settings,
+        store=store,
+        pipeline=build_pipeline(settings, store),
+        engines=worker_engines(settings),
+    )

@@ -26,6 +26,8 @@ import httpx
 
 from telecoder import __version__
 from telecoder.domain import (
+    Attempt,
+    AttemptStatus,
     EngineSource,
     Event,
     EventKind,
@@ -282,6 +284,29 @@ def _epoch(value: str | None) -> float | None:
     if value is None:
         return None
     return datetime.fromisoformat(value).timestamp()
+
+
+def attempts_of(data: Json) -> list[Attempt]:
+    """The attempts of a session as ``GET /api/sessions/{id}`` lists them."""
+    return [
+        Attempt(
+            session_id=data["id"],
+            number=a["number"],
+            worker_id=a["worker_id"],
+            status=AttemptStatus(a["status"]),
+            started_at=_epoch(a.get("started_at")) or 0.0,
+            lease_until=0.0,
+            heartbeat_at=_epoch(a.get("heartbeat_at")) or 0.0,
+            finished_at=_epoch(a.get("finished_at")),
+            base_sha=a.get("base_sha"),
+            commit_sha=a.get("commit_sha"),
+            pushed_sha=a.get("pushed_sha"),
+            exit_code=a.get("exit_code"),
+            failure_kind=FailureKind(a["failure_kind"]) if a.get("failure_kind") else None,
+            error=a.get("error"),
+        )
+        for a in data.get("attempts", [])
+    ]
 
 
 def session_of(data: Json) -> Session:

@@ -258,6 +258,29 @@ class Attempt:
     error: str | None = None
     engine_session_id: str | None = None
 
+    @property
+    def interrupted(self) -> str | None:
+        """Why the attempt ended unfinished: ``crashed`` (its worker died or vanished) or
+        ``stopped`` (its worker handed it back on purpose); None if it finished."""
+        return {AttemptStatus.LOST: "crashed", AttemptStatus.RELEASED: "stopped"}.get(self.status)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "worker_id": self.worker_id,
+            "status": self.status.value,
+            "interrupted": self.interrupted,
+            "failure_kind": self.failure_kind.value if self.failure_kind else None,
+            "error": self.error,
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "heartbeat_at": iso(self.heartbeat_at),
+            "base_sha": self.base_sha,
+            "commit_sha": self.commit_sha,
+            "pushed_sha": self.pushed_sha,
+            "exit_code": self.exit_code,
+        }
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Lease:
@@ -266,6 +289,41 @@ class Lease:
     session_id: str
     attempt: int
     worker_id: str
+
+
+class WorkerState(enum.StrEnum):
+    IDLE = "idle"  # up, running nothing
+    WORKING = "working"  # up, running at least one session
+    DRAINING = "draining"  # shutting down: handing its sessions back, claiming nothing
+    OFFLINE = "offline"  # exited, or stopped renewing its heartbeat
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerInfo:
+    """A worker process as it registered itself; ``state`` already accounts for staleness."""
+
+    id: str
+    host: str
+    pid: int
+    capacity: int
+    engines: tuple[str, ...]
+    state: WorkerState
+    running: int
+    started_at: float
+    last_heartbeat: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "host": self.host,
+            "pid": self.pid,
+            "capacity": self.capacity,
+            "engines": list(self.engines),
+            "state": self.state.value,
+            "running": self.running,
+            "started_at": iso(self.started_at),
+            "last_heartbeat": iso(self.last_heartbeat),
+        }
 
 
 class EventKind(enum.StrEnum):

@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import logging
 import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from telecoder import repoconfig
 from telecoder.domain import (
@@ -41,7 +42,14 @@ from telecoder.domain import (
     Session,
     SessionStatus,
 )
-from telecoder.errors import BadInput, ForgeError, LeaseLost, SessionNotFound, WorkspaceError
+from telecoder.errors import (
+    BadInput,
+    ForgeError,
+    LeaseLost,
+    SessionNotFound,
+    StoreUnavailable,
+    WorkspaceError,
+)
 from telecoder.protocols import (
     Engine,
     EngineOutcome,
@@ -58,6 +66,8 @@ from telecoder.verify import CheckReport, Verifier, failure_summary, revision_pr
 from telecoder.workspace import RepoSource, Workspace, Worktree
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MAX_TEXT = 64 * 1024  # longest string kept in one event; the rest is cut with a marker
 
@@ -97,8 +107,8 @@ class EventRecorder:
         self._interval = interval
         self._buffer: list[NewEvent] = []
         self._wake = asyncio.Event()
-        self._closing = False
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
 
     def add(self, kind: EventKind, data: Mapping[str, Any]) -> None:
         self._buffer.append(NewEvent(kind=kind, data=_clip(dict(data)), ts=time.time()))
@@ -110,15 +120,25 @@ class EventRecorder:
 
     async def flush(self) -> None:
         batch, self._buffer = self._buffer, []
-        if batch:
+        if not batch:
+            return
+        try:
             await self._events.append(self._lease.session_id, batch, lease=self._lease)
+        except StoreUnavailable:
+            self._buffer[:0] = batch  # keep them for the next try
+            raise
 
     async def _run(self) -> None:
         while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval)
             self._wake.clear()
-            await self.flush()
+            if self._closing:
+                return
+            try:
+                await self.flush()
+            except StoreUnavailable:
+                log.warning("session %s: cannot record events yet", self._lease.session_id)
 
     def start(self, control: AttemptControl) -> None:
         async def run() -> None:
@@ -130,19 +150,41 @@ class EventRecorder:
         self._task = asyncio.create_task(run())
 
     async def cancel(self) -> None:
-        """Stop the background flushing (idempotent); what is buffered stays unwritten."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Stop the background flushing (idempotent); what is buffered stays unwritten.
 
-    async def close(self) -> None:
-        """Write everything: let a flush in flight finish (cancelling it would lose its batch)."""
-        if self._task is not None:
+        A write under way is let finish: cancelled half-way, it could leave its connection
+        in a state the next user trips over.
+        """
+        task, self._task = self._task, None
+        if task is not None:
             self._closing = True
             self._wake.set()
-            await self._task
+            await settle(task, grace=30.0)
+
+    async def close(self) -> None:
+        """Write everything: a flush in flight finishes first (cancelling it would lose its
+        batch), then what is left is written."""
+        await self.cancel()
         await self.flush()
+
+    async def drain(self) -> list[NewEvent]:
+        """Stop flushing and hand over what is buffered, to be written with the attempt's end."""
+        await self.cancel()
+        batch, self._buffer = self._buffer, []
+        return batch
+
+
+async def settle(task: asyncio.Task[Any], *, grace: float) -> None:
+    """Wait for ``task``, already told to stop, to end; cancel it after ``grace`` seconds.
+
+    Whatever it ended with is consumed here: the caller only needs it gone.
+    """
+    await asyncio.wait({task}, timeout=grace)
+    if not task.done():
+        task.cancel()
+        await asyncio.wait({task})
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.debug("a side task ended with %r", error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,13 +244,17 @@ class Pipeline:
         final: Session | None = None
         try:
             outcome = await self._outcome(session, lease, recorder, control, worktree)
-            await recorder.close()
+            last = await recorder.drain()
             if control.reason == StopReason.LEASE_LOST:
+                return None  # the session is someone else's now: write nothing
+            if outcome is None:  # stopped half-way by a shutdown: hand it back
+                await self._persist(
+                    lambda: self.store.queue.release(lease, "the worker shut down", last)
+                )
                 return None
-            if control.reason == StopReason.SHUTDOWN:
-                await self.store.queue.release(lease, "the worker shut down")
-                return None
-            final = await self.store.queue.finish(lease, outcome)
+            # Work that completed is recorded, even if a shutdown began meanwhile.
+            done = outcome
+            final = await self._persist(lambda: self.store.queue.finish(lease, done, last))
             return final
         except LeaseLost:
             log.warning("session %s: lease lost, leaving it to its new owner", session.id)
@@ -224,6 +270,24 @@ class Pipeline:
     def time_limit(self, session: Session) -> float:
         return session.timeout_seconds or self.settings.timeout_seconds
 
+    async def _persist(self, write: Callable[[], Awaitable[T]]) -> T:
+        """Write the end of an attempt, trying again while the database is briefly away.
+
+        Gives up after a lease's length: by then the session is recovered by another worker
+        (and the fenced write would be refused anyway).
+        """
+        deadline = time.monotonic() + self.settings.lease_seconds
+        delay = 0.1
+        while True:
+            try:
+                return await write()
+            except StoreUnavailable:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("the database is unavailable; trying again in %.1fs", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
     async def _outcome(
         self,
         session: Session,
@@ -231,7 +295,9 @@ class Pipeline:
         recorder: EventRecorder,
         control: AttemptControl,
         worktree: list[Worktree],
-    ) -> Outcome:
+    ) -> Outcome | None:
+        """How the attempt ended; None when it was stopped for this worker's sake (shutdown,
+        lost lease) and is not this worker's to finish."""
         try:
             return await self._attempt(session, lease, recorder, control, worktree)
         except _Stopped as stopped:
@@ -241,7 +307,9 @@ class Pipeline:
         except WorkspaceError as e:
             return _failed(recorder, FailureKind.WORKSPACE_ERROR, e.message)
         except ForgeError as e:
-            return _failed(recorder, FailureKind.PUBLISH_ERROR, e.message)
+            # A forge that refused for good (bad token, no such repository) is not retried.
+            outcome = _failed(recorder, FailureKind.PUBLISH_ERROR, e.message)
+            return dataclasses.replace(outcome, retryable=None if e.transient else False)
         except LeaseLost:
             raise
         except Exception as e:
@@ -294,10 +362,13 @@ class Pipeline:
         if sha is None:
             answer = Result(type=ResultType.TEXT, text=text)
         else:
-            answer = await self._publish(session, lease, wt, forge, git_env, sha, recorder, text)
+            answer = await self._publish(
+                session, lease, wt, forge, git_env, sha, recorder, control, text
+            )
         recorder.add(EventKind.RESULT, answer.to_dict())
         status = SessionStatus.BLOCKED if session.mode == Mode.CHAT else SessionStatus.SUCCEEDED
-        return Outcome(status=status, result=answer, **_usage(work.usage))
+        # The pushed sha is recorded with the completion, in one transaction.
+        return Outcome(status=status, result=answer, pushed_sha=answer.commit, **_usage(work.usage))
 
     async def _turn(self, session: Session) -> _Turn:
         """The task's prompt; for a chat, the messages its next turn answers."""
@@ -448,12 +519,13 @@ class Pipeline:
         git_env: Mapping[str, str],
         sha: str,
         recorder: EventRecorder,
+        control: AttemptControl,
         text: str | None = None,
     ) -> Result:
         stats = await self.workspace.diff_stats(wt)
+        await self._confirm_lease(lease, control)
         recorder.progress("pushing", branch=wt.branch, commit=sha)
         pushed = await self.workspace.push(wt, sha, env=git_env)
-        await self.store.queue.record(lease, pushed_sha=sha, commit_sha=sha)
         recorder.progress("pushed" if pushed else "already_pushed", branch=wt.branch, commit=sha)
         title, _, body = commit_message(session).partition("\n")
         published = await forge.publish(
@@ -477,6 +549,18 @@ class Pipeline:
             text=text,
             diff=stats,
         )
+
+    async def _confirm_lease(self, lease: Lease, control: AttemptControl) -> None:
+        """Renew the lease right before an effect outside the database (push, pull request).
+
+        A worker that was paused or cut off past its lease learns it here, and does nothing;
+        a cancel requested meanwhile stops the attempt before it publishes.
+        """
+        _check(control)
+        beat = await self.store.queue.heartbeat(lease)  # LeaseLost if it is gone
+        if beat.cancel_requested:
+            control.stop(StopReason.CANCELLED)
+        _check(control)
 
     async def _run_engine(
         self, engine: Engine, task: EngineTask, recorder: EventRecorder, control: AttemptControl
@@ -677,7 +761,7 @@ def _failed(recorder: EventRecorder, kind: FailureKind, error: str) -> Outcome:
     return Outcome(status=SessionStatus.FAILED, failure_kind=kind, error=error)
 
 
-def _stopped_outcome(reason: StopReason, limit: float) -> Outcome:
+def _stopped_outcome(reason: StopReason, limit: float) -> Outcome | None:
     if reason == StopReason.CANCELLED:
         return Outcome(
             status=SessionStatus.CANCELLED,
@@ -696,5 +780,4 @@ def _stopped_outcome(reason: StopReason, limit: float) -> Outcome:
             failure_kind=FailureKind.STALLED,
             error="the agent printed nothing for too long (stall watchdog) and was stopped",
         )
-    # SHUTDOWN and LEASE_LOST are not finished by this worker.
-    return Outcome(status=SessionStatus.FAILED, failure_kind=FailureKind.WORKER_LOST)
+    return None  # SHUTDOWN and LEASE_LOST: not this worker's to finish

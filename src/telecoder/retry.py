@@ -34,12 +34,21 @@ class RetryDecision:
 
 
 def decide(
-    kind: FailureKind, *, attempt: int, max_attempts: int, rng: random.Random | None = None
+    kind: FailureKind,
+    *,
+    attempt: int,
+    max_attempts: int,
+    retryable: bool | None = None,
+    rng: random.Random | None = None,
 ) -> RetryDecision:
-    """What becomes of a session whose attempt number ``attempt`` failed with ``kind``."""
+    """What becomes of a session whose attempt number ``attempt`` failed with ``kind``.
+
+    ``retryable=False`` says this particular failure cannot succeed later (a forge that
+    answered 401, say), whatever its kind; ``None`` leaves it to the kind.
+    """
     if kind == FailureKind.CANCELLED:
         return RetryDecision(SessionStatus.CANCELLED)
-    if kind not in TRANSIENT:
+    if kind not in TRANSIENT or retryable is False:
         return RetryDecision(SessionStatus.FAILED)
     if attempt >= max_attempts:
         return RetryDecision(SessionStatus.DEAD)

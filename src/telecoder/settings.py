@@ -71,6 +71,16 @@ class Settings(BaseSettings):
     poll_seconds: float = Field(default=1.0, gt=0, description="Idle worker's poll interval.")
     worker_concurrency: int = Field(default=2, ge=1, description="Sessions a worker runs at once.")
     worker_id: str = Field(default_factory=_default_worker_id, description="This worker's name.")
+    worker_engines: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Engines this worker runs (comma-separated); empty: every registered one.",
+    )
+    max_running: int = Field(
+        default=0, ge=0, description="Sessions running at once over all workers (0: no limit)."
+    )
+    max_running_per_repo: int = Field(
+        default=0, ge=0, description="Sessions of one repository running at once (0: no limit)."
+    )
     max_attempts: int = Field(default=3, ge=1, description="Attempts before a session is dead.")
     timeout_seconds: float = Field(default=3600.0, gt=0, description="Wall-clock limit a session.")
     stall_seconds: float = Field(
@@ -135,7 +145,7 @@ class Settings(BaseSettings):
         default=0.025, gt=0, description="How often the live-event reader looks for new events."
     )
 
-    @field_validator("env_allow", "engine_env", mode="before")
+    @field_validator("env_allow", "engine_env", "worker_engines", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -2,11 +2,19 @@
 
 Each running session has a heartbeat side task that renews its lease every
 ``heartbeat_seconds``; the renewal also carries the session's cancel flag, so a cancel is
-noticed within one interval. A renewal that finds the lease gone stops the attempt at once: the
-session belongs to another worker now and this one writes nothing more for it.
+noticed within one interval (at once when a notice says so). A renewal that finds the lease gone
+stops the attempt at once: the session belongs to another worker now and this one writes
+nothing more for it. A worker that cannot reach the database until its lease runs out stops
+the attempt too, since by then someone else may have the session.
 
-On stop, running attempts are halted and their sessions handed back to the queue, so another
-worker (or this one, restarted) takes them up without waiting for a lease to expire.
+The worker registers itself in the workers table, renews its own heartbeat there, recovers
+sessions whose leases expired, and wakes up for new work on notices (PostgreSQL LISTEN across
+hosts, or this process's own writes), polling every ``poll_seconds`` in case one is missed. At
+start it requeues what an earlier, crashed process of the same worker id left running.
+
+On stop it turns ``draining``: running attempts are halted and their sessions handed back to
+the queue, so another worker (or this one, restarted) takes them up without waiting for a lease
+to expire; then it signs off as ``offline``.
 
 A side task ends chats that waited ``chat_idle_seconds`` for a message and removes, on this
 host, what ended sessions left behind (kept chat worktrees, engine homes).
@@ -17,15 +25,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import time
 from collections.abc import Collection
+from typing import Protocol
 
-from telecoder.domain import Lease, Session
+from telecoder.domain import Lease, Session, WorkerState
 from telecoder.errors import LeaseLost
-from telecoder.pipeline import AttemptControl, Pipeline, StopReason
+from telecoder.pipeline import AttemptControl, StopReason, settle
 from telecoder.settings import Settings
-from telecoder.store import Claimed, Store
+from telecoder.store import Claimed, Limits, Notice, NoticeKind, Store
 
 log = logging.getLogger(__name__)
+
+
+class Runner(Protocol):
+    """What runs one attempt: the pipeline (benchmarks plug in a no-op one)."""
+
+    async def run(
+        self, session: Session, lease: Lease, control: AttemptControl
+    ) -> Session | None: ...
+
+    async def sweep(self) -> list[str]:
+        """Remove what ended sessions left on this host; their ids."""
+        ...
 
 
 class Worker:
@@ -34,7 +58,7 @@ class Worker:
         *,
         settings: Settings,
         store: Store,
-        pipeline: Pipeline,
+        pipeline: Runner,
         engines: Collection[str] | None = None,
     ) -> None:
         self.settings = settings
@@ -42,11 +66,23 @@ class Worker:
         self.pipeline = pipeline
         self.engines = engines  # the engines this worker can run; None: any
         self.id = settings.worker_id
+        self.limits = Limits(
+            max_running=settings.max_running, max_running_per_repo=settings.max_running_per_repo
+        )
         self._controls: dict[str, AttemptControl] = {}
+        self._pokes: dict[str, asyncio.Event] = {}  # wake a session's heartbeat early
+        self._wake = asyncio.Event()  # look for work now
+        self._draining = False
 
     @property
     def running(self) -> int:
         return len(self._controls)
+
+    @property
+    def state(self) -> WorkerState:
+        if self._draining:
+            return WorkerState.DRAINING
+        return WorkerState.WORKING if self._controls else WorkerState.IDLE
 
     def stop_session(self, session_id: str, reason: StopReason) -> bool:
         """Stop a session this worker runs; False if it runs no such session."""
@@ -59,75 +95,144 @@ class Worker:
     async def execute(self, claimed: Claimed) -> Session | None:
         """Run one claimed session to its end (or until this worker must let it go)."""
         control = AttemptControl()
-        self._controls[claimed.session.id] = control
-        beat = asyncio.create_task(self._heartbeat(claimed.lease, control))
+        if claimed.session.cancel_requested:
+            control.stop(StopReason.CANCELLED)
+        session_id = claimed.session.id
+        self._controls[session_id] = control
+        self._pokes[session_id] = poke = asyncio.Event()
+        ended = asyncio.Event()
+        beat = asyncio.create_task(self._heartbeat(claimed, control, poke, ended))
         try:
             return await self.pipeline.run(claimed.session, claimed.lease, control)
         finally:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
-            self._controls.pop(claimed.session.id, None)
+            ended.set()
+            poke.set()
+            await settle(beat, grace=self.settings.lease_seconds)
+            self._controls.pop(session_id, None)
+            self._pokes.pop(session_id, None)
+            self._wake.set()  # a slot is free
 
-    async def _heartbeat(self, lease: Lease, control: AttemptControl) -> None:
-        while True:
-            await asyncio.sleep(self.settings.heartbeat_seconds)
+    async def _heartbeat(
+        self, claimed: Claimed, control: AttemptControl, poke: asyncio.Event, ended: asyncio.Event
+    ) -> None:
+        lease = claimed.lease
+        lease_until = claimed.session.lease_until or time.time() + self.settings.lease_seconds
+        while not ended.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(poke.wait(), self.settings.heartbeat_seconds)
+            poke.clear()
+            if ended.is_set():
+                return
             try:
-                beat = await self.store.queue.heartbeat(lease)
+                beat = await asyncio.wait_for(
+                    self.store.queue.heartbeat(lease), self.settings.lease_seconds
+                )
             except LeaseLost:
                 log.warning("session %s: lease lost", lease.session_id)
                 control.stop(StopReason.LEASE_LOST)
                 return
             except Exception:
-                # The database is unreachable for now; the lease may still hold. Try again.
+                if time.time() >= lease_until:
+                    # Not renewed in time: another worker may hold the session by now.
+                    log.warning("session %s: lease expired unrenewed", lease.session_id)
+                    control.stop(StopReason.LEASE_LOST)
+                    return
                 log.warning("session %s: heartbeat failed", lease.session_id, exc_info=True)
                 continue
+            lease_until = beat.lease_until
             if beat.cancel_requested:
                 control.stop(StopReason.CANCELLED)
 
+    def _on_notice(self, notice: Notice) -> None:
+        if notice.kind == NoticeKind.QUEUED:
+            self._wake.set()
+        elif notice.kind == NoticeKind.CANCEL and (poke := self._pokes.get(notice.session_id)):
+            poke.set()
+
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and run sessions until ``stop`` is set; then hand back what still runs."""
+        capacity = self.settings.worker_concurrency
+        await self.store.workers.register(
+            self.id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            capacity=capacity,
+            engines=sorted(self.engines) if self.engines is not None else (),
+        )
+        if recovered := await self.store.queue.recover_worker(self.id):
+            log.warning(
+                "worker %s: restarted after a crash; requeued %s", self.id, ", ".join(recovered)
+            )
+        unsubscribe = self.store.db.subscribe(self._on_notice)
+        listener = self.store.listener(
+            self._on_notice, on_connect=self._wake.set, name=f"telecoder-listen:{self.id}"
+        )
+        halt = asyncio.Event()
+        upkeep = asyncio.create_task(self._upkeep(halt))
+        chats = asyncio.create_task(self._end_idle_chats(halt))
+        side = {upkeep, chats}
+        if listener is not None:
+            side.add(asyncio.create_task(listener.run()))
         tasks: set[asyncio.Task[Session | None]] = set()
-        slot_freed = asyncio.Event()
         stopping = asyncio.create_task(stop.wait())
-        chats = asyncio.create_task(self._end_idle_chats())
-        log.info("worker %s: up, %d slots", self.id, self.settings.worker_concurrency)
+        log.info("worker %s: up, %d slots", self.id, capacity)
         try:
             while not stop.is_set():
-                with contextlib.suppress(Exception):
-                    await self.store.queue.recover_expired()
-                free = len(tasks) < self.settings.worker_concurrency
-                claimed = await self._claim() if free else None
+                for helper in side:
+                    if helper.done():  # a side task died: the worker cannot go on
+                        helper.result()
+                        raise RuntimeError("a worker side task ended")
+                self._wake.clear()
+                claimed = await self._claim() if len(tasks) < capacity else None
                 if claimed is not None:
                     task = asyncio.create_task(self.execute(claimed))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
-                    task.add_done_callback(lambda _: slot_freed.set())
                     continue  # there may be more work right away
-                slot_freed.clear()
-                freed = asyncio.create_task(slot_freed.wait())
+                woken = asyncio.create_task(self._wake.wait())
                 await asyncio.wait(
-                    {stopping, freed},
+                    {stopping, woken, *side},
                     timeout=self.settings.poll_seconds,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
-                freed.cancel()
+                woken.cancel()
         finally:
+            self._draining = True
             stopping.cancel()
-            chats.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await chats
+            with contextlib.suppress(Exception):
+                await self.store.workers.beat(self.id, state=self.state, running=self.running)
             for control in self._controls.values():
                 control.stop(StopReason.SHUTDOWN)
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
+            halt.set()
+            await settle(upkeep, grace=self.settings.lease_seconds)
+            await settle(chats, grace=self.settings.lease_seconds)
+            for helper in side:
+                helper.cancel()
+            await asyncio.gather(*side, return_exceptions=True)
+            unsubscribe()
+            with contextlib.suppress(Exception):
+                await self.store.workers.beat(self.id, state=WorkerState.OFFLINE, running=0)
             log.info("worker %s: stopped", self.id)
 
-    async def _end_idle_chats(self) -> None:
+    async def _upkeep(self, halt: asyncio.Event) -> None:
+        """Renew this worker's heartbeat and recover sessions whose leases expired."""
+        while not halt.is_set():
+            try:
+                await self.store.workers.beat(self.id, state=self.state, running=self.running)
+                if await self.store.queue.recover_expired():
+                    self._wake.set()
+            except Exception:
+                log.warning("worker %s: upkeep failed", self.id, exc_info=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(halt.wait(), self.settings.heartbeat_seconds)
+
+    async def _end_idle_chats(self, halt: asyncio.Event) -> None:
         """End chats idle past ``chat_idle_seconds`` (``succeeded``, with their last result);
         remove what ended sessions left on this host."""
         period = min(max(self.settings.chat_idle_seconds / 4, 0.05), 60.0)
-        while True:
+        while not halt.is_set():
             try:
                 for session_id in await self.store.sessions.end_idle_chats(
                     self.settings.chat_idle_seconds
@@ -136,11 +241,12 @@ class Worker:
                 await self.pipeline.sweep()
             except Exception:
                 log.warning("worker %s: ending idle chats failed", self.id, exc_info=True)
-            await asyncio.sleep(period)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(halt.wait(), period)
 
     async def _claim(self) -> Claimed | None:
         try:
-            return await self.store.queue.claim(self.id, engines=self.engines)
+            return await self.store.queue.claim(self.id, engines=self.engines, limits=self.limits)
         except Exception:
             log.warning("worker %s: claim failed", self.id, exc_info=True)
             return None

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -43,6 +44,8 @@ _SAFE = (
 _URL = re.compile(r"^([a-z][a-z0-9+.-]*://|[\w.-]+@[\w.-]+:)", re.IGNORECASE)
 _CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
 _SHA = re.compile(r"^[0-9a-f]{7,64}$")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +173,7 @@ class Workspace:
         mirror = self.mirror_path(source.remote_url)
         path = self.worktrees / name
         async with _locked(mirror.with_suffix(".lock")):
+            _drop_half_made_worktrees(mirror)
             await self._fetch(mirror, source.remote_url, env)
             base_name, base_sha = await self._resolve_base(mirror, base)
             for stale in await self._worktrees_on(mirror, branch):
@@ -178,8 +182,9 @@ class Workspace:
             path.parent.mkdir(parents=True, exist_ok=True)
             if not await self._reuse(mirror, path, branch, base_sha):
                 await _git(
-                    mirror, *_SAFE, "worktree", "add", "-q", "-B", branch, str(path), base_sha
-                )
+                    mirror, *_SAFE, "worktree", "add", "-q", "-B", branch, str(path), base_sha,
+                    unlock=mirror,
+                )  # fmt: skip
         return Worktree(
             path=path,
             branch=branch,
@@ -222,7 +227,7 @@ class Workspace:
         else:
             _restore_git_dir(mirror, remote_url)
         code, _, err = await _git_status(
-            mirror, "fetch", "-q", "--prune", "--tags", "--force", "origin", env=env
+            mirror, "fetch", "-q", "--prune", "--tags", "--force", "origin", env=env, unlock=mirror
         )
         if code != 0:
             if _PERMANENT.search(err):
@@ -230,7 +235,9 @@ class Workspace:
             raise WorkspaceError(f"cannot fetch {scrub(remote_url)}: {scrub(_tail(err))}")
         code, _, _ = await _git_status(mirror, "symbolic-ref", "-q", "refs/remotes/origin/HEAD")
         if code != 0:
-            await _git_status(mirror, "remote", "set-head", "origin", "--auto", env=env)
+            await _git_status(
+                mirror, "remote", "set-head", "origin", "--auto", env=env, unlock=mirror
+            )
 
     async def _resolve_base(self, mirror: Path, base: str | None) -> tuple[str, str]:
         """(the branch a PR targets, the commit to start from) for ``base``.
@@ -271,9 +278,11 @@ class Workspace:
                 continue
             try:
                 _admin_dir(pooled).joinpath("config.worktree").unlink(missing_ok=True)
-                await _git(mirror, "worktree", "move", str(pooled), str(path))
+                await _git(mirror, "worktree", "move", str(pooled), str(path), unlock=mirror)
                 # -f drops what the last agent changed in tracked files; clean the rest.
-                await _git(path, *_SAFE, "checkout", "-q", "-f", "-B", branch, base_sha)
+                await _git(
+                    path, *_SAFE, "checkout", "-q", "-f", "-B", branch, base_sha, unlock=mirror
+                )
                 await _git(path, *_SAFE, "clean", "-q", "-ffdx")
             except WorkspaceError:
                 await self._discard(mirror, path if path.exists() else pooled)
@@ -311,7 +320,8 @@ class Workspace:
     async def _discard(self, mirror: Path, path: Path) -> None:
         """Remove a worktree an earlier attempt left behind."""
         if path.exists():
-            await _git_status(mirror, "worktree", "remove", "--force", str(path))
+            # Twice forced: also a worktree a killed `worktree add` left locked ("initializing").
+            await _git_status(mirror, "worktree", "remove", "-f", "-f", str(path))
             shutil.rmtree(path, ignore_errors=True)
         await _git_status(mirror, "worktree", "prune")
 
@@ -433,14 +443,19 @@ class Workspace:
         current = out.split("\t", 1)[0].strip() if out.strip() else ""
         if current == sha:
             return False
-        code, _, err = await _git_status(
-            wt.path, *_SAFE, "push", "--quiet", "--no-verify",
-            f"--force-with-lease={ref}:{current}", wt.remote_url, f"{sha}:{ref}",
-            env=env,
-        )  # fmt: skip
-        if code != 0:
-            raise PushRejected(f"push to {scrub(wt.remote_url)} failed: {scrub(_tail(err))}")
-        return True
+        for _ in range(2):
+            code, _, err = await _git_status(
+                wt.path, *_SAFE, "push", "--quiet", "--no-verify",
+                f"--force-with-lease={ref}:{current}", wt.remote_url, f"{sha}:{ref}",
+                env=env,
+            )  # fmt: skip
+            if code == 0:
+                return True
+            if (stale := _stale_branch_lock(wt, err)) is None:
+                break
+            log.warning("removing %s, left behind by a push that was killed", stale)
+            stale.unlink(missing_ok=True)
+        raise PushRejected(f"push to {scrub(wt.remote_url)} failed: {scrub(_tail(err))}")
 
     async def remove(self, wt: Worktree) -> None:
         """Done with ``wt``: keep it in the pool for the next session, or delete it."""
@@ -536,6 +551,70 @@ async def _git_status(
     *args: str,
     env: Mapping[str, str] | None = None,
     stdin: bytes | None = None,
+    unlock: Path | None = None,
+) -> tuple[int, str, str]:
+    """Run git. ``unlock``: a mirror whose lock the caller holds, so any git lock file in it is
+    one that a killed git left behind; such a lock is removed and the command run again."""
+    for _ in range(_UNLOCK_TRIES):
+        code, out, err = await _run_git(cwd, args, env, stdin)
+        stale = _stale_lock(err, unlock, cwd) if code != 0 and unlock is not None else None
+        if stale is None:
+            break
+        log.warning("removing %s, left behind by a git that was killed", stale)
+        stale.unlink(missing_ok=True)
+    return code, out, err
+
+
+def _stale_lock(err: str, inside: Path, cwd: Path | None) -> Path | None:
+    match = _LOCKED.search(err)
+    if match is None:
+        return None
+    lock = Path(match["lock"] or match["config"] + ".lock")
+    lock = (cwd / lock if cwd is not None else lock).resolve()
+    root = inside.resolve()
+    return lock if lock.is_relative_to(root) and lock.is_file() else None
+
+
+def _drop_half_made_worktrees(mirror: Path) -> None:
+    """Remove worktrees whose ``git worktree add`` was killed half-way (the caller holds the
+    mirror's lock, so none is being made now). Such a worktree is still locked
+    "initializing" and its HEAD is the null id, which breaks every later fetch."""
+    for locked in (mirror / "worktrees").glob("*/locked"):
+        try:
+            if locked.read_text().strip() != "initializing":
+                continue
+        except (OSError, UnicodeDecodeError):
+            continue
+        try:
+            gitdir = (locked.parent / "gitdir").read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            gitdir = ""  # killed before it was written: there is no checkout yet
+        log.warning("removing %s, left half-made by a git that was killed", locked.parent.name)
+        if gitdir.endswith("/.git"):
+            shutil.rmtree(Path(gitdir).parent, ignore_errors=True)
+        shutil.rmtree(locked.parent, ignore_errors=True)
+
+
+def _stale_branch_lock(wt: Worktree, err: str) -> Path | None:
+    """The lock on the session's own branch in a remote on this host, left by a push whose
+    receiving git was killed along with the worker (a server's receive-pack outlives the
+    client; a local one dies with it). The session's lease says nobody else pushes there."""
+    if is_url(wt.remote_url) and not wt.remote_url.startswith("file://"):
+        return None
+    remote = Path(urlsplit(wt.remote_url).path if is_url(wt.remote_url) else wt.remote_url)
+    expected = (remote / "refs" / "heads" / f"{wt.branch}.lock").resolve()
+    match = _LOCKED.search(err)
+    if match is None or match["lock"] is None or Path(match["lock"]).resolve() != expected:
+        return None
+    try:
+        age = time.time() - expected.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    return expected if age > _STALE_PUSH_LOCK_SECONDS else None
+
+
+async def _run_git(
+    cwd: Path | None, args: tuple[str, ...], env: Mapping[str, str] | None, stdin: bytes | None
 ) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         "git",
@@ -557,13 +636,23 @@ async def _git(
     *args: str,
     env: Mapping[str, str] | None = None,
     stdin: bytes | None = None,
+    unlock: Path | None = None,
 ) -> str:
-    code, out, err = await _git_status(cwd, *args, env=env, stdin=stdin)
+    code, out, err = await _git_status(cwd, *args, env=env, stdin=stdin, unlock=unlock)
     if code != 0:
         verb = next(a for i, a in enumerate(args) if not a.startswith("-") and args[i - 1] != "-c")
         raise WorkspaceError(f"git {verb} failed: {scrub(_tail(err))}")
     return out
 
+
+# A lock file in the way: "Unable to create '/m/refs/remotes/origin/x.lock': File exists" (refs,
+# index, packed-refs) or "could not lock config file /m/config: File exists".
+_LOCKED = re.compile(
+    r"Unable to create '(?P<lock>[^']+\.lock)': File exists"
+    r"|could not lock config file (?P<config>\S+): File exists"
+)
+_UNLOCK_TRIES = 10
+_STALE_PUSH_LOCK_SECONDS = 2.0  # a live push holds a ref lock for milliseconds
 
 # git's words for "this will not work however often you try".
 _PERMANENT = re.compile(

@@ -353,6 +353,7 @@ async def test_release_requeues_without_using_up_an_attempt(store: Store) -> Non
     assert (await store.events.list(created.id))[-1].data == {
         "status": "queued",
         "reason": "the worker shut down",
+        "interrupted": "stopped",  # on purpose, not a crash
     }
     # Claimable at once, as attempt 2; a transient failure of it is attempt 1 of 2: retried.
     claimed = await claim(store)

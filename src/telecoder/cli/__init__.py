@@ -12,7 +12,7 @@ import sys
 import typer
 from sqlalchemy.exc import DBAPIError
 
-from telecoder.cli import chat, db, engines, run, serve, sessions, worker
+from telecoder.cli import chat, db, engines, run, serve, sessions, worker, workers
 from telecoder.cli.output import Exit, err
 from telecoder.errors import (
     BadInput,
@@ -40,6 +40,7 @@ app.command("logs")(sessions.logs)
 app.command("cancel")(sessions.cancel)
 app.command("retry")(sessions.retry)
 app.command("worker")(worker.worker)
+app.command("workers")(workers.workers)
 app.command("engines")(engines.engines)
 app.command("serve")(serve.serve)
 app.command("version")(sessions.version)

@@ -6,13 +6,14 @@ import enum
 import json
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from telecoder.domain import Event, EventKind, Session, SessionStatus
+from telecoder.domain import Attempt, AttemptStatus, Event, EventKind, Session, SessionStatus
 
 
 class Exit(enum.IntEnum):
@@ -26,6 +27,7 @@ class Exit(enum.IntEnum):
     CANCELLED = 5  # the session was cancelled
     UNAVAILABLE = 6  # the database (or server) cannot be reached
     UNAUTHORIZED = 7  # the server refused the API token (--server)
+    UNSUPPORTED = 8  # not available on this database (PostgreSQL: use pg_dump / pg_restore)
     INTERRUPTED = 130  # Ctrl-C
 
 
@@ -55,6 +57,8 @@ def print_json_line(value: Any) -> None:
 
 
 _STATUS_STYLE = {
+    "lost": "red",
+    "released": "cyan",
     "queued": "cyan",
     "running": "yellow",
     "succeeded": "green",
@@ -112,7 +116,7 @@ def result_summary(session: Session) -> str:
     return short(r.text or "(no change)", 60)
 
 
-def show_session(session: Session) -> None:
+def show_session(session: Session, attempts: Sequence[Attempt] = ()) -> None:
     rows: list[tuple[str, str]] = [
         ("id", session.id),
         ("status", status_text(session.status.value)),
@@ -151,10 +155,26 @@ def show_session(session: Session) -> None:
         rows.append(("error", f"[red]{escape(session.error)}[/]"))
     if session.failure_kind:
         rows.append(("failure kind", session.failure_kind.value))
+    for attempt in attempts:
+        rows.append(
+            ("attempts" if attempt.number == attempts[0].number else "", attempt_line(attempt))
+        )
     rows.append(("prompt", escape(session.prompt)))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         out.print(f"[bold]{key.ljust(width)}[/]  {value}")
+
+
+def attempt_line(attempt: Attempt) -> str:
+    """``2 on worker-b: lost (crashed) after 3.1s · worker worker-b stopped renewing …``"""
+    line = f"{attempt.number} on {escape(attempt.worker_id)}: {status_text(attempt.status.value)}"
+    if attempt.interrupted:
+        line += f" ({attempt.interrupted})"
+    if attempt.finished_at is not None:
+        line += f" after {attempt.finished_at - attempt.started_at:.1f}s"
+    if attempt.error and attempt.status != AttemptStatus.SUCCEEDED:
+        line += f" · {escape(short(attempt.error, 80))}"
+    return line
 
 
 def render_event(event: Event) -> str | None:
@@ -166,6 +186,8 @@ def render_event(event: Event) -> str | None:
         text = status_text(str(d.get("status")))
         if d.get("attempt"):
             text += f" (attempt {d['attempt']} on {escape(str(d.get('worker')))})"
+        if d.get("interrupted"):
+            text += f" [dim]({escape(str(d['interrupted']))})[/]"
         if d.get("error"):
             text += f" [red]{escape(str(d['error']))}[/]"
         if d.get("retry_in") is not None:

@@ -32,7 +32,7 @@ from telecoder.cli.output import (
     sessions_table,
     show_session,
 )
-from telecoder.client import Client, End, Json, session_of
+from telecoder.client import Client, End, Json, attempts_of, session_of
 from telecoder.domain import Event, EventKind, SessionStatus
 from telecoder.errors import Conflict
 from telecoder.workspace import is_url
@@ -198,7 +198,7 @@ def show(server: str, *, session_id: str, as_json: bool) -> None:
         if as_json:
             print_json(session)
         else:
-            show_session(session_of(session))
+            show_session(session_of(session), attempts_of(session))
 
     run_async(go())
 

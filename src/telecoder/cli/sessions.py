@@ -73,7 +73,7 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     server: remote.ServerOption = None,
 ) -> None:
-    """Show one session: status, result, error."""
+    """Show one session: status, result, error, and each attempt (crashed or stopped)."""
     if server:
         return remote.show(server, session_id=session_id, as_json=as_json)
     settings = load_settings()
@@ -81,10 +81,11 @@ def show(
     async def go() -> None:
         async with opened(settings) as store:
             session = await store.sessions.resolve(session_id)
+            attempts = await store.sessions.attempts(session.id)
         if as_json:
-            print_json(session.to_dict())
+            print_json({**session.to_dict(), "attempts": [a.to_dict() for a in attempts]})
         else:
-            show_session(session)
+            show_session(session, attempts)
 
     run_async(go())
 

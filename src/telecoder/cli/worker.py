@@ -18,7 +18,10 @@ def worker(
         int | None, typer.Option(help="Sessions run at once (TELECODER_WORKER_CONCURRENCY).", min=1)
     ] = None,
 ) -> None:
-    """Run queued sessions. SIGINT or SIGTERM hands running sessions back and exits."""
+    """Run queued sessions. SIGINT or SIGTERM hands running sessions back and exits.
+
+    It claims only sessions of the engines in TELECODER_WORKER_ENGINES (default: all).
+    """
     overrides = {"worker_concurrency": concurrency} if concurrency else {}
     settings = load_settings().model_copy(update=overrides)
 
@@ -28,10 +31,12 @@ def worker(
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
+            worker = build_worker(settings, store)
             err.print(
-                f"worker {settings.worker_id}: {settings.worker_concurrency} slots, "
+                f"worker {worker.id}: {settings.worker_concurrency} slots, "
+                f"engines {', '.join(worker.engines or ['any'])}, "
                 f"database {settings.store_url.split('@')[-1]}"
             )
-            await build_worker(settings, store).run(stop)
+            await worker.run(stop)
 
     run_async(go())

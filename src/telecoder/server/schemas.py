@@ -21,6 +21,8 @@ from telecoder.domain import (
     ResultType,
     Session,
     SessionStatus,
+    WorkerInfo,
+    WorkerState,
 )
 
 
@@ -157,6 +159,15 @@ class SessionCreated(SessionOut):
     )
 
 
+class SessionDetail(SessionOut):
+    """One session with its attempts: the shape of ``telecoder show --json``."""
+
+    attempts: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Each execution: worker, lease, workspace, how it ended (crashed/stopped).",
+    )
+
+
 class SessionPage(BaseModel):
     sessions: list[SessionOut]
     next_cursor: str | None = Field(description="Pass as ``cursor`` for the next page.")
@@ -236,3 +247,21 @@ class ErrorOut(BaseModel):
     error: str = Field(description="A stable code: bad_input, not_found, conflict, …")
     detail: str
     fields: list[FieldError] = Field(default_factory=list)
+
+
+class WorkerOut(BaseModel):
+    """A worker process, in the shape of ``telecoder workers --json``."""
+
+    id: str
+    host: str
+    pid: int
+    capacity: int = Field(description="Sessions it runs at once.")
+    engines: list[str] = Field(description="Engines it claims sessions of; empty: any.")
+    state: WorkerState
+    running: int
+    started_at: IsoTime
+    last_heartbeat: IsoTime
+
+    @classmethod
+    def of(cls, w: WorkerInfo) -> WorkerOut:
+        return cls.model_validate(w.to_dict())

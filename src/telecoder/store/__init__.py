@@ -1,14 +1,31 @@
-"""The store: sessions, the queue and the event log on SQLite or PostgreSQL."""
+"""The store: sessions, the queue, the event log and the workers, on SQLite or PostgreSQL."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 from telecoder.store.db import Database
 from telecoder.store.events import Events
 from telecoder.store.migrations import upgrade
-from telecoder.store.queue import Claimed, Heartbeat, Outcome, Queue
+from telecoder.store.notify import Listener, Notice, NoticeKind
+from telecoder.store.queue import Claimed, Heartbeat, Limits, Outcome, Queue
 from telecoder.store.sessions import Page, Sessions
+from telecoder.store.workers import Registration, Workers
 
-__all__ = ["Claimed", "Heartbeat", "Outcome", "Page", "Store", "open_store"]
+__all__ = [
+    "Claimed",
+    "Heartbeat",
+    "Limits",
+    "Listener",
+    "Notice",
+    "NoticeKind",
+    "Outcome",
+    "Page",
+    "Registration",
+    "Store",
+    "open_store",
+]
 
 
 class Store:
@@ -17,6 +34,15 @@ class Store:
         self.sessions = Sessions(db)
         self.queue = Queue(db, lease_seconds=lease_seconds)
         self.events = Events(db)
+        # A worker that has not renewed its heartbeat for a lease's length is gone.
+        self.workers = Workers(db, stale_after=lease_seconds)
+
+    def listener(self, on_notice: Callable[[Notice], None], **options: Any) -> Listener | None:
+        """A PostgreSQL listener for notices of other processes; None on SQLite (one host:
+        notices of this process arrive through ``db.subscribe``, others are polled for)."""
+        if self.db.is_sqlite:
+            return None
+        return Listener(self.db.dsn, on_notice, **options)
 
     async def close(self) -> None:
         await self.db.dispose()

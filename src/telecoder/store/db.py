@@ -7,19 +7,27 @@ PostgreSQL uses its defaults (READ COMMITTED); claims lock rows with ``FOR UPDAT
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, func, select
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from telecoder.errors import BadInput
+from telecoder.errors import BadInput, StoreUnavailable
+from telecoder.store.notify import CHANNEL, Notice
+
+log = logging.getLogger(__name__)
 
 _IMMEDIATE = "telecoder_immediate"
+_NOTICES = "telecoder_notices"
+_IDLE_MS = 30_000  # PostgreSQL: end a session idle in a transaction for this long
 
 
 def async_url(url: str) -> str:
@@ -48,21 +56,84 @@ class Database:
             )
             _configure_sqlite(self.engine)
         else:
-            self.engine = create_async_engine(self.url, pool_size=8, max_overflow=16)
+            self.engine = create_async_engine(
+                self.url,
+                pool_size=8,
+                max_overflow=16,
+                # Our transactions last milliseconds. A client that sits in one (a paused or
+                # cut-off worker) is ended, so its row locks cannot block recovery for ever.
+                connect_args={"options": f"-c idle_in_transaction_session_timeout={_IDLE_MS}"},
+            )
+        self._subscribers: list[Callable[[Notice], None]] = []
+        # SQLite has one writer at a time. Writers of this process queue here rather than in
+        # SQLite's busy handler, which sleeps for milliseconds between its tries.
+        self._write_turn = asyncio.Lock() if self.is_sqlite else None
+
+    @property
+    def dsn(self) -> str:
+        """The URL for a plain libpq (psycopg) connection."""
+        return make_url(self.url).set(drivername="postgresql").render_as_string(False)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction; on SQLite it holds the write lock from its first statement."""
-        async with self.engine.connect() as conn:
-            if self.is_sqlite:
-                await conn.execution_options(**{_IMMEDIATE: True})
-            async with conn.begin():
-                yield conn
+        """A write transaction; on SQLite it holds the write lock from its first statement.
+
+        A lost or unreachable database raises ``StoreUnavailable``.
+        """
+        notices: list[Notice] = []
+        try:
+            async with self._turn(), self.engine.connect() as conn:
+                if self.is_sqlite:
+                    await conn.execution_options(**{_IMMEDIATE: True})
+                conn.info[_NOTICES] = notices
+                try:
+                    async with conn.begin():
+                        yield conn
+                finally:
+                    conn.info.pop(_NOTICES, None)
+        except (OperationalError, InterfaceError) as e:
+            raise StoreUnavailable(f"the database failed: {e.orig}") from e
+        for notice in notices:
+            self._deliver(notice)
+
+    @asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        if self._write_turn is None:
+            yield
+        else:
+            async with self._write_turn:
+                yield
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn, conn.begin():
-            yield conn
+        try:
+            async with self.engine.connect() as conn, conn.begin():
+                yield conn
+        except (OperationalError, InterfaceError) as e:
+            raise StoreUnavailable(f"the database failed: {e.orig}") from e
+
+    async def notify(self, conn: AsyncConnection, notice: Notice) -> None:
+        """Tell listeners about ``notice`` once the transaction of ``conn`` commits."""
+        if not self.is_sqlite:
+            await conn.execute(select(func.pg_notify(CHANNEL, notice.encode())))
+        conn.info[_NOTICES].append(notice)
+
+    def subscribe(self, callback: Callable[[Notice], None]) -> Callable[[], None]:
+        """Hear of notices committed by this process; returns the function that unsubscribes."""
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def _deliver(self, notice: Notice) -> None:
+        for callback in list(self._subscribers):
+            try:
+                callback(notice)
+            except Exception:
+                log.exception("a notice subscriber failed")
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -55,6 +55,21 @@ async def append_events(
         if lease is not None:
             raise LeaseLost(f"lost the lease on {session_id} attempt {lease.attempt}")
         raise SessionNotFound(f"no session {session_id!r}")
+    await insert_events(conn, session_id, lease.attempt if lease else None, int(last), new, now=now)
+    return int(last)
+
+
+async def insert_events(
+    conn: AsyncConnection,
+    session_id: str,
+    attempt: int | None,
+    last: int,
+    new: Sequence[NewEvent],
+    *,
+    now: float | None = None,
+) -> None:
+    """Insert ``new`` as seqs ``last - len(new) + 1 … last``, already allocated by the caller
+    (which bumped ``sessions.last_seq`` by ``len(new)`` in this transaction)."""
     stamp = now if now is not None else time.time()
     first = last - len(new) + 1
     await conn.execute(
@@ -62,7 +77,7 @@ async def append_events(
         [
             {
                 "session_id": session_id,
-                "attempt": lease.attempt if lease is not None else None,
+                "attempt": attempt,
                 "seq": first + i,
                 "ts": e.ts if e.ts is not None else stamp,
                 "kind": e.kind.value,
@@ -71,7 +86,6 @@ async def append_events(
             for i, e in enumerate(new)
         ],
     )
-    return int(last)
 
 
 class Events:

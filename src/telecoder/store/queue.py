@@ -2,9 +2,18 @@
 
 A claim is one write transaction: pick the best queued session (SQLite holds the write lock from
 ``BEGIN IMMEDIATE``; PostgreSQL skips rows other claimers hold with ``FOR UPDATE SKIP LOCKED``),
-move it to ``running`` with ``attempt + 1`` and a lease, and insert the attempt row. Every later
-write for the attempt is fenced on (session, attempt, worker) and running status: a worker that
-lost its lease writes nothing more.
+move it to ``running`` with ``attempt + 1`` and a lease, and insert the attempt row. With
+concurrency limits, PostgreSQL claimers first take one transaction-scoped advisory lock, so the
+count of running sessions they check cannot change under them (SQLite's write lock already
+serialises them).
+
+Every later write for the attempt is fenced on (session, attempt, worker) and running status:
+the session row is locked or updated on that condition first, in the same transaction, so a
+worker that lost its lease writes nothing more. Completing an attempt records its result, its
+pushed commit, its last events and the session's next state in one transaction.
+
+An attempt that ends without finishing is classified: ``crashed`` when its worker stopped
+renewing the lease (or restarted), ``stopped`` when the worker handed it back on purpose.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Row, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from telecoder import retry
@@ -32,7 +41,8 @@ from telecoder.domain import (
 )
 from telecoder.errors import LeaseLost
 from telecoder.store.db import Database, dumps
-from telecoder.store.events import append_events, fenced
+from telecoder.store.events import append_events, fenced, insert_events
+from telecoder.store.notify import Notice, NoticeKind
 from telecoder.store.schema import attempts, sessions
 from telecoder.store.sessions import (
     new_session_values,
@@ -40,11 +50,29 @@ from telecoder.store.sessions import (
     session_from_row,
 )
 
+# Key of the PostgreSQL advisory lock that serialises claims under concurrency limits.
+_CLAIM_LOCK = 7080002
+
+CRASHED = "crashed"  # the worker died or vanished: its lease expired, or it restarted
+STOPPED = "stopped"  # the worker handed the session back on purpose (graceful shutdown)
+
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
     session: Session
     lease: Lease
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """Concurrency limits a claim respects; 0 means no limit."""
+
+    max_running: int = 0  # running sessions in the whole system
+    max_running_per_repo: int = 0  # running sessions of one repository
+
+    @property
+    def active(self) -> bool:
+        return self.max_running > 0 or self.max_running_per_repo > 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,6 +83,9 @@ class Outcome:
     result: Result | None = None
     failure_kind: FailureKind | None = None
     error: str | None = None
+    # None: the retry policy decides from ``failure_kind``; False: never retry this failure.
+    retryable: bool | None = None
+    pushed_sha: str | None = None  # what this attempt pushed (recorded with the completion)
     cost_usd: float = 0.0
     input_tokens: int = 0
     output_tokens: int = 0
@@ -78,8 +109,13 @@ class Queue:
         *,
         engines: Collection[str] | None = None,
         only: str | None = None,
+        limits: Limits | None = None,
     ) -> Claimed | None:
-        """Take the best queued session that is due (or only the session ``only``), or None."""
+        """Take the best queued session that is due (or only the session ``only``), or None.
+
+        Higher ``priority`` first, then the longest waiting. ``engines``: only sessions of
+        these engines. ``limits``: claim nothing that would exceed them.
+        """
         now = time.time()
         pick = (
             select(sessions.c.id)
@@ -89,6 +125,7 @@ class Queue:
             )
             .order_by(sessions.c.priority.desc(), sessions.c.available_at, sessions.c.created_at)
             .limit(1)
+            .correlate(None)  # a subquery of the UPDATE below, over the table on its own
         )
         if engines is not None:
             pick = pick.where(sessions.c.engine.in_(list(engines)))
@@ -97,10 +134,27 @@ class Queue:
         if not self._db.is_sqlite:
             pick = pick.with_for_update(skip_locked=True)
         async with self._db.write() as conn:
-            session_id = (await conn.execute(pick)).scalar()
-            if session_id is None:
-                return None
-            return await self._start(conn, session_id, worker_id, now)
+            if limits is not None and limits.active:
+                if not self._db.is_sqlite:
+                    await conn.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CLAIM_LOCK}
+                    )
+                running = sessions.c.status == SessionStatus.RUNNING.value
+                if limits.max_running:
+                    count = select(func.count()).select_from(sessions).where(running)
+                    if (await conn.execute(count)).scalar_one() >= limits.max_running:
+                        return None
+                if limits.max_running_per_repo:
+                    busy = (
+                        select(sessions.c.repo)
+                        .where(running)
+                        .group_by(sessions.c.repo)
+                        .having(func.count() >= limits.max_running_per_repo)
+                        .correlate(None)
+                    )
+                    pick = pick.where(sessions.c.repo.not_in(busy))
+            # One statement picks and takes the session (the subquery locks on PostgreSQL).
+            return await self._start(conn, sessions.c.id == pick.scalar_subquery(), worker_id, now)
 
     async def create_claimed(self, new: NewSession, worker_id: str) -> Claimed:
         """Enqueue and claim in one transaction: the caller runs it itself, nobody else can."""
@@ -108,16 +162,19 @@ class Queue:
         async with self._db.write() as conn:
             await conn.execute(insert(sessions).values(new_session_values(new, now)))
             await append_events(conn, new.id, None, [queued_event(new)], now=now)
-            return await self._start(conn, new.id, worker_id, now)
+            claimed = await self._start(conn, sessions.c.id == new.id, worker_id, now)
+            assert claimed is not None
+            return claimed
 
     async def _start(
-        self, conn: AsyncConnection, session_id: str, worker_id: str, now: float
-    ) -> Claimed:
+        self, conn: AsyncConnection, which: Any, worker_id: str, now: float
+    ) -> Claimed | None:
+        """Move the session ``which`` selects to running, as a new attempt of ``worker_id``."""
         lease_until = now + self.lease_seconds
         row = (
             await conn.execute(
                 update(sessions)
-                .where(sessions.c.id == session_id)
+                .where(which)
                 .values(
                     status=SessionStatus.RUNNING.value,
                     attempt=sessions.c.attempt + 1,
@@ -127,11 +184,15 @@ class Queue:
                     updated_at=now,
                     error=None,
                     failure_kind=None,
+                    last_seq=sessions.c.last_seq + 1,  # the "running" event below
                 )
                 .returning(*sessions.c)
             )
-        ).one()
+        ).first()
+        if row is None:
+            return None
         session = session_from_row(row)
+        session_id = session.id
         lease = Lease(session_id=session_id, attempt=session.attempt, worker_id=worker_id)
         await conn.execute(
             insert(attempts).values(
@@ -149,7 +210,7 @@ class Queue:
             kind=EventKind.STATUS,
             data={"status": "running", "attempt": session.attempt, "worker": worker_id},
         )
-        await append_events(conn, session_id, lease, [status], now=now)
+        await insert_events(conn, session_id, session.attempt, row.last_seq, [status], now=now)
         return Claimed(session, lease)
 
     async def heartbeat(self, lease: Lease) -> Heartbeat:
@@ -173,7 +234,8 @@ class Queue:
         return Heartbeat(lease_until, bool(cancel))
 
     async def record(self, lease: Lease, **fields: Any) -> None:
-        """Write progress of the attempt (workspace path, base sha, agent session id, …)."""
+        """Write progress of the attempt (workspace path, base sha, agent session id, …) while
+        holding the lease."""
         async with self._db.write() as conn:
             await _hold(conn, lease)
             await conn.execute(_attempt_update(lease).values(**fields))
@@ -192,21 +254,22 @@ class Queue:
     async def finish(
         self, lease: Lease, outcome: Outcome, events: Sequence[NewEvent] = ()
     ) -> Session:
-        """End the attempt: the session succeeds, fails, is retried later, or is dead."""
+        """End the attempt: the session succeeds, fails, is retried later, or is dead.
+
+        ``events`` (the attempt's last ones), the result, the pushed commit and the session's
+        next state are written in one transaction, and only while the lease holds.
+        """
         now = time.time()
         async with self._db.write() as conn:
-            current = (
-                await conn.execute(select(sessions).where(*fenced(lease)))  # type: ignore[arg-type]
-            ).first()
-            if current is None:
-                raise LeaseLost(f"lost the lease on {lease.session_id} attempt {lease.attempt}")
-            session = session_from_row(current)
             status, delay = outcome.status, 0.0
+            where = fenced(lease)
             if status == SessionStatus.FAILED:
+                session = await _hold(conn, lease)  # the retry decision needs the session
                 decision = retry.decide(
                     outcome.failure_kind or FailureKind.INTERNAL,
                     attempt=await _attempts_used(conn, lease),
                     max_attempts=session.max_attempts,
+                    retryable=outcome.retryable,
                 )
                 status, delay = decision.status, decision.delay
             status_data: dict[str, Any] = {"status": status.value}
@@ -218,13 +281,7 @@ class Queue:
                 status_data["retry_in"] = round(delay, 3)
             if status == SessionStatus.BLOCKED:
                 status_data["reason"] = "waiting for a message"
-            await append_events(
-                conn,
-                lease.session_id,
-                lease,
-                [*events, NewEvent(kind=EventKind.STATUS, data=status_data)],
-                now=now,
-            )
+            new = [*events, NewEvent(kind=EventKind.STATUS, data=status_data)]
             values: dict[str, Any] = {
                 "status": status.value,
                 "worker_id": None,
@@ -235,6 +292,7 @@ class Queue:
                 "cost_usd": sessions.c.cost_usd + outcome.cost_usd,
                 "input_tokens": sessions.c.input_tokens + outcome.input_tokens,
                 "output_tokens": sessions.c.output_tokens + outcome.output_tokens,
+                "last_seq": sessions.c.last_seq + len(new),
             }
             if outcome.result is not None:
                 values["result"] = dumps(outcome.result.to_dict())
@@ -245,11 +303,14 @@ class Queue:
             row = (
                 await conn.execute(
                     update(sessions)
-                    .where(sessions.c.id == lease.session_id)
+                    .where(*where)  # type: ignore[arg-type]
                     .values(**values)
                     .returning(*sessions.c)
                 )
-            ).one()
+            ).first()
+            if row is None:
+                raise LeaseLost(f"lost the lease on {lease.session_id} attempt {lease.attempt}")
+            await insert_events(conn, lease.session_id, lease.attempt, row.last_seq, new, now=now)
             await conn.execute(
                 _attempt_update(lease).values(
                     status=_attempt_status(outcome.status).value,
@@ -258,25 +319,26 @@ class Queue:
                     error=outcome.error,
                     exit_code=outcome.exit_code,
                     commit_sha=outcome.result.commit if outcome.result else None,
+                    pushed_sha=outcome.pushed_sha,
                 )
             )
+            if status == SessionStatus.QUEUED and delay <= 0:
+                await self._db.notify(conn, Notice(NoticeKind.QUEUED, lease.session_id))
         return session_from_row(row)
 
-    async def release(self, lease: Lease, reason: str) -> bool:
-        """Hand a running session back to the queue (graceful shutdown).
+    async def release(self, lease: Lease, reason: str, events: Sequence[NewEvent] = ()) -> bool:
+        """Hand a running session back to the queue on purpose (graceful shutdown).
 
         The attempt is marked ``released`` and does not count against ``max_attempts``.
         """
         now = time.time()
+        status = NewEvent(
+            kind=EventKind.STATUS,
+            data={"status": "queued", "reason": reason, "interrupted": STOPPED},
+        )
         async with self._db.write() as conn:
             try:
-                await append_events(
-                    conn,
-                    lease.session_id,
-                    lease,
-                    [NewEvent(kind=EventKind.STATUS, data={"status": "queued", "reason": reason})],
-                    now=now,
-                )
+                await append_events(conn, lease.session_id, lease, [*events, status], now=now)
             except LeaseLost:
                 return False
             await conn.execute(
@@ -295,68 +357,94 @@ class Queue:
                     status=AttemptStatus.RELEASED.value, finished_at=now, error=reason
                 )
             )
+            await self._db.notify(conn, Notice(NoticeKind.QUEUED, lease.session_id))
         return True
 
     async def recover_expired(self) -> list[str]:
         """Sessions whose worker stopped renewing: retry them later, or declare them dead."""
         now = time.time()
-        recovered: list[str] = []
+        expired = [
+            sessions.c.status == SessionStatus.RUNNING.value,
+            sessions.c.lease_until < now,
+        ]
+        async with self._db.read() as conn:
+            found = (await conn.execute(select(sessions.c.id).where(*expired).limit(1))).first()
+        if found is None:  # the common case: no write transaction at all
+            return []
+        query = select(sessions).where(*expired)
+        if not self._db.is_sqlite:
+            query = query.with_for_update(skip_locked=True)
         async with self._db.write() as conn:
-            rows = (
-                await conn.execute(
-                    select(sessions).where(
-                        sessions.c.status == SessionStatus.RUNNING.value,
-                        sessions.c.lease_until < now,
-                    )
-                )
-            ).all()
+            rows = (await conn.execute(query)).all()
             for row in rows:
-                session = session_from_row(row)
-                assert session.worker_id is not None
-                lease = Lease(
-                    session_id=session.id, attempt=session.attempt, worker_id=session.worker_id
-                )
-                decision = retry.decide(
-                    FailureKind.WORKER_LOST,
-                    attempt=await _attempts_used(conn, lease),
-                    max_attempts=session.max_attempts,
-                )
-                error = f"worker {session.worker_id} stopped renewing its lease"
-                data: dict[str, Any] = {
-                    "status": decision.status.value,
-                    "failure_kind": FailureKind.WORKER_LOST.value,
-                    "error": error,
-                }
-                if decision.status == SessionStatus.QUEUED:
-                    data["retry_in"] = round(decision.delay, 3)
-                await append_events(
-                    conn, session.id, lease, [NewEvent(kind=EventKind.STATUS, data=data)], now=now
-                )
-                values: dict[str, Any] = {
-                    "status": decision.status.value,
-                    "worker_id": None,
-                    "lease_until": None,
-                    "updated_at": now,
-                    "failure_kind": FailureKind.WORKER_LOST.value,
-                    "error": error,
-                }
-                if decision.status == SessionStatus.QUEUED:
-                    values["available_at"] = now + decision.delay
-                else:
-                    values["finished_at"] = now
-                await conn.execute(
-                    update(sessions).where(sessions.c.id == session.id).values(**values)
-                )
-                await conn.execute(
-                    _attempt_update(lease).values(
-                        status=AttemptStatus.LOST.value,
-                        finished_at=now,
-                        failure_kind=FailureKind.WORKER_LOST.value,
-                        error=error,
-                    )
-                )
-                recovered.append(session.id)
-        return recovered
+                error = f"worker {row.worker_id} stopped renewing its lease"
+                await self._recover(conn, row, error, now)
+        return [row.id for row in rows]
+
+    async def recover_worker(self, worker_id: str) -> list[str]:
+        """Sessions a previous process of ``worker_id`` was running when it died.
+
+        Called when a worker starts: it runs nothing yet, so whatever still runs under its id
+        was interrupted by a crash, and need not wait for the lease to expire.
+        """
+        now = time.time()
+        query = select(sessions).where(
+            sessions.c.status == SessionStatus.RUNNING.value, sessions.c.worker_id == worker_id
+        )
+        if not self._db.is_sqlite:
+            query = query.with_for_update(skip_locked=True)
+        async with self._db.write() as conn:
+            rows = (await conn.execute(query)).all()
+            for row in rows:
+                error = f"worker {worker_id} restarted: its previous process crashed"
+                await self._recover(conn, row, error, now)
+        return [row.id for row in rows]
+
+    async def _recover(self, conn: AsyncConnection, row: Row[Any], error: str, now: float) -> None:
+        session = session_from_row(row)
+        assert session.worker_id is not None
+        lease = Lease(session_id=session.id, attempt=session.attempt, worker_id=session.worker_id)
+        if session.cancel_requested:
+            # Cancelled while it ran: the cancel stands, whatever became of the worker.
+            kind, decision = FailureKind.CANCELLED, retry.RetryDecision(SessionStatus.CANCELLED)
+            error = f"cancelled by request ({error})"
+        else:
+            kind = FailureKind.WORKER_LOST
+            decision = retry.decide(
+                kind, attempt=await _attempts_used(conn, lease), max_attempts=session.max_attempts
+            )
+        data: dict[str, Any] = {
+            "status": decision.status.value,
+            "failure_kind": kind.value,
+            "error": error,
+            "interrupted": CRASHED,
+        }
+        if decision.status == SessionStatus.QUEUED:
+            data["retry_in"] = round(decision.delay, 3)
+        await append_events(
+            conn, session.id, lease, [NewEvent(kind=EventKind.STATUS, data=data)], now=now
+        )
+        values: dict[str, Any] = {
+            "status": decision.status.value,
+            "worker_id": None,
+            "lease_until": None,
+            "updated_at": now,
+            "failure_kind": kind.value,
+            "error": error,
+        }
+        if decision.status == SessionStatus.QUEUED:
+            values["available_at"] = now + decision.delay
+        else:
+            values["finished_at"] = now
+        await conn.execute(update(sessions).where(sessions.c.id == session.id).values(**values))
+        await conn.execute(
+            _attempt_update(lease).values(
+                status=AttemptStatus.LOST.value,
+                finished_at=now,
+                failure_kind=FailureKind.WORKER_LOST.value,
+                error=error,
+            )
+        )
 
 
 def _attempt_update(lease: Lease) -> Any:
@@ -364,6 +452,7 @@ def _attempt_update(lease: Lease) -> Any:
         attempts.c.session_id == lease.session_id,
         attempts.c.number == lease.attempt,
         attempts.c.worker_id == lease.worker_id,
+        attempts.c.status == AttemptStatus.RUNNING.value,
     )
 
 
@@ -382,12 +471,16 @@ async def _attempts_used(conn: AsyncConnection, lease: Lease) -> int:
     return lease.attempt - int(released)
 
 
-async def _hold(conn: AsyncConnection, lease: Lease) -> None:
-    held = (
-        await conn.execute(select(sessions.c.id).where(*fenced(lease)))  # type: ignore[arg-type]
+async def _hold(conn: AsyncConnection, lease: Lease) -> Session:
+    """The session, locked for this transaction, if ``lease`` still holds it; else LeaseLost."""
+    row = (
+        await conn.execute(
+            select(sessions).where(*fenced(lease)).with_for_update()  # type: ignore[arg-type]
+        )
     ).first()
-    if held is None:
+    if row is None:
         raise LeaseLost(f"lost the lease on {lease.session_id} attempt {lease.attempt}")
+    return session_from_row(row)
 
 
 def _attempt_status(status: SessionStatus) -> AttemptStatus:

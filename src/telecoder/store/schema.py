@@ -110,3 +110,17 @@ events = Table(
     Column("data", Text, nullable=False),
     UniqueConstraint("session_id", "seq", name="uq_events_session_seq"),
 )
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("capacity", Integer, nullable=False),
+    Column("engines", Text, nullable=False),  # JSON list of engine names
+    Column("state", String(16), nullable=False),
+    Column("running", Integer, nullable=False, server_default="0"),
+    Column("started_at", Double, nullable=False),
+    Column("last_heartbeat", Double, nullable=False),
+)

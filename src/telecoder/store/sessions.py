@@ -27,6 +27,7 @@ from telecoder.domain import (
 from telecoder.errors import BadInput, Conflict, SessionNotFound
 from telecoder.store.db import Database, dumps, loads
 from telecoder.store.events import append_events, event_from_row
+from telecoder.store.notify import Notice, NoticeKind
 from telecoder.store.schema import attempts, events, sessions
 
 
@@ -156,6 +157,7 @@ class Sessions:
         async with self._db.write() as conn:
             await conn.execute(insert(sessions).values(new_session_values(new, now)))
             await append_events(conn, new.id, None, [queued_event(new)], now=now)
+            await self._db.notify(conn, Notice(NoticeKind.QUEUED, new.id))
         return await self.get(new.id)
 
     async def get(self, session_id: str) -> Session:
@@ -239,6 +241,7 @@ class Sessions:
                     .values(cancel_requested=True, updated_at=now)
                 )
                 event = NewEvent(kind=EventKind.PROGRESS, data={"step": "cancel_requested"})
+                await self._db.notify(conn, Notice(NoticeKind.CANCEL, session_id))
             else:
                 await conn.execute(
                     update(sessions)
@@ -297,6 +300,8 @@ class Sessions:
                 new.append(NewEvent(kind=EventKind.STATUS, data=status))
             await conn.execute(update(sessions).where(sessions.c.id == session_id).values(values))
             last = await append_events(conn, session_id, None, new, now=now)
+            if session.status == SessionStatus.BLOCKED:
+                await self._db.notify(conn, Notice(NoticeKind.QUEUED, session_id))
         return await self.get(session_id), last - len(new) + 1
 
     async def conversation(self, session_id: str) -> Conversation:

@@ -18,6 +18,7 @@ from telecoder.server.schemas import (
     MessageCreate,
     SessionCreate,
     SessionCreated,
+    SessionDetail,
     SessionOut,
     SessionPage,
     Text,
@@ -100,8 +101,12 @@ async def list_sessions(
 
 
 @router.get("/{session_id}", responses=_ERRORS, summary="One session")
-async def get_session(session_id: SessionRef, store: StoreDep, _: PrincipalDep) -> SessionOut:
-    return SessionOut.of(await store.sessions.resolve(session_id))
+async def get_session(session_id: SessionRef, store: StoreDep, _: PrincipalDep) -> SessionDetail:
+    session = await store.sessions.resolve(session_id)
+    attempts = await store.sessions.attempts(session.id)
+    return SessionDetail(
+        **SessionOut.of(session).model_dump(), attempts=[a.to_dict() for a in attempts]
+    )
 
 
 @router.post("/{session_id}/cancel", dependencies=_write, responses=_WRITE_ERRORS, summary="Cancel")

@@ -1,0 +1,96 @@
+"""Wake-ups: a session was queued or a cancel was requested.
+
+Writers call ``Database.notify`` inside their transaction. Subscribers in the same process hear
+of it as soon as the transaction commits; on PostgreSQL, ``pg_notify`` tells every other
+process too (NOTIFY is delivered at commit, never for a rolled-back transaction), and each
+worker keeps a ``Listener``: a dedicated connection that ``LISTEN``\\ s, checks itself every few
+seconds, and reconnects and listens again after the connection drops. A notice is only ever a
+hint to look now: workers still poll, so a lost notice delays work by one poll interval at most.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "telecoder"
+
+
+class NoticeKind(enum.StrEnum):
+    QUEUED = "queued"  # a session can be claimed now
+    CANCEL = "cancel"  # a running session was asked to stop
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    kind: NoticeKind
+    session_id: str
+
+    def encode(self) -> str:
+        return f"{self.kind.value}:{self.session_id}"
+
+    @classmethod
+    def decode(cls, payload: str) -> Notice | None:
+        kind, _, session_id = payload.partition(":")
+        try:
+            return cls(NoticeKind(kind), session_id)
+        except ValueError:
+            return None
+
+
+class Listener:
+    """LISTEN on PostgreSQL for notices of other processes, for as long as ``run`` runs.
+
+    ``on_connect`` is called after every (re)connection: notices sent while the connection was
+    down are lost, so the subscriber should look for work once.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        on_notice: Callable[[Notice], None],
+        *,
+        on_connect: Callable[[], None] = lambda: None,
+        name: str = "telecoder-listen",
+        check_seconds: float = 5.0,
+        retry_seconds: float = 0.5,
+        max_retry_seconds: float = 10.0,
+    ) -> None:
+        self.dsn = dsn
+        self.name = name
+        self.connections = 0  # how many times it has connected (and listened)
+        self._on_notice = on_notice
+        self._on_connect = on_connect
+        self._check_seconds = check_seconds
+        self._retry_seconds = retry_seconds
+        self._max_retry_seconds = max_retry_seconds
+
+    async def run(self) -> None:
+        import psycopg
+
+        delay = self._retry_seconds
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.dsn, autocommit=True, application_name=self.name[:63]
+                )
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self.connections += 1
+                    delay = self._retry_seconds
+                    self._on_connect()
+                    while True:
+                        async for notify in conn.notifies(timeout=self._check_seconds):
+                            if notify.channel == CHANNEL and (n := Notice.decode(notify.payload)):
+                                self._on_notice(n)
+                        # Quiet for a while: make sure the connection is still there.
+                        await conn.execute("SELECT 1")
+            except psycopg.Error as e:
+                log.warning("%s: listening connection lost (%s); reconnecting", self.name, e)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._max_retry_seconds)
