@@ -90,6 +90,9 @@ class NoopRunner:
         outcome = Outcome(status=SessionStatus.SUCCEEDED, result=answer)
         return await self.store.queue.finish(lease, outcome, await recorder.drain())
 
+    async def sweep(self) -> list[str]:
+        return []  # no worktrees, no engine homes
+
 
 # --- one worker process ------------------------------------------------------------------------
 

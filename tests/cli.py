@@ -46,3 +46,10 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or check}")
         time.sleep(interval)
+
+
+def events_json(session_id: str, env: dict[str, str]) -> list[dict[str, Any]]:
+    """The session's events as ``telecoder logs --json`` prints them."""
+    done = telecoder("logs", session_id, "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]

@@ -3,6 +3,7 @@ version (recorded fixtures live under ``tests/fixtures/engines/<case>-<version>/
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import uuid
@@ -89,4 +90,73 @@ def make_task(
     )
     return EngineTask(
         prompt=prompt, workdir=workdir, home=home, model=case.model, resume_id=resume_id, env=env
+    )
+
+
+# --- end to end through `telecoder` ------------------------------------------------------------
+
+# Aider asks gpt-4.1-mini for its "diff" edit format: a new file is a SEARCH/REPLACE block with an
+# empty search. The marker in the prompt selects this script on the shared fake server.
+AIDER_MARK = "(aider edit)"
+AIDER_DIFF_SCRIPT = (
+    Reply(
+        text=(
+            "I'll create the file.\n\nfake.txt\n```\n<<<<<<< SEARCH\n=======\n"
+            "hello-from-fake\n>>>>>>> REPLACE\n```\n"
+        )
+    ),
+)
+
+
+@dataclass(frozen=True)
+class E2E:
+    """An engine as `telecoder run --engine ENGINE --model MODEL` runs it; models with a price,
+    so the session's cost is a real figure (the CLI's own, or from ``prices``)."""
+
+    id: str
+    engine: str
+    model: str
+    marker: str = ""
+
+    @property
+    def prompt(self) -> str:
+        return f"{PROMPT} {self.marker}".strip()
+
+
+E2E_CASES = (
+    E2E("claude-code", "claude-code", "claude-sonnet-4-5"),
+    E2E("codex", "codex", "gpt-5-mini"),
+    E2E("opencode", "opencode", "gpt-4.1-mini"),
+    E2E("pi", "pi", "gpt-4.1-mini"),
+    E2E("gemini", "gemini", "gemini-2.5-flash"),
+    E2E("qwen", "qwen", "qwen3-coder-flash"),
+    E2E("aider", "aider", "gpt-4.1-mini", AIDER_MARK),
+    E2E("acp-opencode", "acp", "opencode:gpt-4.1-mini"),
+    E2E("acp-gemini", "acp", "gemini:gemini-2.5-flash"),
+    E2E("acp-claude", "acp", "claude:claude-sonnet-4-5"),
+)
+E2E_BY_ID = {case.id: case for case in E2E_CASES}
+
+
+def agent_env(home: Path, base_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a `telecoder` command whose engines reach the fake model server at
+    ``base_url``. The agent CLIs are found through ``TELECODER_AGENT_PATH`` only: the project's
+    tools directory is taken off ``PATH``."""
+    from tests.cli import cli_env
+
+    path = os.pathsep.join(
+        p for p in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep) if p != str(TOOLS_BIN)
+    )
+    return cli_env(
+        home,
+        PATH=path,
+        TELECODER_AGENT_PATH=str(TOOLS_BIN),
+        TELECODER_MODEL_RETRIES="1",
+        ANTHROPIC_BASE_URL=base_url,
+        ANTHROPIC_API_KEY="sk-ant-fake",
+        OPENAI_BASE_URL=f"{base_url}/v1",
+        OPENAI_API_KEY="sk-fake",
+        GOOGLE_GEMINI_BASE_URL=base_url,
+        GEMINI_API_KEY="fake-gemini-key",
+        **extra,
     )

@@ -31,3 +31,18 @@ def group_members(pgid: int) -> list[int]:
         if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
             members.append(int(entry.name))
     return members
+
+
+def working_in(path: Path) -> list[int]:
+    """Live processes whose current directory is ``path`` or below it."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or not alive(int(entry.name)):
+            continue
+        try:
+            cwd = (entry / "cwd").resolve()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if cwd == path or path in cwd.parents:
+            found.append(int(entry.name))
+    return found

@@ -28,6 +28,7 @@ from telecoder import __version__
 from telecoder.domain import (
     Attempt,
     AttemptStatus,
+    EngineSource,
     Event,
     EventKind,
     FailureKind,
@@ -340,6 +341,7 @@ def session_of(data: Json) -> Session:
         finished_at=_epoch(data.get("finished_at")),
         available_at=created,
         worker_id=data.get("worker_id"),
+        engine_source=EngineSource(data.get("engine_source", EngineSource.REQUEST)),
     )
 
 

@@ -55,6 +55,14 @@ class Mode(enum.StrEnum):
     CHAT = "chat"
 
 
+class EngineSource(enum.StrEnum):
+    """Where a session's engine came from, highest precedence first."""
+
+    REQUEST = "request"  # named by the task (--engine, the API's engine)
+    REPO = "repo"  # the repository's .telecoder.yml, read when the session ran
+    SETTINGS = "settings"  # TELECODER_ENGINE; a repository's .telecoder.yml may override it
+
+
 class FailureKind(enum.StrEnum):
     """Why an attempt ended badly. The retry policy decides from this alone."""
 
@@ -130,6 +138,7 @@ class NewSession:
     repo: str
     prompt: str
     engine: str
+    engine_source: EngineSource = EngineSource.REQUEST
     model: str | None = None
     base_ref: str | None = None
     mode: Mode = Mode.TASK
@@ -184,6 +193,7 @@ class Session:
     available_at: float
     worker_id: str | None = None
     lease_until: float | None = None
+    engine_source: EngineSource = EngineSource.REQUEST
 
     def to_dict(self) -> dict[str, Any]:
         """The session as JSON: the shape of ``--json`` output and of the HTTP API."""
@@ -193,6 +203,7 @@ class Session:
             "repo": self.repo,
             "prompt": self.prompt,
             "engine": self.engine,
+            "engine_source": self.engine_source.value,
             "model": self.model,
             "mode": self.mode.value,
             "base": self.base_ref,
@@ -318,7 +329,7 @@ class WorkerInfo:
 class EventKind(enum.StrEnum):
     STATUS = "status"  # the session changed state
     PROGRESS = "progress"  # a pipeline step (workspace ready, committing, pushing, …)
-    MESSAGE = "message"  # assistant text
+    MESSAGE = "message"  # assistant text; with ``"role": "user"``, a chat message sent to it
     THINKING = "thinking"
     TOOL_CALL = "tool_call"
     TOOL_RESULT = "tool_result"

@@ -11,7 +11,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from telecoder.domain import Mode, NewSession
+from telecoder.domain import EngineSource, Mode, NewSession
 from telecoder.errors import BadInput, EngineNotFound
 from telecoder.pipeline import choose_forge
 from telecoder.protocols import Forge
@@ -51,6 +51,8 @@ async def accept(
     if not prompt:
         raise BadInput("the prompt is empty")
     engine = request.engine or settings.engine
+    # Without an engine named, the repository's .telecoder.yml may choose one when it runs.
+    chosen_by = EngineSource.REQUEST if request.engine else EngineSource.SETTINGS
     if engine not in engines:
         raise EngineNotFound(f"unknown engine {engine!r} (known: {', '.join(sorted(engines))})")
     try:
@@ -73,6 +75,7 @@ async def accept(
         repo=source.spec,
         prompt=prompt,
         engine=engine,
+        engine_source=chosen_by,
         model=request.model or None,
         base_ref=base,
         mode=mode,

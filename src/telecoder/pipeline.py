@@ -1,8 +1,10 @@
 """One attempt of a session, top to bottom (ARCHITECTURE §3).
 
-    prepare workspace → run engine → (events recorded in batches all along)
+    prepare workspace (a chat's later turn: reopen its kept worktree) → read .telecoder.yml
+    → run engine → verify → on failure resume the same agent session with the report
+      (≤ max_revisions) → (events recorded in batches all along)
     → commit → push → open/update PR  |  no change → the engine's answer
-    → finish the attempt → clean up
+    → finish the attempt (a chat: ``blocked``, waiting for a message) → clean up
 
 Every step can be redone by a later attempt without a second commit, push or PR: the worktree
 is made afresh, the commit is deterministic, the push is skipped when the remote already has it,
@@ -18,13 +20,18 @@ import dataclasses
 import enum
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
+from telecoder import repoconfig
 from telecoder.domain import (
+    Attempt,
+    EngineSource,
     EventKind,
     FailureKind,
     Lease,
@@ -35,7 +42,14 @@ from telecoder.domain import (
     Session,
     SessionStatus,
 )
-from telecoder.errors import BadInput, ForgeError, LeaseLost, StoreUnavailable, WorkspaceError
+from telecoder.errors import (
+    BadInput,
+    ForgeError,
+    LeaseLost,
+    SessionNotFound,
+    StoreUnavailable,
+    WorkspaceError,
+)
 from telecoder.protocols import (
     Engine,
     EngineOutcome,
@@ -48,7 +62,8 @@ from telecoder.protocols import (
 from telecoder.settings import Settings
 from telecoder.store import Outcome, Store
 from telecoder.store.events import Events
-from telecoder.workspace import Workspace, Worktree
+from telecoder.verify import CheckReport, Verifier, failure_summary, revision_prompt
+from telecoder.workspace import RepoSource, Workspace, Worktree
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +192,27 @@ class _Stopped(Exception):
     reason: StopReason
 
 
+@dataclass(frozen=True, slots=True)
+class _Turn:
+    """What this attempt asks of the agent: the task, or a chat's next messages."""
+
+    prompt: str
+    previous: Attempt | None = None  # a chat's earlier turn: its worktree and agent session
+
+    @property
+    def resume_id(self) -> str | None:
+        return self.previous.engine_session_id if self.previous is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    """What the agent did, revisions included."""
+
+    text: str | None
+    usage: Usage
+    failure: tuple[FailureKind, str] | None = None
+
+
 class Pipeline:
     def __init__(
         self,
@@ -194,6 +230,9 @@ class Pipeline:
         self.engines = engines
         self.runtime = runtime
         self.forges = forges
+        self.verifier = Verifier(
+            runtime=runtime, workspace=workspace, grace=settings.kill_grace_seconds
+        )
 
     async def run(self, session: Session, lease: Lease, control: AttemptControl) -> Session | None:
         """Run one attempt; the session as it ended, or None if this worker let it go."""
@@ -202,6 +241,7 @@ class Pipeline:
         recorder = EventRecorder(self.store.events, lease)
         recorder.start(control)
         worktree: list[Worktree] = []
+        final: Session | None = None
         try:
             outcome = await self._outcome(session, lease, recorder, control, worktree)
             last = await recorder.drain()
@@ -213,15 +253,19 @@ class Pipeline:
                 )
                 return None
             # Work that completed is recorded, even if a shutdown began meanwhile.
-            final = outcome
-            return await self._persist(lambda: self.store.queue.finish(lease, final, last))
+            done = outcome
+            final = await self._persist(lambda: self.store.queue.finish(lease, done, last))
+            return final
         except LeaseLost:
             log.warning("session %s: lease lost, leaving it to its new owner", session.id)
             return None
         finally:
             timer.cancel()
             await recorder.cancel()
-            await self._clean_up(session, worktree)
+            # A chat keeps its worktree and agent state until it ends.
+            ended = session.mode != Mode.CHAT or (final is not None and final.status.terminal)
+            if ended:
+                await self._clean_up(session, worktree)
 
     def time_limit(self, session: Session) -> float:
         return session.timeout_seconds or self.settings.timeout_seconds
@@ -280,18 +324,11 @@ class Pipeline:
         control: AttemptControl,
         worktree: list[Worktree],
     ) -> Outcome:
-        engine = self.engines(session.engine)
         source = await self.workspace.resolve(session.repo)
         forge = self._forge(session, source.remote_url)
         git_env = forge.git_env(source.remote_url)
-        recorder.progress("preparing_workspace")
-        wt = await self.workspace.prepare(
-            f"{session.id}-{lease.attempt}",
-            source,
-            branch=session.branch,
-            base=session.base_ref,
-            env=git_env,
-        )
+        turn = await self._turn(session)
+        wt = await self._worktree(session, lease, source, turn, git_env, recorder)
         worktree.append(wt)
         await self.store.queue.record(
             lease, workspace_path=str(wt.path), base_sha=wt.base_sha, branch=wt.branch
@@ -299,37 +336,179 @@ class Pipeline:
         recorder.progress("workspace_ready", base=wt.base, base_sha=wt.base_sha, path=str(wt.path))
         _check(control)
 
+        config = repoconfig.load(wt.path)
+        engine_name, model = await self._choose_engine(session, lease, config)
         task = EngineTask(
-            prompt=session.prompt,
+            prompt=turn.prompt,
             workdir=wt.path,
             home=self.settings.engine_homes / session.id,
-            model=session.model,
+            model=model,
+            resume_id=turn.resume_id,
             env=self._passthrough_env(),
         )
-        recorder.progress("engine_started", engine=session.engine)
-        result = await self._run_engine(engine, task, recorder, control)
-        _check(control)
-        usage = result.usage or Usage()
-        if not result.ok:
+        engine = self.engines(engine_name)
+        work = await self._work(engine, task, config, wt, lease, recorder, control)
+        if work.failure is not None:
+            kind, error = work.failure
             return Outcome(
-                status=SessionStatus.FAILED,
-                failure_kind=result.failure_kind or FailureKind.ENGINE_ERROR,
-                error=result.error or f"{session.engine} failed",
-                **_usage(usage),
+                status=SessionStatus.FAILED, failure_kind=kind, error=error, **_usage(work.usage)
             )
 
         recorder.progress("committing")
         await self.workspace.sanitize(wt)
-        sha = await self.workspace.commit(wt, commit_message(session), date=session.created_at)
+        message = commit_message(session, turn.prompt if turn.previous else None)
+        sha = await self.workspace.commit(wt, message, date=session.created_at)
+        text = _clip(work.text)
         if sha is None:
-            answer = Result(type=ResultType.TEXT, text=_clip(result.text))
+            answer = Result(type=ResultType.TEXT, text=text)
         else:
-            answer = await self._publish(session, lease, wt, forge, git_env, sha, recorder, control)
+            answer = await self._publish(
+                session, lease, wt, forge, git_env, sha, recorder, control, text
+            )
         recorder.add(EventKind.RESULT, answer.to_dict())
+        status = SessionStatus.BLOCKED if session.mode == Mode.CHAT else SessionStatus.SUCCEEDED
         # The pushed sha is recorded with the completion, in one transaction.
-        return Outcome(
-            status=SessionStatus.SUCCEEDED, result=answer, pushed_sha=answer.commit, **_usage(usage)
+        return Outcome(status=status, result=answer, pushed_sha=answer.commit, **_usage(work.usage))
+
+    async def _turn(self, session: Session) -> _Turn:
+        """The task's prompt; for a chat, the messages its next turn answers."""
+        if session.mode != Mode.CHAT:
+            return _Turn(session.prompt)
+        talk = await self.store.sessions.conversation(session.id)
+        if talk.previous is None:
+            return _Turn("\n\n".join([session.prompt, *talk.texts]))
+        if not talk.texts:
+            raise BadInput("the chat has no new message to answer")
+        return _Turn("\n\n".join(talk.texts), talk.previous)
+
+    async def _worktree(
+        self,
+        session: Session,
+        lease: Lease,
+        source: RepoSource,
+        turn: _Turn,
+        git_env: Mapping[str, str],
+        recorder: EventRecorder,
+    ) -> Worktree:
+        previous = turn.previous
+        if previous is None:
+            recorder.progress("preparing_workspace")
+            return await self.workspace.prepare(
+                f"{session.id}-{lease.attempt}",
+                source,
+                branch=session.branch,
+                base=session.base_ref,
+                env=git_env,
+            )
+        wt = None
+        if previous.workspace_path and previous.base_sha:
+            wt = await self.workspace.reopen(
+                Path(previous.workspace_path),
+                source,
+                branch=session.branch,
+                base=session.base_ref,
+                base_sha=previous.base_sha,
+            )
+        if wt is None:
+            raise BadInput(
+                f"the chat's worktree {previous.workspace_path} is gone (removed, or kept on "
+                "another host): the conversation cannot continue"
+            )
+        recorder.progress("reopening_workspace", turn_of_attempt=previous.number)
+        return wt
+
+    async def _choose_engine(
+        self, session: Session, lease: Lease, config: repoconfig.RepoConfig
+    ) -> tuple[str, str | None]:
+        """The engine and model to run: ``--engine`` beats the repository's ``.telecoder.yml``,
+        which beats ``TELECODER_ENGINE``; the repository's model goes with its engine."""
+        engine = session.engine
+        if session.engine_source != EngineSource.REQUEST and config.engine:
+            engine = config.engine
+            if (engine, EngineSource.REPO) != (session.engine, session.engine_source):
+                self.engines(engine)  # an unknown engine is the repository's bad input
+                await self.store.queue.choose_engine(lease, engine, EngineSource.REPO)
+        model = session.model
+        if model is None and config.model and config.engine in (None, engine):
+            model = config.model
+        return engine, model
+
+    async def _work(
+        self,
+        engine: Engine,
+        task: EngineTask,
+        config: repoconfig.RepoConfig,
+        wt: Worktree,
+        lease: Lease,
+        recorder: EventRecorder,
+        control: AttemptControl,
+    ) -> _Work:
+        """Run the agent; while the repository's checks fail, resume its session with the
+        report, up to ``max_revisions`` times."""
+        usage = Usage()
+        revision = 0
+        while True:
+            recorder.progress(
+                "engine_started" if revision == 0 else "revision_started",
+                engine=engine.name,
+                model=task.model,
+                revision=revision,
+                resumed=task.resume_id is not None,
+            )
+            result = await self._run_engine(engine, task, recorder, control)
+            _check(control)
+            usage = _add(usage, result.usage)
+            if result.session_id:
+                await self.store.queue.record(lease, engine_session_id=result.session_id)
+            if not result.ok:
+                failure = result.failure_kind or FailureKind.ENGINE_ERROR
+                return _Work(result.text, usage, (failure, result.error or f"{engine.name} failed"))
+            if not config.has_checks:
+                return _Work(result.text, usage)
+            failed = await self._verify(config, wt, task.home, revision, recorder, control)
+            if not failed:
+                recorder.progress("verified", revision=revision)
+                return _Work(result.text, usage)
+            resumable = result.session_id is not None
+            if revision >= config.max_revisions or not resumable:
+                summary = failure_summary(failed, revision, resumable=resumable)
+                kind = FailureKind.VERIFY_FAILED
+                recorder.add(EventKind.ERROR, {"failure_kind": kind.value, "message": summary})
+                return _Work(result.text, usage, (kind, summary))
+            revision += 1
+            task = replace(task, prompt=revision_prompt(failed), resume_id=result.session_id)
+
+    async def _verify(
+        self,
+        config: repoconfig.RepoConfig,
+        wt: Worktree,
+        home: Path,
+        revision: int,
+        recorder: EventRecorder,
+        control: AttemptControl,
+    ) -> list[CheckReport]:
+        """Run the checks; the failed ones."""
+        recorder.progress("verifying", revision=revision)
+        await self.workspace.sanitize(wt)  # host git snapshots the worktree: nothing may run
+
+        def report(check: CheckReport) -> None:
+            recorder.add(EventKind.VERIFY, {**check.to_dict(), "revision": revision})
+
+        reports = await self.verifier.run(
+            config, wt, env=self._verify_env(home), stopped=control.wait, report=report
         )
+        _check(control)
+        return [r for r in reports if not r.ok]
+
+    def _verify_env(self, home: Path) -> dict[str, str]:
+        """The allow-listed environment the agent gets too, without any model key."""
+        (home / "verify").mkdir(parents=True, exist_ok=True)
+        (home / "tmp").mkdir(parents=True, exist_ok=True)
+        return {
+            **{k: os.environ[k] for k in self.settings.env_allow if k in os.environ},
+            "HOME": str(home / "verify"),
+            "TMPDIR": str(home / "tmp"),
+        }
 
     async def _publish(
         self,
@@ -341,6 +520,7 @@ class Pipeline:
         sha: str,
         recorder: EventRecorder,
         control: AttemptControl,
+        text: str | None = None,
     ) -> Result:
         stats = await self.workspace.diff_stats(wt)
         await self._confirm_lease(lease, control)
@@ -366,6 +546,7 @@ class Pipeline:
             commit=sha,
             pr_url=published.url,
             pr_number=published.number,
+            text=text,
             diff=stats,
         )
 
@@ -459,19 +640,49 @@ class Pipeline:
 
     def _passthrough_env(self) -> dict[str, str]:
         names = (*self.settings.env_allow, *self.settings.engine_env)
-        return {k: os.environ[k] for k in names if k in os.environ}
+        env = {k: os.environ[k] for k in names if k in os.environ}
+        return {**env, **self.settings.engine_control_env()}
+
+    async def sweep(self) -> list[str]:
+        """Remove what ended sessions left on this host: the worktrees chats kept and engine
+        homes (a chat cancelled or ended while it waited; an attempt whose worker crashed).
+        Returns the ids of the sessions cleaned up."""
+        root = self.settings.engine_homes
+        cleaned: list[str] = []
+        for home in sorted(root.iterdir()) if root.is_dir() else []:
+            try:
+                session = await self.store.sessions.get(home.name)
+            except SessionNotFound:
+                session = None
+            if session is not None and not session.status.terminal:
+                continue
+            await self._forget(home.name)
+            cleaned.append(home.name)
+        return cleaned
+
+    async def _forget(self, session_id: str) -> None:
+        """Remove the session's engine home and every worktree it kept (those kept on purpose
+        for ``worktree_retention_seconds`` are ``prune``'s)."""
+        kept = re.compile(rf"{re.escape(session_id)}-\d+")
+        for path in sorted(self.settings.worktrees.glob(f"{session_id}-*")):
+            marked = path.with_name(path.name + ".done").exists()
+            if kept.fullmatch(path.name) and path.is_dir() and not marked:
+                await self.workspace.remove_path(path)
+        home = self.settings.engine_homes / session_id
+        await asyncio.to_thread(shutil.rmtree, home, ignore_errors=True)
 
     async def _clean_up(self, session: Session, worktree: list[Worktree]) -> None:
-        if session.mode == Mode.CHAT:
-            return
         try:
             if worktree:
                 if self.settings.worktree_retention_seconds > 0:
                     self.workspace.mark_finished(worktree[0])
                 else:
                     await self.workspace.remove(worktree[0])
-            home = self.settings.engine_homes / session.id
-            await asyncio.to_thread(shutil.rmtree, home, ignore_errors=True)
+            if session.mode == Mode.CHAT:
+                await self._forget(session.id)  # and the worktrees of its earlier turns
+            else:
+                home = self.settings.engine_homes / session.id
+                await asyncio.to_thread(shutil.rmtree, home, ignore_errors=True)
         except WorkspaceError:
             log.warning("session %s: could not remove its worktree", session.id, exc_info=True)
 
@@ -489,9 +700,12 @@ def choose_forge(forges: Mapping[str, Forge], name: str, remote_url: str) -> For
     return forges["local"]
 
 
-def commit_message(session: Session) -> str:
-    """Subject from the prompt's first line; the whole prompt and the session id below."""
-    prompt = session.prompt.strip()
+def commit_message(session: Session, prompt: str | None = None) -> str:
+    """Subject from the prompt's first line; the whole prompt and the session id below.
+
+    ``prompt``: a chat's follow-up message, instead of the session's first prompt.
+    """
+    prompt = (prompt if prompt is not None else session.prompt).strip()
     first = prompt.splitlines()[0] if prompt else "TeleCoder change"
     subject = first if len(first) <= 72 else first[:71].rstrip() + "…"
     body = prompt if prompt != subject else ""
@@ -517,6 +731,21 @@ def _clip(value: Any) -> Any:
 def _check(control: AttemptControl) -> None:
     if control.reason is not None:
         raise _Stopped(control.reason)
+
+
+def _add(total: Usage, more: Usage | None) -> Usage:
+    """Usage of several agent runs (a revision is a run of its own, its cost its own)."""
+    if more is None:
+        return total
+    cost = None
+    if total.cost_usd is not None or more.cost_usd is not None:
+        cost = (total.cost_usd or 0.0) + (more.cost_usd or 0.0)
+    return Usage(
+        input_tokens=total.input_tokens + more.input_tokens,
+        output_tokens=total.output_tokens + more.output_tokens,
+        cached_tokens=total.cached_tokens + more.cached_tokens,
+        cost_usd=cost,
+    )
 
 
 def _usage(usage: Usage) -> dict[str, Any]:

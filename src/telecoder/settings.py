@@ -104,6 +104,19 @@ class Settings(BaseSettings):
         default=DEFAULT_ENGINE_ENV,
         description="Model endpoint and key variables handed to engines (comma-separated).",
     )
+    agent_path: str | None = Field(
+        default=None,
+        description="Directories searched for agent CLIs before PATH (like PATH: colon-separated).",
+    )
+    model_retries: int = Field(
+        default=2, ge=0, description="How often an agent CLI may retry a failed model request."
+    )
+    acp_command: str | None = Field(
+        default=None, description="Command line of any ACP agent, for --engine acp."
+    )
+    chat_idle_seconds: float = Field(
+        default=3600.0, gt=0, description="A chat waiting this long for a message is ended."
+    )
     github_token: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("TELECODER_GITHUB_TOKEN", "GITHUB_TOKEN"),
@@ -167,3 +180,13 @@ class Settings(BaseSettings):
     @property
     def engine_homes(self) -> Path:
         return self.home / "engines"
+
+    def engine_control_env(self) -> dict[str, str]:
+        """TeleCoder's own settings for engines, as the variables engines read from their task:
+        where the agent CLIs are, how often they retry the model, a custom ACP agent."""
+        env = {"TELECODER_MODEL_RETRIES": str(self.model_retries)}
+        if self.agent_path:
+            env["TELECODER_AGENT_PATH"] = self.agent_path
+        if self.acp_command:
+            env["TELECODER_ACP_COMMAND"] = self.acp_command
+        return env

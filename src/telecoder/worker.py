@@ -15,6 +15,9 @@ start it requeues what an earlier, crashed process of the same worker id left ru
 On stop it turns ``draining``: running attempts are halted and their sessions handed back to
 the queue, so another worker (or this one, restarted) takes them up without waiting for a lease
 to expire; then it signs off as ``offline``.
+
+A side task ends chats that waited ``chat_idle_seconds`` for a message and removes, on this
+host, what ended sessions left behind (kept chat worktrees, engine homes).
 """
 
 from __future__ import annotations
@@ -43,6 +46,10 @@ class Runner(Protocol):
     async def run(
         self, session: Session, lease: Lease, control: AttemptControl
     ) -> Session | None: ...
+
+    async def sweep(self) -> list[str]:
+        """Remove what ended sessions left on this host; their ids."""
+        ...
 
 
 class Worker:
@@ -162,7 +169,8 @@ class Worker:
         )
         halt = asyncio.Event()
         upkeep = asyncio.create_task(self._upkeep(halt))
-        side = {upkeep}
+        chats = asyncio.create_task(self._end_idle_chats(halt))
+        side = {upkeep, chats}
         if listener is not None:
             side.add(asyncio.create_task(listener.run()))
         tasks: set[asyncio.Task[Session | None]] = set()
@@ -199,6 +207,7 @@ class Worker:
                 await asyncio.gather(*tasks, return_exceptions=True)
             halt.set()
             await settle(upkeep, grace=self.settings.lease_seconds)
+            await settle(chats, grace=self.settings.lease_seconds)
             for helper in side:
                 helper.cancel()
             await asyncio.gather(*side, return_exceptions=True)
@@ -218,6 +227,22 @@ class Worker:
                 log.warning("worker %s: upkeep failed", self.id, exc_info=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(halt.wait(), self.settings.heartbeat_seconds)
+
+    async def _end_idle_chats(self, halt: asyncio.Event) -> None:
+        """End chats idle past ``chat_idle_seconds`` (``succeeded``, with their last result);
+        remove what ended sessions left on this host."""
+        period = min(max(self.settings.chat_idle_seconds / 4, 0.05), 60.0)
+        while not halt.is_set():
+            try:
+                for session_id in await self.store.sessions.end_idle_chats(
+                    self.settings.chat_idle_seconds
+                ):
+                    log.info("worker %s: chat %s ended (idle)", self.id, session_id)
+                await self.pipeline.sweep()
+            except Exception:
+                log.warning("worker %s: ending idle chats failed", self.id, exc_info=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(halt.wait(), period)
 
     async def _claim(self) -> Claimed | None:
         try:

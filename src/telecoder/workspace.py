@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -193,6 +194,28 @@ class Workspace:
             mirror=mirror,
         )
 
+    async def reopen(
+        self, path: Path, source: RepoSource, *, branch: str, base: str | None, base_sha: str
+    ) -> Worktree | None:
+        """The worktree a chat's earlier turn left at ``path``, still on ``branch``; None when it
+        is gone (removed, or made on another host)."""
+        mirror = self.mirror_path(source.remote_url)
+        if not (path / ".git").is_file() or not (mirror / "HEAD").exists():
+            return None
+        code, out, _ = await _git_status(path, "symbolic-ref", "-q", "HEAD")
+        if code != 0 or out.strip() != f"refs/heads/{branch}":
+            return None
+        async with _locked(mirror.with_suffix(".lock")):
+            base_name, _ = await self._resolve_base(mirror, base)
+        return Worktree(
+            path=path,
+            branch=branch,
+            base=base_name,
+            base_sha=base_sha,
+            remote_url=source.remote_url,
+            mirror=mirror,
+        )
+
     async def _fetch(self, mirror: Path, remote_url: str, env: Mapping[str, str] | None) -> None:
         if not (mirror / "HEAD").exists():
             tmp = mirror.with_name(mirror.name + f".tmp{os.getpid()}")
@@ -339,6 +362,63 @@ class Workspace:
         )  # fmt: skip
         return (await _git(wt.path, "rev-parse", "HEAD")).strip()
 
+    # --- snapshots: what a commit would hold, without touching the worktree's index ------------
+
+    async def snapshot(self, wt: Worktree) -> str:
+        """The tree ``git add -A`` would commit now, made with a private index."""
+        with tempfile.TemporaryDirectory(prefix="telecoder-index-") as tmp:
+            env = await self._private_index(wt, Path(tmp) / "index")
+            await _git(wt.path, *_SAFE, "add", "-A", env=env)
+            return (await _git(wt.path, *_SAFE, "write-tree", env=env)).strip()
+
+    async def changed_since(self, wt: Worktree, tree: str) -> list[str]:
+        """Paths whose committed content would differ from ``tree``."""
+        now = await self.snapshot(wt)
+        if now == tree:
+            return []
+        out = await _git(wt.path, *_SAFE, "diff-tree", "-r", "--name-only", "-z", tree, now)
+        return [p for p in out.split("\0") if p]
+
+    async def restore(self, wt: Worktree, tree: str) -> list[str]:
+        """Put every path that differs from ``tree`` back as it was; returns those paths."""
+        now = await self.snapshot(wt)
+        if now == tree:
+            return []
+        out = await _git(
+            wt.path, *_SAFE, "diff-tree", "-r", "--no-renames", "--name-status", "-z", tree, now
+        )
+        fields = [f for f in out.split("\0") if f]
+        changes = list(zip(fields[::2], fields[1::2], strict=True))
+        for status, rel in changes:
+            if status == "A":
+                (wt.path / rel).unlink(missing_ok=True)
+        back = [rel for status, rel in changes if status != "A"]
+        if back:
+            with tempfile.TemporaryDirectory(prefix="telecoder-index-") as tmp:
+                env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+                await _git(wt.path, *_SAFE, "read-tree", tree, env=env)
+                paths = "\0".join(back).encode()
+                for rel in back:
+                    target = wt.path / rel
+                    if target.is_dir() and not target.is_symlink():
+                        shutil.rmtree(target)
+                await _git(
+                    wt.path, *_SAFE, "checkout-index", "-f", "-z", "--stdin",
+                    env=env, stdin=paths,
+                )  # fmt: skip
+        return [rel for _, rel in changes]
+
+    async def _private_index(self, wt: Worktree, index: Path) -> dict[str, str]:
+        """An index for ``wt`` of its own, starting from a copy of the worktree's (its stat
+        cache spares hashing unchanged files)."""
+        own = _admin_dir(wt.path) / "index"
+        if own.is_file():
+            shutil.copyfile(own, index)
+            return {"GIT_INDEX_FILE": str(index)}
+        env = {"GIT_INDEX_FILE": str(index)}
+        await _git(wt.path, *_SAFE, "read-tree", "HEAD", env=env)
+        return env
+
     async def diff_stats(self, wt: Worktree) -> DiffStats:
         out = await _git(wt.path, *_SAFE, "diff", "--numstat", wt.base_sha, "HEAD")
         files = insertions = deletions = 0
@@ -383,6 +463,16 @@ class Workspace:
             if not await self._release(wt):
                 await self._discard(wt.mirror, wt.path)
 
+    async def remove_path(self, path: Path) -> None:
+        """Delete the worktree at ``path`` (one a chat kept), wherever its mirror is."""
+        common = path / ".git"
+        if common.is_file():
+            gitdir = Path(common.read_text().split(":", 1)[1].strip())
+            mirror = gitdir.parent.parent
+            async with _locked(mirror.with_suffix(".lock")):
+                await self._discard(mirror, path)
+        shutil.rmtree(path, ignore_errors=True)
+
     def mark_finished(self, wt: Worktree) -> None:
         """Note when a kept worktree's session ended, for ``prune``."""
         marker = wt.path.with_name(wt.path.name + ".done")
@@ -401,14 +491,7 @@ class Workspace:
             if now - ended < older_than:
                 continue
             path = marker.with_suffix("")
-            common = path / ".git"
-            if common.is_file():
-                gitdir = Path(common.read_text().split(":", 1)[1].strip())
-                mirror = gitdir.parent.parent
-                async with _locked(mirror.with_suffix(".lock")):
-                    await self._discard(mirror, path)
-            else:
-                shutil.rmtree(path, ignore_errors=True)
+            await self.remove_path(path)
             marker.unlink(missing_ok=True)
             removed.append(path.name)
         return removed

@@ -69,16 +69,18 @@ async def test_health_is_degraded_when_the_database_is_gone(settings, pg_url):
 
 async def test_health_is_degraded_when_the_embedded_workers_die(settings, store):
     started = asyncio.Event()
+    crash = asyncio.Event()
 
     async def workers(stop: asyncio.Event) -> None:
         started.set()
-        await asyncio.sleep(0.05)
+        await crash.wait()  # not a sleep: a slow health check must still see them alive
         raise RuntimeError("the worker crashed")
 
     app = create_app(settings, store, start_workers=workers)
     async with client(app) as c:
         await started.wait()
         alive = (await c.get("/api/health")).json()
+        crash.set()
         await until(lambda: app.state.telecoder.workers.alive == 0)
         dead = await c.get("/api/health")
     assert alive["workers"] == {"embedded": 1, "alive": 1}

@@ -102,3 +102,9 @@ def test_clip_reaches_into_nested_data() -> None:
     assert len(json.dumps(clipped)) < 4 * MAX_TEXT
     # The input is not modified.
     assert data["outer"]["inner"][0] is long
+
+
+def test_a_chat_turn_commits_under_its_message() -> None:
+    session = make_session(id="s9", prompt="first task")
+    message = commit_message(session, "now also update the docs")
+    assert message == "now also update the docs\n\nTeleCoder-Session: s9\n"

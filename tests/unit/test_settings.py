@@ -119,3 +119,23 @@ def test_home_with_a_tilde_is_expanded(clean_env: Path) -> None:
     settings = Settings(home=Path("~/elsewhere"))
     assert settings.home == clean_env / "elsewhere"
     assert settings.store_url == f"sqlite:///{clean_env / 'elsewhere' / 'telecoder.db'}"
+
+
+def test_engine_control_settings_become_the_variables_engines_read(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert Settings.load().engine_control_env() == {"TELECODER_MODEL_RETRIES": "2"}
+    home = tmp_path / "tc"
+    home.mkdir()
+    (home / "config.env").write_text("TELECODER_AGENT_PATH=/opt/agents/bin\n")
+    monkeypatch.setenv("TELECODER_HOME", str(home))
+    monkeypatch.setenv("TELECODER_MODEL_RETRIES", "0")
+    monkeypatch.setenv("TELECODER_ACP_COMMAND", "goose acp")
+    monkeypatch.setenv("TELECODER_CHAT_IDLE_SECONDS", "90")
+    settings = Settings.load()
+    assert settings.engine_control_env() == {
+        "TELECODER_AGENT_PATH": "/opt/agents/bin",
+        "TELECODER_MODEL_RETRIES": "0",
+        "TELECODER_ACP_COMMAND": "goose acp",
+    }
+    assert settings.chat_idle_seconds == 90

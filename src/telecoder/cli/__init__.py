@@ -12,7 +12,7 @@ import sys
 import typer
 from sqlalchemy.exc import DBAPIError
 
-from telecoder.cli import db, run, serve, sessions, worker, workers
+from telecoder.cli import chat, db, engines, run, serve, sessions, worker, workers
 from telecoder.cli.output import Exit, err
 from telecoder.errors import (
     BadInput,
@@ -33,6 +33,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 app.command("run")(run.run)
+app.command("send")(chat.send)
 app.command("list")(sessions.list_sessions)
 app.command("show")(sessions.show)
 app.command("logs")(sessions.logs)
@@ -40,6 +41,7 @@ app.command("cancel")(sessions.cancel)
 app.command("retry")(sessions.retry)
 app.command("worker")(worker.worker)
 app.command("workers")(workers.workers)
+app.command("engines")(engines.engines)
 app.command("serve")(serve.serve)
 app.command("version")(sessions.version)
 app.add_typer(db.app, name="db")

@@ -199,6 +199,8 @@ def render_event(event: Event) -> str | None:
     elif kind == EventKind.OUTPUT:
         style = "red" if d.get("stream") == "stderr" else "dim"
         text = f"[{style}]│ {escape(str(d.get('text', '')))}[/]"
+    elif kind == EventKind.MESSAGE and d.get("role") == "user":
+        text = f"[bold cyan]› {escape(str(d.get('text', '')))}[/]"
     elif kind == EventKind.MESSAGE:
         text = escape(str(d.get("text", "")))
     elif kind == EventKind.THINKING:
@@ -215,6 +217,9 @@ def render_event(event: Event) -> str | None:
     elif kind == EventKind.VERIFY:
         ok = d.get("ok")
         text = f"{'[green]✓' if ok else '[red]✗'} verify[/] {escape(str(d.get('command', '')))}"
+        if not ok and d.get("output_tail"):
+            tail = str(d["output_tail"]).strip().splitlines()[-1]
+            text += f" [dim]{escape(short(tail, 160))}[/]"
     elif kind == EventKind.ERROR:
         text = f"[red]error: {escape(str(d.get('message', '')))}[/]"
     elif kind == EventKind.RESULT:
@@ -239,6 +244,13 @@ def event_json(event: Event) -> dict[str, Any]:
 def final_line(session: Session) -> str:
     status = status_text(session.status.value)
     r = session.result
+    if session.status == SessionStatus.BLOCKED:
+        line = f"{status} · the chat waits for a message"
+        if r is not None and r.branch:
+            line += f" · pushed [bold]{r.branch}[/] ({(r.commit or '')[:12]})"
+        if r is not None and r.text:
+            line += f"\n{escape(r.text)}"
+        return line + f'\nreply: telecoder send {session.id} "…"'
     if session.status == SessionStatus.SUCCEEDED and r is not None:
         if r.branch:
             line = f"{status} · pushed [bold]{r.branch}[/] ({(r.commit or '')[:12]})"

@@ -33,7 +33,7 @@ from telecoder.cli.output import (
     show_session,
 )
 from telecoder.client import Client, End, Json, attempts_of, session_of
-from telecoder.domain import Event, SessionStatus
+from telecoder.domain import Event, EventKind, SessionStatus
 from telecoder.errors import Conflict
 from telecoder.workspace import is_url
 
@@ -150,6 +150,8 @@ async def watch(api: Client, session: Json, *, as_json: bool) -> Exit:
                 break
             if not as_json:
                 _print_event(item, as_json=False)
+            if item.kind == EventKind.STATUS and item.data.get("status") == "blocked":
+                break  # a chat's turn is over: it waits for a message
         if pending:
             await asyncio.wait(pending)
         final = await api.get(session_id)

@@ -16,7 +16,7 @@ from telecoder.cli import remote
 from telecoder.cli.common import load_settings, opened, run_async
 from telecoder.cli.follow import follow
 from telecoder.cli.output import Exit, err, exit_for, final_line, out, print_json
-from telecoder.domain import NewSession, SessionStatus
+from telecoder.domain import NewSession, Session, SessionStatus
 from telecoder.intake import Request, accept
 from telecoder.pipeline import StopReason
 from telecoder.settings import Settings
@@ -35,6 +35,9 @@ def run(
     forge: Annotated[
         str | None, typer.Option(help="Where results go: auto, local or github.")
     ] = None,
+    mode: Annotated[
+        str, typer.Option(help="task (runs once) or chat (waits for `telecoder send` after it).")
+    ] = "task",
     priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
     timeout: Annotated[
         float | None, typer.Option(help="Wall-clock limit in seconds.", min=1)
@@ -61,6 +64,7 @@ def run(
             timeout=timeout,
             detach=detach,
             as_json=as_json,
+            mode=mode,
         )
     settings = load_settings()
     request = Request(
@@ -70,6 +74,7 @@ def run(
         model=model,
         base=base,
         forge=forge,
+        mode=mode,
         priority=priority,
         timeout_seconds=timeout,
     )
@@ -107,6 +112,20 @@ async def run_here(settings: Settings, store: Store, new: NewSession, *, as_json
     claimed: Claimed | None = await store.queue.create_claimed(new, worker.id)
     if not as_json:
         err.print(f"session [bold]{new.id}[/] · branch {new.branch}")
+    return await execute_here(store, worker, claimed, new.id, as_json=as_json)
+
+
+async def execute_here(
+    store: Store,
+    worker: Worker,
+    claimed: Claimed | None,
+    session_id: str,
+    *,
+    after: int = 0,
+    as_json: bool,
+) -> Exit:
+    """Run ``claimed`` here (None: a worker has it) and stream the events after ``after``,
+    until the session ends or, a chat, waits for a message."""
     loop = asyncio.get_running_loop()
     cancelled = False
     pending: set[asyncio.Task[object]] = set()
@@ -114,22 +133,24 @@ async def run_here(settings: Settings, store: Store, new: NewSession, *, as_json
     def on_interrupt() -> None:
         nonlocal cancelled
         cancelled = True
-        if not worker.stop_session(new.id, StopReason.CANCELLED):
+        if not worker.stop_session(session_id, StopReason.CANCELLED):
             # Between attempts: cancel the queued session in the store.
-            task = loop.create_task(store.sessions.cancel(new.id))
+            task = loop.create_task(store.sessions.cancel(session_id))
             pending.add(task)
             task.add_done_callback(pending.discard)
 
     loop.add_signal_handler(signal.SIGINT, on_interrupt)
     try:
-        execution = asyncio.create_task(_attempts(worker, store, claimed, lambda: cancelled))
+        execution = asyncio.create_task(
+            _attempts(worker, store, claimed, session_id, lambda: cancelled)
+        )
         if not as_json:
-            await follow(store, new.id, until=execution)
+            await follow(store, session_id, after=after, until=execution)
         await asyncio.wait({execution})
         execution.result()
     finally:
         loop.remove_signal_handler(signal.SIGINT)
-    session = await store.sessions.get(new.id)
+    session = await store.sessions.get(session_id)
     if as_json:
         print_json(session.to_dict())
     else:
@@ -138,9 +159,12 @@ async def run_here(settings: Settings, store: Store, new: NewSession, *, as_json
 
 
 async def _attempts(
-    worker: Worker, store: Store, claimed: Claimed | None, cancelled: Callable[[], bool]
+    worker: Worker,
+    store: Store,
+    claimed: Claimed | None,
+    session_id: str,
+    cancelled: Callable[[], bool],
 ) -> None:
-    session_id = claimed.session.id if claimed else ""
     while claimed is not None:
         await worker.execute(claimed)
         session = await store.sessions.get(session_id)
@@ -148,6 +172,11 @@ async def _attempts(
             return
         await asyncio.sleep(max(0.0, session.available_at - time.time()))
         claimed = await store.queue.claim(worker.id, only=session_id)
-    # A worker took the session over: keep following it until it ends.
-    while not (await store.sessions.get(session_id)).status.terminal:  # noqa: ASYNC110 (polls the db)
+    # A worker took the session over: keep following it until it ends (or a chat waits).
+    while not settled(await store.sessions.get(session_id)):  # noqa: ASYNC110 (polls the db)
         await asyncio.sleep(0.2)
+
+
+def settled(session: Session) -> bool:
+    """Nothing more happens to it unless someone acts: it ended, or a chat waits."""
+    return session.status.terminal or session.status == SessionStatus.BLOCKED

@@ -131,6 +131,14 @@ class _ToolCall:
 
 class AcpEngine:
     name = "acp"
+    # Each preset agent: the binary it runs and the endpoint and key variables it reads.
+    agents: dict[str, tuple[str, tuple[str, ...]]] = {  # noqa: RUF012 (read only)
+        "opencode": ("opencode", s.OPENAI_VARS),
+        "gemini": ("gemini", s.GEMINI_VARS),
+        "qwen": ("qwen", s.OPENAI_VARS),
+        "claude": ("claude-agent-acp", s.ANTHROPIC_VARS),
+        "codex": ("codex-acp", s.OPENAI_VARS),
+    }
 
     def command(self, task: EngineTask) -> EngineCommand:
         agent = agent_of(task)

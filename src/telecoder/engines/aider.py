@@ -45,6 +45,7 @@ def _number(digits: str, kilo: str) -> int:
 class AiderEngine:
     name = "aider"
     binary = "aider"
+    variables = s.OPENAI_VARS
 
     def command(self, task: EngineTask) -> EngineCommand:
         model = task.model or "gpt-4.1"

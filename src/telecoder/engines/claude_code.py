@@ -30,6 +30,7 @@ _API_ERROR = re.compile(r"^\[?API Error\b")
 class ClaudeCodeEngine:
     name = "claude-code"
     binary = "claude"
+    variables = s.ANTHROPIC_VARS
 
     def command(self, task: EngineTask) -> EngineCommand:
         argv = [

@@ -29,6 +29,7 @@ def _toml(value: str) -> str:
 class CodexEngine:
     name = "codex"
     binary = "codex"
+    variables = s.OPENAI_VARS
 
     def command(self, task: EngineTask) -> EngineCommand:
         codex_home = task.home / ".codex"

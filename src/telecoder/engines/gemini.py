@@ -48,6 +48,7 @@ def gemini_files_env(task: EngineTask) -> tuple[dict[str, str], dict[str, str]]:
 class GeminiEngine:
     name = "gemini"
     binary = "gemini"
+    variables = s.GEMINI_VARS
 
     def command(self, task: EngineTask) -> EngineCommand:
         argv = [s.find_binary(self.binary, task.env), "--output-format", "stream-json", "--yolo"]

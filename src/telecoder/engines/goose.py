@@ -31,6 +31,7 @@ def session_name(task: EngineTask) -> str:
 class GooseEngine:
     name = "goose"
     binary = "goose"
+    variables = s.OPENAI_VARS
 
     def command(self, task: EngineTask) -> EngineCommand:
         name = task.resume_id or session_name(task)

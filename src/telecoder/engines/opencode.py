@@ -65,6 +65,7 @@ def opencode_env(task: EngineTask) -> dict[str, str]:
 class OpenCodeEngine:
     name = "opencode"
     binary = "opencode"
+    variables = s.OPENAI_VARS
 
     def command(self, task: EngineTask) -> EngineCommand:
         model, config = opencode_config(task)

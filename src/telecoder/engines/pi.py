@@ -28,6 +28,7 @@ PROVIDER = "telecoder"
 class PiEngine:
     name = "pi"
     binary = "pi"
+    variables = s.OPENAI_VARS
 
     def command(self, task: EngineTask) -> EngineCommand:
         base_url = task.env.get("OPENAI_BASE_URL") or s.DEFAULT_OPENAI_BASE_URL

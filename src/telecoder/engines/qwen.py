@@ -28,6 +28,7 @@ SETTINGS: dict[str, object] = {
 class QwenEngine:
     name = "qwen"
     binary = "qwen"
+    variables = s.OPENAI_VARS
 
     def command(self, task: EngineTask) -> EngineCommand:
         argv = [

@@ -16,6 +16,8 @@ _TAIL_LINES = 20
 
 class ShellEngine:
     name = "shell"
+    binary = "sh"
+    variables: tuple[str, ...] = ()
 
     def command(self, task: EngineTask) -> EngineCommand:
         return EngineCommand(argv=["/bin/sh", "-c", task.prompt])

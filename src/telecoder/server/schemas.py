@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from telecoder.domain import (
+    EngineSource,
     Event,
     EventKind,
     FailureKind,
@@ -120,6 +121,9 @@ class SessionOut(BaseModel):
     repo: str
     prompt: str
     engine: str
+    engine_source: EngineSource = Field(
+        description="request: the task named it; repo: its .telecoder.yml; settings: the default."
+    )
     model: str | None
     mode: Mode
     base: str | None

@@ -98,6 +98,15 @@ class Events:
         async with self._db.write() as conn:
             return await append_events(conn, session_id, lease, new)
 
+    async def last_seq(self, session_id: str) -> int:
+        """The seq of the session's latest event (0 when none)."""
+        query = select(sessions.c.last_seq).where(sessions.c.id == session_id)
+        async with self._db.read() as conn:
+            last = (await conn.execute(query)).scalar()
+        if last is None:
+            raise SessionNotFound(f"no session {session_id!r}")
+        return int(last)
+
     async def list(self, session_id: str, *, after: int = 0, limit: int = 1000) -> list[Event]:
         """Events of one session with ``seq > after``, oldest first."""
         query = (
@@ -108,7 +117,7 @@ class Events:
         )
         async with self._db.read() as conn:
             rows = (await conn.execute(query)).all()
-        return [_event(r) for r in rows]
+        return [event_from_row(r) for r in rows]
 
     # --- for live readers (the bus): cheap questions asked many times a second ---
 
@@ -141,7 +150,7 @@ class Events:
         )
         async with self._db.read() as conn:
             rows = (await conn.execute(query)).all()
-        return [_event(r) for r in rows]
+        return [event_from_row(r) for r in rows]
 
     async def last_change(self) -> tuple[int, float]:
         """How many sessions there are and when any of them last changed state."""
@@ -157,7 +166,7 @@ class Head:
     status: SessionStatus
 
 
-def _event(r: Any) -> Event:
+def event_from_row(r: Any) -> Event:
     return Event(
         id=r.id,
         session_id=r.session_id,

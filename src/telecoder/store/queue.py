@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from telecoder import retry
 from telecoder.domain import (
     AttemptStatus,
+    EngineSource,
     EventKind,
     FailureKind,
     Lease,
@@ -78,7 +79,7 @@ class Limits:
 class Outcome:
     """How an attempt ended, as the worker reports it."""
 
-    status: SessionStatus  # SUCCEEDED, FAILED or CANCELLED
+    status: SessionStatus  # SUCCEEDED, FAILED, CANCELLED, or BLOCKED (a chat waits for a message)
     result: Result | None = None
     failure_kind: FailureKind | None = None
     error: str | None = None
@@ -233,10 +234,22 @@ class Queue:
         return Heartbeat(lease_until, bool(cancel))
 
     async def record(self, lease: Lease, **fields: Any) -> None:
-        """Write progress of the attempt (workspace path, base sha, …) while holding the lease."""
+        """Write progress of the attempt (workspace path, base sha, agent session id, …) while
+        holding the lease."""
         async with self._db.write() as conn:
             await _hold(conn, lease)
             await conn.execute(_attempt_update(lease).values(**fields))
+
+    async def choose_engine(self, lease: Lease, engine: str, source: EngineSource) -> None:
+        """Record the engine the attempt runs, when the repository chose it."""
+        async with self._db.write() as conn:
+            done = await conn.execute(
+                update(sessions)
+                .where(*fenced(lease))  # type: ignore[arg-type]
+                .values(engine=engine, engine_source=source.value, updated_at=time.time())
+            )
+            if not done.rowcount:
+                raise LeaseLost(f"lost the lease on {lease.session_id} attempt {lease.attempt}")
 
     async def finish(
         self, lease: Lease, outcome: Outcome, events: Sequence[NewEvent] = ()
@@ -266,6 +279,8 @@ class Queue:
                 status_data["error"] = outcome.error
             if status == SessionStatus.QUEUED:
                 status_data["retry_in"] = round(delay, 3)
+            if status == SessionStatus.BLOCKED:
+                status_data["reason"] = "waiting for a message"
             new = [*events, NewEvent(kind=EventKind.STATUS, data=status_data)]
             values: dict[str, Any] = {
                 "status": status.value,
@@ -283,7 +298,7 @@ class Queue:
                 values["result"] = dumps(outcome.result.to_dict())
             if status == SessionStatus.QUEUED:
                 values["available_at"] = now + delay
-            else:
+            elif status.terminal:
                 values["finished_at"] = now
             row = (
                 await conn.execute(
@@ -471,5 +486,6 @@ async def _hold(conn: AsyncConnection, lease: Lease) -> Session:
 def _attempt_status(status: SessionStatus) -> AttemptStatus:
     return {
         SessionStatus.SUCCEEDED: AttemptStatus.SUCCEEDED,
+        SessionStatus.BLOCKED: AttemptStatus.SUCCEEDED,  # a chat's turn that went well
         SessionStatus.CANCELLED: AttemptStatus.CANCELLED,
     }.get(status, AttemptStatus.FAILED)

@@ -38,6 +38,8 @@ sessions = Table(
     Column("repo", Text, nullable=False),
     Column("prompt", Text, nullable=False),
     Column("engine", String(64), nullable=False),
+    # request, repo or settings: whether the repository's .telecoder.yml may choose the engine.
+    Column("engine_source", String(16), nullable=False, server_default="request"),
     Column("model", String(200)),
     Column("base_ref", String(255)),
     Column("mode", String(16), nullable=False, server_default="task"),

@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from telecoder.domain import (
     Attempt,
     AttemptStatus,
+    EngineSource,
+    Event,
     EventKind,
     FailureKind,
     Mode,
@@ -24,9 +26,9 @@ from telecoder.domain import (
 )
 from telecoder.errors import BadInput, Conflict, SessionNotFound
 from telecoder.store.db import Database, dumps, loads
-from telecoder.store.events import append_events
+from telecoder.store.events import append_events, event_from_row
 from telecoder.store.notify import Notice, NoticeKind
-from telecoder.store.schema import attempts, sessions
+from telecoder.store.schema import attempts, events, sessions
 
 
 def session_from_row(row: Row[Any]) -> Session:
@@ -63,6 +65,7 @@ def session_from_row(row: Row[Any]) -> Session:
         available_at=m["available_at"],
         worker_id=m["worker_id"],
         lease_until=m["lease_until"],
+        engine_source=EngineSource(m["engine_source"]),
     )
 
 
@@ -95,6 +98,7 @@ def new_session_values(new: NewSession, now: float) -> dict[str, Any]:
         "repo": new.repo,
         "prompt": new.prompt,
         "engine": new.engine,
+        "engine_source": new.engine_source.value,
         "model": new.model,
         "base_ref": new.base_ref,
         "mode": new.mode.value,
@@ -123,6 +127,23 @@ def queued_event(new: NewSession) -> NewEvent:
 class Page:
     sessions: list[Session]
     next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """Where a chat session stands before its next turn.
+
+    ``previous`` is the attempt whose turn ended last (the session went ``blocked``): its
+    worktree and agent session are the ones to continue. ``pending`` are the messages sent
+    since, oldest first; before the first turn, those sent while it was still queued.
+    """
+
+    previous: Attempt | None
+    pending: list[Event]
+
+    @property
+    def texts(self) -> list[str]:
+        return [str(e.data.get("text", "")) for e in self.pending]
 
 
 class Sessions:
@@ -229,7 +250,11 @@ class Sessions:
                         status=SessionStatus.CANCELLED.value,
                         cancel_requested=True,
                         failure_kind=FailureKind.CANCELLED.value,
-                        error="cancelled before it started",
+                        error=(
+                            "cancelled while it waited for a message"
+                            if session.status == SessionStatus.BLOCKED
+                            else "cancelled before it started"
+                        ),
                         finished_at=now,
                         updated_at=now,
                     )
@@ -240,6 +265,119 @@ class Sessions:
             await append_events(conn, session_id, None, [event], now=now)
         return await self.get(session_id)
 
+    async def add_message(
+        self, session_id: str, text: str, *, sender: str | None = None
+    ) -> tuple[Session, int]:
+        """Send a chat session a message: recorded as an event; a waiting chat is queued.
+        Returns the session as it is now and the seq of the message's event.
+
+        Refused (``Conflict``) for a task session, an ended chat, and a chat whose agent is in
+        the middle of a turn (send again once it waits). A chat queued but not yet started takes
+        more messages: its next turn gets them all.
+        """
+        now = time.time()
+        async with self._db.write() as conn:
+            session = await _get(conn, session_id, lock=True)
+            if session.mode != Mode.CHAT:
+                raise Conflict(
+                    f"session {session_id} is a task, not a chat: it takes no follow-ups "
+                    "(start a chat with --mode chat)"
+                )
+            if session.status.terminal:
+                raise Conflict(f"session {session_id} is {session.status.value}: the chat ended")
+            if session.status == SessionStatus.RUNNING:
+                raise Conflict(
+                    f"session {session_id} is in the middle of a turn: send once it waits"
+                )
+            said: dict[str, Any] = {"role": "user", "text": text}
+            if sender is not None:
+                said["from"] = sender
+            new = [NewEvent(kind=EventKind.MESSAGE, data=said)]
+            values: dict[str, Any] = {"updated_at": now}
+            if session.status == SessionStatus.BLOCKED:
+                values.update(status=SessionStatus.QUEUED.value, available_at=now, error=None)
+                status = {"status": SessionStatus.QUEUED.value, "reason": "a message arrived"}
+                new.append(NewEvent(kind=EventKind.STATUS, data=status))
+            await conn.execute(update(sessions).where(sessions.c.id == session_id).values(values))
+            last = await append_events(conn, session_id, None, new, now=now)
+            if session.status == SessionStatus.BLOCKED:
+                await self._db.notify(conn, Notice(NoticeKind.QUEUED, session_id))
+        return await self.get(session_id), last - len(new) + 1
+
+    async def conversation(self, session_id: str) -> Conversation:
+        """The chat's last finished turn and the messages its next turn must answer."""
+        async with self._db.read() as conn:
+            statuses = (
+                await conn.execute(
+                    select(events.c.seq, events.c.attempt, events.c.data)
+                    .where(events.c.session_id == session_id, events.c.kind == "status")
+                    .order_by(events.c.seq)
+                )
+            ).all()
+            blocked = [r for r in statuses if loads(r.data).get("status") == "blocked"]
+            after = blocked[-1].seq if blocked else 0
+            rows = (
+                await conn.execute(
+                    select(events)
+                    .where(
+                        events.c.session_id == session_id,
+                        events.c.kind == EventKind.MESSAGE.value,
+                        events.c.seq > after,
+                        events.c.data.like('%"role":"user"%'),
+                    )
+                    .order_by(events.c.seq)
+                )
+            ).all()
+            previous = None
+            if blocked:
+                row = (
+                    await conn.execute(
+                        select(attempts).where(
+                            attempts.c.session_id == session_id,
+                            attempts.c.number == blocked[-1].attempt,
+                        )
+                    )
+                ).first()
+                previous = attempt_from_row(row) if row is not None else None
+        pending = [event_from_row(r) for r in rows]
+        return Conversation(previous, [e for e in pending if e.data.get("role") == "user"])
+
+    async def end_idle_chats(self, idle_seconds: float) -> builtins.list[str]:
+        """Chats that waited ``idle_seconds`` for a message end ``succeeded`` (their last
+        result stays); returns their ids. Their worktrees are the host's to remove."""
+        now = time.time()
+        idle = select(sessions.c.id).where(
+            sessions.c.status == SessionStatus.BLOCKED.value,
+            sessions.c.mode == Mode.CHAT.value,
+            sessions.c.updated_at < now - idle_seconds,
+        )
+        async with self._db.read() as conn:  # the usual answer, "none", takes no write lock
+            ids = (await conn.execute(idle)).scalars().all()
+        ended: builtins.list[str] = []
+        if not ids:
+            return ended
+        async with self._db.write() as conn:
+            for session_id in ids:
+                done = await conn.execute(
+                    update(sessions)
+                    .where(
+                        sessions.c.id == session_id,
+                        sessions.c.status == SessionStatus.BLOCKED.value,
+                        sessions.c.updated_at < now - idle_seconds,  # no message came meanwhile
+                    )
+                    .values(status=SessionStatus.SUCCEEDED.value, finished_at=now, updated_at=now)
+                )
+                if not done.rowcount:
+                    continue
+                data = {
+                    "status": SessionStatus.SUCCEEDED.value,
+                    "reason": f"no message for {idle_seconds:g} s: the chat ended",
+                }
+                status = NewEvent(kind=EventKind.STATUS, data=data)
+                await append_events(conn, session_id, None, [status], now=now)
+                ended.append(session_id)
+        return ended
+
     async def retry(self, session_id: str) -> Session:
         """A new queued session with the same parameters, linked to the old one."""
         return await self.create(retry_of(await self.get(session_id)))
@@ -249,10 +387,13 @@ def retry_of(old: Session) -> NewSession:
     """The request that runs ``old`` again, on its branch (so its pull request is reused)."""
     if not old.status.terminal:
         raise Conflict(f"session {old.id} is still {old.status.value}")
+    # An engine the repository chose is chosen again, from its .telecoder.yml as it is now.
+    source = EngineSource.SETTINGS if old.engine_source == EngineSource.REPO else old.engine_source
     return NewSession(
         repo=old.repo,
         prompt=old.prompt,
         engine=old.engine,
+        engine_source=source,
         model=old.model,
         base_ref=old.base_ref,
         mode=old.mode,
@@ -266,8 +407,11 @@ def retry_of(old: Session) -> NewSession:
     )
 
 
-async def _get(conn: AsyncConnection, session_id: str) -> Session:
-    row = (await conn.execute(select(sessions).where(sessions.c.id == session_id))).first()
+async def _get(conn: AsyncConnection, session_id: str, *, lock: bool = False) -> Session:
+    query = select(sessions).where(sessions.c.id == session_id)
+    if lock:
+        query = query.with_for_update()  # PostgreSQL; SQLite's write lock is already held
+    row = (await conn.execute(query)).first()
     if row is None:
         raise SessionNotFound(f"no session {session_id!r}")
     return session_from_row(row)

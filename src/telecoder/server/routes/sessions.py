@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, status
 
-from telecoder.domain import EventKind, Mode, NewEvent, Session, SessionStatus
-from telecoder.errors import Conflict
+from telecoder import chat
+from telecoder.domain import Session, SessionStatus
 from telecoder.intake import Request
 from telecoder.server.deps import PrincipalDep, StateDep, StoreDep, limit_writes
 from telecoder.server.schemas import (
@@ -143,18 +143,12 @@ async def retry_session(session_id: SessionRef, state: StateDep, _: PrincipalDep
 async def post_message(
     session_id: SessionRef, body: MessageCreate, state: StateDep, principal: PrincipalDep
 ) -> MessageAccepted:
-    """Recorded in the session's log as a ``message`` from the user, for its worker to take."""
+    """Recorded in the session's log as a ``message`` from the user; a chat waiting for one is
+    queued for its next turn (``telecoder.chat.send``, as ``telecoder send`` does)."""
     session = await state.store.sessions.resolve(session_id)
-    if session.mode != Mode.CHAT:
-        raise Conflict(f"session {session.id} is a task, not a chat: it takes no follow-ups")
-    if session.status.terminal:
-        raise Conflict(f"session {session.id} is {session.status.value}: it takes no follow-ups")
-    event = NewEvent(
-        kind=EventKind.MESSAGE, data={"role": "user", "text": body.text, "from": principal.name}
-    )
-    seq = await state.store.events.append(session.id, [event])
+    sent = await chat.send(state.store, session.id, body.text, sender=principal.name)
     state.bus.poke()
-    return MessageAccepted(session_id=session.id, seq=seq)
+    return MessageAccepted(session_id=session.id, seq=sent.seq)
 
 
 @router.get(

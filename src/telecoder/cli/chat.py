@@ -1,0 +1,46 @@
+"""``telecoder send``: a message to a chat session, whose agent continues where it stopped."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from telecoder import chat
+from telecoder.assemble import build_worker
+from telecoder.cli.common import load_settings, opened, run_async
+from telecoder.cli.output import Exit, out, print_json
+from telecoder.cli.run import execute_here
+
+
+def send(
+    session_id: Annotated[str, typer.Argument(help="The chat session's id (or a unique prefix).")],
+    message: Annotated[str, typer.Argument(help="What to tell the agent.")],
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Queue the turn for a worker; print the id.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the session as one JSON object at the end.")
+    ] = False,
+) -> None:
+    """Send a chat session a message: its agent resumes in the same worktree."""
+    settings = load_settings()
+
+    async def go() -> Exit:
+        async with opened(settings) as store:
+            session = await store.sessions.resolve(session_id)
+            after = await store.events.last_seq(session.id)
+            session = (await chat.send(store, session.id, message)).session
+            if detach:
+                if as_json:
+                    print_json(session.to_dict())
+                else:
+                    out.print(session.id)
+                return Exit.OK
+            worker = build_worker(settings, store)
+            claimed = await store.queue.claim(worker.id, only=session.id)
+            return await execute_here(
+                store, worker, claimed, session.id, after=after, as_json=as_json
+            )
+
+    raise typer.Exit(run_async(go()))

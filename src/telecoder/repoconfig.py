@@ -1,0 +1,163 @@
+"""``.telecoder.yml``: a repository's own settings, read from the worktree after checkout.
+
+```yaml
+engine: claude-code          # this repo's default engine: below --engine, above TELECODER_ENGINE
+model: claude-sonnet-4-5     # its model, when the task names none
+verify:                      # commands that must pass before anything is pushed
+  - pytest -q
+  - ruff check .
+checks:                      # mechanical checks
+  - file_exists: CHANGELOG.md
+  - command_succeeds: test -s VERSION
+  - git_clean: true          # the checks change no file that would be committed
+max_revisions: 2             # times the agent is asked to fix failing checks
+verify_timeout: 600          # seconds each command may take
+```
+
+Parsing is data only: ``yaml.safe_load`` (no tags, no code) of a file of bounded size, then a
+pydantic model that refuses unknown keys. A malformed file is ``BadInput`` naming the field.
+Nothing runs while parsing; the commands run later, in the worktree, through the runtime.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+)
+
+from telecoder.errors import BadInput
+
+FILENAME = ".telecoder.yml"
+MAX_BYTES = 64 * 1024
+
+_Command = Annotated[str, Field(min_length=1, max_length=4000)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileExists(_Strict):
+    """The file (relative to the repository root) exists after the agent's work."""
+
+    file_exists: Annotated[str, Field(min_length=1, max_length=1000)]
+
+
+class CommandSucceeds(_Strict):
+    """The shell command exits 0 in the worktree."""
+
+    command_succeeds: _Command
+
+
+class GitClean(_Strict):
+    """The checks leave every file that would be committed as the agent left it."""
+
+    git_clean: Literal[True]
+
+
+CHECK_KINDS = ("file_exists", "command_succeeds", "git_clean")
+
+
+def _check_kind(value: Any) -> str | None:
+    """Which check a mapping is: its one key (None for anything else: a clear error)."""
+    if isinstance(value, dict):
+        keys = list(value)
+        return keys[0] if len(keys) == 1 and keys[0] in CHECK_KINDS else None
+    return next((k for k in CHECK_KINDS if hasattr(value, k)), None)
+
+
+Check = Annotated[
+    Annotated[FileExists, Tag("file_exists")]
+    | Annotated[CommandSucceeds, Tag("command_succeeds")]
+    | Annotated[GitClean, Tag("git_clean")],
+    Discriminator(
+        _check_kind,
+        custom_error_type="check_kind",
+        custom_error_message=(
+            "each check is one of `file_exists: PATH`, `command_succeeds: COMMAND`, "
+            "`git_clean: true`"
+        ),
+    ),
+]
+
+
+class RepoConfig(_Strict):
+    """The settings a repository gives itself in ``.telecoder.yml``."""
+
+    engine: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    """The repository's default engine: below ``--engine``, above ``TELECODER_ENGINE``."""
+    model: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    """The model, when the task names none and the engine in use is the repository's."""
+    verify: list[_Command] = Field(default_factory=list, max_length=50)
+    """Shell commands run in the worktree after the agent; each must exit 0."""
+    checks: list[Check] = Field(default_factory=list, max_length=50)
+    """Mechanical checks: ``file_exists``, ``command_succeeds``, ``git_clean``."""
+    max_revisions: int = Field(default=2, ge=0, le=10)
+    """How often the agent is resumed with the failure report before the session fails."""
+    verify_timeout: float = Field(default=600.0, gt=0, le=24 * 3600)
+    """Seconds each verify command (and ``command_succeeds``) may run."""
+
+    @field_validator("verify", mode="before")
+    @classmethod
+    def _one_command(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @property
+    def has_checks(self) -> bool:
+        return bool(self.verify or self.checks)
+
+
+def parse(text: str) -> RepoConfig:
+    """The config in ``text`` (YAML); ``BadInput`` with the offending field when it is wrong."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise BadInput(f"{FILENAME} is not valid YAML: {e}") from None
+    if data is None:
+        return RepoConfig()
+    if not isinstance(data, dict):
+        raise BadInput(f"{FILENAME} must be a mapping of settings, not {type(data).__name__}")
+    try:
+        return RepoConfig.model_validate(data)
+    except ValidationError as e:
+        raise BadInput(f"{FILENAME} is invalid: {_describe(e)}") from None
+
+
+def load(worktree: Path) -> RepoConfig:
+    """The config at the root of ``worktree``; the defaults when there is none."""
+    path = worktree / FILENAME
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise BadInput(f"{FILENAME} must be a regular file")
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+    except FileNotFoundError:
+        return RepoConfig()
+    if len(raw) > MAX_BYTES:
+        raise BadInput(f"{FILENAME} is larger than {MAX_BYTES // 1024} KiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInput(f"{FILENAME} is not UTF-8 text") from None
+    return parse(text)
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors(include_url=False)[:5]:
+        loc = [str(p) for p in item["loc"]]
+        # A check's tag repeats its key: ``checks.0.file_exists.file_exists``.
+        loc = [p for i, p in enumerate(loc) if i == 0 or p != loc[i - 1]]
+        where = ".".join(loc) or "(top level)"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)

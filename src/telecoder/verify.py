@@ -1,0 +1,229 @@
+"""Verification: a repository's checks, run in the worktree after the agent, one report each.
+
+The commands of ``verify:`` and ``command_succeeds:`` run through the runtime like the agent: in
+the worktree, in their own process group, stdin from /dev/null, with the environment the pipeline
+gives (the operator's allow-listed variables only: no model keys, no forge token), each within
+``verify_timeout``. ``file_exists`` and ``git_clean`` are looked at directly.
+
+Checks never change the branch: the worktree is snapshotted before they run (a tree object made
+with a private index) and put back afterwards, so test caches, build output or a formatter's
+rewrites are not committed. ``git_clean: true`` fails when the checks before it changed anything
+that would have been. A check runs the repository's code, which can reach the mirror through the
+worktree like the agent can: git's own files are made safe again (``Workspace.sanitize``) before
+each git command on the host that follows a check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from telecoder.protocols import Process, Runtime
+from telecoder.repoconfig import CommandSucceeds, FileExists, RepoConfig
+from telecoder.workspace import Workspace, Worktree
+
+TAIL_LINES = 40
+TAIL_CHARS = 4000
+LINE_CHARS = 2000  # of one line kept for the tail
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckReport:
+    """One check's result, as recorded in a ``verify`` event."""
+
+    command: str  # the command, or the check as written (``file_exists: PATH``)
+    kind: str  # verify, command_succeeds, file_exists or git_clean
+    ok: bool
+    exit_code: int | None
+    duration_ms: int
+    output_tail: str
+    timed_out: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "command": self.command,
+            "kind": self.kind,
+            "ok": self.ok,
+            "exit_code": self.exit_code,
+            "duration_ms": self.duration_ms,
+            "output_tail": self.output_tail,
+            "timed_out": self.timed_out,
+        }
+
+    def describe(self) -> str:
+        """One line: what failed and how."""
+        if self.kind == "file_exists":
+            return f"{self.command}: {self.output_tail}"
+        if self.kind == "git_clean":
+            return f"{self.command}: the checks changed files"
+        if self.timed_out:
+            return f"`{self.command}` did not finish in time"
+        return f"`{self.command}` exited with status {self.exit_code}"
+
+
+class Verifier:
+    def __init__(self, *, runtime: Runtime, workspace: Workspace, grace: float = 5.0) -> None:
+        self.runtime = runtime
+        self.workspace = workspace
+        self.grace = grace
+
+    async def run(
+        self,
+        config: RepoConfig,
+        wt: Worktree,
+        *,
+        env: Mapping[str, str],
+        stopped: Callable[[], Awaitable[object]],
+        report: Callable[[CheckReport], None],
+    ) -> list[CheckReport]:
+        """Run every check of ``config`` in ``wt``; ``report`` hears of each as it ends.
+
+        Returns early (without putting the worktree back) when ``stopped`` completes: the
+        attempt is over, its worktree will be discarded.
+        """
+        snapshot = await self.workspace.snapshot(wt)
+        reports: list[CheckReport] = []
+
+        def done(result: CheckReport) -> None:
+            reports.append(result)
+            report(result)
+
+        for command in config.verify:
+            done(await self._command(command, "verify", wt, env, config, stopped))
+        for check in config.checks:
+            if isinstance(check, FileExists):
+                done(_file_exists(wt.path, check.file_exists))
+            elif isinstance(check, CommandSucceeds):
+                result = await self._command(
+                    check.command_succeeds, "command_succeeds", wt, env, config, stopped
+                )
+                done(result)
+            else:
+                started = time.monotonic()
+                await self.workspace.sanitize(wt)
+                changed = await self.workspace.changed_since(wt, snapshot)
+                tail = "\n".join(changed[:TAIL_LINES])
+                done(
+                    CheckReport(
+                        command="git_clean: true",
+                        kind="git_clean",
+                        ok=not changed,
+                        exit_code=0 if not changed else 1,
+                        duration_ms=_ms(started),
+                        output_tail=tail,
+                    )
+                )
+        await self.workspace.sanitize(wt)
+        await self.workspace.restore(wt, snapshot)
+        return reports
+
+    async def _command(
+        self,
+        command: str,
+        kind: str,
+        wt: Worktree,
+        env: Mapping[str, str],
+        config: RepoConfig,
+        stopped: Callable[[], Awaitable[object]],
+    ) -> CheckReport:
+        started = time.monotonic()
+        process = await self.runtime.spawn(
+            ["/bin/sh", "-c", command], cwd=wt.path, env=env, stdin=None, interactive=False
+        )
+        tail: deque[str] = deque(maxlen=TAIL_LINES)
+        reading = asyncio.create_task(_collect(process, tail))
+        stopping = asyncio.ensure_future(stopped())
+        timed_out = False
+        try:
+            await asyncio.wait(
+                {reading, stopping}, timeout=config.verify_timeout, return_when="FIRST_COMPLETED"
+            )
+            if reading.done():
+                code: int | None = await process.wait()
+            else:
+                timed_out = not stopping.done()
+                code = await process.stop(self.grace)
+                if not timed_out:
+                    code = None
+        finally:
+            for task in (reading, stopping):
+                task.cancel()
+            await asyncio.gather(reading, stopping, return_exceptions=True)
+        text = "\n".join(tail)[-TAIL_CHARS:]
+        if timed_out:
+            text += f"\n[stopped after {config.verify_timeout:g} s]"
+        return CheckReport(
+            command=command,
+            kind=kind,
+            ok=code == 0 and not timed_out,
+            exit_code=code,
+            duration_ms=_ms(started),
+            output_tail=text.strip("\n"),
+            timed_out=timed_out,
+        )
+
+
+async def _collect(process: Process, tail: deque[str]) -> None:
+    async for _, raw in process.lines():
+        line = raw[: LINE_CHARS * 4].decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+        tail.append(line if len(line) <= LINE_CHARS else line[:LINE_CHARS] + " …")
+
+
+def _file_exists(root: Path, rel: str) -> CheckReport:
+    started = time.monotonic()
+    base = root.resolve()
+    target = (root / rel).resolve()
+    if not target.is_relative_to(base):
+        ok, detail = False, "the path is outside the repository"
+    else:
+        ok = target.exists()
+        detail = "" if ok else "no such file"
+    return CheckReport(
+        command=f"file_exists: {rel}",
+        kind="file_exists",
+        ok=ok,
+        exit_code=0 if ok else 1,
+        duration_ms=_ms(started),
+        output_tail=detail,
+    )
+
+
+def _ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+def revision_prompt(failed: Sequence[CheckReport]) -> str:
+    """What the agent is told when its work does not pass the repository's checks."""
+    parts = [
+        "Your changes do not pass this repository's checks (from .telecoder.yml). "
+        "Fix the code so that every check below passes. Do not weaken, skip or delete "
+        "the checks themselves.",
+        "",
+    ]
+    for report in failed:
+        parts.append(f"FAILED: {report.describe()}")
+        if report.output_tail:
+            parts += ["```", report.output_tail[-2000:], "```"]
+        parts.append("")
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def failure_summary(failed: Sequence[CheckReport], revisions: int, *, resumable: bool) -> str:
+    """The session's error when the checks still fail."""
+    count = f"{len(failed)} check{'s' if len(failed) != 1 else ''}"
+    if not resumable:
+        head = f"{count} failed (the engine cannot be resumed to revise its work)"
+    elif revisions:
+        head = f"{count} still failing after {revisions} revision{'s' if revisions != 1 else ''}"
+    else:
+        head = f"{count} failed (max_revisions is 0)"
+    lines = [f"verification failed: {head}; nothing was pushed"]
+    for report in failed:
+        last = report.output_tail.strip().splitlines()[-1:] if report.output_tail else []
+        lines.append(f"- {report.describe()}" + (f": {last[0][:300]}" if last else ""))
+    return "\n".join(lines)

@@ -1,0 +1,213 @@
+"""Every agent engine end to end through TeleCoder: `telecoder run` as a user runs it, the real
+agent CLI in a worktree, the fake model server on 127.0.0.1, a bare remote to push to.
+
+What `test_engines_live.py` proves of each CLI alone (its events, stop, resume, every 400/500) is
+not repeated here; this proves the whole path: intake, the pipeline's environment (the CLIs are
+found through ``TELECODER_AGENT_PATH``), events in the store, usage and cost on the session,
+exactly the agent's file on the pushed branch, failures on the session, cancel.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cli import TELECODER, events_json, session_json, telecoder, wait_for
+from tests.conftest import make_repo
+from tests.engine_cases import (
+    AIDER_DIFF_SCRIPT,
+    AIDER_MARK,
+    E2E,
+    E2E_BY_ID,
+    E2E_CASES,
+    WRITTEN,
+    agent_env,
+)
+from tests.fakes.model_server import FakeModelServer
+from tests.processes import working_in
+
+pytestmark = pytest.mark.usefixtures("agent_tools")
+
+AGENT_KINDS = {"message", "tool_call", "tool_result", "usage", "result"}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeModelServer]:
+    """One fake model server for the module; each test aims at its own path under it."""
+    with FakeModelServer(scripts={AIDER_MARK: AIDER_DIFF_SCRIPT}, slow_seconds=120) as fake:
+        yield fake
+
+
+def requests_under(server: FakeModelServer, prefix: str) -> int:
+    return sum(1 for r in server.model_requests() if r.path.startswith(prefix))
+
+
+@pytest.mark.parametrize("case", E2E_CASES, ids=[c.id for c in E2E_CASES])
+def test_run_pushes_exactly_the_agents_file(
+    case: E2E, server: FakeModelServer, tmp_path: Path
+) -> None:
+    repo = make_repo(tmp_path)
+    home = tmp_path / "home"
+    prefix = f"/{tmp_path.name}"
+    env = agent_env(home, server.url + prefix)
+
+    done = telecoder(
+        "run", case.prompt, "--repo", str(repo.path), "--engine", case.engine,
+        "--model", case.model, "--json", env=env, timeout=240,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    session = json.loads(done.stdout)
+    assert session["status"] == "succeeded", session["error"]
+    assert session["attempt"] == 1
+    branch = session["branch"]
+    assert session["result"]["type"] == "branch"
+    # Exactly the file the script made the agent write: no agent state, no config, no cache.
+    assert repo.remote_git("diff", "--name-only", "main", branch).splitlines() == [WRITTEN]
+    assert repo.remote_git("show", f"{branch}:{WRITTEN}") == "hello-from-fake"
+    assert len(repo.remote_git("rev-list", f"main..{branch}").splitlines()) == 1
+    events = events_json(session["id"], env)
+    kinds = {e["kind"] for e in events}
+    assert kinds >= AGENT_KINDS, kinds
+    # Usage and cost reach the session: what the engine reported last is what was charged.
+    usage = [e["data"] for e in events if e["kind"] == "usage"][-1]
+    assert session["input_tokens"] == usage["input_tokens"] > 0
+    assert session["output_tokens"] == usage["output_tokens"] > 0
+    assert session["cost_usd"] == pytest.approx(usage["cost_usd"])
+    assert session["cost_usd"] > 0
+    # The agent reached the model through the pipeline's environment, and nothing is left.
+    assert requests_under(server, prefix) >= 1
+    assert not (home / "engines" / session["id"]).exists()
+    assert not list((home / "worktrees").glob(f"{session['id']}-*"))
+
+
+# A 400 and a 500 at the pipeline level, on engines whose CLIs report them differently (a result
+# event, a turn.failed, a final assistant message, a result after retries with a stack trace on
+# stderr). Every engine's own 400 and 500 handling is in test_engines_live.py.
+MODEL_FAILURES = [("claude-code", 400), ("codex", 400), ("pi", 500), ("gemini", 500)]
+
+
+@pytest.mark.parametrize(
+    ("case_id", "status"), MODEL_FAILURES, ids=[f"{c}-{s}" for c, s in MODEL_FAILURES]
+)
+def test_a_model_error_fails_the_session_at_once(
+    case_id: str, status: int, server: FakeModelServer, tmp_path: Path
+) -> None:
+    case = E2E_BY_ID[case_id]
+    repo = make_repo(tmp_path)
+    prefix = f"/err{status}/{tmp_path.name}"
+    env = agent_env(tmp_path / "home", server.url + prefix)
+
+    done = telecoder(
+        "run", case.prompt, "--repo", str(repo.path), "--engine", case.engine,
+        "--model", case.model, "--json", env=env, timeout=180,
+    )  # fmt: skip
+
+    assert done.returncode == 1, done.stderr
+    session = json.loads(done.stdout)
+    assert session["status"] == "failed"
+    assert session["failure_kind"] == "model_error"
+    assert f"fake error {status}" in session["error"]
+    if case_id == "gemini":  # the one that writes its error to stderr too: its tail is kept
+        assert "--- gemini stderr (last lines) ---" in session["error"]
+        assert "status: 500" in session["error"]
+    # Permanent: not tried again (the CLI already retried the model itself).
+    assert session["attempt"] == 1
+    statuses = [
+        e["data"]["status"] for e in events_json(session["id"], env) if e["kind"] == "status"
+    ]
+    assert statuses == ["queued", "running", "failed"]
+    assert repo.remote_git("branch", "--list", "telecoder/*") == ""
+    assert requests_under(server, prefix) >= 1
+
+
+def wait_for_the_model(server: FakeModelServer, prefix: str) -> None:
+    wait_for(lambda: requests_under(server, prefix) > 0, timeout=90, what="the agent to ask")
+
+
+def test_ctrl_c_cancels_run_within_seconds(server: FakeModelServer, tmp_path: Path) -> None:
+    case = E2E_BY_ID["claude-code"]
+    repo = make_repo(tmp_path)
+    home = tmp_path / "home"
+    prefix = f"/slow/{tmp_path.name}"
+    env = agent_env(home, server.url + prefix)
+    proc = subprocess.Popen(
+        [TELECODER, "run", case.prompt, "--repo", str(repo.path), "--engine", case.engine,
+         "--model", case.model, "--json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for_the_model(server, prefix)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 5, err
+    assert took < 10
+    session = json.loads(out)
+    assert session["status"] == "cancelled"
+    assert session["failure_kind"] == "cancelled"
+    assert working_in(home) == []  # the agent and its children are gone
+    assert repo.remote_git("branch", "--list", "telecoder/*") == ""
+
+
+@pytest.fixture
+def worker_procs() -> Iterator[list[subprocess.Popen[Any]]]:
+    started: list[subprocess.Popen[Any]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
+def test_cancel_stops_an_agent_a_worker_runs(
+    server: FakeModelServer, tmp_path: Path, worker_procs: list[subprocess.Popen[Any]]
+) -> None:
+    # Gemini CLI ignores SIGINT: the runtime's process-group SIGTERM is what stops it.
+    case = E2E_BY_ID["gemini"]
+    repo = make_repo(tmp_path)
+    home = tmp_path / "home"
+    prefix = f"/slow/{tmp_path.name}"
+    env = agent_env(
+        home,
+        server.url + prefix,
+        TELECODER_HEARTBEAT_SECONDS="0.3",
+        TELECODER_POLL_SECONDS="0.1",
+        TELECODER_LEASE_SECONDS="5",
+    )
+    queued = telecoder(
+        "run", case.prompt, "--repo", str(repo.path), "--engine", case.engine,
+        "--model", case.model, "--detach", env=env,
+    )  # fmt: skip
+    session_id = queued.stdout.strip()
+    with (home / "worker.log").open("w") as log:
+        worker = subprocess.Popen(
+            [TELECODER, "worker"], env=env, stdout=subprocess.DEVNULL, stderr=log, text=True
+        )
+    worker_procs.append(worker)
+    wait_for_the_model(server, prefix)
+
+    started = time.monotonic()
+    cancel = telecoder("cancel", session_id, env=env)
+    assert cancel.returncode == 0, cancel.stderr
+    final = wait_for(
+        lambda: (s := session_json(session_id, env))["status"] == "cancelled" and s,
+        timeout=20,
+        what="the cancel",
+    )
+    assert time.monotonic() - started < 10
+    assert final["failure_kind"] == "cancelled"
+    wait_for(lambda: working_in(home) == [], timeout=10, what="the agent to be gone")
+    assert worker.poll() is None  # the worker stopped the session, not itself

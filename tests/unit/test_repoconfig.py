@@ -1,0 +1,129 @@
+""".telecoder.yml: parsed as data only, strictly, with errors that name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from telecoder.errors import BadInput
+from telecoder.repoconfig import (
+    FILENAME,
+    MAX_BYTES,
+    CommandSucceeds,
+    FileExists,
+    GitClean,
+    RepoConfig,
+    load,
+    parse,
+)
+
+FULL = """
+engine: claude-code
+model: claude-sonnet-4-5
+verify:
+  - pytest -q
+  - ruff check .
+checks:
+  - file_exists: CHANGELOG.md
+  - command_succeeds: test -s VERSION
+  - git_clean: true
+max_revisions: 3
+verify_timeout: 120
+"""
+
+
+def test_every_setting() -> None:
+    config = parse(FULL)
+    assert config == RepoConfig(
+        engine="claude-code",
+        model="claude-sonnet-4-5",
+        verify=["pytest -q", "ruff check ."],
+        checks=[
+            FileExists(file_exists="CHANGELOG.md"),
+            CommandSucceeds(command_succeeds="test -s VERSION"),
+            GitClean(git_clean=True),
+        ],
+        max_revisions=3,
+        verify_timeout=120.0,
+    )
+    assert config.has_checks
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "---\n"])
+def test_an_empty_file_is_the_defaults(text: str) -> None:
+    config = parse(text)
+    assert config == RepoConfig()
+    assert (config.engine, config.model, config.max_revisions) == (None, None, 2)
+    assert config.verify_timeout == 600
+    assert not config.has_checks
+
+
+def test_one_verify_command_may_be_a_string() -> None:
+    assert parse("verify: make test\n").verify == ["make test"]
+
+
+def test_a_missing_file_is_the_defaults(tmp_path: Path) -> None:
+    assert load(tmp_path) == RepoConfig()
+
+
+def test_load_reads_the_worktrees_file(tmp_path: Path) -> None:
+    (tmp_path / FILENAME).write_text("verify: [make check]\nmax_revisions: 0\n")
+    assert load(tmp_path) == RepoConfig(verify=["make check"], max_revisions=0)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("verify: [pytest\n", "is not valid YAML"),
+        ("- a\n- b\n", "must be a mapping of settings, not list"),
+        ("max_revisions: -1\n", "max_revisions: Input should be greater than or equal to 0"),
+        ("max_revisions: many\n", "max_revisions: Input should be a valid integer"),
+        ("verify_timeout: 0\n", "verify_timeout: Input should be greater than 0"),
+        ("verify: [1, [2]]\n", "verify.0: Input should be a valid string"),
+        ("verify: ['']\n", "verify.0: String should have at least 1 character"),
+        ("engines: codex\n", "engines: Extra inputs are not permitted"),
+        ("checks: [{file_exists: a, git_clean: true}]\n", "checks.0: each check is one of"),
+        ("checks: [{run: rm -rf /}]\n", "checks.0: each check is one of"),
+        ("checks: [file_exists]\n", "checks.0: each check is one of"),
+        ("checks: [{git_clean: false}]\n", "checks.0.git_clean: Input should be True"),
+        ("checks: [{file_exists: ''}]\n", "checks.0.file_exists: String should have at least"),
+        ("engine: ''\n", "engine: String should have at least 1 character"),
+    ],
+)
+def test_a_malformed_file_is_bad_input_naming_the_field(text: str, message: str) -> None:
+    with pytest.raises(BadInput) as raised:
+        parse(text)
+    assert FILENAME in raised.value.message
+    assert message in raised.value.message
+
+
+def test_parsing_runs_nothing(tmp_path: Path) -> None:
+    # A YAML tag that would construct Python objects is refused by the safe loader.
+    marker = tmp_path / "ran"
+    text = f"verify: !!python/object/apply:os.system ['touch {marker}']\n"
+    with pytest.raises(BadInput, match="not valid YAML"):
+        parse(text)
+    assert not marker.exists()
+
+
+def test_a_huge_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / FILENAME).write_text("# " + "x" * MAX_BYTES + "\n")
+    with pytest.raises(BadInput, match="larger than 64 KiB"):
+        load(tmp_path)
+
+
+def test_a_symlink_is_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "outside.yml"
+    secret.write_text("verify: [make]\n")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / FILENAME).symlink_to(secret)
+    with pytest.raises(BadInput, match="must be a regular file"):
+        load(repo)
+
+
+def test_not_utf8_is_refused(tmp_path: Path) -> None:
+    (tmp_path / FILENAME).write_bytes(b"verify: ['\xff']\n")
+    with pytest.raises(BadInput, match="not UTF-8"):
+        load(tmp_path)
