@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from telecoder.domain import NewSession
-from telecoder.store import open_store
 from telecoder.store.db import Database
 from telecoder.store.migrations import upgrade
 from tests.cli import cli_env, telecoder, wait_for
@@ -144,22 +142,29 @@ def test_restore_checks_the_file(home: Path, tmp_path: Path):
 def test_an_old_backup_is_migrated_on_restore(home: Path, tmp_path: Path):
     old = tmp_path / "old.db"
 
-    async def make_old() -> str:
+    async def make_old() -> None:
         db = Database(f"sqlite:///{old}")
-        await upgrade(db, "0001")  # before the workers table
+        await upgrade(db, "0001")  # before the workers table and sessions.engine_source
         await db.dispose()
-        store = await open_store(f"sqlite:///{old}", migrate=False)
-        session = await store.sessions.create(NewSession(repo="/r", prompt="p", engine="shell"))
-        await store.close()
-        return session.id
 
-    sid = asyncio.run(make_old())
+    asyncio.run(make_old())
+    sid = "0" * 26
+    # A session as a release of that era wrote it: only the columns schema 0001 has.
+    conn = sqlite3.connect(old)
+    with conn:
+        conn.execute(
+            "INSERT INTO sessions (id, repo, prompt, engine, branch, status, available_at, "
+            "created_at, updated_at) "
+            "VALUES (?, '/r', 'p', 'shell', 'telecoder/x', 'queued', 0, 0, 0)",
+            (sid,),
+        )
+    conn.close()
     env = cli_env(home)
     done = telecoder("db", "restore", str(old), env=env)
     assert done.returncode == 0, done.stderr
     assert session_ids(env) == {sid}
     assert telecoder("workers", "--json", env=env).stdout.strip() == "[]"
-    assert "revision 0002" in telecoder("db", "upgrade", env=env).stdout
+    assert "revision 0003" in telecoder("db", "upgrade", env=env).stdout
 
 
 @pytest.mark.postgres
