@@ -2,9 +2,9 @@
 
 The shell engine (no model) covers the checks themselves through the real Worker, Pipeline,
 LocalRuntime and git: reports, what checks may change, their environment, timeouts, the
-repository's engine choice. The shell engine cannot be resumed, so a real agent (Pi, against the
-fake model server) covers revisions: one through resume that fixes the work, and checks that
-never pass.
+repository's engine choice. The shell engine cannot be resumed, so real agents (against the fake
+model server) cover revisions: every engine, through `telecoder run`, resumes its own
+session once to fix the work; Pi shows checks that never pass.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from telecoder.settings import Settings
 from telecoder.store import Store, open_store
 from tests.cli import events_json, telecoder
 from tests.conftest import GitRepo, make_repo
-from tests.engine_cases import E2E_BY_ID, agent_env
+from tests.engine_cases import E2E, E2E_BY_ID, E2E_CASES, agent_env
 from tests.fakes.model_server import FakeModelServer, Reply
 from tests.integration.test_engine_shell import all_events, execute, tuned
 
@@ -279,22 +279,37 @@ async def test_an_unknown_engine_in_the_repository_is_bad_input(
     assert "unknown engine 'nope'" in (done.error or "")
 
 
-# --- revisions of a real agent, resumed -----------------------------------------------------
+# --- revisions of real agents, resumed -------------------------------------------------------
 
 VERIFY_CASE = "(verify case)"
 REVISION_MARK = "do not pass this repository's checks"  # in every revision prompt
 WRONG = (Reply(text="Creating it.", command="echo wrong > fake.txt"), Reply(text="Created."))
 FIXED = (Reply(text="Fixing it.", command="echo fixed > fake.txt"), Reply(text="Fixed."))
+# Aider edits through SEARCH/REPLACE blocks in its reply, not through a shell tool.
+
+
+def aider_edit(intro: str, search: str, replace: str) -> Reply:
+    block = f"<<<<<<< SEARCH\n{search}=======\n{replace}>>>>>>> REPLACE"
+    return Reply(text=f"{intro}\n\nfake.txt\n```\n{block}\n```\n")
+
+
+AIDER_WRONG = (aider_edit("Creating it.", "", "wrong\n"),)
+AIDER_FIXED = (aider_edit("Fixing it.", "wrong\n", "fixed\n"),)
+
+
+def scripts_for(engine: str) -> dict[str, tuple[Reply, ...]]:
+    if engine == "aider":
+        return {VERIFY_CASE: AIDER_WRONG, REVISION_MARK: AIDER_FIXED}
+    return {VERIFY_CASE: WRONG, REVISION_MARK: FIXED}
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[FakeModelServer]:
-    with FakeModelServer(scripts={VERIFY_CASE: WRONG, REVISION_MARK: FIXED}) as fake:
+    with FakeModelServer(scripts=scripts_for("pi")) as fake:
         yield fake
 
 
-def run_pi(repo: GitRepo, env: dict[str, str]) -> dict[str, Any]:
-    case = E2E_BY_ID["pi"]
+def run_agent(repo: GitRepo, env: dict[str, str], case: E2E = E2E_BY_ID["pi"]) -> dict[str, Any]:
     done = telecoder(
         "run", f"create fake.txt {VERIFY_CASE}", "--repo", str(repo.path),
         "--engine", case.engine, "--model", case.model, "--json", env=env, timeout=240,
@@ -313,14 +328,16 @@ async def engine_session_ids(home: Path, session_id: str) -> list[str | None]:
 
 
 @pytest.mark.usefixtures("agent_tools")
+@pytest.mark.parametrize("case", E2E_CASES, ids=[c.id for c in E2E_CASES])
 async def test_a_failing_check_is_fixed_by_one_revision_of_the_same_session(
-    server: FakeModelServer, tmp_path: Path
+    case: E2E, tmp_path: Path
 ) -> None:
     repo = repo_with(tmp_path, "verify:\n  - grep -qx fixed fake.txt\n")
     home = tmp_path / "home"
-    prefix = f"/{tmp_path.name}"
-    env = agent_env(home, server.url + prefix)
-    session = await asyncio.to_thread(run_pi, repo, env)
+    with FakeModelServer(scripts=scripts_for(case.engine)) as server:
+        env = agent_env(home, server.url)
+        session = await asyncio.to_thread(run_agent, repo, env, case)
+        asked = server.model_requests()
 
     assert session["status"] == "succeeded", session["error"]
     assert session["attempt"] == 1
@@ -335,10 +352,9 @@ async def test_a_failing_check_is_fixed_by_one_revision_of_the_same_session(
     assert revision["resumed"] is True
     # The revision continued the agent's conversation: the model saw the first prompt again,
     # and the agent's session id is on the attempt.
-    asked = [r for r in server.model_requests() if r.path.startswith(prefix)]
     revising = [json.dumps(r.body) for r in asked if REVISION_MARK in json.dumps(r.body)]
     assert revising
-    assert all(VERIFY_CASE in body for body in revising)
+    assert any(VERIFY_CASE in body for body in revising)
     [agent_session] = await engine_session_ids(home, session["id"])
     assert agent_session
     # Both runs are paid for: the session's tokens are the sum of each run's last total.
@@ -355,7 +371,7 @@ async def test_checks_that_never_pass_fail_the_session_after_max_revisions(
 ) -> None:
     repo = repo_with(tmp_path, "verify: [test -f never-there.txt]\nmax_revisions: 1\n")
     env = agent_env(tmp_path / "home", f"{server.url}/{tmp_path.name}")
-    session = await asyncio.to_thread(run_pi, repo, env)
+    session = await asyncio.to_thread(run_agent, repo, env)
 
     assert session["status"] == "failed"
     assert session["failure_kind"] == "verify_failed"
