@@ -7,6 +7,7 @@ base ref the remote does not have.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,9 +65,13 @@ async def accept(
     source = await workspace.resolve(request.repo)
     forge = choose_forge(forges, request.forge or settings.forge, source.remote_url)
     base = request.base.strip() if request.base else None
-    await workspace.check_base(source, base, env=forge.git_env(source.remote_url))
+    # Both ask git (the remote, the checkout): at once, not one after the other.
+    _, dirty = await asyncio.gather(
+        workspace.check_base(source, base, env=forge.git_env(source.remote_url)),
+        workspace.dirty(source),
+    )
     warnings = []
-    if await workspace.dirty(source):
+    if dirty:
         warnings.append(
             f"{source.spec} has uncommitted changes: the task starts from the remote's "
             f"{base or 'default branch'} and will not see them"

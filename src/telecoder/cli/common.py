@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
+import typer
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from telecoder.errors import StoreUnavailable
@@ -14,6 +15,17 @@ from telecoder.settings import Settings
 from telecoder.store import Store, open_store
 
 T = TypeVar("T")
+
+ServerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        envvar="TELECODER_SERVER",
+        help="Talk to this TeleCoder server (http(s)://host:port) instead of the local database; "
+        "its token comes from TELECODER_TOKEN.",
+        show_default=False,
+    ),
+]
 
 
 def load_settings() -> Settings:

@@ -14,7 +14,7 @@ import os
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
@@ -38,17 +38,6 @@ from telecoder.errors import Conflict
 from telecoder.workspace import is_url
 
 TOKEN_ENV = "TELECODER_TOKEN"
-
-ServerOption = Annotated[
-    str | None,
-    typer.Option(
-        "--server",
-        envvar="TELECODER_SERVER",
-        help="Talk to this TeleCoder server (http(s)://host:port) instead of the local database; "
-        "its token comes from TELECODER_TOKEN.",
-        show_default=False,
-    ),
-]
 
 
 @contextlib.asynccontextmanager

@@ -12,8 +12,7 @@ import typer
 
 from telecoder import registry
 from telecoder.assemble import build_forges, build_worker, build_workspace
-from telecoder.cli import remote
-from telecoder.cli.common import load_settings, opened, run_async
+from telecoder.cli.common import ServerOption, load_settings, opened, run_async
 from telecoder.cli.follow import follow
 from telecoder.cli.output import Exit, err, exit_for, final_line, out, print_json
 from telecoder.domain import NewSession, Session, SessionStatus
@@ -48,10 +47,12 @@ def run(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the finished session as one JSON object.")
     ] = False,
-    server: remote.ServerOption = None,
+    server: ServerOption = None,
 ) -> None:
     """Run a task on a repository: a pushed branch (and PR) or an answer."""
     if server:
+        from telecoder.cli import remote  # the HTTP client only when asked for
+
         return remote.run(
             server,
             prompt=prompt,

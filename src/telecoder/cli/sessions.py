@@ -7,8 +7,7 @@ from typing import Annotated
 import typer
 
 from telecoder import __version__
-from telecoder.cli import remote
-from telecoder.cli.common import load_settings, opened, run_async
+from telecoder.cli.common import ServerOption, load_settings, opened, run_async
 from telecoder.cli.follow import follow
 from telecoder.cli.output import Exit, err, out, print_json, sessions_table, show_session
 from telecoder.cli.run import run_here
@@ -43,11 +42,13 @@ def list_sessions(
     engine: Annotated[str | None, typer.Option(help="Only sessions of this engine.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many.", min=1, max=1000)] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
-    server: remote.ServerOption = None,
+    server: ServerOption = None,
 ) -> None:
     """List sessions, newest first."""
     wanted = _status(status)
     if server:
+        from telecoder.cli import remote
+
         return remote.list_sessions(
             server, status=wanted, repo=repo, engine=engine, limit=limit, as_json=as_json
         )
@@ -71,10 +72,12 @@ def list_sessions(
 def show(
     session_id: Annotated[str, typer.Argument(help="Session id (or a unique prefix).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    server: remote.ServerOption = None,
+    server: ServerOption = None,
 ) -> None:
     """Show one session: status, result, error, and each attempt (crashed or stopped)."""
     if server:
+        from telecoder.cli import remote
+
         return remote.show(server, session_id=session_id, as_json=as_json)
     settings = load_settings()
 
@@ -96,10 +99,12 @@ def logs(
         bool, typer.Option("--follow", "-f", help="Keep printing until the session ends.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
-    server: remote.ServerOption = None,
+    server: ServerOption = None,
 ) -> None:
     """Print a session's events."""
     if server:
+        from telecoder.cli import remote
+
         return remote.logs(server, session_id=session_id, follow=follow_, as_json=as_json)
     settings = load_settings()
 
@@ -114,10 +119,12 @@ def logs(
 def cancel(
     session_id: Annotated[str, typer.Argument(help="Session id (or a unique prefix).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the session as JSON.")] = False,
-    server: remote.ServerOption = None,
+    server: ServerOption = None,
 ) -> None:
     """Cancel a session: at once if queued; a running one stops within a heartbeat."""
     if server:
+        from telecoder.cli import remote
+
         return remote.cancel(server, session_id=session_id, as_json=as_json)
     settings = load_settings()
 
@@ -139,10 +146,12 @@ def retry(
     session_id: Annotated[str, typer.Argument(help="Session id (or a unique prefix).")],
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Queue it; print its id.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the new session as JSON.")] = False,
-    server: remote.ServerOption = None,
+    server: ServerOption = None,
 ) -> None:
     """Run a finished session again: a new session, on the same branch and pull request."""
     if server:
+        from telecoder.cli import remote
+
         return remote.retry(server, session_id=session_id, detach=detach, as_json=as_json)
     settings = load_settings()
 
