@@ -1,5 +1,5 @@
 """``python -m telecoder``."""
 
-from telecoder.cli import main
+from telecoder.launch import main
 
 main()
