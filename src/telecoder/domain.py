@@ -71,6 +71,7 @@ class FailureKind(enum.StrEnum):
     WORKER_LOST = "worker_lost"
     ENGINE_ERROR = "engine_error"
     MODEL_ERROR = "model_error"
+    SETUP_FAILED = "setup_failed"
     VERIFY_FAILED = "verify_failed"
     CANCELLED = "cancelled"
     BAD_INPUT = "bad_input"
@@ -335,7 +336,8 @@ class EventKind(enum.StrEnum):
     TOOL_RESULT = "tool_result"
     USAGE = "usage"
     OUTPUT = "output"  # a line the engine printed that is not one of the above
-    VERIFY = "verify"
+    SETUP = "setup"  # a setup command's report (.telecoder.yml ``setup:``)
+    VERIFY = "verify"  # a check's report
     ERROR = "error"
     RESULT = "result"
 

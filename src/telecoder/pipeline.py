@@ -62,7 +62,13 @@ from telecoder.protocols import (
 from telecoder.settings import Settings
 from telecoder.store import Outcome, Store
 from telecoder.store.events import Events
-from telecoder.verify import CheckReport, Verifier, failure_summary, revision_prompt
+from telecoder.verify import (
+    CheckReport,
+    Verifier,
+    failure_summary,
+    revision_prompt,
+    setup_failure,
+)
 from telecoder.workspace import RepoSource, Workspace, Worktree
 
 log = logging.getLogger(__name__)
@@ -347,6 +353,12 @@ class Pipeline:
             env=self._passthrough_env(),
         )
         engine = self.engines(engine_name)
+        if config.setup and turn.previous is None:  # a chat's later turns reuse its worktree
+            failed = await self._setup(config, wt, task.home, recorder, control)
+            if failed is not None:
+                return Outcome(
+                    status=SessionStatus.FAILED, failure_kind=FailureKind.SETUP_FAILED, error=failed
+                )
         work = await self._work(engine, task, config, wt, lease, recorder, control)
         if work.failure is not None:
             kind, error = work.failure
@@ -477,6 +489,32 @@ class Pipeline:
                 return _Work(result.text, usage, (kind, summary))
             revision += 1
             task = replace(task, prompt=revision_prompt(failed), resume_id=result.session_id)
+
+    async def _setup(
+        self,
+        config: repoconfig.RepoConfig,
+        wt: Worktree,
+        home: Path,
+        recorder: EventRecorder,
+        control: AttemptControl,
+    ) -> str | None:
+        """Run the repository's setup commands; the session's error when one fails."""
+        recorder.progress("setting_up", commands=len(config.setup))
+        await self.workspace.sanitize(wt)
+
+        def report(check: CheckReport) -> None:
+            recorder.add(EventKind.SETUP, check.to_dict())
+
+        failed = await self.verifier.setup(
+            config, wt, env=self._verify_env(home), stopped=control.wait, report=report
+        )
+        _check(control)
+        if failed is None:
+            return None
+        message = setup_failure(failed)
+        kind = FailureKind.SETUP_FAILED
+        recorder.add(EventKind.ERROR, {"failure_kind": kind.value, "message": message})
+        return message
 
     async def _verify(
         self,

@@ -3,6 +3,8 @@
 ```yaml
 engine: claude-code          # this repo's default engine: below --engine, above TELECODER_ENGINE
 model: claude-sonnet-4-5     # its model, when the task names none
+setup:                       # before the agent: install what it and the checks need
+  - npm ci
 verify:                      # commands that must pass before anything is pushed
   - pytest -q
   - ruff check .
@@ -11,7 +13,8 @@ checks:                      # mechanical checks
   - command_succeeds: test -s VERSION
   - git_clean: true          # the checks change no file that would be committed
 max_revisions: 2             # times the agent is asked to fix failing checks
-verify_timeout: 600          # seconds each command may take
+verify_timeout: 600          # seconds each check command may take
+setup_timeout: 1800          # seconds each setup command may take
 ```
 
 Parsing is data only: ``yaml.safe_load`` (no tags, no code) of a file of bounded size, then a
@@ -98,6 +101,9 @@ class RepoConfig(_Strict):
     """The repository's default engine: below ``--engine``, above ``TELECODER_ENGINE``."""
     model: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     """The model, when the task names none and the engine in use is the repository's."""
+    setup: list[_Command] = Field(default_factory=list, max_length=50)
+    """Shell commands run in a new worktree before the agent; each must exit 0 and leave
+    nothing that would be committed (what they install goes to ignored paths)."""
     verify: list[_Command] = Field(default_factory=list, max_length=50)
     """Shell commands run in the worktree after the agent; each must exit 0."""
     checks: list[Check] = Field(default_factory=list, max_length=50)
@@ -106,8 +112,10 @@ class RepoConfig(_Strict):
     """How often the agent is resumed with the failure report before the session fails."""
     verify_timeout: float = Field(default=600.0, gt=0, le=24 * 3600)
     """Seconds each verify command (and ``command_succeeds``) may run."""
+    setup_timeout: float = Field(default=1800.0, gt=0, le=24 * 3600)
+    """Seconds each setup command may run."""
 
-    @field_validator("verify", mode="before")
+    @field_validator("setup", "verify", mode="before")
     @classmethod
     def _one_command(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value

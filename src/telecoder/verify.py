@@ -1,9 +1,11 @@
-"""Verification: a repository's checks, run in the worktree after the agent, one report each.
+"""Setup and verification: a repository's commands, run in the worktree before and after the
+agent, one report each.
 
 The commands of ``verify:`` and ``command_succeeds:`` run through the runtime like the agent: in
 the worktree, in their own process group, stdin from /dev/null, with the environment the pipeline
 gives (the operator's allow-listed variables only: no model keys, no forge token), each within
-``verify_timeout``. ``file_exists`` and ``git_clean`` are looked at directly.
+``verify_timeout`` (``setup_timeout`` for ``setup:``). ``file_exists`` and ``git_clean`` are
+looked at directly.
 
 Checks never change the branch: the worktree is snapshotted before they run (a tree object made
 with a private index) and put back afterwards, so test caches, build output or a formatter's
@@ -30,6 +32,7 @@ from telecoder.workspace import Workspace, Worktree
 TAIL_LINES = 40
 TAIL_CHARS = 4000
 LINE_CHARS = 2000  # of one line kept for the tail
+SETUP_CLEAN = "nothing left to commit"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,34 +96,60 @@ class Verifier:
             reports.append(result)
             report(result)
 
+        timeout = config.verify_timeout
         for command in config.verify:
-            done(await self._command(command, "verify", wt, env, config, stopped))
+            done(await self._command(command, "verify", wt, env, timeout, stopped))
         for check in config.checks:
             if isinstance(check, FileExists):
                 done(_file_exists(wt.path, check.file_exists))
             elif isinstance(check, CommandSucceeds):
                 result = await self._command(
-                    check.command_succeeds, "command_succeeds", wt, env, config, stopped
+                    check.command_succeeds, "command_succeeds", wt, env, timeout, stopped
                 )
                 done(result)
             else:
-                started = time.monotonic()
-                await self.workspace.sanitize(wt)
-                changed = await self.workspace.changed_since(wt, snapshot)
-                tail = "\n".join(changed[:TAIL_LINES])
-                done(
-                    CheckReport(
-                        command="git_clean: true",
-                        kind="git_clean",
-                        ok=not changed,
-                        exit_code=0 if not changed else 1,
-                        duration_ms=_ms(started),
-                        output_tail=tail,
-                    )
-                )
+                done(await self._unchanged("git_clean: true", "git_clean", wt, snapshot))
         await self.workspace.sanitize(wt)
         await self.workspace.restore(wt, snapshot)
         return reports
+
+    async def setup(
+        self,
+        config: RepoConfig,
+        wt: Worktree,
+        *,
+        env: Mapping[str, str],
+        stopped: Callable[[], Awaitable[object]],
+        report: Callable[[CheckReport], None],
+    ) -> CheckReport | None:
+        """Run the ``setup:`` commands in ``wt`` until one fails; the failure, else None.
+
+        What setup installs must land in ignored paths: a setup that leaves a file that would be
+        committed fails (the agent's branch holds the agent's work only).
+        """
+        snapshot = await self.workspace.snapshot(wt)
+        for command in config.setup:
+            result = await self._command(command, "setup", wt, env, config.setup_timeout, stopped)
+            report(result)
+            if not result.ok:
+                return result
+        result = await self._unchanged(SETUP_CLEAN, "setup", wt, snapshot)
+        report(result)
+        return None if result.ok else result
+
+    async def _unchanged(self, label: str, kind: str, wt: Worktree, snapshot: str) -> CheckReport:
+        """Whether every file that would be committed is as it was at ``snapshot``."""
+        started = time.monotonic()
+        await self.workspace.sanitize(wt)
+        changed = await self.workspace.changed_since(wt, snapshot)
+        return CheckReport(
+            command=label,
+            kind=kind,
+            ok=not changed,
+            exit_code=0 if not changed else 1,
+            duration_ms=_ms(started),
+            output_tail="\n".join(changed[:TAIL_LINES]),
+        )
 
     async def _command(
         self,
@@ -128,7 +157,7 @@ class Verifier:
         kind: str,
         wt: Worktree,
         env: Mapping[str, str],
-        config: RepoConfig,
+        limit: float,
         stopped: Callable[[], Awaitable[object]],
     ) -> CheckReport:
         started = time.monotonic()
@@ -140,9 +169,7 @@ class Verifier:
         stopping = asyncio.ensure_future(stopped())
         timed_out = False
         try:
-            await asyncio.wait(
-                {reading, stopping}, timeout=config.verify_timeout, return_when="FIRST_COMPLETED"
-            )
+            await asyncio.wait({reading, stopping}, timeout=limit, return_when="FIRST_COMPLETED")
             if reading.done():
                 code: int | None = await process.wait()
             else:
@@ -156,7 +183,7 @@ class Verifier:
             await asyncio.gather(reading, stopping, return_exceptions=True)
         text = "\n".join(tail)[-TAIL_CHARS:]
         if timed_out:
-            text += f"\n[stopped after {config.verify_timeout:g} s]"
+            text += f"\n[stopped after {limit:g} s]"
         return CheckReport(
             command=command,
             kind=kind,
@@ -227,3 +254,16 @@ def failure_summary(failed: Sequence[CheckReport], revisions: int, *, resumable:
         last = report.output_tail.strip().splitlines()[-1:] if report.output_tail else []
         lines.append(f"- {report.describe()}" + (f": {last[0][:300]}" if last else ""))
     return "\n".join(lines)
+
+
+def setup_failure(report: CheckReport) -> str:
+    """The session's error when setup fails: the agent never ran."""
+    if report.command == SETUP_CLEAN:
+        files = report.output_tail.splitlines()
+        listed = ", ".join(files[:10]) + (f" and {len(files) - 10} more" if len(files) > 10 else "")
+        return (
+            f"setup failed: it left files that would be committed ({listed}); install into "
+            "ignored paths (.gitignore) so the branch holds the agent's work only"
+        )
+    last = report.output_tail.strip().splitlines()[-1:] if report.output_tail else []
+    return f"setup failed: {report.describe()}" + (f": {last[0][:300]}" if last else "")

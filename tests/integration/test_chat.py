@@ -22,7 +22,7 @@ from telecoder.errors import BadInput, Conflict, SessionNotFound
 from telecoder.settings import Settings
 from telecoder.store import Store, open_store
 from tests.cli import TELECODER, cli_env, events_json, session_json, telecoder, wait_for
-from tests.conftest import GitRepo
+from tests.conftest import GitRepo, make_repo
 from tests.engine_cases import E2E_BY_ID, PROMPT, agent_env
 from tests.fakes.model_server import FakeModelServer, Reply
 from tests.integration.test_engine_shell import all_events, tuned
@@ -252,3 +252,21 @@ async def test_a_real_agent_resumes_its_conversation(git_repo: GitRepo, tmp_path
     assert first_id
     assert second_id == first_id
     assert second["cost_usd"] > first["cost_usd"] > 0
+
+
+def test_setup_runs_once_for_a_chat_not_on_every_turn(tmp_path: Path, home: Path) -> None:
+    repo = make_repo(
+        tmp_path,
+        files={
+            "README.md": "hello\n",
+            ".gitignore": "deps/\n",
+            ".telecoder.yml": "setup: ['mkdir -p deps && echo x >> deps/runs']\n",
+        },
+    )
+    env = cli_env(home)
+    first = chat_run(repo, "wc -l < deps/runs", env, "--engine", "shell")
+    assert (first["status"], first["result"]["text"]) == ("blocked", "1")
+    second = send(first["id"], "wc -l < deps/runs", env)
+    assert (second["status"], second["result"]["text"]) == ("blocked", "1")
+    setups = [e for e in events_json(first["id"], env) if e["kind"] == "setup"]
+    assert [e["data"]["ok"] for e in setups] == [True, True]  # the command, nothing to commit

@@ -279,6 +279,103 @@ async def test_an_unknown_engine_in_the_repository_is_bad_input(
     assert "unknown engine 'nope'" in (done.error or "")
 
 
+# --- setup ------------------------------------------------------------------------------------
+
+
+def setup_reports(events: list[Any]) -> list[dict[str, Any]]:
+    return [e.data for e in events if e.kind == EventKind.SETUP]
+
+
+async def test_setup_prepares_what_the_agent_and_checks_use_and_is_not_committed(
+    settings: Settings, store: Store, tmp_path: Path
+) -> None:
+    repo = repo_with(
+        tmp_path,
+        """
+setup:
+  - mkdir -p deps && echo ready > deps/flag
+  - echo installed 3 packages
+verify: test -f deps/flag
+""",
+        **{".gitignore": "deps/\n"},
+    )
+    worker = build_worker(tuned(settings), store)
+    done = await execute(worker, store, shell(repo, "cat deps/flag > out.txt"))
+    assert done.status == SessionStatus.SUCCEEDED, done.error
+    assert branch_files(repo, done.branch) == ["out.txt"]
+    assert repo.remote_git("show", f"{done.branch}:out.txt") == "ready"
+    events = await all_events(store, done.id)
+    reports = setup_reports(events)
+    assert [(r["command"], r["ok"]) for r in reports] == [
+        ("mkdir -p deps && echo ready > deps/flag", True),
+        ("echo installed 3 packages", True),
+        ("nothing left to commit", True),
+    ]
+    assert all(set(r) >= REPORT_KEYS - {"revision"} for r in reports)
+    assert reports[1]["output_tail"] == "installed 3 packages"
+    steps = [e.data.get("step") for e in events if e.kind == EventKind.PROGRESS]
+    assert steps.index("setting_up") < steps.index("engine_started") < steps.index("verifying")
+
+
+async def test_a_failing_setup_fails_the_session_before_the_agent_runs(
+    settings: Settings, store: Store, tmp_path: Path
+) -> None:
+    repo = repo_with(
+        tmp_path, "setup:\n  - echo 'npm ERR! network' >&2; exit 1\n  - touch never.txt\n"
+    )
+    worker = build_worker(tuned(settings), store)
+    done = await execute(worker, store, shell(repo, "touch agent-ran.txt"))
+    assert done.status == SessionStatus.FAILED
+    assert done.failure_kind == FailureKind.SETUP_FAILED
+    assert done.attempt == 1  # permanent: `telecoder retry` once the cause is fixed
+    assert done.error == (
+        "setup failed: `echo 'npm ERR! network' >&2; exit 1` exited with status 1: npm ERR! network"
+    )
+    events = await all_events(store, done.id)
+    assert [(r["ok"], r["exit_code"]) for r in setup_reports(events)] == [(False, 1)]
+    steps = [e.data.get("step") for e in events if e.kind == EventKind.PROGRESS]
+    assert "engine_started" not in steps
+    assert repo.remote_git("branch", "--list", "telecoder/*") == ""
+
+
+async def test_a_setup_that_leaves_files_to_commit_fails(
+    settings: Settings, store: Store, tmp_path: Path
+) -> None:
+    repo = repo_with(tmp_path, "setup: [echo generated > gen.txt, echo changed > README.md]\n")
+    worker = build_worker(tuned(settings), store)
+    done = await execute(worker, store, shell(repo, "echo hello > out.txt"))
+    assert done.failure_kind == FailureKind.SETUP_FAILED, done.error
+    assert (done.error or "").startswith(
+        "setup failed: it left files that would be committed (README.md, gen.txt)"
+    )
+    [*_, clean] = setup_reports(await all_events(store, done.id))
+    assert (clean["command"], clean["ok"]) == ("nothing left to commit", False)
+    assert repo.remote_git("branch", "--list", "telecoder/*") == ""
+
+
+async def test_cancel_stops_a_running_setup(
+    settings: Settings, store: Store, tmp_path: Path
+) -> None:
+    marker = tmp_path / "finished"
+    repo = repo_with(tmp_path, f"setup: ['sleep 30; touch {marker}']\n")
+    worker = build_worker(tuned(settings), store)
+    new = shell(repo, "touch agent-ran.txt")
+    running = asyncio.create_task(execute(worker, store, new))
+    deadline = time.monotonic() + 15
+    while not any(
+        e.data.get("step") == "setting_up" for e in await all_events(store, new.id)
+    ):  # fmt: skip
+        assert time.monotonic() < deadline, "setup never started"
+        await asyncio.sleep(0.05)
+    started = time.monotonic()
+    assert worker.stop_session(new.id, StopReason.CANCELLED)
+    done = await running
+    assert time.monotonic() - started < 5
+    assert done.status == SessionStatus.CANCELLED
+    assert not marker.exists()
+    assert repo.remote_git("branch", "--list", "telecoder/*") == ""
+
+
 # --- revisions of real agents, resumed -------------------------------------------------------
 
 VERIFY_CASE = "(verify case)"

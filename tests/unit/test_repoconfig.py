@@ -21,6 +21,8 @@ from telecoder.repoconfig import (
 FULL = """
 engine: claude-code
 model: claude-sonnet-4-5
+setup:
+  - npm ci
 verify:
   - pytest -q
   - ruff check .
@@ -30,6 +32,7 @@ checks:
   - git_clean: true
 max_revisions: 3
 verify_timeout: 120
+setup_timeout: 900
 """
 
 
@@ -38,6 +41,7 @@ def test_every_setting() -> None:
     assert config == RepoConfig(
         engine="claude-code",
         model="claude-sonnet-4-5",
+        setup=["npm ci"],
         verify=["pytest -q", "ruff check ."],
         checks=[
             FileExists(file_exists="CHANGELOG.md"),
@@ -46,6 +50,7 @@ def test_every_setting() -> None:
         ],
         max_revisions=3,
         verify_timeout=120.0,
+        setup_timeout=900.0,
     )
     assert config.has_checks
 
@@ -55,12 +60,14 @@ def test_an_empty_file_is_the_defaults(text: str) -> None:
     config = parse(text)
     assert config == RepoConfig()
     assert (config.engine, config.model, config.max_revisions) == (None, None, 2)
-    assert config.verify_timeout == 600
+    assert (config.verify_timeout, config.setup_timeout) == (600, 1800)
+    assert config.setup == []
     assert not config.has_checks
 
 
-def test_one_verify_command_may_be_a_string() -> None:
+def test_one_command_may_be_a_string() -> None:
     assert parse("verify: make test\n").verify == ["make test"]
+    assert parse("setup: make deps\n").setup == ["make deps"]
 
 
 def test_a_missing_file_is_the_defaults(tmp_path: Path) -> None:
@@ -82,6 +89,8 @@ def test_load_reads_the_worktrees_file(tmp_path: Path) -> None:
         ("verify_timeout: 0\n", "verify_timeout: Input should be greater than 0"),
         ("verify: [1, [2]]\n", "verify.0: Input should be a valid string"),
         ("verify: ['']\n", "verify.0: String should have at least 1 character"),
+        ("setup: [[npm, ci]]\n", "setup.0: Input should be a valid string"),
+        ("setup_timeout: -5\n", "setup_timeout: Input should be greater than 0"),
         ("engines: codex\n", "engines: Extra inputs are not permitted"),
         ("checks: [{file_exists: a, git_clean: true}]\n", "checks.0: each check is one of"),
         ("checks: [{run: rm -rf /}]\n", "checks.0: each check is one of"),

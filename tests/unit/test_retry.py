@@ -20,6 +20,7 @@ PERMANENT = {
     FailureKind.TIMEOUT,
     FailureKind.ENGINE_ERROR,
     FailureKind.MODEL_ERROR,
+    FailureKind.SETUP_FAILED,  # a broken install fails the same way again
     FailureKind.VERIFY_FAILED,
     FailureKind.BAD_INPUT,
 }
@@ -46,6 +47,20 @@ def test_transient_failures_are_retried_then_dead(kind: FailureKind) -> None:
 def test_permanent_failures_fail_at_once(kind: FailureKind) -> None:
     decision = retry.decide(kind, attempt=1, max_attempts=10)
     assert decision == retry.RetryDecision(SessionStatus.FAILED, 0.0)
+
+
+@pytest.mark.parametrize("kind", list(FailureKind))
+def test_a_failure_that_says_it_cannot_succeed_is_never_retried(kind: FailureKind) -> None:
+    decision = retry.decide(kind, attempt=1, max_attempts=5, retryable=False)
+    expected = SessionStatus.CANCELLED if kind == FailureKind.CANCELLED else SessionStatus.FAILED
+    assert decision.status == expected
+
+
+@pytest.mark.parametrize("kind", list(FailureKind))
+def test_retryable_true_does_not_make_a_permanent_kind_transient(kind: FailureKind) -> None:
+    plain = retry.decide(kind, attempt=1, max_attempts=5, rng=random.Random(3))
+    hinted = retry.decide(kind, attempt=1, max_attempts=5, retryable=True, rng=random.Random(3))
+    assert hinted == plain
 
 
 def test_cancelled_is_cancelled_whatever_the_attempt() -> None:

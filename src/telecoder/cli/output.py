@@ -214,9 +214,11 @@ def render_event(event: Event) -> str | None:
         cost = d.get("cost_usd")
         text = f"[dim]usage: {d.get('input_tokens', 0)} in / {d.get('output_tokens', 0)} out"
         text += f" · ${cost:.4f}[/]" if isinstance(cost, int | float) else "[/]"
-    elif kind == EventKind.VERIFY:
+    elif kind in (EventKind.SETUP, EventKind.VERIFY):
         ok = d.get("ok")
-        text = f"{'[green]✓' if ok else '[red]✗'} verify[/] {escape(str(d.get('command', '')))}"
+        text = (
+            f"{'[green]✓' if ok else '[red]✗'} {kind.value}[/] {escape(str(d.get('command', '')))}"
+        )
         if not ok and d.get("output_tail"):
             tail = str(d["output_tail"]).strip().splitlines()[-1]
             text += f" [dim]{escape(short(tail, 160))}[/]"

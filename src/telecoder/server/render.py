@@ -151,12 +151,12 @@ def view(event: Event) -> EventView:
                 css=f"output {stream}",
                 preformatted=True,
             )
-        case EventKind.VERIFY:
-            ok = bool(d.get("ok", d.get("passed", False)))
-            command = str(d.get("command", "verify"))
+        case EventKind.SETUP | EventKind.VERIFY:
+            ok = bool(d.get("ok", False))
+            command = str(d.get("command", event.kind.value))
             return made(
-                title=f"verify {'passed' if ok else 'failed'}: {command}",
-                body=pretty(d.get("output", "")),
+                title=f"{event.kind.value} {'passed' if ok else 'failed'}: {command}",
+                body=str(d.get("output_tail", "")),
                 css="verify " + ("good" if ok else "bad"),
                 collapsible=True,
                 preformatted=True,
