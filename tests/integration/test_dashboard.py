@@ -163,7 +163,11 @@ async def test_session_page_renders_events_for_people(app, store):
             NewEvent(kind=EventKind.MESSAGE, data={"text": "I **changed** `x`. <b>raw</b>"}),
             NewEvent(kind=EventKind.TOOL_CALL, data={"name": "bash", "input": {"cmd": "ls"}}),
             NewEvent(kind=EventKind.TOOL_RESULT, data={"output": "a.txt", "is_error": True}),
-            NewEvent(kind=EventKind.VERIFY, data={"command": "pytest", "ok": False}),
+            NewEvent(kind=EventKind.SETUP, data={"command": "npm ci", "ok": True}),
+            NewEvent(
+                kind=EventKind.VERIFY,
+                data={"command": "pytest", "ok": False, "output_tail": "2 failed, 9 passed"},
+            ),
             NewEvent(kind=EventKind.ERROR, data={"message": "it broke"}),
             NewEvent(kind=EventKind.USAGE, data={"input_tokens": 10, "cost_usd": 0.5}),
         ],
@@ -176,12 +180,14 @@ async def test_session_page_renders_events_for_people(app, store):
         missing = await c.get("/sessions/zzzzzzzzzz", headers=HTML)
     text = page.text
     assert page.status_code == 200
-    assert f'sse-connect="/sessions/{session.id}/stream?after=8"' in text
+    assert f'sse-connect="/sessions/{session.id}/stream?after=9"' in text
     assert "<strong>changed</strong>" in text  # Markdown
     assert "&lt;b&gt;raw&lt;/b&gt;" in text  # but no raw HTML
     assert "<summary>→ bash</summary>" in text  # collapsible tool call
     assert "← result (error)" in text
+    assert "setup passed: npm ci" in text
     assert "verify failed: pytest" in text
+    assert "2 failed, 9 passed" in text  # what the check printed last
     assert 'class="ev error bad"' in text
     assert 'id="cancel"' in text
     assert "running" in head.text
