@@ -197,19 +197,18 @@ async def test_a_check_past_its_timeout_is_stopped(
     assert "`sleep 60` did not finish in time" in (done.error or "")
 
 
-async def test_cancel_stops_a_running_check(
-    settings: Settings, store: Store, tmp_path: Path
+@pytest.mark.parametrize(("key", "step"), [("setup", "setting_up"), ("verify", "verifying")])
+async def test_cancel_stops_a_running_setup_or_check(
+    key: str, step: str, settings: Settings, store: Store, tmp_path: Path
 ) -> None:
     marker = tmp_path / "finished"
-    repo = repo_with(tmp_path, f"verify: ['sleep 30; touch {marker}']\n")
+    repo = repo_with(tmp_path, f"{key}: ['sleep 30; touch {marker}']\n")
     worker = build_worker(tuned(settings), store)
     new = shell(repo, "echo hello > out.txt")
     running = asyncio.create_task(execute(worker, store, new))
     deadline = time.monotonic() + 15
-    while not any(
-        e.data.get("step") == "verifying" for e in await all_events(store, new.id)
-    ):  # fmt: skip
-        assert time.monotonic() < deadline, "verification never started"
+    while not any(e.data.get("step") == step for e in await all_events(store, new.id)):
+        assert time.monotonic() < deadline, f"{key} never started"
         await asyncio.sleep(0.05)
     started = time.monotonic()
     assert worker.stop_session(new.id, StopReason.CANCELLED)
@@ -217,6 +216,7 @@ async def test_cancel_stops_a_running_check(
     assert time.monotonic() - started < 5
     assert done.status == SessionStatus.CANCELLED
     assert not marker.exists()
+    assert repo.remote_git("branch", "--list", "telecoder/*") == ""
 
 
 async def test_a_malformed_config_is_bad_input(
@@ -350,29 +350,6 @@ async def test_a_setup_that_leaves_files_to_commit_fails(
     )
     [*_, clean] = setup_reports(await all_events(store, done.id))
     assert (clean["command"], clean["ok"]) == ("nothing left to commit", False)
-    assert repo.remote_git("branch", "--list", "telecoder/*") == ""
-
-
-async def test_cancel_stops_a_running_setup(
-    settings: Settings, store: Store, tmp_path: Path
-) -> None:
-    marker = tmp_path / "finished"
-    repo = repo_with(tmp_path, f"setup: ['sleep 30; touch {marker}']\n")
-    worker = build_worker(tuned(settings), store)
-    new = shell(repo, "touch agent-ran.txt")
-    running = asyncio.create_task(execute(worker, store, new))
-    deadline = time.monotonic() + 15
-    while not any(
-        e.data.get("step") == "setting_up" for e in await all_events(store, new.id)
-    ):  # fmt: skip
-        assert time.monotonic() < deadline, "setup never started"
-        await asyncio.sleep(0.05)
-    started = time.monotonic()
-    assert worker.stop_session(new.id, StopReason.CANCELLED)
-    done = await running
-    assert time.monotonic() - started < 5
-    assert done.status == SessionStatus.CANCELLED
-    assert not marker.exists()
     assert repo.remote_git("branch", "--list", "telecoder/*") == ""
 
 
