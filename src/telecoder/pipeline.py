@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from telecoder import repoconfig
+from telecoder import rawlog, repoconfig
 from telecoder.domain import (
     Attempt,
     EngineSource,
@@ -467,7 +467,12 @@ class Pipeline:
                 revision=revision,
                 resumed=task.resume_id is not None,
             )
-            result = await self._run_engine(engine, task, recorder, control)
+            raw_log = self._raw_log(lease, revision)
+            try:
+                result = await self._run_engine(engine, task, recorder, control, raw_log)
+            finally:
+                if raw_log is not None:
+                    raw_log.close()
             _check(control)
             usage = _add(usage, result.usage)
             if result.session_id:
@@ -600,8 +605,19 @@ class Pipeline:
             control.stop(StopReason.CANCELLED)
         _check(control)
 
+    def _raw_log(self, lease: Lease, run: int) -> rawlog.RawLog | None:
+        if not self.settings.raw_log_days:
+            return None
+        file = rawlog.path(self.settings.raw_logs, lease.session_id, lease.attempt)
+        return rawlog.RawLog(file, run=run)
+
     async def _run_engine(
-        self, engine: Engine, task: EngineTask, recorder: EventRecorder, control: AttemptControl
+        self,
+        engine: Engine,
+        task: EngineTask,
+        recorder: EventRecorder,
+        control: AttemptControl,
+        raw_log: rawlog.RawLog | None = None,
     ) -> EngineOutcome:
         command = engine.command(task)
         (task.home / "tmp").mkdir(parents=True, exist_ok=True)
@@ -630,6 +646,8 @@ class Pipeline:
             async for stream, raw in process.lines():
                 last_output = time.monotonic()
                 line = decode(raw)
+                if raw_log is not None:
+                    raw_log.line(stream, line)
                 try:
                     feed = parser.feed(stream, line)
                 except Exception as e:
@@ -683,8 +701,8 @@ class Pipeline:
 
     async def sweep(self) -> list[str]:
         """Remove what ended sessions left on this host: the worktrees chats kept and engine
-        homes (a chat cancelled or ended while it waited; an attempt whose worker crashed).
-        Returns the ids of the sessions cleaned up."""
+        homes (a chat cancelled or ended while it waited; an attempt whose worker crashed),
+        and raw logs past their retention. Returns the ids of the sessions cleaned up."""
         root = self.settings.engine_homes
         cleaned: list[str] = []
         for home in sorted(root.iterdir()) if root.is_dir() else []:
@@ -696,6 +714,8 @@ class Pipeline:
                 continue
             await self._forget(home.name)
             cleaned.append(home.name)
+        keep = self.settings.raw_log_days * 86400
+        await asyncio.to_thread(rawlog.sweep, self.settings.raw_logs, keep)
         return cleaned
 
     async def _forget(self, session_id: str) -> None:

@@ -117,6 +117,11 @@ class Settings(BaseSettings):
     chat_idle_seconds: float = Field(
         default=3600.0, gt=0, description="A chat waiting this long for a message is ended."
     )
+    raw_log_days: float = Field(
+        default=7.0,
+        ge=0,
+        description="Keep every line the agent CLIs print this many days (0: do not keep them).",
+    )
     github_token: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("TELECODER_GITHUB_TOKEN", "GITHUB_TOKEN"),
@@ -180,6 +185,10 @@ class Settings(BaseSettings):
     @property
     def engine_homes(self) -> Path:
         return self.home / "engines"
+
+    @property
+    def raw_logs(self) -> Path:
+        return self.home / "logs"
 
     def engine_control_env(self) -> dict[str, str]:
         """TeleCoder's own settings for engines, as the variables engines read from their task:

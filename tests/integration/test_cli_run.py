@@ -174,3 +174,31 @@ def test_url_repo(git_repo: GitRepo, home: Path):
         "README.md",
         "new.txt",
     ]
+
+
+def test_logs_raw_prints_every_line_the_agent_printed(git_repo: GitRepo, home: Path):
+    env = cli_env(home)
+    done = telecoder(
+        "run", 'echo \'{"type":"unmapped"}\'; echo warning >&2', "--repo", str(git_repo.path),
+        "--engine", "shell", "--json", env=env,
+    )  # fmt: skip
+    session_id = json.loads(done.stdout)["id"]
+    raw = telecoder("logs", session_id[:6], "--raw", env=env)
+    assert raw.returncode == 0, raw.stderr
+    assert raw.stdout.splitlines() == [
+        "── attempt 1, run 1 ──",
+        '{"type":"unmapped"}',
+        "[stderr] warning",
+    ]
+    missing = telecoder("logs", session_id, "--raw", "--attempt", "2", env=env)
+    assert missing.returncode == 3
+    assert f"no raw log of attempt 2 of session {session_id} on this host" in missing.stderr
+    remote = telecoder("logs", session_id, "--raw", "--server", "http://127.0.0.1:9", env=env)
+    assert remote.returncode == 8
+    assert "raw logs stay on the worker host" in remote.stderr
+    off = cli_env(home, TELECODER_RAW_LOG_DAYS="0")
+    again = telecoder(
+        "run", "echo hi", "--repo", str(git_repo.path), "--engine", "shell", "--json", env=off
+    )
+    assert json.loads(again.stdout)["status"] == "succeeded"
+    assert telecoder("logs", json.loads(again.stdout)["id"], "--raw", env=off).returncode == 3

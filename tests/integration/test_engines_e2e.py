@@ -83,6 +83,15 @@ def test_run_pushes_exactly_the_agents_file(
     assert session["output_tokens"] == usage["output_tokens"] > 0
     assert session["cost_usd"] == pytest.approx(usage["cost_usd"])
     assert session["cost_usd"] > 0
+    # Every line the CLI printed is in the raw log: what events show and what they do not.
+    raw = telecoder("logs", session["id"], "--raw", "--json", env=env)
+    assert raw.returncode == 0, raw.stderr
+    records = [json.loads(line) for line in raw.stdout.splitlines()]
+    assert records[0] == {"attempt": 1, "t": records[0]["t"], "run": 0}
+    lines = [(r["stream"], r["line"]) for r in records[1:]]
+    assert any(stream == "stdout" for stream, _ in lines)
+    shown = [(e["data"]["stream"], e["data"]["text"]) for e in events if e["kind"] == "output"]
+    assert set(shown) <= set(lines)
     # The agent reached the model through the pipeline's environment, and nothing is left.
     assert requests_under(server, prefix) >= 1
     assert not (home / "engines" / session["id"]).exists()

@@ -27,7 +27,7 @@ class Exit(enum.IntEnum):
     CANCELLED = 5  # the session was cancelled
     UNAVAILABLE = 6  # the database (or server) cannot be reached
     UNAUTHORIZED = 7  # the server refused the API token (--server)
-    UNSUPPORTED = 8  # not available on this database (PostgreSQL: use pg_dump / pg_restore)
+    UNSUPPORTED = 8  # not available here (db backup on PostgreSQL, logs --raw with --server)
     INTERRUPTED = 130  # Ctrl-C
 
 

@@ -6,13 +6,22 @@ from typing import Annotated
 
 import typer
 
-from telecoder import __version__
+from telecoder import __version__, rawlog
 from telecoder.cli.common import ServerOption, load_settings, opened, run_async
 from telecoder.cli.follow import follow
-from telecoder.cli.output import Exit, err, out, print_json, sessions_table, show_session
+from telecoder.cli.output import (
+    Exit,
+    err,
+    out,
+    print_json,
+    print_json_line,
+    sessions_table,
+    show_session,
+)
 from telecoder.cli.run import run_here
 from telecoder.domain import SessionStatus
 from telecoder.errors import BadInput
+from telecoder.settings import Settings
 from telecoder.store.sessions import retry_of
 from telecoder.workspace import is_url
 
@@ -99,9 +108,25 @@ def logs(
         bool, typer.Option("--follow", "-f", help="Keep printing until the session ends.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    raw: Annotated[
+        bool,
+        typer.Option(
+            "--raw",
+            help="Every line the agent CLI printed (kept on the host that ran it), not events.",
+        ),
+    ] = False,
+    attempt: Annotated[
+        int | None, typer.Option(help="With --raw: only this attempt.", min=1, show_default=False)
+    ] = None,
     server: ServerOption = None,
 ) -> None:
-    """Print a session's events."""
+    """Print a session's events (or, with --raw, its agent's raw output)."""
+    if raw and server:
+        err.print(
+            "error: raw logs stay on the worker host that ran the session: run "
+            "`telecoder logs --raw` there"
+        )
+        raise typer.Exit(Exit.UNSUPPORTED)
     if server:
         from telecoder.cli import remote
 
@@ -111,6 +136,8 @@ def logs(
     async def go() -> None:
         async with opened(settings) as store:
             session = await store.sessions.resolve(session_id)
+            if raw:
+                return print_raw(settings, session.id, attempt, as_json=as_json)
             await follow(store, session.id, keep_following=follow_, as_json=as_json)
 
     run_async(go())
@@ -179,3 +206,26 @@ def version(
         print_json({"version": __version__})
     else:
         out.print(f"telecoder {__version__}")
+
+
+def print_raw(settings: Settings, session_id: str, attempt: int | None, *, as_json: bool) -> None:
+    """The raw log of a session's attempts (``telecoder logs --raw``)."""
+    found = False
+    for record in rawlog.read(settings.raw_logs, session_id, attempt):
+        found = True
+        if as_json:
+            print_json_line(record)
+        elif "run" in record:
+            out.print(f"── attempt {record['attempt']}, run {record['run'] + 1} ──", style="dim")
+        elif "truncated" in record:
+            out.print(f"[raw log cut at {record['truncated']} bytes]", style="dim")
+        else:
+            prefix = "[stderr] " if record.get("stream") == "stderr" else ""
+            out.print(prefix + str(record.get("line", "")), markup=False, highlight=False)
+    if not found:
+        which = f"attempt {attempt} of " if attempt is not None else ""
+        err.print(
+            f"error: no raw log of {which}session {session_id} on this host (it stays on the "
+            f"host that ran it, for TELECODER_RAW_LOG_DAYS = {settings.raw_log_days:g} days)"
+        )
+        raise typer.Exit(Exit.NOT_FOUND)

@@ -14,7 +14,8 @@ Event shapes (the same for every engine):
 - ``result`` ``{"text"}``: the final answer, once, when the run succeeded;
 - ``output`` ``{"stream", "text"}``: a line that is none of the above, kept for debugging:
   every stderr line and every stdout line that is not JSON; JSON lines an engine does not map
-  are dropped (the few worth keeping, such as retry notices, carry ``"raw": true``).
+  are not events (the few worth showing, such as retry notices, carry ``"raw": true``) but stay
+  in the attempt's raw log (``telecoder.rawlog``) with every other line.
 """
 
 from __future__ import annotations
