@@ -12,6 +12,7 @@ import pytest
 from telecoder import registry
 from telecoder.engines._support import find_binary, model_retries
 from telecoder.engines.acp import AcpEngine, agent_of
+from telecoder.engines.gemini import keep_conversation
 from telecoder.engines.prices import cost_usd
 from telecoder.errors import BadInput
 from telecoder.protocols import EngineTask
@@ -152,3 +153,24 @@ def test_prices() -> None:
     assert cost_usd("gpt-5", 1_000_000, 0, cached_tokens=1_000_000) == pytest.approx(0.125)
     assert cost_usd("fake-model", 100, 100) is None
     assert cost_usd(None, 100, 100) is None
+
+
+def test_gemini_acp_resume_keeps_the_conversation_out_of_the_loads_way(tmp_path: Path) -> None:
+    chats = tmp_path / ".gemini" / "tmp" / "proj-1" / "chats"
+    chats.mkdir(parents=True)
+    sid = "98507d60-56af-41f9-9231-5f3674c881e0"
+    conversation = chats / "session-2026-11-22T00-42-98507d60.jsonl"
+    conversation.write_text('{"sessionId": "98507d60-..."}\n')
+    other = chats / "session-2026-11-22T00-42-495e3a26.jsonl"
+    other.write_text("another session\n")
+
+    kept = keep_conversation(tmp_path, sid)
+    target = chats / "session-2026-11-22T00-42-kept-98507d60.jsonl"
+    assert kept == [target]
+    assert target.read_text() == '{"sessionId": "98507d60-..."}\n'
+    assert other.exists()  # another session's file is left alone
+    # A later load started an empty file under the old name: the conversation is not replaced.
+    conversation.write_text("empty start\n")
+    assert keep_conversation(tmp_path, sid) == []
+    assert target.read_text() == '{"sessionId": "98507d60-..."}\n'
+    assert keep_conversation(tmp_path / "nothing-here", sid) == []

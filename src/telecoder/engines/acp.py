@@ -37,7 +37,7 @@ from telecoder.domain import FailureKind
 from telecoder.engines import _support as s
 from telecoder.engines.claude_code import ClaudeCodeEngine
 from telecoder.engines.codex import CodexEngine
-from telecoder.engines.gemini import gemini_files_env
+from telecoder.engines.gemini import gemini_files_env, keep_conversation
 from telecoder.engines.opencode import opencode_config, opencode_env
 from telecoder.engines.qwen import QwenEngine
 from telecoder.errors import BadInput
@@ -83,6 +83,8 @@ def _preset(agent: Agent, task: EngineTask) -> EngineCommand:
         argv = [s.find_binary("opencode", env), "acp"]
         return EngineCommand(argv=argv, env=opencode_env(inner), files={"opencode.json": config})
     if agent.name == "gemini":
+        if task.resume_id:
+            keep_conversation(task.home, task.resume_id)
         files, genv = gemini_files_env(inner)
         argv = [s.find_binary("gemini", env), "--acp"]
         argv += ["--model", agent.model] if agent.model else []

@@ -15,6 +15,8 @@ not reliable (144 on an HTTP 400): the ``result`` status decides.
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 from telecoder.domain import FailureKind
@@ -27,6 +29,34 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "telemetry": {"enabled": False},
     "general": {"disableAutoUpdate": True, "disableUpdateNag": True},
 }
+
+
+# A conversation file as Gemini names it: the minute it was made and the session id's first 8.
+_SESSION_FILE = re.compile(r"session-\d{4}-\d\d-\d\dT\d\d-\d\d-([0-9a-f]{8})\.jsonl")
+
+
+def keep_conversation(home: Path, session_id: str) -> list[Path]:
+    """Move a conversation out of the way of Gemini's ACP ``session/load`` (0.61).
+
+    Loading a session first starts a new file named after the current minute and the session
+    id; in the minute the conversation was made, that is the conversation's own name, and the
+    load truncates it, then finds nothing to resume. Under another name (still ``session-*``
+    ending in the id, which is how Gemini finds it) the conversation survives, and the load
+    goes on writing to it. Returns the new names.
+    """
+    kept = []
+    for file in sorted(
+        (home / ".gemini" / "tmp").glob(f"*/chats/session-*-{session_id[:8]}.jsonl")
+    ):
+        if not _SESSION_FILE.fullmatch(file.name):
+            continue  # kept already
+        target = file.with_name(
+            file.name.replace(f"-{session_id[:8]}.", f"-kept-{session_id[:8]}.")
+        )
+        if not target.exists():  # else this is the empty start of an earlier load
+            file.rename(target)
+            kept.append(target)
+    return kept
 
 
 def gemini_files_env(task: EngineTask) -> tuple[dict[str, str], dict[str, str]]:
