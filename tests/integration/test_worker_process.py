@@ -146,3 +146,34 @@ def test_sigterm_hands_running_sessions_back(
     seen = statuses(session_id, env)
     assert [s["status"] for s in seen] == ["queued", "running", "queued", "running", "succeeded"]
     assert seen[2]["reason"] == "the worker shut down"
+
+
+def succeeded(session_id: str, env: dict[str, str]) -> dict[str, object] | None:
+    session = session_json(session_id, env)
+    return session if session["status"] == "succeeded" else None
+
+
+def test_a_worker_and_a_task_creating_the_database_at_once_both_start(
+    git_repo: GitRepo, tmp_path: Path, workers: list[subprocess.Popen[str]]
+) -> None:
+    # Switching a new SQLite database to WAL takes a lock SQLite does not wait for: a worker
+    # starting while `run` created the database used to exit "database is locked" (~1 in 6).
+    for attempt in range(12):
+        home = tmp_path / f"home-{attempt}"
+        home.mkdir()
+        env = fast_env(home)
+        worker = start_worker(env, "w", workers)
+        queued = telecoder(
+            "run", "echo x > x.txt", "--repo", str(git_repo.path), "--detach", env=env
+        )
+        assert queued.returncode == 0, queued.stderr
+        session_id = queued.stdout.strip()
+        done = wait_for(
+            lambda: worker.poll() is not None or succeeded(session_id, env),  # noqa: B023
+            timeout=30,
+            what="the worker to run the task",
+        )
+        assert worker.poll() is None, (home / "w.log").read_text()
+        assert done["attempt"] == 1
+        os.killpg(worker.pid, signal.SIGTERM)
+        assert worker.wait(10) == 0

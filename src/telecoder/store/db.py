@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 _IMMEDIATE = "telecoder_immediate"
 _NOTICES = "telecoder_notices"
 _IDLE_MS = 30_000  # PostgreSQL: end a session idle in a transaction for this long
+_BUSY_MS = 30_000  # SQLite: wait this long for a lock
 
 
 def async_url(url: str) -> str:
@@ -52,7 +55,7 @@ class Database:
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.engine: AsyncEngine = create_async_engine(
-                self.url, connect_args={"timeout": 30}, pool_size=8, max_overflow=16
+                self.url, connect_args={"timeout": _BUSY_MS / 1000}, pool_size=8, max_overflow=16
             )
             _configure_sqlite(self.engine)
         else:
@@ -145,9 +148,9 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         # Let SQLAlchemy's begin event, not the driver, start transactions.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
+        _wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -155,6 +158,23 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     def _on_begin(conn: Connection) -> None:
         immediate = conn.get_execution_options().get(_IMMEDIATE, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _wal(cursor: Any) -> None:
+    """Put the database in WAL mode. Switching takes an exclusive lock without waiting for it
+    (SQLite's busy handler is not asked), so a process that opens a new database while another
+    creates it would fail at once with "database is locked": it tries again instead."""
+    deadline = time.monotonic() + _BUSY_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
 
 
 def dumps(value: Any) -> str:
