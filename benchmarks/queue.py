@@ -51,7 +51,7 @@ from telecoder.domain import (  # noqa: E402
     Session,
     SessionStatus,
 )
-from telecoder.pipeline import AttemptControl, EventRecorder  # noqa: E402
+from telecoder.recorder import AttemptControl, EventRecorder  # noqa: E402
 from telecoder.settings import Settings  # noqa: E402
 from telecoder.store import Outcome, Store, open_store  # noqa: E402
 from telecoder.store.db import Database  # noqa: E402

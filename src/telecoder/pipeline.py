@@ -15,9 +15,7 @@ early (cancel, timeout, stall, shutdown, lost lease); whoever notices sets it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import enum
 import logging
 import os
 import re
@@ -36,7 +34,6 @@ from telecoder.domain import (
     FailureKind,
     Lease,
     Mode,
-    NewEvent,
     Result,
     ResultType,
     Session,
@@ -59,9 +56,15 @@ from telecoder.protocols import (
     Runtime,
     Usage,
 )
+from telecoder.recorder import (
+    AttemptControl,
+    EventRecorder,
+    StopReason,
+    clip,
+    decode,
+)
 from telecoder.settings import Settings
 from telecoder.store import Outcome, Store
-from telecoder.store.events import Events
 from telecoder.verify import (
     CheckReport,
     Verifier,
@@ -74,123 +77,6 @@ from telecoder.workspace import RepoSource, Workspace, Worktree
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-MAX_TEXT = 64 * 1024  # longest string kept in one event; the rest is cut with a marker
-
-
-class StopReason(enum.StrEnum):
-    CANCELLED = "cancelled"
-    TIMEOUT = "timeout"
-    STALLED = "stalled"
-    SHUTDOWN = "shutdown"
-    LEASE_LOST = "lease_lost"
-
-
-class AttemptControl:
-    """Why the attempt must stop, set once by whoever notices first."""
-
-    def __init__(self) -> None:
-        self.reason: StopReason | None = None
-        self._stopped = asyncio.Event()
-
-    def stop(self, reason: StopReason) -> None:
-        if self.reason is None:
-            self.reason = reason
-            self._stopped.set()
-
-    async def wait(self) -> StopReason:
-        await self._stopped.wait()
-        assert self.reason is not None
-        return self.reason
-
-
-class EventRecorder:
-    """Collects events and writes them in batches, never holding a transaction in between."""
-
-    def __init__(self, events: Events, lease: Lease, *, interval: float = 0.1) -> None:
-        self._events = events
-        self._lease = lease
-        self._interval = interval
-        self._buffer: list[NewEvent] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
-
-    def add(self, kind: EventKind, data: Mapping[str, Any]) -> None:
-        self._buffer.append(NewEvent(kind=kind, data=_clip(dict(data)), ts=time.time()))
-        if len(self._buffer) >= 256:
-            self._wake.set()
-
-    def progress(self, step: str, **data: Any) -> None:
-        self.add(EventKind.PROGRESS, {"step": step, **data})
-
-    async def flush(self) -> None:
-        batch, self._buffer = self._buffer, []
-        if not batch:
-            return
-        try:
-            await self._events.append(self._lease.session_id, batch, lease=self._lease)
-        except StoreUnavailable:
-            self._buffer[:0] = batch  # keep them for the next try
-            raise
-
-    async def _run(self) -> None:
-        while not self._closing:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
-            self._wake.clear()
-            if self._closing:
-                return
-            try:
-                await self.flush()
-            except StoreUnavailable:
-                log.warning("session %s: cannot record events yet", self._lease.session_id)
-
-    def start(self, control: AttemptControl) -> None:
-        async def run() -> None:
-            try:
-                await self._run()
-            except LeaseLost:
-                control.stop(StopReason.LEASE_LOST)
-
-        self._task = asyncio.create_task(run())
-
-    async def cancel(self) -> None:
-        """Stop the background flushing (idempotent); what is buffered stays unwritten.
-
-        A write under way is let finish: cancelled half-way, it could leave its connection
-        in a state the next user trips over.
-        """
-        task, self._task = self._task, None
-        if task is not None:
-            self._closing = True
-            self._wake.set()
-            await settle(task, grace=30.0)
-
-    async def close(self) -> None:
-        """Write everything: a flush in flight finishes first (cancelling it would lose its
-        batch), then what is left is written."""
-        await self.cancel()
-        await self.flush()
-
-    async def drain(self) -> list[NewEvent]:
-        """Stop flushing and hand over what is buffered, to be written with the attempt's end."""
-        await self.cancel()
-        batch, self._buffer = self._buffer, []
-        return batch
-
-
-async def settle(task: asyncio.Task[Any], *, grace: float) -> None:
-    """Wait for ``task``, already told to stop, to end; cancel it after ``grace`` seconds.
-
-    Whatever it ended with is consumed here: the caller only needs it gone.
-    """
-    await asyncio.wait({task}, timeout=grace)
-    if not task.done():
-        task.cancel()
-        await asyncio.wait({task})
-    if not task.cancelled() and (error := task.exception()) is not None:
-        log.debug("a side task ended with %r", error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,7 +256,7 @@ class Pipeline:
         await self.workspace.sanitize(wt)
         message = commit_message(session, turn.prompt if turn.previous else None)
         sha = await self.workspace.commit(wt, message, date=session.created_at)
-        text = _clip(work.text)
+        text = clip(work.text)
         if sha is None:
             answer = Result(type=ResultType.TEXT, text=text)
         else:
@@ -769,21 +655,6 @@ def commit_message(session: Session, prompt: str | None = None) -> str:
     body = prompt if prompt != subject else ""
     parts = [subject, body, f"TeleCoder-Session: {session.id}"]
     return "\n\n".join(p for p in parts if p) + "\n"
-
-
-def decode(raw: bytes) -> str:
-    """Text of an output line: invalid UTF-8 kept as escapes, NUL made visible."""
-    return raw.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
-
-
-def _clip(value: Any) -> Any:
-    if isinstance(value, str) and len(value) > MAX_TEXT:
-        return value[:MAX_TEXT] + f"… [{len(value) - MAX_TEXT} more characters]"
-    if isinstance(value, dict):
-        return {k: _clip(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clip(v) for v in value]
-    return value
 
 
 def _check(control: AttemptControl) -> None:

@@ -33,7 +33,7 @@ from typing import Protocol
 
 from telecoder.domain import Lease, Session, WorkerState
 from telecoder.errors import LeaseLost
-from telecoder.pipeline import AttemptControl, StopReason, settle
+from telecoder.recorder import AttemptControl, StopReason, settle
 from telecoder.settings import Settings
 from telecoder.store import Claimed, Limits, Notice, NoticeKind, Store
 

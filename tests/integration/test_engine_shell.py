@@ -23,7 +23,7 @@ from telecoder.domain import (
     Session,
     SessionStatus,
 )
-from telecoder.pipeline import MAX_TEXT
+from telecoder.recorder import MAX_TEXT
 from telecoder.settings import Settings
 from telecoder.store import Store
 from telecoder.store.schema import sessions

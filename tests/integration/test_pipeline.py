@@ -7,7 +7,7 @@ import asyncio
 from sqlalchemy import update
 
 from telecoder.domain import EventKind, NewSession
-from telecoder.pipeline import AttemptControl, EventRecorder
+from telecoder.recorder import AttemptControl, EventRecorder
 from telecoder.store import Store
 from telecoder.store.schema import sessions
 

@@ -21,7 +21,7 @@ import pytest
 
 from telecoder.assemble import build_worker
 from telecoder.domain import EngineSource, EventKind, FailureKind, NewSession, SessionStatus
-from telecoder.pipeline import StopReason
+from telecoder.recorder import StopReason
 from telecoder.settings import Settings
 from telecoder.store import Store, open_store
 from tests.cli import events_json, telecoder

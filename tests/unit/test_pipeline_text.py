@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
-from telecoder.pipeline import MAX_TEXT, _clip, commit_message, decode
+from telecoder.pipeline import commit_message
+from telecoder.recorder import MAX_TEXT, decode
+from telecoder.recorder import clip as _clip
 from tests.factories import make_session
 
 

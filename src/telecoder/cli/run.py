@@ -17,7 +17,7 @@ from telecoder.cli.follow import follow
 from telecoder.cli.output import Exit, err, exit_for, final_line, out, print_json
 from telecoder.domain import NewSession, Session, SessionStatus
 from telecoder.intake import Request, accept
-from telecoder.pipeline import StopReason
+from telecoder.recorder import StopReason
 from telecoder.settings import Settings
 from telecoder.store import Claimed, Store
 from telecoder.worker import Worker
