@@ -35,7 +35,7 @@ def engine(name: str) -> Engine:
 
 
 def build_pipeline(settings: Settings, store: Store) -> Pipeline:
-    runtime: Runtime = registry.create("runtimes", "local")
+    runtime: Runtime = registry.create("runtimes", settings.runtime)
     return Pipeline(
         settings=settings,
         store=store,

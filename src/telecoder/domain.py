@@ -77,6 +77,7 @@ class FailureKind(enum.StrEnum):
     BAD_INPUT = "bad_input"
     WORKSPACE_ERROR = "workspace_error"
     PUBLISH_ERROR = "publish_error"
+    SANDBOX_UNAVAILABLE = "sandbox_unavailable"
     INTERNAL = "internal"
 
 
@@ -339,6 +340,7 @@ class EventKind(enum.StrEnum):
     SETUP = "setup"  # a setup command's report (.telecoder.yml ``setup:``)
     VERIFY = "verify"  # a check's report
     ERROR = "error"
+    NETWORK_DENIED = "network_denied"  # the sandbox tried to reach a host its policy forbids
     RESULT = "result"
 
 

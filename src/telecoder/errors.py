@@ -12,6 +12,7 @@
      ├── LeaseLost                a worker no longer holds the attempt it writes for
      ├── WorkspaceError           git failed while preparing, committing or pushing
      │    └── PushRejected
+     ├── SandboxUnavailable       no sandbox can start on this machine (not retried)
      ├── ForgeError               the forge's API refused or failed (``transient``: worth a retry)
      ├── StoreUnavailable         the database cannot be reached (CLI exit 6)
      ├── ServerUnavailable        a TeleCoder server cannot be reached or failed (CLI exit 6)
@@ -77,6 +78,10 @@ class WorkspaceError(TeleCoderError):
 
 class PushRejected(WorkspaceError):
     """The remote rejected the push."""
+
+
+class SandboxUnavailable(TeleCoderError):
+    """No sandbox can start here: install bubblewrap, or opt out with TELECODER_RUNTIME=local."""
 
 
 class ForgeError(TeleCoderError):

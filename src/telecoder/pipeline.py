@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from telecoder import rawlog, repoconfig
+from telecoder.confine import Confiner
 from telecoder.domain import (
     Attempt,
     EngineSource,
@@ -43,11 +44,14 @@ from telecoder.errors import (
     BadInput,
     ForgeError,
     LeaseLost,
+    SandboxUnavailable,
     SessionNotFound,
     StoreUnavailable,
     WorkspaceError,
 )
 from telecoder.protocols import (
+    Confinement,
+    Endpoint,
     Engine,
     EngineOutcome,
     EngineTask,
@@ -198,6 +202,8 @@ class Pipeline:
             return _failed(recorder, FailureKind.BAD_INPUT, e.message)
         except WorkspaceError as e:
             return _failed(recorder, FailureKind.WORKSPACE_ERROR, e.message)
+        except SandboxUnavailable as e:
+            return _failed(recorder, FailureKind.SANDBOX_UNAVAILABLE, e.message)
         except ForgeError as e:
             # A forge that refused for good (bad token, no such repository) is not retried.
             outcome = _failed(recorder, FailureKind.PUBLISH_ERROR, e.message)
@@ -228,7 +234,10 @@ class Pipeline:
         recorder.progress("workspace_ready", base=wt.base, base_sha=wt.base_sha, path=str(wt.path))
         _check(control)
 
-        config = repoconfig.load(wt.path)
+        # The repository's settings as its base commit has them: the agent cannot change them.
+        config = repoconfig.from_bytes(
+            await self.workspace.read_base(wt, repoconfig.FILENAME, repoconfig.MAX_BYTES)
+        )
         engine_name, model = await self._choose_engine(session, lease, config)
         task = EngineTask(
             prompt=turn.prompt,
@@ -239,13 +248,14 @@ class Pipeline:
             env=self._passthrough_env(),
         )
         engine = self.engines(engine_name)
+        confiner = await self._confiner(session, wt, task, config, recorder)
         if config.setup and turn.previous is None:  # a chat's later turns reuse its worktree
-            failed = await self._setup(config, wt, task.home, recorder, control)
+            failed = await self._setup(config, wt, task.home, recorder, control, confiner)
             if failed is not None:
                 return Outcome(
                     status=SessionStatus.FAILED, failure_kind=FailureKind.SETUP_FAILED, error=failed
                 )
-        work = await self._work(engine, task, config, wt, lease, recorder, control)
+        work = await self._work(engine, task, config, wt, lease, recorder, control, confiner)
         if work.failure is not None:
             kind, error = work.failure
             return Outcome(
@@ -331,6 +341,34 @@ class Pipeline:
             model = config.model
         return engine, model
 
+    async def _confiner(
+        self,
+        session: Session,
+        wt: Worktree,
+        task: EngineTask,
+        config: repoconfig.RepoConfig,
+        recorder: EventRecorder,
+    ) -> Confiner | None:
+        """The confinements of this attempt's processes; None when the runtime has no sandbox."""
+        if not getattr(self.runtime, "confined", False):
+            return None
+        git_dir = await self.workspace.sandbox_git_dir(wt, task.home / "git" / wt.path.name)
+
+        def denied(role: str, endpoint: Endpoint, reason: str) -> None:
+            data = {"host": endpoint.host, "port": endpoint.port, "by": role, "reason": reason}
+            recorder.add(EventKind.NETWORK_DENIED, data)
+
+        return Confiner(
+            self.settings,
+            label=session.id,
+            worktree=wt,
+            home=task.home,
+            git_dir=git_dir,
+            config=config,
+            model_env=task.env,
+            on_denied=denied,
+        )
+
     async def _work(
         self,
         engine: Engine,
@@ -340,6 +378,7 @@ class Pipeline:
         lease: Lease,
         recorder: EventRecorder,
         control: AttemptControl,
+        confiner: Confiner | None = None,
     ) -> _Work:
         """Run the agent; while the repository's checks fail, resume its session with the
         report, up to ``max_revisions`` times."""
@@ -355,7 +394,14 @@ class Pipeline:
             )
             raw_log = self._raw_log(lease, revision)
             try:
-                result = await self._run_engine(engine, task, recorder, control, raw_log)
+                result = await self._run_engine(
+                    engine,
+                    task,
+                    recorder,
+                    control,
+                    raw_log,
+                    confiner.for_role("agent") if confiner else None,
+                )
             finally:
                 if raw_log is not None:
                     raw_log.close()
@@ -368,7 +414,9 @@ class Pipeline:
                 return _Work(result.text, usage, (failure, result.error or f"{engine.name} failed"))
             if not config.has_checks:
                 return _Work(result.text, usage)
-            failed = await self._verify(config, wt, task.home, revision, recorder, control)
+            failed = await self._verify(
+                config, wt, task.home, revision, recorder, control, confiner
+            )
             if not failed:
                 recorder.progress("verified", revision=revision)
                 return _Work(result.text, usage)
@@ -388,6 +436,7 @@ class Pipeline:
         home: Path,
         recorder: EventRecorder,
         control: AttemptControl,
+        confiner: Confiner | None = None,
     ) -> str | None:
         """Run the repository's setup commands; the session's error when one fails."""
         recorder.progress("setting_up", commands=len(config.setup))
@@ -397,7 +446,12 @@ class Pipeline:
             recorder.add(EventKind.SETUP, check.to_dict())
 
         failed = await self.verifier.setup(
-            config, wt, env=self._verify_env(home), stopped=control.wait, report=report
+            config,
+            wt,
+            env=self._verify_env(home),
+            stopped=control.wait,
+            report=report,
+            confinement=confiner.for_role("setup") if confiner else None,
         )
         _check(control)
         if failed is None:
@@ -415,6 +469,7 @@ class Pipeline:
         revision: int,
         recorder: EventRecorder,
         control: AttemptControl,
+        confiner: Confiner | None = None,
     ) -> list[CheckReport]:
         """Run the checks; the failed ones."""
         recorder.progress("verifying", revision=revision)
@@ -424,7 +479,12 @@ class Pipeline:
             recorder.add(EventKind.VERIFY, {**check.to_dict(), "revision": revision})
 
         reports = await self.verifier.run(
-            config, wt, env=self._verify_env(home), stopped=control.wait, report=report
+            config,
+            wt,
+            env=self._verify_env(home),
+            stopped=control.wait,
+            report=report,
+            confinement=confiner.for_role("verify") if confiner else None,
         )
         _check(control)
         return [r for r in reports if not r.ok]
@@ -504,6 +564,7 @@ class Pipeline:
         recorder: EventRecorder,
         control: AttemptControl,
         raw_log: rawlog.RawLog | None = None,
+        confinement: Confinement | None = None,
     ) -> EngineOutcome:
         command = engine.command(task)
         (task.home / "tmp").mkdir(parents=True, exist_ok=True)
@@ -523,6 +584,7 @@ class Pipeline:
             env=env,
             stdin=command.stdin,
             interactive=command.interactive,
+            confinement=confinement,
         )
         parser = engine.parser(task)
         last_output = time.monotonic()

@@ -15,7 +15,7 @@ updates the one pull request of the session.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -112,6 +112,57 @@ class Process(Protocol):
     async def stop(self, grace: float) -> int: ...
 
 
+NetworkMode = Literal["none", "model", "allowlist", "open"]
+NETWORK_MODES: tuple[NetworkMode, ...] = ("none", "model", "allowlist", "open")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Endpoint:
+    """A host and port a sandbox may reach through the egress proxy."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NetworkPolicy:
+    """What a confined process may connect to (enforced outside it, by the egress proxy).
+
+    ``none``: nothing; ``model``: the engine's model endpoints; ``allowlist``: those and the
+    ``allow`` domains; ``open``: any public host. Hosts on loopback or private addresses are
+    reached only when named in ``endpoints`` or ``allow``. ``endpoints`` on loopback are
+    forwarded: inside, the same address and port reach them (through the proxy).
+    """
+
+    mode: NetworkMode = "model"
+    endpoints: tuple[Endpoint, ...] = ()  # the model endpoints (every mode but none)
+    allow: tuple[str, ...] = ()  # `host`, `*.domain` or `host:port` (allowlist and open)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mount:
+    source: Path
+    target: Path
+    writable: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Confinement:
+    """What a sandboxed process may see and do. A runtime without a sandbox ignores it."""
+
+    label: str  # whose process it is (a session id): names its resources
+    mounts: tuple[Mount, ...] = ()  # bound into the sandbox, later ones over earlier ones
+    hidden: tuple[Path, ...] = ()  # never visible, even below a readable directory
+    network: NetworkPolicy = NetworkPolicy()
+    memory_bytes: int | None = None
+    pids: int | None = None
+    file_bytes: int | None = None  # largest file a process may write
+    on_denied: Callable[[Endpoint, str], None] | None = None  # a connection refused, and why
+
+
 class Runtime(Protocol):
     name: str
 
@@ -123,6 +174,7 @@ class Runtime(Protocol):
         env: Mapping[str, str],
         stdin: bytes | None,
         interactive: bool,
+        confinement: Confinement | None = None,
     ) -> Process: ...
 
 

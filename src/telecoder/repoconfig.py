@@ -94,6 +94,20 @@ Check = Annotated[
 ]
 
 
+_Host = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9*.:_\[\]-]+$")]
+_Policy = Literal["none", "model", "allowlist", "open"]
+
+
+class Network(_Strict):
+    """``network:``: what the agent, the setup commands and the checks may reach."""
+
+    policy: _Policy | None = None  # the agent's; default TELECODER_NETWORK_POLICY (model)
+    setup: _Policy | None = None  # default TELECODER_SETUP_NETWORK_POLICY (allowlist)
+    verify: _Policy | None = None  # default TELECODER_VERIFY_NETWORK_POLICY (none)
+    allow: list[_Host] = Field(default_factory=list, max_length=200)
+    """Hosts the ``allowlist`` policy adds: ``host``, ``*.domain``, ``host:port``."""
+
+
 class RepoConfig(_Strict):
     """The settings a repository gives itself in ``.telecoder.yml``."""
 
@@ -114,6 +128,7 @@ class RepoConfig(_Strict):
     """Seconds each verify command (and ``command_succeeds``) may run."""
     setup_timeout: float = Field(default=1800.0, gt=0, le=24 * 3600)
     """Seconds each setup command may run."""
+    network: Network = Field(default_factory=Network)
 
     @field_validator("setup", "verify", mode="before")
     @classmethod
@@ -150,6 +165,13 @@ def load(worktree: Path) -> RepoConfig:
         with path.open("rb") as f:
             raw = f.read(MAX_BYTES + 1)
     except FileNotFoundError:
+        return RepoConfig()
+    return from_bytes(raw)
+
+
+def from_bytes(raw: bytes | None) -> RepoConfig:
+    """The config in a file's content (None: there is no file)."""
+    if raw is None:
         return RepoConfig()
     if len(raw) > MAX_BYTES:
         raise BadInput(f"{FILENAME} is larger than {MAX_BYTES // 1024} KiB")

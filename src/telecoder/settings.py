@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_HOME = Path("~/.telecoder")
@@ -43,6 +44,49 @@ DEFAULT_ENGINE_ENV = (
     "GOOGLE_API_KEY",
     "OLLAMA_HOST",
 )
+
+
+# Package registries of the common ecosystems: where setup commands may reach by default.
+DEFAULT_REGISTRIES = (
+    "pypi.org",
+    "files.pythonhosted.org",
+    "registry.npmjs.org",
+    "registry.yarnpkg.com",
+    "proxy.golang.org",
+    "sum.golang.org",
+    "crates.io",
+    "index.crates.io",
+    "static.crates.io",
+    "rubygems.org",
+    "repo.maven.apache.org",
+    "repo1.maven.org",
+    "plugins.gradle.org",
+    "services.gradle.org",
+    "api.nuget.org",
+    "repo.packagist.org",
+    "deb.debian.org",
+    "security.debian.org",
+    "archive.ubuntu.com",
+    "security.ubuntu.com",
+)
+
+NetworkSetting = Literal["none", "model", "allowlist", "open"]
+
+
+def _bytes(value: Any) -> Any:
+    """``512m``, ``4g``, ``1073741824`` -> bytes; empty or ``0``: no limit."""
+    if value is None or isinstance(value, int):
+        return value or None
+    text = str(value).strip().lower()
+    if not text or text in ("0", "none", "off"):
+        return None
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    factor = units.get(text[-1], 1)
+    number = text[:-1] if text[-1] in units else text
+    try:
+        return int(float(number.removesuffix("i").removesuffix("b")) * factor)
+    except ValueError:
+        raise ValueError(f"not a size: {value!r} (e.g. 512m, 4g)") from None
 
 
 def _default_worker_id() -> str:
@@ -130,6 +174,51 @@ class Settings(BaseSettings):
     github_api_url: str = Field(
         default="https://api.github.com", description="GitHub REST API base (Enterprise: yours)."
     )
+    # --- the sandbox (see README, "Security model") ---
+    runtime: str = Field(
+        default="sandbox" if sys.platform == "linux" else "local",
+        description="Where agents run: sandbox (bubblewrap, the default on Linux), docker, "
+        "local (no isolation: unsafe).",
+    )
+    sandbox_memory: Annotated[int | None, BeforeValidator(_bytes)] = Field(
+        default=4 << 30, description="Memory of one sandbox (e.g. 4g; 0: no limit)."
+    )
+    sandbox_pids: int | None = Field(
+        default=1024, ge=0, description="Processes in one sandbox at once (0: no limit)."
+    )
+    sandbox_file_size: Annotated[int | None, BeforeValidator(_bytes)] = Field(
+        default=2 << 30, description="Largest file a sandboxed process may write (0: no limit)."
+    )
+    sandbox_read: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="More directories a sandbox may read (comma-separated), e.g. a toolchain.",
+    )
+    network_policy: NetworkSetting = Field(
+        default="model", description="The agent's network: none, model, allowlist, open."
+    )
+    setup_network_policy: NetworkSetting = Field(
+        default="allowlist", description="Network of .telecoder.yml setup commands."
+    )
+    verify_network_policy: NetworkSetting = Field(
+        default="none", description="Network of .telecoder.yml verify commands and checks."
+    )
+    network_allow: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Hosts reachable under the allowlist policy (comma-separated: host, "
+        "*.domain, host:port), added to the repository's `network.allow`.",
+    )
+    network_registries: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=DEFAULT_REGISTRIES,
+        description="Package registries setup commands may reach (comma-separated).",
+    )
+    model_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(
+            "api.anthropic.com:443",
+            "api.openai.com:443",
+            "generativelanguage.googleapis.com:443",
+        ),
+        description="Model endpoints agents may reach besides the *_BASE_URL they are given.",
+    )
     # --- the server (telecoder serve) ---
     host: str = Field(default="127.0.0.1", description="Address the server binds to.")
     port: int = Field(default=7080, ge=0, le=65535, description="Port the server listens on.")
@@ -150,7 +239,16 @@ class Settings(BaseSettings):
         default=0.025, gt=0, description="How often the live-event reader looks for new events."
     )
 
-    @field_validator("env_allow", "engine_env", "worker_engines", mode="before")
+    @field_validator(
+        "env_allow",
+        "engine_env",
+        "worker_engines",
+        "sandbox_read",
+        "network_allow",
+        "network_registries",
+        "model_hosts",
+        mode="before",
+    )
     @classmethod
     def _split(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -185,6 +283,10 @@ class Settings(BaseSettings):
     @property
     def engine_homes(self) -> Path:
         return self.home / "engines"
+
+    @property
+    def sandbox_pids_limit(self) -> int | None:
+        return self.sandbox_pids or None
 
     @property
     def raw_logs(self) -> Path:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from telecoder.protocols import Process, Runtime
+from telecoder.protocols import Confinement, Process, Runtime
 from telecoder.repoconfig import CommandSucceeds, FileExists, RepoConfig
 from telecoder.workspace import Workspace, Worktree
 
@@ -83,6 +83,7 @@ class Verifier:
         env: Mapping[str, str],
         stopped: Callable[[], Awaitable[object]],
         report: Callable[[CheckReport], None],
+        confinement: Confinement | None = None,
     ) -> list[CheckReport]:
         """Run every check of ``config`` in ``wt``; ``report`` hears of each as it ends.
 
@@ -98,13 +99,19 @@ class Verifier:
 
         timeout = config.verify_timeout
         for command in config.verify:
-            done(await self._command(command, "verify", wt, env, timeout, stopped))
+            done(await self._command(command, "verify", wt, env, timeout, stopped, confinement))
         for check in config.checks:
             if isinstance(check, FileExists):
                 done(_file_exists(wt.path, check.file_exists))
             elif isinstance(check, CommandSucceeds):
                 result = await self._command(
-                    check.command_succeeds, "command_succeeds", wt, env, timeout, stopped
+                    check.command_succeeds,
+                    "command_succeeds",
+                    wt,
+                    env,
+                    timeout,
+                    stopped,
+                    confinement,
                 )
                 done(result)
             else:
@@ -121,6 +128,7 @@ class Verifier:
         env: Mapping[str, str],
         stopped: Callable[[], Awaitable[object]],
         report: Callable[[CheckReport], None],
+        confinement: Confinement | None = None,
     ) -> CheckReport | None:
         """Run the ``setup:`` commands in ``wt`` until one fails; the failure, else None.
 
@@ -129,7 +137,9 @@ class Verifier:
         """
         snapshot = await self.workspace.snapshot(wt)
         for command in config.setup:
-            result = await self._command(command, "setup", wt, env, config.setup_timeout, stopped)
+            result = await self._command(
+                command, "setup", wt, env, config.setup_timeout, stopped, confinement
+            )
             report(result)
             if not result.ok:
                 return result
@@ -159,10 +169,16 @@ class Verifier:
         env: Mapping[str, str],
         limit: float,
         stopped: Callable[[], Awaitable[object]],
+        confinement: Confinement | None = None,
     ) -> CheckReport:
         started = time.monotonic()
         process = await self.runtime.spawn(
-            ["/bin/sh", "-c", command], cwd=wt.path, env=env, stdin=None, interactive=False
+            ["/bin/sh", "-c", command],
+            cwd=wt.path,
+            env=env,
+            stdin=None,
+            interactive=False,
+            confinement=confinement,
         )
         tail: deque[str] = deque(maxlen=TAIL_LINES)
         reading = asyncio.create_task(_collect(process, tail))

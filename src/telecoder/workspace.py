@@ -35,12 +35,17 @@ from telecoder.errors import (
     WorkspaceError,
 )
 
-# Options on every git command in a worktree: never run a hook or an fsmonitor command (the
-# agent may have written either into the mirror's config), never sign, never prompt.
+# Options on every git command in a worktree: never run a hook, an fsmonitor, an external diff
+# or a textconv (the agent may have written any of them), never sign, never prompt; the
+# worktree's files belong to the sandbox's uid, which git must not take as a reason to stop.
 _SAFE = (
     "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
-    "-c", "commit.gpgSign=false", "-c", "tag.gpgSign=false",
+    "-c", "commit.gpgSign=false", "-c", "tag.gpgSign=false", "-c", "diff.external=",
+    "-c", "safe.directory=*", "-c", "core.untrackedCache=false",
 )  # fmt: skip
+# What git reads besides the repository's own config when it works on a worktree on the host:
+# nothing (no global or system config, whose filters and drivers a .gitattributes could name).
+_ISOLATED = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
 _URL = re.compile(r"^([a-z][a-z0-9+.-]*://|[\w.-]+@[\w.-]+:)", re.IGNORECASE)
 _CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
 _SHA = re.compile(r"^[0-9a-f]{7,64}$")
@@ -65,6 +70,12 @@ class Worktree:
     base_sha: str
     remote_url: str
     mirror: Path
+    git_dir: Path  # its admin dir in the mirror, found there, never from the worktree's .git
+
+    def git(self) -> tuple[str, ...]:
+        """Options that make git work on this worktree with the git dir TeleCoder decided,
+        whatever its ``.git`` file now says, and with nothing of the agent's making run."""
+        return ("--git-dir", str(self.git_dir), "--work-tree", str(self.path), *_SAFE)
 
 
 def is_url(repo: str) -> bool:
@@ -126,7 +137,7 @@ class Workspace:
         """Whether the user's checkout has uncommitted changes (read without taking locks)."""
         if source.checkout is None:
             return False
-        out = await _git(source.checkout, "--no-optional-locks", "status", "--porcelain")
+        out = await _git(source.checkout, *_SAFE, "--no-optional-locks", "status", "--porcelain")
         return bool(out.strip())
 
     async def check_base(
@@ -192,6 +203,7 @@ class Workspace:
             base_sha=base_sha,
             remote_url=source.remote_url,
             mirror=mirror,
+            git_dir=_admin_dir(mirror, path),
         )
 
     async def reopen(
@@ -200,21 +212,30 @@ class Workspace:
         """The worktree a chat's earlier turn left at ``path``, still on ``branch``; None when it
         is gone (removed, or made on another host)."""
         mirror = self.mirror_path(source.remote_url)
-        if not (path / ".git").is_file() or not (mirror / "HEAD").exists():
+        if not path.is_dir() or not (mirror / "HEAD").exists():
             return None
-        code, out, _ = await _git_status(path, "symbolic-ref", "-q", "HEAD")
+        try:
+            git_dir = _admin_dir(mirror, path)
+        except WorkspaceError:
+            return None
+        code, out, _ = await _git_status(
+            None, "--git-dir", str(git_dir), "symbolic-ref", "-q", "HEAD"
+        )
         if code != 0 or out.strip() != f"refs/heads/{branch}":
             return None
         async with _locked(mirror.with_suffix(".lock")):
             base_name, _ = await self._resolve_base(mirror, base)
-        return Worktree(
+        wt = Worktree(
             path=path,
             branch=branch,
             base=base_name,
             base_sha=base_sha,
             remote_url=source.remote_url,
             mirror=mirror,
+            git_dir=git_dir,
         )
+        _restore_dot_git(wt)
+        return wt
 
     async def _fetch(self, mirror: Path, remote_url: str, env: Mapping[str, str] | None) -> None:
         if not (mirror / "HEAD").exists():
@@ -277,13 +298,18 @@ class Workspace:
                 shutil.rmtree(pooled, ignore_errors=True)
                 continue
             try:
-                _admin_dir(pooled).joinpath("config.worktree").unlink(missing_ok=True)
+                admin = _admin_dir(mirror, pooled)
+                admin.joinpath("config.worktree").unlink(missing_ok=True)
+                (pooled / ".git").unlink(missing_ok=True)
+                (pooled / ".git").write_text(f"gitdir: {admin}\n")
                 await _git(mirror, "worktree", "move", str(pooled), str(path), unlock=mirror)
+                git = ("--git-dir", str(admin), "--work-tree", str(path), *_SAFE)
                 # -f drops what the last agent changed in tracked files; clean the rest.
                 await _git(
-                    path, *_SAFE, "checkout", "-q", "-f", "-B", branch, base_sha, unlock=mirror
-                )
-                await _git(path, *_SAFE, "clean", "-q", "-ffdx")
+                    path, *git, "checkout", "-q", "-f", "-B", branch, base_sha,
+                    unlock=mirror, env=_ISOLATED,
+                )  # fmt: skip
+                await _git(path, *git, "clean", "-q", "-ffdx", env=_ISOLATED)
             except WorkspaceError:
                 await self._discard(mirror, path if path.exists() else pooled)
                 continue
@@ -325,6 +351,58 @@ class Workspace:
             shutil.rmtree(path, ignore_errors=True)
         await _git_status(mirror, "worktree", "prune")
 
+    async def sandbox_git_dir(self, wt: Worktree, target: Path) -> Path:
+        """A git dir of the agent's own for ``wt``, made at ``target``, to be mounted over the
+        worktree's admin dir inside the sandbox.
+
+        It holds the branch at the worktree's HEAD, ``origin/<base>``, a copy of the index and a
+        plain config; the mirror's objects are read through ``alternates`` (mounted read-only),
+        new objects are written here. So the agent's git works (status, diff, add, commit)
+        while nothing it does reaches the mirror's config, hooks, refs or objects, another
+        session, or TeleCoder's own git on the host, which commits the work tree itself.
+        """
+        head = (await _git(wt.path, *wt.git(), "rev-parse", "HEAD", env=_ISOLATED)).strip()
+        await asyncio.to_thread(shutil.rmtree, target, True)
+        (target / "objects" / "info").mkdir(parents=True)
+        (target / "objects" / "info" / "alternates").write_text(f"{wt.mirror / 'objects'}\n")
+        ref = target / "refs" / "heads" / wt.branch
+        ref.parent.mkdir(parents=True)
+        (target / "refs" / "tags").mkdir()
+        ref.write_text(f"{head}\n")
+        (target / "HEAD").write_text(f"ref: refs/heads/{wt.branch}\n")
+        (target / "packed-refs").write_text(
+            f"# pack-refs with: peeled fully-peeled sorted \n{wt.base_sha} "
+            f"refs/remotes/origin/{wt.base}\n"
+        )
+        (target / "config").write_text(
+            "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n"
+            f"[user]\n\tname = {_config_value(self.author_name)}\n"
+            f"\temail = {_config_value(self.author_email)}\n"
+            "[gc]\n\tauto = 0\n"
+        )
+        index = wt.git_dir / "index"
+        if index.is_file():
+            shutil.copyfile(index, target / "index")
+        return target
+
+    async def read_base(self, wt: Worktree, name: str, limit: int) -> bytes | None:
+        """The file ``name`` as the base commit has it (not as the agent left it); None when
+        there is none; at most ``limit`` + 1 bytes."""
+        code, out, _ = await _git_status(
+            None, "--git-dir", str(wt.mirror), "cat-file", "-s", f"{wt.base_sha}:{name}"
+        )
+        if code != 0:
+            return None
+        if int(out.strip() or 0) > limit:
+            return b"\0" * (limit + 1)
+        proc = await asyncio.create_subprocess_exec(
+            "git", "--git-dir", str(wt.mirror), "cat-file", "blob", f"{wt.base_sha}:{name}",
+            env=_git_environ(_ISOLATED), stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        data, _ = await proc.communicate()
+        return data if proc.returncode == 0 else None
+
     # --- results -----------------------------------------------------------------------------
 
     async def sanitize(self, wt: Worktree) -> None:
@@ -338,17 +416,21 @@ class Workspace:
         """
         async with _locked(wt.mirror.with_suffix(".lock")):
             _restore_git_dir(wt.mirror, wt.remote_url)
-            _admin_dir(wt.path).joinpath("config.worktree").unlink(missing_ok=True)
+            wt.git_dir.joinpath("config.worktree").unlink(missing_ok=True)
+            _restore_dot_git(wt)
 
     async def commit(self, wt: Worktree, message: str, *, date: float) -> str | None:
         """Commit everything the agent changed; None when nothing changed at all."""
-        await _git(wt.path, *_SAFE, "add", "-A")
-        staged = (await _git_status(wt.path, *_SAFE, "diff", "--cached", "--quiet"))[0] != 0
-        head = (await _git(wt.path, "rev-parse", "HEAD")).strip()
+        await _git(wt.path, *wt.git(), "add", "-A", env=_ISOLATED)
+        staged = (
+            await _git_status(wt.path, *wt.git(), "diff", "--cached", "--quiet", env=_ISOLATED)
+        )[0] != 0
+        head = (await _git(wt.path, *wt.git(), "rev-parse", "HEAD")).strip()
         if not staged:
             return head if head != wt.base_sha else None
         stamp = f"@{int(date)} +0000"
         env = {
+            **_ISOLATED,
             "GIT_AUTHOR_NAME": self.author_name,
             "GIT_AUTHOR_EMAIL": self.author_email,
             "GIT_COMMITTER_NAME": self.author_name,
@@ -357,26 +439,26 @@ class Workspace:
             "GIT_COMMITTER_DATE": stamp,
         }
         await _git(
-            wt.path, *_SAFE, "commit", "-q", "--no-verify", "--allow-empty-message", "-F", "-",
+            wt.path, *wt.git(), "commit", "-q", "--no-verify", "--allow-empty-message", "-F", "-",
             env=env, stdin=message.encode(),
         )  # fmt: skip
-        return (await _git(wt.path, "rev-parse", "HEAD")).strip()
+        return (await _git(wt.path, *wt.git(), "rev-parse", "HEAD")).strip()
 
     # --- snapshots: what a commit would hold, without touching the worktree's index ------------
 
     async def snapshot(self, wt: Worktree) -> str:
         """The tree ``git add -A`` would commit now, made with a private index."""
         with tempfile.TemporaryDirectory(prefix="telecoder-index-") as tmp:
-            env = await self._private_index(wt, Path(tmp) / "index")
-            await _git(wt.path, *_SAFE, "add", "-A", env=env)
-            return (await _git(wt.path, *_SAFE, "write-tree", env=env)).strip()
+            env = {**_ISOLATED, **await self._private_index(wt, Path(tmp) / "index")}
+            await _git(wt.path, *wt.git(), "add", "-A", env=env)
+            return (await _git(wt.path, *wt.git(), "write-tree", env=env)).strip()
 
     async def changed_since(self, wt: Worktree, tree: str) -> list[str]:
         """Paths whose committed content would differ from ``tree``."""
         now = await self.snapshot(wt)
         if now == tree:
             return []
-        out = await _git(wt.path, *_SAFE, "diff-tree", "-r", "--name-only", "-z", tree, now)
+        out = await _git(wt.path, *wt.git(), "diff-tree", "-r", "--name-only", "-z", tree, now)
         return [p for p in out.split("\0") if p]
 
     async def restore(self, wt: Worktree, tree: str) -> list[str]:
@@ -385,7 +467,7 @@ class Workspace:
         if now == tree:
             return []
         out = await _git(
-            wt.path, *_SAFE, "diff-tree", "-r", "--no-renames", "--name-status", "-z", tree, now
+            wt.path, *wt.git(), "diff-tree", "-r", "--no-renames", "--name-status", "-z", tree, now
         )
         fields = [f for f in out.split("\0") if f]
         changes = list(zip(fields[::2], fields[1::2], strict=True))
@@ -395,15 +477,15 @@ class Workspace:
         back = [rel for status, rel in changes if status != "A"]
         if back:
             with tempfile.TemporaryDirectory(prefix="telecoder-index-") as tmp:
-                env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-                await _git(wt.path, *_SAFE, "read-tree", tree, env=env)
+                env = {**_ISOLATED, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
+                await _git(wt.path, *wt.git(), "read-tree", tree, env=env)
                 paths = "\0".join(back).encode()
                 for rel in back:
                     target = wt.path / rel
                     if target.is_dir() and not target.is_symlink():
                         shutil.rmtree(target)
                 await _git(
-                    wt.path, *_SAFE, "checkout-index", "-f", "-z", "--stdin",
+                    wt.path, *wt.git(), "checkout-index", "-f", "-z", "--stdin",
                     env=env, stdin=paths,
                 )  # fmt: skip
         return [rel for _, rel in changes]
@@ -411,16 +493,19 @@ class Workspace:
     async def _private_index(self, wt: Worktree, index: Path) -> dict[str, str]:
         """An index for ``wt`` of its own, starting from a copy of the worktree's (its stat
         cache spares hashing unchanged files)."""
-        own = _admin_dir(wt.path) / "index"
+        own = wt.git_dir / "index"
         if own.is_file():
             shutil.copyfile(own, index)
             return {"GIT_INDEX_FILE": str(index)}
         env = {"GIT_INDEX_FILE": str(index)}
-        await _git(wt.path, *_SAFE, "read-tree", "HEAD", env=env)
+        await _git(wt.path, *wt.git(), "read-tree", "HEAD", env=env)
         return env
 
     async def diff_stats(self, wt: Worktree) -> DiffStats:
-        out = await _git(wt.path, *_SAFE, "diff", "--numstat", wt.base_sha, "HEAD")
+        out = await _git(
+            wt.path, *wt.git(), "diff", "--numstat", "--no-ext-diff", "--no-textconv",
+            wt.base_sha, "HEAD", env=_ISOLATED,
+        )  # fmt: skip
         files = insertions = deletions = 0
         for line in out.splitlines():
             added, removed, _ = line.split("\t", 2)
@@ -431,8 +516,9 @@ class Workspace:
 
     async def diff(self, wt: Worktree) -> str:
         return await _git(
-            wt.path, *_SAFE, "diff", "--no-ext-diff", "--no-textconv", wt.base_sha, "HEAD"
-        )
+            wt.path, *wt.git(), "diff", "--no-ext-diff", "--no-textconv", wt.base_sha, "HEAD",
+            env=_ISOLATED,
+        )  # fmt: skip
 
     async def push(self, wt: Worktree, sha: str, env: Mapping[str, str] | None = None) -> bool:
         """Make the remote's ``branch`` point at ``sha``; False when it already did."""
@@ -445,7 +531,7 @@ class Workspace:
             return False
         for _ in range(2):
             code, _, err = await _git_status(
-                wt.path, *_SAFE, "push", "--quiet", "--no-verify",
+                wt.mirror, *_SAFE, "push", "--quiet", "--no-verify",
                 f"--force-with-lease={ref}:{current}", wt.remote_url, f"{sha}:{ref}",
                 env=env,
             )  # fmt: skip
@@ -465,12 +551,11 @@ class Workspace:
 
     async def remove_path(self, path: Path) -> None:
         """Delete the worktree at ``path`` (one a chat kept), wherever its mirror is."""
-        common = path / ".git"
-        if common.is_file():
-            gitdir = Path(common.read_text().split(":", 1)[1].strip())
-            mirror = gitdir.parent.parent
-            async with _locked(mirror.with_suffix(".lock")):
-                await self._discard(mirror, path)
+        for mirror in sorted(self.mirrors.glob("*.git")) if self.mirrors.is_dir() else []:
+            if _owns(mirror, path):
+                async with _locked(mirror.with_suffix(".lock")):
+                    await self._discard(mirror, path)
+                break
         shutil.rmtree(path, ignore_errors=True)
 
     def mark_finished(self, wt: Worktree) -> None:
@@ -505,10 +590,35 @@ def _config_value(value: str) -> str:
     return f'"{escaped}"'
 
 
-def _admin_dir(worktree: Path) -> Path:
-    """The worktree's own directory inside the mirror (named by its ``.git`` file)."""
-    text = (worktree / ".git").read_text()
-    return Path(text.removeprefix("gitdir:").strip())
+def _admin_dir(mirror: Path, worktree: Path) -> Path:
+    """The worktree's own directory inside ``mirror``, found from the mirror's records (its
+    ``gitdir`` files), never from the worktree's ``.git`` file, which the agent can rewrite."""
+    wanted = worktree.absolute() / ".git"
+    for gitdir in (mirror / "worktrees").glob("*/gitdir"):
+        try:
+            if Path(gitdir.read_text().strip()) == wanted:
+                return gitdir.parent
+        except (OSError, UnicodeDecodeError):
+            continue
+    raise WorkspaceError(f"{worktree} is not a worktree of {mirror.name}")
+
+
+def _owns(mirror: Path, worktree: Path) -> bool:
+    try:
+        _admin_dir(mirror, worktree)
+    except WorkspaceError:
+        return False
+    return True
+
+
+def _restore_dot_git(wt: Worktree) -> None:
+    """Point the worktree's ``.git`` back at its admin dir (the agent may have replaced it)."""
+    dot_git = wt.path / ".git"
+    if dot_git.is_dir() and not dot_git.is_symlink():
+        shutil.rmtree(dot_git)
+    else:
+        dot_git.unlink(missing_ok=True)
+    dot_git.write_text(f"gitdir: {wt.git_dir}\n")
 
 
 def _restore_git_dir(mirror: Path, remote_url: str) -> None:

@@ -29,7 +29,7 @@ from telecoder.store import Store
 from telecoder.store.schema import sessions
 from telecoder.worker import Worker
 from tests.conftest import GitRepo
-from tests.processes import alive, group_members
+from tests.processes import with_marker
 
 
 def tuned(settings: Settings, **changes: Any) -> Settings:
@@ -85,10 +85,16 @@ async def wait_for_output(store: Store, session_id: str, count: int = 1) -> list
     return lines
 
 
-async def assert_group_gone(pids: Sequence[int]) -> None:
+def mark() -> str:
+    """A duration for ``sleep`` no other process runs: how its process is found."""
+    return f"30.{time.time_ns() % 10**9:09d}"
+
+
+async def assert_gone(marker: str) -> None:
+    """No process runs ``marker`` any more (within 3 s)."""
     deadline = time.monotonic() + 3
-    while any(alive(p) for p in pids) or any(group_members(p) for p in pids):
-        assert time.monotonic() < deadline, f"still running: {[p for p in pids if alive(p)]}"
+    while left := with_marker(marker):
+        assert time.monotonic() < deadline, f"still running: {left}"
         await asyncio.sleep(0.02)
 
 
@@ -200,7 +206,8 @@ async def test_timeout_fails_and_kills_the_process_group(
     settings: Settings, store: Store, git_repo: GitRepo
 ) -> None:
     worker = build_worker(tuned(settings), store)
-    new = request(git_repo, "echo $$; sleep 30 & echo $!; wait", timeout_seconds=1.0)
+    marker = mark()
+    new = request(git_repo, f"echo $$; setsid sleep {marker} & echo $!; wait", timeout_seconds=1.0)
     started = time.monotonic()
     done = await execute(worker, store, new)
     assert 1.0 <= time.monotonic() - started < 5
@@ -210,14 +217,15 @@ async def test_timeout_fails_and_kills_the_process_group(
     assert "time limit" in done.error
     pids = [int(line) for line in outputs(await all_events(store, new.id))]
     assert len(pids) == 2
-    await assert_group_gone(pids)
+    await assert_gone(marker)
 
 
 async def test_stall_watchdog_stops_a_silent_agent(
     settings: Settings, store: Store, git_repo: GitRepo
 ) -> None:
     worker = build_worker(tuned(settings, stall_seconds=0.5), store)
-    new = request(git_repo, "echo $$; sleep 30", max_attempts=2)
+    marker = mark()
+    new = request(git_repo, f"echo $$; sleep {marker}", max_attempts=2)
     started = time.monotonic()
     done = await execute(worker, store, new)
     assert time.monotonic() - started < 5
@@ -227,20 +235,21 @@ async def test_stall_watchdog_stops_a_silent_agent(
     assert done.available_at > time.time()
     [attempt] = await store.sessions.attempts(new.id)
     assert (attempt.status, attempt.failure_kind) == (AttemptStatus.FAILED, FailureKind.STALLED)
-    [pid] = [int(line) for line in outputs(await all_events(store, new.id))]
-    await assert_group_gone([pid])
+    assert len(outputs(await all_events(store, new.id))) == 1
+    await assert_gone(marker)
 
 
 async def test_cancel_stops_a_running_session_within_a_heartbeat(
     settings: Settings, store: Store, git_repo: GitRepo
 ) -> None:
     worker = build_worker(tuned(settings), store)
-    new = request(git_repo, "echo $$; exec sleep 30")
+    marker = mark()
+    new = request(git_repo, f"echo $$; exec sleep {marker}")
     await store.sessions.create(new)
     claimed = await store.queue.claim(worker.id)
     assert claimed is not None
     running = asyncio.create_task(worker.execute(claimed))
-    [pid] = await wait_for_output(store, new.id)
+    await wait_for_output(store, new.id)
     cancelled_at = time.monotonic()
     await store.sessions.cancel(new.id)
     while (await store.sessions.get(new.id)).status == SessionStatus.RUNNING:
@@ -251,7 +260,7 @@ async def test_cancel_stops_a_running_session_within_a_heartbeat(
     assert done is not None
     assert done.status == SessionStatus.CANCELLED
     assert done.failure_kind == FailureKind.CANCELLED
-    await assert_group_gone([int(pid)])
+    await assert_gone(marker)
     [attempt] = await store.sessions.attempts(new.id)
     assert attempt.status == AttemptStatus.CANCELLED
 
@@ -260,19 +269,20 @@ async def test_a_worker_that_lost_its_lease_writes_nothing_more(
     settings: Settings, store: Store, git_repo: GitRepo
 ) -> None:
     worker = build_worker(tuned(settings), store)
-    new = request(git_repo, "echo $$; while :; do sleep 0.05; echo tick; done")
+    marker = "0.0" + mark().replace(".", "")
+    new = request(git_repo, f"echo $$; while :; do sleep {marker}; echo tick; done")
     await store.sessions.create(new)
     claimed = await store.queue.claim(worker.id)
     assert claimed is not None
     running = asyncio.create_task(worker.execute(claimed))
-    [pid, *_] = await wait_for_output(store, new.id)
+    await wait_for_output(store, new.id)
     # The lease runs out (as if the worker had hung) and the session is recovered.
     async with store.db.write() as conn:
         await conn.execute(update(sessions).where(sessions.c.id == new.id).values(lease_until=0))
     assert await store.queue.recover_expired() == [new.id]
     async with asyncio.timeout(10):
         assert await running is None
-    await assert_group_gone([int(pid)])
+    await assert_gone(marker)
     session = await store.sessions.get(new.id)
     assert session.status == SessionStatus.QUEUED
     assert session.failure_kind == FailureKind.WORKER_LOST
@@ -295,13 +305,14 @@ async def test_worker_runs_the_queue_and_hands_back_work_on_stop(
         while (await store.sessions.get(new.id)).status != SessionStatus.SUCCEEDED:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
-    slow = request(git_repo, "echo $$; exec sleep 30")
+    marker = mark()
+    slow = request(git_repo, f"echo $$; exec sleep {marker}")
     await store.sessions.create(slow)
-    [pid] = await wait_for_output(store, slow.id)
+    await wait_for_output(store, slow.id)
     stop.set()
     async with asyncio.timeout(10):
         await running
-    await assert_group_gone([int(pid)])
+    await assert_gone(marker)
     session = await store.sessions.get(slow.id)
     assert session.status == SessionStatus.QUEUED
     assert session.available_at <= time.time()

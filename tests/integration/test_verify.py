@@ -161,25 +161,27 @@ async def test_checks_see_no_secret_and_run_alone(
 ) -> None:
     for name in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GITHUB_TOKEN", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(name, f"secret-{name.lower()}")
-    seen = tmp_path / "seen"
     repo = repo_with(
         tmp_path,
-        f"""
+        """
 verify:
-  - env > {seen}.env
-  - cat > {seen}.stdin; echo "$$ $(cut -d' ' -f5 /proc/$$/stat)" > {seen}.group
+  - env
+  - cat; echo "stdin-done $$ $(cut -d' ' -f5 /proc/$$/stat)"
 """,
     )
     worker = build_worker(tuned(settings), store)
     done = await execute(worker, store, shell(repo, "echo hello > out.txt"))
     assert done.status == SessionStatus.SUCCEEDED, done.error
-    env = Path(f"{seen}.env").read_text()
+    env_report, stdin_report = await verify_reports(store, done.id)
+    env = env_report["output_tail"]
     assert "secret-" not in env
     assert f"PATH={os.environ['PATH']}" in env.splitlines()
     assert f"HOME={settings.engine_homes / done.id / 'verify'}" in env.splitlines()
-    assert Path(f"{seen}.stdin").read_text() == ""  # stdin is /dev/null: no hang
-    pid, group = Path(f"{seen}.group").read_text().split()
-    assert pid == group  # its own process group
+    # stdin is /dev/null: no hang; the check runs in a process group of the sandbox's own
+    # (led by the sandbox's first process), none of the worker's.
+    marker, pid, group = stdin_report["output_tail"].split()
+    assert marker == "stdin-done"
+    assert int(group) <= int(pid) and int(group) != os.getpgrp()
 
 
 async def test_a_check_past_its_timeout_is_stopped(

@@ -14,10 +14,10 @@ import contextlib
 import os
 import shutil
 import signal
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
-from telecoder.protocols import Stream
+from telecoder.protocols import Confinement, Stream
 
 CHUNK = 1 << 16
 MAX_LINE = 32 << 20  # 32 MiB: a line longer than this is cut, the rest of it dropped
@@ -28,8 +28,14 @@ _PDEATHSIG = (_SETPRIV, "--pdeathsig", "SIGKILL", "--") if _SETPRIV else ()
 
 
 class LocalProcess:
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+    def __init__(
+        self,
+        proc: asyncio.subprocess.Process,
+        on_exit: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._proc = proc
+        self._on_exit = on_exit
+        self._cleaned = asyncio.Event()
         self._queue: asyncio.Queue[tuple[Stream, bytes] | object] = asyncio.Queue(maxsize=1024)
         self._readers = [
             asyncio.create_task(self._read("stdout", proc.stdout)),
@@ -65,6 +71,11 @@ class LocalProcess:
         await self._exited()
         # The engine is gone; anything it left running in its group must not outlive it.
         self._signal_group(signal.SIGKILL)
+        try:
+            if self._on_exit is not None:
+                await self._on_exit()
+        finally:
+            self._cleaned.set()
 
     async def lines(self) -> AsyncIterator[tuple[Stream, bytes]]:
         open_streams = len(self._readers)
@@ -91,7 +102,9 @@ class LocalProcess:
                 await stdin.wait_closed()
 
     async def wait(self) -> int:
-        return await self._exited()
+        code = await self._exited()
+        await self._cleaned.wait()
+        return code
 
     async def stop(self, grace: float) -> int:
         """SIGTERM the group, wait ``grace`` seconds, then SIGKILL it."""
@@ -103,6 +116,7 @@ class LocalProcess:
                 self._signal_group(signal.SIGKILL)
         code = await self._exited()
         self._signal_group(signal.SIGKILL)
+        await self._cleaned.wait()
         return code
 
     def _signal_group(self, sig: signal.Signals) -> None:
@@ -140,7 +154,11 @@ def _finish(buffer: bytearray) -> bytes:
 
 
 class LocalRuntime:
+    """No sandbox: the agent runs as TeleCoder's own user and sees what it sees (an explicit
+    opt-out, flagged as unsafe)."""
+
     name = "local"
+    confined = False
 
     async def spawn(
         self,
@@ -150,22 +168,39 @@ class LocalRuntime:
         env: Mapping[str, str],
         stdin: bytes | None,
         interactive: bool,
+        confinement: Confinement | None = None,
     ) -> LocalProcess:
-        piped = stdin is not None or interactive
-        proc = await asyncio.create_subprocess_exec(
-            *_PDEATHSIG,
-            *argv,
-            cwd=cwd,
-            env=dict(env),
-            stdin=asyncio.subprocess.PIPE if piped else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-            limit=CHUNK,
+        return await start(
+            [*_PDEATHSIG, *argv], cwd=cwd, env=env, stdin=stdin, interactive=interactive
         )
-        process = LocalProcess(proc)
-        if stdin:
-            await process.send(stdin)
-        if piped and not interactive:
-            await process.close_stdin()
-        return process
+
+
+async def start(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    stdin: bytes | None,
+    interactive: bool,
+    on_exit: Callable[[], Awaitable[None]] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+) -> LocalProcess:
+    """Start ``argv`` in a process group of its own, its output piped, ``stdin`` written."""
+    piped = stdin is not None or interactive
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=cwd,
+        env=dict(env),
+        stdin=asyncio.subprocess.PIPE if piped else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+        limit=CHUNK,
+        preexec_fn=preexec_fn,
+    )
+    process = LocalProcess(proc, on_exit)
+    if stdin:
+        await process.send(stdin)
+    if piped and not interactive:
+        await process.close_stdin()
+    return process

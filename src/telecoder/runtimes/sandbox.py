@@ -1,0 +1,353 @@
+"""The sandbox runtime (the default on Linux): every engine, setup and check command in
+bubblewrap.
+
+Inside a sandbox a process sees the system directories and the tool directories read-only, its
+``Confinement``'s mounts (the worktree and the engine home read-write, the session's own git
+dir, the shared objects read-only), a private ``/tmp``, its own ``/proc`` and nothing else of
+the host: not ``$TELECODER_HOME`` (database, config.env, mirrors, other sessions), not the
+server user's home, not other processes. It has new user, PID, IPC, UTS, cgroup and network
+namespaces (only loopback), no capabilities, and — when TeleCoder runs as root — a uid of its
+own (``sandbox_uid``), which owns its writable mounts. Network goes through an ``EgressProxy``
+on a Unix socket, bridged to loopback ports inside by ``sandbox_init``. A control group bounds
+memory and processes where the machine allows one (``cgroups``); rlimits bound file size and,
+as a fallback, processes. When the sandbox's first process ends, the PID namespace ends with it:
+nothing the agent started (``setsid``, double forks) survives, and ``--die-with-parent`` ties
+the whole tree to the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from telecoder.errors import SandboxUnavailable
+from telecoder.protocols import Confinement, Mount
+from telecoder.runtimes.cgroups import Cgroup
+from telecoder.runtimes.egress import EgressProxy
+from telecoder.runtimes.local import LocalProcess, start
+
+INSIDE = Path("/run/telecoder")  # TeleCoder's files inside a sandbox
+PROXY_PORT = 3128
+UID_BASE = 1_000_000_000  # sandbox uids (as root): UID_BASE + a hash of the session
+UID_SPAN = 100_000_000
+_SYSTEM = ("/usr", "/etc")
+_SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+_PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
+_NO_PROXY = "127.0.0.1,localhost,::1"
+_SETPRIV = shutil.which("setpriv") or "/usr/bin/setpriv"
+
+HOW_TO_INSTALL = (
+    "install bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`; Fedora: `dnf install "
+    "bubblewrap`) on a kernel that allows unprivileged user namespaces, or opt out of the "
+    "sandbox with TELECODER_RUNTIME=local (unsafe: the agent then sees everything TeleCoder sees)"
+)
+
+
+def sandbox_uid(label: str) -> int:
+    digest = hashlib.sha256(label.encode()).digest()
+    return UID_BASE + int.from_bytes(digest[:8], "big") % UID_SPAN
+
+
+@functools.cache
+def unavailable() -> str | None:
+    """Why no sandbox can start on this machine; None when one can (checked once)."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return f"bubblewrap (bwrap) is not installed: {HOW_TO_INSTALL}"
+    probe = [bwrap, *_namespaces(), "--ro-bind", "/", "/", "--die-with-parent", "true"]
+    try:
+        done = subprocess.run(probe, capture_output=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"bubblewrap cannot run here ({e}): {HOW_TO_INSTALL}"
+    if done.returncode != 0:
+        why = done.stderr.decode(errors="replace").strip() or f"exit {done.returncode}"
+        return f"bubblewrap cannot make a sandbox here ({why}): {HOW_TO_INSTALL}"
+    return None
+
+
+def _namespaces() -> list[str]:
+    """As root, every namespace but the user's (the sandbox then drops to its own uid, and its
+    files belong to that uid on the host too); as anyone else, a user namespace as well."""
+    if os.geteuid() == 0:
+        return [
+            "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net",
+            "--unshare-cgroup-try", "--cap-drop", "ALL",
+            "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
+        ]  # fmt: skip
+    return ["--unshare-all", "--cap-drop", "ALL"]
+
+
+def interpreter() -> tuple[str, Path | None]:
+    """A Python for ``sandbox_init`` inside, and the prefix to make readable for it (None: a
+    system directory already is)."""
+    for candidate in ("/usr/bin/python3", "/bin/python3"):
+        if os.access(candidate, os.X_OK):
+            return candidate, None
+    base = Path(getattr(sys, "_base_executable", sys.executable)).resolve()
+    return str(base), Path(sys.base_prefix).resolve()
+
+
+def tool_dirs(path: str, extra: Sequence[str] = ()) -> list[Path]:
+    """What to make readable so the programs on ``path`` (and ``extra`` directories) run: each
+    directory, or the prefix it is the ``bin`` of, and the prefixes its links lead into."""
+    found: list[Path] = []
+    avoid = {Path.home().resolve(), Path("/")}
+
+    def add(directory: Path) -> None:
+        prefix = directory.parent if directory.name == "bin" else directory
+        for candidate in (prefix, directory):
+            if candidate not in avoid and candidate.is_dir():
+                found.append(candidate)
+                return
+
+    for entry in [*extra, *path.split(os.pathsep)]:
+        if not entry or not Path(entry).is_absolute() or not Path(entry).is_dir():
+            continue
+        directory = Path(entry).resolve()
+        if str(directory).startswith(_SYSTEM + _SYSTEM_LINKS):
+            continue
+        add(directory)
+        if entry in extra:
+            for item in directory.iterdir():
+                if item.is_symlink():
+                    add(item.resolve().parent)
+    unique: list[Path] = []
+    for item in sorted(set(found), key=lambda p: len(p.parts)):
+        if not any(item.is_relative_to(kept) for kept in unique):
+            unique.append(item)
+    return unique
+
+
+class SandboxRuntime:
+    name = "sandbox"
+    confined = True
+
+    async def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        stdin: bytes | None,
+        interactive: bool,
+        confinement: Confinement | None = None,
+    ) -> LocalProcess:
+        if (problem := unavailable()) is not None:
+            raise SandboxUnavailable(problem)
+        if confinement is None:
+            confinement = Confinement(
+                label="sandbox", mounts=(Mount(source=cwd, target=cwd, writable=True),)
+            )
+        box = _Box(confinement, env)
+        try:
+            return await box.start(argv, cwd=cwd, stdin=stdin, interactive=interactive)
+        except BaseException:
+            await box.close()
+            raise
+
+
+class _Box:
+    """One sandbox's host-side resources: its run directory, proxy and control group."""
+
+    def __init__(self, confinement: Confinement, env: Mapping[str, str]) -> None:
+        self.confinement = confinement
+        self.env = dict(env)
+        self.uid = sandbox_uid(confinement.label) if os.geteuid() == 0 else os.getuid()
+        self.gid = self.uid if os.geteuid() == 0 else os.getgid()
+        self.run_dir = Path(tempfile.mkdtemp(prefix="telecoder-sandbox-"))
+        self.proxy: EgressProxy | None = None
+        self.proxy_port = PROXY_PORT
+        self.cgroup: Cgroup | None = None
+
+    async def start(
+        self, argv: Sequence[str], *, cwd: Path, stdin: bytes | None, interactive: bool
+    ) -> LocalProcess:
+        c = self.confinement
+        if os.geteuid() == 0:
+            await asyncio.to_thread(self._own_writable)
+        self._write_identity()
+        command = list(argv)
+        mounts: list[Mount] = []
+        if c.network.mode != "none":
+            self.proxy = EgressProxy(c.network, self.run_dir / "proxy.sock", on_denied=c.on_denied)
+            await self.proxy.start()
+            os.chown(self.proxy.path, self.uid, self.gid)
+            command = self._init_command(command, mounts)
+        name = f"{c.label}-{os.urandom(4).hex()}"
+        self.cgroup = Cgroup.create(name, memory_bytes=c.memory_bytes, pids=c.pids)
+        if os.geteuid() == 0:
+            command = [
+                _SETPRIV, "--reuid", str(self.uid), "--regid", str(self.gid), "--clear-groups",
+                "--inh-caps=-all", "--no-new-privs", "--", *command,
+            ]  # fmt: skip
+        full = [shutil.which("bwrap") or "bwrap", *self._bwrap_args(cwd, mounts), "--", *command]
+        return await start(
+            full,
+            cwd=Path("/"),
+            env=self._environment(),
+            stdin=stdin,
+            interactive=interactive,
+            on_exit=self.close,
+            preexec_fn=self._preexec,
+        )
+
+    async def close(self) -> None:
+        if self.proxy is not None:
+            await self.proxy.close()
+            self.proxy = None
+        if self.cgroup is not None:
+            await asyncio.to_thread(self.cgroup.destroy)
+            self.cgroup = None
+        await asyncio.to_thread(shutil.rmtree, self.run_dir, True)
+
+    # --- the sandbox's files -----------------------------------------------------------------
+
+    def _own_writable(self) -> None:
+        """Give the sandbox's uid what it may write (the worktree, the engine home, ...)."""
+        for mount in self.confinement.mounts:
+            if mount.writable:
+                chown_tree(mount.source, self.uid, self.gid)
+
+    def _write_identity(self) -> None:
+        home = self.env.get("HOME", "/tmp")
+        (self.run_dir / "passwd").write_text(
+            "root:x:0:0:root:/root:/bin/sh\n"
+            f"telecoder:x:{self.uid}:{self.gid}:TeleCoder agent:{home}:/bin/sh\n"
+            "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+        )
+        (self.run_dir / "group").write_text(
+            f"root:x:0:\ntelecoder:x:{self.gid}:\nnogroup:x:65534:\n"
+        )
+        (self.run_dir / "hostname").write_text("telecoder\n")
+        for name in ("passwd", "group", "hostname"):
+            (self.run_dir / name).chmod(0o644)
+        self.run_dir.chmod(0o711)
+
+    def _init_command(self, command: list[str], mounts: list[Mount]) -> list[str]:
+        python, prefix = interpreter()
+        init = Path(__file__).with_name("sandbox_init.py")
+        mounts.append(Mount(source=init, target=INSIDE / "init.py"))
+        if prefix is not None:
+            mounts.append(Mount(source=prefix, target=prefix))
+        assert self.proxy is not None
+        mounts.append(Mount(source=self.proxy.path, target=INSIDE / "proxy.sock"))
+        taken = {e.port for e in self.confinement.network.endpoints}
+        port = next(p for p in range(PROXY_PORT, 65535) if p not in taken)
+        self.proxy_port = port
+        args = [python, "-I", "-S", str(INSIDE / "init.py"), "--socket", str(INSIDE / "proxy.sock")]
+        args += ["--proxy", str(port)]
+        for endpoint in self.confinement.network.endpoints:
+            if _loopback(endpoint.host):
+                args += ["--forward", f"{endpoint.host}:{endpoint.port}"]
+        return [*args, "--", *command]
+
+    def _environment(self) -> dict[str, str]:
+        env = {k: v for k, v in self.env.items() if k not in _PROXY_VARS}
+        env.pop("NO_PROXY", None)
+        env.pop("no_proxy", None)
+        if self.proxy is not None:
+            url = f"http://127.0.0.1:{self.proxy_port}"
+            env.update(dict.fromkeys(_PROXY_VARS, url))
+            env["NO_PROXY"] = env["no_proxy"] = _NO_PROXY
+            env["NODE_USE_ENV_PROXY"] = "1"
+        return env
+
+    def _bwrap_args(self, cwd: Path, extra: list[Mount]) -> list[str]:
+        c = self.confinement
+        args = [*_namespaces(), "--die-with-parent", "--new-session", "--hostname", "telecoder"]
+        for directory in _SYSTEM:
+            args += ["--ro-bind", directory, directory]
+        for link in _SYSTEM_LINKS:
+            path = Path(link)
+            if path.is_symlink():
+                args += ["--symlink", os.readlink(path), link]
+            elif path.is_dir():
+                args += ["--ro-bind", link, link]
+        for name in ("passwd", "group", "hostname"):
+            args += ["--ro-bind", str(self.run_dir / name), f"/etc/{name}"]
+        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
+        args += ["--tmpfs", "/run"]
+        made: set[Path] = {Path("/"), Path("/tmp"), Path("/run"), Path("/proc"), Path("/dev")}
+
+        def parents(target: Path) -> list[str]:
+            """Make the directories above a mount point searchable (bwrap would copy the modes
+            of the host's, and the sandbox's uid could not reach a mount under /root)."""
+            dirs: list[str] = []
+            for parent in reversed(target.parents):
+                if parent not in made and not str(parent).startswith(_SYSTEM):
+                    made.add(parent)
+                    dirs += ["--perms", "0755", "--dir", str(parent)]
+            return dirs
+
+        # Read-only mounts first (tool directories, the interpreter); then what must stay
+        # hidden even below them; then the writable mounts and what lies inside hidden places.
+        mounts = [*c.mounts, *extra]
+        early = [
+            m
+            for m in mounts
+            if not m.writable
+            and m.source.is_dir()
+            and not any(m.target.is_relative_to(h) for h in c.hidden)
+        ]
+        for mount in early:
+            args += [*parents(mount.target), "--ro-bind", str(mount.source), str(mount.target)]
+        visible = [Path(d) for d in _SYSTEM] + [m.target for m in early]
+        for hidden in c.hidden:
+            if any(hidden.is_relative_to(v) for v in visible):
+                args += ["--perms", "0755", "--tmpfs", str(hidden)]
+                made.add(hidden)
+        for mount in mounts:
+            if mount not in early:
+                flag = "--bind" if mount.writable else "--ro-bind"
+                args += [*parents(mount.target), flag, str(mount.source), str(mount.target)]
+        args += ["--chdir", str(cwd)]
+        return args
+
+    def _preexec(self) -> None:
+        """In the child before exec: join the control group, set rlimits (the process count
+        per uid counts only this sandbox's processes when it has a uid of its own)."""
+        c = self.confinement
+        if self.cgroup is not None:
+            self.cgroup.join()
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if c.file_bytes is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (c.file_bytes, c.file_bytes))
+        if os.geteuid() == 0 and c.pids is not None and self.cgroup is None:
+            resource.setrlimit(resource.RLIMIT_NPROC, (c.pids, c.pids))
+
+
+def _loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def chown_tree(root: Path, uid: int, gid: int) -> None:
+    """Make ``root`` and everything below it (links not followed) belong to ``uid``."""
+    if not root.exists():
+        return
+    stack = [str(root)]
+    if os.lstat(root).st_uid != uid:
+        os.lchown(root, uid, gid)
+    while stack:
+        directory = stack.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+                if st.st_uid != uid or st.st_gid != gid:
+                    os.lchown(entry.path, uid, gid)
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+            except OSError:
+                continue
