@@ -107,6 +107,8 @@ class Workspace:
         path = Path(repo).expanduser().resolve()
         if not path.exists():
             raise RepoNotFound(f"repository {repo} does not exist")
+        if not path.is_dir():
+            raise NotAGitRepo(f"{repo} is not a git repository (not a directory)")
         code, out, _ = await _git_status(path, "rev-parse", "--is-bare-repository")
         if code != 0:
             raise NotAGitRepo(f"{repo} is not a git repository")
@@ -137,7 +139,7 @@ class Workspace:
         A commit sha cannot be checked without fetching; it is checked when the worktree is made.
         """
         code, out, err = await _git_status(
-            None, "ls-remote", "--heads", "--tags", source.remote_url, env=env
+            None, "ls-remote", "--heads", "--tags", "--", source.remote_url, env=env
         )
         if code != 0:
             raise RepoNotFound(_unreadable(source.remote_url, err))
@@ -437,7 +439,7 @@ class Workspace:
     async def push(self, wt: Worktree, sha: str, env: Mapping[str, str] | None = None) -> bool:
         """Make the remote's ``branch`` point at ``sha``; False when it already did."""
         ref = f"refs/heads/{wt.branch}"
-        code, out, err = await _git_status(None, "ls-remote", wt.remote_url, ref, env=env)
+        code, out, err = await _git_status(None, "ls-remote", "--", wt.remote_url, ref, env=env)
         if code != 0:
             raise WorkspaceError(f"cannot read {scrub(wt.remote_url)}: {scrub(_tail(err))}")
         current = out.split("\t", 1)[0].strip() if out.strip() else ""
@@ -446,7 +448,7 @@ class Workspace:
         for _ in range(2):
             code, _, err = await _git_status(
                 wt.path, *_SAFE, "push", "--quiet", "--no-verify",
-                f"--force-with-lease={ref}:{current}", wt.remote_url, f"{sha}:{ref}",
+                f"--force-with-lease={ref}:{current}", "--", wt.remote_url, f"{sha}:{ref}",
                 env=env,
             )  # fmt: skip
             if code == 0:

@@ -209,6 +209,16 @@ async def test_submit_rejects_what_the_intake_refuses(app, git_repo, tmp_path):
         not_git = await c.post(
             "/api/sessions", json={"repo": str(tmp_path / "plain"), "prompt": "x"}
         )
+        (tmp_path / "file.txt").write_text("not a repository\n")
+        a_file = await c.post(
+            "/api/sessions", json={"repo": str(tmp_path / "file.txt"), "prompt": "x"}
+        )
+        dashed = await c.post(
+            "/api/sessions", json={"repo": "--upload-pack=touch@x:y", "prompt": "x"}
+        )
+        dashed_base = await c.post(
+            "/api/sessions", json={"repo": str(git_repo.path), "prompt": "x", "base": "-x"}
+        )
         bad_base = await c.post(
             "/api/sessions", json={"repo": str(git_repo.path), "prompt": "x", "base": "nope"}
         )
@@ -219,6 +229,9 @@ async def test_submit_rejects_what_the_intake_refuses(app, git_repo, tmp_path):
         (unknown_engine, "unknown engine 'nope'"),
         (missing_repo, "does not exist"),
         (not_git, "not a git repository"),
+        (a_file, "not a git repository"),
+        (dashed, "starts with '-'"),
+        (dashed_base, "starts with '-'"),
         (bad_base, "base ref 'nope'"),
         (not_json, "JSON"),
     ]:

@@ -99,6 +99,9 @@ def test_live_progress_ends_with_the_branch(git_repo: GitRepo, home: Path):
         (["run", "   ", "--repo", "{repo}"], "the prompt is empty"),
         (["run", "true", "--repo", "{missing}"], "does not exist"),
         (["run", "true", "--repo", "{plain}"], "is not a git repository"),
+        (["run", "true", "--repo", "{file}"], "is not a git repository"),
+        (["run", "true", "--repo=--upload-pack=touch@x:y"], "starts with '-'"),
+        (["run", "true", "--repo", "{repo}", "--base=-x"], "starts with '-'"),
         (["run", "true", "--repo", "{repo}", "--engine", "nope"], "unknown engine 'nope'"),
         (["run", "true", "--repo", "{repo}", "--base", "no-such"], "base ref 'no-such'"),
         (["run", "true", "--repo", "{repo}", "--forge", "gitlab"], "unknown forge 'gitlab'"),
@@ -111,7 +114,9 @@ def test_bad_input_exits_2_and_queues_nothing(
 ):
     plain = tmp_path / "plain"
     plain.mkdir()
+    (tmp_path / "file.txt").write_text("not a repository\n")
     values = {"repo": str(git_repo.path), "missing": str(tmp_path / "nope"), "plain": str(plain)}
+    values["file"] = str(tmp_path / "file.txt")
     done = telecoder(*[a.format(**values) for a in args], env=cli_env(home))
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert message in done.stderr
