@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.cli import cli_env, telecoder
+from tests.cli import TELECODER, cli_env, telecoder
 from tests.conftest import GitRepo, git
 
 
@@ -207,3 +208,18 @@ def test_logs_raw_prints_every_line_the_agent_printed(git_repo: GitRepo, home: P
     )
     assert json.loads(again.stdout)["status"] == "succeeded"
     assert telecoder("logs", json.loads(again.stdout)["id"], "--raw", env=off).returncode == 3
+
+
+def test_arguments_that_are_not_utf8_exit_2(git_repo: GitRepo, home: Path):
+    """Bytes that are not UTF-8 (``$'\\xff'`` in a shell) are bad input, not a traceback."""
+    done = subprocess.run(
+        [TELECODER, "run", b"fix \xff it", "--repo", str(git_repo.path), "--engine", "shell"],
+        env=cli_env(home),
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    stderr = done.stderr.decode()
+    assert "argument 2 is not valid UTF-8: fix \\xff it" in stderr
+    assert "Traceback" not in stderr
+    assert json.loads(telecoder("list", "--json", env=cli_env(home)).stdout) == []
