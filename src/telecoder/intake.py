@@ -62,7 +62,7 @@ async def accept(
         raise BadInput(f"unknown mode {request.mode!r} (known: task, chat)") from None
     if request.timeout_seconds is not None and request.timeout_seconds <= 0:
         raise BadInput("the timeout must be positive")
-    base = request.base.strip() if request.base else None
+    base = _branch_name(request.base.strip()) if request.base else None
     _refuse_options(request.repo.strip(), base)
     source = await workspace.resolve(request.repo)
     forge = choose_forge(forges, request.forge or settings.forge, source.remote_url)
@@ -92,6 +92,16 @@ async def accept(
         origin=request.origin,
     )
     return Accepted(session, warnings)
+
+
+def _branch_name(base: str) -> str:
+    """A branch given by its full name (``refs/heads/main``) as the branch's own name, which
+    the worker looks up, pushes against and targets pull requests at. ``refs/tags/…`` stays
+    whole: it names the tag even where a branch has the same short name."""
+    name = base.removeprefix("refs/heads/")
+    if not name:
+        raise BadInput(f"the base ref {base!r} names no branch")
+    return name
 
 
 def _refuse_options(repo: str, base: str | None) -> None:

@@ -257,7 +257,8 @@ class Workspace:
             base = default
         if sha := await self._sha(mirror, f"refs/remotes/origin/{base}"):
             return base, sha
-        for ref in (f"refs/tags/{base}", base if _SHA.match(base) else None):
+        tag = f"refs/tags/{base.removeprefix('refs/tags/')}"
+        for ref in (tag, base if _SHA.match(base) else None):
             if ref and (sha := await self._sha(mirror, ref)):
                 return default or base, sha
         raise BaseRefNotFound(f"base ref {base!r} does not exist")

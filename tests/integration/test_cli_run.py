@@ -223,3 +223,33 @@ def test_arguments_that_are_not_utf8_exit_2(git_repo: GitRepo, home: Path):
     assert "argument 2 is not valid UTF-8: fix \\xff it" in stderr
     assert "Traceback" not in stderr
     assert json.loads(telecoder("list", "--json", env=cli_env(home)).stdout) == []
+
+
+def test_base_may_be_a_full_ref_name(git_repo: GitRepo, home: Path):
+    """``refs/heads/X`` is the branch X; ``refs/tags/X`` is the tag X even beside a branch X."""
+    env = cli_env(home)
+    tagged = git_repo.git("rev-parse", "HEAD")
+    git_repo.git("tag", "v1")
+    (git_repo.path / "later.txt").write_text("after the tag\n")
+    git_repo.git("add", "later.txt")
+    git_repo.git("commit", "-q", "-m", "later")
+    git_repo.git("push", "-q", "origin", "main", "v1", "main:refs/heads/v1")
+
+    by_branch = telecoder(
+        "run", "touch a.txt", "--repo", str(git_repo.path), "--base", "refs/heads/main",
+        "--engine", "shell", "--json", env=env,
+    )  # fmt: skip
+    by_tag = telecoder(
+        "run", "touch b.txt", "--repo", str(git_repo.path), "--base", "refs/tags/v1",
+        "--engine", "shell", "--json", env=env,
+    )  # fmt: skip
+
+    assert by_branch.returncode == 0, by_branch.stderr
+    branch_session = json.loads(by_branch.stdout)
+    assert branch_session["base"] == "main"
+    assert git_repo.remote_git("rev-parse", f"{branch_session['branch']}^") == git_repo.git(
+        "rev-parse", "main"
+    )
+    assert by_tag.returncode == 0, by_tag.stderr
+    tag_session = json.loads(by_tag.stdout)
+    assert git_repo.remote_git("rev-parse", f"{tag_session['branch']}^") == tagged
