@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from telecoder import private
 from telecoder.domain import DiffStats
 from telecoder.errors import (
     BaseRefNotFound,
@@ -181,7 +182,7 @@ class Workspace:
             for stale in await self._worktrees_on(mirror, branch):
                 await self._discard(mirror, stale)
             await self._discard(mirror, path)
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private.make_dir(path.parent)
             if not await self._reuse(mirror, path, branch, base_sha):
                 await _git(
                     mirror, *_SAFE, "worktree", "add", "-q", "-B", branch, str(path), base_sha,
@@ -679,8 +680,8 @@ def _tail(text: str, limit: int = 1000) -> str:
 @contextlib.asynccontextmanager
 async def _locked(path: Path) -> AsyncIterator[None]:
     """An exclusive lock shared by every worker process on this host."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    private.make_dir(path.parent)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, private.FILE_MODE)
     try:
         delay = 0.005
         while True:

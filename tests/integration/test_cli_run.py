@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli import TELECODER, cli_env, telecoder
-from tests.conftest import GitRepo, git
+from tests.conftest import GitRepo, git, shared_bits
 
 
 def checkout_state(repo: GitRepo) -> dict[str, object]:
@@ -253,3 +253,17 @@ def test_base_may_be_a_full_ref_name(git_repo: GitRepo, home: Path):
     assert by_tag.returncode == 0, by_tag.stderr
     tag_session = json.loads(by_tag.stdout)
     assert git_repo.remote_git("rev-parse", f"{tag_session['branch']}^") == tagged
+
+
+def test_the_home_and_everything_in_it_is_for_its_user_alone(git_repo: GitRepo, tmp_path: Path):
+    """Prompts, code, logs and the database: no file or directory grants group or others."""
+    home = tmp_path / "fresh" / "home"  # TeleCoder makes it
+    env = cli_env(home)
+    done = telecoder(
+        "run", "echo secret > notes.txt; echo done", "--repo", str(git_repo.path),
+        "--engine", "shell", "--json", env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    made = {p.relative_to(home).parts[0] for p in home.rglob("*")}
+    assert {"telecoder.db", "mirrors", "worktrees", "logs", "engines"} <= made, made
+    assert shared_bits(tmp_path / "fresh") == {}

@@ -122,6 +122,19 @@ async def test_resolve_refuses_missing_and_non_git(ws: Workspace, tmp_path: Path
         await ws.resolve(str(file))  # was NotADirectoryError, running git in it
 
 
+@pytest.mark.usefixtures("loose_umask")
+async def test_mirrors_worktrees_and_locks_are_private(
+    settings: Settings, git_repo: GitRepo
+) -> None:
+    ws = Workspace(mirrors=settings.mirrors, worktrees=settings.worktrees)
+    wt = await prepare(ws, git_repo)
+    locks = list(settings.mirrors.glob("*.lock"))
+    assert locks
+    for made in (settings.mirrors, settings.worktrees, *locks):
+        assert (made.stat().st_mode & 0o777) in (0o700, 0o600), made
+    assert wt.path.parent == settings.worktrees
+
+
 # --- check_base ------------------------------------------------------------------------------
 
 

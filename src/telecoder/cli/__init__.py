@@ -7,6 +7,7 @@ stderr and a stable exit code (see ``output.Exit``).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import typer
@@ -57,6 +58,9 @@ _EXIT: list[tuple[type[TeleCoderError], Exit]] = [
 
 
 def main() -> None:
+    # Whatever TeleCoder creates (its home, the database, logs, mirrors, worktrees, engine homes)
+    # is for this user alone; git and SQLite create files through the umask too.
+    os.umask(0o077)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         _check_argv(sys.argv[1:])
