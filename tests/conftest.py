@@ -77,6 +77,25 @@ def git_repo(tmp_path: Path) -> GitRepo:
 
 
 @pytest.fixture
+def loose_umask() -> Iterator[None]:
+    """The usual umask, 022, which lets group and others read: TeleCoder's own files must not
+    depend on the umask of the process that embeds it."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def shared_bits(root: Path) -> dict[str, str]:
+    """Every path under ``root`` (itself included) that grants group or others anything."""
+    paths = [root, *root.rglob("*")]
+    return {
+        str(p.relative_to(root)): oct(mode & 0o777)
+        for p in paths
+        if not p.is_symlink() and (mode := p.stat().st_mode) & 0o077
+    }
+
+
+@pytest.fixture
 def home(tmp_path: Path) -> Path:
     path = tmp_path / "home"
     path.mkdir()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from telecoder import registry
+from telecoder import private, registry
 from telecoder.errors import EngineNotFound
 from telecoder.forges.github import GitHubForge
 from telecoder.forges.local import LocalForge
@@ -36,6 +36,7 @@ def engine(name: str) -> Engine:
 
 def build_pipeline(settings: Settings, store: Store) -> Pipeline:
     runtime: Runtime = registry.create("runtimes", settings.runtime)
+    private.make_dir(settings.engine_homes)  # prompts, agents' state and keys: ours alone
     return Pipeline(
         settings=settings,
         store=store,

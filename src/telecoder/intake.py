@@ -62,9 +62,10 @@ async def accept(
         raise BadInput(f"unknown mode {request.mode!r} (known: task, chat)") from None
     if request.timeout_seconds is not None and request.timeout_seconds <= 0:
         raise BadInput("the timeout must be positive")
+    base = _branch_name(request.base.strip()) if request.base else None
+    _refuse_options(request.repo.strip(), base)
     source = await workspace.resolve(request.repo)
     forge = choose_forge(forges, request.forge or settings.forge, source.remote_url)
-    base = request.base.strip() if request.base else None
     # Both ask git (the remote, the checkout): at once, not one after the other.
     _, dirty = await asyncio.gather(
         workspace.check_base(source, base, env=forge.git_env(source.remote_url)),
@@ -91,3 +92,28 @@ async def accept(
         origin=request.origin,
     )
     return Accepted(session, warnings)
+
+
+def _branch_name(base: str) -> str:
+    """A branch given by its full name (``refs/heads/main``) as the branch's own name, which
+    the worker looks up, pushes against and targets pull requests at. ``refs/tags/…`` stays
+    whole: it names the tag even where a branch has the same short name."""
+    name = base.removeprefix("refs/heads/")
+    if not name:
+        raise BadInput(f"the base ref {base!r} names no branch")
+    return name
+
+
+def _refuse_options(repo: str, base: str | None) -> None:
+    """Refuse what git would read as an option (``--upload-pack=…``), wherever it would land."""
+    if repo.startswith("-"):
+        raise BadInput(
+            f"the repository {_short(repo)} starts with '-', which git would read as an option "
+            "(a path that starts with '-' can be written ./-…)"
+        )
+    if base and base.startswith("-"):
+        raise BadInput(f"the base ref {_short(base)} starts with '-': no branch or tag does")
+
+
+def _short(value: str, limit: int = 80) -> str:
+    return repr(value if len(value) <= limit else value[:limit] + "…")

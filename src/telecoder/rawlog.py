@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from telecoder import private
+
 MAX_BYTES = 32 * 1024 * 1024
 
 
@@ -28,8 +30,8 @@ class RawLog:
     """Appends one run's lines to its attempt's file, up to ``max_bytes``."""
 
     def __init__(self, file: Path, *, run: int, max_bytes: int = MAX_BYTES) -> None:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[str] = file.open("a", encoding="utf-8")
+        private.make_dir(file.parent)
+        self._file: IO[str] = private.open_append(file)
         self._size = file.stat().st_size
         self._max = max_bytes
         self._full = False

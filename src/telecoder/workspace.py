@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from telecoder import private
 from telecoder.domain import DiffStats
 from telecoder.errors import (
     BaseRefNotFound,
@@ -118,6 +119,8 @@ class Workspace:
         path = Path(repo).expanduser().resolve()
         if not path.exists():
             raise RepoNotFound(f"repository {repo} does not exist")
+        if not path.is_dir():
+            raise NotAGitRepo(f"{repo} is not a git repository (not a directory)")
         code, out, _ = await _git_status(path, "rev-parse", "--is-bare-repository")
         if code != 0:
             raise NotAGitRepo(f"{repo} is not a git repository")
@@ -148,7 +151,7 @@ class Workspace:
         A commit sha cannot be checked without fetching; it is checked when the worktree is made.
         """
         code, out, err = await _git_status(
-            None, "ls-remote", "--heads", "--tags", source.remote_url, env=env
+            None, "ls-remote", "--heads", "--tags", "--", source.remote_url, env=env
         )
         if code != 0:
             raise RepoNotFound(_unreadable(source.remote_url, err))
@@ -190,7 +193,7 @@ class Workspace:
             for stale in await self._worktrees_on(mirror, branch):
                 await self._discard(mirror, stale)
             await self._discard(mirror, path)
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private.make_dir(path.parent)
             if not await self._reuse(mirror, path, branch, base_sha):
                 await _git(
                     mirror, *_SAFE, "worktree", "add", "-q", "-B", branch, str(path), base_sha,
@@ -276,7 +279,8 @@ class Workspace:
             base = default
         if sha := await self._sha(mirror, f"refs/remotes/origin/{base}"):
             return base, sha
-        for ref in (f"refs/tags/{base}", base if _SHA.match(base) else None):
+        tag = f"refs/tags/{base.removeprefix('refs/tags/')}"
+        for ref in (tag, base if _SHA.match(base) else None):
             if ref and (sha := await self._sha(mirror, ref)):
                 return default or base, sha
         raise BaseRefNotFound(f"base ref {base!r} does not exist")
@@ -523,7 +527,7 @@ class Workspace:
     async def push(self, wt: Worktree, sha: str, env: Mapping[str, str] | None = None) -> bool:
         """Make the remote's ``branch`` point at ``sha``; False when it already did."""
         ref = f"refs/heads/{wt.branch}"
-        code, out, err = await _git_status(None, "ls-remote", wt.remote_url, ref, env=env)
+        code, out, err = await _git_status(None, "ls-remote", "--", wt.remote_url, ref, env=env)
         if code != 0:
             raise WorkspaceError(f"cannot read {scrub(wt.remote_url)}: {scrub(_tail(err))}")
         current = out.split("\t", 1)[0].strip() if out.strip() else ""
@@ -532,7 +536,7 @@ class Workspace:
         for _ in range(2):
             code, _, err = await _git_status(
                 wt.mirror, *_SAFE, "push", "--quiet", "--no-verify",
-                f"--force-with-lease={ref}:{current}", wt.remote_url, f"{sha}:{ref}",
+                f"--force-with-lease={ref}:{current}", "--", wt.remote_url, f"{sha}:{ref}",
                 env=env,
             )  # fmt: skip
             if code == 0:
@@ -786,8 +790,8 @@ def _tail(text: str, limit: int = 1000) -> str:
 @contextlib.asynccontextmanager
 async def _locked(path: Path) -> AsyncIterator[None]:
     """An exclusive lock shared by every worker process on this host."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    private.make_dir(path.parent)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, private.FILE_MODE)
     try:
         delay = 0.005
         while True:

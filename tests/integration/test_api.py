@@ -209,6 +209,16 @@ async def test_submit_rejects_what_the_intake_refuses(app, git_repo, tmp_path):
         not_git = await c.post(
             "/api/sessions", json={"repo": str(tmp_path / "plain"), "prompt": "x"}
         )
+        (tmp_path / "file.txt").write_text("not a repository\n")
+        a_file = await c.post(
+            "/api/sessions", json={"repo": str(tmp_path / "file.txt"), "prompt": "x"}
+        )
+        dashed = await c.post(
+            "/api/sessions", json={"repo": "--upload-pack=touch@x:y", "prompt": "x"}
+        )
+        dashed_base = await c.post(
+            "/api/sessions", json={"repo": str(git_repo.path), "prompt": "x", "base": "-x"}
+        )
         bad_base = await c.post(
             "/api/sessions", json={"repo": str(git_repo.path), "prompt": "x", "base": "nope"}
         )
@@ -219,6 +229,9 @@ async def test_submit_rejects_what_the_intake_refuses(app, git_repo, tmp_path):
         (unknown_engine, "unknown engine 'nope'"),
         (missing_repo, "does not exist"),
         (not_git, "not a git repository"),
+        (a_file, "not a git repository"),
+        (dashed, "starts with '-'"),
+        (dashed_base, "starts with '-'"),
         (bad_base, "base ref 'nope'"),
         (not_json, "JSON"),
     ]:
@@ -603,3 +616,23 @@ async def test_events_of_other_kinds_are_served_too(app, store, git_repo):
         )
         page = await c.get(f"/api/sessions/{sid}/events", headers={"accept": "application/json"})
     assert [e["kind"] for e in page.json()["events"]] == ["status", "message"]
+
+
+async def test_stream_cursors_must_be_plain_bounded_numbers(app, store, git_repo):
+    """A Last-Event-ID or ``after`` that is not an ASCII seq in range is bad input, on both the
+    API's stream and the dashboard's: ``'²'.isdigit()`` holds but ``int('²')`` fails, and int()
+    refuses strings of more than 4,300 digits."""
+    huge = "9" * 5000
+    async with client(app) as c:
+        sid = (await submit(c, git_repo))["id"]
+        answers = []
+        for path in (f"/api/sessions/{sid}/events", f"/sessions/{sid}/stream"):
+            for raw in (b"\xb2", "\u0661".encode(), huge.encode(), b"2147483648", b"-1"):
+                answers.append(await c.get(path, headers={"last-event-id": raw}))
+            answers.append(await c.get(path, params={"after": huge}))
+            answers.append(await c.get(path, params={"after": "\u0661"}))
+    for response in answers:
+        assert response.status_code == 422, (response.request.url, response.text[:300])
+        detail = response.json()["detail"]
+        assert "last-event-id" in detail.lower() or "after" in detail, detail
+        assert len(detail) < 400, detail  # a 5,000-digit value is not echoed back whole

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.cli import cli_env, telecoder
-from tests.conftest import GitRepo, git
+from tests.cli import TELECODER, cli_env, telecoder
+from tests.conftest import GitRepo, git, shared_bits
 
 
 def checkout_state(repo: GitRepo) -> dict[str, object]:
@@ -99,6 +100,9 @@ def test_live_progress_ends_with_the_branch(git_repo: GitRepo, home: Path):
         (["run", "   ", "--repo", "{repo}"], "the prompt is empty"),
         (["run", "true", "--repo", "{missing}"], "does not exist"),
         (["run", "true", "--repo", "{plain}"], "is not a git repository"),
+        (["run", "true", "--repo", "{file}"], "is not a git repository"),
+        (["run", "true", "--repo=--upload-pack=touch@x:y"], "starts with '-'"),
+        (["run", "true", "--repo", "{repo}", "--base=-x"], "starts with '-'"),
         (["run", "true", "--repo", "{repo}", "--engine", "nope"], "unknown engine 'nope'"),
         (["run", "true", "--repo", "{repo}", "--base", "no-such"], "base ref 'no-such'"),
         (["run", "true", "--repo", "{repo}", "--forge", "gitlab"], "unknown forge 'gitlab'"),
@@ -111,7 +115,9 @@ def test_bad_input_exits_2_and_queues_nothing(
 ):
     plain = tmp_path / "plain"
     plain.mkdir()
+    (tmp_path / "file.txt").write_text("not a repository\n")
     values = {"repo": str(git_repo.path), "missing": str(tmp_path / "nope"), "plain": str(plain)}
+    values["file"] = str(tmp_path / "file.txt")
     done = telecoder(*[a.format(**values) for a in args], env=cli_env(home))
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert message in done.stderr
@@ -202,3 +208,62 @@ def test_logs_raw_prints_every_line_the_agent_printed(git_repo: GitRepo, home: P
     )
     assert json.loads(again.stdout)["status"] == "succeeded"
     assert telecoder("logs", json.loads(again.stdout)["id"], "--raw", env=off).returncode == 3
+
+
+def test_arguments_that_are_not_utf8_exit_2(git_repo: GitRepo, home: Path):
+    """Bytes that are not UTF-8 (``$'\\xff'`` in a shell) are bad input, not a traceback."""
+    done = subprocess.run(
+        [TELECODER, "run", b"fix \xff it", "--repo", str(git_repo.path), "--engine", "shell"],
+        env=cli_env(home),
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    stderr = done.stderr.decode()
+    assert "argument 2 is not valid UTF-8: fix \\xff it" in stderr
+    assert "Traceback" not in stderr
+    assert json.loads(telecoder("list", "--json", env=cli_env(home)).stdout) == []
+
+
+def test_base_may_be_a_full_ref_name(git_repo: GitRepo, home: Path):
+    """``refs/heads/X`` is the branch X; ``refs/tags/X`` is the tag X even beside a branch X."""
+    env = cli_env(home)
+    tagged = git_repo.git("rev-parse", "HEAD")
+    git_repo.git("tag", "v1")
+    (git_repo.path / "later.txt").write_text("after the tag\n")
+    git_repo.git("add", "later.txt")
+    git_repo.git("commit", "-q", "-m", "later")
+    git_repo.git("push", "-q", "origin", "main", "v1", "main:refs/heads/v1")
+
+    by_branch = telecoder(
+        "run", "touch a.txt", "--repo", str(git_repo.path), "--base", "refs/heads/main",
+        "--engine", "shell", "--json", env=env,
+    )  # fmt: skip
+    by_tag = telecoder(
+        "run", "touch b.txt", "--repo", str(git_repo.path), "--base", "refs/tags/v1",
+        "--engine", "shell", "--json", env=env,
+    )  # fmt: skip
+
+    assert by_branch.returncode == 0, by_branch.stderr
+    branch_session = json.loads(by_branch.stdout)
+    assert branch_session["base"] == "main"
+    assert git_repo.remote_git("rev-parse", f"{branch_session['branch']}^") == git_repo.git(
+        "rev-parse", "main"
+    )
+    assert by_tag.returncode == 0, by_tag.stderr
+    tag_session = json.loads(by_tag.stdout)
+    assert git_repo.remote_git("rev-parse", f"{tag_session['branch']}^") == tagged
+
+
+def test_the_home_and_everything_in_it_is_for_its_user_alone(git_repo: GitRepo, tmp_path: Path):
+    """Prompts, code, logs and the database: no file or directory grants group or others."""
+    home = tmp_path / "fresh" / "home"  # TeleCoder makes it
+    env = cli_env(home)
+    done = telecoder(
+        "run", "echo secret > notes.txt; echo done", "--repo", str(git_repo.path),
+        "--engine", "shell", "--json", env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    made = {p.relative_to(home).parts[0] for p in home.rglob("*")}
+    assert {"telecoder.db", "mirrors", "worktrees", "logs", "engines"} <= made, made
+    assert shared_bits(tmp_path / "fresh") == {}

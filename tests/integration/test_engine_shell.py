@@ -141,6 +141,22 @@ async def test_a_change_becomes_one_pushed_commit(
     assert events[-1].data == {"status": "succeeded"}
 
 
+async def test_a_prompt_over_the_128_kib_argument_limit_runs(
+    settings: Settings, store: Store, git_repo: GitRepo
+) -> None:
+    """Under the API's 100,000 characters but 270 KB of UTF-8: more than Linux takes in one
+    argument (MAX_ARG_STRLEN), so it must not reach the command line."""
+    comment = "€" * 45_000
+    new = request(git_repo, f"# {comment}\nprintf '%s\\n' '{comment}' > euro.txt\necho done")
+    assert len(new.prompt) < 100_000 < 128 * 1024 < len(new.prompt.encode())
+    done = await execute(build_worker(tuned(settings), store), store, new)
+    assert done.status == SessionStatus.SUCCEEDED, done.error
+    assert done.result is not None
+    assert done.result.commit is not None
+    assert git_repo.remote_git("show", f"{done.result.commit}:euro.txt") == comment
+    assert outputs(await all_events(store, new.id)) == ["done"]
+
+
 async def test_echo_only_is_a_text_answer(
     settings: Settings, store: Store, git_repo: GitRepo
 ) -> None:

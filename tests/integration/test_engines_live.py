@@ -13,7 +13,7 @@ import pytest
 
 from telecoder.domain import EventKind, FailureKind
 from telecoder.runtimes.local import LocalProcess
-from tests.engine_cases import AIDER_SCRIPT, BY_ID, CASES, WRITTEN, Case, make_task
+from tests.engine_cases import AIDER_SCRIPT, BY_ID, CASES, PROMPT, WRITTEN, Case, make_task
 from tests.engine_driver import Run, drive
 from tests.fakes.model_server import FakeModelServer, Reply
 
@@ -50,6 +50,29 @@ async def test_the_agent_writes_the_file(case: Case, tmp_path: Path) -> None:
     assert run.outcome.usage.input_tokens > 0
     assert run.of(EventKind.RESULT)[-1].data["text"] == run.outcome.text
     assert server.model_requests()
+
+
+# The engines that once put the prompt on the command line (gemini, opencode), and claude-code.
+LONG_PROMPT = [BY_ID["claude-code"], BY_ID["opencode"], BY_ID["gemini"]]
+
+
+@pytest.mark.parametrize("case", LONG_PROMPT, ids=ids(LONG_PROMPT))
+async def test_a_prompt_over_the_128_kib_argument_limit_reaches_the_model(
+    case: Case, tmp_path: Path
+) -> None:
+    """Under the API's 100,000 characters, over Linux's 128 KiB for one argument: an agent given
+    it on its command line could not even start (E2BIG)."""
+    context = "Context: " + "€" * 45_000
+    prompt = f"{PROMPT}\n\n{context}"
+    assert len(prompt) < 100_000 < 128 * 1024 < len(prompt.encode())
+    with FakeModelServer(default=case.script) as server:
+        task = make_task(case, tmp_path, server.url, prompt=prompt)
+        run = await drive(case.create(), task)
+    assert run.outcome is not None
+    assert run.outcome.ok, run.outcome.error
+    assert (task.workdir / WRITTEN).read_text().strip() == "hello-from-fake"
+    sent = [json.dumps(r.body, ensure_ascii=False) for r in server.model_requests()]
+    assert any(prompt in body.replace("\\n", "\n") for body in sent)
 
 
 # Over ACP, a 500 is the 400 path plus the agent's own retries: tried where the adapter reports

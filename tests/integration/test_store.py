@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,8 +11,9 @@ from sqlalchemy import update
 
 from telecoder.domain import EventKind, FailureKind, NewEvent, NewSession, SessionStatus
 from telecoder.errors import BadInput, Conflict, SessionNotFound
-from telecoder.store import Outcome, Page, Store
+from telecoder.store import Outcome, Page, Store, open_store
 from telecoder.store.schema import sessions
+from tests.conftest import shared_bits
 
 
 def new(prompt: str = "echo hi", *, repo: str = "/src/repo", **kw: Any) -> NewSession:
@@ -34,6 +36,20 @@ async def test_create_and_get(store: Store) -> None:
     assert [(e.seq, e.kind, e.data) for e in events] == [
         (1, EventKind.STATUS, {"status": "queued"})
     ]
+
+
+@pytest.mark.usefixtures("loose_umask")
+async def test_a_new_sqlite_database_is_for_its_user_alone(tmp_path: Path) -> None:
+    """The database, its -wal and -shm, and the directories made for them: 0600 and 0700."""
+    home = tmp_path / "home" / "telecoder"
+    store = await open_store(f"sqlite:///{home / 'telecoder.db'}")
+    try:
+        await store.sessions.create(NewSession(repo="/r", prompt="a secret", engine="shell"))
+        made = sorted(p.name for p in home.iterdir())
+        assert made == ["telecoder.db", "telecoder.db-shm", "telecoder.db-wal"]
+        assert shared_bits(tmp_path / "home") == {}
+    finally:
+        await store.close()
 
 
 async def test_create_refuses_an_empty_prompt(store: Store) -> None:

@@ -6,13 +6,19 @@ import os
 import shutil
 import stat
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
 from telecoder.domain import DiffStats
-from telecoder.errors import BaseRefNotFound, NotAGitRepo, PushRejected, RepoNotFound
+from telecoder.errors import (
+    BaseRefNotFound,
+    NotAGitRepo,
+    PushRejected,
+    RepoNotFound,
+    WorkspaceError,
+)
 from telecoder.settings import Settings
 from telecoder.workspace import RepoSource, Workspace, Worktree
 from tests.conftest import GitRepo, git, make_repo
@@ -110,6 +116,23 @@ async def test_resolve_refuses_missing_and_non_git(ws: Workspace, tmp_path: Path
     plain.mkdir()
     with pytest.raises(NotAGitRepo):
         await ws.resolve(str(plain))
+    file = tmp_path / "file.txt"
+    file.write_text("not a repository\n")
+    with pytest.raises(NotAGitRepo, match="not a git repository"):
+        await ws.resolve(str(file))  # was NotADirectoryError, running git in it
+
+
+@pytest.mark.usefixtures("loose_umask")
+async def test_mirrors_worktrees_and_locks_are_private(
+    settings: Settings, git_repo: GitRepo
+) -> None:
+    ws = Workspace(mirrors=settings.mirrors, worktrees=settings.worktrees)
+    wt = await prepare(ws, git_repo)
+    locks = list(settings.mirrors.glob("*.lock"))
+    assert locks
+    for made in (settings.mirrors, settings.worktrees, *locks):
+        assert (made.stat().st_mode & 0o777) in (0o700, 0o600), made
+    assert wt.path.parent == settings.worktrees
 
 
 # --- check_base ------------------------------------------------------------------------------
@@ -128,6 +151,23 @@ async def test_check_base(ws: Workspace, git_repo: GitRepo, tmp_path: Path) -> N
     gone = RepoSource(spec="x", remote_url=str(tmp_path / "gone.git"))
     with pytest.raises(RepoNotFound):
         await ws.check_base(gone, "main")
+
+
+def injected(tmp_path: Path) -> tuple[str, Path]:
+    """A remote URL that git would take as ``--upload-pack``, and the file its command makes."""
+    marker = tmp_path / "pwned"
+    return f"--upload-pack=touch {marker}; false", marker
+
+
+async def test_check_base_never_takes_the_url_as_an_option(
+    ws: Workspace, git_repo: GitRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, marker = injected(tmp_path)
+    # Taken as an option, the URL leaves ls-remote to use the current checkout's origin.
+    monkeypatch.chdir(git_repo.path)
+    with pytest.raises(RepoNotFound):
+        await ws.check_base(RepoSource(spec=url, remote_url=url), "main")
+    assert not marker.exists()
 
 
 # --- prepare ---------------------------------------------------------------------------------
@@ -344,6 +384,19 @@ async def test_push_is_skipped_when_the_remote_has_the_commit(
     assert await ws.commit(again, MESSAGE, date=DATE) == sha
     assert await ws.push(again, sha) is False
     assert git_repo.remote_git("rev-list", "--count", "main..telecoder/s1") == "1"
+
+
+async def test_push_never_takes_the_url_as_an_option(
+    ws: Workspace, git_repo: GitRepo, tmp_path: Path
+) -> None:
+    wt = await prepare(ws, git_repo, "s1")
+    (wt.path / "README.md").write_text("The color of magic.\n")
+    sha = await ws.commit(wt, MESSAGE, date=DATE)
+    assert sha is not None
+    url, marker = injected(tmp_path)
+    with pytest.raises(WorkspaceError):
+        await ws.push(replace(wt, remote_url=url), sha)
+    assert not marker.exists()
 
 
 async def test_push_replaces_what_the_remote_had(ws: Workspace, git_repo: GitRepo) -> None:

@@ -62,6 +62,38 @@ def test_engines_keep_state_in_their_home_and_never_inherit_stdin(
         assert any(the_task.prompt in place for place in places)
 
 
+@pytest.mark.parametrize("name", [*ENGINES, "shell"])
+def test_a_long_prompt_never_goes_in_argv(name: str, tmp_path: Path) -> None:
+    """Linux takes at most 128 KiB in one argument (MAX_ARG_STRLEN): past that the agent could
+    not start, so every engine sends the prompt on stdin or in a file in its home."""
+    prompt = "€" * 50_000  # 150 KB of UTF-8 in 50,000 characters
+    the_task = EngineTask(
+        prompt=prompt,
+        workdir=tmp_path / "wt",
+        home=tmp_path / "home",
+        model="opencode:m1" if name == "acp" else "m1",
+        env=ENV,
+    )
+    command = registry.create("engines", name).command(the_task)
+    assert max(len(arg.encode()) for arg in command.argv) < 4096
+    if name != "acp":  # ACP sends it later, as a session/prompt request on stdin
+        sent = (command.stdin or b"").decode()
+        assert prompt in sent or prompt in command.files.values()
+
+
+def test_shell_runs_the_command_from_a_file_in_its_home(tmp_path: Path) -> None:
+    command = registry.create("engines", "shell").command(task(tmp_path))
+    assert list(command.argv) == ["/bin/sh", str(tmp_path / "home" / "command.sh")]
+    assert command.files == {"command.sh": "-rf do it"}
+    assert command.stdin is None  # the command's own stdin stays /dev/null
+
+
+def test_opencode_reads_the_prompt_on_stdin(tmp_path: Path) -> None:
+    command = registry.create("engines", "opencode").command(task(tmp_path, resume_id="s-1"))
+    assert command.argv[-2:] == ["--session", "s-1"]
+    assert command.stdin == b"-rf do it"
+
+
 def test_claude_code_runs_as_root_offline(tmp_path: Path) -> None:
     command = registry.create("engines", "claude-code").command(task(tmp_path, resume_id="abc"))
     assert command.env["IS_SANDBOX"] == "1"
@@ -99,7 +131,8 @@ def test_gemini_pins_api_key_auth_and_trust(tmp_path: Path) -> None:
     assert settings["security"]["auth"]["selectedType"] == "gemini-api-key"
     assert settings["security"]["folderTrust"]["enabled"] is False
     assert command.env["GOOGLE_GEMINI_BASE_URL"] == "http://proxy:3"
-    assert "--prompt=-rf do it" in command.argv
+    assert command.argv[-1] == "--prompt="  # headless; the prompt is on stdin
+    assert command.stdin == b"-rf do it"
 
 
 def test_goose_splits_the_openai_base_url(tmp_path: Path) -> None:

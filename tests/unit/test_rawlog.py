@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from telecoder import rawlog
+from tests.conftest import shared_bits
 
 
 def write(root: Path, session: str, attempt: int, run: int, *lines: tuple[str, str]) -> Path:
@@ -38,6 +41,14 @@ def test_every_line_is_kept_per_attempt_and_run_in_order(tmp_path: Path) -> None
         "second attempt",
     ]
     assert list(rawlog.read(tmp_path, "nobody")) == []
+
+
+@pytest.mark.usefixtures("loose_umask")
+def test_logs_are_for_telecoders_user_alone(tmp_path: Path) -> None:
+    log = rawlog.RawLog(rawlog.path(tmp_path / "logs", "s1", 1), run=0)
+    log.line("stdout", "a secret, maybe")
+    log.close()
+    assert shared_bits(tmp_path / "logs") == {}
 
 
 def test_a_log_stops_growing_at_its_cap(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ stderr and a stable exit code (see ``output.Exit``).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import typer
@@ -57,8 +58,12 @@ _EXIT: list[tuple[type[TeleCoderError], Exit]] = [
 
 
 def main() -> None:
+    # Whatever TeleCoder creates (its home, the database, logs, mirrors, worktrees, engine homes)
+    # is for this user alone; git and SQLite create files through the umask too.
+    os.umask(0o077)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        _check_argv(sys.argv[1:])
         app()
     except TeleCoderError as e:
         code = next((c for kind, c in _EXIT if isinstance(e, kind)), Exit.TASK_FAILED)
@@ -69,3 +74,14 @@ def main() -> None:
         sys.exit(Exit.UNAVAILABLE)
     except KeyboardInterrupt:
         sys.exit(Exit.INTERRUPTED)
+
+
+def _check_argv(args: list[str]) -> None:
+    """Refuse arguments that are not UTF-8 (Python keeps their bytes as lone surrogates, which
+    no database, URL or JSON body can hold)."""
+    for number, arg in enumerate(args, start=1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise BadInput(f"argument {number} is not valid UTF-8: {raw}") from None

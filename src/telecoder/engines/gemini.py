@@ -1,4 +1,7 @@
-"""The ``gemini`` engine: ``gemini -o stream-json --yolo --prompt=…``, resumed with ``--resume``.
+"""The ``gemini`` engine: ``gemini -o stream-json --yolo --prompt=``, resumed with ``--resume``.
+
+The prompt goes on stdin (Gemini reads piped stdin as the prompt, an empty ``--prompt`` adding
+nothing): an argument could be no longer than 128 KiB (Linux's limit on one argument).
 
 Endpoint and key: ``GOOGLE_GEMINI_BASE_URL`` / ``GEMINI_API_KEY``. The engine writes
 ``~/.gemini/settings.json`` (``HOME`` is the engine home) pinning the ``gemini-api-key`` auth
@@ -86,9 +89,9 @@ class GeminiEngine:
             argv += ["--model", task.model]
         if task.resume_id:
             argv += ["--resume", task.resume_id]
-        argv += [f"--prompt={task.prompt}"]
+        argv += ["--prompt="]  # headless; the prompt itself comes on stdin
         files, env = gemini_files_env(task)
-        return EngineCommand(argv=argv, env=env, files=files)
+        return EngineCommand(argv=argv, env=env, files=files, stdin=task.prompt.encode())
 
     def parser(self, task: EngineTask) -> GeminiParser:
         return GeminiParser(task.model, session_id=task.resume_id)

@@ -1,5 +1,8 @@
 """The ``opencode`` engine: ``opencode run --format json --auto``, resumed with ``--session ID``.
 
+The prompt goes on stdin, which ``opencode run`` reads as the message when it is not a terminal:
+an argument could be no longer than 128 KiB (Linux's limit on one argument).
+
 The engine writes ``opencode.json`` into its home (named by ``OPENCODE_CONFIG``) with one
 provider, ``telecoder``: ``@ai-sdk/openai-compatible`` at ``OPENAI_BASE_URL`` (default
 ``https://api.openai.com/v1``), key from ``OPENAI_API_KEY``. A model without a slash runs on
@@ -74,8 +77,12 @@ class OpenCodeEngine:
             argv += ["--model", model]
         if task.resume_id:
             argv += ["--session", task.resume_id]
-        argv += ["--", task.prompt]
-        return EngineCommand(argv=argv, env=opencode_env(task), files={"opencode.json": config})
+        return EngineCommand(
+            argv=argv,
+            env=opencode_env(task),
+            files={"opencode.json": config},
+            stdin=task.prompt.encode(),
+        )
 
     def parser(self, task: EngineTask) -> OpenCodeParser:
         return OpenCodeParser(task.model, session_id=task.resume_id)

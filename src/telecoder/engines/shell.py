@@ -1,5 +1,9 @@
 """The ``shell`` engine: the prompt is a shell command, run in the worktree.
 
+The command is written to a file in the engine home and run as ``/bin/sh FILE``: as an argument
+(``sh -c``) it could be no longer than 128 KiB (Linux's limit on one argument), and on stdin it
+would be read by the commands it runs. Its stdin is /dev/null.
+
 For mechanical changes and codemods that need no model. Every output line is recorded; the
 exit status decides success; the last lines of stdout are the answer when nothing changed.
 """
@@ -12,6 +16,7 @@ from telecoder.domain import EventKind, FailureKind
 from telecoder.protocols import AgentEvent, EngineCommand, EngineOutcome, EngineTask, Feed, Stream
 
 _TAIL_LINES = 20
+_SCRIPT = "command.sh"
 
 
 class ShellEngine:
@@ -20,7 +25,9 @@ class ShellEngine:
     variables: tuple[str, ...] = ()
 
     def command(self, task: EngineTask) -> EngineCommand:
-        return EngineCommand(argv=["/bin/sh", "-c", task.prompt])
+        return EngineCommand(
+            argv=["/bin/sh", str(task.home / _SCRIPT)], files={_SCRIPT: task.prompt}
+        )
 
     def parser(self, task: EngineTask) -> ShellParser:
         return ShellParser()

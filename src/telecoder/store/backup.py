@@ -20,6 +20,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from telecoder import private
 from telecoder.errors import BadInput
 from telecoder.store.db import Database
 
@@ -93,6 +94,7 @@ def inspect(path: Path) -> Snapshot:
 def _backup(source: Path, target: Path) -> Snapshot:
     partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     partial.unlink(missing_ok=True)
+    private.create_file(partial)  # a copy of the database: as private as the database
     src = sqlite3.connect(source, timeout=30)
     try:
         dst = sqlite3.connect(partial)

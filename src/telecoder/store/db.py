@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from telecoder import private
 from telecoder.errors import BadInput, StoreUnavailable
 from telecoder.store.notify import CHANNEL, Notice
 
@@ -53,7 +54,8 @@ class Database:
         if self.is_sqlite:
             path = make_url(self.url).database
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                # SQLite gives the -wal and -shm files the database file's mode: 0600.
+                private.create_file(private.make_dir(Path(path).parent) / Path(path).name)
             self.engine: AsyncEngine = create_async_engine(
                 self.url, connect_args={"timeout": _BUSY_MS / 1000}, pool_size=8, max_overflow=16
             )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -42,12 +43,17 @@ _SSE_SCHEMA = {
 }
 
 
+# ASCII digits only (str.isdigit also takes '²' and '١'), and few enough that int() is cheap.
+_SEQ = re.compile(rf"[0-9]{{1,{len(str(MAX_SEQ))}}}")
+
+
 def start_seq(after: int | None, last_event_id: str | None) -> int:
     """Where a stream starts: after ``Last-Event-ID`` when reconnecting, else ``after``."""
     if last_event_id is not None and last_event_id.strip():
         value = last_event_id.strip()
-        if not value.isdigit() or int(value) > MAX_SEQ:
-            raise BadInput(f"Last-Event-ID must be an event's seq, not {value!r}")
+        if not _SEQ.fullmatch(value) or int(value) > MAX_SEQ:
+            shown = value if len(value) <= 40 else value[:40] + f"… ({len(value)} characters)"
+            raise BadInput(f"Last-Event-ID must be an event's seq (0 to {MAX_SEQ}), not {shown!r}")
         return int(value)
     return after or 0
 
