@@ -77,6 +77,7 @@ class FailureKind(enum.StrEnum):
     BAD_INPUT = "bad_input"
     WORKSPACE_ERROR = "workspace_error"
     PUBLISH_ERROR = "publish_error"
+    SECRET_DETECTED = "secret_detected"  # the diff holds a secret: nothing is pushed
     INTERNAL = "internal"
 
 
@@ -340,6 +341,7 @@ class EventKind(enum.StrEnum):
     VERIFY = "verify"  # a check's report
     ERROR = "error"
     RESULT = "result"
+    OUTPUT_TRUNCATED = "output_truncated"  # past the attempt's quota, chatter is dropped
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -14,10 +14,19 @@ from typing import Any
 
 from telecoder.domain import EngineSource, Mode, NewSession
 from telecoder.errors import BadInput, EngineNotFound
+from telecoder.masking import url_credentials, without_credentials
 from telecoder.pipeline import choose_forge
 from telecoder.protocols import Forge
 from telecoder.settings import Settings
 from telecoder.workspace import Workspace
+
+# A session is stored, shown and may run later on another host: a credential in its URL would be
+# kept in the database and travel with it. git has better places for one.
+CREDENTIALS_IN_URL = (
+    "the repository URL carries a credential; it is not accepted, so that it is never stored "
+    "or shown. Use {url} and give the credential to git instead: GITHUB_TOKEN (or "
+    "TELECODER_GITHUB_TOKEN) for GitHub, a git credential helper or an ssh key for other hosts"
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,6 +71,8 @@ async def accept(
         raise BadInput(f"unknown mode {request.mode!r} (known: task, chat)") from None
     if request.timeout_seconds is not None and request.timeout_seconds <= 0:
         raise BadInput("the timeout must be positive")
+    if url_credentials(request.repo):
+        raise BadInput(CREDENTIALS_IN_URL.format(url=without_credentials(request.repo)))
     source = await workspace.resolve(request.repo)
     forge = choose_forge(forges, request.forge or settings.forge, source.remote_url)
     base = request.base.strip() if request.base else None
