@@ -78,6 +78,7 @@ class FailureKind(enum.StrEnum):
     WORKSPACE_ERROR = "workspace_error"
     PUBLISH_ERROR = "publish_error"
     SANDBOX_UNAVAILABLE = "sandbox_unavailable"
+    SECRET_DETECTED = "secret_detected"  # the diff holds a secret: nothing is pushed
     INTERNAL = "internal"
 
 
@@ -342,6 +343,7 @@ class EventKind(enum.StrEnum):
     ERROR = "error"
     NETWORK_DENIED = "network_denied"  # the sandbox tried to reach a host its policy forbids
     RESULT = "result"
+    OUTPUT_TRUNCATED = "output_truncated"  # past the attempt's quota, chatter is dropped
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -14,10 +14,19 @@ from typing import Any
 
 from telecoder.domain import EngineSource, Mode, NewSession
 from telecoder.errors import BadInput, EngineNotFound
+from telecoder.masking import url_credentials, without_credentials
 from telecoder.pipeline import choose_forge
 from telecoder.protocols import Forge
 from telecoder.settings import Settings
 from telecoder.workspace import Workspace
+
+# A session is stored, shown and may run later on another host: a credential in its URL would be
+# kept in the database and travel with it. git has better places for one.
+CREDENTIALS_IN_URL = (
+    "the repository URL carries a credential; it is not accepted, so that it is never stored "
+    "or shown. Use {url} and give the credential to git instead: GITHUB_TOKEN (or "
+    "TELECODER_GITHUB_TOKEN) for GitHub, a git credential helper or an ssh key for other hosts"
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,6 +73,8 @@ async def accept(
         raise BadInput("the timeout must be positive")
     base = _branch_name(request.base.strip()) if request.base else None
     _refuse_options(request.repo.strip(), base)
+    if url_credentials(request.repo):
+        raise BadInput(CREDENTIALS_IN_URL.format(url=without_credentials(request.repo)))
     source = await workspace.resolve(request.repo)
     forge = choose_forge(forges, request.forge or settings.forge, source.remote_url)
     # Both ask git (the remote, the checkout): at once, not one after the other.

@@ -2,8 +2,8 @@
 
     prepare workspace (a chat's later turn: reopen its kept worktree) → read .telecoder.yml
     → run engine → verify → on failure resume the same agent session with the report
-      (≤ max_revisions) → (events recorded in batches all along)
-    → commit → push → open/update PR  |  no change → the engine's answer
+      (≤ max_revisions) → (events masked, capped and recorded in batches all along)
+    → commit → secret scan → push → open/update PR  |  no change → the engine's answer
     → finish the attempt (a chat: ``blocked``, waiting for a message) → clean up
 
 Every step can be redone by a later attempt without a second commit, push or PR: the worktree
@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from telecoder import rawlog, repoconfig
+from telecoder import rawlog, repoconfig, secretscan
 from telecoder.confine import Confiner
 from telecoder.domain import (
     Attempt,
@@ -49,6 +49,7 @@ from telecoder.errors import (
     StoreUnavailable,
     WorkspaceError,
 )
+from telecoder.masking import Masker, url_credentials
 from telecoder.protocols import (
     Confinement,
     Endpoint,
@@ -63,6 +64,7 @@ from telecoder.protocols import (
 from telecoder.recorder import (
     AttemptControl,
     EventRecorder,
+    Quota,
     StopReason,
     clip,
     decode,
@@ -119,8 +121,12 @@ class Pipeline:
         engines: Callable[[str], Engine],
         runtime: Runtime,
         forges: Mapping[str, Forge],
+        masker: Masker | None = None,
     ) -> None:
         self.settings = settings
+        # Every secret TeleCoder holds, masked in events, raw logs, results and errors.
+        self.masker = masker if masker is not None else Masker.from_settings(settings)
+        self.quota = Quota(max_events=settings.max_events, max_bytes=settings.max_event_bytes)
         self.store = store
         self.workspace = workspace
         self.engines = engines
@@ -134,12 +140,13 @@ class Pipeline:
         """Run one attempt; the session as it ended, or None if this worker let it go."""
         limit = self.time_limit(session)
         timer = asyncio.get_running_loop().call_later(limit, control.stop, StopReason.TIMEOUT)
-        recorder = EventRecorder(self.store.events, lease)
+        recorder = EventRecorder(self.store.events, lease, masker=self.masker, quota=self.quota)
         recorder.start(control)
         worktree: list[Worktree] = []
         final: Session | None = None
         try:
             outcome = await self._outcome(session, lease, recorder, control, worktree)
+            outcome = _masked(outcome, recorder.masker)
             last = await recorder.drain()
             if control.reason == StopReason.LEASE_LOST:
                 return None  # the session is someone else's now: write nothing
@@ -223,6 +230,8 @@ class Pipeline:
         worktree: list[Worktree],
     ) -> Outcome:
         source = await self.workspace.resolve(session.repo)
+        # A checkout's remote may carry a credential: git uses it, nothing shows it.
+        recorder.masker = self.masker.adding(url_credentials(source.remote_url))
         forge = self._forge(session, source.remote_url)
         git_env = forge.git_env(source.remote_url)
         turn = await self._turn(session)
@@ -270,6 +279,15 @@ class Pipeline:
         if sha is None:
             answer = Result(type=ResultType.TEXT, text=text)
         else:
+            leaked = await self._scan(wt, config, recorder)
+            if leaked is not None:
+                kind = FailureKind.SECRET_DETECTED
+                return Outcome(
+                    status=SessionStatus.FAILED,
+                    failure_kind=kind,
+                    error=leaked,
+                    **_usage(work.usage),
+                )
             answer = await self._publish(
                 session, lease, wt, forge, git_env, sha, recorder, control, text
             )
@@ -392,7 +410,7 @@ class Pipeline:
                 revision=revision,
                 resumed=task.resume_id is not None,
             )
-            raw_log = self._raw_log(lease, revision)
+            raw_log = self._raw_log(lease, revision, recorder.masker)
             try:
                 result = await self._run_engine(
                     engine,
@@ -551,11 +569,26 @@ class Pipeline:
             control.stop(StopReason.CANCELLED)
         _check(control)
 
-    def _raw_log(self, lease: Lease, run: int) -> rawlog.RawLog | None:
+    async def _scan(
+        self, wt: Worktree, config: repoconfig.RepoConfig, recorder: EventRecorder
+    ) -> str | None:
+        """Scan what the commit adds for secrets before anything is pushed; the error if any."""
+        recorder.progress("scanning_for_secrets")
+        diff = await self.workspace.diff(wt)
+        allow = config.secrets.allow
+        found = await asyncio.to_thread(secretscan.scan, diff, recorder.masker, allow)
+        if not found:
+            return None
+        message = secretscan.report(found)
+        kind = FailureKind.SECRET_DETECTED
+        recorder.add(EventKind.ERROR, {"failure_kind": kind.value, "message": message})
+        return message
+
+    def _raw_log(self, lease: Lease, run: int, masker: Masker) -> rawlog.RawLog | None:
         if not self.settings.raw_log_days:
             return None
         file = rawlog.path(self.settings.raw_logs, lease.session_id, lease.attempt)
-        return rawlog.RawLog(file, run=run)
+        return rawlog.RawLog(file, run=run, masker=masker)
 
     async def _run_engine(
         self,
@@ -750,6 +783,17 @@ def _usage(usage: Usage) -> dict[str, Any]:
 def _failed(recorder: EventRecorder, kind: FailureKind, error: str) -> Outcome:
     recorder.add(EventKind.ERROR, {"failure_kind": kind.value, "message": error})
     return Outcome(status=SessionStatus.FAILED, failure_kind=kind, error=error)
+
+
+def _masked(outcome: Outcome | None, masker: Masker) -> Outcome | None:
+    """The outcome with any secret in its result text or error replaced by ``***``."""
+    if outcome is None or not masker:
+        return outcome
+    result = outcome.result
+    if result is not None and result.text:
+        result = replace(result, text=masker.text(result.text))
+    error = masker.text(outcome.error) if outcome.error else outcome.error
+    return replace(outcome, result=result, error=error)
 
 
 def _stopped_outcome(reason: StopReason, limit: float) -> Outcome | None:

@@ -6,6 +6,7 @@ afterwards with ``telecoder logs ID --raw``. One JSON Lines file per attempt on 
 it, ``$TELECODER_HOME/logs/<session>/<attempt>.jsonl``: ``{"t", "stream", "line"}`` records, a
 ``{"t", "run"}`` record before each run of the agent (a revision or a chat turn is a new run).
 A file stops growing at ``MAX_BYTES``; logs older than the retention are removed by the worker.
+Lines are masked (``Masker``) before they are written: a secret an agent prints is not kept.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from telecoder import private
+from telecoder.masking import Masker
 
 MAX_BYTES = 32 * 1024 * 1024
 
@@ -29,7 +31,10 @@ def path(root: Path, session_id: str, attempt: int) -> Path:
 class RawLog:
     """Appends one run's lines to its attempt's file, up to ``max_bytes``."""
 
-    def __init__(self, file: Path, *, run: int, max_bytes: int = MAX_BYTES) -> None:
+    def __init__(
+        self, file: Path, *, run: int, max_bytes: int = MAX_BYTES, masker: Masker | None = None
+    ) -> None:
+        self._masker = masker or Masker()
         private.make_dir(file.parent)
         self._file: IO[str] = private.open_append(file)
         self._size = file.stat().st_size
@@ -38,7 +43,7 @@ class RawLog:
         self._write({"t": time.time(), "run": run})
 
     def line(self, stream: str, text: str) -> None:
-        self._write({"t": time.time(), "stream": stream, "line": text})
+        self._write({"t": time.time(), "stream": stream, "line": self._masker.text(text)})
 
     def close(self) -> None:
         self._file.close()

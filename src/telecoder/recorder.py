@@ -1,6 +1,13 @@
 """What an attempt records and why it stops: ``AttemptControl`` carries the reason an attempt
 must stop early (cancel, timeout, stall, shutdown, lost lease), set by whoever notices first;
 ``EventRecorder`` collects the attempt's events and writes them in batches.
+
+Every event is masked before it is kept (``Masker``: no secret value reaches the store), and an
+attempt's output is bounded (``Quota``): past ``max_events`` events or ``max_bytes`` characters of
+event text, the chatter (output lines, messages, thinking, tool calls and results) is dropped and
+one ``output_truncated`` event says so; a last one gives the total dropped when the attempt ends.
+Status, progress, errors, checks, usage and the result are never dropped: the session still ends
+as it would have, and reads sensibly.
 """
 
 from __future__ import annotations
@@ -11,15 +18,37 @@ import enum
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from telecoder.domain import EventKind, Lease, NewEvent
 from telecoder.errors import LeaseLost, StoreUnavailable
+from telecoder.masking import Masker
 from telecoder.store.events import Events
 
 log = logging.getLogger(__name__)
 
 MAX_TEXT = 64 * 1024  # longest string kept in one event; the rest is cut with a marker
+
+
+# What a flood may drop; everything else tells how the session goes and is always kept.
+DROPPABLE = frozenset(
+    {
+        EventKind.OUTPUT,
+        EventKind.MESSAGE,
+        EventKind.THINKING,
+        EventKind.TOOL_CALL,
+        EventKind.TOOL_RESULT,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """How much one attempt may record before its chatter is dropped."""
+
+    max_events: int = 20_000
+    max_bytes: int = 64 * 1024 * 1024  # characters of event text, counted after clipping
 
 
 class StopReason(enum.StrEnum):
@@ -51,19 +80,86 @@ class AttemptControl:
 class EventRecorder:
     """Collects events and writes them in batches, never holding a transaction in between."""
 
-    def __init__(self, events: Events, lease: Lease, *, interval: float = 0.1) -> None:
+    def __init__(
+        self,
+        events: Events,
+        lease: Lease,
+        *,
+        interval: float = 0.1,
+        masker: Masker | None = None,
+        quota: Quota | None = None,
+    ) -> None:
         self._events = events
         self._lease = lease
         self._interval = interval
+        self.masker = masker or Masker()  # an attempt may add its repository's credentials
+        self.quota = quota or Quota()
+        self.recorded = 0  # events kept this attempt
+        self.size = 0  # characters of their text
+        self.dropped = 0
+        self._announced = False  # the first output_truncated event is in
+        self._summarized = False  # the final one is
         self._buffer: list[NewEvent] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
     def add(self, kind: EventKind, data: Mapping[str, Any]) -> None:
-        self._buffer.append(NewEvent(kind=kind, data=clip(dict(data)), ts=time.time()))
+        if kind in DROPPABLE and self.recorded >= self.quota.max_events:
+            self._drop("events")
+            return
+        clean, size = self._scrub(dict(data))
+        if kind in DROPPABLE and self.size + size > self.quota.max_bytes:
+            self._drop("bytes")
+            return
+        self._keep(kind, clean, size)
+
+    def _keep(self, kind: EventKind, data: dict[str, Any], size: int) -> None:
+        self.recorded += 1
+        self.size += size
+        self._buffer.append(NewEvent(kind=kind, data=data, ts=time.time()))
         if len(self._buffer) >= 256:
             self._wake.set()
+
+    def _scrub(self, value: Any) -> tuple[Any, int]:
+        """``value`` masked, then clipped (so no cut can leave half a secret), and its size."""
+        if isinstance(value, str):
+            text = clip(self.masker.text(value))
+            return text, len(text)
+        if isinstance(value, dict):
+            total, out = 0, {}
+            for k, v in value.items():
+                out[k], size = self._scrub(v)
+                total += size
+            return out, total
+        if isinstance(value, list | tuple):
+            total, items = 0, []
+            for v in value:
+                item, size = self._scrub(v)
+                items.append(item)
+                total += size
+            return items, total
+        return value, 0
+
+    def _drop(self, limit: str) -> None:
+        self.dropped += 1
+        if self._announced:
+            return
+        self._announced = True
+        quota = self.quota
+        what = f"{quota.max_events} events" if limit == "events" else f"{quota.max_bytes} bytes"
+        message = f"output truncated: this attempt recorded {what}; further output is dropped"
+        self._truncated({"dropped": self.dropped, "limit": limit, "final": False}, message)
+
+    def _truncated(self, data: dict[str, Any], message: str) -> None:
+        self._keep(EventKind.OUTPUT_TRUNCATED, {**data, "message": message}, 0)
+
+    def summarize(self) -> None:
+        """Add the total dropped, once the attempt has ended (nothing when nothing was)."""
+        if self.dropped and not self._summarized:
+            self._summarized = True
+            message = f"output truncated: {self.dropped} events were dropped in all"
+            self._truncated({"dropped": self.dropped, "final": True}, message)
 
     def progress(self, step: str, **data: Any) -> None:
         self.add(EventKind.PROGRESS, {"step": step, **data})
@@ -115,11 +211,13 @@ class EventRecorder:
         """Write everything: a flush in flight finishes first (cancelling it would lose its
         batch), then what is left is written."""
         await self.cancel()
+        self.summarize()
         await self.flush()
 
     async def drain(self) -> list[NewEvent]:
         """Stop flushing and hand over what is buffered, to be written with the attempt's end."""
         await self.cancel()
+        self.summarize()
         batch, self._buffer = self._buffer, []
         return batch
 

@@ -15,6 +15,8 @@ checks:                      # mechanical checks
 max_revisions: 2             # times the agent is asked to fix failing checks
 verify_timeout: 600          # seconds each check command may take
 setup_timeout: 1800          # seconds each setup command may take
+secrets:                     # the secret scan before a push (telecoder.secretscan)
+  allow: [tests/fixtures/*]  # files whose look-alike secrets are test data (globs)
 ```
 
 Parsing is data only: ``yaml.safe_load`` (no tags, no code) of a file of bounded size, then a
@@ -108,6 +110,17 @@ class Network(_Strict):
     """Hosts the ``allowlist`` policy adds: ``host``, ``*.domain``, ``host:port``."""
 
 
+_Glob = Annotated[str, Field(min_length=1, max_length=1000)]
+
+
+class SecretsConfig(_Strict):
+    """The secret scan before a push."""
+
+    allow: list[_Glob] = Field(default_factory=list, max_length=100)
+    """Paths (globs, or folders) whose findings are test data, not secrets. TeleCoder's own
+    secret values are refused in any file."""
+
+
 class RepoConfig(_Strict):
     """The settings a repository gives itself in ``.telecoder.yml``."""
 
@@ -129,6 +142,8 @@ class RepoConfig(_Strict):
     setup_timeout: float = Field(default=1800.0, gt=0, le=24 * 3600)
     """Seconds each setup command may run."""
     network: Network = Field(default_factory=Network)
+    secrets: SecretsConfig = Field(default_factory=SecretsConfig)
+    """The secret scan before a push: ``allow`` lists paths whose findings are ignored."""
 
     @field_validator("setup", "verify", mode="before")
     @classmethod

@@ -2,8 +2,8 @@
 
 Transient failures (the worker vanished, the agent stalled, git or the forge hiccupped) are tried
 again with exponential backoff and jitter until ``max_attempts``; then the session is ``dead``.
-Permanent failures (bad input, the model refused, setup or verification failed, timeout, cancel)
-end the session at once.
+Permanent failures (bad input, the model refused, setup or verification failed, a secret in the
+change, timeout, cancel) end the session at once.
 """
 
 from __future__ import annotations

@@ -166,6 +166,19 @@ class Settings(BaseSettings):
         ge=0,
         description="Keep every line the agent CLIs print this many days (0: do not keep them).",
     )
+    max_events: int = Field(
+        default=20_000,
+        ge=100,
+        description=(
+            "Events one attempt may record; past it, output is dropped (status, progress, errors, "
+            "checks, usage and the result are always kept) and one output_truncated event says so."
+        ),
+    )
+    max_event_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Characters of event text one attempt may record before output is dropped.",
+    )
     github_token: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("TELECODER_GITHUB_TOKEN", "GITHUB_TOKEN"),

@@ -10,6 +10,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -29,6 +30,7 @@ def make_forge(fake: FakeGitHub, token: str | None = None, **kwargs: Any) -> Git
         token=fake.token if token is None else token,
         api_url=fake.url,
         hosts=("127.0.0.1",),
+        port=urlsplit(fake.url).port,
         **kwargs,
     )
 

@@ -181,7 +181,8 @@ verify:
     # (led by the sandbox's first process), none of the worker's.
     marker, pid, group = stdin_report["output_tail"].split()
     assert marker == "stdin-done"
-    assert int(group) <= int(pid) and int(group) != os.getpgrp()
+    assert int(group) <= int(pid)
+    assert int(group) != os.getpgrp()
 
 
 async def test_a_check_past_its_timeout_is_stopped(

@@ -11,6 +11,7 @@ from pydantic import SecretStr
 from telecoder.errors import ForgeError
 from telecoder.forges.github import GitHubForge
 from telecoder.forges.remote import parse_remote
+from telecoder.protocols import Publication
 from telecoder.settings import Settings
 
 TOKEN = "ghp_unitTestToken0123456789"
@@ -142,13 +143,21 @@ def test_git_env_sends_the_token_as_basic_auth_scoped_to_the_origin() -> None:
     ("url", "key"),
     [
         ("https://user@github.com/acme/repo", "http.https://github.com/.extraheader"),
-        ("https://github.com:8443/acme/repo.git", "http.https://github.com:8443/.extraheader"),
-        ("http://127.0.0.1:9000/acme/repo.git", "http.http://127.0.0.1:9000/.extraheader"),
+        ("https://github.com:443/acme/repo.git", "http.https://github.com:443/.extraheader"),
     ],
 )
 def test_git_env_key_is_the_origin_without_user(url: str, key: str) -> None:
-    forge = GitHubForge(token=TOKEN, hosts=("github.com", "127.0.0.1"))
+    forge = GitHubForge(token=TOKEN, hosts=("github.com",))
     assert forge.git_env(url)["GIT_CONFIG_KEY_0"] == key
+
+
+def test_git_env_over_http_only_to_a_loopback_host_on_the_configured_port() -> None:
+    forge = GitHubForge(token=TOKEN, hosts=("127.0.0.1", "ghe.example.com"), port=9000)
+    key = forge.git_env("http://127.0.0.1:9000/acme/repo.git")["GIT_CONFIG_KEY_0"]
+    assert key == "http.http://127.0.0.1:9000/.extraheader"
+    assert forge.git_env("http://127.0.0.1:9001/acme/repo.git") == {}  # another port
+    assert forge.git_env("http://ghe.example.com:9000/acme/repo.git") == {}  # http, not loopback
+    assert forge.git_env("https://ghe.example.com:9000/acme/repo.git") != {}
 
 
 @pytest.mark.parametrize(
@@ -157,12 +166,40 @@ def test_git_env_key_is_the_origin_without_user(url: str, key: str) -> None:
         "git@github.com:acme/repo.git",  # ssh: the operator's keys
         "ssh://git@github.com/acme/repo.git",
         "https://gitlab.com/acme/repo.git",  # never send the token to another host
+        "https://github.com.evil.example/acme/repo.git",
+        "http://github.com/acme/repo.git",  # nor in clear text
+        "https://github.com:8443/acme/repo.git",  # nor to another port of the host
         "/tmp/x/remotes/acme/repo.git",
         "not a url at all:",
     ],
 )
 def test_git_env_is_empty_where_the_token_does_not_belong(url: str) -> None:
     assert GitHubForge(token=TOKEN).git_env(url) == {}
+
+
+def test_from_settings_sends_the_token_to_the_port_of_its_api(tmp_path: Path) -> None:
+    settings = Settings(
+        home=tmp_path,
+        github_token=SecretStr(TOKEN),
+        github_api_url="https://ghe.example.com:8443/api/v3",
+    )
+    forge = GitHubForge.from_settings(settings)
+    assert forge.git_env("https://ghe.example.com:8443/acme/repo.git") != {}
+    assert forge.git_env("https://ghe.example.com/acme/repo.git") == {}
+
+
+async def test_the_api_refuses_to_send_the_token_over_plain_http() -> None:
+    forge = GitHubForge(token=TOKEN, api_url="http://ghe.example.com/api/v3")
+    publication = Publication(
+        session_id="s1",
+        remote_url="https://ghe.example.com/acme/repo.git",
+        branch="telecoder/s1",
+        base="main",
+        title="t",
+        body="b",
+    )
+    with pytest.raises(ForgeError, match="not https"):
+        await forge.publish(publication)
 
 
 def test_git_env_is_empty_without_a_token() -> None:

@@ -23,6 +23,7 @@ PERMANENT = {
     FailureKind.SETUP_FAILED,  # a broken install fails the same way again
     FailureKind.VERIFY_FAILED,
     FailureKind.BAD_INPUT,
+    FailureKind.SECRET_DETECTED,  # the same agent run would commit the same secret
 }
 
 

@@ -11,6 +11,7 @@ import typer
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from telecoder.errors import StoreUnavailable
+from telecoder.masking import mask_logs
 from telecoder.settings import Settings
 from telecoder.store import Store, open_store
 
@@ -29,7 +30,9 @@ ServerOption = Annotated[
 
 
 def load_settings() -> Settings:
-    return Settings.load()
+    settings = Settings.load()
+    mask_logs(settings)  # the CLI's entry: from here on, no log line shows a secret
+    return settings
 
 
 @asynccontextmanager

@@ -224,6 +224,8 @@ def render_event(event: Event) -> str | None:
             text += f" [dim]{escape(short(tail, 160))}[/]"
     elif kind == EventKind.ERROR:
         text = f"[red]error: {escape(str(d.get('message', '')))}[/]"
+    elif kind == EventKind.OUTPUT_TRUNCATED:
+        text = f"[yellow]… {escape(str(d.get('message', 'output truncated')))}[/]"
     elif kind == EventKind.RESULT:
         return None
     else:

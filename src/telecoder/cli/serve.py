@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from telecoder.masking import mask_logs
 from telecoder.settings import Settings
 
 
@@ -39,6 +40,7 @@ def serve(
         overrides["port"] = port
     settings = Settings.load(**overrides)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
+    mask_logs(settings)
     # The web stack is imported here: every other command starts without it.
     from telecoder.server.auth import InsecureBind
     from telecoder.server.serve import run_server

@@ -16,7 +16,9 @@ So a branch never has two open pull requests from us. Transport errors, 5xx and 
 retried a few times with a short backoff, honouring ``Retry-After`` and ``X-RateLimit-Reset`` up
 to ``max_wait`` seconds; anything else ends in a ``ForgeError`` whose ``transient`` says whether a
 later attempt may succeed. The token travels only in headers and in git's environment: never in
-a URL, an argument list or an error message.
+a URL, an argument list or an error message; and only over https (plain http to this machine's
+loopback excepted: it never leaves the host) to the configured host and port — the API's, and
+for git the web host beside it. A remote on another host or port, or on http://, gets no token.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import ipaddress
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -32,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from telecoder.errors import ForgeError
-from telecoder.forges.remote import parse_remote
+from telecoder.forges.remote import Remote, parse_remote
 from telecoder.forges.remote import repo_slug as _repo_slug
 from telecoder.protocols import Publication, Published
 from telecoder.settings import Settings
@@ -98,6 +101,24 @@ def web_host(api_url: str) -> str:
     return host.removeprefix("api.")
 
 
+def secure(scheme: str, host: str | None) -> bool:
+    """Whether a token may travel to ``scheme://host``: https, or http to a loopback address."""
+    if scheme == "https":
+        return True
+    if scheme != "http" or not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _port(remote: Remote) -> int:
+    return remote.port or (443 if remote.scheme == "https" else 80)
+
+
 class GitHubForge:
     name = "github"
 
@@ -108,6 +129,7 @@ class GitHubForge:
         client: httpx.AsyncClient | None = None,
         hosts: tuple[str, ...] = ("github.com",),
         *,
+        port: int | None = None,
         retries: int = 2,
         backoff: float = 0.5,
         max_wait: float = 10.0,
@@ -116,6 +138,7 @@ class GitHubForge:
         self._token = token or None
         self.api_url = api_url.rstrip("/")
         self.hosts = tuple(host.lower() for host in hosts)
+        self.port = port  # of git remotes that get the token; None: the scheme's own
         self._client = client  # injected: the caller owns and closes it
         self._retries = retries
         self._backoff = backoff
@@ -128,7 +151,10 @@ class GitHubForge:
     ) -> GitHubForge:
         token = settings.github_token.get_secret_value() if settings.github_token else None
         api_url = settings.github_api_url
-        return cls(token=token, api_url=api_url, client=client, hosts=(web_host(api_url),))
+        hosts = (web_host(api_url),)
+        return cls(
+            token=token, api_url=api_url, client=client, hosts=hosts, port=urlsplit(api_url).port
+        )
 
     def __repr__(self) -> str:
         return f"GitHubForge(api_url={self.api_url!r}, hosts={self.hosts!r})"
@@ -161,6 +187,8 @@ class GitHubForge:
             return {}
         if remote.origin is None or remote.host not in self.hosts:
             return {}
+        if not secure(remote.scheme, remote.host) or _port(remote) != (self.port or 443):
+            return {}
         basic = base64.b64encode(f"x-access-token:{self._token}".encode()).decode("ascii")
         return {
             "GIT_CONFIG_COUNT": "1",
@@ -180,6 +208,11 @@ class GitHubForge:
 
     @asynccontextmanager
     async def _api(self, token: str) -> AsyncIterator[_Api]:
+        api = urlsplit(self.api_url)
+        if not secure(api.scheme, api.hostname):
+            raise ForgeError(
+                f"the GitHub API URL {self.api_url} is not https: the token is not sent over it"
+            )
         if self._client is not None:
             yield self._make_api(self._client, token)
             return

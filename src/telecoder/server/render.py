@@ -172,6 +172,9 @@ def view(event: Event) -> EventView:
             return made(title="result", body=_result_text(d), css="result good")
         case EventKind.USAGE:
             return made(title="usage", body=_usage_text(d), css="usage")
+        case EventKind.OUTPUT_TRUNCATED:
+            message = str(d.get("message", "output truncated"))
+            return made(title="output truncated", body=message, css="output_truncated")
         case _:
             step = d.get("step")
             title = str(step) if step else event.kind.value

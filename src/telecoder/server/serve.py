@@ -8,6 +8,7 @@ import uvicorn
 
 from telecoder.assemble import build_worker
 from telecoder.bus import Bus
+from telecoder.masking import mask_logs
 from telecoder.server.app import create_app
 from telecoder.server.auth import Tokens, check_bind
 from telecoder.server.state import WorkerRunner
@@ -43,6 +44,7 @@ async def run_server(
             log_level="info",
             access_log=False,
         )
+        mask_logs(settings)  # after uvicorn configured its loggers: their handlers too
         server = _Server(config, bus=app.state.telecoder.bus)
         await server.serve(sockets=[sock] if sock is not None else None)
     finally:
