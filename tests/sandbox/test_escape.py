@@ -1,0 +1,323 @@
+"""The escape suite: from inside a session, everything an attacker would try fails, and each test
+says how. The agent is the ``shell`` engine (its prompt is the attack, run as the agent would
+run it), through the real worker, pipeline, runtime and git, as in production.
+
+Run against every confining runtime (``RUNTIMES``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from telecoder.assemble import build_worker
+from telecoder.domain import EventKind, Session, SessionStatus
+from telecoder.settings import Settings
+from telecoder.store import Store
+from tests.conftest import GitRepo, git
+from tests.integration.test_engine_shell import all_events, execute, outputs, request, tuned
+from tests.processes import with_marker
+
+RUNTIMES = ["sandbox"]
+CANARY_VAR = "TELECODER_TEST_CANARY"
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'escape.db'}"
+
+
+@pytest.fixture(params=RUNTIMES)
+def confined(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    return tuned(settings, runtime=request.param)
+
+
+@pytest.fixture
+def canary(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A value only the worker's own environment holds (not a secret by name, so no masking
+    could hide a leak of it)."""
+    value = f"canary-{uuid.uuid4().hex}"
+    monkeypatch.setenv(CANARY_VAR, value)
+    return value
+
+
+async def attack(settings: Settings, store: Store, repo: GitRepo, script: str) -> Session:
+    worker = build_worker(settings, store)
+    return await execute(worker, store, request(repo, script), within=60)
+
+
+async def said(store: Store, session: Session) -> str:
+    events = await all_events(store, session.id)
+    return "\n".join(outputs(events) + outputs(events, "stderr"))
+
+
+async def test_the_workers_environment_is_out_of_reach(
+    confined: Settings, store: Store, git_repo: GitRepo, canary: str
+) -> None:
+    pid = os.getpid()
+    done = await attack(
+        confined,
+        store,
+        git_repo,
+        f"cat /proc/{pid}/environ; cat /proc/$PPID/environ; cat /proc/*/environ; "
+        f"env; ls /proc | tr '\\n' ' '",
+    )
+    text = await said(store, done)
+    assert canary not in text
+    # Only the sandbox's own few processes are there to see.
+    pids = [int(p) for p in text.split() if p.isdigit()]
+    assert pids
+    assert max(pids) < 100
+
+
+async def test_telecoders_home_database_and_config_are_invisible(
+    confined: Settings, store: Store, git_repo: GitRepo, db_url: str
+) -> None:
+    (confined.home / "config.env").write_text("TELECODER_API_TOKEN=very-secret-token-value\n")
+    database = db_url.removeprefix("sqlite:///")
+    done = await attack(
+        confined,
+        store,
+        git_repo,
+        f"cat {confined.home}/config.env; cat {database} | head -c 100; "
+        f"ls -la {confined.home} {confined.home}/mirrors {confined.home}/logs; "
+        f"cat $HOME/../../config.env; echo listed",
+    )
+    text = await said(store, done)
+    assert "very-secret" not in text
+    assert "SQLite format" not in text
+    assert "listed" in text
+    assert "No such file or directory" in text
+    # The only things of the home that are there are this session's own.
+    assert "mirrors': No such file" in text or "mirrors: No such file" in text
+
+
+async def test_another_sessions_worktree_and_engine_home_are_invisible(
+    confined: Settings, store: Store, git_repo: GitRepo
+) -> None:
+    kept = confined.model_copy(update={"worktree_retention_seconds": 3600})
+    first = await attack(kept, store, git_repo, "echo victim-secret > notes.txt; sleep 0.2")
+    victim = Path((await store.sessions.attempts(first.id))[-1].workspace_path or "")
+    assert (victim / "notes.txt").is_file()
+    (confined.engine_homes / "other-session").mkdir(parents=True)
+    (confined.engine_homes / "other-session" / "state").write_text("other-home-secret")
+    done = await attack(
+        confined,
+        store,
+        git_repo,
+        f"cat {victim}/notes.txt; echo injected >> {victim}/README.md; "
+        f"cat {confined.engine_homes}/other-session/state; ls ..; echo tried",
+    )
+    text = await said(store, done)
+    assert "tried" in text
+    assert "victim-secret" not in text
+    assert "other-home-secret" not in text
+    assert "injected" not in (victim / "README.md").read_text()
+
+
+async def test_the_operators_home_is_invisible(
+    confined: Settings, store: Store, git_repo: GitRepo, tmp_path: Path, monkeypatch: Any
+) -> None:
+    operator = tmp_path / "operator"
+    (operator / ".ssh").mkdir(parents=True)
+    (operator / ".ssh" / "id_ed25519").write_text("PRIVATE-KEY-MATERIAL")
+    monkeypatch.setenv("HOME", str(operator))
+    done = await attack(
+        confined,
+        store,
+        git_repo,
+        f"cat {operator}/.ssh/id_ed25519; cat ~/.ssh/id_ed25519; ls /root /home; echo tried",
+    )
+    text = await said(store, done)
+    assert "tried" in text
+    assert "PRIVATE-KEY-MATERIAL" not in text
+
+
+async def test_nothing_outside_the_worktree_can_be_written(
+    confined: Settings, store: Store, git_repo: GitRepo
+) -> None:
+    marker = f"escape-{uuid.uuid4().hex}"
+    targets = [Path("/tmp") / marker, git_repo.path / marker, confined.home / marker]
+    script = "; ".join(f"touch {t}" for t in targets)
+    script += f"; touch /usr/{marker}; touch /etc/{marker}; echo tried"
+    done = await attack(confined, store, git_repo, script)
+    text = await said(store, done)
+    assert "tried" in text
+    for target in [*targets, Path("/usr") / marker, Path("/etc") / marker]:
+        assert not target.exists(), target
+    assert "Read-only file system" in text or "Permission denied" in text
+
+
+async def test_git_config_hooks_filters_and_a_redirected_dot_git_never_run_on_the_host(
+    confined: Settings, store: Store, git_repo: GitRepo
+) -> None:
+    marker = Path("/tmp") / f"planted-{uuid.uuid4().hex}"
+    evil = f"touch {marker}"
+    done = await attack(
+        confined,
+        store,
+        git_repo,
+        # Everything a worktree's git could be made to run: hooks, fsmonitor, a clean filter
+        # named by .gitattributes, a textconv, an external diff, a redirected .git file.
+        f"git config core.fsmonitor '{evil}'; git config filter.x.clean '{evil}'; "
+        f"git config diff.x.textconv '{evil}'; git config diff.external '{evil}'; "
+        f"printf '#!/bin/sh\\n{evil}\\n' > .git-hook; chmod +x .git-hook; "
+        f"mkdir -p $(git rev-parse --git-path hooks); "
+        f"cp .git-hook $(git rev-parse --git-path hooks)/pre-commit; "
+        f"git config core.hooksPath .githooks; mkdir .githooks; cp .git-hook .githooks/pre-commit; "
+        f"echo '* filter=x diff=x' > .gitattributes; echo change >> README.md; "
+        f"mkdir own; cp -r $(git rev-parse --git-dir)/. own/ 2>/dev/null; "
+        f"git --git-dir=own config core.fsmonitor '{evil}'; "
+        f"echo 'gitdir: own' > .git; echo planted",
+    )
+    assert done.status == SessionStatus.SUCCEEDED, done.error
+    assert "planted" in await said(store, done)
+    assert not marker.exists(), "agent-written git configuration ran on the host"
+    # The work was still committed and pushed, by the host's own git.
+    assert done.result is not None
+    assert done.result.commit is not None
+    assert "change" in git_repo.remote_git("show", f"{done.result.commit}:README.md")
+    # And the mirror's config is TeleCoder's, whatever the agent wrote.
+    mirrors = list((confined.home / "mirrors").glob("*.git"))
+    assert mirrors
+    for mirror in mirrors:
+        assert "fsmonitor" not in (mirror / "config").read_text()
+
+
+async def test_the_agents_own_git_works_inside(
+    confined: Settings, store: Store, git_repo: GitRepo
+) -> None:
+    done = await attack(
+        confined,
+        store,
+        git_repo,
+        "echo more >> README.md && git status --short && git add -A && "
+        "git commit -qm 'agent commit' && git log --oneline | head -3 && "
+        "git diff origin/main --stat",
+    )
+    assert done.status == SessionStatus.SUCCEEDED, done.error
+    text = await said(store, done)
+    assert "M README.md" in text
+    assert "agent commit" in text
+    assert done.result is not None
+    assert done.result.commit is not None
+    assert "more" in git_repo.remote_git("show", f"{done.result.commit}:README.md")
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    """A TCP service on the host's loopback (as the database and the API are)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    accepted: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            accepted.append(conn)
+            conn.sendall(b"HOST SERVICE\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield server.getsockname()[1]
+    server.close()
+    for conn in accepted:
+        conn.close()
+
+
+PROBE = (
+    "import socket,sys\n"
+    "for port in sys.argv[1:]:\n"
+    "    try:\n"
+    "        s = socket.create_connection(('127.0.0.1', int(port)), timeout=3)\n"
+    "        print('CONNECTED', port, s.recv(20))\n"
+    "    except OSError as e:\n"
+    "        print('REFUSED', port, e.errno)\n"
+)
+
+
+async def test_host_loopback_services_are_unreachable(
+    confined: Settings, store: Store, git_repo: GitRepo, listener: int
+) -> None:
+    script = f"{sys.executable} -c \"$(printf '%s' '{PROBE}')\" 5432 7080 {listener}"
+    done = await attack(confined, store, git_repo, script.replace("\n", "\\n"))
+    text = await said(store, done)
+    assert "CONNECTED" not in text
+    assert text.count("REFUSED") == 3, text
+
+
+async def test_a_host_outside_the_policy_is_refused_and_reported(
+    confined: Settings, store: Store, git_repo: GitRepo, listener: int
+) -> None:
+    done = await attack(
+        confined,
+        store,
+        git_repo,
+        "curl -sS -m 10 https://example.com/ -o /dev/null -w 'code=%{http_code}\\n'; "
+        f"curl -sS -m 10 http://127.0.0.1:{listener}/ ; "
+        "curl -sS -m 10 -x \"$HTTPS_PROXY\" http://localhost:5432/ -w 'code=%{http_code}\\n'; "
+        "echo tried",
+    )
+    text = await said(store, done)
+    assert "HOST SERVICE" not in text
+    assert "tried" in text
+    denied = [
+        e.data for e in await all_events(store, done.id) if e.kind == EventKind.NETWORK_DENIED
+    ]
+    hosts = {(d["host"], d["port"]) for d in denied}
+    assert ("example.com", 443) in hosts
+    assert ("localhost", 5432) in hosts
+    assert all(d["by"] == "agent" for d in denied)
+
+
+async def test_no_process_outlives_its_session(
+    confined: Settings, store: Store, git_repo: GitRepo
+) -> None:
+    marker = f"77.{time.time_ns() % 10**9:09d}"
+    done = await attack(
+        confined,
+        store,
+        git_repo,
+        f"setsid sleep {marker} & (sleep {marker} &) ; nohup sleep {marker} >/dev/null 2>&1 & "
+        "echo started",
+    )
+    assert done.status == SessionStatus.SUCCEEDED, done.error
+    deadline = time.monotonic() + 3
+    while left := with_marker(marker):
+        assert time.monotonic() < deadline, f"still running after the session: {left}"
+        await asyncio.sleep(0.05)
+
+
+async def test_the_sandbox_runs_unprivileged(
+    confined: Settings, store: Store, git_repo: GitRepo
+) -> None:
+    done = await attack(
+        confined,
+        store,
+        git_repo,
+        "id -u; grep CapEff /proc/self/status; echo written > by-agent.txt; "
+        "hostname; cat /proc/self/uid_map",
+    )
+    assert done.status == SessionStatus.SUCCEEDED, done.error
+    text = await said(store, done)
+    uid = int(text.split()[0])
+    assert uid != 0
+    assert "CapEff:\t0000000000000000" in text
+    assert "telecoder" in text
+    assert done.result is not None
+    assert done.result.commit is not None
+    shown = git("show", f"{done.result.commit}:by-agent.txt", cwd=git_repo.remote)
+    assert shown.strip() == "written"
