@@ -8,6 +8,7 @@ from telecoder.forges.github import GitHubForge
 from telecoder.forges.local import LocalForge
 from telecoder.pipeline import Pipeline
 from telecoder.protocols import Engine, Forge, Runtime
+from telecoder.runtimes.sandbox import SandboxRuntime
 from telecoder.settings import Settings
 from telecoder.store import Store
 from telecoder.worker import Worker
@@ -36,6 +37,8 @@ def engine(name: str) -> Engine:
 
 def build_pipeline(settings: Settings, store: Store) -> Pipeline:
     runtime: Runtime = registry.create("runtimes", settings.runtime)
+    if isinstance(runtime, SandboxRuntime):
+        runtime.bwrap = settings.sandbox_bwrap
     private.make_dir(settings.engine_homes)  # prompts, agents' state and keys: ours alone
     return Pipeline(
         settings=settings,
