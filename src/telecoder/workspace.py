@@ -625,10 +625,28 @@ def _restore_dot_git(wt: Worktree) -> None:
     dot_git.write_text(f"gitdir: {wt.git_dir}\n")
 
 
+def _share_objects(objects: Path) -> None:
+    """Make objects written before ``sharedRepository`` (or under a tight umask) readable."""
+    pack = objects / "pack"
+    if not pack.is_dir() or pack.stat().st_mode & 0o005 == 0o005:
+        return
+    for root, dirs, files in os.walk(objects):
+        for name in dirs:
+            path = os.path.join(root, name)
+            os.chmod(path, os.stat(path).st_mode | 0o755)
+        for name in files:
+            path = os.path.join(root, name)
+            os.chmod(path, os.stat(path).st_mode | 0o444)
+    os.chmod(objects, os.stat(objects).st_mode | 0o755)
+
+
 def _restore_git_dir(mirror: Path, remote_url: str) -> None:
     """Write the mirror's config as TeleCoder made it; drop hooks and attribute files."""
     config = (
         "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = true\n"
+        # Objects readable by a sandbox's uid (it reads them through alternates), whatever
+        # TeleCoder's umask; the mirror itself stays in TeleCoder's private home.
+        "\tsharedRepository = 0644\n"
         '[remote "origin"]\n'
         f"\turl = {_config_value(remote_url)}\n"
         "\tfetch = +refs/heads/*:refs/remotes/origin/*\n"
@@ -637,6 +655,7 @@ def _restore_git_dir(mirror: Path, remote_url: str) -> None:
     tmp = mirror / "config.telecoder-tmp"
     tmp.write_text(config)
     tmp.replace(mirror / "config")
+    _share_objects(mirror / "objects")
     shutil.rmtree(mirror / "hooks", ignore_errors=True)
     (mirror / "info" / "attributes").unlink(missing_ok=True)
 

@@ -198,14 +198,13 @@ async def test_git_config_hooks_filters_and_a_redirected_dot_git_never_run_on_th
 async def test_the_agents_own_git_works_inside(
     confined: Settings, store: Store, git_repo: GitRepo
 ) -> None:
-    done = await attack(
-        confined,
-        store,
-        git_repo,
-        "echo more >> README.md && git status --short && git add -A && "
-        "git commit -qm 'agent commit' && git log --oneline | head -3 && "
-        "git diff origin/main --stat",
-    )
+    # TeleCoder keeps its files private (umask 077): the sandbox's uid must still read the
+    # objects it reaches through alternates.
+    private = os.umask(0o077)
+    try:
+        done = await run_git_commands(confined, store, git_repo)
+    finally:
+        os.umask(private)
     assert done.status == SessionStatus.SUCCEEDED, done.error
     text = await said(store, done)
     assert "M README.md" in text
@@ -213,6 +212,17 @@ async def test_the_agents_own_git_works_inside(
     assert done.result is not None
     assert done.result.commit is not None
     assert "more" in git_repo.remote_git("show", f"{done.result.commit}:README.md")
+
+
+async def run_git_commands(confined: Settings, store: Store, git_repo: GitRepo) -> Session:
+    return await attack(
+        confined,
+        store,
+        git_repo,
+        "echo more >> README.md && git status --short && git add -A && "
+        "git commit -qm 'agent commit' && git log --oneline | head -3 && "
+        "git diff origin/main --stat",
+    )
 
 
 @pytest.fixture
