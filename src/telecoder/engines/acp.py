@@ -101,7 +101,11 @@ def _preset(agent: Agent, task: EngineTask) -> EngineCommand:
             cenv["ANTHROPIC_MODEL"] = agent.model
         return EngineCommand(argv=[s.find_binary("claude-agent-acp", env)], env=cenv)
     native = CodexEngine().command(inner)
-    return EngineCommand(argv=[s.find_binary("codex-acp", env)], env=native.env, files=native.files)
+    # codex-acp starts sessions in its "auto review" mode, Codex's own sandbox on; inside
+    # TeleCoder's sandbox that one cannot work (the agent's writes silently never happen):
+    # the full-access mode runs without it, and without approvals.
+    cenv = {**native.env, "INITIAL_AGENT_MODE": "agent-full-access"}
+    return EngineCommand(argv=[s.find_binary("codex-acp", env)], env=cenv, files=native.files)
 
 
 def _request(request_id: int, method: str, params: Any) -> bytes:
