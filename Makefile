@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install agents run serve test lint typecheck check bench bench-sse browser clean
+.PHONY: install agents run serve test lint typecheck check bench bench-sse browser sandbox clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck agents browser   ## everything CI runs: lint, types, import layers, the whole test suite
+test: lint typecheck agents browser sandbox   ## everything CI runs: lint, types, import layers, the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The browser tests drive Debian's Chromium: `playwright install` cannot download a browser here.
@@ -39,9 +39,14 @@ CHROMIUM ?= /usr/bin/chromium
 browser:
 	@test -x $(CHROMIUM) || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
+# Agents run in bubblewrap (the sandbox runtime); its tests need it installed.
+sandbox:
+	@command -v bwrap >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap; }
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/queue.py
+	$(BIN)/python benchmarks/sandbox.py
 
 bench-sse: $(STAMP)    ## 100 SSE clients on running sessions: append->arrival latency, API p99
 	$(BIN)/python benchmarks/sse.py $(ARGS)
