@@ -34,8 +34,18 @@ def engine(name: str) -> Engine:
     return engine
 
 
-def build_pipeline(settings: Settings, store: Store) -> Pipeline:
+def build_runtime(settings: Settings) -> Runtime:
+    """The runtime ``settings`` name; one with a ``configure(settings)`` method (docker) takes
+    its own settings from there."""
     runtime: Runtime = registry.create("runtimes", settings.runtime)
+    configure = getattr(runtime, "configure", None)
+    if configure is not None:
+        configure(settings)
+    return runtime
+
+
+def build_pipeline(settings: Settings, store: Store) -> Pipeline:
+    runtime = build_runtime(settings)
     private.make_dir(settings.engine_homes)  # prompts, agents' state and keys: ours alone
     return Pipeline(
         settings=settings,
