@@ -216,6 +216,12 @@ class _Box:
         for mount in self.confinement.mounts:
             if mount.writable:
                 chown_tree(mount.source, self.uid, self.gid)
+                # bwrap enters the working directory before it drops to the uid, without the
+                # capability to pass a directory of another uid's: let it through (only; the
+                # host directories above stay closed).
+                if mount.source.is_dir():
+                    mode = mount.source.stat().st_mode
+                    mount.source.chmod((mode | 0o711) & 0o7777)
 
     def _write_identity(self) -> None:
         write_identity(self.run_dir, self.uid, self.gid, self.env.get("HOME", "/tmp"))
