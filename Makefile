@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install agents run serve test lint typecheck check bench bench-sse browser clean
+.PHONY: install agents run serve test lint typecheck check bench bench-sse browser podman clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,13 +31,19 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck agents browser   ## everything CI runs: lint, types, import layers, the whole test suite
+test: lint typecheck agents browser podman   ## everything CI runs: lint, types, import layers, the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The browser tests drive Debian's Chromium: `playwright install` cannot download a browser here.
 CHROMIUM ?= /usr/bin/chromium
 browser:
 	@test -x $(CHROMIUM) || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
+# The docker runtime's tests drive podman's Docker-compatible service with runc (crun cannot set
+# rlimits without CAP_SYS_RESOURCE); catatonit is the containers' init.
+podman:
+	@command -v podman >/dev/null && command -v runc >/dev/null && command -v catatonit >/dev/null || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman runc catatonit; }
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
