@@ -122,6 +122,7 @@ def podman_service(root: Path) -> Iterator[PodmanService]:
     log = (root / "service.log").open("wb")
     service = subprocess.Popen(
         [*podman, "system", "service", "--time=0", f"unix://{sock}"],
+        cwd=root,  # conmon writes an `oom` file into its working directory
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
