@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -15,7 +18,7 @@ import pytest
 from telecoder.assemble import build_worker
 from telecoder.domain import FailureKind, ResultType, SessionStatus
 from telecoder.errors import SandboxUnavailable
-from telecoder.protocols import Confinement, Mount, NetworkPolicy
+from telecoder.protocols import Confinement, Endpoint, Mount, NetworkPolicy
 from telecoder.runtimes.docker import LABEL, OWNER, DockerProcess, DockerRuntime, sandbox_uid
 from telecoder.settings import Settings
 from telecoder.store import Store
@@ -309,3 +312,74 @@ async def test_a_dead_workers_containers_are_removed_by_the_next_spawn(
     code, _, _ = await run(podman, "true", tmp_path)
     assert code == 0
     assert podman.containers(**{"telecoder.session": "orphan"}) == []
+
+
+@pytest.fixture
+def model_endpoint() -> Iterator[int]:
+    """An HTTP service on the host's loopback, standing in for a model endpoint."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"model says hi")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+async def test_a_model_endpoint_is_reached_through_the_egress_proxy_and_nothing_else(
+    podman: PodmanService, tmp_path: Path, model_endpoint: int
+) -> None:
+    reads = tuple(Mount(source=Path(p), target=Path(p)) for p in HOST_READ)
+    denied: list[tuple[str, int, str]] = []
+    c = Confinement(
+        label="model-net",
+        mounts=(*reads, Mount(source=tmp_path, target=tmp_path, writable=True)),
+        network=NetworkPolicy(
+            mode="model", endpoints=(Endpoint(host="127.0.0.1", port=model_endpoint),)
+        ),
+        on_denied=lambda endpoint, why: denied.append((endpoint.host, endpoint.port, why)),
+    )
+    process = await runtime(podman).spawn(
+        [
+            "sh",
+            "-c",
+            f"curl -sS -m 10 http://127.0.0.1:{model_endpoint}/; echo; "
+            "curl -sS -m 10 https://example.com/ -o /dev/null || echo refused",
+        ],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+        stdin=None,
+        interactive=False,
+        confinement=c,
+    )
+    async with asyncio.timeout(60):
+        out = [line async for stream, line in process.lines() if stream == "stdout"]
+        assert await process.wait() == 0
+    assert out == [b"model says hi", b"refused"]
+    assert [(host, port) for host, port, _ in denied] == [("example.com", 443)]
+
+
+async def test_an_image_without_python_fails_visibly_when_a_network_needs_the_bridge(
+    podman: PodmanService, tmp_path: Path
+) -> None:
+    """The skeleton image has no python3 of its own (it reads the host's /usr only when a
+    confinement mounts it): with a network policy the bridge cannot start, and says so."""
+    c = Confinement(label="no-python", network=NetworkPolicy(mode="model"))
+    process = await runtime(podman).spawn(
+        ["true"], cwd=tmp_path, env={"PATH": "/usr/bin"}, stdin=None, interactive=False,
+        confinement=c,
+    )  # fmt: skip
+    async with asyncio.timeout(30):
+        said = [line async for _, line in process.lines()]
+        assert await process.wait() != 0
+    assert any(b"exec" in line and b"No such file" in line for line in said), said
+    assert podman.containers(**{"telecoder.session": "no-python"}) == []
