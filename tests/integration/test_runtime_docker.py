@@ -5,7 +5,9 @@ sessions through the worker and pipeline, streams, stdin, exit codes, stopping, 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -19,7 +21,16 @@ from telecoder.assemble import build_worker
 from telecoder.domain import FailureKind, ResultType, SessionStatus
 from telecoder.errors import SandboxUnavailable
 from telecoder.protocols import Confinement, Endpoint, Mount, NetworkPolicy
-from telecoder.runtimes.docker import LABEL, OWNER, DockerProcess, DockerRuntime, sandbox_uid
+from telecoder.runtimes.docker import (
+    EMPTY,
+    LABEL,
+    OWNER,
+    DockerProcess,
+    DockerRuntime,
+    container_spec,
+    sandbox_uid,
+)
+from telecoder.runtimes.dockerapi import DockerAPI
 from telecoder.settings import Settings
 from telecoder.store import Store
 from tests.conftest import GitRepo
@@ -290,12 +301,12 @@ asyncio.run(main())
 """
 
 
-async def test_a_dead_workers_containers_are_removed_by_the_next_spawn(
+async def test_a_workers_containers_go_when_it_is_killed(
     podman: PodmanService, tmp_path: Path
 ) -> None:
     worker = await asyncio.create_subprocess_exec(
         sys.executable, "-c", SPAWN_AND_DIE, podman.image, podman.url, str(tmp_path),
-        stdout=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, start_new_session=True,
     )  # fmt: skip
     try:
         assert worker.stdout is not None
@@ -305,13 +316,40 @@ async def test_a_dead_workers_containers_are_removed_by_the_next_spawn(
         assert orphan["Labels"][OWNER].split(":")[1] == str(worker.pid)
         assert orphan["Labels"][LABEL] == "docker"
     finally:
-        worker.kill()
+        os.killpg(worker.pid, signal.SIGKILL)  # the worker and its whole process group
         await worker.wait()
-    # The container outlived its worker, until this process's next spawn.
-    assert podman.containers(**{"telecoder.session": "orphan"}) != []
+    # Its reaper noticed and removed the container, with no other spawn.
+    deadline = time.monotonic() + 10
+    while podman.containers(**{"telecoder.session": "orphan"}):
+        assert time.monotonic() < deadline, "the container outlived its worker"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_spawn_sweeps_the_containers_of_dead_workers_on_this_host(
+    podman: PodmanService, tmp_path: Path
+) -> None:
+    """The backstop, for when the reaper died too: a container whose owner is gone."""
+    gone = await asyncio.create_subprocess_exec("true")
+    await gone.wait()
+    api = DockerAPI(podman.url)
+    try:
+        spec = container_spec(
+            image=podman.image, argv=["sleep", "300"], cwd=Path("/"), env={}, user="4242:4242",
+            confinement=confinement(tmp_path, label="stale"), run_dir=tmp_path,
+            labels={LABEL: "docker", OWNER: f"{socket.gethostname()}:{gone.pid}:1",
+                    "telecoder.session": "stale"},
+            stdin=False,
+        )  # fmt: skip
+        (tmp_path / "passwd").touch()
+        (tmp_path / "group").touch()
+        (tmp_path / EMPTY).mkdir()
+        await api.start(await api.create(spec))
+    finally:
+        await api.close()
+    assert podman.containers(**{"telecoder.session": "stale"}) != []
     code, _, _ = await run(podman, "true", tmp_path)
     assert code == 0
-    assert podman.containers(**{"telecoder.session": "orphan"}) == []
+    assert podman.containers(**{"telecoder.session": "stale"}) == []
 
 
 @pytest.fixture

@@ -16,8 +16,9 @@ worker's own hard limits: a runtime without ``CAP_SYS_RESOURCE`` cannot raise th
 Its output is the attach stream, demultiplexed into lines; its exit status comes from
 ``wait``; stopping it is ``kill`` (SIGTERM, a grace period, SIGKILL); it is removed when it
 ends. Every container is labelled with its session and its owner (host, pid and start time of
-the worker process), and each spawn first removes the containers of owners on this host that
-have died: a worker killed with SIGKILL leaves its containers to the next one.
+the worker process). A worker's first spawn starts its ``dockerreaper``, which removes the
+worker's containers as soon as the worker dies (SIGKILL included); and each spawn removes the
+containers of owners on this host that have died (the backstop if the reaper died too).
 
 ``TELECODER_DOCKER_ENV`` names host environment variables passed into every container (a
 service CLI's token, say), on top of the engine's environment.
@@ -40,6 +41,7 @@ from typing import Any
 
 from telecoder.errors import SandboxUnavailable
 from telecoder.protocols import Confinement, Mount, Stream
+from telecoder.runtimes import dockerreaper
 from telecoder.runtimes.dockerapi import Attachment, DockerAPI
 from telecoder.runtimes.egress import EgressProxy
 from telecoder.runtimes.local import split_lines
@@ -115,6 +117,7 @@ class DockerRuntime:
         api = DockerAPI(self.host)
         box = _Container(api, self, confinement, {**env, **passed})
         try:
+            await asyncio.to_thread(dockerreaper.hold, self.host, f"{OWNER}={owner()}")
             await sweep(api)
             return await box.start(argv, cwd=cwd, stdin=stdin, interactive=interactive)
         except BaseException:
