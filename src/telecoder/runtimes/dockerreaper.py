@@ -20,16 +20,22 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 
 # Only the standard library at import: the reaper detaches before it loads anything else.
 _lifelines: dict[tuple[str, str], int] = {}  # (daemon, label) -> the write end of the pipe
+_starting = threading.Lock()
 
 
 def hold(host: str, label: str) -> None:
     """Start the reaper of the containers labelled ``label`` (``key=value``) on ``host``, once
     per process."""
-    if (host, label) in _lifelines:
-        return
+    with _starting:
+        if (host, label) not in _lifelines:
+            _lifelines[(host, label)] = _start(host, label)
+
+
+def _start(host: str, label: str) -> int:
     read, write = os.pipe()  # neither end is inherited by the worker's other children
     try:
         subprocess.run(
@@ -45,7 +51,7 @@ def hold(host: str, label: str) -> None:
         raise
     finally:
         os.close(read)
-    _lifelines[(host, label)] = write
+    return write
 
 
 async def remove_all(host: str, label: str) -> None:
