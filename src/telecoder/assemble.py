@@ -8,6 +8,8 @@ from telecoder.forges.github import GitHubForge
 from telecoder.forges.local import LocalForge
 from telecoder.pipeline import Pipeline
 from telecoder.protocols import Engine, Forge, Runtime
+from telecoder.runtimes.docker import DockerRuntime
+from telecoder.runtimes.sandbox import SandboxRuntime
 from telecoder.settings import Settings
 from telecoder.store import Store
 from telecoder.worker import Worker
@@ -35,12 +37,12 @@ def engine(name: str) -> Engine:
 
 
 def build_runtime(settings: Settings) -> Runtime:
-    """The runtime ``settings`` name; one with a ``configure(settings)`` method (docker) takes
-    its own settings from there."""
+    """The runtime ``settings`` name, given its settings."""
     runtime: Runtime = registry.create("runtimes", settings.runtime)
-    configure = getattr(runtime, "configure", None)
-    if configure is not None:
-        configure(settings)
+    if isinstance(runtime, SandboxRuntime):
+        runtime.bwrap = settings.sandbox_bwrap
+    elif isinstance(runtime, DockerRuntime):
+        runtime.configure(settings)
     return runtime
 
 

@@ -193,6 +193,9 @@ class Settings(BaseSettings):
         description="Where agents run: sandbox (bubblewrap, the default on Linux), docker, "
         "local (no isolation: unsafe).",
     )
+    sandbox_bwrap: str = Field(
+        default="bwrap", description="The bubblewrap program the sandbox runtime runs."
+    )
     sandbox_memory: Annotated[int | None, BeforeValidator(_bytes)] = Field(
         default=4 << 30, description="Memory of one sandbox (e.g. 4g; 0: no limit)."
     )

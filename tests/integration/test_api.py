@@ -44,9 +44,23 @@ async def test_health_and_version(app):
         "database": "ok",
         "workers": {"embedded": 0, "alive": 0},
         "watchers": 0,
+        "runtime": "sandbox",
+        "sandbox": "ok",
+        "sandbox_problem": None,
     }
     assert version.json()["api"] == 1
     assert version.json()["version"]
+
+
+async def test_health_and_the_dashboard_flag_the_local_runtime_as_unsafe(settings, store):
+    app = create_app(settings.model_copy(update={"runtime": "local"}), store)
+    async with client(app) as c:
+        health = (await c.get("/api/health")).json()
+        page = await c.get("/")
+    assert (health["runtime"], health["sandbox"], health["status"]) == ("local", "unsafe", "ok")
+    assert "Unsafe: agents run without a sandbox" in page.text
+    async with client(create_app(settings, store)) as c:
+        assert "Unsafe" not in (await c.get("/")).text
 
 
 @pytest.mark.postgres

@@ -133,6 +133,7 @@ async def test_a_change_becomes_one_pushed_commit(
         "workspace_ready",
         "engine_started",
         "committing",
+        "scanning_for_secrets",
         "pushing",
         "pushed",
     ]

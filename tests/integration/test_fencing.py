@@ -22,7 +22,8 @@ from telecoder.store import Outcome, Store, open_store
 from telecoder.store.schema import attempts, events, sessions
 from tests.cli import telecoder, wait_for
 from tests.conftest import PG_ADMIN_URL, GitRepo
-from tests.procs import WorkerProcs, alive, fast_env, show, worker_processes
+from tests.processes import with_marker
+from tests.procs import WorkerProcs, fast_env, show, worker_processes
 from tests.procs import events as session_events
 
 
@@ -162,10 +163,9 @@ def pause_between_transactions(pid: int, db_url: str) -> None:
 
 # Attempt 1 ticks for 60 s (unless stopped); any later attempt is quick.
 AGENT = (
-    'echo $$ > {marks}/pid-$(basename "$PWD"); '
     'case "$PWD" in *-1) n=240;; *) n=2;; esac; '
     "for i in $(seq 1 $n); do echo tick $i; sleep 0.25; done; "
-    'echo done > result.txt; touch {marks}/done-$(basename "$PWD")'
+    "echo done > result.txt"
 )
 
 
@@ -173,11 +173,7 @@ def test_a_paused_worker_resumes_past_its_lease_and_writes_nothing(
     git_repo: GitRepo, home: Path, db_url: str, worker_procs: WorkerProcs
 ):
     env = fast_env(home, db_url)
-    marks = home / "marks"
-    marks.mkdir()
-    done = telecoder(
-        "run", AGENT.format(marks=marks), "--repo", str(git_repo.path), "--detach", env=env
-    )  # fmt: skip
+    done = telecoder("run", AGENT, "--repo", str(git_repo.path), "--detach", env=env)
     assert done.returncode == 0, done.stderr
     session_id = done.stdout.strip()
     a = worker_procs.start(env, "worker-a")
@@ -186,7 +182,9 @@ def test_a_paused_worker_resumes_past_its_lease_and_writes_nothing(
         timeout=30,
         what="worker-a's agent to tick",
     )
-    agent_pid = int(next(marks.glob("pid-*-1")).read_text())
+    # The sandbox of attempt 1 (its processes have pids of their own namespace: found by the
+    # worktree they run in).
+    first = f"worktrees/{session_id}-1 "
     pause_between_transactions(a.pid, db_url)  # the worker only: its agent keeps running
 
     worker_procs.start(env, "worker-b")
@@ -203,10 +201,10 @@ def test_a_paused_worker_resumes_past_its_lease_and_writes_nothing(
     assert first_before["status"] == "lost"
     assert first_before["interrupted"] == "crashed"
     logged_before = [e for e in session_events(session_id, env) if e["attempt"] == 1]
-    assert alive(agent_pid), "the paused worker's agent was still running"
+    assert with_marker(first), "the paused worker's agent was still running"
 
     os.kill(a.pid, signal.SIGCONT)
-    wait_for(lambda: not alive(agent_pid), timeout=5, what="worker-a to stop its agent")
+    wait_for(lambda: not with_marker(first), timeout=5, what="worker-a to stop its agent")
     final = wait_for(
         lambda: (s := show(session_id, env))["finished_at"] and s, timeout=30, what="the end"
     )
@@ -222,8 +220,6 @@ def test_a_paused_worker_resumes_past_its_lease_and_writes_nothing(
     assert [e["attempt"] for e in logged if e["attempt"]] == sorted(
         e["attempt"] for e in logged if e["attempt"]
     )
-    assert not (marks / f"done-{session_id}-1").exists()
-    assert (marks / f"done-{session_id}-2").exists()
     branch = final["branch"]
     commits = git_repo.remote_git("rev-list", f"main..{branch}").splitlines()
     assert commits == [final["result"]["commit"]]

@@ -18,7 +18,8 @@ from telecoder.settings import Settings
 from telecoder.store import open_store
 from tests.cli import telecoder, wait_for
 from tests.conftest import PG_ADMIN_URL, GitRepo
-from tests.procs import WorkerProcs, alive, fast_env, show, worker_processes
+from tests.processes import with_marker
+from tests.procs import WorkerProcs, fast_env, show, worker_processes
 
 
 @pytest.fixture
@@ -88,17 +89,16 @@ def test_a_cancel_is_noticed_at_once_through_notify(
 ):
     env = sleepy_env(home, pg_url)
     worker_procs.start(env, "worker-a")
-    marks = home / "marks"
-    marks.mkdir()
-    sid = queue(env, git_repo, f"echo $$ > {marks}/pid; sleep 60")
-    pid = int(wait_for(lambda: (marks / "pid").is_file() and (marks / "pid").read_text()))
+    marker = f"60.{time.time_ns() % 10**9:09d}"
+    sid = queue(env, git_repo, f"sleep {marker}")
+    wait_for(lambda: with_marker(marker), what="the agent to start")
     cancelled = time.monotonic()
     done = telecoder("cancel", sid, env=env)
     assert done.returncode == 0, done.stderr
     final = wait_for(lambda: (s := show(sid, env))["finished_at"] and s, timeout=15)
     assert final["status"] == "cancelled"
     assert time.monotonic() - cancelled < 8  # the heartbeat is 20 s away
-    assert not alive(pid)
+    assert not with_marker(marker)
 
 
 @pytest.mark.postgres
@@ -107,12 +107,10 @@ def test_a_worker_cut_off_from_the_database_stops_its_agent(
 ):
     env = fast_env(home, pg_url)
     database = pg_url.rsplit("/", 1)[1]
-    marks = home / "marks"
-    marks.mkdir()
-    agent = f'echo $$ > {marks}/pid-$(basename "$PWD"); sleep 8; echo done > r.txt'
-    sid = queue(env, git_repo, agent)
+    marker = f"8.{time.time_ns() % 10**9:09d}"
+    sid = queue(env, git_repo, f"sleep {marker}; echo done > r.txt")
     worker_procs.start(env, "worker-a")
-    pid = int(wait_for(lambda: next(marks.glob("pid-*-1"), None)).read_text())
+    wait_for(lambda: with_marker(marker), what="the agent to start")
     try:
         admin(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
         admin(
@@ -122,7 +120,7 @@ def test_a_worker_cut_off_from_the_database_stops_its_agent(
         )
         cut = time.monotonic()
         # The lease is 2 s: unrenewed past it, the worker must assume the session is gone.
-        wait_for(lambda: not alive(pid), timeout=8, what="the agent to be stopped")
+        wait_for(lambda: not with_marker(marker), timeout=8, what="the agent to be stopped")
         assert time.monotonic() - cut < 6
     finally:
         admin(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')

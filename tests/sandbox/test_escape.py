@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from telecoder.assemble import build_worker
-from telecoder.domain import EventKind, Session, SessionStatus
+from telecoder.domain import EventKind, FailureKind, Session, SessionStatus
 from telecoder.settings import Settings
 from telecoder.store import Store
 from tests.conftest import GitRepo, git
@@ -327,3 +327,28 @@ async def test_the_sandbox_runs_unprivileged(
     assert done.result.commit is not None
     shown = git("show", f"{done.result.commit}:by-agent.txt", cwd=git_repo.remote)
     assert shown.strip() == "written"
+
+
+async def test_without_a_sandbox_sessions_fail_at_once_saying_what_to_do(
+    settings: Settings, store: Store, git_repo: GitRepo, tmp_path: Path
+) -> None:
+    broken = tmp_path / "bwrap"
+    broken.write_text(
+        "#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n"
+    )
+    broken.chmod(0o755)
+    for program, reason in (
+        (str(tmp_path / "missing" / "bwrap"), "is not installed"),
+        (str(broken), "No permissions to create new namespace"),
+    ):
+        done = await attack(
+            tuned(settings, sandbox_bwrap=program), store, git_repo, "echo should-not-run"
+        )
+        assert done.status == SessionStatus.FAILED
+        assert done.failure_kind == FailureKind.SANDBOX_UNAVAILABLE
+        assert done.error is not None
+        assert reason in done.error
+        assert "apt-get install bubblewrap" in done.error
+        assert "TELECODER_RUNTIME=local" in done.error
+        assert [a.number for a in await store.sessions.attempts(done.id)] == [1]  # not retried
+        assert "should-not-run" not in await said(store, done)

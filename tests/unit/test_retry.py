@@ -24,6 +24,7 @@ PERMANENT = {
     FailureKind.VERIFY_FAILED,
     FailureKind.BAD_INPUT,
     FailureKind.SECRET_DETECTED,  # the same agent run would commit the same secret
+    FailureKind.SANDBOX_UNAVAILABLE,  # the machine needs bubblewrap first
 }
 
 

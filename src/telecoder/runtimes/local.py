@@ -109,7 +109,7 @@ class LocalProcess:
     async def stop(self, grace: float) -> int:
         """SIGTERM the group, wait ``grace`` seconds, then SIGKILL it."""
         if self._proc.returncode is None:
-            self._signal_group(signal.SIGTERM)
+            self.terminate()
             try:
                 await asyncio.wait_for(self._exited(), grace)
             except TimeoutError:
@@ -118,6 +118,10 @@ class LocalProcess:
         self._signal_group(signal.SIGKILL)
         await self._cleaned.wait()
         return code
+
+    def terminate(self) -> None:
+        """Ask the engine to stop (SIGTERM to its group); ``stop`` kills it after the grace."""
+        self._signal_group(signal.SIGTERM)
 
     def _signal_group(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -189,6 +193,7 @@ async def start(
     interactive: bool,
     on_exit: Callable[[], Awaitable[None]] | None = None,
     preexec_fn: Callable[[], None] | None = None,
+    kind: type[LocalProcess] = LocalProcess,
 ) -> LocalProcess:
     """Start ``argv`` in a process group of its own, its output piped, ``stdin`` written."""
     piped = stdin is not None or interactive
@@ -203,7 +208,7 @@ async def start(
         limit=CHUNK,
         preexec_fn=preexec_fn,
     )
-    process = LocalProcess(proc, on_exit)
+    process = kind(proc, on_exit)
     if stdin:
         await process.send(stdin)
     if piped and not interactive:

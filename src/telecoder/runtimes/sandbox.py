@@ -18,11 +18,13 @@ the whole tree to the worker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -58,11 +60,11 @@ def sandbox_uid(label: str) -> int:
 
 
 @functools.cache
-def unavailable() -> str | None:
+def unavailable(program: str = "bwrap") -> str | None:
     """Why no sandbox can start on this machine; None when one can (checked once)."""
-    bwrap = shutil.which("bwrap")
+    bwrap = shutil.which(program)
     if bwrap is None:
-        return f"bubblewrap (bwrap) is not installed: {HOW_TO_INSTALL}"
+        return f"bubblewrap ({program}) is not installed: {HOW_TO_INSTALL}"
     probe = [bwrap, *_namespaces(), "--ro-bind", "/", "/", "--die-with-parent", "true"]
     try:
         done = subprocess.run(probe, capture_output=True, timeout=30, check=False)
@@ -81,7 +83,10 @@ def _namespaces() -> list[str]:
         return [
             "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net",
             "--unshare-cgroup-try", "--cap-drop", "ALL",
+            # Until setpriv drops to the sandbox's uid (which clears them): to change uid, and
+            # to enter a working directory that belongs to that uid.
             "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
+            "--cap-add", "CAP_DAC_READ_SEARCH",
         ]  # fmt: skip
     return ["--unshare-all", "--cap-drop", "ALL"]
 
@@ -131,6 +136,9 @@ class SandboxRuntime:
     name = "sandbox"
     confined = True
 
+    def __init__(self, bwrap: str = "bwrap") -> None:
+        self.bwrap = bwrap  # the bubblewrap program (TELECODER_SANDBOX_BWRAP)
+
     async def spawn(
         self,
         argv: Sequence[str],
@@ -141,13 +149,13 @@ class SandboxRuntime:
         interactive: bool,
         confinement: Confinement | None = None,
     ) -> LocalProcess:
-        if (problem := unavailable()) is not None:
+        if (problem := unavailable(self.bwrap)) is not None:
             raise SandboxUnavailable(problem)
         if confinement is None:
             confinement = Confinement(
                 label="sandbox", mounts=(Mount(source=cwd, target=cwd, writable=True),)
             )
-        box = _Box(confinement, env)
+        box = _Box(confinement, env, shutil.which(self.bwrap) or self.bwrap)
         try:
             return await box.start(argv, cwd=cwd, stdin=stdin, interactive=interactive)
         except BaseException:
@@ -158,7 +166,8 @@ class SandboxRuntime:
 class _Box:
     """One sandbox's host-side resources: its run directory, proxy and control group."""
 
-    def __init__(self, confinement: Confinement, env: Mapping[str, str]) -> None:
+    def __init__(self, confinement: Confinement, env: Mapping[str, str], bwrap: str) -> None:
+        self.bwrap = bwrap
         self.confinement = confinement
         self.env = dict(env)
         self.uid = sandbox_uid(confinement.label) if os.geteuid() == 0 else os.getuid()
@@ -189,7 +198,7 @@ class _Box:
                 _SETPRIV, "--reuid", str(self.uid), "--regid", str(self.gid), "--clear-groups",
                 "--inh-caps=-all", "--no-new-privs", "--", *command,
             ]  # fmt: skip
-        full = [shutil.which("bwrap") or "bwrap", *self._bwrap_args(cwd, mounts), "--", *command]
+        full = [self.bwrap, *self._bwrap_args(cwd, mounts), "--", *command]
         return await start(
             full,
             cwd=Path("/"),
@@ -198,6 +207,7 @@ class _Box:
             interactive=interactive,
             on_exit=self.close,
             preexec_fn=self._preexec,
+            kind=SandboxProcess,
         )
 
     async def close(self) -> None:
@@ -216,12 +226,6 @@ class _Box:
         for mount in self.confinement.mounts:
             if mount.writable:
                 chown_tree(mount.source, self.uid, self.gid)
-                # bwrap enters the working directory before it drops to the uid, without the
-                # capability to pass a directory of another uid's: let it through (only; the
-                # host directories above stay closed).
-                if mount.source.is_dir():
-                    mode = mount.source.stat().st_mode
-                    mount.source.chmod((mode | 0o711) & 0o7777)
 
     def _write_identity(self) -> None:
         write_identity(self.run_dir, self.uid, self.gid, self.env.get("HOME", "/tmp"))
@@ -347,6 +351,40 @@ def proxied_environment(env: Mapping[str, str], port: int | None) -> dict[str, s
         out["NO_PROXY"] = out["no_proxy"] = _NO_PROXY
         out["NODE_USE_ENV_PROXY"] = "1"
     return out
+
+
+class SandboxProcess(LocalProcess):
+    """A sandbox's first process: bubblewrap, whose own death ends everything inside at once."""
+
+    def terminate(self) -> None:
+        """SIGTERM to what runs inside (the command and its children), not to bubblewrap, so the
+        agent may end as it would; ``stop`` kills the whole sandbox after the grace."""
+        for pid in _descendants(self.pid, below=2):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)
+
+
+def _descendants(root: int, *, below: int) -> list[int]:
+    """Processes descended from ``root`` at least ``below`` generations down."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    level = [root]
+    for depth in range(1, 64):
+        level = [child for pid in level for child in children.get(pid, [])]
+        if not level:
+            break
+        if depth >= below:
+            found += level
+    return found
 
 
 def _loopback(host: str) -> bool:

@@ -104,6 +104,9 @@ def main(args: list[str]) -> int:
     if child == 0:
         for listener, _ in listeners:
             listener.close()
+        # Python ignores these; the command must get them as any program would (`yes | head`).
+        for ignored in (signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(ignored, signal.SIG_DFL)
         try:
             os.execvp(command[0], command)
         except OSError as e:

@@ -231,6 +231,12 @@ class HealthOut(BaseModel):
     database: Literal["ok", "unreachable"]
     workers: WorkersOut
     watchers: int = Field(description="Live event streams open.")
+    runtime: str = Field(description="Where agents run: sandbox, docker, or local.")
+    sandbox: Literal["ok", "unsafe", "unavailable"] = Field(
+        description="ok: agents are confined; unsafe: the local runtime (no isolation); "
+        "unavailable: no sandbox can start here (sessions fail sandbox_unavailable)."
+    )
+    sandbox_problem: str | None = Field(default=None, description="Why, when unavailable.")
 
 
 class VersionOut(BaseModel):

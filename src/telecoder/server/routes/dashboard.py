@@ -47,6 +47,7 @@ def render(
     base = {
         "principal": principal,
         "open": state.guard.open,
+        "unsafe_runtime": state.settings.runtime == "local",
         "csrf": state.guard.csrf_token(principal) if principal else "",
         "csrf_field": CSRF_FIELD,
     }

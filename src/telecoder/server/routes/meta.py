@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from telecoder import __version__
+from telecoder.runtimes.sandbox import unavailable
 from telecoder.server.deps import StateDep
 from telecoder.server.schemas import HealthOut, VersionOut, WorkersOut
 
@@ -30,12 +31,20 @@ async def health(state: StateDep) -> JSONResponse:
     except Exception:  # any failure to answer means unreachable, whatever the driver says
         database = "unreachable"
     workers = WorkersOut(embedded=state.workers.embedded, alive=state.workers.alive)
-    ok = database == "ok" and workers.alive == workers.embedded
+    runtime = state.settings.runtime
+    problem = unavailable(state.settings.sandbox_bwrap) if runtime == "sandbox" else None
+    sandbox: Literal["ok", "unsafe", "unavailable"] = (
+        "unsafe" if runtime == "local" else "unavailable" if problem else "ok"
+    )
+    ok = database == "ok" and workers.alive == workers.embedded and sandbox != "unavailable"
     body = HealthOut(
         status="ok" if ok else "degraded",
         database=database,
         workers=workers,
         watchers=state.bus.watcher_count,
+        runtime=runtime,
+        sandbox=sandbox,
+        sandbox_problem=problem,
     )
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if ok else 503)
 
