@@ -31,6 +31,7 @@ from telecoder.runtimes.docker import (
     sandbox_uid,
 )
 from telecoder.runtimes.dockerapi import DockerAPI
+from telecoder.server import create_app
 from telecoder.settings import Settings
 from telecoder.store import Store
 from tests.conftest import GitRepo
@@ -45,6 +46,7 @@ from tests.integration.test_engine_shell import (
     tuned,
     wait_for_output,
 )
+from tests.server import client
 
 
 @pytest.fixture
@@ -421,3 +423,28 @@ async def test_an_image_without_python_fails_visibly_when_a_network_needs_the_br
         assert await process.wait() != 0
     assert any(b"exec" in line and b"No such file" in line for line in said), said
     assert podman.containers(**{"telecoder.session": "no-python"}) == []
+
+
+async def test_health_says_whether_containers_can_start(
+    settings: Settings, store: Store, podman: PodmanService, tmp_path: Path
+) -> None:
+    cases = {
+        "ok": podman.settings(settings),
+        "no daemon": podman.settings(settings, docker_host=f"unix://{tmp_path}/none.sock"),
+        "no image": podman.settings(settings, docker_image="localhost/absent:1"),
+    }
+    found = {}
+    for name, case in cases.items():
+        async with client(create_app(case, store)) as c:
+            response = await c.get("/api/health")
+        body = response.json()
+        found[name] = (response.status_code, body["runtime"], body["sandbox"])
+        if name != "ok":
+            assert ("DOCKER_HOST" if name == "no daemon" else "localhost/absent:1") in body[
+                "sandbox_problem"
+            ]
+    assert found == {
+        "ok": (200, "docker", "ok"),
+        "no daemon": (503, "docker", "unavailable"),
+        "no image": (503, "docker", "unavailable"),
+    }

@@ -125,6 +125,22 @@ class DockerRuntime:
             raise
 
 
+async def unavailable(host: str, image: str | None) -> str | None:
+    """Why no container can start (no image named, no daemon, no such image); None if one can."""
+    if not image:
+        return "TELECODER_DOCKER_IMAGE is not set: name an image with your toolchains"
+    api = DockerAPI(host)
+    try:
+        await api.ping()
+        if not await api.has_image(image):
+            return f"the Docker daemon at {api.address} has no image {image}: build or pull it"
+    except SandboxUnavailable as e:
+        return e.message
+    finally:
+        await api.close()
+    return None
+
+
 @functools.cache
 def owner() -> str:
     """This process, as no other on this host was or will be: host, pid and start time."""

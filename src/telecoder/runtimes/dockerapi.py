@@ -116,10 +116,16 @@ class DockerAPI:
             except ValueError:
                 message = response.text
             raise DockerError(f"Docker {method} {path}: {response.status_code} {message}")
-        return response.json() if response.content else None
+        if "json" not in response.headers.get("content-type", ""):
+            return response.text or None  # /_ping says OK
+        return response.json()
 
     async def ping(self) -> None:
         await self._call("GET", "/_ping")
+
+    async def has_image(self, image: str) -> bool:
+        found = await self._call("GET", f"/images/{quote(image, safe='')}/json", missing_ok=True)
+        return found is not None
 
     async def create(self, spec: Mapping[str, Any], *, name: str | None = None) -> str:
         params = {"name": name} if name else None
