@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install agents run serve test lint typecheck check bench bench-sse browser sandbox clean
+.PHONY: install agents run serve test lint typecheck check bench bench-sse browser sandbox podman clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck agents browser sandbox   ## everything CI runs: lint, types, import layers, the whole test suite
+test: lint typecheck agents browser sandbox podman   ## everything CI runs: lint, types, import layers, the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The browser tests drive Debian's Chromium: `playwright install` cannot download a browser here.
@@ -42,6 +42,12 @@ browser:
 # Agents run in bubblewrap (the sandbox runtime); its tests need it installed.
 sandbox:
 	@command -v bwrap >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap; }
+
+# The docker runtime's tests drive podman's Docker-compatible service with runc (crun cannot set
+# rlimits without CAP_SYS_RESOURCE); catatonit is the containers' init.
+podman:
+	@command -v podman >/dev/null && command -v runc >/dev/null && command -v catatonit >/dev/null || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman runc catatonit; }
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py

@@ -14,6 +14,7 @@ import pytest
 
 from telecoder.settings import Settings
 from telecoder.store import Store, open_store
+from tests.docker_support import PodmanService, podman_service
 from tests.fakes.github import fake_github  # noqa: F401
 from tests.fakes.model_server import FakeModelServer
 
@@ -171,3 +172,13 @@ def agent_tools() -> Path:
 def model_server() -> Iterator[FakeModelServer]:
     with FakeModelServer() as server:
         yield server
+
+
+# --- a Docker Engine API (podman's), for the docker runtime ----------------------------------
+
+
+@pytest.fixture(scope="session")
+def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanService]:
+    """``podman system service`` on a socket of its own, with the test image (docker_support)."""
+    with podman_service(tmp_path_factory.mktemp("podman")) as service:
+        yield service

@@ -8,6 +8,7 @@ from telecoder.forges.github import GitHubForge
 from telecoder.forges.local import LocalForge
 from telecoder.pipeline import Pipeline
 from telecoder.protocols import Engine, Forge, Runtime
+from telecoder.runtimes.docker import DockerRuntime
 from telecoder.runtimes.sandbox import SandboxRuntime
 from telecoder.settings import Settings
 from telecoder.store import Store
@@ -35,10 +36,18 @@ def engine(name: str) -> Engine:
     return engine
 
 
-def build_pipeline(settings: Settings, store: Store) -> Pipeline:
+def build_runtime(settings: Settings) -> Runtime:
+    """The runtime ``settings`` name, given its settings."""
     runtime: Runtime = registry.create("runtimes", settings.runtime)
     if isinstance(runtime, SandboxRuntime):
         runtime.bwrap = settings.sandbox_bwrap
+    elif isinstance(runtime, DockerRuntime):
+        runtime.configure(settings)
+    return runtime
+
+
+def build_pipeline(settings: Settings, store: Store) -> Pipeline:
+    runtime = build_runtime(settings)
     private.make_dir(settings.engine_homes)  # prompts, agents' state and keys: ours alone
     return Pipeline(
         settings=settings,

@@ -209,6 +209,21 @@ class Settings(BaseSettings):
         default=(),
         description="More directories a sandbox may read (comma-separated), e.g. a toolchain.",
     )
+    docker_image: str | None = Field(
+        default=None,
+        description="The image of the docker runtime (your toolchains; needs python3 for a "
+        "network policy other than none).",
+    )
+    docker_host: str = Field(
+        default="unix:///var/run/docker.sock",
+        validation_alias=AliasChoices("TELECODER_DOCKER_HOST", "DOCKER_HOST"),
+        description="The Docker Engine API of the docker runtime: unix:///path or tcp://host:port.",
+    )
+    docker_env: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Host environment variables the docker runtime passes into its containers "
+        "(comma-separated names), e.g. a service CLI's token.",
+    )
     network_policy: NetworkSetting = Field(
         default="model", description="The agent's network: none, model, allowlist, open."
     )
@@ -260,6 +275,7 @@ class Settings(BaseSettings):
         "engine_env",
         "worker_engines",
         "sandbox_read",
+        "docker_env",
         "network_allow",
         "network_registries",
         "model_hosts",

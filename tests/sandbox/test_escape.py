@@ -2,7 +2,8 @@
 says how. The agent is the ``shell`` engine (its prompt is the attack, run as the agent would
 run it), through the real worker, pipeline, runtime and git, as in production.
 
-Run against every confining runtime (``RUNTIMES``).
+Run against every confining runtime (``RUNTIMES``): bubblewrap, and docker against podman's
+Docker-compatible service (``tests/docker_support.py``).
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from telecoder.domain import EventKind, FailureKind, Session, SessionStatus
 from telecoder.settings import Settings
 from telecoder.store import Store
 from tests.conftest import GitRepo, git
+from tests.docker_support import PodmanService
 from tests.integration.test_engine_shell import all_events, execute, outputs, request, tuned
 from tests.processes import with_marker
 
-RUNTIMES = ["sandbox"]
+RUNTIMES = ["sandbox", "docker"]
 CANARY_VAR = "TELECODER_TEST_CANARY"
 
 
@@ -38,6 +40,9 @@ def db_url(tmp_path: Path) -> str:
 
 @pytest.fixture(params=RUNTIMES)
 def confined(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    if request.param == "docker":  # containers of podman's Docker-compatible service
+        podman: PodmanService = request.getfixturevalue("podman")
+        return podman.settings(tuned(settings))
     return tuned(settings, runtime=request.param)
 
 

@@ -14,7 +14,7 @@ import contextlib
 import os
 import shutil
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 from telecoder.protocols import Confinement, Stream
@@ -50,7 +50,7 @@ class LocalProcess:
     async def _read(self, name: Stream, stream: asyncio.StreamReader | None) -> None:
         try:
             if stream is not None:
-                async for line in split_lines(stream):
+                async for line in split_lines(chunks(stream)):
                     await self._queue.put((name, line))
         finally:
             await self._queue.put(_EOF)
@@ -128,11 +128,16 @@ class LocalProcess:
             os.killpg(self._proc.pid, sig)
 
 
-async def split_lines(stream: asyncio.StreamReader) -> AsyncIterator[bytes]:
-    """Lines of ``stream`` without their line ending; no limit but ``MAX_LINE``."""
+async def chunks(stream: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    while chunk := await stream.read(CHUNK):
+        yield chunk
+
+
+async def split_lines(source: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    """Lines of ``source`` without their line ending; no limit but ``MAX_LINE``."""
     buffer = bytearray()
     dropping = False
-    while chunk := await stream.read(CHUNK):
+    async for chunk in source:
         start = 0
         while (end := chunk.find(b"\n", start)) != -1:
             if not dropping:

@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from telecoder.errors import SandboxUnavailable
-from telecoder.protocols import Confinement, Mount
+from telecoder.protocols import Confinement, Mount, NetworkPolicy
 from telecoder.runtimes.cgroups import Cgroup
 from telecoder.runtimes.egress import EgressProxy
 from telecoder.runtimes.local import LocalProcess, start
@@ -228,19 +228,7 @@ class _Box:
                 chown_tree(mount.source, self.uid, self.gid)
 
     def _write_identity(self) -> None:
-        home = self.env.get("HOME", "/tmp")
-        (self.run_dir / "passwd").write_text(
-            "root:x:0:0:root:/root:/bin/sh\n"
-            f"telecoder:x:{self.uid}:{self.gid}:TeleCoder agent:{home}:/bin/sh\n"
-            "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
-        )
-        (self.run_dir / "group").write_text(
-            f"root:x:0:\ntelecoder:x:{self.gid}:\nnogroup:x:65534:\n"
-        )
-        (self.run_dir / "hostname").write_text("telecoder\n")
-        for name in ("passwd", "group", "hostname"):
-            (self.run_dir / name).chmod(0o644)
-        self.run_dir.chmod(0o711)
+        write_identity(self.run_dir, self.uid, self.gid, self.env.get("HOME", "/tmp"))
 
     def _init_command(self, command: list[str], mounts: list[Mount]) -> list[str]:
         python, prefix = interpreter()
@@ -250,26 +238,11 @@ class _Box:
             mounts.append(Mount(source=prefix, target=prefix))
         assert self.proxy is not None
         mounts.append(Mount(source=self.proxy.path, target=INSIDE / "proxy.sock"))
-        taken = {e.port for e in self.confinement.network.endpoints}
-        port = next(p for p in range(PROXY_PORT, 65535) if p not in taken)
-        self.proxy_port = port
-        args = [python, "-I", "-S", str(INSIDE / "init.py"), "--socket", str(INSIDE / "proxy.sock")]
-        args += ["--proxy", str(port)]
-        for endpoint in self.confinement.network.endpoints:
-            if _loopback(endpoint.host):
-                args += ["--forward", f"{endpoint.host}:{endpoint.port}"]
-        return [*args, "--", *command]
+        self.proxy_port = proxy_port(self.confinement.network)
+        return init_command(python, self.confinement.network, self.proxy_port, command)
 
     def _environment(self) -> dict[str, str]:
-        env = {k: v for k, v in self.env.items() if k not in _PROXY_VARS}
-        env.pop("NO_PROXY", None)
-        env.pop("no_proxy", None)
-        if self.proxy is not None:
-            url = f"http://127.0.0.1:{self.proxy_port}"
-            env.update(dict.fromkeys(_PROXY_VARS, url))
-            env["NO_PROXY"] = env["no_proxy"] = _NO_PROXY
-            env["NODE_USE_ENV_PROXY"] = "1"
-        return env
+        return proxied_environment(self.env, self.proxy_port if self.proxy else None)
 
     def _bwrap_args(self, cwd: Path, extra: list[Mount]) -> list[str]:
         c = self.confinement
@@ -333,6 +306,51 @@ class _Box:
             resource.setrlimit(resource.RLIMIT_FSIZE, (c.file_bytes, c.file_bytes))
         if os.geteuid() == 0 and c.pids is not None and self.cgroup is None:
             resource.setrlimit(resource.RLIMIT_NPROC, (c.pids, c.pids))
+
+
+def write_identity(run_dir: Path, uid: int, gid: int, home: str) -> None:
+    """The ``passwd``, ``group`` and ``hostname`` a sandbox sees: its uid is ``telecoder``."""
+    (run_dir / "passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\n"
+        f"telecoder:x:{uid}:{gid}:TeleCoder agent:{home}:/bin/sh\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+    )
+    (run_dir / "group").write_text(f"root:x:0:\ntelecoder:x:{gid}:\nnogroup:x:65534:\n")
+    (run_dir / "hostname").write_text("telecoder\n")
+    for name in ("passwd", "group", "hostname"):
+        (run_dir / name).chmod(0o644)
+    run_dir.chmod(0o711)
+
+
+def proxy_port(network: NetworkPolicy) -> int:
+    """The loopback port of the proxy inside: the first from ``PROXY_PORT`` no endpoint uses."""
+    taken = {e.port for e in network.endpoints}
+    return next(p for p in range(PROXY_PORT, 65535) if p not in taken)
+
+
+def init_command(python: str, network: NetworkPolicy, port: int, command: list[str]) -> list[str]:
+    """``command`` under ``sandbox_init`` (at ``INSIDE/init.py``, the proxy's socket at
+    ``INSIDE/proxy.sock``): the proxy on ``port``, loopback model endpoints forwarded."""
+    args = [python, "-I", "-S", str(INSIDE / "init.py"), "--socket", str(INSIDE / "proxy.sock")]
+    args += ["--proxy", str(port)]
+    for endpoint in network.endpoints:
+        if _loopback(endpoint.host):
+            args += ["--forward", f"{endpoint.host}:{endpoint.port}"]
+    return [*args, "--", *command]
+
+
+def proxied_environment(env: Mapping[str, str], port: int | None) -> dict[str, str]:
+    """``env`` with the proxy variables TeleCoder sets (none of the caller's), for a proxy on
+    127.0.0.1:``port`` inside (None: no network, no proxy)."""
+    out = {k: v for k, v in env.items() if k not in _PROXY_VARS}
+    out.pop("NO_PROXY", None)
+    out.pop("no_proxy", None)
+    if port is not None:
+        url = f"http://127.0.0.1:{port}"
+        out.update(dict.fromkeys(_PROXY_VARS, url))
+        out["NO_PROXY"] = out["no_proxy"] = _NO_PROXY
+        out["NODE_USE_ENV_PROXY"] = "1"
+    return out
 
 
 class SandboxProcess(LocalProcess):

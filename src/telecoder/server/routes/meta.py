@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from telecoder import __version__
+from telecoder.runtimes.docker import unavailable as docker_unavailable
 from telecoder.runtimes.sandbox import unavailable
 from telecoder.server.deps import StateDep
 from telecoder.server.schemas import HealthOut, VersionOut, WorkersOut
@@ -32,7 +33,11 @@ async def health(state: StateDep) -> JSONResponse:
         database = "unreachable"
     workers = WorkersOut(embedded=state.workers.embedded, alive=state.workers.alive)
     runtime = state.settings.runtime
-    problem = unavailable(state.settings.sandbox_bwrap) if runtime == "sandbox" else None
+    problem: str | None = None
+    if runtime == "sandbox":
+        problem = unavailable(state.settings.sandbox_bwrap)
+    elif runtime == "docker":
+        problem = await docker_unavailable(state.settings.docker_host, state.settings.docker_image)
     sandbox: Literal["ok", "unsafe", "unavailable"] = (
         "unsafe" if runtime == "local" else "unavailable" if problem else "ok"
     )
