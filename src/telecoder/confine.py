@@ -89,6 +89,11 @@ class Confiner:
             mode=mode,
             endpoints=self.endpoints if mode != "none" else (),
             allow=tuple(dict.fromkeys(allow)) if mode in ("allowlist", "open") else (),
+            hosts=tuple(
+                (name.strip(), address.strip())
+                for name, _, address in (item.partition("=") for item in s.network_hosts)
+                if name.strip() and address.strip()
+            ),
         )
         on_denied = None
         if self.on_denied is not None:

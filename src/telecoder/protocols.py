@@ -140,6 +140,7 @@ class NetworkPolicy:
     mode: NetworkMode = "model"
     endpoints: tuple[Endpoint, ...] = ()  # the model endpoints (every mode but none)
     allow: tuple[str, ...] = ()  # `host`, `*.domain` or `host:port` (allowlist and open)
+    hosts: tuple[tuple[str, str], ...] = ()  # (name, address) the proxy resolves itself
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -238,6 +238,11 @@ class Settings(BaseSettings):
         description="Hosts reachable under the allowlist policy (comma-separated: host, "
         "*.domain, host:port), added to the repository's `network.allow`.",
     )
+    network_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Names the egress proxy resolves itself (comma-separated name=address), "
+        "e.g. a model endpoint on a private name.",
+    )
     network_registries: Annotated[tuple[str, ...], NoDecode] = Field(
         default=DEFAULT_REGISTRIES,
         description="Package registries setup commands may reach (comma-separated).",
@@ -277,6 +282,7 @@ class Settings(BaseSettings):
         "sandbox_read",
         "docker_env",
         "network_allow",
+        "network_hosts",
         "network_registries",
         "model_hosts",
         mode="before",

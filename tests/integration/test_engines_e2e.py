@@ -229,3 +229,30 @@ def test_cancel_stops_an_agent_a_worker_runs(
     assert final["failure_kind"] == "cancelled"
     wait_for(lambda: working_in(home) == [], timeout=10, what="the agent to be gone")
     assert worker.poll() is None  # the worker stopped the session, not itself
+
+
+@pytest.mark.parametrize("case", E2E_CASES, ids=[c.id for c in E2E_CASES])
+def test_each_cli_reaches_a_named_model_endpoint_through_the_proxy_variables(
+    case: E2E, server: FakeModelServer, tmp_path: Path
+) -> None:
+    """A model endpoint by name, as api.anthropic.com is: the sandbox resolves no name and has
+    no route out, so the CLI reaches it only if it sends its requests to the egress proxy
+    (HTTP(S)_PROXY; NODE_USE_ENV_PROXY for Node's fetch), which resolves the name itself."""
+    repo = make_repo(tmp_path)
+    home = tmp_path / "home"
+    prefix = f"/{tmp_path.name}"
+    port = server.url.rsplit(":", 1)[1]
+    env = agent_env(
+        home, f"http://model.test:{port}{prefix}", TELECODER_NETWORK_HOSTS="model.test=127.0.0.1"
+    )
+    done = telecoder(
+        "run", case.prompt, "--repo", str(repo.path), "--engine", case.engine,
+        "--model", case.model, "--json", env=env, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    session = json.loads(done.stdout)
+    assert session["status"] == "succeeded", session["error"]
+    assert requests_under(server, prefix) >= 1
+    assert repo.remote_git("show", f"{session['branch']}:{WRITTEN}") == "hello-from-fake"
+    denied = [e for e in events_json(session["id"], env) if e["kind"] == "network_denied"]
+    assert all(e["data"]["host"] != "model.test" for e in denied), denied

@@ -122,6 +122,11 @@ class EgressProxy:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
+    def _address(self, host: str) -> str:
+        """``host``, or the address the policy names for it (like an /etc/hosts line)."""
+        wanted = normalise(host)
+        return next((a for name, a in self.policy.hosts if normalise(name) == wanted), host)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -190,7 +195,7 @@ class EgressProxy:
         addresses: list[str] = []
         if decision.allowed:
             try:
-                addresses = await _resolve(endpoint.host, endpoint.port)
+                addresses = await _resolve(self._address(endpoint.host), endpoint.port)
             except OSError as e:
                 await _refuse(writer, 502, f"cannot resolve {endpoint.host}: {e}")
                 return None
