@@ -27,13 +27,16 @@ import tempfile
 import threading
 from pathlib import Path
 
-from telecoder.assemble import build_worker
-from telecoder.domain import EventKind, NewSession
-from telecoder.protocols import Confinement, Endpoint, Mount, NetworkPolicy
-from telecoder.runtimes.local import LocalRuntime
-from telecoder.runtimes.sandbox import SandboxRuntime
-from telecoder.settings import Settings
-from telecoder.store import open_store
+# This directory's queue.py would stand in for the standard library's queue module.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+
+from telecoder.assemble import build_worker  # noqa: E402
+from telecoder.domain import EventKind, NewSession  # noqa: E402
+from telecoder.protocols import Confinement, Endpoint, Mount, NetworkPolicy  # noqa: E402
+from telecoder.runtimes.local import LocalRuntime  # noqa: E402
+from telecoder.runtimes.sandbox import SandboxRuntime  # noqa: E402
+from telecoder.settings import Settings  # noqa: E402
+from telecoder.store import open_store  # noqa: E402
 
 CLIENT = r"""
 import http.client, statistics, sys, time

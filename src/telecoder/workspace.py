@@ -365,8 +365,12 @@ class Workspace:
         while nothing it does reaches the mirror's config, hooks, refs or objects, another
         session, or TeleCoder's own git on the host, which commits the work tree itself.
         """
-        head = (await _git(wt.path, *wt.git(), "rev-parse", "HEAD", env=_ISOLATED)).strip()
-        await asyncio.to_thread(shutil.rmtree, target, True)
+        head = (
+            _head_of(wt)
+            or (await _git(wt.path, *wt.git(), "rev-parse", "HEAD", env=_ISOLATED)).strip()
+        )
+        if target.exists():
+            await asyncio.to_thread(shutil.rmtree, target, True)
         (target / "objects" / "info").mkdir(parents=True)
         (target / "objects" / "info" / "alternates").write_text(f"{wt.mirror / 'objects'}\n")
         ref = target / "refs" / "heads" / wt.branch
@@ -605,6 +609,19 @@ def _admin_dir(mirror: Path, worktree: Path) -> Path:
         except (OSError, UnicodeDecodeError):
             continue
     raise WorkspaceError(f"{worktree} is not a worktree of {mirror.name}")
+
+
+def _head_of(wt: Worktree) -> str | None:
+    """The commit the worktree's branch is at, read from the mirror's own files (None: ask
+    git): cheaper than a git process on the way to starting the agent."""
+    try:
+        head = (wt.git_dir / "HEAD").read_text().strip()
+        if not head.startswith("ref: refs/heads/"):
+            return head if _SHA.match(head) else None
+        sha = (wt.mirror / head.removeprefix("ref: ")).read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return sha if _SHA.match(sha) else None
 
 
 def _owns(mirror: Path, worktree: Path) -> bool:

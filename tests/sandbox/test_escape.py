@@ -362,3 +362,28 @@ async def test_without_a_sandbox_sessions_fail_at_once_saying_what_to_do(
         assert "TELECODER_RUNTIME=local" in done.error
         assert [a.number for a in await store.sessions.attempts(done.id)] == [1]  # not retried
         assert "should-not-run" not in await said(store, done)
+
+
+async def test_memory_processes_and_file_size_are_bounded(
+    confined: Settings, store: Store, git_repo: GitRepo
+) -> None:
+    limited = tuned(confined, sandbox_memory=256 << 20, sandbox_pids=40, sandbox_file_size=1 << 20)
+    done = await attack(
+        limited,
+        store,
+        git_repo,
+        "head -c 2000000 /dev/zero > big.bin; echo file=$?; wc -c < big.bin; rm -f big.bin; "
+        "sleep 0.5; "  # the control group is joined just after the start
+        "python3 -c 'b = bytearray(512 << 20); b[::4096] = b\"x\" * len(b[::4096])'; "
+        "echo memory=$?; "
+        "sh -c 'for i in $(seq 1 60); do sleep 3 & done; wait' 2>&1 | grep -ci 'fork' "
+        "| sed 's/^/fork-failures=/'",
+    )
+    text = await said(store, done)
+    lines = text.splitlines()
+    assert "file=0" not in lines, text
+    assert "1048576" in lines, text  # the write stopped at the file size limit
+    memory = next(line for line in lines if line.startswith("memory="))
+    assert memory != "memory=0", text  # killed (137) or refused (MemoryError: 1)
+    failures = next(line for line in lines if line.startswith("fork-failures="))
+    assert failures != "fork-failures=0", text

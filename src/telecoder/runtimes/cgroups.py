@@ -3,8 +3,8 @@ process-count limit, and an exact list of what to kill at the end.
 
 cgroup v2 (a unified hierarchy with the controllers delegated to TeleCoder's own group) and v1
 (the ``memory`` and ``pids`` hierarchies, as root) both work; where neither can be written the
-sandbox runs without one and says so (``Cgroup.create`` returns None). A process joins its
-group before it runs the sandbox (``join``, from the child between fork and exec).
+sandbox runs without one and says so (``Cgroup.create`` returns None). The sandbox's first
+processes are moved in (``add``) before its command starts.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 ROOT = Path("/sys/fs/cgroup")
+POOL_SIZE = 16  # emptied groups kept for the next sandboxes: a first move into a new one is slow
+
+_pool: dict[tuple[int | None, int | None], list[Cgroup]] = {}
 
 
 def _own_groups() -> dict[str, str]:
@@ -36,12 +39,16 @@ def _own_groups() -> dict[str, str]:
 @dataclass(slots=True)
 class Cgroup:
     dirs: list[Path]  # one per hierarchy the sandbox is limited in
+    limits: tuple[int | None, int | None] | None = None  # (memory, pids), for reuse
 
     @classmethod
     def create(cls, name: str, *, memory_bytes: int | None, pids: int | None) -> Cgroup | None:
         """A new group ``name`` with the limits, or None when none can be made here."""
         if memory_bytes is None and pids is None:
             return None
+        idle = _pool.get((memory_bytes, pids))
+        if idle:
+            return idle.pop()
         groups = _own_groups()
         if (ROOT / "cgroup.controllers").exists():
             return cls._v2(groups.get("", "/"), name, memory_bytes, pids)
@@ -65,7 +72,7 @@ class Cgroup:
         except OSError as e:
             log.debug("no cgroup v2 for the sandbox: %s", e)
             return None
-        return cls([group])
+        return cls([group], (memory, pids))
 
     @classmethod
     def _v1(
@@ -92,17 +99,15 @@ class Cgroup:
                 with contextlib.suppress(OSError):
                     group.rmdir()
             return None
-        return cls(made) if made else None
+        return cls(made, (memory, pids)) if made else None
 
-    def join(self) -> None:
-        """Move the calling process into the group (async-signal-safe enough for a child
-        between fork and exec: plain writes)."""
+    def add(self, pids: list[int]) -> None:
+        """Move processes into the group (what they start later is in it too); one that has
+        ended meanwhile is skipped."""
         for group in self.dirs:
-            fd = os.open(group / "cgroup.procs", os.O_WRONLY)
-            try:
-                os.write(fd, b"0")
-            finally:
-                os.close(fd)
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    (group / "cgroup.procs").write_text(str(pid))
 
     def pids(self) -> list[int]:
         found: set[int] = set()
@@ -112,13 +117,18 @@ class Cgroup:
         return sorted(found)
 
     def destroy(self) -> None:
-        """Kill whatever is left in the group and remove it."""
+        """Kill whatever is left in the group; keep it for the next sandbox, or remove it."""
         deadline = time.monotonic() + 5.0
         while (left := self.pids()) and time.monotonic() < deadline:
             for pid in left:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.01)
+        if self.limits is not None and not self.pids() and not self.oom_killed():
+            idle = _pool.setdefault(self.limits, [])
+            if len(idle) < POOL_SIZE:
+                idle.append(self)
+                return
         for group in self.dirs:
             with contextlib.suppress(OSError):
                 group.rmdir()

@@ -287,6 +287,7 @@ class _Container:
         port: int | None = None
         if c.network.mode != "none":
             shutil.copyfile(Path(__file__).with_name("sandbox_init.py"), self.run_dir / "init.py")
+            (self.run_dir / "init.py").chmod(0o644)  # whatever TeleCoder's umask
             self.proxy = EgressProxy(c.network, self.run_dir / "proxy.sock", on_denied=c.on_denied)
             await self.proxy.start()
             os.chown(self.proxy.path, self.uid, self.gid)

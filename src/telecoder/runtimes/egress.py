@@ -89,7 +89,8 @@ async def _resolve(host: str, port: int) -> list[str]:
 
 
 class EgressProxy:
-    """The proxy of one sandbox: a Unix socket in ``directory``."""
+    """The proxy of one sandbox: a Unix socket at ``path`` (``start``), or listening sockets
+    made inside the sandbox's own network namespace (``serve``)."""
 
     def __init__(
         self,
@@ -105,16 +106,30 @@ class EgressProxy:
         self.connect_timeout = connect_timeout
         self.allowed: list[Endpoint] = []
         self.denied: list[Endpoint] = []
-        self._server: asyncio.Server | None = None
+        self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+        self._servers.append(await asyncio.start_unix_server(self._serve, path=str(self.path)))
+
+    async def serve(self, listeners: list[tuple[socket.socket, Endpoint | None]]) -> None:
+        """Accept on sockets listening inside a sandbox: an HTTP proxy (None), or a loopback
+        port standing for an endpoint, tunnelled to it as a ``CONNECT`` would be."""
+        for listener, forward in listeners:
+
+            async def serve(
+                reader: asyncio.StreamReader,
+                writer: asyncio.StreamWriter,
+                forward: Endpoint | None = forward,
+            ) -> None:
+                await self._serve(reader, writer, forward)
+
+            self._servers.append(await asyncio.start_server(serve, sock=listener, limit=CHUNK))
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        for server in self._servers:
+            server.close()
+        self._servers.clear()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -127,12 +142,20 @@ class EgressProxy:
         wanted = normalise(host)
         return next((a for name, a in self.policy.hosts if normalise(name) == wanted), host)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        forward: Endpoint | None = None,
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
         try:
-            await self._handle(reader, writer)
+            if forward is None:
+                await self._handle(reader, writer)
+            elif (upstream := await self._open(forward, writer, answer=False)) is not None:
+                await _splice(reader, writer, *upstream)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
         except Exception:
@@ -189,15 +212,22 @@ class EgressProxy:
         await _splice(reader, writer, up_reader, up_writer)
 
     async def _open(
-        self, endpoint: Endpoint, writer: asyncio.StreamWriter
+        self, endpoint: Endpoint, writer: asyncio.StreamWriter, *, answer: bool = True
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """A connection to ``endpoint`` if the policy allows it; else the refusal is reported
+        (and answered in HTTP when ``answer``: a forwarded port just closes)."""
+
+        async def refuse(status: int, text: str) -> None:
+            if answer:
+                await _refuse(writer, status, text)
+
         decision = decide(self.policy, endpoint.host, endpoint.port)
         addresses: list[str] = []
         if decision.allowed:
             try:
                 addresses = await _resolve(self._address(endpoint.host), endpoint.port)
             except OSError as e:
-                await _refuse(writer, 502, f"cannot resolve {endpoint.host}: {e}")
+                await refuse(502, f"cannot resolve {endpoint.host}: {e}")
                 return None
             if not decision.explicit and not all(_public(a) for a in addresses):
                 decision = Decision(False, "resolves to a loopback or private address")
@@ -205,7 +235,7 @@ class EgressProxy:
             self.denied.append(endpoint)
             if self.on_denied is not None:
                 self.on_denied(endpoint, decision.reason)
-            await _refuse(writer, 403, f"{endpoint} is not allowed: {decision.reason}")
+            await refuse(403, f"{endpoint} is not allowed: {decision.reason}")
             return None
         self.allowed.append(endpoint)
         error: OSError | None = None
@@ -217,7 +247,7 @@ class EgressProxy:
                 )
             except (OSError, TimeoutError) as e:
                 error = e if isinstance(e, OSError) else OSError(f"timed out after {e}")
-        await _refuse(writer, 502, f"cannot connect to {endpoint}: {error}")
+        await refuse(502, f"cannot connect to {endpoint}: {error}")
         return None
 
 

@@ -194,6 +194,7 @@ async def start(
     on_exit: Callable[[], Awaitable[None]] | None = None,
     preexec_fn: Callable[[], None] | None = None,
     kind: type[LocalProcess] = LocalProcess,
+    pass_fds: Sequence[int] = (),
 ) -> LocalProcess:
     """Start ``argv`` in a process group of its own, its output piped, ``stdin`` written."""
     piped = stdin is not None or interactive
@@ -207,6 +208,7 @@ async def start(
         start_new_session=True,
         limit=CHUNK,
         preexec_fn=preexec_fn,
+        pass_fds=tuple(pass_fds),
     )
     process = kind(proc, on_exit)
     if stdin:

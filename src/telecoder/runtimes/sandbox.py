@@ -36,6 +36,7 @@ from telecoder.protocols import Confinement, Mount, NetworkPolicy
 from telecoder.runtimes.cgroups import Cgroup
 from telecoder.runtimes.egress import EgressProxy
 from telecoder.runtimes.local import LocalProcess, start
+from telecoder.runtimes.netns import listen_in, read_info
 
 INSIDE = Path("/run/telecoder")  # TeleCoder's files inside a sandbox
 PROXY_PORT = 3128
@@ -176,6 +177,7 @@ class _Box:
         self.proxy: EgressProxy | None = None
         self.proxy_port = PROXY_PORT
         self.cgroup: Cgroup | None = None
+        self._adopting: asyncio.Task[None] | None = None
 
     async def start(
         self, argv: Sequence[str], *, cwd: Path, stdin: bytes | None, interactive: bool
@@ -186,11 +188,22 @@ class _Box:
         self._write_identity()
         command = list(argv)
         mounts: list[Mount] = []
+        # bubblewrap says which process holds the sandbox (--info-fd) and waits (--block-fd)
+        # until its limits are set and, as root, the proxy's ports are bound inside: nothing
+        # runs between fork and exec, so starting it costs no copy of this process.
+        info_r, info_w = os.pipe()
+        block_r, block_w = os.pipe()
+        bwrap_fds = ["--info-fd", str(info_w), "--block-fd", str(block_r)]
+        inside = False
         if c.network.mode != "none":
             self.proxy = EgressProxy(c.network, self.run_dir / "proxy.sock", on_denied=c.on_denied)
-            await self.proxy.start()
-            os.chown(self.proxy.path, self.uid, self.gid)
-            command = self._init_command(command, mounts)
+            if os.geteuid() == 0:
+                inside = True  # the proxy's ports are bound in the sandbox's namespace
+                self.proxy_port = proxy_port(c.network)
+            else:
+                await self.proxy.start()
+                os.chown(self.proxy.path, self.uid, self.gid)
+                command = self._init_command(command, mounts)
         name = f"{c.label}-{os.urandom(4).hex()}"
         self.cgroup = Cgroup.create(name, memory_bytes=c.memory_bytes, pids=c.pids)
         if os.geteuid() == 0:
@@ -198,19 +211,85 @@ class _Box:
                 _SETPRIV, "--reuid", str(self.uid), "--regid", str(self.gid), "--clear-groups",
                 "--inh-caps=-all", "--no-new-privs", "--", *command,
             ]  # fmt: skip
-        full = [self.bwrap, *self._bwrap_args(cwd, mounts), "--", *command]
-        return await start(
-            full,
-            cwd=Path("/"),
-            env=self._environment(),
-            stdin=stdin,
-            interactive=interactive,
-            on_exit=self.close,
-            preexec_fn=self._preexec,
-            kind=SandboxProcess,
-        )
+        full = [self.bwrap, *bwrap_fds, *self._bwrap_args(cwd, mounts), "--", *command]
+        try:
+            process = await start(
+                full,
+                cwd=Path("/"),
+                env=self._environment(),
+                stdin=stdin,
+                interactive=interactive,
+                on_exit=self.close,
+                kind=SandboxProcess,
+                pass_fds=(info_w, block_r),
+            )
+        finally:
+            os.close(info_w)
+            os.close(block_r)
+        try:
+            pid = await asyncio.to_thread(read_info, info_r)
+            self._limit([process.pid, pid])
+            if inside:
+                await self._bind_inside(pid)
+        except BaseException:
+            await process.stop(0)
+            raise
+        finally:
+            with contextlib.suppress(OSError):
+                os.write(block_w, b"go")
+            os.close(block_w)
+            os.close(info_r)
+        return process
+
+    def _limit(self, pids: list[int]) -> None:
+        """Give bubblewrap's first processes the rlimits before the command starts: all it
+        starts inherits them. As root the sandbox has a uid of its own, so the per-uid process
+        count is its alone and is the process limit from the first instant; the control group
+        (memory, and processes again) is joined right after, off the path to the agent's start
+        (a move between groups waits for an RCU grace period, 10–20 ms here). Otherwise the
+        group is joined first."""
+        c = self.confinement
+        limits = [(resource.RLIMIT_CORE, 0)]
+        if c.file_bytes is not None:
+            limits.append((resource.RLIMIT_FSIZE, c.file_bytes))
+        root = os.geteuid() == 0
+        if root and c.pids is not None:
+            limits.append((resource.RLIMIT_NPROC, c.pids))
+        for pid in pids:
+            for which, value in limits:
+                resource.prlimit(pid, which, (value, value))
+        if self.cgroup is None:
+            return
+        if not root:
+            self.cgroup.add(pids)
+            return
+        cgroup = self.cgroup
+
+        def join() -> None:
+            """Everything in the sandbox into the group, until nothing is left out (what a
+            process starts while it is moved is found on the next round)."""
+            for _ in range(20):
+                members = {*pids, *_descendants(pids[0], below=1)}
+                if not members - set(cgroup.pids()):
+                    return
+                cgroup.add(sorted(members))
+
+        self._adopting = asyncio.create_task(asyncio.to_thread(join))
+
+    async def _bind_inside(self, pid: int) -> None:
+        """Listen on the proxy's port and the forwarded model endpoints inside the sandbox."""
+        assert self.proxy is not None
+        forwards = [e for e in self.confinement.network.endpoints if _loopback(e.host)]
+        addresses = [("127.0.0.1", self.proxy_port), *((e.host, e.port) for e in forwards)]
+        try:
+            listeners = await asyncio.to_thread(listen_in, pid, addresses)
+        except OSError as e:
+            raise SandboxUnavailable(f"cannot open the sandbox's network ports: {e}") from e
+        await self.proxy.serve(list(zip(listeners, [None, *forwards], strict=True)))
 
     async def close(self) -> None:
+        if self._adopting is not None:
+            await asyncio.gather(self._adopting, return_exceptions=True)
         if self.proxy is not None:
             await self.proxy.close()
             self.proxy = None
@@ -294,18 +373,6 @@ class _Box:
                 args += [*parents(mount.target), flag, str(mount.source), str(mount.target)]
         args += ["--chdir", str(cwd)]
         return args
-
-    def _preexec(self) -> None:
-        """In the child before exec: join the control group, set rlimits (the process count
-        per uid counts only this sandbox's processes when it has a uid of its own)."""
-        c = self.confinement
-        if self.cgroup is not None:
-            self.cgroup.join()
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        if c.file_bytes is not None:
-            resource.setrlimit(resource.RLIMIT_FSIZE, (c.file_bytes, c.file_bytes))
-        if os.geteuid() == 0 and c.pids is not None and self.cgroup is None:
-            resource.setrlimit(resource.RLIMIT_NPROC, (c.pids, c.pids))
 
 
 def write_identity(run_dir: Path, uid: int, gid: int, home: str) -> None:
