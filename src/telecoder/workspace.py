@@ -393,6 +393,23 @@ class Workspace:
             shutil.copyfile(index, target / "index")
         return target
 
+    def view(self, path: Path) -> tuple[tuple[str, ...], dict[str, str]] | None:
+        """How to run a read-only git command (diff, cat-file) on ``path`` — a session's
+        worktree, a mirror, a bare remote or a user's checkout — without running anything an
+        agent wrote: the git options and environment; None when ``path`` is a worktree whose
+        git dir TeleCoder cannot vouch for (its ``.git`` file is the agent's to rewrite)."""
+        env = dict(_ISOLATED)
+        dot_git = path / ".git"
+        if dot_git.is_file() or dot_git.is_symlink():  # a worktree: its admin dir, or nothing
+            for mirror in sorted(self.mirrors.glob("*.git")) if self.mirrors.is_dir() else []:
+                if _owns(mirror, path):
+                    admin = _admin_dir(mirror, path)
+                    return ("--git-dir", str(admin), "--work-tree", str(path), *_SAFE), env
+            return None
+        if not dot_git.exists() and (path / "HEAD").is_file():
+            return ("--git-dir", str(path), *_SAFE), env  # a bare repository
+        return (*_SAFE,), env
+
     async def read_base(self, wt: Worktree, name: str, limit: int) -> bytes | None:
         """The file ``name`` as the base commit has it (not as the agent left it); None when
         there is none; at most ``limit`` + 1 bytes."""

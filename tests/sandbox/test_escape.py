@@ -22,12 +22,14 @@ import pytest
 
 from telecoder.assemble import build_worker
 from telecoder.domain import EventKind, FailureKind, Session, SessionStatus
+from telecoder.server import create_app
 from telecoder.settings import Settings
 from telecoder.store import Store
 from tests.conftest import GitRepo, git
 from tests.docker_support import PodmanService
 from tests.integration.test_engine_shell import all_events, execute, outputs, request, tuned
 from tests.processes import with_marker
+from tests.server import client
 
 RUNTIMES = ["sandbox", "docker"]
 CANARY_VAR = "TELECODER_TEST_CANARY"
@@ -387,3 +389,42 @@ async def test_memory_processes_and_file_size_are_bounded(
     assert memory != "memory=0", text  # killed (137) or refused (MemoryError: 1)
     failures = next(line for line in lines if line.startswith("fork-failures="))
     assert failures != "fork-failures=0", text
+
+
+async def test_the_diff_view_never_runs_what_the_agent_wrote(
+    confined: Settings, store: Store, git_repo: GitRepo
+) -> None:
+    """``GET /api/sessions/{id}/diff`` of a running session diffs its work tree, which the agent
+    controls: its own git dir (a redirected ``.git``) with an fsmonitor and a textconv."""
+    marker = Path("/tmp") / f"diff-view-{uuid.uuid4().hex}"
+    evil = f"touch {marker}"
+    worker = build_worker(confined, store)
+    new = request(
+        git_repo,
+        f"echo changed >> README.md; echo '* diff=x' > .gitattributes; "
+        f"cp -r $(git rev-parse --git-dir) own; "
+        f"git --git-dir=own config core.fsmonitor '{evil}'; "
+        f"git --git-dir=own config diff.x.textconv '{evil}; cat'; "
+        f"echo 'gitdir: own' > .git; echo planted; sleep 30",
+    )
+    await store.sessions.create(new)
+    claimed = await store.queue.claim(worker.id)
+    assert claimed is not None
+    running = asyncio.create_task(worker.execute(claimed))
+    try:
+        async with asyncio.timeout(20):
+            while "planted" not in await said(store, await store.sessions.get(new.id)):  # noqa: ASYNC110 (polls the store)
+                await asyncio.sleep(0.05)
+        async with client(create_app(confined, store)) as c:
+            diff = await c.get(f"/api/sessions/{new.id}/diff")
+    finally:
+        await store.sessions.cancel(new.id)
+        async with asyncio.timeout(20):
+            await running
+    assert not marker.exists(), "the diff view ran the agent's git configuration"
+    # Shown, from the git dir TeleCoder recorded (not the one the agent's .git file names).
+    assert diff.status_code == 200, diff.text
+    shown = diff.json()
+    assert shown["head_sha"] is None
+    assert "+changed" in shown["diff"]
+    assert "own/" not in shown["diff"]

@@ -56,7 +56,7 @@ def git_diff_source(workspace: Workspace) -> DiffSource:
         for place in await _places(workspace, session, attempt):
             if head is None and place != _worktree(attempt):
                 continue  # uncommitted changes live only in the worktree
-            found = await _diff_in(place, attempt.base_sha, head)
+            found = await _diff_in(workspace, place, attempt.base_sha, head)
             if found is not None:
                 text, truncated, stats = found
                 return Diff(
@@ -97,10 +97,14 @@ async def _places(workspace: Workspace, session: Session, attempt: Attempt) -> l
     return [p for p in places if p.is_dir()]
 
 
-async def _git(cwd: Path, *args: str) -> tuple[int, bytes]:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0"}
+async def _git(
+    cwd: Path, view: tuple[tuple[str, ...], dict[str, str]], *args: str
+) -> tuple[int, bytes]:
+    options, isolated = view
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0", **isolated}
     proc = await asyncio.create_subprocess_exec(
         "git",
+        *options,
         *args,
         cwd=cwd,
         env=env,
@@ -113,18 +117,24 @@ async def _git(cwd: Path, *args: str) -> tuple[int, bytes]:
 
 
 async def _diff_in(
-    place: Path, base: str, head: str | None
+    workspace: Workspace, place: Path, base: str, head: str | None
 ) -> tuple[str, bool, tuple[int, int, int]] | None:
+    # The git dir TeleCoder decided, no hook, fsmonitor, textconv or external diff: an agent
+    # may have written any of them into the worktree it leaves behind.
+    view = workspace.view(place)
+    if view is None:
+        return None
     for sha in (base, head):
         if sha is not None:
-            code, _ = await _git(place, "cat-file", "-e", f"{sha}^{{commit}}")
+            code, _ = await _git(place, view, "cat-file", "-e", f"{sha}^{{commit}}")
             if code != 0:
                 return None
     span = [base, head] if head is not None else [base]
-    code, numstat = await _git(place, "diff", "--numstat", "--no-renames", *span, "--")
+    safe = ("--no-ext-diff", "--no-textconv", "--no-renames")
+    code, numstat = await _git(place, view, "diff", "--numstat", *safe, *span, "--")
     if code != 0:
         return None
-    code, patch = await _git(place, "diff", "--no-color", "--no-ext-diff", *span, "--")
+    code, patch = await _git(place, view, "diff", "--no-color", *safe, *span, "--")
     if code != 0:
         return None
     files = insertions = deletions = 0
