@@ -266,4 +266,9 @@ def test_the_home_and_everything_in_it_is_for_its_user_alone(git_repo: GitRepo, 
     assert done.returncode == 0, done.stderr
     made = {p.relative_to(home).parts[0] for p in home.rglob("*")}
     assert {"telecoder.db", "mirrors", "worktrees", "logs", "engines"} <= made, made
-    assert shared_bits(tmp_path / "fresh") == {}
+    # Inside a mirror, objects are readable by others: sandboxes read them through alternates
+    # as a uid of their own. The home and its mirrors directory keep everyone else out.
+    shared = shared_bits(tmp_path / "fresh")
+    inside_a_mirror = {p for p in shared if p.startswith("home/mirrors/") and p.count("/") >= 2}
+    assert inside_a_mirror
+    assert {p: mode for p, mode in shared.items() if p not in inside_a_mirror} == {}
