@@ -78,6 +78,7 @@ class FailureKind(enum.StrEnum):
     WORKSPACE_ERROR = "workspace_error"
     PUBLISH_ERROR = "publish_error"
     SANDBOX_UNAVAILABLE = "sandbox_unavailable"
+    WORKTREE_TOO_LARGE = "worktree_too_large"  # the agent wrote past the worktree's cap
     SECRET_DETECTED = "secret_detected"  # the diff holds a secret: nothing is pushed
     INTERNAL = "internal"
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from telecoder import rawlog, repoconfig, secretscan
+from telecoder import disk, rawlog, repoconfig, secretscan
 from telecoder.confine import Confiner
 from telecoder.domain import (
     Attempt,
@@ -81,6 +81,8 @@ from telecoder.verify import (
 from telecoder.workspace import RepoSource, Workspace, Worktree
 
 log = logging.getLogger(__name__)
+
+WORKTREE_CHECK_SECONDS = 5.0  # how often a running agent's worktree is measured
 
 T = TypeVar("T")
 
@@ -204,7 +206,9 @@ class Pipeline:
         try:
             return await self._attempt(session, lease, recorder, control, worktree)
         except _Stopped as stopped:
-            return _stopped_outcome(stopped.reason, self.time_limit(session))
+            return _stopped_outcome(
+                stopped.reason, self.time_limit(session), self.settings.worktree_max_bytes
+            )
         except BadInput as e:
             return _failed(recorder, FailureKind.BAD_INPUT, e.message)
         except WorkspaceError as e:
@@ -646,11 +650,18 @@ class Pipeline:
 
         async def watchdog() -> None:
             limit = self.settings.stall_seconds
+            cap = self.settings.worktree_max_bytes
+            measured = time.monotonic()
             while True:
                 await asyncio.sleep(min(1.0, limit / 4))
                 if time.monotonic() - last_output > limit:
                     control.stop(StopReason.STALLED)
                     return
+                if cap and time.monotonic() - measured >= WORKTREE_CHECK_SECONDS:
+                    measured = time.monotonic()
+                    if await asyncio.to_thread(disk.size_of, task.workdir, cap) > cap:
+                        control.stop(StopReason.TOO_LARGE)
+                        return
 
         pumping = asyncio.create_task(pump())
         stopping = asyncio.create_task(control.wait())
@@ -670,6 +681,9 @@ class Pipeline:
             for task_ in (pumping, stopping, watching):
                 task_.cancel()
             await asyncio.gather(pumping, stopping, watching, return_exceptions=True)
+        cap = self.settings.worktree_max_bytes
+        if cap and await asyncio.to_thread(disk.size_of, task.workdir, cap) > cap:
+            control.stop(StopReason.TOO_LARGE)
         return parser.finish(code)
 
     def _forge(self, session: Session, remote_url: str) -> Forge:
@@ -796,7 +810,7 @@ def _masked(outcome: Outcome | None, masker: Masker) -> Outcome | None:
     return replace(outcome, result=result, error=error)
 
 
-def _stopped_outcome(reason: StopReason, limit: float) -> Outcome | None:
+def _stopped_outcome(reason: StopReason, limit: float, cap: int | None = None) -> Outcome | None:
     if reason == StopReason.CANCELLED:
         return Outcome(
             status=SessionStatus.CANCELLED,
@@ -814,5 +828,12 @@ def _stopped_outcome(reason: StopReason, limit: float) -> Outcome | None:
             status=SessionStatus.FAILED,
             failure_kind=FailureKind.STALLED,
             error="the agent printed nothing for too long (stall watchdog) and was stopped",
+        )
+    if reason == StopReason.TOO_LARGE:
+        return Outcome(
+            status=SessionStatus.FAILED,
+            failure_kind=FailureKind.WORKTREE_TOO_LARGE,
+            error=f"the agent made the worktree hold more than {cap} bytes "
+            "(TELECODER_WORKTREE_MAX_BYTES) and was stopped; nothing was pushed",
         )
     return None  # SHUTDOWN and LEASE_LOST: not this worker's to finish

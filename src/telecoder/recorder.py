@@ -55,6 +55,7 @@ class StopReason(enum.StrEnum):
     CANCELLED = "cancelled"
     TIMEOUT = "timeout"
     STALLED = "stalled"
+    TOO_LARGE = "too_large"  # the worktree grew past its cap
     SHUTDOWN = "shutdown"
     LEASE_LOST = "lease_lost"
 

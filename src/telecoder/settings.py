@@ -205,6 +205,10 @@ class Settings(BaseSettings):
     sandbox_file_size: Annotated[int | None, BeforeValidator(_bytes)] = Field(
         default=2 << 30, description="Largest file a sandboxed process may write (0: no limit)."
     )
+    worktree_max_bytes: Annotated[int | None, BeforeValidator(_bytes)] = Field(
+        default=10 << 30,
+        description="What a worktree may hold while its agent runs (e.g. 10g; 0: no cap).",
+    )
     sandbox_read: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
         description="More directories a sandbox may read (comma-separated), e.g. a toolchain.",

@@ -199,6 +199,7 @@ class Workspace:
                     mirror, *_SAFE, "worktree", "add", "-q", "-B", branch, str(path), base_sha,
                     unlock=mirror,
                 )  # fmt: skip
+            path.chmod(0o700)  # the mirror's sharedRepository opens the directory it makes
         return Worktree(
             path=path,
             branch=branch,

@@ -428,3 +428,20 @@ async def test_the_diff_view_never_runs_what_the_agent_wrote(
     assert shown["head_sha"] is None
     assert "+changed" in shown["diff"]
     assert "own/" not in shown["diff"]
+
+
+async def test_a_worktree_past_its_cap_stops_the_agent_and_pushes_nothing(
+    confined: Settings, store: Store, git_repo: GitRepo
+) -> None:
+    capped = tuned(confined, worktree_max_bytes=1 << 20)
+    started = time.monotonic()
+    running = await attack(
+        capped, store, git_repo, "head -c 3000000 /dev/zero > big.bin; echo filled; sleep 60"
+    )
+    assert time.monotonic() - started < 15  # measured every 5 s while the agent runs
+    quick = await attack(capped, store, git_repo, "head -c 3000000 /dev/zero > big.bin")
+    for done in (running, quick):
+        assert done.status == SessionStatus.FAILED
+        assert done.failure_kind == FailureKind.WORKTREE_TOO_LARGE
+        assert "TELECODER_WORKTREE_MAX_BYTES" in (done.error or "")
+    assert git_repo.remote_git("branch", "--list", "telecoder/*") == ""

@@ -25,6 +25,7 @@ PERMANENT = {
     FailureKind.BAD_INPUT,
     FailureKind.SECRET_DETECTED,  # the same agent run would commit the same secret
     FailureKind.SANDBOX_UNAVAILABLE,  # the machine needs bubblewrap first
+    FailureKind.WORKTREE_TOO_LARGE,  # the same agent would write as much again
 }
 
 
