@@ -46,6 +46,18 @@ def server() -> Iterator[FakeModelServer]:
         yield fake
 
 
+def run_case(case: E2E, repo: Path, env: dict[str, str]) -> dict[str, Any]:
+    """`telecoder run` of the case's prompt with its engine and model, to a success."""
+    done = telecoder(
+        "run", case.prompt, "--repo", str(repo), "--engine", case.engine,
+        "--model", case.model, "--json", env=env, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    session: dict[str, Any] = json.loads(done.stdout)
+    assert session["status"] == "succeeded", session["error"]
+    return session
+
+
 def requests_under(server: FakeModelServer, prefix: str) -> int:
     return sum(1 for r in server.model_requests() if r.path.startswith(prefix))
 
@@ -58,15 +70,7 @@ def test_run_pushes_exactly_the_agents_file(
     home = tmp_path / "home"
     prefix = f"/{tmp_path.name}"
     env = agent_env(home, server.url + prefix)
-
-    done = telecoder(
-        "run", case.prompt, "--repo", str(repo.path), "--engine", case.engine,
-        "--model", case.model, "--json", env=env, timeout=240,
-    )  # fmt: skip
-
-    assert done.returncode == 0, done.stderr
-    session = json.loads(done.stdout)
-    assert session["status"] == "succeeded", session["error"]
+    session = run_case(case, repo.path, env)
     assert session["attempt"] == 1
     branch = session["branch"]
     assert session["result"]["type"] == "branch"
@@ -245,13 +249,7 @@ def test_each_cli_reaches_a_named_model_endpoint_through_the_proxy_variables(
     env = agent_env(
         home, f"http://model.test:{port}{prefix}", TELECODER_NETWORK_HOSTS="model.test=127.0.0.1"
     )
-    done = telecoder(
-        "run", case.prompt, "--repo", str(repo.path), "--engine", case.engine,
-        "--model", case.model, "--json", env=env, timeout=240,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    session = json.loads(done.stdout)
-    assert session["status"] == "succeeded", session["error"]
+    session = run_case(case, repo.path, env)
     assert requests_under(server, prefix) >= 1
     assert repo.remote_git("show", f"{session['branch']}:{WRITTEN}") == "hello-from-fake"
     denied = [e for e in events_json(session["id"], env) if e["kind"] == "network_denied"]

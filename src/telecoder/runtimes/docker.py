@@ -44,7 +44,7 @@ from telecoder.protocols import Confinement, Mount, Stream
 from telecoder.runtimes import dockerreaper
 from telecoder.runtimes.dockerapi import Attachment, DockerAPI
 from telecoder.runtimes.egress import EgressProxy
-from telecoder.runtimes.local import split_lines
+from telecoder.runtimes.local import EOF, queued_lines, split_lines
 from telecoder.runtimes.sandbox import (
     INSIDE,
     chown_tree,
@@ -65,7 +65,6 @@ WORKER = "telecoder.worker"
 PYTHON = "python3"  # the image's, for sandbox_init
 NPROC_CEILING = 32768  # Linux's default pid_max: RLIMIT_NPROC when no process limit is set
 EMPTY = "empty"  # in the run directory: what covers a hidden place
-_EOF = object()
 
 
 class DockerRuntime:
@@ -395,7 +394,7 @@ class DockerProcess:
             async for line in split_lines(chunks()):
                 await self._queue.put((name, line))
         finally:
-            await self._queue.put(_EOF)
+            await self._queue.put(EOF)
 
     async def _reap(self) -> None:
         try:
@@ -413,14 +412,8 @@ class DockerProcess:
             self._exited.set()
             self._cleaned.set()
 
-    async def lines(self) -> AsyncIterator[tuple[Stream, bytes]]:
-        open_streams = len(self._readers)
-        while open_streams:
-            item = await self._queue.get()
-            if item is _EOF:
-                open_streams -= 1
-                continue
-            yield item  # type: ignore[misc]
+    def lines(self) -> AsyncIterator[tuple[Stream, bytes]]:
+        return queued_lines(self._queue, len(self._readers))
 
     async def send(self, data: bytes) -> None:
         await self._attachment.send(data)

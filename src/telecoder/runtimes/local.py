@@ -21,7 +21,7 @@ from telecoder.protocols import Confinement, Stream
 
 CHUNK = 1 << 16
 MAX_LINE = 32 << 20  # 32 MiB: a line longer than this is cut, the rest of it dropped
-_EOF = object()
+EOF = object()
 # If the worker dies (even by SIGKILL), the engine it started gets SIGKILL too.
 _SETPRIV = shutil.which("setpriv")
 _PDEATHSIG = (_SETPRIV, "--pdeathsig", "SIGKILL", "--") if _SETPRIV else ()
@@ -53,7 +53,7 @@ class LocalProcess:
                 async for line in split_lines(chunks(stream)):
                     await self._queue.put((name, line))
         finally:
-            await self._queue.put(_EOF)
+            await self._queue.put(EOF)
 
     async def _exited(self) -> int:
         """The engine's exit status, as soon as it exits.
@@ -77,14 +77,8 @@ class LocalProcess:
         finally:
             self._cleaned.set()
 
-    async def lines(self) -> AsyncIterator[tuple[Stream, bytes]]:
-        open_streams = len(self._readers)
-        while open_streams:
-            item = await self._queue.get()
-            if item is _EOF:
-                open_streams -= 1
-                continue
-            yield item  # type: ignore[misc]
+    def lines(self) -> AsyncIterator[tuple[Stream, bytes]]:
+        return queued_lines(self._queue, len(self._readers))
 
     async def send(self, data: bytes) -> None:
         stdin = self._proc.stdin
@@ -131,6 +125,18 @@ class LocalProcess:
 async def chunks(stream: asyncio.StreamReader) -> AsyncIterator[bytes]:
     while chunk := await stream.read(CHUNK):
         yield chunk
+
+
+async def queued_lines(
+    queue: asyncio.Queue[tuple[Stream, bytes] | object], streams: int
+) -> AsyncIterator[tuple[Stream, bytes]]:
+    """The lines readers put on ``queue`` until each of the ``streams`` has put ``EOF``."""
+    while streams:
+        item = await queue.get()
+        if item is EOF:
+            streams -= 1
+            continue
+        yield item  # type: ignore[misc]
 
 
 async def split_lines(source: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
