@@ -25,6 +25,7 @@ from telecoder.domain import EventKind, FailureKind, Session, SessionStatus
 from telecoder.server import create_app
 from telecoder.settings import Settings
 from telecoder.store import Store
+from tests.cli import cli_env, telecoder
 from tests.conftest import GitRepo, git
 from tests.docker_support import PodmanService
 from tests.integration.test_engine_shell import all_events, execute, outputs, request, tuned
@@ -445,3 +446,17 @@ async def test_a_worktree_past_its_cap_stops_the_agent_and_pushes_nothing(
         assert done.failure_kind == FailureKind.WORKTREE_TOO_LARGE
         assert "TELECODER_WORKTREE_MAX_BYTES" in (done.error or "")
     assert git_repo.remote_git("branch", "--list", "telecoder/*") == ""
+
+
+async def test_a_refusal_reads_plainly_in_logs_and_on_the_dashboard(
+    confined: Settings, store: Store, git_repo: GitRepo, db_url: str
+) -> None:
+    done = await attack(confined, store, git_repo, "curl -s -m 10 https://example.com/; true")
+    logs = telecoder("logs", done.id, env=cli_env(confined.home, TELECODER_DATABASE_URL=db_url))
+    assert logs.returncode == 0, logs.stderr
+    assert "network denied example.com:443 (agent): not a model endpoint" in logs.stdout
+    async with client(create_app(confined, store)) as c:
+        page = await c.get(f"/sessions/{done.id}")
+    assert page.status_code == 200
+    assert "network denied" in page.text
+    assert "example.com:443 refused for the agent" in page.text

@@ -6,7 +6,7 @@ import enum
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -226,11 +226,18 @@ def render_event(event: Event) -> str | None:
         text = f"[red]error: {escape(str(d.get('message', '')))}[/]"
     elif kind == EventKind.OUTPUT_TRUNCATED:
         text = f"[yellow]… {escape(str(d.get('message', 'output truncated')))}[/]"
+    elif kind == EventKind.NETWORK_DENIED:
+        text = f"[yellow]network denied[/] {escape(denied_text(d))}"
     elif kind == EventKind.RESULT:
         return None
     else:
         text = escape(json.dumps(d))
     return f"[dim]{stamp}[/] {text}"
+
+
+def denied_text(d: Mapping[str, Any]) -> str:
+    """``example.com:443 (agent): not a model endpoint (network policy model)``."""
+    return f"{d.get('host')}:{d.get('port')} ({d.get('by', '?')}): {d.get('reason', '')}"
 
 
 def event_json(event: Event) -> dict[str, Any]:

@@ -175,6 +175,10 @@ def view(event: Event) -> EventView:
         case EventKind.OUTPUT_TRUNCATED:
             message = str(d.get("message", "output truncated"))
             return made(title="output truncated", body=message, css="output_truncated")
+        case EventKind.NETWORK_DENIED:
+            where = f"{d.get('host')}:{d.get('port')}"
+            body = f"{where} refused for the {d.get('by', 'agent')}: {d.get('reason', '')}"
+            return made(title="network denied", body=body, css="network_denied bad")
         case _:
             step = d.get("step")
             title = str(step) if step else event.kind.value
