@@ -117,11 +117,15 @@ class Confiner:
         s = self.settings
         agent_path = [p for p in (s.agent_path or "").split(os.pathsep) if p]
         readable = tool_dirs(os.environ.get("PATH", ""), agent_path)
-        readable += [Path(p) for p in s.sandbox_read if Path(p).is_absolute()]
+        readable += [(Path(p), Path(p)) for p in s.sandbox_read if Path(p).is_absolute()]
         for prefix in {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()}:
             if not str(prefix).startswith(("/usr", "/bin", "/lib")):
-                readable.append(prefix)  # this Python: tools made with it link into it
-        mounts = [Mount(source=p, target=p) for p in dict.fromkeys(readable) if p.is_dir()]
+                readable.append((prefix, prefix))  # this Python: tools made with it link into it
+        mounts = [
+            Mount(source=source, target=target)
+            for source, target in dict.fromkeys(readable)
+            if source.is_dir()
+        ]
         wt = self.worktree
         self.home.mkdir(parents=True, exist_ok=True)
         mounts += [

@@ -102,34 +102,41 @@ def interpreter() -> tuple[str, Path | None]:
     return str(base), Path(sys.base_prefix).resolve()
 
 
-def tool_dirs(path: str, extra: Sequence[str] = ()) -> list[Path]:
-    """What to make readable so the programs on ``path`` (and ``extra`` directories) run: each
-    directory, or the prefix it is the ``bin`` of, and the prefixes its links lead into."""
-    found: list[Path] = []
+def tool_dirs(path: str, extra: Sequence[str] = ()) -> list[tuple[Path, Path]]:
+    """What to make readable so the programs on ``path`` (and ``extra`` directories) run, as
+    (where it is, where the sandbox sees it): each directory, or the prefix it is the ``bin``
+    of, at its real place and at the place it is named by (through a link), and the prefixes
+    its links lead into."""
+    found: list[tuple[Path, Path]] = []
     avoid = {Path.home().resolve(), Path("/")}
 
-    def add(directory: Path) -> None:
-        prefix = directory.parent if directory.name == "bin" else directory
-        for candidate in (prefix, directory):
-            if candidate not in avoid and candidate.is_dir():
-                found.append(candidate)
-                return
+    def prefix(directory: Path) -> Path:
+        return directory.parent if directory.name == "bin" else directory
+
+    def add(real: Path, seen: Path | None = None) -> None:
+        source, target = prefix(real), prefix(seen or real)
+        if source in avoid or target in avoid or not source.is_dir():
+            source, target = real, seen or real
+        if source not in avoid and target not in avoid and source.is_dir():
+            found.append((source, target))
 
     for entry in [*extra, *path.split(os.pathsep)]:
         if not entry or not Path(entry).is_absolute() or not Path(entry).is_dir():
             continue
-        directory = Path(entry).resolve()
-        if str(directory).startswith(_SYSTEM + _SYSTEM_LINKS):
+        seen, real = Path(os.path.normpath(entry)), Path(entry).resolve()
+        if str(real).startswith(_SYSTEM + _SYSTEM_LINKS):
             continue
-        add(directory)
+        add(real)
+        if seen != real:
+            add(real, seen)
         if entry in extra:
-            for item in directory.iterdir():
+            for item in real.iterdir():
                 if item.is_symlink():
                     add(item.resolve().parent)
-    unique: list[Path] = []
-    for item in sorted(set(found), key=lambda p: len(p.parts)):
-        if not any(item.is_relative_to(kept) for kept in unique):
-            unique.append(item)
+    unique: list[tuple[Path, Path]] = []
+    for source, target in sorted(set(found), key=lambda pair: len(pair[1].parts)):
+        if not any(target.is_relative_to(kept) for _, kept in unique):
+            unique.append((source, target))
     return unique
 
 
