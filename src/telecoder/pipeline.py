@@ -372,7 +372,7 @@ class Pipeline:
         recorder: EventRecorder,
     ) -> Confiner | None:
         """The confinements of this attempt's processes; None when the runtime has no sandbox."""
-        if not getattr(self.runtime, "confined", False):
+        if not self.runtime.confined:
             return None
         git_dir = await self.workspace.sandbox_git_dir(wt, task.home / "git" / wt.path.name)
 

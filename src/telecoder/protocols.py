@@ -166,6 +166,7 @@ class Confinement:
 
 class Runtime(Protocol):
     name: str
+    confined: bool  # whether it honours a Confinement (sandbox, docker) or runs as TeleCoder
 
     async def spawn(
         self,
