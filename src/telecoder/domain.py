@@ -80,6 +80,8 @@ class FailureKind(enum.StrEnum):
     SANDBOX_UNAVAILABLE = "sandbox_unavailable"
     WORKTREE_TOO_LARGE = "worktree_too_large"  # the agent wrote past the worktree's cap
     SECRET_DETECTED = "secret_detected"  # the diff holds a secret: nothing is pushed
+    RATE_LIMITED = "rate_limited"  # the model endpoint kept answering 429/503/529: requeued
+    BUDGET_REACHED = "budget_reached"  # the session's cost reached its budget (it waits, blocked)
     INTERNAL = "internal"
 
 
@@ -152,6 +154,8 @@ class NewSession:
     timeout_seconds: float | None = None
     parent_id: str | None = None
     origin: dict[str, Any] | None = None
+    budget_usd: float | None = None  # the gateway blocks the session when its cost reaches it
+    tier: str | None = None  # trivial, standard or complex: which models the gateway routes to
     id: str = field(default_factory=new_session_id)
     # A retry works on its parent's branch, so it updates the same pull request.
     branch: str = ""
@@ -198,6 +202,8 @@ class Session:
     worker_id: str | None = None
     lease_until: float | None = None
     engine_source: EngineSource = EngineSource.REQUEST
+    budget_usd: float | None = None
+    tier: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The session as JSON: the shape of ``--json`` output and of the HTTP API."""
@@ -224,6 +230,8 @@ class Session:
             "error": self.error,
             "failure_kind": self.failure_kind.value if self.failure_kind else None,
             "cost_usd": self.cost_usd,
+            "budget_usd": self.budget_usd,
+            "tier": self.tier,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "created_at": iso(self.created_at),

@@ -56,6 +56,7 @@ class StopReason(enum.StrEnum):
     TIMEOUT = "timeout"
     STALLED = "stalled"
     TOO_LARGE = "too_large"  # the worktree grew past its cap
+    BUDGET = "budget"  # the gateway found the session's budget spent
     SHUTDOWN = "shutdown"
     LEASE_LOST = "lease_lost"
 

@@ -20,6 +20,7 @@ TRANSIENT: frozenset[FailureKind] = frozenset(
         FailureKind.WORKSPACE_ERROR,
         FailureKind.PUBLISH_ERROR,
         FailureKind.INTERNAL,
+        FailureKind.RATE_LIMITED,
     }
 )
 

@@ -15,6 +15,7 @@ TRANSIENT = {
     FailureKind.WORKSPACE_ERROR,
     FailureKind.PUBLISH_ERROR,
     FailureKind.INTERNAL,
+    FailureKind.RATE_LIMITED,  # the endpoint will take requests again
 }
 PERMANENT = {
     FailureKind.TIMEOUT,
@@ -26,6 +27,7 @@ PERMANENT = {
     FailureKind.SECRET_DETECTED,  # the same agent run would commit the same secret
     FailureKind.SANDBOX_UNAVAILABLE,  # the machine needs bubblewrap first
     FailureKind.WORKTREE_TOO_LARGE,  # the same agent would write as much again
+    FailureKind.BUDGET_REACHED,  # more money is a person's decision, not a retry's
 }
 
 

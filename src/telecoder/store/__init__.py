@@ -11,6 +11,7 @@ from telecoder.store.migrations import upgrade
 from telecoder.store.notify import Listener, Notice, NoticeKind
 from telecoder.store.queue import Claimed, Heartbeat, Limits, Outcome, Queue
 from telecoder.store.sessions import Page, Sessions
+from telecoder.store.usage import Totals, UsageRow, Usages
 from telecoder.store.workers import Registration, Workers
 
 __all__ = [
@@ -24,6 +25,9 @@ __all__ = [
     "Page",
     "Registration",
     "Store",
+    "Totals",
+    "UsageRow",
+    "Usages",
     "open_store",
 ]
 
@@ -34,6 +38,7 @@ class Store:
         self.sessions = Sessions(db)
         self.queue = Queue(db, lease_seconds=lease_seconds)
         self.events = Events(db)
+        self.usage = Usages(db)
         # A worker that has not renewed its heartbeat for a lease's length is gone.
         self.workers = Workers(db, stale_after=lease_seconds)
 

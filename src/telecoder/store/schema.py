@@ -63,6 +63,8 @@ sessions = Table(
     Column("cost_usd", Double, nullable=False, server_default="0"),
     Column("input_tokens", Integer, nullable=False, server_default="0"),
     Column("output_tokens", Integer, nullable=False, server_default="0"),
+    Column("budget_usd", Double),
+    Column("tier", String(16)),
     Column("last_seq", Integer, nullable=False, server_default="0"),
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
@@ -123,4 +125,66 @@ workers = Table(
     Column("running", Integer, nullable=False, server_default="0"),
     Column("started_at", Double, nullable=False),
     Column("last_heartbeat", Double, nullable=False),
+)
+
+# One row per model request the gateway forwarded: who asked, which endpoint and model answered,
+# the tokens the upstream reported and what they cost. Sessions' totals are sums of these; the
+# repo, engine and user are copied so costs can be grouped without the session (or after it).
+usage = Table(
+    "usage",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("session_id", String(32)),
+    Column("attempt", Integer),
+    Column("ts", Double, nullable=False),
+    Column("repo", Text),
+    Column("engine", String(64)),
+    Column("user", String(255)),
+    Column("endpoint", String(64), nullable=False),
+    Column("api", String(32), nullable=False),  # anthropic, openai-chat, openai-responses, ...
+    Column("model", String(200)),  # the model that answered, as the upstream named it
+    Column("input_tokens", Integer, nullable=False, server_default="0"),  # fresh input only
+    Column("output_tokens", Integer, nullable=False, server_default="0"),
+    Column("cache_read_tokens", Integer, nullable=False, server_default="0"),
+    Column("cache_write_tokens", Integer, nullable=False, server_default="0"),
+    Column("cost_usd", Double),  # None: no price known for the model
+    Column("latency_ms", Double, nullable=False),  # request to the last byte
+    Column("ttft_ms", Double),  # request to the first byte of the body
+    Column("status", Integer, nullable=False),  # the HTTP status the agent got
+    Column("streamed", Boolean, nullable=False, server_default=text("false")),
+    Index("ix_usage_session", "session_id"),
+    Index("ix_usage_ts", "ts"),
+)
+
+# The model endpoints the gateway forwards to (besides those from the operator's environment).
+# Keys are never stored: ``key_env`` names the variable of the gateway's environment holding it.
+endpoints = Table(
+    "endpoints",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("kind", String(16), nullable=False),  # anthropic, openai, gemini, ollama
+    Column("key_env", String(128)),
+    Column("models", Text),  # JSON list, from the last model discovery
+    Column("healthy", Boolean),  # None: not checked yet
+    Column("latency_ms", Double),
+    Column("error", Text),
+    Column("checked_at", Double),
+    Column("failures", Integer, nullable=False, server_default="0"),
+    # One shared backoff for every session on every host: no request before this time.
+    Column("backoff_until", Double),
+    Column("created_at", Double, nullable=False),
+)
+
+# Period budgets: ``scope`` is ``global`` or ``user:<name>``; ``period`` daily or monthly. The
+# last alert level sent (80, 90, 100) and the period it was sent in keep alerts to one each.
+budgets = Table(
+    "budgets",
+    metadata,
+    Column("scope", String(255), primary_key=True),
+    Column("period", String(16), primary_key=True),
+    Column("limit_usd", Double, nullable=False),
+    Column("alerted_level", Integer, nullable=False, server_default="0"),
+    Column("alerted_period", String(16)),
+    Column("created_at", Double, nullable=False),
 )

@@ -66,6 +66,8 @@ def session_from_row(row: Row[Any]) -> Session:
         worker_id=m["worker_id"],
         lease_until=m["lease_until"],
         engine_source=EngineSource(m["engine_source"]),
+        budget_usd=m["budget_usd"],
+        tier=m["tier"],
     )
 
 
@@ -110,6 +112,8 @@ def new_session_values(new: NewSession, now: float) -> dict[str, Any]:
         "timeout_seconds": new.timeout_seconds,
         "parent_id": new.parent_id,
         "origin": dumps(new.origin) if new.origin is not None else None,
+        "budget_usd": new.budget_usd,
+        "tier": new.tier,
         "available_at": now,
         "created_at": now,
         "updated_at": now,
