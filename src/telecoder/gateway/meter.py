@@ -28,13 +28,15 @@ writes are counted apart.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 VALUE_LIMIT = 64 * 1024  # a usage object or model name longer than this is not one
 _FIRST_TRY = 1024  # bytes decoded for a value at first; more only when it is longer
-_SPACE = b" \t\r\n"
+_COLON = re.compile(rb"[ \t\r\n]*:[ \t\r\n]*")
+_SLACK = 64  # spaces a key may be followed by before its ':' and still be found across chunks
 _DECODER = json.JSONDecoder()
 
 APIS = ("anthropic", "openai-chat", "openai-responses", "gemini", "ollama")
@@ -157,39 +159,37 @@ class Meter:
     def _scan(self, buf: bytes) -> None:
         """Handle every key in ``buf`` in order; keep what a later chunk may complete."""
         keys = self._keys if self._model is not None else [self._model_key, *self._keys]
-        found = {key: buf.find(key) for key in keys}
-        while True:
-            live = [(pos, key) for key, pos in found.items() if pos >= 0]
-            if not live:
-                break
-            pos, key = min(live)
+        found = [(buf.find(key), key) for key in keys]
+        done = 0  # where the last value handled ends: never read twice
+        while found:
+            pos, key = min(found) if len(found) > 1 else found[0]
+            if pos < 0:
+                found = [entry for entry in found if entry[0] >= 0]
+                continue
             end = self._value_at(buf, pos + len(key), key)
             if end is None:  # the value goes on in the next chunk
                 if len(buf) - pos <= VALUE_LIMIT:
                     self._buf = buf[pos:]
                     return
                 end = pos + len(key)  # too long to be ours: skip it
-            if key == self._model_key and self._model is not None:
-                found.pop(key)  # the first model name wins: stop looking
-                continue
-            found[key] = buf.find(key, end)
-        self._buf = buf[-self._overlap :] if len(buf) > self._overlap else buf
+            done = end
+            found.remove((pos, key))
+            if key != self._model_key or self._model is None:  # the first model name wins
+                found.append((buf.find(key, end), key))
+        self._buf = buf[max(len(buf) - self._overlap, done) :]
 
     def _value_at(self, buf: bytes, start: int, key: bytes) -> int | None:
         """Decode the value after ``key`` (ending at ``start``) and take it; where it ends, or
         ``None`` when the buffer ends first."""
-        at, size = start, len(buf)
-        while at < size and buf[at] in _SPACE:
-            at += 1
+        size = len(buf)
+        colon = _COLON.match(buf, start)
+        if colon is None:  # the name was a string value, not a key (or the buffer ends)
+            return None if size - start < _SLACK and not buf[start:].strip() else start
+        at = colon.end()
         if at >= size:
             return None
-        if buf[at] != 58:  # not a ':': the name was a string value, not a key
-            return at
-        at += 1
-        while at < size and buf[at] in _SPACE:
-            at += 1
-        if at >= size:
-            return None
+        if buf.startswith(b"null", at):  # OpenAI-like chunks say "usage": null until the last
+            return at + 4
         window = _FIRST_TRY
         while True:
             text = buf[at : at + window].decode("utf-8", "surrogateescape")
