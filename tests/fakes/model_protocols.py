@@ -165,7 +165,10 @@ def parse(protocol: str, body: dict[str, Any], path: str, query: str) -> Turn:
         for tool in body.get("tools") or []:
             if tool.get("type") == "function" and "name" in tool:
                 tools[tool["name"]] = tool.get("parameters") or {}
-        for item in body.get("input") or []:
+        items = body.get("input") or []
+        if isinstance(items, str):  # a bare prompt
+            items = [{"type": "message", "role": "user", "content": items}]
+        for item in items:
             kind = str(item.get("type") or "message")
             if kind.endswith("_output"):
                 messages.append(("tool_result", text_of(item.get("output"))))
