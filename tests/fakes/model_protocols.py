@@ -15,7 +15,10 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from tests.fakes.model_server import Reply
 
 SHELL_TOOLS = ("Bash", "bash", "exec_command", "run_shell_command", "shell", "developer__shell")
 INPUT_TOKENS = 120
@@ -34,30 +37,6 @@ class Usage:
     output: int = OUTPUT_TOKENS
     cache_read: int = 0
     cache_write: int = 0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Reply:
-    """One model turn."""
-
-    text: str = ""
-    thinking: str | None = None
-    command: str | None = None  # call the CLI's shell tool with this command
-    tool: str | None = None  # or call this tool ...
-    args: dict[str, Any] | None = None  # ... with these arguments
-    error: int | None = None  # answer with this HTTP status instead
-    delay: float = 0.0  # seconds before answering
-    usage: Usage | None = None  # what this answer reports (default: the server's)
-
-    @property
-    def calls_tool(self) -> bool:
-        return self.command is not None or self.tool is not None
-
-
-DEFAULT_SCRIPT: tuple[Reply, ...] = (
-    Reply(text="I'll create the file.", command="echo hello-from-fake > fake.txt && cat fake.txt"),
-    Reply(text="All done: created fake.txt."),
-)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -40,11 +40,9 @@ from urllib.parse import urlsplit
 
 from tests.fakes.model_protocols import (
     ANSWER,
-    DEFAULT_SCRIPT,
     INPUT_TOKENS,
     OUTPUT_TOKENS,
     SHELL_TOOLS,
-    Reply,
     Reported,
     Turn,
     Usage,
@@ -62,6 +60,30 @@ __all__ = [
     "Reported",
     "Usage",
 ]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reply:
+    """One model turn."""
+
+    text: str = ""
+    thinking: str | None = None
+    command: str | None = None  # call the CLI's shell tool with this command
+    tool: str | None = None  # or call this tool ...
+    args: dict[str, Any] | None = None  # ... with these arguments
+    error: int | None = None  # answer with this HTTP status instead
+    delay: float = 0.0  # seconds before answering
+    usage: Usage | None = None  # what this answer reports (default: the server's)
+
+    @property
+    def calls_tool(self) -> bool:
+        return self.command is not None or self.tool is not None
+
+
+DEFAULT_SCRIPT: tuple[Reply, ...] = (
+    Reply(text="I'll create the file.", command="echo hello-from-fake > fake.txt && cat fake.txt"),
+    Reply(text="All done: created fake.txt."),
+)
 
 
 @dataclass(frozen=True, slots=True)

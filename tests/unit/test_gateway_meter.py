@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 import tracemalloc
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -376,3 +377,15 @@ def test_prepare_asks_a_streamed_chat_request_for_its_usage() -> None:
     assert prepare("openai-chat", {"stream": False}) == {"stream": False}
     assert prepare("anthropic", {"stream": True}) == {"stream": True}
     assert prepare("openai-responses", {"stream": True}) == {"stream": True}
+
+
+def test_a_value_that_never_ends_is_not_read_again_at_every_byte() -> None:
+    body = b'data: {"usage": {"input_tokens": 5, "note": "' + b"x" * 150_000 + b'"}}\n\n'
+    started = time.perf_counter()
+    assert metered("anthropic", True, bytewise(body)) is None  # too long to be usage: skipped
+    assert time.perf_counter() - started < 5  # read a few times as it grew, not 150,000 times
+
+
+def test_a_body_ending_in_a_number_is_read_at_the_end() -> None:
+    body = b'{"model": "llama3.2", "done": true, "prompt_eval_count": 7, "eval_count": 31'
+    assert metered("ollama", False, bytewise(body)) == Metered("llama3.2", 7, 31, 0, 0)
