@@ -54,6 +54,14 @@ def test_an_unknown_model_costs_none() -> None:
     assert prices.cost("", used(100, 100)) is None
 
 
+def test_a_local_ollama_model_is_priced_by_overrides_only() -> None:
+    m = 1_000_000
+    assert Prices().cost("deepseek-r1", used(m, m)) is not None  # the hosted model
+    assert Prices().cost("deepseek-r1:8b", used(m, m), api="ollama") is None
+    free = Prices({"deepseek-r1": Price(0, 0)})
+    assert free.cost("deepseek-r1:8b", used(m, m), api="ollama") == 0
+
+
 def test_the_response_model_is_used_when_none_is_given() -> None:
     assert Prices().cost(None, Metered("gpt-4o-mini", 1000, 500)) == pytest.approx(0.00045)
 
