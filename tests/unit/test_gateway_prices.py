@@ -98,6 +98,11 @@ def test_the_prices_setting() -> None:
     assert Settings().prices == {}
 
 
+def test_the_prices_setting_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TELECODER_PRICES", "anthropic/my-model=1/5/0.1/1.25")
+    assert Settings().prices == {"anthropic/my-model": (1.0, 5.0, 0.1, 1.25)}
+
+
 @pytest.mark.parametrize("bad", ["my-model", "m=1", "m=1/2/3/4/5", "m=a/b", "=1/2", "m=-1/2"])
 def test_a_bad_price_is_refused_with_the_format(bad: str) -> None:
     with pytest.raises(ValidationError, match="model=input/output"):
