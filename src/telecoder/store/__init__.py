@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from telecoder.store.costs import By, Costs, Figures, Report
 from telecoder.store.db import Database
 from telecoder.store.events import Events
 from telecoder.store.migrations import upgrade
@@ -15,7 +16,10 @@ from telecoder.store.usage import Totals, UsageRow, Usages
 from telecoder.store.workers import Registration, Workers
 
 __all__ = [
+    "By",
     "Claimed",
+    "Costs",
+    "Figures",
     "Heartbeat",
     "Limits",
     "Listener",
@@ -24,6 +28,7 @@ __all__ = [
     "Outcome",
     "Page",
     "Registration",
+    "Report",
     "Store",
     "Totals",
     "UsageRow",
@@ -39,6 +44,7 @@ class Store:
         self.queue = Queue(db, lease_seconds=lease_seconds)
         self.events = Events(db)
         self.usage = Usages(db)
+        self.costs = Costs(db)
         # A worker that has not renewed its heartbeat for a lease's length is gone.
         self.workers = Workers(db, stale_after=lease_seconds)
 
