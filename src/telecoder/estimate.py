@@ -23,11 +23,12 @@ MIN_SIMILAR = 3  # fewer similar sessions than this in a pool: look in a wider o
 MAX_BASIS = 50  # the latest sessions an estimate rests on
 SHOWN = 10  # session ids an estimate names
 _WORD = re.compile(r"[a-z0-9_]{3,}")
-_STOP = frozenset(
+_COMMON = (  # words that say nothing about a task
     "the and for with that this from into then than are was were has have not but all any "
     "can you your our its use when what which who how also only just please should would "
-    "could there their them they these those about after before over under".split()
+    "could there their them they these those about after before over under"
 )
+_STOP = frozenset(_COMMON.split())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -17,8 +17,10 @@ from datetime import UTC, date, datetime, timedelta
 from telecoder.errors import BadInput
 
 DAY = 86400.0
+EPOCH, END = 0.0, 253402300800.0  # 1970-01-01 and 10000-01-01: what a time may be
 _SPAN = re.compile(r"^(\d{1,6})\s*([mhdw])$")
 _UNIT = {"m": 60.0, "h": 3600.0, "d": DAY, "w": 7 * DAY}
+_OUT_OF_RANGE = "{name}: {value!r} is before 1970 or after 9999"
 FORMS = "30m, 24h, 7d, 2w, a date (2026-11-01) or a time (2026-11-01T12:00, UTC unless it says)"
 
 
@@ -29,19 +31,29 @@ def parse_time(
     text = value.strip().lower()
     now = time.time() if now is None else now
     if match := _SPAN.match(text):
-        return now - int(match.group(1)) * _UNIT[match.group(2)]
+        return _in_range(now - int(match.group(1)) * _UNIT[match.group(2)], name, value)
     try:
         if len(text) == 10:
             day = date.fromisoformat(text)
             if end:
                 day += timedelta(days=1)
-            return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
+            return _in_range(
+                datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp(), name, value
+            )
         moment = datetime.fromisoformat(text.upper())
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return _in_range(moment.timestamp(), name, value)
+    except OverflowError:
+        raise BadInput(_OUT_OF_RANGE.format(name=name, value=value)) from None
     except ValueError:
         raise BadInput(f"{name}: {value!r} is not a time: give {FORMS}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+
+
+def _in_range(ts: float, name: str, value: str) -> float:
+    if not EPOCH <= ts < END:
+        raise BadInput(_OUT_OF_RANGE.format(name=name, value=value))
+    return ts
 
 
 def parse_range(

@@ -45,3 +45,9 @@ def test_a_range_must_run_forwards():
 def test_days():
     assert day_name(day_of(NOW)) == "2026-11-20"
     assert day_name(day_of(1795132800.0 - 0.001)) == "2026-11-19"
+
+
+@pytest.mark.parametrize("text", ["9999-12-31", "0001-01-01T00:00+01:00", "999999w"])
+def test_times_out_of_range_are_refused(text):
+    with pytest.raises(BadInput, match="before 1970 or after 9999"):
+        parse_time(text, end=True)

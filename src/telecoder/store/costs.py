@@ -156,16 +156,7 @@ class Costs:
             groups: list[Group] = []
             more = False
             if by is not None and by != By.DAY:
-                column = _COLUMN[by]
-                grouped = (
-                    select(column.label("key"), *_sums())
-                    .group_by(column)
-                    .order_by(_cost_order(), func.count().desc(), column)
-                    .limit(limit + 1)
-                )
-                found = list(await conn.execute(self._within(grouped, since, until)))
-                more = len(found) > limit
-                groups = [Group(r[0], _figures(r, 1)) for r in found[:limit]]
+                groups, more = await self._groups(conn, by, since, until, limit)
             top_sessions = await self._top(conn, since, until, top) if top > 0 else []
             unpriced = (
                 select(usage.c.model)
@@ -189,6 +180,34 @@ class Costs:
             top_sessions=top_sessions,
             unpriced_models=models,
         )
+
+    async def groups(
+        self,
+        by: By,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+    ) -> tuple[list[Group], bool]:
+        """The costliest ``limit`` groups (days: in order), and whether there were more."""
+        if by == By.DAY:
+            report = await self.report(by=by, since=since, until=until, top=0)
+            return report.groups, False
+        async with self._db.read() as conn:
+            return await self._groups(conn, by, since, until, limit)
+
+    async def _groups(
+        self, conn: Any, by: By, since: float | None, until: float | None, limit: int
+    ) -> tuple[list[Group], bool]:
+        column = _COLUMN[by]
+        grouped = (
+            select(column.label("key"), *_sums())
+            .group_by(column)
+            .order_by(_cost_order(), func.count().desc(), column)
+            .limit(limit + 1)
+        )
+        found = list(await conn.execute(self._within(grouped, since, until)))
+        return [Group(r[0], _figures(r, 1)) for r in found[:limit]], len(found) > limit
 
     async def history(self, repo: str, *, limit: int = 500) -> list[Past]:
         """The repository's latest finished sessions that show what a run costs: those that
