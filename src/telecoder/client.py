@@ -151,6 +151,18 @@ class Client:
         """A follow-up for a chat session: ``{session_id, seq}``."""
         return await self._call("POST", f"/api/sessions/{ref}/messages", json={"text": text})
 
+    # --- costs ---
+
+    async def costs(self, **params: str | int | None) -> Json:
+        """``GET /api/costs``: ``by``, ``since``, ``until``, ``top``, ``limit`` (None: left out)."""
+        query = {k: v for k, v in params.items() if v is not None}
+        return await self._call("GET", "/api/costs", params=query)
+
+    async def estimate(self, **params: str | None) -> Json:
+        """``GET /api/costs/estimate``: ``repo``, ``prompt``, ``engine``, ``model``."""
+        query = {k: v for k, v in params.items() if v is not None}
+        return await self._call("GET", "/api/costs/estimate", params=query)
+
     # --- events ---
 
     async def event_page(self, ref: str, *, after: int = 0, limit: int = 200) -> Json:

@@ -22,6 +22,7 @@ from telecoder.store.costs import Past
 MIN_SIMILAR = 3  # fewer similar sessions than this in a pool: look in a wider one
 MAX_BASIS = 50  # the latest sessions an estimate rests on
 SHOWN = 10  # session ids an estimate names
+MAX_PROMPT = 8000  # what an estimate reads of a prompt (the API takes it in a query string)
 _WORD = re.compile(r"[a-z0-9_]{3,}")
 _COMMON = (  # words that say nothing about a task
     "the and for with that this from into then than are was were has have not but all any "
@@ -64,7 +65,7 @@ async def estimate(
     store: Store, *, repo: str, engine: str, model: str | None, prompt: str
 ) -> Estimate:
     history = await store.costs.history(repo)
-    return estimate_from(history, repo=repo, engine=engine, model=model, prompt=prompt)
+    return estimate_from(history, repo=repo, engine=engine, model=model, prompt=prompt[:MAX_PROMPT])
 
 
 def estimate_from(

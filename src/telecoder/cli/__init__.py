@@ -13,7 +13,7 @@ import sys
 import typer
 from sqlalchemy.exc import DBAPIError
 
-from telecoder.cli import chat, db, engines, run, serve, sessions, worker, workers
+from telecoder.cli import chat, costs, db, engines, run, serve, sessions, worker, workers
 from telecoder.cli.output import Exit, err
 from telecoder.errors import (
     BadInput,
@@ -43,6 +43,7 @@ app.command("retry")(sessions.retry)
 app.command("worker")(worker.worker)
 app.command("workers")(workers.workers)
 app.command("engines")(engines.engines)
+app.command("costs")(costs.costs)
 app.command("serve")(serve.serve)
 app.command("version")(sessions.version)
 app.add_typer(db.app, name="db")

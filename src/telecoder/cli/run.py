@@ -47,9 +47,22 @@ def run(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the finished session as one JSON object.")
     ] = False,
+    estimate: Annotated[
+        bool,
+        typer.Option(
+            "--estimate",
+            help="Print what it would likely cost (from similar sessions); run nothing.",
+        ),
+    ] = False,
     server: ServerOption = None,
 ) -> None:
     """Run a task on a repository: a pushed branch (and PR) or an answer."""
+    if estimate:
+        from telecoder.cli.costs import estimate_run
+
+        return estimate_run(
+            server, prompt=prompt, repo=repo, engine=engine, model=model, as_json=as_json
+        )
     if server:
         from telecoder.cli import remote  # the HTTP client only when asked for
 

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from telecoder import registry
 from telecoder.assemble import build_workspace
 from telecoder.errors import BadInput, EngineNotFound
-from telecoder.estimate import estimate
+from telecoder.estimate import MAX_PROMPT, estimate
 from telecoder.server.charts import day_bars
 from telecoder.server.deps import PrincipalDep, StateDep, StoreDep, ViewerDep
 from telecoder.server.routes.dashboard import render
@@ -22,7 +22,6 @@ from telecoder.timerange import FORMS, parse_range
 router = APIRouter(prefix="/api/costs", tags=["costs"])
 pages = APIRouter(include_in_schema=False)
 
-MAX_PROMPT = 8000  # an estimate reads this much of a prompt (it travels in the query string)
 _ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorOut, "description": "No or a wrong API token."},
     422: {"model": ErrorOut, "description": "A bad ``by``, time, or range; ``detail`` says."},
