@@ -1,7 +1,7 @@
 """What model traffic cost, read from the ``usage`` table: totals, groups, days, top sessions.
 
-Everything is summed in SQL (the ``ts`` index bounds the range), on SQLite and PostgreSQL
-alike. A request whose model has no known price has no cost: it is counted in
+Everything is summed in SQL, on SQLite and PostgreSQL alike, over a range the ``ts`` index
+finds (:class:`_Span`). A request whose model has no known price has no cost: it is counted in
 ``unpriced_requests`` (and its model named in ``unpriced_models``), never given a guessed one,
 so a total with unpriced requests is a lower bound and says so.
 """
@@ -14,7 +14,17 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, Select, cast, func, literal_column, select
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    cast,
+    false,
+    func,
+    literal_column,
+    select,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from telecoder.domain import SessionStatus, iso
 from telecoder.store.db import Database
@@ -50,6 +60,17 @@ class Figures:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def __add__(self, other: Figures) -> Figures:
+        return Figures(
+            requests=self.requests + other.requests,
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+            cost_usd=self.cost_usd + other.cost_usd,
+            unpriced_requests=self.unpriced_requests + other.unpriced_requests,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,31 +162,23 @@ class Costs:
         zero), the ``top`` costliest sessions and the models that had no price."""
         now = time.time() if now is None else now
         async with self._db.read() as conn:
-            row = (
-                await conn.execute(
-                    self._within(select(*_sums(), func.min(usage.c.ts)), since, until)
-                )
-            ).one()
-            total, first = _figures(row), row[-1]
+            span = await self._span(conn, since, until)
             day = self._day()
             per_day = select(day.label("key"), *_sums()).group_by(day)
-            days = {
-                int(r[0]): _figures(r, 1)
-                for r in await conn.execute(self._within(per_day, since, until))
-            }
+            days = {int(r[0]): _figures(r, 1) for r in await conn.execute(span.within(per_day))}
             groups: list[Group] = []
             more = False
             if by is not None and by != By.DAY:
-                groups, more = await self._groups(conn, by, since, until, limit)
-            top_sessions = await self._top(conn, since, until, top) if top > 0 else []
+                groups, more = await self._groups(conn, by, span, limit)
+            top_sessions = await self._top(conn, span, top) if top > 0 else []
             unpriced = (
                 select(usage.c.model)
                 .distinct()
                 .where(usage.c.cost_usd.is_(None), usage.c.model.is_not(None))
             )
-            models = sorted(
-                str(m) for (m,) in await conn.execute(self._within(unpriced, since, until))
-            )
+            models = sorted(str(m) for (m,) in await conn.execute(span.within(unpriced)))
+        total = sum(days.values(), Figures())  # every row is in one day
+        first = min(days, default=None)
         series = _series(days, since, until, first, now)
         if by == By.DAY:
             groups = series
@@ -194,10 +207,11 @@ class Costs:
             report = await self.report(by=by, since=since, until=until, top=0)
             return report.groups, False
         async with self._db.read() as conn:
-            return await self._groups(conn, by, since, until, limit)
+            span = await self._span(conn, since, until)
+            return await self._groups(conn, by, span, limit)
 
     async def _groups(
-        self, conn: Any, by: By, since: float | None, until: float | None, limit: int
+        self, conn: AsyncConnection, by: By, span: _Span, limit: int
     ) -> tuple[list[Group], bool]:
         column = _COLUMN[by]
         grouped = (
@@ -206,7 +220,7 @@ class Costs:
             .order_by(_cost_order(), func.count().desc(), column)
             .limit(limit + 1)
         )
-        found = list(await conn.execute(self._within(grouped, since, until)))
+        found = list(await conn.execute(span.within(grouped)))
         return [Group(r[0], _figures(r, 1)) for r in found[:limit]], len(found) > limit
 
     async def history(self, repo: str, *, limit: int = 500) -> list[Past]:
@@ -250,9 +264,7 @@ class Costs:
                 for r in rows
             ]
 
-    async def _top(
-        self, conn: Any, since: float | None, until: float | None, top: int
-    ) -> list[SessionCost]:
+    async def _top(self, conn: AsyncConnection, span: _Span, top: int) -> list[SessionCost]:
         costliest = (
             select(usage.c.session_id, *_sums())
             .where(usage.c.session_id.is_not(None))
@@ -260,7 +272,7 @@ class Costs:
             .order_by(_cost_order(), func.count().desc(), usage.c.session_id)
             .limit(top)
         )
-        sub = self._within(costliest, since, until).subquery()
+        sub = span.within(costliest).subquery()
         query = (
             select(sub, sessions.c.prompt, sessions.c.repo, sessions.c.engine, sessions.c.status)
             .select_from(sub.outerjoin(sessions, sessions.c.id == sub.c.session_id))
@@ -288,12 +300,46 @@ class Costs:
             return cast(per_day, Integer)
         return cast(func.floor(per_day), Integer)
 
-    @staticmethod
-    def _within(query: Select[Any], since: float | None, until: float | None) -> Select[Any]:
+    async def _span(self, conn: AsyncConnection, since: float | None, until: float | None) -> _Span:
+        """The range, with the ids of its first and last rows on SQLite (see :class:`_Span`)."""
+        if not self._db.is_sqlite or (since is None and until is None):
+            return _Span(since, until)
+        bounds = select(func.min(usage.c.id), func.max(usage.c.id))
         if since is not None:
-            query = query.where(usage.c.ts >= since)
+            bounds = bounds.where(usage.c.ts >= since)
         if until is not None:
-            query = query.where(usage.c.ts < until)
+            bounds = bounds.where(usage.c.ts < until)
+        first, last = (await conn.execute(bounds)).one()
+        return _Span(since, until, ids=(first, last))
+
+
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """``since <= ts < until`` as a filter.
+
+    On SQLite, reading a third of the table through the ``ts`` index costs a lookup per row,
+    many times a plain scan. There the range also goes as the ids of its first and last rows
+    (one pass over the index, which holds the ids) and ``ts`` is compared as an expression, so
+    SQLite reads the rows by id, in one sweep. Rows are appended as requests end, so the ids
+    of a time range are (nearly) one run; the ``ts`` test keeps the answer exact regardless.
+    """
+
+    since: float | None
+    until: float | None
+    ids: tuple[int | None, int | None] | None = None
+
+    def within(self, query: Select[Any]) -> Select[Any]:
+        ts: Any = usage.c.ts
+        if self.ids is not None:
+            first, last = self.ids
+            if first is None or last is None:
+                return query.where(false())  # no row in the range
+            query = query.where(usage.c.id.between(first, last))
+            ts = usage.c.ts + 0  # an expression: SQLite leaves the ts index alone
+        if self.since is not None:
+            query = query.where(ts >= self.since)
+        if self.until is not None:
+            query = query.where(ts < self.until)
         return query
 
 
@@ -345,13 +391,14 @@ def _series(
     days: dict[int, Figures],
     since: float | None,
     until: float | None,
-    first: float | None,
+    first: int | None,
     now: float,
 ) -> list[Group]:
-    """Every UTC day of the range, in order, the days without usage at zero."""
-    start = since if since is not None else first
+    """Every UTC day of the range (from the ``first`` with usage when open), in order, the
+    days without usage at zero."""
+    start = day_of(since) if since is not None else first
     if start is None:
         return []
     last = math.ceil(until / DAY) - 1 if until is not None else day_of(now)
-    first_day = max(day_of(start), last - MAX_DAYS + 1)
+    first_day = max(start, last - MAX_DAYS + 1)
     return [Group(day_name(d), days.get(d, Figures())) for d in range(first_day, last + 1)]
