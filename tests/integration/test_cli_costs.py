@@ -47,6 +47,10 @@ async def test_costs_prints_totals_groups_and_top_sessions(store, env):
     assert table[2] == ["claude-sonnet-4-5", "3", "300", "1,050", "30", "$0.03"]
     assert table[3] == ["local-llm", "1", "7,000", "0", "700", "$0.00", "+1?"]
     assert any(line.startswith(ids["b"]) and "write the docs" in line for line in lines)
+    without = await cli("costs", *RANGE, "--top", "0", env=env)
+    assert "TOP SESSION" in done.stdout
+    assert "TOP SESSION" not in without.stdout
+    assert without.stdout.splitlines()[:7] == lines[:7]
 
 
 async def test_costs_json_is_the_report(store, env):

@@ -25,7 +25,6 @@ from telecoder.timerange import FORMS, parse_range
 from telecoder.workspace import is_url
 
 Json = dict[str, Any]
-TOP = 5
 
 
 def costs(
@@ -41,6 +40,9 @@ def costs(
         typer.Option(help="Up to this time (a date: to the end of that day).", show_default=False),
     ] = None,
     limit: Annotated[int, typer.Option(help="At most this many groups.", min=1, max=1000)] = 50,
+    top: Annotated[
+        int, typer.Option(help="Also list this many costliest sessions.", min=0, max=100)
+    ] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     server: ServerOption = None,
 ) -> None:
@@ -57,7 +59,7 @@ def costs(
         async def ask() -> Json:
             async with connect(server) as api:
                 return await api.costs(
-                    by=group.value, since=since, until=until, top=TOP, limit=limit
+                    by=group.value, since=since, until=until, top=top, limit=limit
                 )
 
         report = run_async(ask())
@@ -67,7 +69,7 @@ def costs(
         async def read() -> Json:
             async with opened(settings) as store:
                 found = await store.costs.report(
-                    by=group, since=start, until=stop, top=TOP, limit=limit
+                    by=group, since=start, until=stop, top=top, limit=limit
                 )
             return found.to_dict()
 
