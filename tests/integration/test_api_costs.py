@@ -192,3 +192,15 @@ async def test_the_costs_page_with_nothing_and_with_a_bad_time(app):
     assert 'class="chip on">30d<' in empty.text
     assert bad.status_code == 422
     assert "since: &#39;soon&#39; is not a time" in bad.text
+
+
+async def test_the_costs_page_refreshes_itself_in_place(app, store):
+    async with client(app) as c:
+        page = await c.get("/costs", params=RANGE, headers={"accept": "text/html"})
+        await seed(store)
+        again = await c.get("/costs", params=RANGE, headers={"hx-request": "true"})
+    assert 'hx-get="/costs?since=2026-11-20&amp;until=2026-11-22"' in page.text
+    assert 'hx-trigger="every 30s" hx-select="#costs"' in page.text
+    assert re.search(r'id="total-requests">0<', page.text)
+    assert again.status_code == 200
+    assert re.search(r'id="total-requests">5<', again.text)
