@@ -8,7 +8,7 @@ from telecoder.domain import SessionStatus
 from telecoder.estimate import estimate
 from telecoder.store import By, Figures, Store
 from telecoder.timerange import DAY
-from tests.usage_rows import D0, day, finished, seed
+from tests.usage_rows import D0, day, finished, row, seed
 
 
 @pytest.fixture
@@ -161,3 +161,14 @@ async def test_no_history_says_so(store):
     est = await estimate(store, repo="/src/app", engine="claude-code", model=None, prompt="x")
     assert (est.based_on, est.basis, est.median_usd) == (0, "no history", None)
     assert est.to_dict()["sessions"] == []
+
+
+async def test_rows_recorded_out_of_time_order_are_counted_exactly(store):
+    """A request that ended later may be recorded first: ids are not quite time order."""
+    for ts in (day(0, 1), day(5), day(0, 2), day(-1), day(0, 3)):
+        await store.usage.record(row(ts))
+    report = await store.costs.report(since=D0, until=D0 + DAY)
+    assert report.total.requests == 3
+    assert (await store.costs.report(since=D0 - DAY, until=D0)).total.requests == 1
+    assert (await store.costs.report(since=D0 + DAY, until=D0 + 2 * DAY)).total.requests == 0
+    assert (await store.costs.report(since=D0 - DAY, now=day(6))).total.requests == 5
