@@ -58,9 +58,10 @@ class Deliveries:
                 source=source, key=key, session_id=new.id, fingerprint=fingerprint, created_at=now
             )
             .on_conflict_do_nothing()
+            .returning(deliveries.c.session_id)
         )
         async with self._db.write() as conn:
-            if not (await conn.execute(claim)).rowcount:
+            if (await conn.execute(claim)).first() is None:
                 found = await _existing(conn, source, key, fingerprint)
                 assert found is not None  # the row that conflicted is committed
                 return Once(found, created=False)
