@@ -142,7 +142,8 @@ async def test_a_templated_idempotency_key_dedupes_different_deliveries(
             ids.append((await c.post("/api/hooks/ci", content=body, headers=headers)).json())
     assert ids[0]["session_id"] == ids[1]["session_id"]
     session = await store.sessions.get(ids[0]["session_id"])
-    assert session.origin is not None and session.origin["key"] == "run-4242"
+    assert session.origin is not None
+    assert session.origin["key"] == "run-4242"
 
 
 async def test_a_payload_the_templates_cannot_render_is_422(app, settings, store, git_repo):
@@ -152,8 +153,10 @@ async def test_a_payload_the_templates_cannot_render_is_422(app, settings, store
         response = await c.post("/api/hooks/ci", content=body, headers=headers)
     assert response.status_code == 422, response.text
     detail = response.json()["detail"]
-    assert "prompt template" in detail and "test" in detail
-    assert SECRET not in response.text and "MfKQ9r8" not in response.text
+    assert "prompt template" in detail
+    assert "test" in detail
+    assert SECRET not in response.text
+    assert "MfKQ9r8" not in response.text
     assert await all_sessions(store) == []
 
 
@@ -216,7 +219,8 @@ async def test_idempotency_key_on_api_sessions(app, store, git_repo):
     assert again.json()["id"] == first.json()["id"]
     assert other.status_code == 409
     assert "different request" in other.json()["detail"]
-    assert fresh.status_code == 201 and fresh.json()["id"] != first.json()["id"]
+    assert fresh.status_code == 201
+    assert fresh.json()["id"] != first.json()["id"]
     assert len(await all_sessions(store)) == 2
 
 

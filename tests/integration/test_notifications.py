@@ -30,6 +30,13 @@ def fast(settings):
     return settings.model_copy(update=FAST)
 
 
+async def wait_until(check, seconds=10.0):
+    """Poll an async check of the database (which sends no signal to wait on)."""
+    async with asyncio.timeout(seconds):
+        while not await check():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
 async def queue(store, prompt="echo hi"):
     return await store.sessions.create(NewSession(repo="/r", prompt=prompt, engine="shell"))
 
@@ -73,9 +80,7 @@ async def test_a_subscriber_that_is_down_gets_every_event_once_after_a_restart(f
             rows = await store.outbox.recent()
             return len(rows) == 4 and all(r.tries >= 2 for r in rows)
 
-        async with asyncio.timeout(10):
-            while not await tried_twice():
-                await asyncio.sleep(0.02)
+        await wait_until(tried_twice)
     rows = await store.outbox.recent()
     assert {r.state.value for r in rows} == {"pending"}
     assert all("ConnectError" in (r.last_error or "") for r in rows)
@@ -153,9 +158,7 @@ async def test_a_notification_fails_for_good_after_its_last_try(fast, store):
                 rows = await store.outbox.recent()
                 return bool(rows) and rows[0].state.value == "failed"
 
-            async with asyncio.timeout(10):
-                while not await failed():
-                    await asyncio.sleep(0.02)
+            await wait_until(failed)
     (row,) = await store.outbox.recent()
     assert (row.tries, row.last_status) == (3, 500)
     assert len(receiver.received) == 3
@@ -206,7 +209,8 @@ async def test_subscriptions_api(fast, store):
             {k: v for k, v in made.json().items() if k != "secret"}
         ]  # the secret is shown once
         bad = await c.post("/api/subscriptions", json={"url": "http://x", "events": ["nope"]})
-        assert bad.status_code == 422 and "unknown event" in bad.json()["detail"]
+        assert bad.status_code == 422
+        assert "unknown event" in bad.json()["detail"]
         gone = await c.delete(f"/api/subscriptions/{made.json()['id']}")
         assert gone.status_code == 204
         missing = await c.delete(f"/api/subscriptions/{made.json()['id']}")
@@ -214,3 +218,22 @@ async def test_subscriptions_api(fast, store):
         assert (await c.get("/api/subscriptions")).json() == []
         deliveries = await c.get("/api/subscriptions/deliveries")
         assert deliveries.status_code == 200
+
+
+async def test_the_dashboard_shows_recent_deliveries(fast, store):
+    with Receiver() as receiver:
+        sub = await store.subscriptions.add(receiver.url, ["all"])
+        receiver.secret = sub.secret
+        async with client(create_app(fast, store)) as c:
+            await queue(store)
+            run = await FakeRun.start(store)
+            await run.finish()
+            await until(lambda: len(receiver.verified) == 1, seconds=10)
+            await asyncio.sleep(0.1)
+            page = await c.get("/deliveries")
+    assert page.status_code == 200
+    assert receiver.url in page.text
+    assert run.session_id in page.text
+    assert "delivered" in page.text
+    assert "HTTP 200" in page.text
+    assert sub.secret not in page.text

@@ -117,6 +117,7 @@ def create_app(
     routers = (meta, sessions, events, workers, hooks, subscriptions, dashboard)
     for module in routers:
         app.include_router(module.router)
+    app.include_router(subscriptions.page_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _handle_errors(app)
     app.add_middleware(SecurityHeaders)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, status
+from fastapi import APIRouter, Depends, Path, Query, Request, status
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from telecoder.server.deps import PrincipalDep, StoreDep, limit_writes
+from telecoder.server.deps import PrincipalDep, StateDep, StoreDep, ViewerDep, limit_writes
+from telecoder.server.routes.dashboard import render
 from telecoder.server.schemas import ErrorOut, Text
 from telecoder.store.outbox import EVENT_NAMES
 
@@ -96,3 +98,20 @@ async def remove_subscription(
     sub_id: Annotated[str, Path(max_length=64)], store: StoreDep, _: PrincipalDep
 ) -> None:
     await store.subscriptions.remove(sub_id)
+
+
+# --- the dashboard's page ---
+
+page_router = APIRouter(include_in_schema=False)
+
+
+@page_router.get("/deliveries")
+async def deliveries_page(request: Request, state: StateDep, viewer: ViewerDep) -> Response:
+
+    subs = [
+        {**s.to_dict(), "created": s.to_dict()["created_at"]}
+        for s in await state.store.subscriptions.list()
+    ]
+    rows = [d.to_dict() for d in await state.store.outbox.recent(100)]
+    context = {"subscriptions": subs, "deliveries": rows}
+    return render(request, state, viewer, "deliveries.html", context)
