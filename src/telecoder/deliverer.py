@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,12 +30,16 @@ from typing import Any
 import httpx
 
 from telecoder import __version__, registry, signing
+from telecoder.errors import StoreUnavailable
 from telecoder.settings import Settings
 from telecoder.store import Delivery, Store
 
 log = logging.getLogger(__name__)
 
 Subscriber = Callable[[dict[str, Any]], Any]
+
+KEEP_SECONDS = 14 * 86400  # delivered and failed notifications are kept this long
+PRUNE_EVERY = 3600.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,9 +77,16 @@ class Deliverer:
             follow_redirects=False,
             headers={"user-agent": f"TeleCoder/{__version__}"},
         ) as client:
+            pruned_at = time.monotonic() - PRUNE_EVERY + 60  # first a minute after start
             while not stop.is_set():
                 try:
+                    if time.monotonic() - pruned_at > PRUNE_EVERY:
+                        pruned_at = time.monotonic()
+                        await self.store.outbox.prune(KEEP_SECONDS)
                     sent = await self.send_due(client)
+                except StoreUnavailable as e:
+                    log.warning("the deliverer cannot reach the database: %s", e.message)
+                    sent = 0
                 except Exception:
                     log.exception("the deliverer failed; trying again")
                     sent = 0

@@ -237,3 +237,17 @@ async def test_the_dashboard_shows_recent_deliveries(fast, store):
     assert "delivered" in page.text
     assert "HTTP 200" in page.text
     assert sub.secret not in page.text
+
+
+async def test_old_finished_rows_are_pruned_and_pending_ones_kept(store):
+    await store.subscriptions.add("http://127.0.0.1:9/down", ["all"])
+    await queue(store)
+    await (await FakeRun.start(store)).finish()
+    holder = "pruner-test"
+    claimed = await store.outbox.claim(holder, lease_seconds=30)
+    local = next(d for d in claimed if d.subscription_id is None)
+    assert await store.outbox.delivered(holder, local.id, None)
+    await asyncio.sleep(0.05)
+    assert await store.outbox.prune(0.01) == 1
+    (left,) = await store.outbox.recent(local=True)
+    assert left.state.value == "pending"

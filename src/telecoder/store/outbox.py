@@ -269,6 +269,9 @@ class Outbox:
             .order_by(outbox.c.next_at, outbox.c.created_at)
             .limit(limit)
         )
+        async with self._db.read() as conn:  # the usual answer, "none", takes no write lock
+            if (await conn.execute(due.limit(1))).first() is None:
+                return []
         if not self._db.is_sqlite:
             due = due.with_for_update(skip_locked=True)
         async with self._db.write() as conn:
@@ -345,6 +348,17 @@ class Outbox:
             outbox.c.claimed_by == holder,
             outbox.c.state == RowState.PENDING.value,
         )
+
+    async def prune(self, older_than: float) -> int:
+        """Delete delivered and failed rows created more than ``older_than`` seconds ago."""
+        async with self._db.write() as conn:
+            done = await conn.execute(
+                delete(outbox).where(
+                    outbox.c.state != RowState.PENDING.value,
+                    outbox.c.created_at < time.time() - older_than,
+                )
+            )
+        return int(done.rowcount or 0)
 
     async def recent(self, limit: int = 50, *, local: bool = False) -> builtins.list[Delivery]:
         """The newest deliveries to subscriptions (and to the in-process ones if ``local``)."""
