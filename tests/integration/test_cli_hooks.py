@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 
 import yaml
 
 from telecoder.channels import hooks
-from tests.cli import cli_env, telecoder
+from tests.cli import TELECODER, cli_env, telecoder, wait_for
+from tests.fakes.receiver import Receiver
 
 
 def test_hooks_add_list_remove(tmp_path):
@@ -69,3 +73,30 @@ def test_subscriptions_add_list_remove(tmp_path):
     assert json.loads(telecoder("subscriptions", "list", "--json", env=env).stdout) == []
     missing = telecoder("subscriptions", "remove", made["id"], env=env)
     assert missing.returncode == 3
+
+
+def test_a_worker_process_sends_the_notification_of_its_session(tmp_path, git_repo):
+    """`telecoder worker` runs a deliverer too: a session it finishes is notified, signed."""
+    env = cli_env(
+        tmp_path / "home", TELECODER_POLL_SECONDS="0.1", TELECODER_NOTIFY_POLL_SECONDS="0.1"
+    )
+    with Receiver() as receiver:
+        added = telecoder("subscriptions", "add", receiver.url, "--json", env=env)
+        receiver.secret = json.loads(added.stdout)["secret"]
+        done = telecoder(
+            "run", "echo ok > ok.txt", "--repo", str(git_repo.path), "--detach", env=env
+        )
+        session_id = done.stdout.strip()
+        worker = subprocess.Popen(
+            [TELECODER, "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            wait_for(lambda: receiver.verified, timeout=60, what="the notification")
+        finally:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(30)
+    (bodies,) = receiver.verified.values()
+    assert bodies[0]["type"] == "session.finished"
+    assert bodies[0]["data"]["session"]["id"] == session_id
+    assert bodies[0]["data"]["session"]["status"] == "succeeded"
