@@ -266,3 +266,45 @@ async def test_a_body_that_is_not_json_is_415(app, store, git_repo, content_type
     assert response.status_code == 415, response.text
     assert "Content-Type: application/json" in response.json()["detail"]
     assert await all_sessions(store) == []
+
+
+async def test_a_hook_whose_secret_variable_is_unset_answers_500_and_says_which(
+    app, settings, store, git_repo, monkeypatch
+):
+    monkeypatch.delenv("UNSET_HOOK_SECRET", raising=False)
+    define(settings, secret=None, secret_env="UNSET_HOOK_SECRET")
+    body, headers = signed({**CI_PAYLOAD, "repo": str(git_repo.path)})
+    async with client(app) as c:
+        response = await c.post("/api/hooks/ci", content=body, headers=headers)
+    assert response.status_code == 500
+    assert "UNSET_HOOK_SECRET" in response.json()["detail"]
+    assert await all_sessions(store) == []
+
+
+async def test_a_signed_body_that_is_not_json_is_422(app, settings, store):
+    define(settings)
+    body = "repo=x&prompt=y"
+    when = datetime.now(UTC)
+    headers = {
+        "webhook-id": "m",
+        "webhook-timestamp": str(int(when.timestamp())),
+        "webhook-signature": standardwebhooks.Webhook(SECRET).sign("m", when, body),
+    }
+    async with client(app) as c:
+        response = await c.post("/api/hooks/ci", content=body, headers=headers)
+    assert response.status_code == 422
+    assert "not JSON" in response.json()["detail"]
+    assert await all_sessions(store) == []
+
+
+def test_a_definition_that_cannot_be_used_is_listed_with_its_problem(settings):
+    define(settings)
+    broken = settings.hooks_dir / "broken.yaml"
+    broken.write_text(f"repo: x\nprompt: '{{{{ unclosed'\nsecret: {SECRET}\n")
+    (settings.hooks_dir / "weak.yaml").write_text("repo: x\nprompt: y\nsecret: not-base64!\n")
+    found = hooks.all_hooks(settings.hooks_dir)
+    assert [type(h).__name__ for h in found] == ["HookMisconfigured", "Hook", "HookMisconfigured"]
+    assert "the prompt template: " in found[0].message
+    assert found[2].message == (
+        "weak.yaml: hook 'weak': a Standard Webhooks secret is whsec_ followed by base64"
+    )

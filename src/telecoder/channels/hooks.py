@@ -81,7 +81,10 @@ class HookSpec(BaseModel):
         if bool(self.secret) == bool(self.secret_env):
             raise ValueError("give exactly one of secret and secret_env")
         if self.scheme == "standard-webhooks" and self.secret:
-            signing.secret_bytes(self.secret)
+            try:
+                signing.secret_bytes(self.secret)
+            except BadInput as e:
+                raise ValueError(e.message) from None
         for name in TEMPLATES:
             source = getattr(self, name)
             if source is not None:
@@ -220,10 +223,14 @@ def parse(name: str, text: str) -> HookSpec:
     except yaml.YAMLError as e:
         raise HookMisconfigured(f"hook {name!r}: not valid YAML: {e}") from None
     except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'hook'}: {err['msg']}" for err in e.errors()
-        )
+        problems = "; ".join(_problem(err["loc"], err["msg"]) for err in e.errors())
         raise HookMisconfigured(f"hook {name!r}: {problems}") from None
+
+
+def _problem(loc: tuple[Any, ...], msg: str) -> str:
+    msg = msg.removeprefix("Value error, ")
+    where = ".".join(str(p) for p in loc)
+    return f"{where}: {msg}" if where else msg
 
 
 def all_hooks(directory: Path) -> list[Hook | HookMisconfigured]:
