@@ -34,6 +34,7 @@ class HookAccepted(BaseModel):
 @router.post(
     "/{name}",
     status_code=202,
+    response_model=HookAccepted,
     responses={
         200: {"model": HookAccepted, "description": "Seen before: the first delivery's session."},
         401: {"model": ErrorOut, "description": "Missing or wrong signature: nothing queued."},
