@@ -105,3 +105,15 @@ class ServerUnavailable(TeleCoderError):
 
 class Unauthorized(TeleCoderError):
     """The TeleCoder server refused the request: no token, or a wrong one."""
+
+
+class HookNotFound(TeleCoderError):
+    """No hook has that name."""
+
+
+class SubscriptionNotFound(TeleCoderError):
+    """No subscription has that id."""
+
+
+class WebhookSignatureInvalid(TeleCoderError):
+    """The webhook's signature is missing or does not match its body."""

@@ -278,6 +278,22 @@ class Settings(BaseSettings):
     bus_poll_seconds: float = Field(
         default=0.025, gt=0, description="How often the live-event reader looks for new events."
     )
+    # --- notifications out (subscriptions) ---
+    notify_poll_seconds: float = Field(
+        default=1.0, gt=0, description="How often the deliverer looks for notifications to send."
+    )
+    notify_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="How long a subscriber has to answer one notification."
+    )
+    notify_max_tries: int = Field(
+        default=10, ge=1, description="Tries of one notification before it fails for good."
+    )
+    notify_backoff_seconds: float = Field(
+        default=5.0, gt=0, description="Wait after a notification's first failed try; doubles."
+    )
+    notify_backoff_max_seconds: float = Field(
+        default=900.0, gt=0, description="Longest wait between two tries of a notification."
+    )
 
     @field_validator(
         "env_allow",
@@ -329,6 +345,11 @@ class Settings(BaseSettings):
     @property
     def sandbox_pids_limit(self) -> int | None:
         return self.sandbox_pids or None
+
+    @property
+    def hooks_dir(self) -> Path:
+        """Where inbound webhooks are defined, one ``<name>.yaml`` each."""
+        return self.home / "hooks"
 
     @property
     def raw_logs(self) -> Path:

@@ -13,14 +13,16 @@ import sys
 import typer
 from sqlalchemy.exc import DBAPIError
 
-from telecoder.cli import chat, costs, db, engines, run, serve, sessions, worker, workers
+from telecoder.cli import chat, costs, db, engines, hooks, run, serve, sessions, worker, workers
 from telecoder.cli.output import Exit, err
 from telecoder.errors import (
     BadInput,
     Conflict,
+    HookNotFound,
     ServerUnavailable,
     SessionNotFound,
     StoreUnavailable,
+    SubscriptionNotFound,
     TeleCoderError,
     Unauthorized,
 )
@@ -47,10 +49,14 @@ app.command("costs")(costs.costs)
 app.command("serve")(serve.serve)
 app.command("version")(sessions.version)
 app.add_typer(db.app, name="db")
+app.add_typer(hooks.hooks_app, name="hooks")
+app.add_typer(hooks.subscriptions_app, name="subscriptions")
 
 _EXIT: list[tuple[type[TeleCoderError], Exit]] = [
     (BadInput, Exit.BAD_INPUT),
     (SessionNotFound, Exit.NOT_FOUND),
+    (HookNotFound, Exit.NOT_FOUND),
+    (SubscriptionNotFound, Exit.NOT_FOUND),
     (Conflict, Exit.CONFLICT),
     (StoreUnavailable, Exit.UNAVAILABLE),
     (ServerUnavailable, Exit.UNAVAILABLE),

@@ -43,6 +43,7 @@ from telecoder.errors import LeaseLost
 from telecoder.store.db import Database, dumps
 from telecoder.store.events import append_events, fenced, insert_events
 from telecoder.store.notify import Notice, NoticeKind
+from telecoder.store.outbox import record_status
 from telecoder.store.schema import attempts, sessions
 from telecoder.store.sessions import (
     new_session_values,
@@ -324,7 +325,9 @@ class Queue:
             )
             if status == SessionStatus.QUEUED and delay <= 0:
                 await self._db.notify(conn, Notice(NoticeKind.QUEUED, lease.session_id))
-        return session_from_row(row)
+            ended = session_from_row(row)
+            await record_status(conn, ended, now)  # notifications out, with the status
+        return ended
 
     async def release(self, lease: Lease, reason: str, events: Sequence[NewEvent] = ()) -> bool:
         """Hand a running session back to the queue on purpose (graceful shutdown).
@@ -436,7 +439,15 @@ class Queue:
             values["available_at"] = now + decision.delay
         else:
             values["finished_at"] = now
-        await conn.execute(update(sessions).where(sessions.c.id == session.id).values(**values))
+        row = (
+            await conn.execute(
+                update(sessions)
+                .where(sessions.c.id == session.id)
+                .values(**values)
+                .returning(*sessions.c)
+            )
+        ).one()
+        await record_status(conn, session_from_row(row), now)
         await conn.execute(
             _attempt_update(lease).values(
                 status=AttemptStatus.LOST.value,
