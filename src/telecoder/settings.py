@@ -275,6 +275,34 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(
         default=120, ge=0, description="Writes per token per minute before 429 (0: no limit)."
     )
+    # --- the model gateway: rate limits, endpoints, routing ---
+    gateway_retry_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        description="How long the gateway waits out an endpoint's rate limit (429/503/529, "
+        "honouring Retry-After) for one request before the agent gets the 429 and the session "
+        "is requeued (rate_limited).",
+    )
+    endpoint_check_seconds: float = Field(
+        default=60.0, gt=0, description="How often model endpoints are checked (health, models)."
+    )
+    endpoint_failures: int = Field(
+        default=3,
+        ge=1,
+        description="Requests to an endpoint failing in a row (no answer, 5xx) that mark it "
+        "unhealthy until a request or a check succeeds.",
+    )
+    tier_trivial: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Models for trivial tasks, in fallback order: endpoint:model entries, "
+        "comma-separated (e.g. anthropic:claude-haiku-4-5,openai:gpt-5-mini).",
+    )
+    tier_standard: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="Models for standard tasks (endpoint:model, comma-separated)."
+    )
+    tier_complex: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="Models for complex tasks (endpoint:model, comma-separated)."
+    )
     bus_poll_seconds: float = Field(
         default=0.025, gt=0, description="How often the live-event reader looks for new events."
     )
@@ -289,6 +317,9 @@ class Settings(BaseSettings):
         "network_hosts",
         "network_registries",
         "model_hosts",
+        "tier_trivial",
+        "tier_standard",
+        "tier_complex",
         mode="before",
     )
     @classmethod

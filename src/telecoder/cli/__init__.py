@@ -13,11 +13,12 @@ import sys
 import typer
 from sqlalchemy.exc import DBAPIError
 
-from telecoder.cli import chat, db, engines, run, serve, sessions, worker, workers
+from telecoder.cli import chat, db, endpoints, engines, run, serve, sessions, worker, workers
 from telecoder.cli.output import Exit, err
 from telecoder.errors import (
     BadInput,
     Conflict,
+    EndpointNotFound,
     ServerUnavailable,
     SessionNotFound,
     StoreUnavailable,
@@ -46,10 +47,12 @@ app.command("engines")(engines.engines)
 app.command("serve")(serve.serve)
 app.command("version")(sessions.version)
 app.add_typer(db.app, name="db")
+app.add_typer(endpoints.app, name="endpoints")
 
 _EXIT: list[tuple[type[TeleCoderError], Exit]] = [
     (BadInput, Exit.BAD_INPUT),
     (SessionNotFound, Exit.NOT_FOUND),
+    (EndpointNotFound, Exit.NOT_FOUND),
     (Conflict, Exit.CONFLICT),
     (StoreUnavailable, Exit.UNAVAILABLE),
     (ServerUnavailable, Exit.UNAVAILABLE),

@@ -26,6 +26,7 @@ from telecoder.bus import Bus
 from telecoder.errors import (
     BadInput,
     Conflict,
+    EndpointNotFound,
     SessionNotFound,
     StoreUnavailable,
     TeleCoderError,
@@ -35,7 +36,7 @@ from telecoder.server.deps import LoginRequired
 from telecoder.server.diff import DiffSource, DiffUnavailable, git_diff_source
 from telecoder.server.limits import BodyLimit, RateLimited, RateLimiter, SecurityHeaders
 from telecoder.server.render import STATIC, templates
-from telecoder.server.routes import dashboard, events, meta, sessions, workers
+from telecoder.server.routes import dashboard, endpoints, events, meta, sessions, workers
 from telecoder.server.state import Intake, ServerState, WorkerRunner, Workers, default_intake
 from telecoder.settings import Settings
 from telecoder.store import Store
@@ -96,8 +97,10 @@ def create_app(
     )
     app.state.telecoder = state
     app.state.templates = templates()
-    for router in (meta.router, sessions.router, events.router, workers.router, dashboard.router):
+    routers = (meta, sessions, events, workers, endpoints, dashboard)
+    for router in (r.router for r in routers):
         app.include_router(router)
+    app.include_router(endpoints.pages)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _handle_errors(app)
     app.add_middleware(SecurityHeaders)
@@ -111,6 +114,7 @@ def create_app(
 _STATUS: list[tuple[type[TeleCoderError], int, str]] = [
     (BadInput, 422, "bad_input"),
     (SessionNotFound, 404, "not_found"),
+    (EndpointNotFound, 404, "not_found"),
     (DiffUnavailable, 404, "no_diff"),
     (Conflict, 409, "conflict"),
     (StoreUnavailable, 503, "unavailable"),

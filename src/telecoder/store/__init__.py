@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from telecoder.store.db import Database
+from telecoder.store.endpoints import EndpointRow, Endpoints
 from telecoder.store.events import Events
 from telecoder.store.migrations import upgrade
 from telecoder.store.notify import Listener, Notice, NoticeKind
@@ -16,6 +17,8 @@ from telecoder.store.workers import Registration, Workers
 
 __all__ = [
     "Claimed",
+    "EndpointRow",
+    "Endpoints",
     "Heartbeat",
     "Limits",
     "Listener",
@@ -39,6 +42,7 @@ class Store:
         self.queue = Queue(db, lease_seconds=lease_seconds)
         self.events = Events(db)
         self.usage = Usages(db)
+        self.endpoints = Endpoints(db)
         # A worker that has not renewed its heartbeat for a lease's length is gone.
         self.workers = Workers(db, stale_after=lease_seconds)
 
