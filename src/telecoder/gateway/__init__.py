@@ -1,0 +1,11 @@
+"""TeleCoder's model gateway: agents reach models only through it, with a key worth nothing
+elsewhere; it adds the real key, streams answers through and meters every request.
+
+``apis`` (the API kinds and where keys travel), ``tickets`` (per-attempt keys), ``upstreams``
+(where requests go), ``http`` (the loopback HTTP server), ``proxy`` (the forwarding loop).
+"""
+
+from telecoder.gateway.proxy import Gateway
+from telecoder.gateway.tickets import Ticket
+
+__all__ = ["Gateway", "Ticket"]
