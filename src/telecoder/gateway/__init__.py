@@ -5,7 +5,7 @@ elsewhere; it adds the real key, streams answers through and meters every reques
 (where requests go), ``http`` (the loopback HTTP server), ``proxy`` (the forwarding loop).
 """
 
-from telecoder.gateway.proxy import Gateway
+from telecoder.gateway.proxy import Gateway, vendor_replaced
 from telecoder.gateway.tickets import Ticket
 
-__all__ = ["Gateway", "Ticket"]
+__all__ = ["Gateway", "Ticket", "vendor_replaced"]

@@ -34,7 +34,7 @@ from telecoder.gateway import apis
 from telecoder.gateway.apis import Call, Kind
 from telecoder.gateway.http import ClientGone, HTTPServer, Reply, Request
 from telecoder.gateway.tickets import Ticket, Tickets
-from telecoder.gateway.upstreams import Target, Upstreams
+from telecoder.gateway.upstreams import KEY_VARS, URL_VARS, Target, Upstreams
 from telecoder.settings import Settings
 from telecoder.store.usage import UsageRow
 
@@ -55,6 +55,13 @@ HOP_BY_HOP = frozenset(
         "trailer",
         "transfer-encoding",
         "upgrade",
+    }
+)
+# The operator's model endpoints and keys: an agent gets none of them, only the gateway's.
+VENDOR_VARS = frozenset(
+    {
+        *(URL_VARS.values()),
+        *(var for names in KEY_VARS.values() for var, _, _ in names),
     }
 )
 _REQUEST_DROP = HOP_BY_HOP | apis.KEY_HEADERS | {"host", "content-length", "accept-encoding"}
@@ -173,6 +180,11 @@ class Gateway:
         async with self._lock:
             if not len(self.tickets):
                 await self._close()
+
+    def agent_env(self, env: Mapping[str, str], ticket: Ticket) -> dict[str, str]:
+        """``env`` (what the operator passes to engines) with no real key or upstream URL left:
+        the vendor variables name this gateway and the ticket's key instead."""
+        return vendor_replaced(env, self.env(ticket))
 
     def env(self, ticket: Ticket) -> dict[str, str]:
         """The vendor variables an agent gets: every base URL at this gateway, every key the
@@ -315,6 +327,13 @@ class Gateway:
             await self.store.usage.record(row)
         except Exception:
             log.warning("gateway: usage of session %s not recorded", row.session_id, exc_info=True)
+
+
+def vendor_replaced(env: Mapping[str, str], by: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with every vendor variable (model endpoint or key) taken from ``by`` instead:
+    the gateway's, or none."""
+    kept = {k: v for k, v in env.items() if k not in VENDOR_VARS}
+    return {**kept, **{k: v for k, v in by.items() if k in VENDOR_VARS}}
 
 
 def budget_message(spent: float, budget: float) -> str:

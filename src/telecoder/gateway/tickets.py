@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from telecoder.domain import Session
 from telecoder.gateway.apis import KEY_PREFIX
 
 
@@ -52,6 +53,34 @@ class Ticket:
     budget_told: bool = False  # on_budget was called for the current budget
     pending: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
     _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    @classmethod
+    def of_session(
+        cls,
+        session: Session,
+        attempt: int,
+        *,
+        on_budget: Callable[[float, float], None] | None = None,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> Ticket:
+        """A ticket for an attempt of ``session``, its totals so far carried on."""
+        origin = session.origin or {}
+        user = origin.get("user") or origin.get("principal")
+        return cls(
+            session_id=session.id,
+            attempt=attempt,
+            repo=session.repo,
+            engine=session.engine,
+            user=str(user) if user else None,
+            model=session.model,
+            tier=session.tier,
+            budget_usd=session.budget_usd,
+            spent_usd=session.cost_usd,
+            input_tokens=session.input_tokens,
+            output_tokens=session.output_tokens,
+            on_budget=on_budget,
+            on_event=on_event,
+        )
 
     @property
     def over_budget(self) -> bool:
