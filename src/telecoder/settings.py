@@ -257,7 +257,20 @@ class Settings(BaseSettings):
             "api.openai.com:443",
             "generativelanguage.googleapis.com:443",
         ),
-        description="Model endpoints agents may reach besides the *_BASE_URL they are given.",
+        description="Model endpoints agents may reach besides the *_BASE_URL they are given "
+        "(with the gateway on, none: agents reach models only through it).",
+    )
+    # --- the model gateway (see README, "Model gateway") ---
+    gateway: bool = Field(
+        default=True,
+        description="Agents reach models only through TeleCoder's gateway, with a per-attempt "
+        "key; the real keys stay with the worker, which meters every request.",
+    )
+    gateway_host: str = Field(
+        default="127.0.0.1", description="Address the gateway listens on (loopback)."
+    )
+    gateway_port: int = Field(
+        default=0, ge=0, le=65535, description="Port of the gateway (0: a free port)."
     )
     # --- the server (telecoder serve) ---
     host: str = Field(default="127.0.0.1", description="Address the server binds to.")

@@ -1,2 +1,11 @@
-"""The model gateway: agents' model traffic goes through it (keys, metering, budgets, backoff,
-routing, endpoints)."""
+"""TeleCoder's model gateway: agents reach models only through it, with a key worth nothing
+elsewhere; it adds the real key, streams answers through and meters every request.
+
+``apis`` (the API kinds and where keys travel), ``tickets`` (per-attempt keys), ``upstreams``
+(where requests go), ``http`` (the loopback HTTP server), ``proxy`` (the forwarding loop).
+"""
+
+from telecoder.gateway.proxy import Gateway, vendor_replaced
+from telecoder.gateway.tickets import Ticket
+
+__all__ = ["Gateway", "Ticket", "vendor_replaced"]
