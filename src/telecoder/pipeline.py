@@ -299,6 +299,8 @@ class Pipeline:
         work = await self._work(engine, task, config, wt, lease, recorder, control, confiner)
         if work.failure is not None:
             kind, error = work.failure
+            if ticket is not None and ticket.rate_limited:
+                return _rate_limited(ticket, error, work.usage)
             return Outcome(
                 status=SessionStatus.FAILED, failure_kind=kind, error=error, **_usage(work.usage)
             )
@@ -831,6 +833,21 @@ def _usage(usage: Usage) -> dict[str, Any]:
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,
     }
+
+
+def _rate_limited(ticket: Ticket, error: str | None, usage: Usage) -> Outcome:
+    """The agent failed after the gateway gave up waiting out a rate limit: not the task's
+    fault, so the session is requeued (``rate_limited``), not before the endpoint opens."""
+    until = ticket.rate_limited_until
+    wait = f" until {time.strftime('%H:%M:%S', time.localtime(until))}" if until else ""
+    message = f"the model endpoint kept rate-limiting{wait}; requeued"
+    return Outcome(
+        status=SessionStatus.FAILED,
+        failure_kind=FailureKind.RATE_LIMITED,
+        error=f"{message} ({error})" if error else message,
+        not_before=until,
+        **_usage(usage),
+    )
 
 
 def _failed(recorder: EventRecorder, kind: FailureKind, error: str) -> Outcome:

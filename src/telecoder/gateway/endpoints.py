@@ -288,7 +288,7 @@ class Registry:
 
     def __init__(
         self,
-        store: Store,
+        store: Store | None,
         env: Sequence[Spec],
         *,
         check_seconds: float = 60.0,
@@ -321,12 +321,8 @@ class Registry:
         return next((s.name for s in self.env if s.kind == kind), None)
 
     def usable(self, name: str) -> bool:
-        """Known, not marked unhealthy, and not backing off."""
-        return (
-            name in self.specs
-            and self._healthy.get(name) is not False
-            and not self.backoffs.of(name).closed
-        )
+        """Not marked unhealthy, and not backing off."""
+        return self._healthy.get(name) is not False and not self.backoffs.of(name).closed
 
     def healthy(self, name: str) -> bool | None:
         return self._healthy.get(name)
@@ -343,6 +339,8 @@ class Registry:
             if self._on_change is not None:
                 self._on_change(name, False, error)
         message = f"{count} requests in a row failed: {error}"
+        if self.store is None:
+            return
         self._later(
             self.store.endpoints.record_traffic(
                 name, failures=count, healthy=False if down else None, error=message
@@ -357,6 +355,8 @@ class Registry:
         self._healthy[name] = True
         if was_down and self._on_change is not None:
             self._on_change(name, True, None)
+        if self.store is None:
+            return
         self._later(
             self.store.endpoints.record_traffic(
                 name, failures=0, healthy=True if was_down else None, error=None
@@ -365,6 +365,8 @@ class Registry:
 
     def backing_off(self, name: str, until: float) -> None:
         """Share a backoff with the other gateways (best effort)."""
+        if self.store is None:
+            return
         self._later(self.store.endpoints.set_backoff(name, until))
 
     def _later(self, write: Any) -> None:
@@ -383,6 +385,8 @@ class Registry:
 
     async def start(self) -> None:
         """Rows for the environment's endpoints (so their state can be shared), then a sync."""
+        if self.store is None:
+            return
         for spec in self.env:
             await self.store.endpoints.ensure(
                 spec.name, url=spec.url, kind=spec.kind, key_env=spec.key_env
@@ -390,6 +394,8 @@ class Registry:
         await self.sync()
 
     async def sync(self) -> list[EndpointRow]:
+        if self.store is None:
+            return []
         rows = await self.store.endpoints.list()
         specs = {s.name: s for s in self.env}
         for row in rows:
@@ -410,7 +416,7 @@ class Registry:
         due = [
             s for s in self.specs.values() if (checked.get(s.name) or 0) < now - self.check_seconds
         ]
-        if not due:
+        if not due or self.store is None:
             return
         client = self._client or httpx.AsyncClient()
         try:

@@ -32,7 +32,10 @@ import httpx
 
 from telecoder.gateway import apis
 from telecoder.gateway.apis import Call, Kind
+from telecoder.gateway.endpoints import Registry, env_specs
+from telecoder.gateway.forwarding import Forwarding
 from telecoder.gateway.http import ClientGone, HTTPServer, Reply, Request
+from telecoder.gateway.routing import Routes
 from telecoder.gateway.tickets import Ticket, Tickets
 from telecoder.gateway.upstreams import KEY_VARS, URL_VARS, Target, Upstreams
 from telecoder.settings import Settings
@@ -111,8 +114,13 @@ class Gateway:
         host: str = "127.0.0.1",
         port: int = 0,
         forwarder: Forwarder | None = None,
+        forwarding: Forwarding | None = None,
     ) -> None:
         self.upstreams = upstreams
+        # Backoff, retries and fallback (H3); None: each target once, in order.
+        self.forwarding = forwarding
+        self._registry_stop = asyncio.Event()
+        self._registry_task: asyncio.Task[None] | None = None
         self.store = store
         self.host = host
         self.port = port
@@ -127,11 +135,22 @@ class Gateway:
         cls, settings: Settings, store: Store | None, environ: Mapping[str, str] | None = None
     ) -> Gateway:
         env = os.environ if environ is None else environ
+        registry = Registry(
+            store,
+            env_specs(env),
+            check_seconds=settings.endpoint_check_seconds,
+            unhealthy_after=settings.endpoint_failures,
+            environ=env,
+        )
+        routes = Routes.from_settings(
+            settings.tier_trivial, settings.tier_standard, settings.tier_complex
+        )
         return cls(
-            upstreams=Upstreams.from_environment(env),
+            upstreams=Upstreams.from_environment(env, routes=routes, registry=registry),
             store=store,
             host=settings.gateway_host,
             port=settings.gateway_port,
+            forwarding=Forwarding(registry, retry_seconds=settings.gateway_retry_seconds),
         )
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -151,13 +170,30 @@ class Gateway:
                 self._server = server
                 if self._forwarder is None:
                     self._forwarder = Forwarder()
+                if self.forwarding is not None:
+                    await self._start_registry(self.forwarding.registry)
                 log.info("gateway: listening on %s", self.url)
+
+    async def _start_registry(self, registry: Registry) -> None:
+        """Keep the endpoints' health and backoffs current while the gateway runs."""
+        try:
+            await registry.start()
+        except Exception as e:  # a shared hint: the gateway works without it
+            log.warning("gateway: endpoint registry: %s", e)
+        self._registry_stop = asyncio.Event()
+        self._registry_task = asyncio.create_task(
+            registry.run(self._registry_stop), name="endpoint-registry"
+        )
 
     async def close(self) -> None:
         async with self._lock:
             await self._close()
 
     async def _close(self) -> None:
+        task, self._registry_task = self._registry_task, None
+        if task is not None:
+            self._registry_stop.set()
+            await asyncio.wait({task}, timeout=10)
         server, self._server = self._server, None
         if server is not None:
             await server.close()
@@ -233,7 +269,15 @@ class Gateway:
             request.body,
         )
         targets = self.upstreams.route(call, model, ticket)
-        response, target, error = await self._send(targets, outgoing)
+        if self.forwarding is not None:
+            assert self._forwarder is not None
+            response, target, error = await self.forwarding.send(
+                targets, outgoing, ticket, self._forwarder.send
+            )
+        else:
+            response, target, error = await self._send(targets, outgoing)
+        if target is not None and target.model is not None:
+            model = target.model  # asked for by routing
         if response is None:
             name = target.endpoint if target is not None else call.kind.value
             message = f"the gateway could not reach its {name} endpoint: {error}"

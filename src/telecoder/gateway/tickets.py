@@ -42,6 +42,7 @@ class Ticket:
     on_budget: Callable[[float, float], None] | None = None  # (spent, budget), once per reach
     on_event: Callable[[str, dict[str, Any]], None] | None = None  # (event kind, data)
     rate_limited: bool = False  # the gateway gave up on a rate limit
+    rate_limited_until: float | None = None  # ... whose backoff ends then (wall-clock)
     models_answered: set[str] = field(default_factory=set)
     # The session's running totals, as the usage events show them.
     requests: int = 0

@@ -25,10 +25,15 @@ retries and fallbacks exist) moves along the list.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from telecoder.gateway.apis import Call, Kind
+from telecoder.gateway.routing import Hop, Routes
 from telecoder.gateway.tickets import Ticket
+
+if TYPE_CHECKING:
+    from telecoder.gateway.endpoints import Registry
 
 DEFAULT_URLS: Mapping[Kind, str] = {
     Kind.ANTHROPIC: "https://api.anthropic.com",
@@ -87,21 +92,75 @@ def from_environment(env: Mapping[str, str]) -> dict[Kind, Target]:
     return targets
 
 
-class Upstreams:
-    """The endpoints the gateway forwards to, and which to try for a request."""
+def auth_for(kind: Kind, key: str | None) -> tuple[tuple[str, str], ...]:
+    """The headers that carry ``key`` to an endpoint of ``kind``."""
+    if not key:
+        return ()
+    _, header, scheme = KEY_VARS[kind][0]
+    return ((header, scheme + key),)
 
-    def __init__(self, targets: Mapping[Kind, Target]) -> None:
+
+class Upstreams:
+    """The endpoints the gateway forwards to, and which to try for a request.
+
+    With ``routes`` (the tiers' lists) and ``registry`` (registered endpoints), a session's
+    model requests follow its tier's list (``routing.py``); else each kind's endpoint of the
+    operator's environment.
+    """
+
+    def __init__(
+        self,
+        targets: Mapping[Kind, Target],
+        *,
+        routes: Routes | None = None,
+        registry: Registry | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         self.targets = dict(targets)
+        self.routes = routes
+        self.registry = registry
+        self._environ = environ
 
     @classmethod
-    def from_environment(cls, env: Mapping[str, str]) -> Upstreams:
-        return cls(from_environment(env))
+    def from_environment(cls, env: Mapping[str, str], **kw: Any) -> Upstreams:
+        return cls(from_environment(env), environ=env, **kw)
 
     def route(self, call: Call, model: str | None, ticket: Ticket) -> list[Target]:
         """The targets to try for ``call`` (asking for ``model``, for ``ticket``), in order."""
         target = self.targets.get(call.kind)
-        return [target] if target is not None else []
+        if self.routes is None or call.api is None:
+            return [target] if target is not None else []
+        kinds = {t.endpoint: t.kind.value for t in self.targets.values()}
+        if self.registry is not None:
+            kinds = {**self.registry.kinds(), **kinds}
+        hops = self.routes.hops(
+            call.api,
+            tier=ticket.tier,
+            pinned=ticket.model is not None,
+            kinds=kinds,
+            default=target.endpoint if target is not None else None,
+        )
+        return [t for hop in hops if (t := self._target(hop)) is not None]
+
+    def _target(self, hop: Hop) -> Target | None:
+        for target in self.targets.values():
+            if target.endpoint == hop.endpoint:
+                return replace(target, model=hop.model)
+        spec = self.registry.specs.get(hop.endpoint) if self.registry is not None else None
+        if spec is None:
+            return None
+        kind = Kind(spec.kind)
+        return Target(
+            endpoint=spec.name,
+            kind=kind,
+            base_url=spec.url,
+            auth=auth_for(kind, spec.key(self._environ)),
+            model=hop.model,
+        )
 
     def secrets(self) -> list[str]:
         """The real keys: what must never show (masking)."""
-        return [value.split(" ", 1)[-1] for t in self.targets.values() for _, value in t.auth]
+        found = [value.split(" ", 1)[-1] for t in self.targets.values() for _, value in t.auth]
+        if self.registry is not None:
+            found += [k for s in self.registry.specs.values() if (k := s.key(self._environ))]
+        return found

@@ -90,6 +90,7 @@ class Outcome:
     input_tokens: int = 0
     output_tokens: int = 0
     exit_code: int | None = None
+    not_before: float | None = None  # retried: not before this time (a rate limit's end)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,13 +266,26 @@ class Queue:
             where = fenced(lease)
             if status == SessionStatus.FAILED:
                 session = await _hold(conn, lease)  # the retry decision needs the session
+                kind = outcome.failure_kind or FailureKind.INTERNAL
+                used, limited = await _attempts_used(conn, lease), 0
+                if kind == FailureKind.RATE_LIMITED:
+                    # A rate-limited attempt does not count against max_attempts: the task did
+                    # nothing wrong and the gateway already waited for the endpoint; counting
+                    # it would kill sessions during any outage longer than a few retries. Its
+                    # own cap (retry.RATE_LIMITED_REQUEUES) ends a key that stays limited.
+                    limited = await _rate_limited_attempts(conn, lease) + 1
+                    used -= limited
                 decision = retry.decide(
-                    outcome.failure_kind or FailureKind.INTERNAL,
-                    attempt=await _attempts_used(conn, lease),
+                    kind,
+                    attempt=used,
                     max_attempts=session.max_attempts,
                     retryable=outcome.retryable,
                 )
+                if limited > retry.RATE_LIMITED_REQUEUES:
+                    decision = retry.RetryDecision(SessionStatus.DEAD)
                 status, delay = decision.status, decision.delay
+                if status == SessionStatus.QUEUED and outcome.not_before is not None:
+                    delay = max(delay, outcome.not_before - now)
             status_data: dict[str, Any] = {"status": status.value}
             if outcome.failure_kind is not None:
                 status_data["failure_kind"] = outcome.failure_kind.value
@@ -469,6 +483,21 @@ async def _attempts_used(conn: AsyncConnection, lease: Lease) -> int:
         )
     ).scalar_one()
     return lease.attempt - int(released)
+
+
+async def _rate_limited_attempts(conn: AsyncConnection, lease: Lease) -> int:
+    """Earlier attempts of the session that ended rate-limited."""
+    found = (
+        await conn.execute(
+            select(func.count())
+            .select_from(attempts)
+            .where(
+                attempts.c.session_id == lease.session_id,
+                attempts.c.failure_kind == FailureKind.RATE_LIMITED.value,
+            )
+        )
+    ).scalar_one()
+    return int(found)
 
 
 async def _hold(conn: AsyncConnection, lease: Lease) -> Session:
