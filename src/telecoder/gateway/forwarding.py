@@ -72,7 +72,7 @@ class Forwarding:
         for index, target in enumerate(ordered):
             if target is not targets[0]:
                 failed = ordered[index - 1] if index else targets[0]
-                self._tell_fallback(ticket, failed, error if index else "is unhealthy", target)
+                self._tell_fallback(ticket, failed, error if index else self._why(failed), target)
             tried = target
             request = with_model(outgoing, target)
             response, error, final = await self._try(target, request, ticket, deadline, last, send)
@@ -147,6 +147,12 @@ class Forwarding:
                 continue
             self.registry.succeeded(name)
             return response, "", True
+
+    def _why(self, skipped: Target) -> str:
+        """Why an endpoint was passed over before trying it."""
+        if self.registry.backoffs.of(skipped.endpoint).closed:
+            return "is rate limited"
+        return "is down"
 
     def _tell_fallback(self, ticket: Ticket, failed: Target, reason: str, to: Target) -> None:
         """Tell the session, once per change of where its requests go."""
