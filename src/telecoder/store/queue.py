@@ -267,21 +267,21 @@ class Queue:
             if status == SessionStatus.FAILED:
                 session = await _hold(conn, lease)  # the retry decision needs the session
                 kind = outcome.failure_kind or FailureKind.INTERNAL
-                used, limited = await _attempts_used(conn, lease), 0
+                # A rate-limited attempt does not count against max_attempts: the task did
+                # nothing wrong and the gateway already waited for the endpoint; counting it
+                # would kill sessions during any outage longer than a few retries. Its own cap
+                # (retry.RATE_LIMITED_REQUEUES) ends a key that stays limited.
+                used = await _attempts_used(conn, lease)
+                limited = await _rate_limited_attempts(conn, lease)
                 if kind == FailureKind.RATE_LIMITED:
-                    # A rate-limited attempt does not count against max_attempts: the task did
-                    # nothing wrong and the gateway already waited for the endpoint; counting
-                    # it would kill sessions during any outage longer than a few retries. Its
-                    # own cap (retry.RATE_LIMITED_REQUEUES) ends a key that stays limited.
-                    limited = await _rate_limited_attempts(conn, lease) + 1
-                    used -= limited
+                    used, limited = used - 1, limited + 1  # this one too
                 decision = retry.decide(
                     kind,
                     attempt=used,
                     max_attempts=session.max_attempts,
                     retryable=outcome.retryable,
                 )
-                if limited > retry.RATE_LIMITED_REQUEUES:
+                if kind == FailureKind.RATE_LIMITED and limited > retry.RATE_LIMITED_REQUEUES:
                     decision = retry.RetryDecision(SessionStatus.DEAD)
                 status, delay = decision.status, decision.delay
                 if status == SessionStatus.QUEUED and outcome.not_before is not None:
@@ -471,7 +471,8 @@ def _attempt_update(lease: Lease) -> Any:
 
 
 async def _attempts_used(conn: AsyncConnection, lease: Lease) -> int:
-    """Attempts that count against ``max_attempts``: all but those handed back at shutdown."""
+    """Attempts that count against ``max_attempts``: all but those handed back at shutdown
+    and those that ended rate-limited."""
     released = (
         await conn.execute(
             select(func.count())
@@ -482,7 +483,7 @@ async def _attempts_used(conn: AsyncConnection, lease: Lease) -> int:
             )
         )
     ).scalar_one()
-    return lease.attempt - int(released)
+    return lease.attempt - int(released) - await _rate_limited_attempts(conn, lease)
 
 
 async def _rate_limited_attempts(conn: AsyncConnection, lease: Lease) -> int:
