@@ -240,3 +240,15 @@ async def test_listing_merges_the_environment_and_the_table(store):
         ("anthropic", "env"),
         ("a-2", "registered"),
     ]
+
+
+async def test_the_server_checks_endpoints_without_being_asked(settings, store, model_server):
+    await store.endpoints.add(EndpointRow(name="a-2", url=model_server.url, kind="anthropic"))
+    async with client(create_app(settings, store)):
+        for _ in range(100):
+            row = await store.endpoints.get("a-2")
+            if row is not None and row.checked_at is not None:
+                break
+            await asyncio.sleep(0.05)
+    assert row is not None
+    assert (row.healthy, row.models) == (True, ("fake-model",))

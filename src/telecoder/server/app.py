@@ -31,6 +31,7 @@ from telecoder.errors import (
     StoreUnavailable,
     TeleCoderError,
 )
+from telecoder.gateway.endpoints import Registry, env_specs
 from telecoder.server.auth import AuthError, Guard, Tokens, check_bind
 from telecoder.server.deps import LoginRequired
 from telecoder.server.diff import DiffSource, DiffUnavailable, git_diff_source
@@ -78,10 +79,20 @@ def create_app(
         workers = state.workers
         if workers.runner is not None:
             workers.task = asyncio.create_task(workers.runner(workers.stop), name="workers")
+        # Endpoint checks and model discovery, also while no session runs (a check done
+        # lately by any process is not repeated).
+        registry = Registry(
+            store,
+            env_specs(),
+            check_seconds=settings.endpoint_check_seconds,
+            unhealthy_after=settings.endpoint_failures,
+        )
+        checks = asyncio.create_task(registry.run(workers.stop), name="endpoint-checks")
         try:
             yield
         finally:
             workers.stop.set()
+            await asyncio.wait({checks}, timeout=15)
             if workers.task is not None:
                 try:
                     await workers.task
