@@ -121,11 +121,18 @@ async def test_past_the_retry_budget_the_agent_gets_the_429_and_the_ticket_says_
             started = time.monotonic()
             answer = await ask(gateway, ticket)
             took = time.monotonic() - started
+            other = await gateway.issue(ticket_of(2, events))
+            closed = await ask(gateway, other)  # arrives while the endpoint is closed
         finally:
             await gateway.revoke(ticket)
+            await gateway.revoke(other)
     assert answer.status_code == 429
     assert answer.headers["retry-after"] == "5"
     assert took < 1.0  # a 5 s backoff past a 1 s budget: given up at once, not waited for
     assert ticket.rate_limited
     assert ticket.rate_limited_until == pytest.approx(time.time() + 5 - took, abs=1.0)
-    assert len(upstream.model_requests()) == 1
+    assert len(upstream.model_requests()) == 1  # the second was not sent at all
+    assert closed.status_code == 429
+    assert 3 <= int(closed.headers["retry-after"]) <= 5
+    assert closed.json()["error"]["message"].startswith("anthropic is rate limited: try again")
+    assert other.rate_limited

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from telecoder.gateway.apis import Call, Kind
+from telecoder.gateway.apis import Call, Kind, error_body
 from telecoder.gateway.backoff import RATE_LIMITED, Expired
 from telecoder.gateway.endpoints import Registry
 from telecoder.gateway.routing import Hop, fallback_message, rewrite
@@ -79,10 +80,13 @@ class Forwarding:
             last = response
             if final:
                 return response, target, ""
-        if last is not None and last.status_code in RATE_LIMITED:
+        limited = error == "is rate limited"
+        if limited or (last is not None and last.status_code in RATE_LIMITED):
             ticket.rate_limited = True
             until = max((self.registry.backoffs.of(t.endpoint).until for t in ordered), default=0)
             ticket.rate_limited_until = max(ticket.rate_limited_until or 0.0, until)
+            if last is None and tried is not None:  # nothing sent: the endpoint is closed
+                last = _rate_limit_answer(outgoing.call.kind, tried.endpoint, until)
         return last, tried, error
 
     async def _try(
@@ -193,3 +197,13 @@ def with_model(outgoing: Any, target: Target) -> Any:
         return outgoing
     _, body = rewrite(api, call.rest, body, target.model)
     return replace(outgoing, body=json.dumps(body).encode())
+
+
+def _rate_limit_answer(kind: Kind, endpoint: str, until: float) -> httpx.Response:
+    """The 429 an agent gets for a request the gateway did not send: its endpoint stays
+    closed past the request's retry budget."""
+    wait = max(1, math.ceil(until - time.time()))
+    message = f"{endpoint} is rate limited: try again in {wait} s"
+    headers = {"content-type": "application/json", "retry-after": str(wait)}
+    stream = httpx.ByteStream(error_body(kind, 429, message))
+    return httpx.Response(429, headers=headers, stream=stream)
