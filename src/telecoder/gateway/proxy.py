@@ -20,6 +20,7 @@ never in a response, an event or a log line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -199,7 +200,11 @@ class Gateway:
         task, self._registry_task = self._registry_task, None
         if task is not None:
             self._registry_stop.set()
-            await asyncio.wait({task}, timeout=10)
+            done, _ = await asyncio.wait({task}, timeout=1)
+            if not done:  # in the middle of a slow check: not worth keeping an attempt for
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         server, self._server = self._server, None
         if server is not None:
             await server.close()
