@@ -195,7 +195,8 @@ def main() -> None:
         f"{args.requests} streamed responses of {args.chunks + 3} SSE events, "
         f"{args.gap:g} ms apart; usage rows written: {rows}"
     )
-    print(f"{'':>16} {'direct p50':>11} {'p95':>8} {'gateway p50':>12} {'p95':>8} {'added p50':>10}")
+    header = ("", "direct p50", "p95", "gateway p50", "p95", "added p50")
+    print("{:>16} {:>11} {:>8} {:>12} {:>8} {:>10}".format(*header))
     for index, what in enumerate(("first chunk ms", "total ms")):
         d = [r[index] for r in results["direct"]]
         t = [r[index] for r in results["through"]]
