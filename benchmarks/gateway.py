@@ -94,13 +94,14 @@ async def serve_upstream(chunks: int, gap: float) -> None:
 async def serve_gateway(upstream: str, home: Path) -> None:
     from telecoder.domain import NewSession
     from telecoder.gateway import Gateway, Ticket
-    from telecoder.gateway.upstreams import Upstreams
+    from telecoder.settings import Settings
     from telecoder.store import open_store
 
     store = await open_store(f"sqlite:///{home / 'telecoder.db'}")
     session = await store.sessions.create(NewSession(repo="r", prompt="p", engine="claude-code"))
     env = {"ANTHROPIC_BASE_URL": upstream, "ANTHROPIC_API_KEY": "sk-ant-bench"}
-    gateway = Gateway(upstreams=Upstreams.from_environment(env), store=store)
+    # As a worker builds it: backoff, retries, fallback and the endpoint registry included.
+    gateway = Gateway.from_settings(Settings(home=home), store, environ=env)
     ticket = await gateway.issue(Ticket(session_id=session.id, attempt=1, engine="claude-code"))
     print(json.dumps({"url": gateway.env(ticket)["ANTHROPIC_BASE_URL"], "key": ticket.key}))
     sys.stdout.flush()
