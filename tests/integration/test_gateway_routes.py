@@ -136,3 +136,47 @@ async def test_past_the_retry_budget_the_agent_gets_the_429_and_the_ticket_says_
     assert 3 <= int(closed.headers["retry-after"]) <= 5
     assert closed.json()["error"]["message"].startswith("anthropic is rate limited: try again")
     assert other.rate_limited
+
+
+async def test_a_tier_rewrites_the_model_in_the_body_or_the_gemini_path(settings, store):
+    with FakeModelServer() as upstream:
+        env = {
+            "OPENAI_BASE_URL": f"{upstream.url}/v1",
+            "OPENAI_API_KEY": "sk-openai-0123456789",
+            "GOOGLE_GEMINI_BASE_URL": upstream.url,
+            "GEMINI_API_KEY": "gemini-0123456789",
+        }
+        gateway = make_gateway(
+            settings,
+            store,
+            env,
+            tier_trivial=("anthropic:claude-haiku-4-5", "openai:gpt-5-mini", "gemini:g-flash"),
+        )
+        events: list[tuple[str, dict[str, Any]]] = []
+        routed = await gateway.issue(ticket_of(1, events, tier="trivial"))
+        pinned = await gateway.issue(ticket_of(2, events, tier="trivial", model="gpt-pinned"))
+        try:
+            async with httpx.AsyncClient(timeout=30) as c:
+                for ticket in (routed, pinned):
+                    base = gateway.env(ticket)
+                    chat = await c.post(
+                        f"{base['OPENAI_BASE_URL']}/chat/completions",
+                        headers={"authorization": f"Bearer {ticket.key}"},
+                        json={"model": "gpt-big", "messages": [{"role": "user", "content": "x"}]},
+                    )
+                    assert chat.status_code == 200, chat.text
+                gemini = await c.post(
+                    f"{gateway.env(routed)['GOOGLE_GEMINI_BASE_URL']}"
+                    "/v1beta/models/gemini-2.5-pro:generateContent",
+                    headers={"x-goog-api-key": routed.key},
+                    json={"contents": [{"role": "user", "parts": [{"text": "x"}]}]},
+                )
+                assert gemini.status_code == 200, gemini.text
+        finally:
+            await gateway.revoke(routed)
+            await gateway.revoke(pinned)
+    seen = upstream.model_requests()
+    assert seen[0].body["model"] == "gpt-5-mini"  # the tier's openai entry
+    assert seen[1].body["model"] == "gpt-big"  # a pinned model: not routed
+    assert seen[2].path == "/v1beta/models/g-flash:generateContent"
+    assert not [d for _, d in events if d.get("step") == "fallback"]
