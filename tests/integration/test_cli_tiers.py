@@ -55,6 +55,9 @@ async def test_api_tier_and_the_models_that_answered(settings, store, git_repo):
                 )
             )
         shown = (await c.get(f"/api/sessions/{sid}")).json()
+        page = await c.get(f"/sessions/{sid}", headers={"accept": "text/html"})
+    assert "claude-haiku-4-5 at anthropic (2), claude-sonnet-4-5 at anthropic-2 (1)" in page.text
+    assert "<dt>Tier</dt><dd>standard</dd>" in page.text
     assert shown["models"] == [
         {"endpoint": "anthropic", "model": "claude-haiku-4-5", "requests": 2},
         {"endpoint": "anthropic-2", "model": "claude-sonnet-4-5", "requests": 1},
