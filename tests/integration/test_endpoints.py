@@ -252,3 +252,13 @@ async def test_the_server_checks_endpoints_without_being_asked(settings, store, 
             await asyncio.sleep(0.05)
     assert row is not None
     assert (row.healthy, row.models) == (True, ("fake-model",))
+
+
+async def test_gateways_starting_together_make_one_row_each(store):
+    await asyncio.gather(
+        *(
+            store.endpoints.ensure("openai", url="http://o/v1", kind="openai", key_env="K")
+            for _ in range(8)
+        )
+    )
+    assert [r.name for r in await store.endpoints.list()] == ["openai"]

@@ -76,18 +76,21 @@ class Endpoints:
 
     async def ensure(self, name: str, *, url: str, kind: str, key_env: str | None) -> None:
         """Keep a row for an endpoint of the environment, with its current URL and kind."""
-        async with self._db.write() as conn:
-            done = await conn.execute(
-                update(endpoints)
-                .where(endpoints.c.name == name)
-                .values(url=url, kind=kind, key_env=key_env)
-            )
-            if not done.rowcount:
-                await conn.execute(
-                    insert(endpoints).values(
-                        name=name, url=url, kind=kind, key_env=key_env, created_at=time.time()
-                    )
+        try:
+            async with self._db.write() as conn:
+                done = await conn.execute(
+                    update(endpoints)
+                    .where(endpoints.c.name == name)
+                    .values(url=url, kind=kind, key_env=key_env)
                 )
+                if not done.rowcount:
+                    await conn.execute(
+                        insert(endpoints).values(
+                            name=name, url=url, kind=kind, key_env=key_env, created_at=time.time()
+                        )
+                    )
+        except IntegrityError:  # another gateway made it meanwhile: it is there
+            pass
 
     async def get(self, name: str) -> EndpointRow | None:
         async with self._db.read() as conn:
