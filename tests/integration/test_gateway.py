@@ -432,3 +432,56 @@ async def test_a_streamed_chat_request_is_asked_for_its_usage(
             "source": "gateway",
         },
     )
+
+
+async def test_a_spent_budget_holds_the_request_until_raised(
+    gateway: Gateway, model_server: FakeModelServer
+) -> None:
+    told: list[tuple[float, float]] = []
+    ticket = await gateway.issue(
+        Ticket(
+            session_id="s",
+            attempt=1,
+            budget_usd=0.01,
+            spent_usd=0.02,
+            on_budget=lambda spent, budget: told.append((spent, budget)),
+        )
+    )
+    async with httpx.AsyncClient() as client:
+        held = asyncio.create_task(
+            client.post(
+                f"{gateway.url}/anthropic/v1/messages",
+                headers={"x-api-key": ticket.key},
+                json=ANTHROPIC_BODY,
+            )
+        )
+        await asyncio.sleep(0.3)
+        assert not held.done()
+        assert told == [(0.02, 0.01)]
+        assert model_server.requests == []
+        ticket.set_budget(1.0)
+        answer = await asyncio.wait_for(held, 10)
+    assert answer.status_code == 200
+    assert len(model_server.requests) == 1
+
+
+async def test_a_request_held_on_budget_is_refused_when_the_ticket_ends(
+    gateway: Gateway, model_server: FakeModelServer
+) -> None:
+    ticket = await gateway.issue(Ticket(session_id="s", attempt=1, budget_usd=2.0, spent_usd=2.0))
+    keep = await gateway.issue(Ticket(session_id="t", attempt=1))  # keeps the gateway up
+    async with httpx.AsyncClient() as client:
+        held = asyncio.create_task(
+            client.post(
+                f"{gateway.url}/openai/v1/chat/completions",
+                headers={"authorization": f"Bearer {ticket.key}"},
+                json={"model": "m", "messages": []},
+            )
+        )
+        await asyncio.sleep(0.3)
+        await gateway.revoke(ticket)
+        answer = await asyncio.wait_for(held, 10)
+    assert answer.status_code == 402
+    assert answer.json()["error"]["message"] == "budget reached: $2.00 of $2.00 — raise it or stop"
+    assert model_server.requests == []
+    await gateway.revoke(keep)
