@@ -78,6 +78,11 @@ class SessionCreate(_In):
     timeout_seconds: float | None = Field(
         default=None, gt=0, le=7 * 86400, description="Wall-clock limit; the server's default."
     )
+    tier: Literal["trivial", "standard", "complex"] | None = Field(
+        default=None,
+        description="Which tier's models the gateway routes to; default: chosen from the task "
+        "(ignored when ``model`` pins one).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -141,6 +146,10 @@ class SessionOut(BaseModel):
     error: str | None
     failure_kind: FailureKind | None
     cost_usd: float
+    budget_usd: float | None = Field(default=None, description="The session's cost budget.")
+    tier: str | None = Field(
+        default=None, description="trivial, standard or complex: the models the gateway routes to."
+    )
     input_tokens: int
     output_tokens: int
     created_at: IsoTime
@@ -160,9 +169,19 @@ class SessionCreated(SessionOut):
     )
 
 
+class ModelUse(BaseModel):
+    endpoint: str
+    model: str | None
+    requests: int
+
+
 class SessionDetail(SessionOut):
     """One session with its attempts: the shape of ``telecoder show --json``."""
 
+    models: list[ModelUse] = Field(
+        default_factory=list,
+        description="The models that answered its requests, by endpoint (from the gateway).",
+    )
     attempts: list[dict[str, Any]] = Field(
         default_factory=list,
         description="Each execution: worker, lease, workspace, how it ended (crashed/stopped).",
@@ -238,6 +257,10 @@ class HealthOut(BaseModel):
         "unavailable: no sandbox can start here (sessions fail sandbox_unavailable)."
     )
     sandbox_problem: str | None = Field(default=None, description="Why, when unavailable.")
+    endpoints: list[EndpointOut] = Field(
+        default_factory=list,
+        description="Model endpoints and their health (an unhealthy one does not degrade this).",
+    )
 
 
 class VersionOut(BaseModel):
@@ -335,3 +358,44 @@ class EstimateOut(BaseModel):
     high_usd: float | None
     median_tokens: int | None = Field(description="Input plus output tokens, the median.")
     sessions: list[str] = Field(description="The latest of those sessions, newest first.")
+
+
+# --- model endpoints ---
+
+ENDPOINT_NAME = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+
+
+class EndpointCreate(_In):
+    """A model endpoint to register; its key stays in the gateway's environment."""
+
+    name: str = Field(pattern=ENDPOINT_NAME, description="Its name, e.g. anthropic-2.")
+    url: Text = Field(max_length=2048, description="Its base URL.")
+    kind: Literal["anthropic", "openai", "gemini", "ollama"] = Field(
+        description="The API it speaks."
+    )
+    key_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
+        description="The variable of the gateway's environment that holds its key.",
+    )
+
+
+class EndpointOut(BaseModel):
+    """A model endpoint, in the shape of ``telecoder endpoints list --json``."""
+
+    name: str
+    url: str
+    kind: str
+    key_env: str | None = Field(description="Where its key is (a variable name; never the key).")
+    source: Literal["env", "registered"] = Field(
+        description="env: from the operator's environment; registered: `endpoints add`."
+    )
+    healthy: bool | None = Field(description="null: not checked yet.")
+    latency_ms: float | None
+    models: list[str]
+    error: str | None
+    checked_at: float | None = Field(description="Seconds since the epoch.")
+    failures: int = Field(description="Requests of real traffic failed in a row.")
+    backoff_until: float | None = Field(
+        description="Rate-limited: no request before this time (seconds since the epoch)."
+    )

@@ -8,6 +8,7 @@ from typing import Any
 from telecoder.store.costs import By, Costs, Figures, Report
 from telecoder.store.db import Database
 from telecoder.store.deliveries import Deliveries, Once
+from telecoder.store.endpoints import EndpointRow, Endpoints
 from telecoder.store.events import Events
 from telecoder.store.migrations import upgrade
 from telecoder.store.notify import Listener, Notice, NoticeKind
@@ -23,6 +24,8 @@ __all__ = [
     "Costs",
     "Deliveries",
     "Delivery",
+    "EndpointRow",
+    "Endpoints",
     "Figures",
     "Heartbeat",
     "Limits",
@@ -57,6 +60,7 @@ class Store:
         self.deliveries = Deliveries(db)
         self.subscriptions = Subscriptions(db)
         self.outbox = Outbox(db)
+        self.endpoints = Endpoints(db)
         # A worker that has not renewed its heartbeat for a lease's length is gone.
         self.workers = Workers(db, stale_after=lease_seconds)
 

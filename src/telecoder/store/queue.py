@@ -91,6 +91,7 @@ class Outcome:
     input_tokens: int = 0
     output_tokens: int = 0
     exit_code: int | None = None
+    not_before: float | None = None  # retried: not before this time (a rate limit's end)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,13 +267,26 @@ class Queue:
             where = fenced(lease)
             if status == SessionStatus.FAILED:
                 session = await _hold(conn, lease)  # the retry decision needs the session
+                kind = outcome.failure_kind or FailureKind.INTERNAL
+                # A rate-limited attempt does not count against max_attempts: the task did
+                # nothing wrong and the gateway already waited for the endpoint; counting it
+                # would kill sessions during any outage longer than a few retries. Its own cap
+                # (retry.RATE_LIMITED_REQUEUES) ends a key that stays limited.
+                used = await _attempts_used(conn, lease)
+                limited = await _rate_limited_attempts(conn, lease)
+                if kind == FailureKind.RATE_LIMITED:
+                    used, limited = used - 1, limited + 1  # this one too
                 decision = retry.decide(
-                    outcome.failure_kind or FailureKind.INTERNAL,
-                    attempt=await _attempts_used(conn, lease),
+                    kind,
+                    attempt=used,
                     max_attempts=session.max_attempts,
                     retryable=outcome.retryable,
                 )
+                if kind == FailureKind.RATE_LIMITED and limited > retry.RATE_LIMITED_REQUEUES:
+                    decision = retry.RetryDecision(SessionStatus.DEAD)
                 status, delay = decision.status, decision.delay
+                if status == SessionStatus.QUEUED and outcome.not_before is not None:
+                    delay = max(delay, outcome.not_before - now)
             status_data: dict[str, Any] = {"status": status.value}
             if outcome.failure_kind is not None:
                 status_data["failure_kind"] = outcome.failure_kind.value
@@ -468,7 +482,8 @@ def _attempt_update(lease: Lease) -> Any:
 
 
 async def _attempts_used(conn: AsyncConnection, lease: Lease) -> int:
-    """Attempts that count against ``max_attempts``: all but those handed back at shutdown."""
+    """Attempts that count against ``max_attempts``: all but those handed back at shutdown
+    and those that ended rate-limited."""
     released = (
         await conn.execute(
             select(func.count())
@@ -479,7 +494,22 @@ async def _attempts_used(conn: AsyncConnection, lease: Lease) -> int:
             )
         )
     ).scalar_one()
-    return lease.attempt - int(released)
+    return lease.attempt - int(released) - await _rate_limited_attempts(conn, lease)
+
+
+async def _rate_limited_attempts(conn: AsyncConnection, lease: Lease) -> int:
+    """Earlier attempts of the session that ended rate-limited."""
+    found = (
+        await conn.execute(
+            select(func.count())
+            .select_from(attempts)
+            .where(
+                attempts.c.session_id == lease.session_id,
+                attempts.c.failure_kind == FailureKind.RATE_LIMITED.value,
+            )
+        )
+    ).scalar_one()
+    return int(found)
 
 
 async def _hold(conn: AsyncConnection, lease: Lease) -> Session:

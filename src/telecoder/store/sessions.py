@@ -411,6 +411,7 @@ def retry_of(old: Session) -> NewSession:
         parent_id=old.id,
         origin=old.origin,
         branch=old.branch,
+        tier=old.tier,  # routed to the same tier's models
     )
 
 

@@ -18,6 +18,7 @@ from telecoder.server.schemas import (
     ErrorOut,
     MessageAccepted,
     MessageCreate,
+    ModelUse,
     SessionCreate,
     SessionCreated,
     SessionDetail,
@@ -69,6 +70,7 @@ def _request(body: SessionCreate, origin: dict[str, str]) -> IntakeRequest:
         forge=body.forge,
         timeout_seconds=body.timeout_seconds,
         origin=origin,
+        tier=body.tier,
     )
 
 
@@ -164,7 +166,9 @@ async def get_session(session_id: SessionRef, store: StoreDep, _: PrincipalDep) 
     session = await store.sessions.resolve(session_id)
     attempts = await store.sessions.attempts(session.id)
     return SessionDetail(
-        **SessionOut.of(session).model_dump(), attempts=[a.to_dict() for a in attempts]
+        **SessionOut.of(session).model_dump(),
+        attempts=[a.to_dict() for a in attempts],
+        models=[ModelUse(**m) for m in await store.usage.models(session.id)],
     )
 
 
