@@ -13,6 +13,7 @@ The token travels in the ``Authorization`` header only; no message here ever con
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import time
 from collections.abc import AsyncIterator
@@ -40,6 +41,7 @@ from telecoder.domain import (
 from telecoder.errors import (
     BadInput,
     Conflict,
+    EndpointNotFound,
     ServerUnavailable,
     SessionNotFound,
     TeleCoderError,
@@ -151,6 +153,33 @@ class Client:
         """A follow-up for a chat session: ``{session_id, seq}``."""
         return await self._call("POST", f"/api/sessions/{ref}/messages", json={"text": text})
 
+    # --- costs ---
+
+    async def costs(self, **params: str | int | None) -> Json:
+        """``GET /api/costs``: ``by``, ``since``, ``until``, ``top``, ``limit`` (None: left out)."""
+        query = {k: v for k, v in params.items() if v is not None}
+        return await self._call("GET", "/api/costs", params=query)
+
+    async def estimate(self, **params: str | None) -> Json:
+        """``GET /api/costs/estimate``: ``repo``, ``prompt``, ``engine``, ``model``."""
+        query = {k: v for k, v in params.items() if v is not None}
+        return await self._call("GET", "/api/costs/estimate", params=query)
+
+    # --- model endpoints ---
+
+    async def endpoints(self) -> builtins.list[Json]:
+        found: Any = await self._call("GET", "/api/endpoints")
+        return list(found)
+
+    async def add_endpoint(self, body: Json) -> Json:
+        return await self._call("POST", "/api/endpoints", json=body, missing=EndpointNotFound)
+
+    async def remove_endpoint(self, name: str) -> None:
+        await self._call("DELETE", f"/api/endpoints/{name}", missing=EndpointNotFound)
+
+    async def check_endpoint(self, name: str) -> Json:
+        return await self._call("POST", f"/api/endpoints/{name}/check", missing=EndpointNotFound)
+
     # --- events ---
 
     async def event_page(self, ref: str, *, after: int = 0, limit: int = 200) -> Json:
@@ -211,7 +240,14 @@ class Client:
 
     # --- plumbing ---
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> Json:
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        missing: type[TeleCoderError] = SessionNotFound,
+        **kwargs: Any,
+    ) -> Json:
         try:
             response = await self._http.request(method, path, **kwargs)
         except httpx.TimeoutException:
@@ -220,7 +256,9 @@ class Client:
             reason = str(e) or type(e).__name__
             where = self.shown_url
             raise ServerUnavailable(f"cannot reach the server at {where}: {reason}") from None
-        raise_for(response)
+        raise_for(response, missing=missing)
+        if response.status_code == 204:
+            return {}
         try:
             body: Json = response.json()
         except ValueError:
@@ -231,8 +269,9 @@ class Client:
         return body
 
 
-def raise_for(response: httpx.Response) -> None:
-    """Raise the error an error response stands for; nothing for a success."""
+def raise_for(response: httpx.Response, *, missing: type[TeleCoderError] = SessionNotFound) -> None:
+    """Raise the error an error response stands for; nothing for a success. ``missing``: the
+    error a 404 stands for (what the request named)."""
     status = response.status_code
     if status < 400:
         return
@@ -245,7 +284,7 @@ def raise_for(response: httpx.Response) -> None:
     if status in (400, 413, 422):
         raise BadInput(detail)
     if status == 404:
-        raise SessionNotFound(detail)
+        raise missing(detail)
     if status == 409:
         raise Conflict(detail)
     if status in (401, 403):
@@ -342,6 +381,8 @@ def session_of(data: Json) -> Session:
         available_at=created,
         worker_id=data.get("worker_id"),
         engine_source=EngineSource(data.get("engine_source", EngineSource.REQUEST)),
+        budget_usd=data.get("budget_usd"),
+        tier=data.get("tier"),
     )
 
 

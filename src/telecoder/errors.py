@@ -8,6 +8,7 @@
      │    ├── EngineNotFound
      │    └── PluginNotFound
      ├── SessionNotFound          (CLI exit 3, HTTP 404)
+     ├── EndpointNotFound         no model endpoint has that name (CLI exit 3, HTTP 404)
      ├── Conflict                 the session is in a state that forbids this (CLI exit 4, HTTP 409)
      ├── LeaseLost                a worker no longer holds the attempt it writes for
      ├── WorkspaceError           git failed while preparing, committing or pushing
@@ -64,6 +65,10 @@ class SessionNotFound(TeleCoderError):
     """No session has that id."""
 
 
+class EndpointNotFound(TeleCoderError):
+    """No model endpoint has that name."""
+
+
 class Conflict(TeleCoderError):
     """The session's state does not allow this."""
 
@@ -105,3 +110,15 @@ class ServerUnavailable(TeleCoderError):
 
 class Unauthorized(TeleCoderError):
     """The TeleCoder server refused the request: no token, or a wrong one."""
+
+
+class HookNotFound(TeleCoderError):
+    """No hook has that name."""
+
+
+class SubscriptionNotFound(TeleCoderError):
+    """No subscription has that id."""
+
+
+class WebhookSignatureInvalid(TeleCoderError):
+    """The webhook's signature is missing or does not match its body."""

@@ -14,6 +14,7 @@ from typing import Any
 
 from telecoder.domain import EngineSource, Mode, NewSession
 from telecoder.errors import BadInput, EngineNotFound
+from telecoder.gateway.routing import choose_tier, parse_tier
 from telecoder.masking import url_credentials, without_credentials
 from telecoder.pipeline import choose_forge
 from telecoder.protocols import Forge
@@ -41,6 +42,7 @@ class Request:
     forge: str | None = None
     timeout_seconds: float | None = None
     origin: dict[str, Any] | None = None
+    tier: str | None = None  # trivial, standard, complex; None: chosen from the task
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,7 @@ async def accept(
         raise BadInput(f"unknown mode {request.mode!r} (known: task, chat)") from None
     if request.timeout_seconds is not None and request.timeout_seconds <= 0:
         raise BadInput("the timeout must be positive")
+    tier = _tier(request)
     base = _branch_name(request.base.strip()) if request.base else None
     _refuse_options(request.repo.strip(), base)
     if url_credentials(request.repo):
@@ -101,8 +104,19 @@ async def accept(
         max_attempts=settings.max_attempts,
         timeout_seconds=request.timeout_seconds,
         origin=request.origin,
+        tier=tier,
     )
     return Accepted(session, warnings)
+
+
+def _tier(request: Request) -> str | None:
+    """The tier the caller gave, else one chosen from the task; none for a pinned model."""
+    given = parse_tier(request.tier)
+    if given is not None:
+        return given.value
+    if request.model:
+        return None  # --model pins one model: no tier routing
+    return choose_tier(request.prompt, request.origin).value
 
 
 def _branch_name(base: str) -> str:

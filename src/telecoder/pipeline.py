@@ -49,6 +49,7 @@ from telecoder.errors import (
     StoreUnavailable,
     WorkspaceError,
 )
+from telecoder.gateway import Gateway, Ticket, vendor_replaced
 from telecoder.masking import Masker, url_credentials
 from telecoder.protocols import (
     Confinement,
@@ -124,8 +125,10 @@ class Pipeline:
         runtime: Runtime,
         forges: Mapping[str, Forge],
         masker: Masker | None = None,
+        gateway: Gateway | None = None,
     ) -> None:
         self.settings = settings
+        self.gateway = gateway  # None: agents get the operator's keys, cost is what CLIs report
         # Every secret TeleCoder holds, masked in events, raw logs, results and errors.
         self.masker = masker if masker is not None else Masker.from_settings(settings)
         self.quota = Quota(max_events=settings.max_events, max_bytes=settings.max_event_bytes)
@@ -203,8 +206,9 @@ class Pipeline:
     ) -> Outcome | None:
         """How the attempt ended; None when it was stopped for this worker's sake (shutdown,
         lost lease) and is not this worker's to finish."""
+        ticket = await self._ticket(session, lease, recorder, control)
         try:
-            return await self._attempt(session, lease, recorder, control, worktree)
+            return await self._attempt(session, lease, recorder, control, worktree, ticket)
         except _Stopped as stopped:
             return _stopped_outcome(
                 stopped.reason, self.time_limit(session), self.settings.worktree_max_bytes
@@ -224,6 +228,27 @@ class Pipeline:
         except Exception as e:
             log.exception("session %s: attempt failed unexpectedly", session.id)
             return _failed(recorder, FailureKind.INTERNAL, f"{type(e).__name__}: {e}")
+        finally:
+            if ticket is not None and self.gateway is not None:
+                await self.gateway.revoke(ticket)  # its usage is recorded before the end
+
+    async def _ticket(
+        self, session: Session, lease: Lease, recorder: EventRecorder, control: AttemptControl
+    ) -> Ticket | None:
+        """The attempt's key to the models at the gateway; None when the gateway is off."""
+        if self.gateway is None:
+            return None
+
+        def tell(kind: str, data: dict[str, Any]) -> None:
+            recorder.add(EventKind(kind), data)
+
+        ticket = Ticket.of_session(
+            session,
+            lease.attempt,
+            on_budget=lambda *_: control.stop(StopReason.BUDGET),
+            on_event=tell,
+        )
+        return await self.gateway.issue(ticket)
 
     async def _attempt(
         self,
@@ -232,6 +257,7 @@ class Pipeline:
         recorder: EventRecorder,
         control: AttemptControl,
         worktree: list[Worktree],
+        ticket: Ticket | None = None,
     ) -> Outcome:
         source = await self.workspace.resolve(session.repo)
         # A checkout's remote may carry a credential: git uses it, nothing shows it.
@@ -252,13 +278,15 @@ class Pipeline:
             await self.workspace.read_base(wt, repoconfig.FILENAME, repoconfig.MAX_BYTES)
         )
         engine_name, model = await self._choose_engine(session, lease, config)
+        if ticket is not None:
+            ticket.engine, ticket.model = engine_name, model
         task = EngineTask(
             prompt=turn.prompt,
             workdir=wt.path,
             home=self.settings.engine_homes / session.id,
             model=model,
             resume_id=turn.resume_id,
-            env=self._passthrough_env(),
+            env=self._passthrough_env(ticket),
         )
         engine = self.engines(engine_name)
         confiner = await self._confiner(session, wt, task, config, recorder)
@@ -271,6 +299,8 @@ class Pipeline:
         work = await self._work(engine, task, config, wt, lease, recorder, control, confiner)
         if work.failure is not None:
             kind, error = work.failure
+            if ticket is not None and ticket.rate_limited:
+                return _rate_limited(ticket, error, work.usage)
             return Outcome(
                 status=SessionStatus.FAILED, failure_kind=kind, error=error, **_usage(work.usage)
             )
@@ -428,7 +458,8 @@ class Pipeline:
                 if raw_log is not None:
                     raw_log.close()
             _check(control)
-            usage = _add(usage, result.usage)
+            if self.gateway is None:  # else the gateway metered every request already
+                usage = _add(usage, result.usage)
             if result.session_id:
                 await self.store.queue.record(lease, engine_session_id=result.session_id)
             if not result.ok:
@@ -516,7 +547,7 @@ class Pipeline:
         (home / "verify").mkdir(parents=True, exist_ok=True)
         (home / "tmp").mkdir(parents=True, exist_ok=True)
         return {
-            **{k: os.environ[k] for k in self.settings.env_allow if k in os.environ},
+            **self._allowed_env(),
             "HOME": str(home / "verify"),
             "TMPDIR": str(home / "tmp"),
         }
@@ -610,7 +641,7 @@ class Pipeline:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(content)
         env = {
-            **{k: os.environ[k] for k in self.settings.env_allow if k in os.environ},
+            **self._allowed_env(task.env),
             "HOME": str(task.home),
             "TMPDIR": str(task.home / "tmp"),
             **command.env,
@@ -641,6 +672,8 @@ class Pipeline:
                     recorder.add(EventKind.ERROR, {"message": f"{engine.name} parser: {e}"})
                     continue
                 for event in feed.events:
+                    if event.kind == EventKind.USAGE and self.gateway is not None:
+                        continue  # the CLI's own figures (in the raw log): the gateway's count
                     recorder.add(event.kind, event.data)
                 if feed.reply:
                     await process.send(feed.reply)
@@ -689,9 +722,17 @@ class Pipeline:
     def _forge(self, session: Session, remote_url: str) -> Forge:
         return choose_forge(self.forges, session.forge or self.settings.forge, remote_url)
 
-    def _passthrough_env(self) -> dict[str, str]:
+    def _allowed_env(self, task_env: Mapping[str, str] | None = None) -> dict[str, str]:
+        """What every process may see of the operator's environment; with the gateway on, no
+        model endpoint or key of the operator's: an agent's (``task_env``) are the gateway's."""
+        env = {k: os.environ[k] for k in self.settings.env_allow if k in os.environ}
+        return env if self.gateway is None else vendor_replaced(env, task_env or {})
+
+    def _passthrough_env(self, ticket: Ticket | None = None) -> dict[str, str]:
         names = (*self.settings.env_allow, *self.settings.engine_env)
         env = {k: os.environ[k] for k in names if k in os.environ}
+        if ticket is not None and self.gateway is not None:
+            env = self.gateway.agent_env(env, ticket)  # no real key, no real endpoint
         return {**env, **self.settings.engine_control_env()}
 
     async def sweep(self) -> list[str]:
@@ -792,6 +833,21 @@ def _usage(usage: Usage) -> dict[str, Any]:
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,
     }
+
+
+def _rate_limited(ticket: Ticket, error: str | None, usage: Usage) -> Outcome:
+    """The agent failed after the gateway gave up waiting out a rate limit: not the task's
+    fault, so the session is requeued (``rate_limited``), not before the endpoint opens."""
+    until = ticket.rate_limited_until
+    wait = f" until {time.strftime('%H:%M:%S', time.localtime(until))}" if until else ""
+    message = f"the model endpoint kept rate-limiting{wait}; requeued"
+    return Outcome(
+        status=SessionStatus.FAILED,
+        failure_kind=FailureKind.RATE_LIMITED,
+        error=f"{message} ({error})" if error else message,
+        not_before=until,
+        **_usage(usage),
+    )
 
 
 def _failed(recorder: EventRecorder, kind: FailureKind, error: str) -> Outcome:

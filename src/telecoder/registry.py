@@ -1,7 +1,8 @@
 """Name -> implementation for engines, runtimes and forges.
 
 Built-ins register exactly as third-party plugins do: through the entry-point groups
-``telecoder.engines``, ``telecoder.runtimes`` and ``telecoder.forges`` (see pyproject.toml).
+``telecoder.engines``, ``telecoder.runtimes`` and ``telecoder.forges`` (see pyproject.toml);
+``telecoder.subscribers`` names in-process subscribers to session events.
 An entry point names a class (or any callable) that takes no arguments; it is imported only
 when asked for. ``register`` adds one at run time (tests, embedding applications).
 """
@@ -14,9 +15,14 @@ from typing import Any, Literal
 
 from telecoder.errors import EngineNotFound, PluginNotFound
 
-Family = Literal["engines", "runtimes", "forges"]
+Family = Literal["engines", "runtimes", "forges", "subscribers"]
 
-_extra: dict[Family, dict[str, Callable[[], Any]]] = {"engines": {}, "runtimes": {}, "forges": {}}
+_extra: dict[Family, dict[str, Callable[[], Any]]] = {
+    "engines": {},
+    "runtimes": {},
+    "forges": {},
+    "subscribers": {},  # each makes a callable that is given session events (telecoder.deliverer)
+}
 
 
 def register(family: Family, name: str, factory: Callable[[], Any]) -> Callable[[], None]:

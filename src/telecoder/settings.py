@@ -263,7 +263,20 @@ class Settings(BaseSettings):
             "api.openai.com:443",
             "generativelanguage.googleapis.com:443",
         ),
-        description="Model endpoints agents may reach besides the *_BASE_URL they are given.",
+        description="Model endpoints agents may reach besides the *_BASE_URL they are given "
+        "(with the gateway on, none: agents reach models only through it).",
+    )
+    # --- the model gateway (see README, "Model gateway") ---
+    gateway: bool = Field(
+        default=True,
+        description="Agents reach models only through TeleCoder's gateway, with a per-attempt "
+        "key; the real keys stay with the worker, which meters every request.",
+    )
+    gateway_host: str = Field(
+        default="127.0.0.1", description="Address the gateway listens on (loopback)."
+    )
+    gateway_port: int = Field(
+        default=0, ge=0, le=65535, description="Port of the gateway (0: a free port)."
     )
     # --- the server (telecoder serve) ---
     host: str = Field(default="127.0.0.1", description="Address the server binds to.")
@@ -281,8 +294,52 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(
         default=120, ge=0, description="Writes per token per minute before 429 (0: no limit)."
     )
+    # --- the model gateway: rate limits, endpoints, routing ---
+    gateway_retry_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        description="How long the gateway waits out an endpoint's rate limit (429/503/529, "
+        "honouring Retry-After) for one request before the agent gets the 429 and the session "
+        "is requeued (rate_limited).",
+    )
+    endpoint_check_seconds: float = Field(
+        default=60.0, gt=0, description="How often model endpoints are checked (health, models)."
+    )
+    endpoint_failures: int = Field(
+        default=3,
+        ge=1,
+        description="Requests to an endpoint failing in a row (no answer, 5xx) that mark it "
+        "unhealthy until a request or a check succeeds.",
+    )
+    tier_trivial: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Models for trivial tasks, in fallback order: endpoint:model entries, "
+        "comma-separated (e.g. anthropic:claude-haiku-4-5,openai:gpt-5-mini).",
+    )
+    tier_standard: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="Models for standard tasks (endpoint:model, comma-separated)."
+    )
+    tier_complex: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="Models for complex tasks (endpoint:model, comma-separated)."
+    )
     bus_poll_seconds: float = Field(
         default=0.025, gt=0, description="How often the live-event reader looks for new events."
+    )
+    # --- notifications out (subscriptions) ---
+    notify_poll_seconds: float = Field(
+        default=1.0, gt=0, description="How often the deliverer looks for notifications to send."
+    )
+    notify_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="How long a subscriber has to answer one notification."
+    )
+    notify_max_tries: int = Field(
+        default=10, ge=1, description="Tries of one notification before it fails for good."
+    )
+    notify_backoff_seconds: float = Field(
+        default=5.0, gt=0, description="Wait after a notification's first failed try; doubles."
+    )
+    notify_backoff_max_seconds: float = Field(
+        default=900.0, gt=0, description="Longest wait between two tries of a notification."
     )
 
     @field_validator(
@@ -295,6 +352,9 @@ class Settings(BaseSettings):
         "network_hosts",
         "network_registries",
         "model_hosts",
+        "tier_trivial",
+        "tier_standard",
+        "tier_complex",
         mode="before",
     )
     @classmethod
@@ -357,6 +417,11 @@ class Settings(BaseSettings):
     @property
     def sandbox_pids_limit(self) -> int | None:
         return self.sandbox_pids or None
+
+    @property
+    def hooks_dir(self) -> Path:
+        """Where inbound webhooks are defined, one ``<name>.yaml`` each."""
+        return self.home / "hooks"
 
     @property
     def raw_logs(self) -> Path:

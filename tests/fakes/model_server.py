@@ -24,7 +24,10 @@ The server is stateless across requests: each answer is chosen from the request 
 - Usage: each answer reports ``Reply(usage=…)`` or else the server's ``usage`` (120 input and 15
   output tokens by default; make answers expensive or cached with ``Usage(…)``); ``reported``
   lists what each answer reported, normalised (``Reported``).
-- Every request is recorded (``requests``).
+- Every request is recorded (``requests``); model requests also in ``log`` with the times they
+  arrived and were answered, and the status.
+- Rate limits on demand: ``limit_for(seconds, retry_after)`` answers every model request with
+  429 and ``Retry-After`` from the first one after it for ``seconds``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -94,6 +98,17 @@ class Recorded:
     body: Any
 
 
+@dataclass(slots=True)
+class Logged:
+    """A model request: when it arrived, when it was answered (``time.time``), with what."""
+
+    path: str
+    arrived: float
+    answered: float = 0.0
+    status: int = 0
+    tag: str | None = None  # the request's x-test-tag header: which client sent it
+
+
 class _Server(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # a client that hangs up (a cancelled agent) is no error of the server's
@@ -107,9 +122,13 @@ class FakeModelServer:
     usage: Usage = field(default_factory=Usage)  # what answers report unless a Reply says
     models: Sequence[str] = ("fake-model",)  # what model discovery lists
     requests: list[Recorded] = field(default_factory=list)
+    log: list[Logged] = field(default_factory=list)
     reported: list[Reported] = field(default_factory=list)  # the usage of each answer, in order
 
     def __post_init__(self) -> None:
+        self._limit: tuple[float, str] | None = None  # (seconds, Retry-After) armed
+        self._limited_until = 0.0
+        self._retry_after = "0"
         self._stopping = threading.Event()
         self._asked = threading.Event()
         self._lock = threading.Lock()
@@ -156,6 +175,23 @@ class FakeModelServer:
     def wait_for_model_request(self, timeout: float) -> bool:
         """Block until a model request arrives (for a test to act while the agent waits)."""
         return self._asked.wait(timeout)
+
+    def limit_for(self, seconds: float, retry_after: str) -> None:
+        """Answer model requests 429 (``Retry-After: retry_after``) for ``seconds`` from the
+        next one."""
+        with self._lock:
+            self._limit = (seconds, retry_after)
+
+    def _limited(self, now: float) -> str | None:
+        """The Retry-After to answer a model request arriving ``now`` with, or None."""
+        with self._lock:
+            if self._limit is not None:
+                self._limited_until, retry_after = now + self._limit[0], self._limit[1]
+                self._limit = None
+                self._retry_after = retry_after
+            if now < self._limited_until:
+                return self._retry_after
+            return None
 
     def next_id(self) -> int:
         with self._lock:
@@ -238,6 +274,14 @@ def _handler(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
                 self._json(404, {"error": {"message": f"no route {path}"}})
                 return
             server._asked.set()
+            logged = Logged(path, time.time(), tag=self.headers.get("x-test-tag"))
+            with server._lock:
+                server.log.append(logged)
+            retry_after = server._limited(logged.arrived)
+            if retry_after is not None:
+                self._error(protocol, 429, retry_after)
+                logged.answered, logged.status = time.time(), 429
+                return
             turn = parse(protocol, body, path, query)
             reply = server.choose(turn)
             forced = re.match(r"^/err(\d{3})/", path)
@@ -248,8 +292,11 @@ def _handler(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
             status = int(forced.group(1)) if forced else reply.error
             if status is not None:
                 self._error(protocol, status)
+                logged.answered, logged.status = time.time(), status
                 return
+            logged.status = 200
             ANSWER[protocol](self, server, turn, reply)
+            logged.answered = time.time()
 
         def _record(self, body: Any) -> None:
             headers = {k.lower(): v for k, v in self.headers.items()}
@@ -268,7 +315,7 @@ def _handler(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def _error(self, protocol: str, status: int) -> None:
+        def _error(self, protocol: str, status: int, retry_after: str = "0") -> None:
             message = f"fake error {status}"
             kind = "invalid_request_error" if status < 500 else "api_error"
             payload: dict[str, Any]
@@ -282,7 +329,10 @@ def _handler(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
             else:
                 payload = {"error": {"message": message, "type": kind, "code": str(status)}}
             # Clients that retry honour these, so a test of a failing model stays fast.
-            self._json(status, payload, {"retry-after-ms": "10", "retry-after": "0"})
+            waits = {"retry-after": retry_after}
+            if retry_after == "0":
+                waits["retry-after-ms"] = "10"
+            self._json(status, payload, waits)
 
         def ndjson(self, lines: Iterable[Any]) -> None:
             self.send_response(200)

@@ -13,14 +13,29 @@ import sys
 import typer
 from sqlalchemy.exc import DBAPIError
 
-from telecoder.cli import chat, db, engines, run, serve, sessions, worker, workers
+from telecoder.cli import (
+    chat,
+    costs,
+    db,
+    endpoints,
+    engines,
+    hooks,
+    run,
+    serve,
+    sessions,
+    worker,
+    workers,
+)
 from telecoder.cli.output import Exit, err
 from telecoder.errors import (
     BadInput,
     Conflict,
+    EndpointNotFound,
+    HookNotFound,
     ServerUnavailable,
     SessionNotFound,
     StoreUnavailable,
+    SubscriptionNotFound,
     TeleCoderError,
     Unauthorized,
 )
@@ -43,13 +58,20 @@ app.command("retry")(sessions.retry)
 app.command("worker")(worker.worker)
 app.command("workers")(workers.workers)
 app.command("engines")(engines.engines)
+app.command("costs")(costs.costs)
 app.command("serve")(serve.serve)
 app.command("version")(sessions.version)
 app.add_typer(db.app, name="db")
+app.add_typer(hooks.hooks_app, name="hooks")
+app.add_typer(hooks.subscriptions_app, name="subscriptions")
+app.add_typer(endpoints.app, name="endpoints")
 
 _EXIT: list[tuple[type[TeleCoderError], Exit]] = [
     (BadInput, Exit.BAD_INPUT),
     (SessionNotFound, Exit.NOT_FOUND),
+    (HookNotFound, Exit.NOT_FOUND),
+    (SubscriptionNotFound, Exit.NOT_FOUND),
+    (EndpointNotFound, Exit.NOT_FOUND),
     (Conflict, Exit.CONFLICT),
     (StoreUnavailable, Exit.UNAVAILABLE),
     (ServerUnavailable, Exit.UNAVAILABLE),

@@ -116,7 +116,11 @@ def result_summary(session: Session) -> str:
     return short(r.text or "(no change)", 60)
 
 
-def show_session(session: Session, attempts: Sequence[Attempt] = ()) -> None:
+def show_session(
+    session: Session,
+    attempts: Sequence[Attempt] = (),
+    models: Sequence[Mapping[str, Any]] = (),
+) -> None:
     rows: list[tuple[str, str]] = [
         ("id", session.id),
         ("status", status_text(session.status.value)),
@@ -140,6 +144,10 @@ def show_session(session: Session, attempts: Sequence[Attempt] = ()) -> None:
                 f"{session.output_tokens} out tokens",
             )
         )
+    if session.tier:
+        rows.append(("tier", session.tier))
+    if models:
+        rows.append(("models", escape(models_text(models))))
     r = session.result
     if r is not None:
         if r.branch:
@@ -163,6 +171,13 @@ def show_session(session: Session, attempts: Sequence[Attempt] = ()) -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         out.print(f"[bold]{key.ljust(width)}[/]  {value}")
+
+
+def models_text(models: Sequence[Mapping[str, Any]]) -> str:
+    """``claude-haiku-4-5 at anthropic (12), claude-sonnet-4-5 at anthropic-2 (3)``."""
+    return ", ".join(
+        f"{m.get('model') or '?'} at {m.get('endpoint')} ({m.get('requests', 0)})" for m in models
+    )
 
 
 def attempt_line(attempt: Attempt) -> str:

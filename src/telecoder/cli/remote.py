@@ -81,6 +81,7 @@ def run(
     detach: bool,
     as_json: bool,
     mode: str | None = None,
+    tier: str | None = None,
 ) -> None:
     body: dict[str, Any] = {
         "repo": _repo(repo),
@@ -92,6 +93,7 @@ def run(
         "priority": priority,
         "timeout_seconds": timeout,
         "mode": mode,
+        "tier": tier,
     }
 
     async def go() -> Exit:
@@ -187,7 +189,7 @@ def show(server: str, *, session_id: str, as_json: bool) -> None:
         if as_json:
             print_json(session)
         else:
-            show_session(session_of(session), attempts_of(session))
+            show_session(session_of(session), attempts_of(session), session.get("models", []))
 
     run_async(go())
 

@@ -27,7 +27,17 @@ def run(
     prompt: Annotated[str, typer.Argument(help="The task; for --engine shell, a shell command.")],
     repo: Annotated[str, typer.Option("--repo", "-r", help="Local path or git URL.")],
     engine: Annotated[str | None, typer.Option("--engine", "-e", help="Agent to run.")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model for the agent.")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model for the agent (no tier routing).")
+    ] = None,
+    tier: Annotated[
+        str | None,
+        typer.Option(
+            help="trivial, standard or complex: which models the gateway routes to "
+            "(default: chosen from the task).",
+            show_default=False,
+        ),
+    ] = None,
     base: Annotated[
         str | None, typer.Option("--base", "-b", help="Base ref; default the remote's default.")
     ] = None,
@@ -47,9 +57,22 @@ def run(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the finished session as one JSON object.")
     ] = False,
+    estimate: Annotated[
+        bool,
+        typer.Option(
+            "--estimate",
+            help="Print what it would likely cost (from similar sessions); run nothing.",
+        ),
+    ] = False,
     server: ServerOption = None,
 ) -> None:
     """Run a task on a repository: a pushed branch (and PR) or an answer."""
+    if estimate:
+        from telecoder.cli.costs import estimate_run
+
+        return estimate_run(
+            server, prompt=prompt, repo=repo, engine=engine, model=model, as_json=as_json
+        )
     if server:
         from telecoder.cli import remote  # the HTTP client only when asked for
 
@@ -66,6 +89,7 @@ def run(
             detach=detach,
             as_json=as_json,
             mode=mode,
+            tier=tier,
         )
     settings = load_settings()
     request = Request(
@@ -78,6 +102,7 @@ def run(
         mode=mode,
         priority=priority,
         timeout_seconds=timeout,
+        tier=tier,
     )
 
     async def go() -> Exit:

@@ -11,6 +11,7 @@ import typer
 from telecoder.assemble import build_worker
 from telecoder.cli.common import load_settings, opened, run_async
 from telecoder.cli.output import err
+from telecoder.deliverer import Deliverer, load_subscribers, policy_of
 
 
 def worker(
@@ -37,6 +38,13 @@ def worker(
                 f"engines {', '.join(worker.engines or ['any'])}, "
                 f"database {settings.store_url.split('@')[-1]}"
             )
-            await worker.run(stop)
+            # Notifications out are sent from every worker and server (rows are leased).
+            deliverer = Deliverer(store, policy=policy_of(settings), subscribers=load_subscribers())
+            sending = asyncio.create_task(deliverer.run(stop), name="deliverer")
+            try:
+                await worker.run(stop)
+            finally:
+                stop.set()
+                await sending
 
     run_async(go())

@@ -23,19 +23,35 @@ from starlette.exceptions import HTTPException
 from telecoder import __version__
 from telecoder.assemble import build_workspace
 from telecoder.bus import Bus
+from telecoder.deliverer import Deliverer, load_subscribers, policy_of
 from telecoder.errors import (
     BadInput,
     Conflict,
+    EndpointNotFound,
+    HookNotFound,
     SessionNotFound,
     StoreUnavailable,
+    SubscriptionNotFound,
     TeleCoderError,
+    WebhookSignatureInvalid,
 )
+from telecoder.gateway.endpoints import Registry, env_specs
 from telecoder.server.auth import AuthError, Guard, Tokens, check_bind
 from telecoder.server.deps import LoginRequired
 from telecoder.server.diff import DiffSource, DiffUnavailable, git_diff_source
 from telecoder.server.limits import BodyLimit, RateLimited, RateLimiter, SecurityHeaders
 from telecoder.server.render import STATIC, templates
-from telecoder.server.routes import dashboard, events, meta, sessions, workers
+from telecoder.server.routes import (
+    costs,
+    dashboard,
+    endpoints,
+    events,
+    hooks,
+    meta,
+    sessions,
+    subscriptions,
+    workers,
+)
 from telecoder.server.state import Intake, ServerState, WorkerRunner, Workers, default_intake
 from telecoder.settings import Settings
 from telecoder.store import Store
@@ -69,6 +85,7 @@ def create_app(
         intake=intake or default_intake(settings),
         diff_source=diff_source or git_diff_source(build_workspace(settings)),
         workers=Workers(runner=start_workers),
+        deliverer=Deliverer(store, policy=policy_of(settings), subscribers=load_subscribers()),
     )
 
     @asynccontextmanager
@@ -77,10 +94,25 @@ def create_app(
         workers = state.workers
         if workers.runner is not None:
             workers.task = asyncio.create_task(workers.runner(workers.stop), name="workers")
+        sending = None
+        if state.deliverer is not None:
+            sending = asyncio.create_task(state.deliverer.run(workers.stop), name="deliverer")
+        # Endpoint checks and model discovery, also while no session runs (a check done
+        # lately by any process is not repeated).
+        registry = Registry(
+            store,
+            env_specs(),
+            check_seconds=settings.endpoint_check_seconds,
+            unhealthy_after=settings.endpoint_failures,
+        )
+        checks = asyncio.create_task(registry.run(workers.stop), name="endpoint-checks")
         try:
             yield
         finally:
             workers.stop.set()
+            if sending is not None:
+                await sending
+            await asyncio.wait({checks}, timeout=15)
             if workers.task is not None:
                 try:
                     await workers.task
@@ -96,8 +128,12 @@ def create_app(
     )
     app.state.telecoder = state
     app.state.templates = templates()
-    for router in (meta.router, sessions.router, events.router, workers.router, dashboard.router):
-        app.include_router(router)
+    routers = (meta, sessions, events, workers, hooks, subscriptions, costs, endpoints, dashboard)
+    for module in routers:
+        app.include_router(module.router)
+    app.include_router(costs.pages)
+    app.include_router(subscriptions.page_router)
+    app.include_router(endpoints.pages)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _handle_errors(app)
     app.add_middleware(SecurityHeaders)
@@ -111,6 +147,10 @@ def create_app(
 _STATUS: list[tuple[type[TeleCoderError], int, str]] = [
     (BadInput, 422, "bad_input"),
     (SessionNotFound, 404, "not_found"),
+    (HookNotFound, 404, "not_found"),
+    (SubscriptionNotFound, 404, "not_found"),
+    (WebhookSignatureInvalid, 401, "unauthorized"),
+    (EndpointNotFound, 404, "not_found"),
     (DiffUnavailable, 404, "no_diff"),
     (Conflict, 409, "conflict"),
     (StoreUnavailable, 503, "unavailable"),
@@ -123,6 +163,7 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     409: "conflict",
     413: "too_large",
+    415: "unsupported_media_type",
     422: "bad_input",
     429: "rate_limited",
 }

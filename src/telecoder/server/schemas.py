@@ -24,6 +24,7 @@ from telecoder.domain import (
     WorkerInfo,
     WorkerState,
 )
+from telecoder.store.costs import By
 
 
 def _no_nul(value: str) -> str:
@@ -76,6 +77,11 @@ class SessionCreate(_In):
     )
     timeout_seconds: float | None = Field(
         default=None, gt=0, le=7 * 86400, description="Wall-clock limit; the server's default."
+    )
+    tier: Literal["trivial", "standard", "complex"] | None = Field(
+        default=None,
+        description="Which tier's models the gateway routes to; default: chosen from the task "
+        "(ignored when ``model`` pins one).",
     )
 
     @model_validator(mode="before")
@@ -140,6 +146,10 @@ class SessionOut(BaseModel):
     error: str | None
     failure_kind: FailureKind | None
     cost_usd: float
+    budget_usd: float | None = Field(default=None, description="The session's cost budget.")
+    tier: str | None = Field(
+        default=None, description="trivial, standard or complex: the models the gateway routes to."
+    )
     input_tokens: int
     output_tokens: int
     created_at: IsoTime
@@ -159,9 +169,19 @@ class SessionCreated(SessionOut):
     )
 
 
+class ModelUse(BaseModel):
+    endpoint: str
+    model: str | None
+    requests: int
+
+
 class SessionDetail(SessionOut):
     """One session with its attempts: the shape of ``telecoder show --json``."""
 
+    models: list[ModelUse] = Field(
+        default_factory=list,
+        description="The models that answered its requests, by endpoint (from the gateway).",
+    )
     attempts: list[dict[str, Any]] = Field(
         default_factory=list,
         description="Each execution: worker, lease, workspace, how it ended (crashed/stopped).",
@@ -237,6 +257,10 @@ class HealthOut(BaseModel):
         "unavailable: no sandbox can start here (sessions fail sandbox_unavailable)."
     )
     sandbox_problem: str | None = Field(default=None, description="Why, when unavailable.")
+    endpoints: list[EndpointOut] = Field(
+        default_factory=list,
+        description="Model endpoints and their health (an unhealthy one does not degrade this).",
+    )
 
 
 class VersionOut(BaseModel):
@@ -271,3 +295,107 @@ class WorkerOut(BaseModel):
     @classmethod
     def of(cls, w: WorkerInfo) -> WorkerOut:
         return cls.model_validate(w.to_dict())
+
+
+# --- costs ---
+
+
+class CostFigures(BaseModel):
+    """Sums over the model requests the gateway forwarded (``usage`` rows)."""
+
+    requests: int
+    input_tokens: int = Field(description="Fresh input tokens; cache reads and writes apart.")
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_usd: float = Field(description="What the priced requests cost, in US dollars.")
+    unpriced_requests: int = Field(
+        description="Requests whose model has no known price: counted, never priced, so "
+        "cost_usd is a lower bound while this is above 0."
+    )
+
+
+class CostGroup(CostFigures):
+    key: str | None = Field(description="The model, engine, … (null: the rows had none).")
+
+
+class CostDay(CostFigures):
+    day: str = Field(description="A UTC day, 2026-11-01.", json_schema_extra={"format": "date"})
+
+
+class SessionCost(CostFigures):
+    session_id: str
+    prompt: str | None = Field(description="null: the session is gone; its usage stays.")
+    repo: str | None
+    engine: str | None
+    status: SessionStatus | None
+
+
+class CostsOut(BaseModel):
+    """Costs over ``[since, until)``: the shape of ``telecoder costs --json``."""
+
+    by: By | None
+    since: IsoTime | None
+    until: IsoTime | None
+    total: CostFigures
+    groups: list[CostGroup] = Field(description="Costliest first; for ``by=day``, the days.")
+    more_groups: bool = Field(description="There were more groups than ``limit``.")
+    days: list[CostDay] = Field(description="Every UTC day of the range, days without use at 0.")
+    top_sessions: list[SessionCost] = Field(description="The costliest sessions, costliest first.")
+    unpriced_models: list[str] = Field(description="Models of the unpriced requests.")
+
+
+class EstimateOut(BaseModel):
+    """What a task would likely cost: the shape of ``telecoder run --estimate --json``."""
+
+    repo: str
+    engine: str
+    model: str | None
+    based_on: int = Field(description="How many past sessions the estimate rests on (0: none).")
+    basis: str = Field(description="Which sessions, in words, e.g. 'same engine, similar prompts'.")
+    median_usd: float | None
+    low_usd: float | None
+    high_usd: float | None
+    median_tokens: int | None = Field(description="Input plus output tokens, the median.")
+    sessions: list[str] = Field(description="The latest of those sessions, newest first.")
+
+
+# --- model endpoints ---
+
+ENDPOINT_NAME = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+
+
+class EndpointCreate(_In):
+    """A model endpoint to register; its key stays in the gateway's environment."""
+
+    name: str = Field(pattern=ENDPOINT_NAME, description="Its name, e.g. anthropic-2.")
+    url: Text = Field(max_length=2048, description="Its base URL.")
+    kind: Literal["anthropic", "openai", "gemini", "ollama"] = Field(
+        description="The API it speaks."
+    )
+    key_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
+        description="The variable of the gateway's environment that holds its key.",
+    )
+
+
+class EndpointOut(BaseModel):
+    """A model endpoint, in the shape of ``telecoder endpoints list --json``."""
+
+    name: str
+    url: str
+    kind: str
+    key_env: str | None = Field(description="Where its key is (a variable name; never the key).")
+    source: Literal["env", "registered"] = Field(
+        description="env: from the operator's environment; registered: `endpoints add`."
+    )
+    healthy: bool | None = Field(description="null: not checked yet.")
+    latency_ms: float | None
+    models: list[str]
+    error: str | None
+    checked_at: float | None = Field(description="Seconds since the epoch.")
+    failures: int = Field(description="Requests of real traffic failed in a row.")
+    backoff_until: float | None = Field(
+        description="Rate-limited: no request before this time (seconds since the epoch)."
+    )

@@ -19,6 +19,7 @@ from typing import Any
 from telecoder import registry
 from telecoder.assemble import build_forges, build_workspace
 from telecoder.bus import Bus
+from telecoder.deliverer import Deliverer
 from telecoder.intake import Accepted, Request, accept
 from telecoder.server.auth import Guard
 from telecoder.server.diff import DiffSource
@@ -71,3 +72,4 @@ class ServerState:
     intake: Intake
     diff_source: DiffSource
     workers: Workers
+    deliverer: Deliverer | None = None  # sends the outbox (notifications to subscriptions)

@@ -5,26 +5,43 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from telecoder.store.costs import By, Costs, Figures, Report
 from telecoder.store.db import Database
+from telecoder.store.deliveries import Deliveries, Once
+from telecoder.store.endpoints import EndpointRow, Endpoints
 from telecoder.store.events import Events
 from telecoder.store.migrations import upgrade
 from telecoder.store.notify import Listener, Notice, NoticeKind
+from telecoder.store.outbox import Delivery, NotifyEvent, Outbox, Subscription, Subscriptions
 from telecoder.store.queue import Claimed, Heartbeat, Limits, Outcome, Queue
 from telecoder.store.sessions import Page, Sessions
 from telecoder.store.usage import Totals, UsageRow, Usages
 from telecoder.store.workers import Registration, Workers
 
 __all__ = [
+    "By",
     "Claimed",
+    "Costs",
+    "Deliveries",
+    "Delivery",
+    "EndpointRow",
+    "Endpoints",
+    "Figures",
     "Heartbeat",
     "Limits",
     "Listener",
     "Notice",
     "NoticeKind",
+    "NotifyEvent",
+    "Once",
+    "Outbox",
     "Outcome",
     "Page",
     "Registration",
+    "Report",
     "Store",
+    "Subscription",
+    "Subscriptions",
     "Totals",
     "UsageRow",
     "Usages",
@@ -39,6 +56,11 @@ class Store:
         self.queue = Queue(db, lease_seconds=lease_seconds)
         self.events = Events(db)
         self.usage = Usages(db)
+        self.costs = Costs(db)
+        self.deliveries = Deliveries(db)
+        self.subscriptions = Subscriptions(db)
+        self.outbox = Outbox(db)
+        self.endpoints = Endpoints(db)
         # A worker that has not renewed its heartbeat for a lease's length is gone.
         self.workers = Workers(db, stale_after=lease_seconds)
 

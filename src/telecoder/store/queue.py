@@ -43,6 +43,7 @@ from telecoder.errors import LeaseLost
 from telecoder.store.db import Database, dumps
 from telecoder.store.events import append_events, fenced, insert_events
 from telecoder.store.notify import Notice, NoticeKind
+from telecoder.store.outbox import record_status
 from telecoder.store.schema import attempts, sessions
 from telecoder.store.sessions import (
     new_session_values,
@@ -90,6 +91,7 @@ class Outcome:
     input_tokens: int = 0
     output_tokens: int = 0
     exit_code: int | None = None
+    not_before: float | None = None  # retried: not before this time (a rate limit's end)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,13 +267,26 @@ class Queue:
             where = fenced(lease)
             if status == SessionStatus.FAILED:
                 session = await _hold(conn, lease)  # the retry decision needs the session
+                kind = outcome.failure_kind or FailureKind.INTERNAL
+                # A rate-limited attempt does not count against max_attempts: the task did
+                # nothing wrong and the gateway already waited for the endpoint; counting it
+                # would kill sessions during any outage longer than a few retries. Its own cap
+                # (retry.RATE_LIMITED_REQUEUES) ends a key that stays limited.
+                used = await _attempts_used(conn, lease)
+                limited = await _rate_limited_attempts(conn, lease)
+                if kind == FailureKind.RATE_LIMITED:
+                    used, limited = used - 1, limited + 1  # this one too
                 decision = retry.decide(
-                    outcome.failure_kind or FailureKind.INTERNAL,
-                    attempt=await _attempts_used(conn, lease),
+                    kind,
+                    attempt=used,
                     max_attempts=session.max_attempts,
                     retryable=outcome.retryable,
                 )
+                if kind == FailureKind.RATE_LIMITED and limited > retry.RATE_LIMITED_REQUEUES:
+                    decision = retry.RetryDecision(SessionStatus.DEAD)
                 status, delay = decision.status, decision.delay
+                if status == SessionStatus.QUEUED and outcome.not_before is not None:
+                    delay = max(delay, outcome.not_before - now)
             status_data: dict[str, Any] = {"status": status.value}
             if outcome.failure_kind is not None:
                 status_data["failure_kind"] = outcome.failure_kind.value
@@ -324,7 +339,9 @@ class Queue:
             )
             if status == SessionStatus.QUEUED and delay <= 0:
                 await self._db.notify(conn, Notice(NoticeKind.QUEUED, lease.session_id))
-        return session_from_row(row)
+            ended = session_from_row(row)
+            await record_status(conn, ended, now)  # notifications out, with the status
+        return ended
 
     async def release(self, lease: Lease, reason: str, events: Sequence[NewEvent] = ()) -> bool:
         """Hand a running session back to the queue on purpose (graceful shutdown).
@@ -436,7 +453,15 @@ class Queue:
             values["available_at"] = now + decision.delay
         else:
             values["finished_at"] = now
-        await conn.execute(update(sessions).where(sessions.c.id == session.id).values(**values))
+        row = (
+            await conn.execute(
+                update(sessions)
+                .where(sessions.c.id == session.id)
+                .values(**values)
+                .returning(*sessions.c)
+            )
+        ).one()
+        await record_status(conn, session_from_row(row), now)
         await conn.execute(
             _attempt_update(lease).values(
                 status=AttemptStatus.LOST.value,
@@ -457,7 +482,8 @@ def _attempt_update(lease: Lease) -> Any:
 
 
 async def _attempts_used(conn: AsyncConnection, lease: Lease) -> int:
-    """Attempts that count against ``max_attempts``: all but those handed back at shutdown."""
+    """Attempts that count against ``max_attempts``: all but those handed back at shutdown
+    and those that ended rate-limited."""
     released = (
         await conn.execute(
             select(func.count())
@@ -468,7 +494,22 @@ async def _attempts_used(conn: AsyncConnection, lease: Lease) -> int:
             )
         )
     ).scalar_one()
-    return lease.attempt - int(released)
+    return lease.attempt - int(released) - await _rate_limited_attempts(conn, lease)
+
+
+async def _rate_limited_attempts(conn: AsyncConnection, lease: Lease) -> int:
+    """Earlier attempts of the session that ended rate-limited."""
+    found = (
+        await conn.execute(
+            select(func.count())
+            .select_from(attempts)
+            .where(
+                attempts.c.session_id == lease.session_id,
+                attempts.c.failure_kind == FailureKind.RATE_LIMITED.value,
+            )
+        )
+    ).scalar_one()
+    return int(found)
 
 
 async def _hold(conn: AsyncConnection, lease: Lease) -> Session:

@@ -188,3 +188,51 @@ budgets = Table(
     Column("alerted_period", String(16)),
     Column("created_at", Double, nullable=False),
 )
+
+# Exactly-once intake: a request that carries a key (an API client's Idempotency-Key, a hook's
+# idempotency key, GitHub's X-GitHub-Delivery) is stored under (source, key) in the transaction
+# that queues its session, so the same key twice finds the session instead of making another.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("source", String(255), primary_key=True),  # api:<principal>, hook:<name>, github
+    Column("key", String(255), primary_key=True),
+    Column("session_id", String(32), nullable=False),
+    Column("fingerprint", String(64)),  # of the request, where a reused key must match it
+    Column("created_at", Double, nullable=False),
+)
+
+# Who hears of sessions' events: signed HTTP POSTs (Standard Webhooks) to ``url``.
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("events", Text, nullable=False),  # JSON list: finished, failed, needs_input, all
+    Column("secret", Text, nullable=False),  # whsec_<base64>: the key notifications are signed with
+    Column("created_at", Double, nullable=False),
+)
+
+# The outbox: one row per notification to send, written in the transaction that changes the
+# session's status, so none is lost to a crash. A deliverer claims due rows with a lease.
+# ``subscription_id`` None: the row is for the in-process subscribers (telecoder.subscribers).
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", String(40), primary_key=True),  # the webhook-id: the same on every retry
+    Column("subscription_id", String(32)),
+    Column("session_id", String(32), nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("state", String(16), nullable=False),  # pending, delivered, failed
+    Column("tries", Integer, nullable=False, server_default="0"),
+    Column("next_at", Double, nullable=False),
+    Column("claimed_by", String(255)),
+    Column("lease_until", Double),
+    Column("last_error", Text),
+    Column("last_status", Integer),
+    Column("created_at", Double, nullable=False),
+    Column("delivered_at", Double),
+    Index("ix_outbox_due", "state", "next_at"),
+    Index("ix_outbox_created", "created_at"),
+)

@@ -28,6 +28,7 @@ from telecoder.errors import BadInput, Conflict, SessionNotFound
 from telecoder.store.db import Database, dumps, loads
 from telecoder.store.events import append_events, event_from_row
 from telecoder.store.notify import Notice, NoticeKind
+from telecoder.store.outbox import record_status
 from telecoder.store.schema import attempts, events, sessions
 
 
@@ -266,6 +267,7 @@ class Sessions:
                 event = NewEvent(
                     kind=EventKind.STATUS, data={"status": SessionStatus.CANCELLED.value}
                 )
+                await record_status(conn, await _get(conn, session_id), now)
             await append_events(conn, session_id, None, [event], now=now)
         return await self.get(session_id)
 
@@ -379,6 +381,7 @@ class Sessions:
                 }
                 status = NewEvent(kind=EventKind.STATUS, data=data)
                 await append_events(conn, session_id, None, [status], now=now)
+                await record_status(conn, await _get(conn, session_id), now)
                 ended.append(session_id)
         return ended
 
@@ -408,6 +411,7 @@ def retry_of(old: Session) -> NewSession:
         parent_id=old.id,
         origin=old.origin,
         branch=old.branch,
+        tier=old.tier,  # routed to the same tier's models
     )
 
 

@@ -217,7 +217,11 @@ async def new_submit(
 
 
 async def _head(state: ServerState, session: Session) -> dict[str, Any]:
-    return {"s": session, "attempts": await state.store.sessions.attempts(session.id)}
+    return {
+        "s": session,
+        "attempts": await state.store.sessions.attempts(session.id),
+        "models": await state.store.usage.models(session.id),
+    }
 
 
 @router.get("/sessions/{session_id}")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, status
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
+from starlette.exceptions import HTTPException
 
 from telecoder import chat
 from telecoder.domain import Session, SessionStatus
-from telecoder.intake import Request
+from telecoder.intake import Request as IntakeRequest
 from telecoder.server.deps import PrincipalDep, StateDep, StoreDep, limit_writes
 from telecoder.server.schemas import (
     SESSION_REF,
@@ -16,6 +18,7 @@ from telecoder.server.schemas import (
     ErrorOut,
     MessageAccepted,
     MessageCreate,
+    ModelUse,
     SessionCreate,
     SessionCreated,
     SessionDetail,
@@ -49,7 +52,14 @@ async def submit(
     state: ServerState, body: SessionCreate, *, origin: dict[str, str]
 ) -> tuple[Session, list[str]]:
     """Check and queue a new session (for the API and the dashboard's form); with warnings."""
-    request = Request(
+    accepted = await state.intake(_request(body, origin))
+    session = await state.store.sessions.create(accepted.session)
+    state.bus.poke()
+    return session, accepted.warnings
+
+
+def _request(body: SessionCreate, origin: dict[str, str]) -> IntakeRequest:
+    return IntakeRequest(
         repo=body.repo,
         prompt=body.prompt,
         engine=body.engine,
@@ -60,26 +70,77 @@ async def submit(
         forge=body.forge,
         timeout_seconds=body.timeout_seconds,
         origin=origin,
+        tier=body.tier,
     )
-    accepted = await state.intake(request)
-    session = await state.store.sessions.create(accepted.session)
-    state.bus.poke()
-    return session, accepted.warnings
+
+
+async def require_json(request: Request) -> None:
+    """415 for a body that is not declared JSON (a form, text, or no Content-Type)."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json" and not kind.endswith("+json"):
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            "send the task as JSON, with the header Content-Type: application/json "
+            f"(got {kind or 'no Content-Type'})",
+        )
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Retry-safe submission: a second request with the same key (from the same "
+        "caller) gets the first one's session, with 200 instead of 201.",
+    ),
+]
 
 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    dependencies=_write,
-    responses=_WRITE_ERRORS,
+    dependencies=[Depends(require_json), *_write],
+    responses={
+        **_WRITE_ERRORS,
+        200: {"model": SessionCreated, "description": "The session of an Idempotency-Key seen."},
+        409: {"model": ErrorOut, "description": "The Idempotency-Key was used for another task."},
+        415: {"model": ErrorOut, "description": "The body is not sent as application/json."},
+    },
     summary="Submit a task",
 )
 async def create_session(
-    body: SessionCreate, state: StateDep, principal: PrincipalDep
+    body: SessionCreate,
+    state: StateDep,
+    principal: PrincipalDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
 ) -> SessionCreated:
     origin = {"channel": "api", "principal": principal.name}
-    session, warnings = await submit(state, body, origin=origin)
-    return SessionCreated(**SessionOut.of(session).model_dump(), warnings=warnings)
+    if idempotency_key is None:
+        session, warnings = await submit(state, body, origin=origin)
+        return SessionCreated(**SessionOut.of(session).model_dump(), warnings=warnings)
+    # Exactly once per (caller, key): the key is stored with the session, in one transaction.
+    source = f"api:{principal.name}"
+    fingerprint = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+    deliveries = state.store.deliveries
+    found = await deliveries.find(source, idempotency_key, fingerprint=fingerprint)
+    if found is None:
+        accepted = await state.intake(
+            _request(body, {**origin, "idempotency_key": idempotency_key})
+        )
+        once = await deliveries.create_once(
+            accepted.session, source=source, key=idempotency_key, fingerprint=fingerprint
+        )
+        if once.created:
+            state.bus.poke()
+            return SessionCreated(
+                **SessionOut.of(once.session).model_dump(), warnings=accepted.warnings
+            )
+        found = once.session
+    response.status_code = status.HTTP_200_OK
+    return SessionCreated(**SessionOut.of(found).model_dump())
 
 
 @router.get("", responses=_ERRORS, summary="List sessions, newest first")
@@ -105,7 +166,9 @@ async def get_session(session_id: SessionRef, store: StoreDep, _: PrincipalDep) 
     session = await store.sessions.resolve(session_id)
     attempts = await store.sessions.attempts(session.id)
     return SessionDetail(
-        **SessionOut.of(session).model_dump(), attempts=[a.to_dict() for a in attempts]
+        **SessionOut.of(session).model_dump(),
+        attempts=[a.to_dict() for a in attempts],
+        models=[ModelUse(**m) for m in await store.usage.models(session.id)],
     )
 
 
