@@ -406,6 +406,32 @@ async def test_usage_rows_are_written_and_reach_the_sessions_totals(
     assert ticket.spent_usd == pytest.approx(after.cost_usd)
 
 
+async def test_ollama_answers_are_metered_and_priced_by_overrides_only(
+    model_server: FakeModelServer, store: Store
+) -> None:
+    session = await store.sessions.create(NewSession(repo="r", prompt="p", engine="goose"))
+    gateway = Gateway(
+        upstreams=Upstreams.from_environment(upstream_env(model_server.url)), store=store
+    )
+    ticket = await gateway.issue(Ticket(session_id=session.id, attempt=1))
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    async with httpx.AsyncClient() as client:
+        for model, stream in (("deepseek-r1:8b", True), ("deepseek-r1:8b", False)):
+            answer = await client.post(
+                f"{gateway.url}/ollama/{ticket.key}/api/chat",
+                json={**body, "model": model, "stream": stream},
+            )
+            assert answer.status_code == 200, answer.text
+    await gateway.revoke(ticket)
+    rows = await store.usage.of_session(session.id)
+    assert [(r.api, r.model, r.streamed) for r in rows] == [
+        ("ollama", "deepseek-r1:8b", True),
+        ("ollama", "deepseek-r1:8b", False),
+    ]
+    assert [(r.input_tokens, r.output_tokens) for r in rows] == [(INPUT_TOKENS, OUTPUT_TOKENS)] * 2
+    assert [r.cost_usd for r in rows] == [None, None]  # a local model: no list price to guess
+
+
 async def test_a_streamed_chat_request_is_asked_for_its_usage(
     gateway: Gateway, ticket: Ticket, model_server: FakeModelServer
 ) -> None:
