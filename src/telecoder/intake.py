@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from telecoder.domain import EngineSource, Mode, NewSession
+from telecoder.endings import choose_forge
 from telecoder.errors import BadInput, EngineNotFound
 from telecoder.masking import url_credentials, without_credentials
-from telecoder.pipeline import choose_forge
 from telecoder.protocols import Forge
 from telecoder.settings import Settings
 from telecoder.workspace import Workspace
@@ -41,6 +41,7 @@ class Request:
     forge: str | None = None
     timeout_seconds: float | None = None
     origin: dict[str, Any] | None = None
+    budget_usd: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,8 @@ async def accept(
         raise BadInput(f"unknown mode {request.mode!r} (known: task, chat)") from None
     if request.timeout_seconds is not None and request.timeout_seconds <= 0:
         raise BadInput("the timeout must be positive")
+    if request.budget_usd is not None and not 0 <= request.budget_usd <= 1_000_000:
+        raise BadInput(f"a budget of ${request.budget_usd} is not sensible")
     base = _branch_name(request.base.strip()) if request.base else None
     _refuse_options(request.repo.strip(), base)
     if url_credentials(request.repo):
@@ -101,6 +104,7 @@ async def accept(
         max_attempts=settings.max_attempts,
         timeout_seconds=request.timeout_seconds,
         origin=request.origin,
+        budget_usd=request.budget_usd,
     )
     return Accepted(session, warnings)
 

@@ -13,7 +13,7 @@ import sys
 import typer
 from sqlalchemy.exc import DBAPIError
 
-from telecoder.cli import chat, db, engines, run, serve, sessions, worker, workers
+from telecoder.cli import budgets, chat, db, engines, run, serve, sessions, worker, workers
 from telecoder.cli.output import Exit, err
 from telecoder.errors import (
     BadInput,
@@ -45,7 +45,9 @@ app.command("workers")(workers.workers)
 app.command("engines")(engines.engines)
 app.command("serve")(serve.serve)
 app.command("version")(sessions.version)
+app.command("budget")(budgets.budget)
 app.add_typer(db.app, name="db")
+app.add_typer(budgets.app, name="budgets")
 
 _EXIT: list[tuple[type[TeleCoderError], Exit]] = [
     (BadInput, Exit.BAD_INPUT),

@@ -35,7 +35,7 @@ from telecoder.server.deps import LoginRequired
 from telecoder.server.diff import DiffSource, DiffUnavailable, git_diff_source
 from telecoder.server.limits import BodyLimit, RateLimited, RateLimiter, SecurityHeaders
 from telecoder.server.render import STATIC, templates
-from telecoder.server.routes import dashboard, events, meta, sessions, workers
+from telecoder.server.routes import budgets, dashboard, events, meta, sessions, workers
 from telecoder.server.state import Intake, ServerState, WorkerRunner, Workers, default_intake
 from telecoder.settings import Settings
 from telecoder.store import Store
@@ -96,7 +96,8 @@ def create_app(
     )
     app.state.telecoder = state
     app.state.templates = templates()
-    for router in (meta.router, sessions.router, events.router, workers.router, dashboard.router):
+    routers = (meta, sessions, events, workers, budgets, dashboard)
+    for router in (r.router for r in routers):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _handle_errors(app)

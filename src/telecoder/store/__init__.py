@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from telecoder.store.budgets import Budgets, Held
 from telecoder.store.db import Database
 from telecoder.store.events import Events
 from telecoder.store.migrations import upgrade
@@ -15,8 +16,10 @@ from telecoder.store.usage import Totals, UsageRow, Usages
 from telecoder.store.workers import Registration, Workers
 
 __all__ = [
+    "Budgets",
     "Claimed",
     "Heartbeat",
+    "Held",
     "Limits",
     "Listener",
     "Notice",
@@ -39,6 +42,7 @@ class Store:
         self.queue = Queue(db, lease_seconds=lease_seconds)
         self.events = Events(db)
         self.usage = Usages(db)
+        self.budgets = Budgets(db)
         # A worker that has not renewed its heartbeat for a lease's length is gone.
         self.workers = Workers(db, stale_after=lease_seconds)
 

@@ -254,11 +254,7 @@ class Sessions:
                         status=SessionStatus.CANCELLED.value,
                         cancel_requested=True,
                         failure_kind=FailureKind.CANCELLED.value,
-                        error=(
-                            "cancelled while it waited for a message"
-                            if session.status == SessionStatus.BLOCKED
-                            else "cancelled before it started"
-                        ),
+                        error=_cancelled_while(session),
                         finished_at=now,
                         updated_at=now,
                     )
@@ -409,6 +405,14 @@ def retry_of(old: Session) -> NewSession:
         origin=old.origin,
         branch=old.branch,
     )
+
+
+def _cancelled_while(session: Session) -> str:
+    if session.status != SessionStatus.BLOCKED:
+        return "cancelled before it started"
+    if session.failure_kind == FailureKind.BUDGET_REACHED:
+        return "cancelled while it waited for its budget to be raised"
+    return "cancelled while it waited for a message"
 
 
 async def _get(conn: AsyncConnection, session_id: str, *, lock: bool = False) -> Session:

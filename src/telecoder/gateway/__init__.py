@@ -1,0 +1,1 @@
+"""The model gateway: keys, metering, prices, budgets, rate-limit backoff, routing, endpoints."""
