@@ -285,8 +285,10 @@ class Budgets:
             return []
         now = time.time()
         told: builtins.list[str] = []
-        groups = [(true(), held.everyone)] if held.everyone else []
-        groups += [(_of_user(user), reason) for user, reason in held.users.items()]
+        if held.everyone is not None:  # everyone's reason is the one that matters
+            groups = [(true(), held.everyone)]
+        else:
+            groups = [(_of_user(user), reason) for user, reason in held.users.items()]
         async with self._db.write() as conn:
             for which, reason in groups:
                 assert reason is not None

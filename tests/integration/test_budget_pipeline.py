@@ -1,0 +1,253 @@
+"""Limits at work in real attempts (Worker → Pipeline → LocalRuntime → git): time limits from the
+task, the repository and the settings; partial results pushed as drafts when the time or a budget
+runs out; a session blocked on its budget that resumes the SAME agent conversation when raised.
+
+The gateway stops an attempt with ``StopReason.BUDGET`` when its session's cost reaches the
+budget; here the worker's own ``stop_session`` gives that stop, so these tests need no gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from telecoder.amounts import BudgetChange
+from telecoder.assemble import build_worker
+from telecoder.domain import (
+    AttemptStatus,
+    EventKind,
+    FailureKind,
+    NewSession,
+    ResultType,
+    SessionStatus,
+)
+from telecoder.recorder import StopReason
+from telecoder.settings import Settings
+from telecoder.store import Store, open_store
+from telecoder.worker import Worker
+from tests.conftest import GitRepo, make_repo
+from tests.engine_cases import PROMPT
+from tests.engine_driver import TOOLS_BIN
+from tests.fakes.model_server import FakeModelServer, Reply
+from tests.integration.test_engine_shell import (
+    all_events,
+    execute,
+    request,
+    tuned,
+    wait_for_output,
+)
+
+
+async def test_a_timeout_pushes_what_the_agent_did_as_a_partial_draft(
+    settings: Settings, store: Store, git_repo: GitRepo
+) -> None:
+    worker = build_worker(tuned(settings), store)
+    new = request(git_repo, "echo half > half.txt && sleep 30", timeout_seconds=1.5)
+    done = await execute(worker, store, new)
+    assert (done.status, done.failure_kind) == (SessionStatus.FAILED, FailureKind.TIMEOUT)
+    assert done.error == (
+        "the session ran past its time limit of 1.5 s and was stopped; what the agent did is "
+        "pushed as a partial result (a draft)"
+    )
+    result = done.result
+    assert result is not None
+    assert (result.type, result.partial, result.branch) == (ResultType.BRANCH, True, new.branch)
+    assert git_repo.remote_git("show", f"{new.branch}:half.txt") == "half"
+    message = git_repo.remote_git("log", "-1", "--format=%B", new.branch)
+    assert message.splitlines()[0] == "[partial] echo half > half.txt && sleep 30"
+    assert message.strip().endswith(f"TeleCoder-Session: {new.id}\nTeleCoder-Partial: timeout")
+    assert result.commit == git_repo.remote_git("rev-parse", new.branch)
+    events = await all_events(store, new.id)
+    results = [e.data for e in events if e.kind == EventKind.RESULT]
+    assert [r["partial"] for r in results] == [True]
+    assert {"step": "committing", "partial": "timeout"} in [e.data for e in events]
+    assert not (settings.worktrees / f"{new.id}-1").exists()
+
+
+async def test_a_timeout_with_nothing_changed_pushes_nothing(
+    settings: Settings, store: Store, git_repo: GitRepo
+) -> None:
+    worker = build_worker(tuned(settings), store)
+    new = request(git_repo, "sleep 30", timeout_seconds=1)
+    done = await execute(worker, store, new)
+    assert (done.status, done.failure_kind) == (SessionStatus.FAILED, FailureKind.TIMEOUT)
+    assert done.error == "the session ran past its time limit of 1 s and was stopped"
+    assert done.result is None
+    assert git_repo.remote_git("branch", "--list", new.branch) == ""
+
+
+async def test_the_repository_sets_limits_the_task_does_not(
+    settings: Settings, store: Store, tmp_path: Path
+) -> None:
+    repo = make_repo(
+        tmp_path,
+        name="limited",
+        files={"README.md": "x\n", ".telecoder.yml": "budget: {usd: 1.5, max_time: 1s}\n"},
+    )
+    worker = build_worker(tuned(settings, timeout_seconds=60, budget_usd=9.0), store)
+    started = asyncio.get_running_loop().time()
+    by_repo = await execute(worker, store, request(repo, "sleep 20"))
+    assert asyncio.get_running_loop().time() - started < 15
+    assert (by_repo.failure_kind, by_repo.budget_usd) == (FailureKind.TIMEOUT, 1.5)
+    assert by_repo.error == "the session ran past its time limit of 1 s and was stopped"
+    # The task's own limits beat the repository's.
+    own = await execute(worker, store, request(repo, "true", budget_usd=0.5, timeout_seconds=30))
+    assert (own.status, own.budget_usd) == (SessionStatus.SUCCEEDED, 0.5)
+
+
+async def test_the_settings_budget_is_the_last_default(
+    settings: Settings, store: Store, git_repo: GitRepo
+) -> None:
+    worker = build_worker(tuned(settings, budget_usd=0.25), store)
+    done = await execute(worker, store, request(git_repo, "true"))
+    assert (done.status, done.budget_usd) == (SessionStatus.SUCCEEDED, 0.25)
+    none = await execute(build_worker(tuned(settings), store), store, request(git_repo, "true"))
+    assert none.budget_usd is None
+
+
+async def run_until_output(worker: Worker, store: Store, new: NewSession) -> asyncio.Task:
+    await store.sessions.create(new)
+    claimed = await store.queue.claim(worker.id)
+    assert claimed is not None
+    running = asyncio.create_task(worker.execute(claimed))
+    await wait_for_output(store, new.id)
+    return running
+
+
+async def test_a_budget_an_engine_cannot_resume_from_ends_with_a_partial_result(
+    settings: Settings, store: Store, git_repo: GitRepo
+) -> None:
+    worker = build_worker(tuned(settings), store)
+    new = request(git_repo, "echo half > half.txt && echo started && sleep 30", budget_usd=0.01)
+    running = await run_until_output(worker, store, new)
+    assert worker.stop_session(new.id, StopReason.BUDGET)
+    async with asyncio.timeout(30):
+        done = await running
+    assert done is not None
+    assert (done.status, done.failure_kind) == (SessionStatus.FAILED, FailureKind.BUDGET_REACHED)
+    assert done.error == (
+        "budget reached: $0.00 of $0.01 — raise it or stop; what the agent did is pushed as a "
+        "partial result (a draft)"
+    )
+    assert done.result is not None
+    assert done.result.partial
+    message = git_repo.remote_git("log", "-1", "--format=%B", new.branch)
+    assert message.strip().endswith("TeleCoder-Partial: budget_reached")
+    assert not (settings.worktrees / f"{new.id}-1").exists()
+
+
+# --- a real agent: blocked on its budget, resumed when it is raised ------------------------------
+
+STEP_ONE = Reply(text="Starting.", command="echo one > one.txt")
+RESUMED = "The budget was raised to"
+RESUME_SCRIPT = (
+    Reply(text="Going on.", command="echo two > two.txt"),
+    Reply(text="Finished: one.txt and two.txt."),
+)
+
+
+@pytest.fixture
+def agent_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_server_budget: FakeModelServer
+) -> Settings:
+    """Settings (and the operator's environment) that run Claude Code against the fake."""
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", model_server_budget.url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
+    home = tmp_path / "agent-home"
+    home.mkdir()
+    return Settings(
+        home=home,
+        lease_seconds=5,
+        heartbeat_seconds=0.5,
+        poll_seconds=0.05,
+        kill_grace_seconds=1.0,
+        agent_path=str(TOOLS_BIN),
+        model_retries=1,
+        runtime="local",
+    )
+
+
+@pytest.fixture
+def model_server_budget():
+    # The first turn runs one command, then its next request hangs until the budget stops it.
+    script = (STEP_ONE, Reply(text="Still working.", delay=60))
+    with FakeModelServer(default=script, scripts={RESUMED: RESUME_SCRIPT}) as server:
+        yield server
+
+
+@pytest.mark.usefixtures("agent_tools")
+async def test_a_session_blocked_on_its_budget_resumes_the_same_conversation(
+    agent_settings: Settings,
+    model_server_budget: FakeModelServer,
+    git_repo: GitRepo,
+    tmp_path: Path,
+) -> None:
+    store = await open_store(f"sqlite:///{tmp_path / 'budget.db'}", lease_seconds=5)
+    try:
+        worker = build_worker(agent_settings, store)
+        new = NewSession(
+            repo=str(git_repo.path),
+            prompt=PROMPT,
+            engine="claude-code",
+            model="claude-sonnet-4-5",
+            budget_usd=0.05,
+        )
+        await store.sessions.create(new)
+        claimed = await store.queue.claim(worker.id)
+        assert claimed is not None
+        running = asyncio.create_task(worker.execute(claimed))
+        deadline = asyncio.get_running_loop().time() + 120
+        step_one = agent_settings.worktrees / f"{new.id}-1" / "one.txt"
+        while len(model_server_budget.model_requests()) < 2 or not step_one.exists():
+            assert asyncio.get_running_loop().time() < deadline, "the agent never ran step one"
+            await asyncio.sleep(0.1)
+        assert worker.stop_session(new.id, StopReason.BUDGET)  # as the gateway does
+        async with asyncio.timeout(60):
+            blocked = await running
+        assert blocked is not None
+        assert (blocked.status, blocked.failure_kind) == (
+            SessionStatus.BLOCKED,
+            FailureKind.BUDGET_REACHED,
+        ), blocked.error
+        assert blocked.error == "budget reached: $0.00 of $0.05 — raise it or stop"
+        worktree = agent_settings.worktrees / f"{new.id}-1"
+        assert (worktree / "one.txt").read_text() == "one\n"  # kept, not pushed
+        assert (agent_settings.engine_homes / new.id).is_dir()
+        assert git_repo.remote_git("branch", "--list", new.branch) == ""
+        (first,) = await store.sessions.attempts(new.id)
+        assert first.engine_session_id
+        assert first.status == AttemptStatus.SUCCEEDED  # it ended as planned: waiting
+
+        asked = len(model_server_budget.model_requests())
+        raised = await store.budgets.raise_session(new.id, BudgetChange(1.0, add=True))
+        assert raised.status == SessionStatus.QUEUED
+        again = await store.queue.claim(worker.id)
+        assert again is not None
+        async with asyncio.timeout(120):
+            done = await worker.execute(again)
+        assert done is not None
+        assert done.status == SessionStatus.SUCCEEDED, done.error
+        assert done.result is not None
+        assert not done.result.partial
+        assert done.result.text == "Finished: one.txt and two.txt."
+        changed = git_repo.remote_git("diff", "--name-only", "main", new.branch).splitlines()
+        assert changed == ["one.txt", "two.txt"]
+        subject = git_repo.remote_git("log", "-1", "--format=%s", new.branch)
+        assert subject == PROMPT  # the task's, not the resume prompt
+        first, second = await store.sessions.attempts(new.id)
+        assert second.engine_session_id == first.engine_session_id
+        assert second.workspace_path == first.workspace_path == str(worktree)
+        later = [json.dumps(r.body) for r in model_server_budget.model_requests()[asked:]]
+        resumed = [body for body in later if RESUMED in body]
+        assert resumed, "the agent was not told the budget was raised"
+        # The same conversation: the resumed request still holds the first prompt.
+        assert any(PROMPT in body for body in resumed)
+        events = await all_events(store, new.id)
+        statuses = [e.data.get("status") for e in events if e.kind == EventKind.STATUS]
+        assert statuses == ["queued", "running", "blocked", "queued", "running", "succeeded"]
+        assert not worktree.exists()
+    finally:
+        await store.close()
