@@ -22,6 +22,7 @@ import logging
 from dataclasses import dataclass
 
 from telecoder import repoconfig
+from telecoder.amounts import BudgetChange
 from telecoder.domain import (
     Attempt,
     AttemptStatus,
@@ -33,7 +34,9 @@ from telecoder.domain import (
     SessionStatus,
 )
 from telecoder.endings import timeout_error
+from telecoder.errors import TeleCoderError
 from telecoder.gateway import budget as policy
+from telecoder.gateway.tickets import Ticket
 from telecoder.recorder import AttemptControl, EventRecorder, StopReason
 from telecoder.settings import Settings
 from telecoder.store import Held, Outcome, Store
@@ -131,15 +134,66 @@ class Stop:
         return Outcome(status=status, failure_kind=self.kind, error=self.error)
 
 
-async def stop_on_limit(store: Store, lease: Lease, reason: StopReason, limit: float) -> Stop:
+async def stop_on_limit(
+    store: Store, lease: Lease, reason: StopReason, limit: float, ticket: Ticket | None = None
+) -> Stop:
     if reason == StopReason.TIMEOUT:
         return Stop(FailureKind.TIMEOUT, timeout_error(limit), blocks=False)
     session = await store.sessions.get(lease.session_id)
-    error = policy.message(session.cost_usd, session.budget_usd or 0.0)
+    spent, budget = session.cost_usd, session.budget_usd or 0.0
+    if ticket is not None:  # the gateway's figures: its last requests may not be stored yet
+        spent, budget = ticket.spent_usd, ticket.budget_usd or budget
+    error = policy.message(spent, budget)
     attempts = await store.sessions.attempts(lease.session_id)
     this = next((a for a in attempts if a.number == lease.attempt), None)
     resumable = this is not None and bool(this.engine_session_id and this.workspace_path)
     return Stop(FailureKind.BUDGET_REACHED, error, blocks=resumable)
+
+
+class BudgetWatch:
+    """The ticket's ``on_budget``: when the gateway finds the budget spent, look at the
+    session's budget in the store first (raised meanwhile, perhaps from another host): a
+    higher one lets the held request go on; else the attempt stops (``StopReason.BUDGET``)."""
+
+    def __init__(self, store: Store, session_id: str, control: AttemptControl) -> None:
+        self.store = store
+        self.session_id = session_id
+        self.control = control
+        self.ticket: Ticket | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __call__(self, spent: float, budget: float) -> None:
+        task = asyncio.get_running_loop().create_task(self._check(spent))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _check(self, spent: float) -> None:
+        try:
+            current = await self.store.budgets.of_session(self.session_id)
+        except Exception:
+            log.warning("session %s: could not read its budget", self.session_id, exc_info=True)
+            current = None
+        if current is not None and current > spent and self.ticket is not None:
+            self.ticket.set_budget(current)  # raised while it ran: it goes on
+        else:
+            self.control.stop(StopReason.BUDGET)
+
+
+async def requeue_if_raised(store: Store, final: Session | None) -> Session | None:
+    """A session that went ``blocked`` on its budget while a raise was on its way (the raise
+    found it still running) is queued again at once."""
+    if (
+        final is None
+        or final.status != SessionStatus.BLOCKED
+        or final.failure_kind != FailureKind.BUDGET_REACHED
+        or final.budget_usd is None
+        or final.budget_usd <= final.cost_usd
+    ):
+        return final
+    try:
+        return await store.budgets.raise_session(final.id, BudgetChange(final.budget_usd))
+    except TeleCoderError:
+        return final
 
 
 async def alert(

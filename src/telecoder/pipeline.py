@@ -50,6 +50,7 @@ from telecoder.errors import (
     StoreUnavailable,
     WorkspaceError,
 )
+from telecoder.gateway import Gateway, Ticket, vendor_replaced
 from telecoder.masking import Masker, url_credentials
 from telecoder.protocols import (
     Confinement,
@@ -113,8 +114,10 @@ class Pipeline:
         runtime: Runtime,
         forges: Mapping[str, Forge],
         masker: Masker | None = None,
+        gateway: Gateway | None = None,
     ) -> None:
         self.settings = settings
+        self.gateway = gateway  # None: agents get the operator's keys, cost is what CLIs report
         # Every secret TeleCoder holds, masked in events, raw logs, results and errors.
         self.masker = masker if masker is not None else Masker.from_settings(settings)
         self.quota = Quota(max_events=settings.max_events, max_bytes=settings.max_event_bytes)
@@ -151,7 +154,7 @@ class Pipeline:
             # Work that completed is recorded, even if a shutdown began meanwhile.
             done = outcome
             final = await self._persist(lambda: self.store.queue.finish(lease, done, last))
-            return final
+            return await budgeting.requeue_if_raised(self.store, final)  # (final: it waited)
         except LeaseLost:
             log.warning("session %s: lease lost, leaving it to its new owner", session.id)
             return None
@@ -201,14 +204,17 @@ class Pipeline:
     ) -> Outcome | None:
         """How the attempt ended; None when it was stopped for this worker's sake (shutdown,
         lost lease) and is not this worker's to finish."""
+        ticket = await self._ticket(session, lease, recorder, control)
         try:
             try:
-                return await self._attempt(session, lease, recorder, control, worktree)
+                return await self._attempt(session, lease, recorder, control, worktree, ticket)
             except _Stopped as stopped:
                 limit = self.time_limit(session)
                 if stopped.reason not in (StopReason.TIMEOUT, StopReason.BUDGET):
                     return stopped_outcome(stopped.reason, limit, self.settings.worktree_max_bytes)
-                stop = await budgeting.stop_on_limit(self.store, lease, stopped.reason, limit)
+                stop = await budgeting.stop_on_limit(
+                    self.store, lease, stopped.reason, limit, ticket
+                )
                 return await self._ended_early(session, lease, recorder, worktree, stop)
         except BadInput as e:
             return _failed(recorder, FailureKind.BAD_INPUT, e.message)
@@ -225,6 +231,24 @@ class Pipeline:
         except Exception as e:
             log.exception("session %s: attempt failed unexpectedly", session.id)
             return _failed(recorder, FailureKind.INTERNAL, f"{type(e).__name__}: {e}")
+        finally:
+            if ticket is not None and self.gateway is not None:
+                await self.gateway.revoke(ticket)  # its usage is recorded before the end
+
+    async def _ticket(
+        self, session: Session, lease: Lease, recorder: EventRecorder, control: AttemptControl
+    ) -> Ticket | None:
+        """The attempt's key to the models at the gateway; None when the gateway is off."""
+        if self.gateway is None:
+            return None
+
+        def tell(kind: str, data: dict[str, Any]) -> None:
+            recorder.add(EventKind(kind), data)
+
+        watch = budgeting.BudgetWatch(self.store, session.id, control)
+        ticket = Ticket.of_session(session, lease.attempt, on_budget=watch, on_event=tell)
+        watch.ticket = ticket
+        return await self.gateway.issue(ticket)
 
     async def _attempt(
         self,
@@ -233,6 +257,7 @@ class Pipeline:
         recorder: EventRecorder,
         control: AttemptControl,
         worktree: list[Worktree],
+        ticket: Ticket | None = None,
     ) -> Outcome:
         source = await self.workspace.resolve(session.repo)
         # A checkout's remote may carry a credential: git uses it, nothing shows it.
@@ -257,14 +282,16 @@ class Pipeline:
             await self.workspace.read_base(wt, repoconfig.FILENAME, repoconfig.MAX_BYTES)
         )
         engine_name, model = await self._choose_engine(session, lease, config)
-        await self._limits(session, lease, config)
+        await self._limits(session, lease, config, ticket)
+        if ticket is not None:
+            ticket.engine, ticket.model = engine_name, model
         task = EngineTask(
             prompt=turn.prompt,
             workdir=wt.path,
             home=self.settings.engine_homes / session.id,
             model=model,
             resume_id=turn.resume_id,
-            env=self._passthrough_env(),
+            env=self._passthrough_env(ticket),
         )
         engine = self.engines(engine_name)
         confiner = await self._confiner(session, wt, task, config, recorder)
@@ -321,12 +348,20 @@ class Pipeline:
         text = "\n\n".join(talk.texts)
         return Turn(text, talk.previous, subject=text)
 
-    async def _limits(self, session: Session, lease: Lease, config: repoconfig.RepoConfig) -> None:
+    async def _limits(
+        self,
+        session: Session,
+        lease: Lease,
+        config: repoconfig.RepoConfig,
+        ticket: Ticket | None = None,
+    ) -> None:
         """The budget and time limit in force, now that the repository's are known."""
         self._deadlines[session.id].reset(budgeting.time_limit_of(session, config, self.settings))
         budget = budgeting.budget_of(session, config, self.settings)
         if budget != session.budget_usd:
             await self.store.queue.record_budget(lease, budget)
+        if ticket is not None and budget != ticket.budget_usd:
+            ticket.set_budget(budget)
 
     async def _ended_early(
         self,
@@ -478,7 +513,8 @@ class Pipeline:
             finally:
                 if raw_log is not None:
                     raw_log.close()
-            usage = _add(usage, result.usage)
+            if self.gateway is None:  # else the gateway metered every request already
+                usage = _add(usage, result.usage)
             if result.session_id:  # before a stop is acted on: a budget's may resume it
                 await self.store.queue.record(lease, engine_session_id=result.session_id)
             _check(control)
@@ -567,7 +603,7 @@ class Pipeline:
         (home / "verify").mkdir(parents=True, exist_ok=True)
         (home / "tmp").mkdir(parents=True, exist_ok=True)
         return {
-            **{k: os.environ[k] for k in self.settings.env_allow if k in os.environ},
+            **self._allowed_env(),
             "HOME": str(home / "verify"),
             "TMPDIR": str(home / "tmp"),
         }
@@ -665,7 +701,7 @@ class Pipeline:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(content)
         env = {
-            **{k: os.environ[k] for k in self.settings.env_allow if k in os.environ},
+            **self._allowed_env(task.env),
             "HOME": str(task.home),
             "TMPDIR": str(task.home / "tmp"),
             **command.env,
@@ -696,6 +732,8 @@ class Pipeline:
                     recorder.add(EventKind.ERROR, {"message": f"{engine.name} parser: {e}"})
                     continue
                 for event in feed.events:
+                    if event.kind == EventKind.USAGE and self.gateway is not None:
+                        continue  # the CLI's own figures (in the raw log): the gateway's count
                     recorder.add(event.kind, event.data)
                 if feed.reply:
                     await process.send(feed.reply)
@@ -744,9 +782,17 @@ class Pipeline:
     def _forge(self, session: Session, remote_url: str) -> Forge:
         return choose_forge(self.forges, session.forge or self.settings.forge, remote_url)
 
-    def _passthrough_env(self) -> dict[str, str]:
+    def _allowed_env(self, task_env: Mapping[str, str] | None = None) -> dict[str, str]:
+        """What every process may see of the operator's environment; with the gateway on, no
+        model endpoint or key of the operator's: an agent's (``task_env``) are the gateway's."""
+        env = {k: os.environ[k] for k in self.settings.env_allow if k in os.environ}
+        return env if self.gateway is None else vendor_replaced(env, task_env or {})
+
+    def _passthrough_env(self, ticket: Ticket | None = None) -> dict[str, str]:
         names = (*self.settings.env_allow, *self.settings.engine_env)
         env = {k: os.environ[k] for k in names if k in os.environ}
+        if ticket is not None and self.gateway is not None:
+            env = self.gateway.agent_env(env, ticket)  # no real key, no real endpoint
         return {**env, **self.settings.engine_control_env()}
 
     async def sweep(self) -> list[str]:

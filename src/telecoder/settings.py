@@ -173,6 +173,12 @@ class Settings(BaseSettings):
     model_retries: int = Field(
         default=2, ge=0, description="How often an agent CLI may retry a failed model request."
     )
+    # NoDecode: ``model=1/5/0.1/1.25,…`` reaches ``_prices``, not a JSON decoder.
+    prices: Annotated[dict[str, tuple[float, ...]], NoDecode] = Field(
+        default_factory=dict,
+        description="Model prices overriding the bundled ones: comma-separated "
+        "model=input/output[/cache-read[/cache-write]], USD per million tokens.",
+    )
     acp_command: str | None = Field(
         default=None, description="Command line of any ACP agent, for --engine acp."
     )
@@ -275,7 +281,20 @@ class Settings(BaseSettings):
             "api.openai.com:443",
             "generativelanguage.googleapis.com:443",
         ),
-        description="Model endpoints agents may reach besides the *_BASE_URL they are given.",
+        description="Model endpoints agents may reach besides the *_BASE_URL they are given "
+        "(with the gateway on, none: agents reach models only through it).",
+    )
+    # --- the model gateway (see README, "Model gateway") ---
+    gateway: bool = Field(
+        default=True,
+        description="Agents reach models only through TeleCoder's gateway, with a per-attempt "
+        "key; the real keys stay with the worker, which meters every request.",
+    )
+    gateway_host: str = Field(
+        default="127.0.0.1", description="Address the gateway listens on (loopback)."
+    )
+    gateway_port: int = Field(
+        default=0, ge=0, le=65535, description="Port of the gateway (0: a free port)."
     )
     # --- the server (telecoder serve) ---
     host: str = Field(default="127.0.0.1", description="Address the server binds to.")
@@ -314,6 +333,28 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("prices", mode="before")
+    @classmethod
+    def _prices(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        table: dict[str, tuple[float, ...]] = {}
+        for entry in (part.strip() for part in value.split(",")):
+            if not entry:
+                continue
+            model, _, text = entry.partition("=")
+            try:
+                numbers = tuple(float(n) for n in text.split("/"))
+            except ValueError:
+                numbers = ()
+            if not model.strip() or not 2 <= len(numbers) <= 4 or min(numbers) < 0:
+                raise ValueError(
+                    f"not a price: {entry!r} (model=input/output[/cache-read[/cache-write]], "
+                    "USD per million tokens, e.g. my-model=1.0/5.0/0.1/1.25)"
+                )
+            table[model.strip()] = numbers
+        return table
 
     @field_validator("home", "workspace_dir", mode="after")
     @classmethod

@@ -2,14 +2,18 @@
 task, the repository and the settings; partial results pushed as drafts when the time or a budget
 runs out; a session blocked on its budget that resumes the SAME agent conversation when raised.
 
-The gateway stops an attempt with ``StopReason.BUDGET`` when its session's cost reaches the
-budget; here the worker's own ``stop_session`` gives that stop, so these tests need no gateway.
+The acceptance test runs a real agent CLI through the gateway against the fake model server,
+with its model priced so dearly that the first request spends a budget of a few cents: the
+gateway holds the next request and the session goes ``blocked``; raising the budget resumes the
+same conversation to a pushed result. Engines that cannot be resumed get the same stop from the
+worker (``stop_session``), as the gateway would give it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -22,6 +26,7 @@ from telecoder.domain import (
     FailureKind,
     NewSession,
     ResultType,
+    Session,
     SessionStatus,
 )
 from telecoder.recorder import StopReason
@@ -141,6 +146,7 @@ async def test_a_budget_an_engine_cannot_resume_from_ends_with_a_partial_result(
 
 # --- a real agent: blocked on its budget, resumed when it is raised ------------------------------
 
+MODEL = "claude-sonnet-4-5"
 STEP_ONE = Reply(text="Starting.", command="echo one > one.txt")
 RESUMED = "The budget was raised to"
 RESUME_SCRIPT = (
@@ -167,61 +173,52 @@ def agent_settings(
         agent_path=str(TOOLS_BIN),
         model_retries=1,
         runtime="local",
+        # $1000 per million tokens: the fake's 120 in / 15 out cost $0.135 a request.
+        prices={MODEL: (1000.0, 1000.0)},
     )
 
 
 @pytest.fixture
 def model_server_budget():
-    # The first turn runs one command, then its next request hangs until the budget stops it.
-    script = (STEP_ONE, Reply(text="Still working.", delay=60))
+    # The first request spends the budget: the gateway holds the second.
+    script = (STEP_ONE, Reply(text="Finished before the budget ran out?"))
     with FakeModelServer(default=script, scripts={RESUMED: RESUME_SCRIPT}) as server:
         yield server
 
 
-@pytest.mark.usefixtures("agent_tools")
-async def test_a_session_blocked_on_its_budget_resumes_the_same_conversation(
-    agent_settings: Settings,
-    model_server_budget: FakeModelServer,
-    git_repo: GitRepo,
-    tmp_path: Path,
-) -> None:
-    store = await open_store(f"sqlite:///{tmp_path / 'budget.db'}", lease_seconds=5)
+async def blocked_then_resumed(
+    settings: Settings, server: FakeModelServer, repo: GitRepo, db: Path, *, budget: float
+) -> tuple[Session, Session, int]:
+    """Run a Claude Code session under ``budget`` until the gateway stops it, then raise the
+    budget by a dollar and run it again; the session as it waited, as it ended, and how many
+    requests the model had seen when it waited."""
+    store = await open_store(f"sqlite:///{db}", lease_seconds=5)
     try:
-        worker = build_worker(agent_settings, store)
+        worker = build_worker(settings, store)
         new = NewSession(
-            repo=str(git_repo.path),
-            prompt=PROMPT,
-            engine="claude-code",
-            model="claude-sonnet-4-5",
-            budget_usd=0.05,
+            repo=str(repo.path), prompt=PROMPT, engine="claude-code", model=MODEL, budget_usd=budget
         )
         await store.sessions.create(new)
         claimed = await store.queue.claim(worker.id)
         assert claimed is not None
-        running = asyncio.create_task(worker.execute(claimed))
-        deadline = asyncio.get_running_loop().time() + 120
-        step_one = agent_settings.worktrees / f"{new.id}-1" / "one.txt"
-        while len(model_server_budget.model_requests()) < 2 or not step_one.exists():
-            assert asyncio.get_running_loop().time() < deadline, "the agent never ran step one"
-            await asyncio.sleep(0.1)
-        assert worker.stop_session(new.id, StopReason.BUDGET)  # as the gateway does
-        async with asyncio.timeout(60):
-            blocked = await running
+        async with asyncio.timeout(120):
+            blocked = await worker.execute(claimed)
         assert blocked is not None
         assert (blocked.status, blocked.failure_kind) == (
             SessionStatus.BLOCKED,
             FailureKind.BUDGET_REACHED,
         ), blocked.error
-        assert blocked.error == "budget reached: $0.00 of $0.05 — raise it or stop"
-        worktree = agent_settings.worktrees / f"{new.id}-1"
-        assert (worktree / "one.txt").read_text() == "one\n"  # kept, not pushed
-        assert (agent_settings.engine_homes / new.id).is_dir()
-        assert git_repo.remote_git("branch", "--list", new.branch) == ""
+        worktree = settings.worktrees / f"{new.id}-1"
+        assert worktree.is_dir()  # kept, and nothing pushed
+        assert (settings.engine_homes / new.id).is_dir()
+        assert repo.remote_git("branch", "--list", new.branch) == ""
         (first,) = await store.sessions.attempts(new.id)
         assert first.engine_session_id
         assert first.status == AttemptStatus.SUCCEEDED  # it ended as planned: waiting
+        events = await all_events(store, new.id)
+        assert events[-1].data["reason"] == blocked.error
 
-        asked = len(model_server_budget.model_requests())
+        asked = len(server.model_requests())
         raised = await store.budgets.raise_session(new.id, BudgetChange(1.0, add=True))
         assert raised.status == SessionStatus.QUEUED
         again = await store.queue.claim(worker.id)
@@ -233,14 +230,15 @@ async def test_a_session_blocked_on_its_budget_resumes_the_same_conversation(
         assert done.result is not None
         assert not done.result.partial
         assert done.result.text == "Finished: one.txt and two.txt."
-        changed = git_repo.remote_git("diff", "--name-only", "main", new.branch).splitlines()
-        assert changed == ["one.txt", "two.txt"]
-        subject = git_repo.remote_git("log", "-1", "--format=%s", new.branch)
+        assert done.budget_usd == pytest.approx(budget + 1.0)
+        changed = repo.remote_git("diff", "--name-only", "main", new.branch).splitlines()
+        assert "two.txt" in changed
+        subject = repo.remote_git("log", "-1", "--format=%s", new.branch)
         assert subject == PROMPT  # the task's, not the resume prompt
         first, second = await store.sessions.attempts(new.id)
         assert second.engine_session_id == first.engine_session_id
         assert second.workspace_path == first.workspace_path == str(worktree)
-        later = [json.dumps(r.body) for r in model_server_budget.model_requests()[asked:]]
+        later = [json.dumps(r.body) for r in server.model_requests()[asked:]]
         resumed = [body for body in later if RESUMED in body]
         assert resumed, "the agent was not told the budget was raised"
         # The same conversation: the resumed request still holds the first prompt.
@@ -249,5 +247,40 @@ async def test_a_session_blocked_on_its_budget_resumes_the_same_conversation(
         statuses = [e.data.get("status") for e in events if e.kind == EventKind.STATUS]
         assert statuses == ["queued", "running", "blocked", "queued", "running", "succeeded"]
         assert not worktree.exists()
+        return blocked, done, asked
     finally:
         await store.close()
+
+
+@pytest.mark.usefixtures("agent_tools")
+async def test_a_spent_budget_holds_the_first_request_and_a_raise_resumes_the_conversation(
+    agent_settings: Settings,
+    model_server_budget: FakeModelServer,
+    git_repo: GitRepo,
+    tmp_path: Path,
+) -> None:
+    blocked, _, asked = await blocked_then_resumed(
+        agent_settings, model_server_budget, git_repo, tmp_path / "b.db", budget=0.0
+    )
+    assert blocked.error == "budget reached: $0.00 of $0.00 — raise it or stop"
+    assert asked == 0  # every request was held until the raise
+
+
+@pytest.mark.usefixtures("agent_tools")
+async def test_a_session_blocked_on_its_budget_resumes_the_same_conversation(
+    agent_settings: Settings,
+    model_server_budget: FakeModelServer,
+    git_repo: GitRepo,
+    tmp_path: Path,
+) -> None:
+    """The issue's acceptance: a budget of a few cents against expensive usage."""
+    blocked, done, _ = await blocked_then_resumed(
+        agent_settings, model_server_budget, git_repo, tmp_path / "b.db", budget=0.05
+    )
+    assert blocked.error is not None
+    assert re.fullmatch(r"budget reached: \$0\.\d\d of \$0\.05 — raise it or stop", blocked.error)
+    assert blocked.cost_usd >= 0.135
+    bodies = [json.dumps(r.body) for r in model_server_budget.model_requests()]
+    assert not any("Finished before" in b for b in bodies)  # held: never reached the model
+    assert git_repo.remote_git("show", f"{blocked.branch}:one.txt") == "one"  # step one, kept
+    assert 0.135 * 3 <= done.cost_usd < 1.05  # the gateway's figures, both attempts
