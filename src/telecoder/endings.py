@@ -6,16 +6,20 @@
   a trailer; a partial result (stopped by its time or budget limit) says so in its subject and
   in a ``TeleCoder-Partial: timeout`` trailer.
 - ``choose_forge``: where a session's result goes.
+- ``failed``, ``masked``: an attempt's failure as an event and an outcome; an outcome with
+  every secret in its text and error masked.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
-from telecoder.domain import FailureKind, Session, SessionStatus
+from telecoder.domain import EventKind, FailureKind, Session, SessionStatus
 from telecoder.errors import BadInput
+from telecoder.masking import Masker
 from telecoder.protocols import Forge
-from telecoder.recorder import StopReason
+from telecoder.recorder import EventRecorder, StopReason
 from telecoder.store import Outcome
 
 PARTIAL_PREFIX = "[partial] "
@@ -86,3 +90,19 @@ def stopped_outcome(reason: StopReason, limit: float, cap: int | None = None) ->
 
 def timeout_error(limit: float) -> str:
     return f"the session ran past its time limit of {limit:g} s and was stopped"
+
+
+def failed(recorder: EventRecorder, kind: FailureKind, error: str) -> Outcome:
+    recorder.add(EventKind.ERROR, {"failure_kind": kind.value, "message": error})
+    return Outcome(status=SessionStatus.FAILED, failure_kind=kind, error=error)
+
+
+def masked(outcome: Outcome | None, masker: Masker) -> Outcome | None:
+    """The outcome with any secret in its result text or error replaced by ``***``."""
+    if outcome is None or not masker:
+        return outcome
+    result = outcome.result
+    if result is not None and result.text:
+        result = replace(result, text=masker.text(result.text))
+    error = masker.text(outcome.error) if outcome.error else outcome.error
+    return replace(outcome, result=result, error=error)

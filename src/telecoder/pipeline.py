@@ -40,7 +40,7 @@ from telecoder.domain import (
     Session,
     SessionStatus,
 )
-from telecoder.endings import choose_forge, commit_message, stopped_outcome
+from telecoder.endings import choose_forge, commit_message, failed, masked, stopped_outcome
 from telecoder.errors import (
     BadInput,
     ForgeError,
@@ -140,7 +140,7 @@ class Pipeline:
         final: Session | None = None
         try:
             outcome = await self._outcome(session, lease, recorder, control, worktree)
-            outcome = _masked(outcome, recorder.masker)
+            outcome = masked(outcome, recorder.masker)
             if outcome is not None:
                 await budgeting.alert(self.store, self.settings, session, recorder)
             last = await recorder.drain()
@@ -217,20 +217,20 @@ class Pipeline:
                 )
                 return await self._ended_early(session, lease, recorder, worktree, stop)
         except BadInput as e:
-            return _failed(recorder, FailureKind.BAD_INPUT, e.message)
+            return failed(recorder, FailureKind.BAD_INPUT, e.message)
         except WorkspaceError as e:
-            return _failed(recorder, FailureKind.WORKSPACE_ERROR, e.message)
+            return failed(recorder, FailureKind.WORKSPACE_ERROR, e.message)
         except SandboxUnavailable as e:
-            return _failed(recorder, FailureKind.SANDBOX_UNAVAILABLE, e.message)
+            return failed(recorder, FailureKind.SANDBOX_UNAVAILABLE, e.message)
         except ForgeError as e:
             # A forge that refused for good (bad token, no such repository) is not retried.
-            outcome = _failed(recorder, FailureKind.PUBLISH_ERROR, e.message)
+            outcome = failed(recorder, FailureKind.PUBLISH_ERROR, e.message)
             return dataclasses.replace(outcome, retryable=None if e.transient else False)
         except LeaseLost:
             raise
         except Exception as e:
             log.exception("session %s: attempt failed unexpectedly", session.id)
-            return _failed(recorder, FailureKind.INTERNAL, f"{type(e).__name__}: {e}")
+            return failed(recorder, FailureKind.INTERNAL, f"{type(e).__name__}: {e}")
         finally:
             if ticket is not None and self.gateway is not None:
                 await self.gateway.revoke(ticket)  # its usage is recorded before the end
@@ -427,8 +427,8 @@ class Pipeline:
             )
         if wt is None:
             raise BadInput(
-                f"the chat's worktree {previous.workspace_path} is gone (removed, or kept on "
-                "another host): the conversation cannot continue"
+                f"the {session.mode.value}'s worktree {previous.workspace_path} is gone (removed, "
+                "or kept on another host): the conversation cannot continue"
             )
         recorder.progress("reopening_workspace", turn_of_attempt=previous.number)
         return wt
@@ -867,19 +867,3 @@ def _usage(usage: Usage) -> dict[str, Any]:
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,
     }
-
-
-def _failed(recorder: EventRecorder, kind: FailureKind, error: str) -> Outcome:
-    recorder.add(EventKind.ERROR, {"failure_kind": kind.value, "message": error})
-    return Outcome(status=SessionStatus.FAILED, failure_kind=kind, error=error)
-
-
-def _masked(outcome: Outcome | None, masker: Masker) -> Outcome | None:
-    """The outcome with any secret in its result text or error replaced by ``***``."""
-    if outcome is None or not masker:
-        return outcome
-    result = outcome.result
-    if result is not None and result.text:
-        result = replace(result, text=masker.text(result.text))
-    error = masker.text(outcome.error) if outcome.error else outcome.error
-    return replace(outcome, result=result, error=error)

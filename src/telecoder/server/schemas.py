@@ -219,6 +219,9 @@ class SessionOut(BaseModel):
     budget_usd: float | None = Field(
         default=None, description="Its budget; reached, it waits blocked for a raise."
     )
+    tier: str | None = Field(
+        default=None, description="trivial, standard or complex: the models it is routed to."
+    )
     input_tokens: int
     output_tokens: int
     created_at: IsoTime
