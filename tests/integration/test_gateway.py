@@ -18,7 +18,7 @@ from telecoder.domain import NewSession
 from telecoder.gateway import Gateway, Ticket
 from telecoder.gateway.upstreams import Upstreams
 from telecoder.store import Store
-from tests.fakes.model_server import FakeModelServer
+from tests.fakes.model_server import INPUT_TOKENS, OUTPUT_TOKENS, FakeModelServer
 
 REAL = {
     "ANTHROPIC_API_KEY": "sk-ant-REAL-0123456789",
@@ -397,3 +397,91 @@ async def test_usage_rows_are_written_and_reach_the_sessions_totals(
     ]
     assert all(r.model == "claude-sonnet-4-5" and r.user == "ann" for r in rows)
     assert all(r.ttft_ms is not None and r.latency_ms >= r.ttft_ms for r in rows)
+    assert [(r.input_tokens, r.output_tokens) for r in rows] == [(INPUT_TOKENS, OUTPUT_TOKENS)] * 2
+    assert all(r.cost_usd is not None and r.cost_usd > 0 for r in rows)
+    after = await store.sessions.get(session.id)
+    assert after.input_tokens == ticket.input_tokens == 2 * INPUT_TOKENS
+    assert after.output_tokens == ticket.output_tokens == 2 * OUTPUT_TOKENS
+    assert after.cost_usd == pytest.approx(sum(r.cost_usd or 0 for r in rows))
+    assert ticket.spent_usd == pytest.approx(after.cost_usd)
+
+
+async def test_a_streamed_chat_request_is_asked_for_its_usage(
+    gateway: Gateway, ticket: Ticket, model_server: FakeModelServer
+) -> None:
+    body = {"model": "gpt-4.1-mini", "stream": True, "messages": [{"role": "user", "content": "x"}]}
+    async with httpx.AsyncClient() as client:
+        answer = await client.post(
+            f"{gateway.url}/openai/v1/chat/completions",
+            headers={"authorization": f"Bearer {ticket.key}"},
+            json=body,
+        )
+    assert answer.text.rstrip().endswith("data: [DONE]")
+    assert model_server.requests[-1].body == {**body, "stream_options": {"include_usage": True}}
+    assert (ticket.input_tokens, ticket.output_tokens) == (INPUT_TOKENS, OUTPUT_TOKENS)
+    assert ticket.spent_usd > 0
+    usage = ticket.events[-1]  # type: ignore[attr-defined]
+    assert usage == (
+        "usage",
+        {
+            "input_tokens": INPUT_TOKENS,
+            "output_tokens": OUTPUT_TOKENS,
+            "cached_tokens": 0,
+            "cost_usd": pytest.approx(ticket.spent_usd),
+            "requests": 1,
+            "source": "gateway",
+        },
+    )
+
+
+async def test_a_spent_budget_holds_the_request_until_raised(
+    gateway: Gateway, model_server: FakeModelServer
+) -> None:
+    told: list[tuple[float, float]] = []
+    ticket = await gateway.issue(
+        Ticket(
+            session_id="s",
+            attempt=1,
+            budget_usd=0.01,
+            spent_usd=0.02,
+            on_budget=lambda spent, budget: told.append((spent, budget)),
+        )
+    )
+    async with httpx.AsyncClient() as client:
+        held = asyncio.create_task(
+            client.post(
+                f"{gateway.url}/anthropic/v1/messages",
+                headers={"x-api-key": ticket.key},
+                json=ANTHROPIC_BODY,
+            )
+        )
+        await asyncio.sleep(0.3)
+        assert not held.done()
+        assert told == [(0.02, 0.01)]
+        assert model_server.requests == []
+        ticket.set_budget(1.0)
+        answer = await asyncio.wait_for(held, 10)
+    assert answer.status_code == 200
+    assert len(model_server.requests) == 1
+
+
+async def test_a_request_held_on_budget_is_refused_when_the_ticket_ends(
+    gateway: Gateway, model_server: FakeModelServer
+) -> None:
+    ticket = await gateway.issue(Ticket(session_id="s", attempt=1, budget_usd=2.0, spent_usd=2.0))
+    keep = await gateway.issue(Ticket(session_id="t", attempt=1))  # keeps the gateway up
+    async with httpx.AsyncClient() as client:
+        held = asyncio.create_task(
+            client.post(
+                f"{gateway.url}/openai/v1/chat/completions",
+                headers={"authorization": f"Bearer {ticket.key}"},
+                json={"model": "m", "messages": []},
+            )
+        )
+        await asyncio.sleep(0.3)
+        await gateway.revoke(ticket)
+        answer = await asyncio.wait_for(held, 10)
+    assert answer.status_code == 402
+    assert answer.json()["error"]["message"] == "budget reached: $2.00 of $2.00 — raise it or stop"
+    assert model_server.requests == []
+    await gateway.revoke(keep)

@@ -342,8 +342,9 @@ async def test_the_real_keys_are_out_of_reach_and_the_gateway_is_the_only_model_
     text = await said(store, done)
     assert "tried" in text
     for value in REAL_KEYS.values():
-        assert value not in text and value[::-1] not in text
-    assert f"ESACB_IPA_NEPO={model_server.url}"[::-1] not in text  # no real endpoint either
+        assert value not in text
+        assert value[::-1] not in text
+    assert f"OPENAI_BASE_URL={model_server.url}/v1"[::-1] not in text  # nor a real endpoint
     keys = [line for line in text.splitlines() if line.startswith(("OPENAI_API", "ANTHROPIC_API"))]
     assert len(keys) == 2
     assert all(line.split("=", 1)[1].startswith("tc-") for line in keys), keys

@@ -1,40 +1,41 @@
 """What one model response used, read from its body as the bytes pass through the gateway.
 
-Usage sits under one JSON key per API, whatever the framing (SSE, NDJSON, a JSON array, one JSON
-document), so a ``Meter`` does not split lines or parse events: it looks for its keys with a
-plain byte search and decodes only the value after a key. The rest of the body is dropped as it
-passes: memory stays bounded (a partial value of at most ``VALUE_LIMIT`` bytes is kept across
-chunks), and the cost per byte is a ``bytes.find`` per key.
+Usage sits under one JSON key per API whatever the framing (SSE, NDJSON, a JSON array, one JSON
+document), so a ``Meter`` neither splits lines nor parses events: it finds its keys with a plain
+byte search and decodes only the value after a key. The rest of the body is dropped as it
+passes, so memory stays bounded (a value still arriving is kept, up to ``VALUE_LIMIT`` bytes,
+and read again each time the buffer doubles), and the cost per byte is a ``bytes.find`` per key.
 
-==================  ======================================  ====================================
-API                 usage key (last one wins)               model key (first string wins)
-==================  ======================================  ====================================
-anthropic           ``usage`` (fields merged: SSE sends      ``model``
-                    ``message_start`` then cumulative
-                    ``message_delta``)
-openai-chat         ``usage`` (the final SSE chunk: asked    ``model``
-                    for by ``prepare``)
-openai-responses    ``usage`` (``response.completed``)       ``model``
-gemini              ``usageMetadata`` (the last chunk's)     ``modelVersion``
-ollama              ``prompt_eval_count``, ``eval_count``     ``model``
-==================  ======================================  ====================================
+- ``anthropic``: ``usage``, its fields merged (SSE: ``message_start``'s, then the cumulative
+  ``message_delta``'s); model ``model``.
+- ``openai-chat``: ``usage`` (streamed: the final chunk, which ``prepare`` asks for; the chunks
+  before say ``"usage": null``); model ``model``.
+- ``openai-responses``: ``usage`` (streamed: ``response.completed``); model ``model``.
+- ``gemini``: ``usageMetadata`` (streamed: the last chunk's); model ``modelVersion``.
+- ``ollama``: ``prompt_eval_count`` and ``eval_count`` of the final object; model ``model``.
 
-A key in JSON text is ``"name"`` followed by ``:``; inside a JSON string its quotes would be
-escaped, so model output cannot fake one. A value that is not usage-shaped (a tool's argument
-named ``usage``) is ignored. Input tokens are normalised to the fresh part: cached reads and
-writes are counted apart.
+The last usage wins (every API writes it after the content), the first model name wins (every
+API writes it before). A key in JSON text is ``"name"`` then ``:``; inside a JSON string its
+quotes are escaped, so model output cannot fake one; a value that is not usage-shaped (a tool's
+argument named ``usage``) is ignored. Input tokens are normalised to the fresh part: cache reads
+and writes are counted apart.
+
+The meter reads the body as the client gets it: the gateway must not let a compressed body
+through (ask upstream for ``accept-encoding: identity``, or feed the decoded bytes).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 VALUE_LIMIT = 64 * 1024  # a usage object or model name longer than this is not one
 _FIRST_TRY = 1024  # bytes decoded for a value at first; more only when it is longer
-_SPACE = b" \t\r\n"
+_COLON = re.compile(rb"[ \t\r\n]*:[ \t\r\n]*")
+_SLACK = 64  # spaces a key may be followed by before its ':' and still be found across chunks
 _DECODER = json.JSONDecoder()
 
 APIS = ("anthropic", "openai-chat", "openai-responses", "gemini", "ollama")
@@ -129,6 +130,7 @@ class Meter:
         "_model_key",
         "_overlap",
         "_request_model",
+        "_retry_at",
         "_usage_key",
     )
 
@@ -138,7 +140,8 @@ class Meter:
         self._model: str | None = None
         self._fields: dict[str, Any] = {}  # the usage object (merged) or Ollama's counts
         self._broken = False
-        self._buf = b""
+        self._buf = bytearray()  # the overlap for a key cut in two, or a value still arriving
+        self._retry_at = 0  # a value still arriving is read again once the buffer is this long
         self._model_key = _MODEL_KEY.get(api, b'"model"')
         self._usage_key = _USAGE[api][0] if api in _USAGE else None
         self._keys = [self._usage_key] if self._usage_key else [_OLLAMA_IN, _OLLAMA_OUT]
@@ -150,46 +153,48 @@ class Meter:
         if self._broken or not chunk:
             return
         try:
-            self._scan(self._buf + chunk if self._buf else bytes(chunk))
+            self._buf += chunk
+            if len(self._buf) >= self._retry_at:  # doubling: a value is read a few times at most
+                self._scan(self._buf, final=False)
         except Exception:  # a meter must never break the response it reads
-            self._broken, self._buf = True, b""
+            self._broken, self._buf = True, bytearray()
 
-    def _scan(self, buf: bytes) -> None:
+    def _scan(self, buf: bytearray, *, final: bool) -> None:
         """Handle every key in ``buf`` in order; keep what a later chunk may complete."""
         keys = self._keys if self._model is not None else [self._model_key, *self._keys]
-        found = {key: buf.find(key) for key in keys}
-        while True:
-            live = [(pos, key) for key, pos in found.items() if pos >= 0]
-            if not live:
-                break
-            pos, key = min(live)
-            end = self._value_at(buf, pos + len(key), key)
-            if end is None:  # the value goes on in the next chunk
-                if len(buf) - pos <= VALUE_LIMIT:
-                    self._buf = buf[pos:]
-                    return
-                end = pos + len(key)  # too long to be ours: skip it
-            if key == self._model_key and self._model is not None:
-                found.pop(key)  # the first model name wins: stop looking
+        found = [(buf.find(key), key) for key in keys]
+        done = 0  # where the last value handled ends: never read twice
+        while found:
+            pos, key = min(found) if len(found) > 1 else found[0]
+            if pos < 0:
+                found = [entry for entry in found if entry[0] >= 0]
                 continue
-            found[key] = buf.find(key, end)
-        self._buf = buf[-self._overlap :] if len(buf) > self._overlap else buf
+            end = self._value_at(buf, pos + len(key), key, final=final)
+            if end is None:  # the value goes on in the next chunk
+                if len(buf) - pos <= VALUE_LIMIT and not final:
+                    self._buf = buf[pos:]
+                    self._retry_at = 2 * len(self._buf) + 64
+                    return
+                end = pos + len(key)  # too long to be ours, or cut short: skip it
+            done = end
+            found.remove((pos, key))
+            if key != self._model_key or self._model is None:  # the first model name wins
+                found.append((buf.find(key, end), key))
+        self._buf = buf[max(len(buf) - self._overlap, done) :]
+        self._retry_at = 0
 
-    def _value_at(self, buf: bytes, start: int, key: bytes) -> int | None:
+    def _value_at(self, buf: bytearray, start: int, key: bytes, *, final: bool) -> int | None:
         """Decode the value after ``key`` (ending at ``start``) and take it; where it ends, or
         ``None`` when the buffer ends first."""
-        at, size = start, len(buf)
-        while at < size and buf[at] in _SPACE:
-            at += 1
+        size = len(buf)
+        colon = _COLON.match(buf, start)
+        if colon is None:  # the name was a string value, not a key (or the buffer ends)
+            return None if size - start < _SLACK and not buf[start:].strip() else start
+        at = colon.end()
         if at >= size:
             return None
-        if buf[at] != 58:  # not a ':': the name was a string value, not a key
-            return at
-        at += 1
-        while at < size and buf[at] in _SPACE:
-            at += 1
-        if at >= size:
-            return None
+        if buf.startswith(b"null", at):  # OpenAI-like chunks say "usage": null until the last
+            return at + 4
         window = _FIRST_TRY
         while True:
             text = buf[at : at + window].decode("utf-8", "surrogateescape")
@@ -202,7 +207,8 @@ class Meter:
                     return at  # not a value of ours: move on
                 window *= 4
                 continue
-            if used == len(text) and isinstance(value, int | float) and at + window >= size:
+            number = isinstance(value, int | float)
+            if number and not final and used == len(text) and at + window >= size:
                 return None  # a number at the end of the buffer may go on
             self._take(key, value)
             return at + len(text[:used].encode("utf-8", "surrogateescape"))
@@ -220,9 +226,13 @@ class Meter:
 
     def result(self) -> Metered | None:
         """What the response used; ``None`` when it carried no usage (or could not be read)."""
-        if self._broken or not self._fields:
+        if self._broken:
             return None
         try:
+            if self._retry_at:  # the body ended while a value was still arriving
+                self._scan(self._buf, final=True)
+            if not self._fields:
+                return None
             if self._usage_key is None:  # ollama
                 counts = (
                     _int(self._fields.get("prompt_eval_count")),

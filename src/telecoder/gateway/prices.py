@@ -123,7 +123,7 @@ class _GenaiPrices:
         )
         try:
             return round(float(self._calc(usage, name).total_price), 10)
-        except (LookupError, ValueError):  # an unknown model, or usage it cannot price
+        except (LookupError, ValueError, ArithmeticError):  # unknown model, or unpriceable usage
             return None
 
 
@@ -145,9 +145,11 @@ class Prices:
         """Load genai-prices now (blocking, ~0.2 s) rather than on the first price asked for."""
         _GENAI.load()
 
-    def cost(self, model: str | None, used: Metered) -> float | None:
+    def cost(self, model: str | None, used: Metered, *, api: str | None = None) -> float | None:
         """What ``used`` cost with ``model`` (``used.model`` when ``model`` is ``None``);
-        ``None`` for a model nobody prices."""
+        ``None`` for a model nobody prices. Models answered by Ollama (``api="ollama"``) are
+        priced by overrides only: a local model has no list price, and a hosted namesake's
+        (``deepseek-r1:8b``) would be a guess."""
         model = model or used.model
         if not model:
             return None
@@ -155,6 +157,8 @@ class Prices:
         override = _longest_prefix(name, self._overrides)
         if override is not None:
             return override.cost(used)
+        if api == "ollama":
+            return None
         priced = _GENAI.cost(name, used)
         if priced is not None:
             return priced

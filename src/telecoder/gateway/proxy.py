@@ -30,9 +30,11 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from telecoder.gateway import apis
+from telecoder.gateway import apis, meter
 from telecoder.gateway.apis import Call, Kind
 from telecoder.gateway.http import ClientGone, HTTPServer, Reply, Request
+from telecoder.gateway.meter import Meter
+from telecoder.gateway.prices import Prices
 from telecoder.gateway.tickets import Ticket, Tickets
 from telecoder.gateway.upstreams import KEY_VARS, URL_VARS, Target, Upstreams
 from telecoder.settings import Settings
@@ -111,9 +113,11 @@ class Gateway:
         host: str = "127.0.0.1",
         port: int = 0,
         forwarder: Forwarder | None = None,
+        prices: Prices | None = None,
     ) -> None:
         self.upstreams = upstreams
         self.store = store
+        self.prices = prices if prices is not None else Prices()
         self.host = host
         self.port = port
         self.tickets = Tickets()
@@ -132,6 +136,7 @@ class Gateway:
             store=store,
             host=settings.gateway_host,
             port=settings.gateway_port,
+            prices=Prices.from_setting(settings.prices),
         )
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -146,6 +151,7 @@ class Gateway:
     async def start(self) -> None:
         async with self._lock:
             if self._server is None:
+                await asyncio.to_thread(self.prices.preload)  # not on the first request
                 server = HTTPServer(self._handle)
                 self.address = await server.start(self.host, self.port)
                 self._server = server
@@ -226,21 +232,25 @@ class Gateway:
         call = Call(call.kind, call.rest, apis.without_key(call.query), call.api)
         payload = _json(request.body) if call.api is not None else None
         model = apis.request_model(call, payload)
-        outgoing = Outgoing(
-            request.method,
-            call,
-            _request_headers(request.headers),
-            request.body,
-        )
+        body = request.body
+        if call.api is not None and payload is not None:
+            prepared = meter.prepare(call.api, payload)  # e.g. ask a stream for its usage
+            if prepared is not payload:
+                body = json.dumps(prepared).encode()
+        outgoing = Outgoing(request.method, call, _request_headers(request.headers), body)
         targets = self.upstreams.route(call, model, ticket)
         response, target, error = await self._send(targets, outgoing)
         if response is None:
             name = target.endpoint if target is not None else call.kind.value
             message = f"the gateway could not reach its {name} endpoint: {error}"
             await reply.whole(502, _JSON, apis.error_body(call.kind, 502, message))
-            self._record(ticket, call, target, model, 502, started, None, payload)
+            self._record(ticket, call, target, model, 502, started, None, payload, None)
             return
         assert target is not None
+        streamed = apis.streamed(call, payload)
+        metering: Meter | None = None
+        if call.api is not None:
+            metering = meter.meter_for(call.api, streamed=streamed, request_model=model)
         first: float | None = None
         try:
             await reply.start(response.status_code, _response_headers(response))
@@ -248,6 +258,8 @@ class Gateway:
                 if first is None:
                     first = time.perf_counter()
                 await reply.send(chunk)
+                if metering is not None:
+                    metering.feed(chunk)
             await reply.end()
         except ClientGone:
             raise
@@ -256,7 +268,8 @@ class Gateway:
             raise ClientGone from e
         finally:
             await response.aclose()
-            self._record(ticket, call, target, model, response.status_code, started, first, payload)
+            status = response.status_code
+            self._record(ticket, call, target, model, status, started, first, payload, metering)
 
     async def _send(
         self, targets: list[Target], outgoing: Outgoing
@@ -286,17 +299,31 @@ class Gateway:
         started: float,
         first: float | None,
         payload: Mapping[str, Any] | None,
+        metering: Meter | None,
     ) -> None:
         """Count a model request on its ticket, tell the session, and store its row (in a
         task: never in the way of a response)."""
         if call.api is None:
             return
         ended = time.perf_counter()
+        used = metering.result() if metering is not None else None
+        cost: float | None = None
+        if used is not None:
+            model = used.model or model
+            try:
+                cost = self.prices.cost(None, used)
+            except Exception:  # a price table must never break metering
+                log.warning("gateway: no price for %s", model, exc_info=True)
+        fresh, output, read, write = (
+            (used.input_tokens, used.output_tokens, used.cache_read_tokens, used.cache_write_tokens)
+            if used is not None
+            else (0, 0, 0, 0)
+        )
         ticket.charge(
-            cost_usd=None,
-            input_tokens=0,
-            output_tokens=0,
-            cached_tokens=0,
+            cost_usd=cost,
+            input_tokens=fresh + read + write,
+            output_tokens=output,
+            cached_tokens=read,
             model=model,
             ok=200 <= status < 300,
         )
@@ -313,6 +340,11 @@ class Gateway:
             engine=ticket.engine,
             user=ticket.user,
             model=model,
+            input_tokens=fresh,
+            output_tokens=output,
+            cache_read_tokens=read,
+            cache_write_tokens=write,
+            cost_usd=cost,
             streamed=apis.streamed(call, payload),
         )
         if self.store is None:
