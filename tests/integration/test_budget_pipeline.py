@@ -31,7 +31,7 @@ from telecoder.domain import (
 )
 from telecoder.recorder import StopReason
 from telecoder.settings import Settings
-from telecoder.store import Store, open_store
+from telecoder.store import Store, UsageRow, open_store
 from telecoder.worker import Worker
 from tests.conftest import GitRepo, make_repo
 from tests.engine_cases import PROMPT
@@ -284,3 +284,58 @@ async def test_a_session_blocked_on_its_budget_resumes_the_same_conversation(
     assert not any("Finished before" in b for b in bodies)  # held: never reached the model
     assert git_repo.remote_git("show", f"{blocked.branch}:one.txt") == "one"  # step one, kept
     assert 0.135 * 3 <= done.cost_usd < 1.05  # the gateway's figures, both attempts
+
+
+# --- period budgets at work ---------------------------------------------------------------------
+
+
+async def test_an_attempt_that_crosses_a_period_budget_says_so_once(
+    settings: Settings, store: Store, git_repo: GitRepo, caplog: pytest.LogCaptureFixture
+) -> None:
+    await store.budgets.set("global", "daily", 1.0)
+    await store.usage.record(
+        UsageRow(endpoint="e", api="anthropic", status=200, latency_ms=1.0, cost_usd=0.95)
+    )
+    worker = build_worker(tuned(settings), store)
+    first = await execute(worker, store, request(git_repo, "true"))
+    alerts = [e.data for e in await all_events(store, first.id) if e.kind == EventKind.BUDGET_ALERT]
+    assert [(a["scope"], a["period"], a["level"]) for a in alerts] == [
+        ("global", "daily", 80),
+        ("global", "daily", 90),
+    ]
+    assert alerts[0]["message"].startswith("daily budget at 80 %: $0.95 of $1.00")
+    assert "budget alert (session" in caplog.text
+    second = await execute(worker, store, request(git_repo, "true"))
+    assert not [e for e in await all_events(store, second.id) if e.kind == EventKind.BUDGET_ALERT]
+
+
+async def test_a_worker_starts_no_new_session_while_a_period_budget_is_spent(
+    settings: Settings, store: Store, git_repo: GitRepo
+) -> None:
+    await store.budgets.set("global", "daily", 0.5)
+    await store.usage.record(
+        UsageRow(endpoint="e", api="anthropic", status=200, latency_ms=1.0, cost_usd=0.5)
+    )
+    new = request(git_repo, "echo later")
+    await store.sessions.create(new)
+    worker = build_worker(tuned(settings), store)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        reason = "waiting: daily budget reached ($0.50 of $0.50)"
+        async with asyncio.timeout(10):
+            while (await store.sessions.get(new.id)).error != reason:  # noqa: ASYNC110 (polls the db)
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # several claims later: still waiting
+        waiting = await store.sessions.get(new.id)
+        assert (waiting.status, waiting.attempt) == (SessionStatus.QUEUED, 0)
+        await store.budgets.set("global", "daily", 5.0)  # raised: it starts
+        async with asyncio.timeout(30):
+            while not (done := await store.sessions.get(new.id)).status.terminal:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        assert done.status == SessionStatus.SUCCEEDED, done.error
+        statuses = [e.data for e in await all_events(store, new.id) if e.kind == EventKind.STATUS]
+        assert statuses[:2] == [{"status": "queued"}, {"status": "queued", "reason": reason}]
+    finally:
+        stop.set()
+        await running

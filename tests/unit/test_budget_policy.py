@@ -64,7 +64,8 @@ def test_the_block_message_and_the_resume_prompt() -> None:
 def test_whose_a_session_is() -> None:
     assert budget.user_of({"channel": "api", "principal": "alice"}) == "alice"
     assert budget.user_of({"channel": "slack", "user": "bob"}) == "bob"
-    assert budget.user_of({"channel": "api", "principal": "anonymous"}) is None
+    assert budget.user_of({"channel": "api", "principal": "anonymous"}) == "anonymous"
+    assert budget.user_of({"principal": "alice", "user": "bob"}) == "bob"  # as tickets name it
     assert budget.user_of(None) is None
     assert budget.user_of({"principal": 3}) is None
 

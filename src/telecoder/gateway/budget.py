@@ -23,13 +23,13 @@ def resume_prompt(budget: float) -> str:
 
 
 def user_of(origin: Mapping[str, Any] | None) -> str | None:
-    """Whose a session is: the API token's name (``principal``), or the ``user`` a channel
-    recorded; None when nobody is named (an open server's ``anonymous`` is nobody). The
-    gateway's usage rows name the same user, so period budgets per user add them up."""
+    """Whose a session is: the ``user`` a channel recorded, else the API token's name
+    (``principal``; ``anonymous`` on an open server); None when nobody is named. The same
+    as the gateway's tickets name in each usage row, so period budgets per user add them up."""
     if not origin:
         return None
-    for key in ("principal", "user"):
+    for key in ("user", "principal"):
         name = origin.get(key)
-        if isinstance(name, str) and name and name != "anonymous":
+        if isinstance(name, str) and name:
             return name
     return None

@@ -32,6 +32,7 @@ import httpx
 
 from telecoder.gateway import apis, meter
 from telecoder.gateway.apis import Call, Kind
+from telecoder.gateway.budget import message as budget_message
 from telecoder.gateway.http import ClientGone, HTTPServer, Reply, Request
 from telecoder.gateway.meter import Meter
 from telecoder.gateway.prices import Prices
@@ -366,10 +367,6 @@ def vendor_replaced(env: Mapping[str, str], by: Mapping[str, str]) -> dict[str, 
     the gateway's, or none."""
     kept = {k: v for k, v in env.items() if k not in VENDOR_VARS}
     return {**kept, **{k: v for k, v in by.items() if k in VENDOR_VARS}}
-
-
-def budget_message(spent: float, budget: float) -> str:
-    return f"budget reached: ${spent:.2f} of ${budget:.2f} — raise it or stop"
 
 
 async def _hold(ticket: Ticket) -> bool:
