@@ -4,6 +4,10 @@ through ``telecoder … --server``'s client."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from asyncio.subprocess import PIPE
+
 import pytest
 
 from telecoder.client import Client
@@ -12,6 +16,7 @@ from telecoder.errors import BadInput, Conflict
 from telecoder.gateway.budget import message
 from telecoder.server import create_app
 from telecoder.store import Outcome, Store, UsageRow
+from tests.cli import TELECODER, cli_env
 from tests.conftest import GitRepo
 from tests.integration.test_api import submit
 from tests.server import client, serving
@@ -135,3 +140,32 @@ async def test_the_client_raises_budgets_and_sets_period_budgets(
         after = await api.put_budget({"period": "daily", "usd": 3})
         assert [b["limit_usd"] for b in after] == [3.0]
         assert await api.budgets() == after
+
+
+async def cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(TELECODER, *args, env=env, stdout=PIPE, stderr=PIPE)
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_the_cli_speaks_budgets_to_a_server(settings, store, git_repo: GitRepo, home):
+    app = create_app(settings, store)
+    env = cli_env(home / "elsewhere")
+    async with serving(app) as url, Client(url) as api:
+        made = await api.create({"repo": str(git_repo.path), "prompt": "true"})
+        code, out, err = await cli("budget", made["id"], "+1.00", "--server", url, env=env)
+        assert (code, out.strip()) == (0, f"{made['id']}: budget $1.00"), err
+        code, out, _ = await cli("budget", made["id"], "4", "--json", "--server", url, env=env)
+        assert json.loads(out)["budget_usd"] == 4.0
+        code, _, err = await cli("budget", "nosuchsess", "+1", "--server", url, env=env)
+        assert code == 3
+        args = ("budgets", "set", "--period", "daily", "--usd", "3", "--user", "ann")
+        code, out, err = await cli(*args, "--json", "--server", url, env=env)
+        assert code == 0, err
+        assert [(b["scope"], b["limit_usd"]) for b in json.loads(out)] == [("user:ann", 3.0)]
+        code, out, _ = await cli("budgets", "list", "--server", url, env=env)
+        assert "user:ann" in out
+        args = ("budgets", "remove", "--period", "daily", "--user", "ann", "--json")
+        code, out, _ = await cli(*args, "--server", url, env=env)
+        assert (code, json.loads(out)) == (0, [])

@@ -242,11 +242,13 @@ def raise_budget(server: str, *, session_id: str, body: dict[str, Any], as_json:
 
     async def go() -> None:
         async with connect(server) as api:
+            was = (await api.get(session_id))["status"]
             session = await api.raise_budget(session_id, body)
         if as_json:
             print_json(session)
         else:
-            resumed = " · resumed (queued)" if session["status"] == "queued" else ""
+            waited = was == "blocked" and session["status"] == "queued"
+            resumed = " · resumed (queued)" if waited else ""
             out.print(f"{session['id']}: budget ${session['budget_usd']:.2f}{resumed}")
 
     run_async(go())
