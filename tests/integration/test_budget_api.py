@@ -11,7 +11,7 @@ from asyncio.subprocess import PIPE
 import pytest
 
 from telecoder.client import Client
-from telecoder.domain import FailureKind, SessionStatus
+from telecoder.domain import EventKind, FailureKind, NewEvent, NewSession, SessionStatus
 from telecoder.errors import BadInput, Conflict
 from telecoder.gateway.budget import message
 from telecoder.server import create_app
@@ -19,6 +19,7 @@ from telecoder.store import Outcome, Store, UsageRow
 from tests.cli import TELECODER, cli_env
 from tests.conftest import GitRepo
 from tests.integration.test_api import submit
+from tests.integration.test_dashboard import HTML, csrf_of
 from tests.server import client, serving
 
 
@@ -46,6 +47,10 @@ async def test_a_session_is_submitted_with_its_budget_and_time_limit(app, git_re
         shown = (await c.get(f"/api/sessions/{made['id']}")).json()
         assert shown["budget_usd"] == 2.5
         assert shown["cost_usd"] == 0.0
+
+
+def new_session(**kw: object) -> NewSession:
+    return NewSession(repo="/srv/repo", prompt="work", engine="shell", **kw)  # type: ignore[arg-type]
 
 
 async def blocked_on_budget(store: Store, session_id: str, spent: float) -> None:
@@ -169,3 +174,27 @@ async def test_the_cli_speaks_budgets_to_a_server(settings, store, git_repo: Git
         args = ("budgets", "remove", "--period", "daily", "--user", "ann", "--json")
         code, out, _ = await cli(*args, "--server", url, env=env)
         assert (code, json.loads(out)) == (0, [])
+
+
+async def test_the_dashboard_shows_a_budget_and_raises_it(app, store):
+    made = await store.sessions.create(new_session(budget_usd=0.5))
+    await blocked_on_budget(store, made.id, 0.6)
+    alert = {"level": 90, "message": "daily budget at 90 %"}
+    await store.events.append(made.id, [NewEvent(kind=EventKind.BUDGET_ALERT, data=alert)])
+    async with client(app) as c:
+        page = (await c.get(f"/sessions/{made.id}", headers=HTML)).text
+        assert "$0.50 (spent $0.60)" in page
+        assert 'id="raise-budget"' in page
+        assert "budget reached: $0.60 of $0.50 — raise it or stop" in page
+        assert "budget alert 90 %" in page
+        listed = (await c.get("/", headers=HTML)).text
+        assert "$0.60 of $0.50" in listed
+        token = csrf_of(page)
+        url = f"/sessions/{made.id}/budget"
+        bad = await c.post(url, data={"csrf_token": token, "amount": "x"})
+        assert bad.status_code == 303
+        assert (await store.sessions.get(made.id)).status == SessionStatus.BLOCKED
+        done = await c.post(url, data={"csrf_token": token, "amount": "+1"})
+        assert done.status_code == 303
+    raised = await store.sessions.get(made.id)
+    assert (raised.status, raised.budget_usd) == (SessionStatus.QUEUED, 1.5)
