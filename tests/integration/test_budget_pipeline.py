@@ -29,6 +29,7 @@ from telecoder.domain import (
     Session,
     SessionStatus,
 )
+from telecoder.errors import Conflict
 from telecoder.recorder import StopReason
 from telecoder.settings import Settings
 from telecoder.store import Store, UsageRow, open_store
@@ -339,3 +340,36 @@ async def test_a_worker_starts_no_new_session_while_a_period_budget_is_spent(
     finally:
         stop.set()
         await running
+
+
+@pytest.mark.usefixtures("agent_tools")
+async def test_cancelling_a_session_blocked_on_its_budget_ends_it_and_cleans_up(
+    agent_settings: Settings, git_repo: GitRepo, tmp_path: Path
+) -> None:
+    store = await open_store(f"sqlite:///{tmp_path / 'c.db'}", lease_seconds=5)
+    try:
+        worker = build_worker(agent_settings, store)
+        new = NewSession(
+            repo=str(git_repo.path), prompt=PROMPT, engine="claude-code", model=MODEL, budget_usd=0
+        )
+        await store.sessions.create(new)
+        claimed = await store.queue.claim(worker.id)
+        assert claimed is not None
+        async with asyncio.timeout(120):
+            blocked = await worker.execute(claimed)
+        assert blocked is not None
+        assert blocked.status == SessionStatus.BLOCKED
+        worktree = agent_settings.worktrees / f"{new.id}-1"
+        assert worktree.is_dir()
+        cancelled = await store.sessions.cancel(new.id)
+        assert (cancelled.status, cancelled.error) == (
+            SessionStatus.CANCELLED,
+            "cancelled while it waited for its budget to be raised",
+        )
+        assert await worker.pipeline.sweep() == [new.id]
+        assert not worktree.exists()
+        assert not (agent_settings.engine_homes / new.id).exists()
+        with pytest.raises(Conflict):
+            await store.budgets.raise_session(new.id, BudgetChange(1.0, add=True))
+    finally:
+        await store.close()
