@@ -311,7 +311,7 @@ class Gateway:
         if used is not None:
             model = used.model or model
             try:
-                cost = self.prices.cost(None, used)
+                cost = self.prices.cost(None, used, api=call.api)
             except Exception:  # a price table must never break metering
                 log.warning("gateway: no price for %s", model, exc_info=True)
         fresh, output, read, write = (
