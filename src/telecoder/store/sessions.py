@@ -401,6 +401,7 @@ def retry_of(old: Session) -> NewSession:
         forge=old.forge,
         max_attempts=old.max_attempts,
         timeout_seconds=old.timeout_seconds,
+        budget_usd=old.budget_usd,
         parent_id=old.id,
         origin=old.origin,
         branch=old.branch,
