@@ -163,9 +163,12 @@ class Pipeline:
             self._deadlines.pop(session.id, None)
             await recorder.cancel()
             # A chat keeps its worktree and agent state until it ends; a task blocked on its
-            # budget, until it resumes or ends.
+            # budget, until it resumes or ends (handed back half-way, too: the next attempt
+            # resumes it again).
             over = final is not None and final.status.terminal
             waits = final is not None and final.status == SessionStatus.BLOCKED
+            resumed = bool(worktree) and worktree[0].path.name != f"{session.id}-{lease.attempt}"
+            waits = waits or (final is None and resumed)
             ended = over if session.mode == Mode.CHAT else not waits
             if ended:
                 await self._clean_up(session, worktree)

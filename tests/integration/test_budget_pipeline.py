@@ -373,3 +373,51 @@ async def test_cancelling_a_session_blocked_on_its_budget_ends_it_and_cleans_up(
             await store.budgets.raise_session(new.id, BudgetChange(1.0, add=True))
     finally:
         await store.close()
+
+
+@pytest.mark.usefixtures("agent_tools")
+async def test_a_resumed_session_handed_back_at_shutdown_resumes_again(
+    agent_settings: Settings,
+    model_server_budget: FakeModelServer,
+    git_repo: GitRepo,
+    tmp_path: Path,
+) -> None:
+    store = await open_store(f"sqlite:///{tmp_path / 's.db'}", lease_seconds=5)
+    try:
+        worker = build_worker(agent_settings, store)
+        new = NewSession(
+            repo=str(git_repo.path), prompt=PROMPT, engine="claude-code", model=MODEL, budget_usd=0
+        )
+        await store.sessions.create(new)
+        claimed = await store.queue.claim(worker.id)
+        assert claimed is not None
+        async with asyncio.timeout(120):
+            assert (await worker.execute(claimed)).status == SessionStatus.BLOCKED  # type: ignore[union-attr]
+        await store.budgets.raise_session(new.id, BudgetChange(1.0, add=True))
+        resumed = await store.queue.claim(worker.id)
+        assert resumed is not None
+        running = asyncio.create_task(worker.execute(resumed))
+        async with asyncio.timeout(60):
+            while not any(  # noqa: ASYNC110 (polls the db)
+                e.data.get("step") == "engine_started" for e in await all_events(store, new.id)
+            ):
+                await asyncio.sleep(0.05)
+        assert worker.stop_session(new.id, StopReason.SHUTDOWN)  # handed back half-way
+        assert await running is None
+        worktree = agent_settings.worktrees / f"{new.id}-1"
+        assert worktree.is_dir()  # kept for the next attempt
+        again = await store.queue.claim(worker.id)
+        assert again is not None
+        async with asyncio.timeout(120):
+            done = await worker.execute(again)
+        assert done is not None
+        assert done.status == SessionStatus.SUCCEEDED, done.error
+        attempts = await store.sessions.attempts(new.id)
+        assert [a.status for a in attempts] == [
+            AttemptStatus.SUCCEEDED,
+            AttemptStatus.RELEASED,
+            AttemptStatus.SUCCEEDED,
+        ]
+        assert attempts[2].engine_session_id == attempts[0].engine_session_id
+    finally:
+        await store.close()
