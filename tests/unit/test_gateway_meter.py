@@ -293,6 +293,15 @@ def test_every_api_streamed_or_not_in_any_chunks(case: str, chunking: str) -> No
     assert metered(api, streamed, CHUNKINGS[chunking](body), model="asked") == want
 
 
+def test_anthropic_counts_only_grow() -> None:
+    # message_delta's usage is cumulative; some servers send zeros for what they do not repeat
+    delta = {"input_tokens": 0, "cache_read_input_tokens": None, "output_tokens": 42}
+    zeros = json.dumps({"usage": delta}).encode()[1:-1]
+    body = ANTHROPIC_SSE.replace(b'"usage": {"output_tokens": 42}', zeros)
+    assert b'"input_tokens": 0' in body
+    assert metered("anthropic", True, bytewise(body)) == ANTHROPIC_WANT
+
+
 def test_the_requests_model_when_the_response_names_none() -> None:
     body = sse([(None, {"usageMetadata": GEMINI_FINAL})])
     got = metered("gemini", True, [body], model="gemini-2.5-flash")

@@ -6,8 +6,8 @@ byte search and decodes only the value after a key. The rest of the body is drop
 passes, so memory stays bounded (a value still arriving is kept, up to ``VALUE_LIMIT`` bytes,
 and read again each time the buffer doubles), and the cost per byte is a ``bytes.find`` per key.
 
-- ``anthropic``: ``usage``, its fields merged (SSE: ``message_start``'s, then the cumulative
-  ``message_delta``'s); model ``model``.
+- ``anthropic``: ``usage``, its counts merged (SSE: ``message_start``'s, then the cumulative
+  ``message_delta``'s: a count never goes down); model ``model``.
 - ``openai-chat``: ``usage`` (streamed: the final chunk, which ``prepare`` asks for; the chunks
   before say ``"usage": null``); model ``model``.
 - ``openai-responses``: ``usage`` (streamed: ``response.completed``); model ``model``.
@@ -103,6 +103,15 @@ def _gemini(u: dict[str, Any]) -> tuple[int, int, int, int] | None:
     cached = min(_int(u.get("cachedContentTokenCount")), prompt)
     output = _int(u.get("candidatesTokenCount")) + _int(u.get("thoughtsTokenCount"))
     return prompt - cached, output, cached, 0
+
+
+def _cumulative(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Counts that only grow: a later event's zero or missing count keeps the earlier one."""
+    merged = {**before, **after}
+    for key, old in before.items():
+        if isinstance(old, int) and not (isinstance(after.get(key), int) and after[key] > old):
+            merged[key] = old
+    return merged
 
 
 _Normalise = Callable[[dict[str, Any]], tuple[int, int, int, int] | None]
@@ -220,7 +229,7 @@ class Meter:
         elif key == self._usage_key:
             if isinstance(value, dict) and _USAGE[self._api][2](value) is not None:
                 merge = _USAGE[self._api][1]
-                self._fields = {**self._fields, **value} if merge else value
+                self._fields = _cumulative(self._fields, value) if merge else value
         elif isinstance(value, int) and not isinstance(value, bool):
             self._fields[key.decode().strip('"')] = value
 
