@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -49,6 +49,7 @@ from telecoder.errors import (
 )
 
 Json = dict[str, Any]
+Jsons = list[Json]
 
 CONNECT_SECONDS = 5.0
 REQUEST_SECONDS = 30.0
@@ -148,6 +149,18 @@ class Client:
     async def retry(self, ref: str) -> Json:
         """A new session running the same task on the same branch."""
         return await self._call("POST", f"/api/sessions/{ref}/retry")
+
+    async def raise_budget(self, ref: str, body: Json) -> Json:
+        """``{"add": 1.0}`` or ``{"usd": 5.0}``: the session, queued again if it waited."""
+        return await self._call("POST", f"/api/sessions/{ref}/budget", json=body)
+
+    async def budgets(self) -> Jsons:
+        """The period budgets and what each spent."""
+        return cast(Jsons, await self._call("GET", "/api/budgets"))
+
+    async def put_budget(self, body: Json) -> Jsons:
+        """Set (``usd``) or remove (``usd: null``) a period budget; every budget after."""
+        return cast(Jsons, await self._call("PUT", "/api/budgets", json=body))
 
     async def message(self, ref: str, text: str) -> Json:
         """A follow-up for a chat session: ``{session_id, seq}``."""
@@ -372,6 +385,7 @@ def session_of(data: Json) -> Session:
         error=data.get("error"),
         failure_kind=FailureKind(data["failure_kind"]) if data.get("failure_kind") else None,
         cost_usd=data.get("cost_usd", 0.0),
+        budget_usd=data.get("budget_usd"),
         input_tokens=data.get("input_tokens", 0),
         output_tokens=data.get("output_tokens", 0),
         created_at=created,
@@ -381,7 +395,6 @@ def session_of(data: Json) -> Session:
         available_at=created,
         worker_id=data.get("worker_id"),
         engine_source=EngineSource(data.get("engine_source", EngineSource.REQUEST)),
-        budget_usd=data.get("budget_usd"),
         tier=data.get("tier"),
     )
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from telecoder.domain import EngineSource, Mode, NewSession
+from telecoder.endings import choose_forge
 from telecoder.errors import BadInput, EngineNotFound
 from telecoder.gateway.routing import choose_tier, parse_tier
 from telecoder.masking import url_credentials, without_credentials
-from telecoder.pipeline import choose_forge
 from telecoder.protocols import Forge
 from telecoder.settings import Settings
 from telecoder.workspace import Workspace
@@ -43,6 +43,7 @@ class Request:
     timeout_seconds: float | None = None
     origin: dict[str, Any] | None = None
     tier: str | None = None  # trivial, standard, complex; None: chosen from the task
+    budget_usd: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,8 @@ async def accept(
     if request.timeout_seconds is not None and request.timeout_seconds <= 0:
         raise BadInput("the timeout must be positive")
     tier = _tier(request)
+    if request.budget_usd is not None and not 0 <= request.budget_usd <= 1_000_000:
+        raise BadInput(f"a budget of ${request.budget_usd} is not sensible")
     base = _branch_name(request.base.strip()) if request.base else None
     _refuse_options(request.repo.strip(), base)
     if url_credentials(request.repo):
@@ -105,6 +108,7 @@ async def accept(
         timeout_seconds=request.timeout_seconds,
         origin=request.origin,
         tier=tier,
+        budget_usd=request.budget_usd,
     )
     return Accepted(session, warnings)
 

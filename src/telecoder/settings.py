@@ -127,6 +127,24 @@ class Settings(BaseSettings):
     )
     max_attempts: int = Field(default=3, ge=1, description="Attempts before a session is dead.")
     timeout_seconds: float = Field(default=3600.0, gt=0, description="Wall-clock limit a session.")
+    budget_usd: float | None = Field(
+        default=None,
+        ge=0,
+        description="A session's budget in dollars when neither the task nor the repository's "
+        ".telecoder.yml sets one; reached, the session waits blocked (none: no budget).",
+    )
+    budget_daily_usd: float | None = Field(
+        default=None,
+        ge=0,
+        description="What all sessions together may cost per UTC day before new ones wait "
+        "(`telecoder budgets set` overrides it; none: no limit).",
+    )
+    budget_monthly_usd: float | None = Field(
+        default=None,
+        ge=0,
+        description="What all sessions together may cost per UTC month before new ones wait "
+        "(`telecoder budgets set` overrides it; none: no limit).",
+    )
     stall_seconds: float = Field(
         default=600.0, gt=0, description="Stop an agent that prints nothing for this long."
     )

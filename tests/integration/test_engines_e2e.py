@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from telecoder.gateway.meter import Metered
+from telecoder.gateway.prices import Prices
 from tests.cli import TELECODER, events_json, session_json, telecoder, wait_for
 from tests.conftest import make_repo
 from tests.engine_cases import (
@@ -32,7 +34,7 @@ from tests.engine_cases import (
     WRITTEN,
     agent_env,
 )
-from tests.fakes.model_server import DEFAULT_SCRIPT, FakeModelServer, Reply
+from tests.fakes.model_server import DEFAULT_SCRIPT, FakeModelServer, Reply, Usage
 from tests.processes import working_in
 
 pytestmark = pytest.mark.usefixtures("agent_tools")
@@ -76,8 +78,29 @@ def requests_under(server: FakeModelServer, prefix: str) -> int:
 @pytest.fixture
 def own_server() -> Iterator[FakeModelServer]:
     """A fake model server of the test's own: what it reported is the test's alone."""
-    with FakeModelServer(default=PROBE_SCRIPT, scripts={AIDER_MARK: AIDER_DIFF_SCRIPT}) as fake:
+    with FakeModelServer(
+        default=PROBE_SCRIPT,
+        scripts={AIDER_MARK: AIDER_DIFF_SCRIPT},
+        usage=Usage(input=1200, output=150, cache_read=300, cache_write=40),
+    ) as fake:
         yield fake
+
+
+def assert_charged_what_the_server_reported(
+    server: FakeModelServer, session: dict[str, Any]
+) -> None:
+    """The session's tokens and cost are the sum of what the fake server reported, request by
+    request (streamed or not), priced as the gateway prices them."""
+    reported = list(server.reported)
+    assert reported
+    prices = Prices()
+    cost = 0.0
+    for r in reported:
+        used = Metered(r.model, r.input, r.output, r.cache_read, r.cache_write)
+        cost += prices.cost(r.model, used, api=r.protocol) or 0.0
+    assert session["input_tokens"] == sum(r.input + r.cache_read + r.cache_write for r in reported)
+    assert session["output_tokens"] == sum(r.output for r in reported)
+    assert session["cost_usd"] == pytest.approx(cost)
 
 
 # Cases whose shell-tool output shows nothing of the agent's environment.
@@ -131,6 +154,7 @@ def test_run_pushes_exactly_the_agents_file(
     kinds = {e["kind"] for e in events}
     assert kinds >= AGENT_KINDS, kinds
     assert_keys_stayed_with_the_gateway(case, server, events)
+    assert_charged_what_the_server_reported(server, session)
     # Usage and cost reach the session: the gateway's, as its last usage event said.
     usage = [e["data"] for e in events if e["kind"] == "usage"][-1]
     assert usage["source"] == "gateway"

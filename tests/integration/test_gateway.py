@@ -4,12 +4,13 @@ streaming, errors, headers, usage rows."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -363,12 +364,16 @@ async def test_the_real_key_is_never_in_a_response_an_event_or_a_log(
     assert model_server.requests[-1].headers["x-api-key"] == REAL["ANTHROPIC_API_KEY"]
 
 
-async def test_an_ollama_key_may_travel_in_the_path(gateway: Gateway, ticket: Ticket) -> None:
+async def test_an_ollama_key_may_travel_in_the_path(
+    gateway: Gateway, ticket: Ticket, model_server: FakeModelServer
+) -> None:
     host = gateway.env(ticket)["OLLAMA_HOST"]
+    assert host.endswith(f"/ollama/{ticket.key}")
     async with httpx.AsyncClient() as client:
         answer = await client.get(f"{host}/api/tags")
     assert answer.status_code == 200, answer.text  # forwarded to the fake's Ollama API
     assert [model["name"] for model in answer.json()["models"]] == ["fake-model:latest"]
+    assert model_server.requests[-1].path == "/api/tags"
 
 
 async def test_usage_rows_are_written_and_reach_the_sessions_totals(
@@ -511,3 +516,60 @@ async def test_a_request_held_on_budget_is_refused_when_the_ticket_ends(
     assert answer.json()["error"]["message"] == "budget reached: $2.00 of $2.00 — raise it or stop"
     assert model_server.requests == []
     await gateway.revoke(keep)
+
+
+class GzipUpstream:
+    """Answers every request with a gzipped Anthropic message, whatever it was asked."""
+
+    MESSAGE: ClassVar[dict[str, Any]] = {
+        "type": "message",
+        "model": "claude-sonnet-4-5",
+        "content": [{"type": "text", "text": "zipped"}],
+        "usage": {"input_tokens": 7, "output_tokens": 3},
+    }
+
+    def __init__(self) -> None:
+        body = gzip.compress(json.dumps(self.MESSAGE).encode())
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-encoding", "gzip")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+async def test_a_compressed_answer_passes_as_it_came_and_is_metered_decoded() -> None:
+    upstream = GzipUpstream()
+    gateway = Gateway(upstreams=Upstreams.from_environment(upstream_env(upstream.url)))
+    ticket = await gateway.issue(Ticket(session_id="s", attempt=1))
+    try:
+        async with httpx.AsyncClient() as client:
+            answer = await client.post(
+                f"{gateway.url}/anthropic/v1/messages",
+                headers={"x-api-key": ticket.key},
+                json=ANTHROPIC_BODY,
+            )
+        assert answer.headers["content-encoding"] == "gzip"
+        assert answer.json() == GzipUpstream.MESSAGE
+        assert (ticket.input_tokens, ticket.output_tokens) == (7, 3)
+    finally:
+        await gateway.revoke(ticket)
+        upstream.close()

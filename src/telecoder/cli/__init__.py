@@ -14,6 +14,7 @@ import typer
 from sqlalchemy.exc import DBAPIError
 
 from telecoder.cli import (
+    budgets,
     chat,
     costs,
     db,
@@ -61,10 +62,12 @@ app.command("engines")(engines.engines)
 app.command("costs")(costs.costs)
 app.command("serve")(serve.serve)
 app.command("version")(sessions.version)
+app.command("budget")(budgets.budget)
 app.add_typer(db.app, name="db")
 app.add_typer(hooks.hooks_app, name="hooks")
 app.add_typer(hooks.subscriptions_app, name="subscriptions")
 app.add_typer(endpoints.app, name="endpoints")
+app.add_typer(budgets.app, name="budgets")
 
 _EXIT: list[tuple[type[TeleCoderError], Exit]] = [
     (BadInput, Exit.BAD_INPUT),

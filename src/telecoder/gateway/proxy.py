@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import time
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,10 +34,11 @@ import httpx
 
 from telecoder.gateway import apis, meter
 from telecoder.gateway.apis import Call, Kind
+from telecoder.gateway.budget import message as budget_message
 from telecoder.gateway.endpoints import Registry, env_specs
 from telecoder.gateway.forwarding import Forwarding
 from telecoder.gateway.http import ClientGone, HTTPServer, Reply, Request
-from telecoder.gateway.meter import Meter
+from telecoder.gateway.meter import Meter, Metered
 from telecoder.gateway.prices import Prices
 from telecoder.gateway.routing import Routes
 from telecoder.gateway.tickets import Ticket, Tickets
@@ -249,28 +251,36 @@ class Gateway:
 
     # --- one request --------------------------------------------------------------------------
 
-    async def _handle(self, request: Request, reply: Reply) -> None:
-        started = time.perf_counter()
+    async def _admit(self, request: Request, reply: Reply) -> tuple[Call, Ticket] | None:
+        """The call and the ticket of a request that may go upstream; None when it was
+        answered here: no such API (404), an unknown or revoked key (401), a spent budget held
+        until the ticket ended (402)."""
         call = apis.parse(request.method, request.target)
         if call is None:
             message = f"no model API at {request.target.split('?')[0]} (see the gateway's paths)"
             await reply.whole(404, _JSON, json.dumps({"error": message}).encode())
-            return
-        headers = dict(request.headers)
-        ticket = self.tickets.get(apis.presented_key(call, headers))
+            return None
+        ticket = self.tickets.get(apis.presented_key(call, dict(request.headers)))
         if ticket is None:
             message = (
                 "unknown or revoked TeleCoder gateway key: a key is valid only while its "
                 "session's attempt runs"
             )
             await reply.whole(401, _JSON, apis.error_body(call.kind, 401, message))
-            return
+            return None
         if ticket.over_budget and not await _hold(ticket):
             assert ticket.budget_usd is not None
             message = budget_message(ticket.spent_usd, ticket.budget_usd)
             await reply.whole(402, _JSON, apis.error_body(call.kind, 402, message))
+            return None
+        return Call(call.kind, call.rest, apis.without_key(call.query), call.api), ticket
+
+    async def _handle(self, request: Request, reply: Reply) -> None:
+        started = time.perf_counter()
+        admitted = await self._admit(request, reply)
+        if admitted is None:
             return
-        call = Call(call.kind, call.rest, apis.without_key(call.query), call.api)
+        call, ticket = admitted
         payload = _json(request.body) if call.api is not None else None
         model = apis.request_model(call, payload)
         body = request.body
@@ -297,9 +307,11 @@ class Gateway:
             return
         assert target is not None
         streamed = apis.streamed(call, payload)
-        metering: Meter | None = None
+        metering: Meter | Inflating | None = None
         if call.api is not None:
             metering = meter.meter_for(call.api, streamed=streamed, request_model=model)
+            if response.headers.get("content-encoding", "identity") != "identity":
+                metering = Inflating(metering)  # compressed although asked not to be
         first: float | None = None
         try:
             await reply.start(response.status_code, _response_headers(response))
@@ -348,7 +360,7 @@ class Gateway:
         started: float,
         first: float | None,
         payload: Mapping[str, Any] | None,
-        metering: Meter | None,
+        metering: Meter | Inflating | None,
     ) -> None:
         """Count a model request on its ticket, tell the session, and store its row (in a
         task: never in the way of a response)."""
@@ -410,15 +422,31 @@ class Gateway:
             log.warning("gateway: usage of session %s not recorded", row.session_id, exc_info=True)
 
 
+class Inflating:
+    """A meter fed the decoded bytes of a gzip- or deflate-encoded body (the client gets the
+    bytes as they came); other encodings leave it unfed: no usage, never a wrong one."""
+
+    def __init__(self, meter: Meter) -> None:
+        self.meter = meter
+        self._inflate: Any = zlib.decompressobj(32 + zlib.MAX_WBITS)  # gzip or zlib header
+
+    def feed(self, chunk: bytes) -> None:
+        if self._inflate is None:
+            return
+        try:
+            self.meter.feed(self._inflate.decompress(chunk))
+        except zlib.error:
+            self._inflate = None
+
+    def result(self) -> Metered | None:
+        return self.meter.result() if self._inflate is not None else None
+
+
 def vendor_replaced(env: Mapping[str, str], by: Mapping[str, str]) -> dict[str, str]:
     """``env`` with every vendor variable (model endpoint or key) taken from ``by`` instead:
     the gateway's, or none."""
     kept = {k: v for k, v in env.items() if k not in VENDOR_VARS}
     return {**kept, **{k: v for k, v in by.items() if k in VENDOR_VARS}}
-
-
-def budget_message(spent: float, budget: float) -> str:
-    return f"budget reached: ${spent:.2f} of ${budget:.2f} — raise it or stop"
 
 
 async def _hold(ticket: Ticket) -> bool:

@@ -42,6 +42,7 @@ from telecoder.server.diff import DiffSource, DiffUnavailable, git_diff_source
 from telecoder.server.limits import BodyLimit, RateLimited, RateLimiter, SecurityHeaders
 from telecoder.server.render import STATIC, templates
 from telecoder.server.routes import (
+    budgets,
     costs,
     dashboard,
     endpoints,
@@ -128,7 +129,18 @@ def create_app(
     )
     app.state.telecoder = state
     app.state.templates = templates()
-    routers = (meta, sessions, events, workers, hooks, subscriptions, costs, endpoints, dashboard)
+    routers = (
+        meta,
+        sessions,
+        events,
+        workers,
+        budgets,
+        hooks,
+        subscriptions,
+        costs,
+        endpoints,
+        dashboard,
+    )
     for module in routers:
         app.include_router(module.router)
     app.include_router(costs.pages)

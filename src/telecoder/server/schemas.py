@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from telecoder import amounts
 from telecoder.domain import (
     EngineSource,
     Event,
@@ -24,6 +25,7 @@ from telecoder.domain import (
     WorkerInfo,
     WorkerState,
 )
+from telecoder.errors import TeleCoderError
 from telecoder.store.costs import By
 
 
@@ -83,6 +85,34 @@ class SessionCreate(_In):
         description="Which tier's models the gateway routes to; default: chosen from the task "
         "(ignored when ``model`` pins one).",
     )
+    max_time: Text | None = Field(
+        default=None,
+        max_length=32,
+        description="Wall-clock limit as a duration (90s, 30m, 2h, 1h30m); sets timeout_seconds.",
+        examples=["30m"],
+    )
+    budget_usd: float | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000,
+        description="Dollars the session's model requests may cost; reached, it waits blocked "
+        "until the budget is raised (POST /api/sessions/{id}/budget). Default: the "
+        "repository's .telecoder.yml, then the server's.",
+    )
+
+    @model_validator(mode="after")
+    def _one_time_limit(self) -> SessionCreate:
+        if self.max_time is not None:
+            if self.timeout_seconds is not None:
+                raise ValueError("timeout_seconds and max_time both set the time limit: give one")
+            try:
+                seconds = amounts.duration(self.max_time)
+            except TeleCoderError as e:
+                raise ValueError(e.message) from None
+            if seconds > 7 * 86400:
+                raise ValueError("max_time is longer than 7 days")
+            self.timeout_seconds = seconds
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -94,6 +124,48 @@ class SessionCreate(_In):
                 raise ValueError("engine and agent name different engines: give one")
             data["engine"] = agent
         return data
+
+
+class BudgetRaise(_In):
+    """A session's new budget: ``usd`` sets it, ``add`` adds to it (give one)."""
+
+    usd: float | None = Field(default=None, ge=0, le=1_000_000, description="The new budget.")
+    add: float | None = Field(default=None, gt=0, le=1_000_000, description="Added to it.")
+
+    @model_validator(mode="after")
+    def _one(self) -> BudgetRaise:
+        if (self.usd is None) == (self.add is None):
+            raise ValueError("give one of usd (set the budget) and add (add to it)")
+        return self
+
+
+class PeriodBudgetSet(_In):
+    """A period budget: ``usd`` null removes it."""
+
+    period: Literal["daily", "monthly"]
+    usd: float | None = Field(ge=0, le=1_000_000, description="The limit; null removes it.")
+    user: Text | None = Field(
+        default=None,
+        pattern=r"^[^\s]{1,200}$",
+        description="Whose sessions (an API token's name); none: all sessions together.",
+    )
+
+
+class PeriodBudgetOut(BaseModel):
+    """A period budget and where it stands (``telecoder budgets list --json``)."""
+
+    scope: str = Field(description="global, or user:NAME.")
+    user: str | None
+    period: Literal["daily", "monthly"]
+    limit_usd: float
+    spent_usd: float = Field(description="usage.cost_usd summed since the period began (UTC).")
+    percent: float
+    reached: bool = Field(description="New sessions wait until the period rolls over.")
+    period_key: str = Field(description="The current period: 2026-11-28 or 2026-11.")
+    alerted_level: int = Field(description="The last alert sent this period: 0, 80, 90, 100.")
+    source: Literal["set", "settings"] = Field(
+        description="set: telecoder budgets set / PUT; settings: TELECODER_BUDGET_*_USD."
+    )
 
 
 class MessageCreate(_In):
@@ -110,6 +182,10 @@ class ResultOut(BaseModel):
     files_changed: int
     insertions: int
     deletions: int
+    partial: bool = Field(
+        default=False,
+        description="What the agent did before its time or budget ran out, pushed as a draft.",
+    )
 
     @classmethod
     def of(cls, result: Result) -> ResultOut:
@@ -145,10 +221,12 @@ class SessionOut(BaseModel):
     result: ResultOut | None
     error: str | None
     failure_kind: FailureKind | None
-    cost_usd: float
-    budget_usd: float | None = Field(default=None, description="The session's cost budget.")
+    cost_usd: float = Field(description="What its model requests cost (spent).")
+    budget_usd: float | None = Field(
+        default=None, description="Its budget; reached, it waits blocked for a raise."
+    )
     tier: str | None = Field(
-        default=None, description="trivial, standard or complex: the models the gateway routes to."
+        default=None, description="trivial, standard or complex: the models it is routed to."
     )
     input_tokens: int
     output_tokens: int

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from telecoder.store.budgets import Budgets, Held
 from telecoder.store.costs import By, Costs, Figures, Report
 from telecoder.store.db import Database
 from telecoder.store.deliveries import Deliveries, Once
@@ -19,6 +20,7 @@ from telecoder.store.usage import Totals, UsageRow, Usages
 from telecoder.store.workers import Registration, Workers
 
 __all__ = [
+    "Budgets",
     "By",
     "Claimed",
     "Costs",
@@ -28,6 +30,7 @@ __all__ = [
     "Endpoints",
     "Figures",
     "Heartbeat",
+    "Held",
     "Limits",
     "Listener",
     "Notice",
@@ -61,6 +64,7 @@ class Store:
         self.subscriptions = Subscriptions(db)
         self.outbox = Outbox(db)
         self.endpoints = Endpoints(db)
+        self.budgets = Budgets(db)
         # A worker that has not renewed its heartbeat for a lease's length is gone.
         self.workers = Workers(db, stale_after=lease_seconds)
 

@@ -40,6 +40,7 @@ from telecoder.domain import (
     SessionStatus,
 )
 from telecoder.errors import LeaseLost
+from telecoder.store.budgets import Held, claimable
 from telecoder.store.db import Database, dumps
 from telecoder.store.events import append_events, fenced, insert_events
 from telecoder.store.notify import Notice, NoticeKind
@@ -112,11 +113,13 @@ class Queue:
         engines: Collection[str] | None = None,
         only: str | None = None,
         limits: Limits | None = None,
+        held: Held | None = None,
     ) -> Claimed | None:
         """Take the best queued session that is due (or only the session ``only``), or None.
 
         Higher ``priority`` first, then the longest waiting. ``engines``: only sessions of
-        these engines. ``limits``: claim nothing that would exceed them.
+        these engines. ``limits``: claim nothing that would exceed them. ``held``: start no
+        new session a spent period budget holds back.
         """
         now = time.time()
         pick = (
@@ -133,6 +136,8 @@ class Queue:
             pick = pick.where(sessions.c.engine.in_(list(engines)))
         if only is not None:
             pick = pick.where(sessions.c.id == only)
+        if held is not None and held.active:
+            pick = pick.where(claimable(held))
         if not self._db.is_sqlite:
             pick = pick.with_for_update(skip_locked=True)
         async with self._db.write() as conn:
@@ -242,6 +247,18 @@ class Queue:
             await _hold(conn, lease)
             await conn.execute(_attempt_update(lease).values(**fields))
 
+    async def record_budget(self, lease: Lease, budget_usd: float | None) -> None:
+        """Write the budget in force on the session (the repository's or the settings'), so
+        the gateway, ``show`` and a raise see the figure the attempt runs under."""
+        async with self._db.write() as conn:
+            done = await conn.execute(
+                update(sessions)
+                .where(*fenced(lease))  # type: ignore[arg-type]
+                .values(budget_usd=budget_usd, updated_at=time.time())
+            )
+            if not done.rowcount:
+                raise LeaseLost(f"lost the lease on {lease.session_id} attempt {lease.attempt}")
+
     async def choose_engine(self, lease: Lease, engine: str, source: EngineSource) -> None:
         """Record the engine the attempt runs, when the repository chose it."""
         async with self._db.write() as conn:
@@ -295,7 +312,8 @@ class Queue:
             if status == SessionStatus.QUEUED:
                 status_data["retry_in"] = round(delay, 3)
             if status == SessionStatus.BLOCKED:
-                status_data["reason"] = "waiting for a message"
+                budget = outcome.failure_kind == FailureKind.BUDGET_REACHED
+                status_data["reason"] = outcome.error if budget else "waiting for a message"
             new = [*events, NewEvent(kind=EventKind.STATUS, data=status_data)]
             values: dict[str, Any] = {
                 "status": status.value,
