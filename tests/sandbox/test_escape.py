@@ -251,8 +251,13 @@ def listener() -> Iterator[int]:
             accepted.append(conn)
             conn.sendall(b"HOST SERVICE\n")
 
-    threading.Thread(target=serve, daemon=True).start()
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
     yield server.getsockname()[1]
+    # Wake the accept before closing: a thread still in accept() after close() would take
+    # connections meant for whatever socket gets the descriptor next (a later test's server).
+    server.shutdown(socket.SHUT_RDWR)
+    thread.join(5)
     server.close()
     for conn in accepted:
         conn.close()
