@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from telecoder import disk, rawlog, repoconfig, secretscan
+from telecoder.channels import github as github_channel
 from telecoder.confine import Confiner
 from telecoder.domain import (
     Attempt,
@@ -58,6 +59,7 @@ from telecoder.protocols import (
     EngineTask,
     Forge,
     Publication,
+    Published,
     Runtime,
     Usage,
 )
@@ -539,16 +541,21 @@ class Pipeline:
         pushed = await self.workspace.push(wt, sha, env=git_env)
         recorder.progress("pushed" if pushed else "already_pushed", branch=wt.branch, commit=sha)
         title, _, body = commit_message(session).partition("\n")
-        published = await forge.publish(
-            Publication(
-                session_id=session.id,
-                remote_url=wt.remote_url,
-                branch=wt.branch,
-                base=wt.base,
-                title=title,
-                body=body.strip() or session.prompt,
+        if (pull := github_channel.on_pull_request(session.origin)) is not None:
+            published = Published(number=pull)  # its own branch: the pull request is there
+        else:
+            published = await forge.publish(
+                Publication(
+                    session_id=session.id,
+                    remote_url=wt.remote_url,
+                    branch=wt.branch,
+                    base=wt.base,
+                    title=title,
+                    body=github_channel.pull_request_body(
+                        session.origin, body.strip() or session.prompt
+                    ),
+                )
             )
-        )
         if published.url:
             recorder.progress("pull_request", url=published.url, number=published.number)
         return Result(

@@ -9,8 +9,17 @@ REST (``Authorization: Bearer <token>``, else 401 ``Bad credentials``; unknown r
     GET   /repos/{o}/{r}/pulls/{n}
     PATCH /repos/{o}/{r}/pulls/{n}             title, body, base, state (reopen refused when merged,
                                                or when the branch was deleted or force-pushed)
-    GET   /repos/{o}/{r}/issues/{n}/comments
+    GET   /repos/{o}/{r}/issues/{n}/comments       (issues and pull requests)
     POST  /repos/{o}/{r}/issues/{n}/comments
+    PATCH /repos/{o}/{r}/issues/comments/{id}       (edits are kept: ``Comment.edits``)
+    POST  /repos/{o}/{r}/issues/{n}/reactions, …/issues/comments/{id}/reactions,
+          …/pulls/comments/{id}/reactions
+    POST  /repos/{o}/{r}/pulls/{n}/comments/{id}/replies   (a reply in a review thread)
+    GET   /repos/{o}/{r}/collaborators/{user}/permission   (``set_permission``; default read)
+
+Webhooks: ``deliver(url, event, payload)`` POSTs a payload signed as GitHub signs it
+(``X-Hub-Signature-256: sha256=<hex HMAC>`` with ``webhook_secret``, ``X-GitHub-Event``,
+``X-GitHub-Delivery``); ``issue_payload``/``comment_payload``/… build the payloads.
 
 Git (``/{o}/{r}.git/...``, HTTP Basic with the token as password, as GitHub takes it) is served by
 ``git http-backend`` from the bare repository given to ``add_repo``; with that git dir the REST
@@ -23,11 +32,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import os
 import re
 import subprocess
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,9 +50,11 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 TOKEN = "ghs_FakeToken0123456789abcdefABCDEF"
+WEBHOOK_SECRET = "fake-webhook-secret-8d1f"
 DOCS = "https://docs.github.com/rest"
 
 _GIT = re.compile(r"^/(?P<owner>[^/]+)/(?P<name>[^/]+?)\.git(?P<rest>/.*)$")
+_PERMISSION = re.compile(r"^/repos/([^/]+)/([^/]+)/collaborators/([^/]+)/permission$")
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     (method, re.compile(pattern), handler)
     for method, pattern, handler in [
@@ -50,6 +64,11 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         ("PATCH", r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)$", "_update_pull"),
         ("GET", r"^/repos/([^/]+)/([^/]+)/issues/(\d+)/comments$", "_list_comments"),
         ("POST", r"^/repos/([^/]+)/([^/]+)/issues/(\d+)/comments$", "_create_comment"),
+        ("PATCH", r"^/repos/([^/]+)/([^/]+)/issues/comments/(\d+)$", "_edit_comment"),
+        ("POST", r"^/repos/([^/]+)/([^/]+)/issues/(\d+)/reactions$", "_react_issue"),
+        ("POST", r"^/repos/([^/]+)/([^/]+)/issues/comments/(\d+)/reactions$", "_react_comment"),
+        ("POST", r"^/repos/([^/]+)/([^/]+)/pulls/comments/(\d+)/reactions$", "_react_review"),
+        ("POST", r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)/comments/(\d+)/replies$", "_reply"),
     ]
 ]
 
@@ -106,6 +125,25 @@ class Comment:
     repo: str
     number: int
     body: str
+    login: str = "telecoder[bot]"
+    kind: str = "issue"  # or "review": a review comment, in a thread
+    in_reply_to: int | None = None
+    edits: list[str] = field(default_factory=list)  # earlier bodies, oldest first
+
+
+@dataclass
+class Issue:
+    number: int
+    title: str
+    body: str
+    login: str
+
+
+@dataclass
+class Reaction:
+    subject: str  # "issue", "comment" or "review_comment"
+    id: int  # the issue's number or the comment's id
+    content: str
 
 
 @dataclass
@@ -116,6 +154,9 @@ class _Repo:
     next_number: int = 1
     pulls: dict[int, Pull] = field(default_factory=dict)
     comments: list[Comment] = field(default_factory=list)
+    issues: dict[int, Issue] = field(default_factory=dict)
+    reactions: list[Reaction] = field(default_factory=list)
+    permissions: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -141,8 +182,9 @@ def _validation(resource: str = "PullRequest", **error: str) -> _Refusal:
 
 
 class FakeGitHub:
-    def __init__(self, token: str = TOKEN) -> None:
+    def __init__(self, token: str = TOKEN, webhook_secret: str = WEBHOOK_SECRET) -> None:
         self.token = token
+        self.webhook_secret = webhook_secret
         self.requests: list[Request] = []
         self._repos: dict[tuple[str, str], _Repo] = {}
         self._failures: list[_Failure] = []
@@ -199,6 +241,147 @@ class FakeGitHub:
             repo.pulls[pull.number] = pull
             repo.next_number += 1
             return pull
+
+    def add_issue(
+        self, owner: str, name: str, *, title: str, body: str = "", login: str = "octocat"
+    ) -> Issue:
+        with self._lock:
+            repo = self._repo(owner, name)
+            issue = Issue(repo.next_number, title, body, login)
+            repo.issues[issue.number] = issue
+            repo.next_number += 1
+            return issue
+
+    def add_comment(
+        self,
+        owner: str,
+        name: str,
+        number: int,
+        body: str,
+        *,
+        login: str = "octocat",
+        kind: str = "issue",
+    ) -> Comment:
+        """A comment someone else wrote (``kind`` review: a review comment)."""
+        with self._lock:
+            repo = self._repo(owner, name)
+            comment = Comment(self._next_comment, owner, name, number, body, login, kind)
+            self._next_comment += 1
+            repo.comments.append(comment)
+            return comment
+
+    def set_permission(self, owner: str, name: str, login: str, permission: str) -> None:
+        with self._lock:
+            self._repo(owner, name).permissions[login] = permission
+
+    def reactions(self, owner: str, name: str) -> list[Reaction]:
+        with self._lock:
+            return list(self._repo(owner, name).reactions)
+
+    # --- webhooks --------------------------------------------------------------------------
+
+    def repository_json(self, owner: str, name: str) -> dict[str, Any]:
+        return {
+            "id": abs(hash((owner, name))) % 10**8,
+            "name": name,
+            "full_name": f"{owner}/{name}",
+            "owner": {"login": owner, "type": "Organization"},
+            "private": False,
+            "clone_url": self.git_url(owner, name),
+            "html_url": f"{self.url}/{owner}/{name}",
+            "default_branch": "main",
+        }
+
+    def issue_json(self, owner: str, name: str, number: int) -> dict[str, Any]:
+        with self._lock:
+            repo = self._repo(owner, name)
+            if number in repo.pulls:
+                pull = repo.pulls[number]
+                return {
+                    "number": number,
+                    "title": pull.title,
+                    "body": pull.body,
+                    "user": {"login": "octocat", "type": "User"},
+                    "labels": [],
+                    "pull_request": {"url": f"{self.url}/repos/{owner}/{name}/pulls/{number}"},
+                }
+            issue = repo.issues[number]
+            return {
+                "number": number,
+                "title": issue.title,
+                "body": issue.body,
+                "user": {"login": issue.login, "type": "User"},
+                "labels": [],
+                "html_url": f"{self.url}/{owner}/{name}/issues/{number}",
+            }
+
+    def labeled_payload(
+        self, owner: str, name: str, number: int, label: str, *, sender: str = "octocat"
+    ) -> dict[str, Any]:
+        issue = self.issue_json(owner, name, number)
+        issue["labels"] = [{"name": label}]
+        return {
+            "action": "labeled",
+            "issue": issue,
+            "label": {"name": label},
+            "repository": self.repository_json(owner, name),
+            "sender": _user(sender),
+            "installation": {"id": 4242},
+        }
+
+    def comment_payload(self, comment: Comment, *, fork: bool = False) -> dict[str, Any]:
+        """The ``issue_comment`` (or, for a review comment, ``pull_request_review_comment``)
+        payload of a comment just created."""
+        owner, name = comment.owner, comment.repo
+        data = {
+            "action": "created",
+            "comment": self._comment_json(comment),
+            "repository": self.repository_json(owner, name),
+            "sender": _user(comment.login),
+            "installation": {"id": 4242},
+        }
+        with self._lock:
+            pull = self._repo(owner, name).pulls.get(comment.number)
+        if comment.kind == "review":
+            assert pull is not None
+            data["pull_request"] = self._pull_payload(pull, fork=fork)
+        else:
+            data["issue"] = self.issue_json(owner, name, comment.number)
+        return data
+
+    def pull_payload(self, pull: Pull, *, fork: bool = False) -> dict[str, Any]:
+        return self._pull_payload(pull, fork=fork)
+
+    def _pull_payload(self, pull: Pull, *, fork: bool) -> dict[str, Any]:
+        data = pull.to_json(self.url)
+        head_repo = self.repository_json(pull.owner, pull.repo)
+        if fork:
+            head_repo = {
+                **self.repository_json("mallory", pull.repo),
+                "fork": True,
+                "clone_url": f"{self.url}/mallory/{pull.repo}.git",
+            }
+        data["head"]["repo"] = head_repo
+        data["base"]["repo"] = self.repository_json(pull.owner, pull.repo)
+        data["user"] = _user("octocat")
+        return data
+
+    def sign(self, body: bytes, secret: str | None = None) -> str:
+        key = (secret if secret is not None else self.webhook_secret).encode()
+        return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+
+    def webhook_headers(
+        self, event: str, body: bytes, *, delivery: str | None = None, secret: str | None = None
+    ) -> dict[str, str]:
+        """The headers GitHub sends with a webhook (``X-Hub-Signature-256`` over the body)."""
+        return {
+            "Content-Type": "application/json",
+            "User-Agent": "GitHub-Hookshot/7e5a3b1",
+            "X-GitHub-Event": event,
+            "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+            "X-GitHub-Hook-ID": "123456",
+            "X-Hub-Signature-256": self.sign(body, secret),
+        }
 
     def pulls(self, owner: str, name: str) -> list[Pull]:
         with self._lock:
@@ -284,6 +467,9 @@ class FakeGitHub:
 
     def _handle(self, method: str, path: str, query: dict[str, str], body: Any) -> Any:
         with self._lock:
+            permission = _PERMISSION.match(path)
+            if permission and method == "GET":
+                return self._permission(self._repo(permission[1], permission[2]), permission[3])
             for route_method, pattern, handler in _ROUTES:
                 match = pattern.match(path)
                 if match and route_method == method:
@@ -381,28 +567,102 @@ class FakeGitHub:
                 raise refuse(f"A pull request already exists for {pull.label}.")
 
     def _list_comments(self, repo: _Repo, number: int, *, query: dict[str, str], body: Any) -> Any:
-        return [self._comment_json(c) for c in repo.comments if c.number == number]
+        return [
+            self._comment_json(c) for c in repo.comments if c.number == number and c.kind == "issue"
+        ]
 
     def _create_comment(
         self, repo: _Repo, number: int, *, query: dict[str, str], body: Any
     ) -> tuple[int, Any]:
         if not isinstance(body, dict) or not body.get("body"):
             raise _validation("IssueComment", field="body", code="missing_field")
-        self._pull(repo, number)
+        if number not in repo.issues:
+            self._pull(repo, number)
         comment = Comment(self._next_comment, repo.owner, repo.name, number, str(body["body"]))
         self._next_comment += 1
         repo.comments.append(comment)
         return 201, self._comment_json(comment)
 
+    def _comment(self, repo: _Repo, comment_id: int, kind: str) -> Comment:
+        for comment in repo.comments:
+            if comment.id == comment_id and comment.kind == kind:
+                return comment
+        raise _Refusal(404, "Not Found")
+
+    def _edit_comment(
+        self, repo: _Repo, comment_id: int, *, query: dict[str, str], body: Any
+    ) -> Any:
+        if not isinstance(body, dict) or not body.get("body"):
+            raise _validation("IssueComment", field="body", code="missing_field")
+        comment = self._comment(repo, comment_id, "issue")
+        comment.edits.append(comment.body)
+        comment.body = str(body["body"])
+        return self._comment_json(comment)
+
+    def _react(self, repo: _Repo, subject: str, ident: int, body: Any) -> tuple[int, Any]:
+        content = body.get("content") if isinstance(body, dict) else None
+        if content not in {"+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"}:
+            raise _validation("Reaction", field="content", code="invalid")
+        for reaction in repo.reactions:
+            if (reaction.subject, reaction.id, reaction.content) == (subject, ident, content):
+                return 200, {"id": ident, "content": content}  # as GitHub: the one there
+        repo.reactions.append(Reaction(subject, ident, content))
+        return 201, {"id": ident, "content": content, "user": _user("telecoder[bot]")}
+
+    def _react_issue(self, repo: _Repo, number: int, *, query: dict[str, str], body: Any) -> Any:
+        if number not in repo.issues:
+            self._pull(repo, number)
+        return self._react(repo, "issue", number, body)
+
+    def _react_comment(self, repo: _Repo, ident: int, *, query: dict[str, str], body: Any) -> Any:
+        self._comment(repo, ident, "issue")
+        return self._react(repo, "comment", ident, body)
+
+    def _react_review(self, repo: _Repo, ident: int, *, query: dict[str, str], body: Any) -> Any:
+        self._comment(repo, ident, "review")
+        return self._react(repo, "review_comment", ident, body)
+
+    def _reply(
+        self, repo: _Repo, number: int, ident: int, *, query: dict[str, str], body: Any
+    ) -> Any:
+        if not isinstance(body, dict) or not body.get("body"):
+            raise _validation("PullRequestReviewComment", field="body", code="missing_field")
+        self._pull(repo, number)
+        parent = self._comment(repo, ident, "review")
+        comment = Comment(
+            self._next_comment, repo.owner, repo.name, number, str(body["body"]), kind="review"
+        )
+        comment.in_reply_to = parent.in_reply_to or parent.id
+        self._next_comment += 1
+        repo.comments.append(comment)
+        return 201, self._comment_json(comment)
+
+    def _permission(self, repo: _Repo, login: str) -> Any:
+        permission = repo.permissions.get(login, "read")
+        return {"permission": permission, "role_name": permission, "user": _user(login)}
+
     def _comment_json(self, comment: Comment) -> dict[str, Any]:
         where = f"{comment.owner}/{comment.repo}"
-        return {
+        bot = comment.login.endswith("[bot]")
+        data: dict[str, Any] = {
             "id": comment.id,
             "url": f"{self.url}/repos/{where}/issues/comments/{comment.id}",
             "html_url": f"{self.url}/{where}/pull/{comment.number}#issuecomment-{comment.id}",
             "body": comment.body,
-            "user": {"login": "telecoder[bot]", "type": "Bot"},
+            "user": _user(comment.login, bot=bot),
         }
+        if comment.kind == "review":
+            data["url"] = f"{self.url}/repos/{where}/pulls/comments/{comment.id}"
+            data["html_url"] = f"{self.url}/{where}/pull/{comment.number}#discussion_r{comment.id}"
+            data["path"], data["line"], data["diff_hunk"] = "README.md", 1, "@@ -1 +1 @@"
+            if comment.in_reply_to:
+                data["in_reply_to_id"] = comment.in_reply_to
+        return data
+
+
+def _user(login: str, *, bot: bool | None = None) -> dict[str, Any]:
+    is_bot = login.endswith("[bot]") if bot is None else bot
+    return {"login": login, "type": "Bot" if is_bot else "User"}
 
 
 def _git(git_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -204,6 +204,15 @@ class GitHubForge:
         async with self._api(self._token) as api:
             return await _Publisher(api, repo, owner, publication).run()
 
+    @asynccontextmanager
+    async def api(self) -> AsyncIterator[_Api]:
+        """The REST API with this forge's token, retries and error translation (replies,
+        reactions, permissions)."""
+        if self._token is None:
+            raise ForgeError("GITHUB_TOKEN is not set: cannot talk to the GitHub API")
+        async with self._api(self._token) as api:
+            yield api
+
     # --- HTTP ------------------------------------------------------------------------------
 
     @asynccontextmanager
@@ -396,6 +405,9 @@ class _Api:
 
     def _clean(self, text: str) -> str:
         return text.replace(self._token, "***")
+
+
+GitHubApi = _Api  # the public name of the API client
 
 
 def _json(response: httpx.Response, method: str, path: str) -> Any:

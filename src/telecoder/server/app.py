@@ -34,6 +34,7 @@ from telecoder.errors import (
     TeleCoderError,
     WebhookSignatureInvalid,
 )
+from telecoder.github_replies import GitHubReplies
 from telecoder.server.auth import AuthError, Guard, Tokens, check_bind
 from telecoder.server.deps import LoginRequired
 from telecoder.server.diff import DiffSource, DiffUnavailable, git_diff_source
@@ -43,6 +44,7 @@ from telecoder.server.routes import (
     costs,
     dashboard,
     events,
+    github,
     hooks,
     meta,
     sessions,
@@ -72,6 +74,8 @@ def create_app(
     """
     tokens = Tokens.parse(settings.api_token.get_secret_value() if settings.api_token else None)
     check_bind(tokens, settings.host)
+    github_replies = GitHubReplies(settings) if settings.github_webhook_secret else None
+    replies = {"github": github_replies.subscriber} if github_replies else {}
     state = ServerState(
         settings=settings,
         store=store,
@@ -82,7 +86,9 @@ def create_app(
         intake=intake or default_intake(settings),
         diff_source=diff_source or git_diff_source(build_workspace(settings)),
         workers=Workers(runner=start_workers),
-        deliverer=Deliverer(store, policy=policy_of(settings), subscribers=load_subscribers()),
+        deliverer=Deliverer(
+            store, policy=policy_of(settings), subscribers={**load_subscribers(), **replies}
+        ),
     )
 
     @asynccontextmanager
@@ -114,8 +120,9 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.telecoder = state
+    app.state.github = github_replies
     app.state.templates = templates()
-    routers = (meta, sessions, events, workers, hooks, subscriptions, costs, dashboard)
+    routers = (meta, sessions, events, workers, hooks, github, subscriptions, costs, dashboard)
     for module in routers:
         app.include_router(module.router)
     app.include_router(costs.pages)

@@ -1,0 +1,163 @@
+"""Talking back on GitHub: who may trigger, 👀, the status comment, replies in threads.
+
+Each session from GitHub has one status comment on its issue or pull request, found again by
+the marker it carries (``<!-- telecoder session=… -->``), so writing it twice edits it instead
+of adding another: queued (with a link to the session) → the outcome. The outcome is written by
+an in-process subscriber of the outbox (``subscriber``): the notification row is committed with
+the session's final status, so a server that restarts still tells GitHub, once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+from urllib.parse import quote
+
+from telecoder.channels import github as channel
+from telecoder.errors import ForgeError
+from telecoder.forges.github import GitHubApi, GitHubForge
+from telecoder.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PERMISSION_TTL = 60.0
+_ICONS = {"queued": "⏳", "running": "🏃", "succeeded": "✅", "failed": "❌", "dead": "❌"}
+
+
+class GitHubReplies:
+    def __init__(self, settings: Settings, forge: GitHubForge | None = None) -> None:
+        self.settings = settings
+        self.forge = forge or GitHubForge.from_settings(settings)
+        self._permissions: dict[tuple[str, str], tuple[float, str]] = {}
+
+    # --- who may trigger ----------------------------------------------------------------------
+
+    async def may_trigger(self, full_name: str, login: str) -> tuple[bool, str]:
+        """Whether ``login`` may start sessions on ``full_name``, and the permission seen."""
+        allowed = {user.lower() for user in self.settings.github_allowed_users}
+        if login.lower() in allowed:
+            return True, "allowed"
+        permission = await self.permission(full_name, login)
+        return permission in channel.WRITERS, permission
+
+    async def permission(self, full_name: str, login: str) -> str:
+        """The user's permission on the repository, asked of the API and kept a minute."""
+        key = (full_name.lower(), login.lower())
+        cached = self._permissions.get(key)
+        if cached is not None and time.monotonic() - cached[0] < PERMISSION_TTL:
+            return cached[1]
+        async with self.forge.api() as api:
+            data = await api.call(
+                "GET", f"{_repo(full_name)}/collaborators/{quote(login, safe='')}/permission"
+            )
+        permission = str((data or {}).get("permission") or "none")
+        self._permissions[key] = (time.monotonic(), permission)
+        return permission
+
+    async def pull(self, full_name: str, number: int) -> dict[str, Any]:
+        async with self.forge.api() as api:
+            data = await api.call("GET", f"{_repo(full_name)}/pulls/{number}")
+        if not isinstance(data, dict):
+            raise ForgeError("GitHub answered with something that is not a pull request")
+        return data
+
+    # --- replies ------------------------------------------------------------------------------
+
+    async def acknowledge(self, trigger: channel.Trigger) -> None:
+        """👀 on the comment that asked (or on the issue, for a label)."""
+        repo = _repo(trigger.full_name)
+        if trigger.comment_id is None:
+            path = f"{repo}/issues/{trigger.number}/reactions"
+        elif trigger.review_comment:
+            path = f"{repo}/pulls/comments/{trigger.comment_id}/reactions"
+        elif trigger.event == "pull_request_review":
+            return  # a review takes no reactions
+        else:
+            path = f"{repo}/issues/comments/{trigger.comment_id}/reactions"
+        async with self.forge.api() as api:
+            await api.call("POST", path, json={"content": "eyes"})
+
+    async def say(self, trigger: channel.Trigger, text: str) -> None:
+        """A reply: in the review thread for a review comment, else on the issue or PR."""
+        repo = _repo(trigger.full_name)
+        body = f"{channel.MARKER} -->\n{text}"
+        async with self.forge.api() as api:
+            if trigger.review_comment and trigger.comment_id is not None:
+                path = f"{repo}/pulls/{trigger.number}/comments/{trigger.comment_id}/replies"
+                await api.call("POST", path, json={"body": body})
+            else:
+                await api.call(
+                    "POST", f"{repo}/issues/{trigger.number}/comments", json={"body": body}
+                )
+
+    async def status(self, session: dict[str, Any]) -> None:
+        """Write the session's status comment (create it, or edit the one there)."""
+        origin = session.get("origin") or {}
+        full_name, number = origin.get("repo"), origin.get("number")
+        if not isinstance(full_name, str) or not isinstance(number, int):
+            return
+        repo = _repo(full_name)
+        marker = channel.status_marker(str(session["id"]))
+        body = f"{marker}\n{self.describe(session)}"
+        async with self.forge.api() as api:
+            found = await self._find(api, repo, number, marker)
+            if found is None:
+                await api.call("POST", f"{repo}/issues/{number}/comments", json={"body": body})
+            else:
+                await api.call("PATCH", f"{repo}/issues/comments/{found}", json={"body": body})
+            if origin.get("review_comment") and origin.get("comment_id") and _ended(session):
+                reply = f"{channel.MARKER} -->\n{self.describe(session)}"
+                path = f"{repo}/pulls/{number}/comments/{origin['comment_id']}/replies"
+                await api.call("POST", path, json={"body": reply})
+
+    async def _find(self, api: GitHubApi, repo: str, number: int, marker: str) -> int | None:
+        page = 1
+        while True:
+            params = {"per_page": "100", "page": str(page)}
+            data = await api.call("GET", f"{repo}/issues/{number}/comments", params=params)
+            if not isinstance(data, list):
+                return None
+            for item in data:
+                if isinstance(item, dict) and str(item.get("body") or "").startswith(marker):
+                    return int(item["id"])
+            if len(data) < 100:
+                return None
+            page += 1
+
+    def describe(self, session: dict[str, Any]) -> str:
+        """The status comment's text: what state the session is in, where to see it, what
+        came of it."""
+        status = str(session.get("status") or "queued")
+        lines = [f"{_ICONS.get(status, '•')} TeleCoder session `{session['id']}`: **{status}**"]
+        if self.settings.public_url:
+            url = f"{self.settings.public_url.rstrip('/')}/sessions/{session['id']}"
+            lines.append(f"Follow it on the dashboard: {url}")
+        result = session.get("result") or {}
+        if result.get("pr_url"):
+            lines.append(f"Pull request: {result['pr_url']}")
+        elif result.get("branch") and result.get("commit"):
+            lines.append(f"Pushed {result['commit'][:12]} to `{result['branch']}`.")
+        if result.get("text"):
+            lines.append(str(result["text"])[:3000])
+        if session.get("error"):
+            lines.append(f"Error: {str(session['error'])[:1000]}")
+        return "\n\n".join(lines)
+
+    # --- the outbox subscriber ----------------------------------------------------------------
+
+    async def subscriber(self, event: dict[str, Any]) -> None:
+        """Given every notification: the outcome of a session from GitHub, on GitHub."""
+        session = (event.get("data") or {}).get("session") or {}
+        if (session.get("origin") or {}).get("channel") != "github":
+            return
+        await self.status(session)
+
+
+def _ended(session: dict[str, Any]) -> bool:
+    return session.get("status") not in (None, "queued", "running", "blocked")
+
+
+def _repo(full_name: str) -> str:
+    owner, _, name = full_name.partition("/")
+    return f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
