@@ -47,7 +47,7 @@ class GitHubReplies:
         cached = self._permissions.get(key)
         if cached is not None and time.monotonic() - cached[0] < PERMISSION_TTL:
             return cached[1]
-        async with self.forge.api() as api:
+        async with self.forge.api(full_name) as api:
             data = await api.call(
                 "GET", f"{_repo(full_name)}/collaborators/{quote(login, safe='')}/permission"
             )
@@ -56,7 +56,7 @@ class GitHubReplies:
         return permission
 
     async def pull(self, full_name: str, number: int) -> dict[str, Any]:
-        async with self.forge.api() as api:
+        async with self.forge.api(full_name) as api:
             data = await api.call("GET", f"{_repo(full_name)}/pulls/{number}")
         if not isinstance(data, dict):
             raise ForgeError("GitHub answered with something that is not a pull request")
@@ -75,14 +75,14 @@ class GitHubReplies:
             return  # a review takes no reactions
         else:
             path = f"{repo}/issues/comments/{trigger.comment_id}/reactions"
-        async with self.forge.api() as api:
+        async with self.forge.api(trigger.full_name) as api:
             await api.call("POST", path, json={"content": "eyes"})
 
     async def say(self, trigger: channel.Trigger, text: str) -> None:
         """A reply: in the review thread for a review comment, else on the issue or PR."""
         repo = _repo(trigger.full_name)
         body = f"{channel.MARKER} -->\n{text}"
-        async with self.forge.api() as api:
+        async with self.forge.api(trigger.full_name) as api:
             if trigger.review_comment and trigger.comment_id is not None:
                 path = f"{repo}/pulls/{trigger.number}/comments/{trigger.comment_id}/replies"
                 await api.call("POST", path, json={"body": body})
@@ -100,7 +100,9 @@ class GitHubReplies:
         repo = _repo(full_name)
         marker = channel.status_marker(str(session["id"]))
         body = f"{marker}\n{self.describe(session)}"
-        async with self.forge.api() as api:
+        if self.forge.app is not None and isinstance(origin.get("installation_id"), int):
+            self.forge.app.remember(full_name, origin["installation_id"])
+        async with self.forge.api(full_name) as api:
             found = await self._find(api, repo, number, marker)
             if found is None:
                 await api.call("POST", f"{repo}/issues/{number}/comments", json={"body": body})

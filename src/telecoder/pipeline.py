@@ -239,6 +239,8 @@ class Pipeline:
         # A checkout's remote may carry a credential: git uses it, nothing shows it.
         recorder.masker = self.masker.adding(url_credentials(source.remote_url))
         forge = self._forge(session, source.remote_url)
+        if (ready := getattr(forge, "ready", None)) is not None:
+            await ready(source.remote_url)  # a GitHub App's installation token, at hand
         git_env = forge.git_env(source.remote_url)
         turn = await self._turn(session)
         wt = await self._worktree(session, lease, source, turn, git_env, recorder)

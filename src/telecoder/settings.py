@@ -187,6 +187,16 @@ class Settings(BaseSettings):
     github_api_url: str = Field(
         default="https://api.github.com", description="GitHub REST API base (Enterprise: yours)."
     )
+    github_app_id: str | None = Field(
+        default=None,
+        description="GitHub App id: act as the App (installation tokens) instead of a token.",
+    )
+    github_app_private_key: SecretStr | None = Field(
+        default=None, description="The GitHub App's private key (PEM)."
+    )
+    github_app_private_key_file: Path | None = Field(
+        default=None, description="A file holding the GitHub App's private key (PEM)."
+    )
     github_webhook_secret: SecretStr | None = Field(
         default=None,
         description="Secret of the GitHub webhook (App or repository): POST /api/webhooks/github "

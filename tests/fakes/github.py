@@ -17,6 +17,11 @@ REST (``Authorization: Bearer <token>``, else 401 ``Bad credentials``; unknown r
     POST  /repos/{o}/{r}/pulls/{n}/comments/{id}/replies   (a reply in a review thread)
     GET   /repos/{o}/{r}/collaborators/{user}/permission   (``set_permission``; default read)
 
+GitHub App (``enable_app``): ``GET /repos/{o}/{r}/installation`` and
+``POST /app/installations/{id}/access_tokens`` take ``Bearer <JWT>`` verified with the App's
+public key (RS256, ``iss`` the App id, at most ten minutes long); the installation tokens they
+issue are accepted like ``token``, for REST and git, until they expire.
+
 Webhooks: ``deliver(url, event, payload)`` POSTs a payload signed as GitHub signs it
 (``X-Hub-Signature-256: sha256=<hex HMAC>`` with ``webhook_secret``, ``X-GitHub-Event``,
 ``X-GitHub-Delivery``); ``issue_payload``/``comment_payload``/… build the payloads.
@@ -39,9 +44,11 @@ import os
 import re
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -185,6 +192,11 @@ class FakeGitHub:
     def __init__(self, token: str = TOKEN, webhook_secret: str = WEBHOOK_SECRET) -> None:
         self.token = token
         self.webhook_secret = webhook_secret
+        self.app_id: str | None = None
+        self.app_public_key: str | None = None
+        self.installation_id = 4242
+        self.token_ttl = 3600.0
+        self.issued: dict[str, float] = {}  # installation token -> when it expires
         self.requests: list[Request] = []
         self._repos: dict[tuple[str, str], _Repo] = {}
         self._failures: list[_Failure] = []
@@ -241,6 +253,56 @@ class FakeGitHub:
             repo.pulls[pull.number] = pull
             repo.next_number += 1
             return pull
+
+    def enable_app(self, app_id: str, public_key_pem: str, installation_id: int = 4242) -> None:
+        """Act as GitHub for an App installed on every repository (one installation)."""
+        with self._lock:
+            self.app_id, self.app_public_key = app_id, public_key_pem
+            self.installation_id = installation_id
+
+    def accepts(self, token: str) -> bool:
+        with self._lock:
+            return token == self.token or self.issued.get(token, 0) > time.time()
+
+    def _app_request(self, request: Request) -> tuple[int, Any]:
+        import jwt
+
+        if self.app_public_key is None:
+            return 404, {"message": "Not Found", "documentation_url": DOCS}
+        scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+        try:
+            claims = jwt.decode(
+                credential,
+                self.app_public_key,
+                algorithms=["RS256"],
+                options={"require": ["iat", "exp", "iss"]},
+                leeway=60,
+            )
+        except jwt.PyJWTError as e:
+            message = f"A JSON web token could not be decoded ({e})"
+            return 401, {"message": message, "documentation_url": DOCS}
+        if scheme != "Bearer" or str(claims["iss"]) != self.app_id:
+            return 401, {
+                "message": "'Issuer' claim ('iss') must be the App",
+                "documentation_url": DOCS,
+            }
+        if claims["exp"] - claims["iat"] > 660:
+            message = "'Expiration time' claim ('exp') is too far in the future"
+            return 401, {"message": message, "documentation_url": DOCS}
+        if request.method == "GET":
+            match = re.match(r"^/repos/([^/]+)/([^/]+)/installation$", request.path)
+            if match is None or (match[1], match[2]) not in self._repos:
+                return 404, {"message": "Not Found", "documentation_url": DOCS}
+            return 200, {"id": self.installation_id, "app_id": int(self.app_id)}
+        match = re.match(r"^/app/installations/(\d+)/access_tokens$", request.path)
+        if match is None or int(match[1]) != self.installation_id:
+            return 404, {"message": "Not Found", "documentation_url": DOCS}
+        with self._lock:
+            token = f"ghs_inst{len(self.issued) + 1:04d}" + uuid.uuid4().hex[:24]
+            expires = time.time() + self.token_ttl
+            self.issued[token] = expires
+        stamp = datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return 201, {"token": token, "expires_at": stamp, "permissions": {"contents": "write"}}
 
     def add_issue(
         self, owner: str, name: str, *, title: str, body: str = "", login: str = "octocat"
@@ -763,7 +825,11 @@ class _Handler(BaseHTTPRequestHandler):
             body = {"message": failure.message, "documentation_url": DOCS}
             self._send(failure.status, body, failure.headers)
             return
-        if request.headers.get("authorization") != f"Bearer {fake.token}":
+        if request.path.startswith("/app/") or request.path.endswith("/installation"):
+            self._send(*fake._app_request(request))
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme != "Bearer" or not fake.accepts(token):
             self._send(401, {"message": "Bad credentials", "documentation_url": DOCS})
             return
         try:
@@ -792,7 +858,7 @@ class _Handler(BaseHTTPRequestHandler):
             _, _, password = base64.b64decode(credentials).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return False
-        return password == self.fake.token
+        return self.fake.accepts(password)
 
     def _serve_git(self, owner: str, name: str, rest: str, query: str, body: bytes) -> None:
         with self.fake._lock:

@@ -134,6 +134,10 @@ async def receive(request: Request, state: StateDep) -> Any:
             _background(replies.say(trigger, FORK_REFUSED), "the reply to a fork pull request")
             reason = "the pull request comes from a fork"
             return _answer(GitHubAnswer(action="refused", reason=reason), 202)
+    app = replies.forge.app
+    if app is not None and trigger.installation_id is not None:
+        app.remember(trigger.full_name, trigger.installation_id)
+    await replies.forge.ready(trigger.clone_url)  # git asks for the branch with it
     accepted = await state.intake(
         IntakeRequest(
             repo=trigger.clone_url,
