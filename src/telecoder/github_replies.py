@@ -9,14 +9,17 @@ the session's final status, so a server that restarts still tells GitHub, once.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import time
 from typing import Any
 from urllib.parse import quote
 
+from telecoder import repoconfig
 from telecoder.channels import github as channel
-from telecoder.errors import ForgeError
-from telecoder.forges.github import GitHubApi, GitHubForge
+from telecoder.errors import BadInput, ForgeError
+from telecoder.forges.github import GitHubApi, GitHubAPIError, GitHubForge
 from telecoder.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,28 @@ class GitHubReplies:
         permission = str((data or {}).get("permission") or "none")
         self._permissions[key] = (time.monotonic(), permission)
         return permission
+
+    async def repo_config(self, full_name: str) -> repoconfig.RepoConfig:
+        """The repository's ``.telecoder.yml`` on its default branch (defaults when it has
+        none); BadInput when it is malformed."""
+        path = f"{_repo(full_name)}/contents/{repoconfig.FILENAME}"
+        async with self.forge.api(full_name) as api:
+            try:
+                data = await api.call("GET", path)
+            except GitHubAPIError as e:
+                if e.status == 404:
+                    return repoconfig.RepoConfig()
+                raise
+        content = data.get("content") if isinstance(data, dict) else None
+        if not isinstance(content, str) or data.get("encoding") != "base64":
+            return repoconfig.RepoConfig()
+        try:
+            raw = base64.b64decode(content)
+        except (binascii.Error, ValueError):
+            raise BadInput(
+                f"GitHub sent {repoconfig.FILENAME} in a form it cannot be read"
+            ) from None
+        return repoconfig.from_bytes(raw)
 
     async def pull(self, full_name: str, number: int) -> dict[str, Any]:
         async with self.forge.api(full_name) as api:

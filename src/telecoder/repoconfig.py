@@ -17,6 +17,12 @@ verify_timeout: 600          # seconds each check command may take
 setup_timeout: 1800          # seconds each setup command may take
 secrets:                     # the secret scan before a push (telecoder.secretscan)
   allow: [tests/fixtures/*]  # files whose look-alike secrets are test data (globs)
+github:                      # GitHub as a trigger (read from the default branch)
+  label: telecoder           # labelling an issue with it starts a session
+  handle: telecoder          # @telecoder in an issue or comment starts one
+  ci_fix_attempts: 2         # fix sessions for a failed check, per pull request
+  on_merge:                  # prompts run after a TeleCoder pull request is merged
+    - Add a CHANGELOG entry for the change
 ```
 
 Parsing is data only: ``yaml.safe_load`` (no tags, no code) of a file of bounded size, then a
@@ -121,6 +127,26 @@ class SecretsConfig(_Strict):
     secret values are refused in any file."""
 
 
+_Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\s@][^\r\n]*$")]
+
+
+class GitHubConfig(_Strict):
+    """``github:``: how the repository's issues and pull requests start sessions."""
+
+    label: _Name | None = None
+    """The trigger label; default TELECODER_GITHUB_LABEL (telecoder)."""
+    handle: (
+        Annotated[str, Field(min_length=1, max_length=39, pattern=r"^[A-Za-z0-9-]+$")] | None
+    ) = None
+    """The handle to mention, without @; default TELECODER_GITHUB_HANDLE (telecoder)."""
+    ci_fix_attempts: int = Field(default=2, ge=0, le=10)
+    """Fix sessions for failed checks on one pull request before TeleCoder gives up."""
+    on_merge: list[Annotated[str, Field(min_length=1, max_length=4000)]] = Field(
+        default_factory=list, max_length=10
+    )
+    """Prompts of the follow-up sessions after a TeleCoder pull request is merged."""
+
+
 class RepoConfig(_Strict):
     """The settings a repository gives itself in ``.telecoder.yml``."""
 
@@ -144,6 +170,8 @@ class RepoConfig(_Strict):
     network: Network = Field(default_factory=Network)
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
     """The secret scan before a push: ``allow`` lists paths whose findings are ignored."""
+    github: GitHubConfig = Field(default_factory=GitHubConfig)
+    """GitHub as a trigger: label, handle, ci_fix_attempts, on_merge."""
 
     @field_validator("setup", "verify", mode="before")
     @classmethod

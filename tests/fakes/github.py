@@ -16,6 +16,7 @@ REST (``Authorization: Bearer <token>``, else 401 ``Bad credentials``; unknown r
           …/pulls/comments/{id}/reactions
     POST  /repos/{o}/{r}/pulls/{n}/comments/{id}/replies   (a reply in a review thread)
     GET   /repos/{o}/{r}/collaborators/{user}/permission   (``set_permission``; default read)
+    GET   /repos/{o}/{r}/contents/{path}           a file of the bare repository's main, base64
 
 GitHub App (``enable_app``): ``GET /repos/{o}/{r}/installation`` and
 ``POST /app/installations/{id}/access_tokens`` take ``Bearer <JWT>`` verified with the App's
@@ -61,6 +62,7 @@ WEBHOOK_SECRET = "fake-webhook-secret-8d1f"
 DOCS = "https://docs.github.com/rest"
 
 _GIT = re.compile(r"^/(?P<owner>[^/]+)/(?P<name>[^/]+?)\.git(?P<rest>/.*)$")
+_CONTENTS = re.compile(r"^/repos/([^/]+)/([^/]+)/contents/(.+)$")
 _PERMISSION = re.compile(r"^/repos/([^/]+)/([^/]+)/collaborators/([^/]+)/permission$")
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     (method, re.compile(pattern), handler)
@@ -529,6 +531,9 @@ class FakeGitHub:
 
     def _handle(self, method: str, path: str, query: dict[str, str], body: Any) -> Any:
         with self._lock:
+            contents = _CONTENTS.match(path)
+            if contents and method == "GET":
+                return self._contents(self._repo(contents[1], contents[2]), contents[3], query)
             permission = _PERMISSION.match(path)
             if permission and method == "GET":
                 return self._permission(self._repo(permission[1], permission[2]), permission[3])
@@ -698,6 +703,24 @@ class FakeGitHub:
         self._next_comment += 1
         repo.comments.append(comment)
         return 201, self._comment_json(comment)
+
+    def _contents(self, repo: _Repo, path: str, query: dict[str, str]) -> Any:
+        """A file on the default branch (or ``ref``), base64 as GitHub sends it."""
+        if repo.git_dir is None:
+            raise _Refusal(404, "Not Found")
+        ref = query.get("ref", "main")
+        shown = subprocess.run(
+            ["git", "show", f"{ref}:{path}"], cwd=repo.git_dir, capture_output=True, check=False
+        )
+        if shown.returncode != 0:
+            raise _Refusal(404, "Not Found")
+        return {
+            "type": "file",
+            "path": path,
+            "encoding": "base64",
+            "size": len(shown.stdout),
+            "content": base64.encodebytes(shown.stdout).decode(),  # in lines, as GitHub does
+        }
 
     def _permission(self, repo: _Repo, login: str) -> Any:
         permission = repo.permissions.get(login, "read")

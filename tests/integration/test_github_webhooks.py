@@ -158,8 +158,11 @@ async def test_a_user_with_read_permission_starts_nothing(app, hub, store):
     assert response.json()["action"] == "ignored"
     assert "read permission" in response.json()["reason"]
     assert await all_sessions(store) == []
-    asked = hub.api_requests("GET")
-    assert [r.path for r in asked] == ["/repos/acme/repo/collaborators/reader/permission"]
+    asked = [r.path for r in hub.api_requests("GET")]
+    assert asked == [
+        "/repos/acme/repo/contents/.telecoder.yml",
+        "/repos/acme/repo/collaborators/reader/permission",
+    ]
     assert hub.reactions("acme", "repo") == []
 
 
@@ -310,3 +313,42 @@ async def test_a_review_comment_pushes_to_the_pull_requests_own_branch(
     assert hub.pulls("acme", "repo")[0].title == "Feature"  # and its title left alone
     assert not any(r.path.endswith("/pulls") for r in hub.api_requests("POST"))
     assert "fixed by telecoder" in git_repo.remote_git("show", "feature:README.md")
+
+
+async def test_the_repository_chooses_its_own_label_and_handle(app, hub, store, git_repo):
+    (git_repo.path / ".telecoder.yml").write_text("github:\n  label: ai-fix\n  handle: robo\n")
+    git_repo.git("add", ".telecoder.yml")
+    git_repo.git("commit", "-q", "-m", "telecoder settings")
+    git_repo.git("push", "-q", "origin", "main")
+    issue = hub.add_issue("acme", "repo", title="Please fix", login="maintainer")
+    default = hub.labeled_payload("acme", "repo", issue.number, "telecoder", sender="maintainer")
+    own = hub.labeled_payload("acme", "repo", issue.number, "ai-fix", sender="maintainer")
+    old = hub.add_comment("acme", "repo", issue.number, "@telecoder fix", login="maintainer")
+    new = hub.add_comment("acme", "repo", issue.number, "@robo fix it", login="maintainer")
+    async with client(app) as c:
+        ignored = await post(c, hub, "issues", default)
+        by_comment = await post(c, hub, "issue_comment", hub.comment_payload(old))
+        labelled = await post(c, hub, "issues", own)
+        mentioned = await post(c, hub, "issue_comment", hub.comment_payload(new))
+    assert ignored.json()["reason"] == "labelled 'telecoder', not 'ai-fix'"
+    assert by_comment.json()["reason"] == "the comment does not mention @robo"
+    assert labelled.json()["action"] == "queued"
+    assert mentioned.json()["action"] == "queued"
+    sessions = await all_sessions(store)
+    assert len(sessions) == 2
+    asked = next(s for s in sessions if (s.origin or {}).get("comment_id") == new.id)
+    assert "Request from @maintainer:\nfix it" in asked.prompt
+
+
+async def test_a_malformed_repository_config_is_422(app, hub, store, git_repo):
+    (git_repo.path / ".telecoder.yml").write_text("github:\n  lable: typo\n")
+    git_repo.git("add", ".telecoder.yml")
+    git_repo.git("commit", "-q", "-m", "broken settings")
+    git_repo.git("push", "-q", "origin", "main")
+    issue = hub.add_issue("acme", "repo", title="Please fix", login="maintainer")
+    payload = hub.labeled_payload("acme", "repo", issue.number, "telecoder", sender="maintainer")
+    async with client(app) as c:
+        response = await post(c, hub, "issues", payload)
+    assert response.status_code == 422
+    assert "github.lable" in response.json()["detail"]
+    assert await all_sessions(store) == []

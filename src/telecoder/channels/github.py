@@ -65,6 +65,12 @@ class Trigger:
 @dataclass(frozen=True, slots=True)
 class Ignored:
     reason: str
+    configurable: bool = False  # another label or handle (.telecoder.yml) might make it one
+
+
+def may_be_configured(ignored: Ignored) -> bool:
+    """Whether the repository's own label or handle could turn this into a trigger."""
+    return ignored.configurable
 
 
 def is_bot(user: Any) -> bool:
@@ -113,10 +119,10 @@ def parse(
         if action == "labeled":
             name = str((payload.get("label") or {}).get("name") or "")
             if name.lower() != label.lower():
-                return Ignored(f"labelled {name!r}, not {label!r}")
+                return Ignored(f"labelled {name!r}, not {label!r}", configurable=True)
         elif action == "opened":
             if not mentions(str(issue.get("body") or ""), handle):
-                return Ignored(f"the issue does not mention @{handle}")
+                return Ignored(f"the issue does not mention @{handle}", configurable=True)
         else:
             return Ignored(f"issues {action}: not a trigger")
         return Trigger(**common, **_issue(issue), request="")
@@ -144,7 +150,7 @@ def _comment(
     if text.lstrip().startswith(MARKER):
         return Ignored("TeleCoder's own comment")
     if not mentions(text, handle):
-        return Ignored(f"the comment does not mention @{handle}")
+        return Ignored(f"the comment does not mention @{handle}", configurable=True)
     if isinstance(payload.get("pull_request"), dict):
         where = _pull(payload["pull_request"])
     else:

@@ -114,16 +114,21 @@ async def receive(request: Request, state: StateDep) -> Any:
     found = await state.store.deliveries.find(SOURCE, delivery)
     if found is not None:
         return _duplicate(found.id, found.status.value)
+    replies = replies_of(request)
+    label, handle = settings.github_label, settings.github_handle
+    first = channel.parse(
+        event, payload, label=label, handle=handle, own_login=settings.github_login
+    )
+    if isinstance(first, channel.Ignored) and not channel.may_be_configured(first):
+        return _answer(GitHubAnswer(action="ignored", reason=first.reason), 202)
+    full_name = str(payload["repository"]["full_name"])
+    config = (await replies.repo_config(full_name)).github
+    label, handle = config.label or label, config.handle or handle
     trigger = channel.parse(
-        event,
-        payload,
-        label=settings.github_label,
-        handle=settings.github_handle,
-        own_login=settings.github_login,
+        event, payload, label=label, handle=handle, own_login=settings.github_login
     )
     if isinstance(trigger, channel.Ignored):
         return _answer(GitHubAnswer(action="ignored", reason=trigger.reason), 202)
-    replies = replies_of(request)
     allowed, permission = await replies.may_trigger(trigger.full_name, trigger.sender)
     if not allowed:
         reason = f"@{trigger.sender} has {permission} permission; triggering needs write"
@@ -141,7 +146,7 @@ async def receive(request: Request, state: StateDep) -> Any:
     accepted = await state.intake(
         IntakeRequest(
             repo=trigger.clone_url,
-            prompt=channel.prompt(trigger, settings.github_handle),
+            prompt=channel.prompt(trigger, handle),
             base=trigger.head_ref if trigger.is_pull else None,
             forge="github",
             origin=channel.origin(trigger, delivery),
