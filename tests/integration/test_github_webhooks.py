@@ -20,7 +20,7 @@ from telecoder.settings import Settings
 from telecoder.store import Store
 from tests.conftest import GitRepo
 from tests.fakes.github import TOKEN, WEBHOOK_SECRET, FakeGitHub
-from tests.server import client, until
+from tests.server import FakeRun, client, until
 
 PUBLIC = "https://telecoder.example"
 
@@ -352,3 +352,34 @@ async def test_a_malformed_repository_config_is_422(app, hub, store, git_repo):
     assert response.status_code == 422
     assert "github.lable" in response.json()["detail"]
     assert await all_sessions(store) == []
+
+
+async def test_a_second_request_on_a_pull_request_waits_for_the_first(
+    app, gh_settings, hub, store, git_repo
+):
+    git_repo.git("push", "-q", "origin", "main:feature")
+    pull = hub.add_pull("acme", "repo", head="feature", title="Feature")
+    first = hub.add_comment("acme", "repo", pull.number, "@telecoder one", login="maintainer")
+    second = hub.add_comment("acme", "repo", pull.number, "@telecoder two", login="maintainer")
+    issue = hub.add_issue("acme", "repo", title="Other work", login="maintainer")
+    other = hub.labeled_payload("acme", "repo", issue.number, "telecoder", sender="maintainer")
+    async with client(app) as c:
+        ids = []
+        for comment in (first, second):
+            response = await post(c, hub, "issue_comment", hub.comment_payload(comment))
+            assert response.json()["action"] == "queued", response.text
+            ids.append(response.json()["session_id"])
+        unrelated = (await post(c, hub, "issues", other)).json()["session_id"]
+    running = await store.queue.claim("worker-a")
+    assert running is not None
+    assert running.session.id == ids[0]
+    assert running.session.branch == "feature"
+    # The other request on that pull request waits; other work does not.
+    next_one = await store.queue.claim("worker-b")
+    assert next_one is not None
+    assert next_one.session.id == unrelated
+    assert await store.queue.claim("worker-c") is None
+    await FakeRun(store, running).finish()
+    after = await store.queue.claim("worker-c")
+    assert after is not None
+    assert after.session.id == ids[1]
