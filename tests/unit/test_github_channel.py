@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from telecoder.channels import github as channel
+from telecoder.forges.github import shorthand_url
 
 REPO = {"full_name": "acme/repo", "clone_url": "https://github.com/acme/repo.git"}
 USER = {"login": "octocat", "type": "User"}
@@ -124,3 +125,21 @@ def test_a_review_comment_on_a_fork_is_marked():
     assert trigger.review_comment
     assert (trigger.head_ref, trigger.path, trigger.line) == ("feature", "a.py", 4)
     assert "The comment is on a.py, line 4." in channel.prompt(trigger, "telecoder")
+
+
+@pytest.mark.parametrize(
+    ("repo", "api", "url"),
+    [
+        ("myorg/backend", "https://api.github.com", "https://github.com/myorg/backend.git"),
+        ("myorg/backend.git", "https://api.github.com", "https://github.com/myorg/backend.git"),
+        ("o/r", "https://ghe.example.com/api/v3", "https://ghe.example.com/o/r.git"),
+        ("o/r", "http://127.0.0.1:8123", "http://127.0.0.1:8123/o/r.git"),
+        ("./o/r", "https://api.github.com", None),
+        ("o/r/x", "https://api.github.com", None),
+        ("o/..", "https://api.github.com", None),
+        ("-o/r", "https://api.github.com", None),
+        ("https://github.com/o/r", "https://api.github.com", None),
+    ],
+)
+def test_owner_slash_name_is_a_github_url(repo, api, url):
+    assert shorthand_url(repo, api) == url
