@@ -116,6 +116,18 @@ class GitHubReplies:
                     "POST", f"{repo}/issues/{trigger.number}/comments", json={"body": body}
                 )
 
+    async def say_once(self, full_name: str, number: int, key: str, text: str) -> bool:
+        """A comment on the issue or pull request, unless one with ``key`` is there already;
+        whether it was written."""
+        repo = _repo(full_name)
+        marker = f"{channel.MARKER} {key} -->"
+        async with self.forge.api(full_name) as api:
+            if await self._find(api, repo, number, marker) is not None:
+                return False
+            body = f"{marker}\n{text}"
+            await api.call("POST", f"{repo}/issues/{number}/comments", json={"body": body})
+        return True
+
     async def status(self, session: dict[str, Any]) -> None:
         """Write the session's status comment (create it, or edit the one there)."""
         origin = session.get("origin") or {}

@@ -430,6 +430,42 @@ class FakeGitHub:
         data["user"] = _user("octocat")
         return data
 
+    def check_run_payload(
+        self, pull: Pull, *, conclusion: str = "failure", name: str = "tests", text: str = ""
+    ) -> dict[str, Any]:
+        """``check_run`` ``completed`` on the pull request's head commit."""
+        with self._lock:
+            sha = self._sha(self._repo(pull.owner, pull.repo), pull.head) or pull.head_sha
+        ref = {"ref": pull.head, "sha": sha, "repo": {"name": pull.repo}}
+        return {
+            "action": "completed",
+            "check_run": {
+                "id": 9001,
+                "name": name,
+                "head_sha": sha,
+                "status": "completed",
+                "conclusion": conclusion,
+                "html_url": f"{self.url}/{pull.owner}/{pull.repo}/runs/9001",
+                "output": {"title": f"{name} failed", "summary": "1 failed", "text": text},
+                "app": {"name": "GitHub Actions"},
+                "pull_requests": [{"number": pull.number, "head": ref, "base": {"ref": pull.base}}],
+            },
+            "repository": self.repository_json(pull.owner, pull.repo),
+            "sender": _user("github-actions[bot]"),
+            "installation": {"id": 4242},
+        }
+
+    def closed_payload(self, pull: Pull) -> dict[str, Any]:
+        """``pull_request`` ``closed`` (merged when it was)."""
+        return {
+            "action": "closed",
+            "number": pull.number,
+            "pull_request": self._pull_payload(pull, fork=False),
+            "repository": self.repository_json(pull.owner, pull.repo),
+            "sender": _user("maintainer"),
+            "installation": {"id": 4242},
+        }
+
     def sign(self, body: bytes, secret: str | None = None) -> str:
         key = (secret if secret is not None else self.webhook_secret).encode()
         return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()

@@ -18,12 +18,13 @@ from telecoder.server import create_app
 from telecoder.settings import Settings
 from telecoder.store import Store
 from tests.fakes.github import WEBHOOK_SECRET, FakeGitHub
-from tests.integration.test_github_webhooks import (  # noqa: F401  (fixtures)
-    fix_engine,
-    hub,
-    run_one,
-)
+from tests.integration import test_github_webhooks as base
 from tests.server import client, until
+
+# The webhook tests' fixtures and helpers, shared.
+fix_engine = base.fix_engine
+hub = base.hub
+run_one = base.run_one
 
 APP_ID = "123456"
 
@@ -49,7 +50,7 @@ def keys() -> tuple[str, str]:
 
 
 @pytest.fixture
-def app_hub(hub: FakeGitHub, keys: tuple[str, str]) -> FakeGitHub:  # noqa: F811
+def app_hub(hub: FakeGitHub, keys: tuple[str, str]) -> FakeGitHub:
     hub.enable_app(APP_ID, keys[1], installation_id=777)
     return hub
 
@@ -111,7 +112,7 @@ async def test_a_webhook_session_runs_as_the_app(
     keys,
     settings: Settings,
     store: Store,
-    fix_engine: str,  # noqa: F811
+    fix_engine: str,
 ):
     app_settings = settings.model_copy(
         update={

@@ -96,8 +96,10 @@ def test_the_prompt_fences_the_text_and_strips_the_handle():
 
 
 def test_a_pull_requests_body_closes_only_an_issue():
-    issue = {"channel": "github", "number": 7, "pull_request": False}
-    pull = {"channel": "github", "number": 8, "pull_request": True}
+    issue = {"channel": "github", "event": "issues", "number": 7, "pull_request": False}
+    pull = {"channel": "github", "event": "issue_comment", "number": 8, "pull_request": True}
+    merged = {"channel": "github", "event": "pull_request", "number": 9, "pull_request": False}
+    assert channel.pull_request_body(merged, "Body") == "Body"
     assert channel.pull_request_body(issue, "Body") == "Body\n\nFixes #7"
     assert channel.pull_request_body(pull, "Body") == "Body"
     assert channel.pull_request_body(None, "Body") == "Body"

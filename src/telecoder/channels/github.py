@@ -250,6 +250,8 @@ def pull_request_body(origin: Any, body: str) -> str:
     """A pull request's body for a session from a GitHub issue: it closes the issue."""
     if not isinstance(origin, dict) or origin.get("channel") != "github":
         return body
+    if origin.get("event") not in ("issues", "issue_comment"):
+        return body  # a follow-up after a merge closes nothing
     number = origin.get("number")
     if origin.get("pull_request") or not isinstance(number, int):
         return body

@@ -25,11 +25,13 @@ from pydantic import BaseModel, Field
 
 from telecoder import signing
 from telecoder.channels import github as channel
+from telecoder.channels import github_ci
 from telecoder.errors import BadInput, ForgeError, HookNotFound
 from telecoder.github_replies import GitHubReplies
 from telecoder.intake import Request as IntakeRequest
 from telecoder.server.deps import StateDep
 from telecoder.server.schemas import ErrorOut
+from telecoder.server.state import ServerState
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/webhooks", tags=["webhooks"])
@@ -52,7 +54,7 @@ class GitHubAnswer(BaseModel):
 _tasks: set[asyncio.Task[None]] = set()
 
 
-def _background(work: Coroutine[Any, Any, None], what: str) -> None:
+def _background(work: Coroutine[Any, Any, object], what: str) -> None:
     async def run() -> None:
         try:
             await work
@@ -115,6 +117,8 @@ async def receive(request: Request, state: StateDep) -> Any:
     if found is not None:
         return _duplicate(found.id, found.status.value)
     replies = replies_of(request)
+    if event in github_ci.CI_EVENTS or event == "pull_request":
+        return await _own_pull_request(state, replies, event, payload, delivery)
     label, handle = settings.github_label, settings.github_handle
     first = channel.parse(
         event, payload, label=label, handle=handle, own_login=settings.github_login
@@ -195,3 +199,91 @@ async def _welcome(replies: GitHubReplies, trigger: channel.Trigger, session: An
         await replies.acknowledge(trigger)
     finally:
         await replies.status(session)
+
+
+# --- TeleCoder's own pull requests: failed checks, merges ----------------------------------------
+
+CI_SOURCE = "github-ci"
+
+
+async def _own_pull_request(
+    state: ServerState, replies: GitHubReplies, event: str, payload: Any, delivery: str
+) -> JSONResponse:
+    item = github_ci.parse(event, payload)
+    if isinstance(item, channel.Ignored):
+        return _answer(GitHubAnswer(action="ignored", reason=item.reason), 202)
+    app = replies.forge.app
+    if app is not None and item.installation_id is not None:
+        app.remember(item.full_name, item.installation_id)
+    config = (await replies.repo_config(item.full_name)).github
+    await replies.forge.ready(item.clone_url)
+    if isinstance(item, github_ci.Merged):
+        return await _on_merge(state, item, config.on_merge, delivery)
+    attempts = config.ci_fix_attempts
+    for attempt in range(1, attempts + 1):
+        key = f"{item.full_name}#{item.number}:{attempt}"
+        found = await state.store.deliveries.find(CI_SOURCE, key)
+        if found is not None:
+            if (found.origin or {}).get("head_sha") == item.head_sha:
+                return _duplicate(found.id, found.status.value)  # that commit is being fixed
+            continue
+        accepted = await state.intake(
+            IntakeRequest(
+                repo=item.clone_url,
+                prompt=github_ci.fix_prompt(item, attempt, attempts),
+                base=item.head_ref,
+                forge="github",
+                origin=github_ci.origin(
+                    item, event, delivery, ci_attempt=attempt, head_sha=item.head_sha
+                ),
+            )
+        )
+        new = dataclasses.replace(accepted.session, branch=item.head_ref)
+        once = await state.store.deliveries.create_once(new, source=CI_SOURCE, key=key)
+        if not once.created:
+            return _duplicate(once.session.id, once.session.status.value)
+        state.bus.poke()
+        _background(replies.status(once.session.to_dict()), "the status comment")
+        answer = GitHubAnswer(action="queued", session_id=once.session.id, status="queued")
+        return _answer(answer, 202)
+    text = (
+        f"The check {item.check!r} still fails after {attempts} fix attempts: TeleCoder gave "
+        "up on it. Over to a human."
+    )
+    key = f"gave-up pr={item.number}"
+    _background(replies.say_once(item.full_name, item.number, key, text), "the gave-up reply")
+    reason = f"{attempts} fix attempts used on pull request #{item.number}: gave up"
+    return _answer(GitHubAnswer(action="ignored", reason=reason), 202)
+
+
+async def _on_merge(
+    state: ServerState, merged: github_ci.Merged, prompts: list[str], delivery: str
+) -> JSONResponse:
+    if not prompts:
+        reason = "merged; the repository's .telecoder.yml has no github.on_merge prompts"
+        return _answer(GitHubAnswer(action="ignored", reason=reason), 202)
+    first: GitHubAnswer | None = None
+    for index, text in enumerate(prompts):
+        accepted = await state.intake(
+            IntakeRequest(
+                repo=merged.clone_url,
+                prompt=github_ci.merge_prompt(merged, text),
+                base=merged.base_ref,
+                forge="github",
+                origin={
+                    **github_ci.origin(merged, "pull_request", delivery, on_merge=index),
+                    "pull_request": False,
+                },
+            )
+        )
+        once = await state.store.deliveries.create_once(
+            accepted.session, source=SOURCE, key=f"{delivery}:merge:{index}"
+        )
+        if first is None:
+            action = "queued" if once.created else "duplicate"
+            first = GitHubAnswer(
+                action=action, session_id=once.session.id, status=once.session.status.value
+            )
+    state.bus.poke()
+    assert first is not None
+    return _answer(first, 202 if first.action == "queued" else 200)
