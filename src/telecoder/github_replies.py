@@ -9,8 +9,10 @@ the session's final status, so a server that restarts still tells GitHub, once.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import logging
 import time
 from typing import Any
@@ -18,13 +20,16 @@ from urllib.parse import quote
 
 from telecoder import repoconfig
 from telecoder.channels import github as channel
+from telecoder.domain import SessionStatus
 from telecoder.errors import BadInput, ForgeError
 from telecoder.forges.github import GitHubApi, GitHubAPIError, GitHubForge
 from telecoder.settings import Settings
+from telecoder.store import Store
 
 log = logging.getLogger(__name__)
 
 PERMISSION_TTL = 60.0
+ENDED = "<!-- telecoder ended -->"
 _ICONS = {"queued": "⏳", "running": "🏃", "succeeded": "✅", "failed": "❌", "dead": "❌"}
 
 
@@ -139,18 +144,29 @@ class GitHubReplies:
         body = f"{marker}\n{self.describe(session)}"
         if self.forge.app is not None and isinstance(origin.get("installation_id"), int):
             self.forge.app.remember(full_name, origin["installation_id"])
+        if _ended(session):
+            body += f"\n{ENDED}"
         async with self.forge.api(full_name) as api:
-            found = await self._find(api, repo, number, marker)
+            found = await self._find_comment(api, repo, number, marker)
             if found is None:
                 await api.call("POST", f"{repo}/issues/{number}/comments", json={"body": body})
+            elif ENDED in found[1] and not _ended(session):
+                return  # the outcome is there already: a late "running" does not undo it
             else:
-                await api.call("PATCH", f"{repo}/issues/comments/{found}", json={"body": body})
+                await api.call("PATCH", f"{repo}/issues/comments/{found[0]}", json={"body": body})
             if origin.get("review_comment") and origin.get("comment_id") and _ended(session):
                 reply = f"{channel.MARKER} -->\n{self.describe(session)}"
                 path = f"{repo}/pulls/{number}/comments/{origin['comment_id']}/replies"
                 await api.call("POST", path, json={"body": reply})
 
     async def _find(self, api: GitHubApi, repo: str, number: int, marker: str) -> int | None:
+        found = await self._find_comment(api, repo, number, marker)
+        return found[0] if found else None
+
+    async def _find_comment(
+        self, api: GitHubApi, repo: str, number: int, marker: str
+    ) -> tuple[int, str] | None:
+        """The id and body of the comment that starts with ``marker``."""
         page = 1
         while True:
             params = {"per_page": "100", "page": str(page)}
@@ -158,30 +174,73 @@ class GitHubReplies:
             if not isinstance(data, list):
                 return None
             for item in data:
-                if isinstance(item, dict) and str(item.get("body") or "").startswith(marker):
-                    return int(item["id"])
+                text = str(item.get("body") or "") if isinstance(item, dict) else ""
+                if text.startswith(marker):
+                    return int(item["id"]), text
             if len(data) < 100:
                 return None
             page += 1
 
     def describe(self, session: dict[str, Any]) -> str:
-        """The status comment's text: what state the session is in, where to see it, what
-        came of it."""
+        """The status comment's text: what state the session is in, where to see it, and once
+        it ended the outcome as Changed / Verified / Uncertain / Next."""
         status = str(session.get("status") or "queued")
         lines = [f"{_ICONS.get(status, '•')} TeleCoder session `{session['id']}`: **{status}**"]
         if self.settings.public_url:
             url = f"{self.settings.public_url.rstrip('/')}/sessions/{session['id']}"
             lines.append(f"Follow it on the dashboard: {url}")
+        if not _ended(session):
+            return "\n\n".join(lines)
         result = session.get("result") or {}
+        changed = "nothing"
+        if result.get("commit"):
+            changed = (
+                f"{result.get('files_changed', 0)} file(s), +{result.get('insertions', 0)} "
+                f"−{result.get('deletions', 0)}, commit {str(result['commit'])[:12]} on "
+                f"`{result.get('branch')}`"
+            )
         if result.get("pr_url"):
-            lines.append(f"Pull request: {result['pr_url']}")
-        elif result.get("branch") and result.get("commit"):
-            lines.append(f"Pushed {result['commit'][:12]} to `{result['branch']}`.")
-        if result.get("text"):
-            lines.append(str(result["text"])[:3000])
+            changed += f" — pull request {result['pr_url']}"
+        lines.append(f"**Changed:** {changed}")
+        checks = "the repository's checks (.telecoder.yml verify/checks) passed before the push"
+        lines.append(f"**Verified:** {checks if status == 'succeeded' else 'nothing pushed'}")
+        uncertain = str(result.get("text") or "").strip()
         if session.get("error"):
-            lines.append(f"Error: {str(session['error'])[:1000]}")
+            uncertain = f"{uncertain}\n\nError: {session['error']}".strip()
+        lines.append(f"**Uncertain:** {uncertain[:3000] or 'nothing the agent reported'}")
+        if status == "succeeded" and result.get("commit"):
+            nxt = "review the change and merge it, or comment with what to change"
+        elif status == "succeeded":
+            nxt = "nothing was changed: read the answer above, or ask again more precisely"
+        else:
+            nxt = "see the session's log on the dashboard; fix the cause, then ask again"
+        lines.append(f"**Next:** {nxt}")
         return "\n\n".join(lines)
+
+    # --- the running sessions, announced --------------------------------------------------------
+
+    async def watch(self, store: Store, stop: asyncio.Event, every: float = 1.0) -> None:
+        """Edit the status comment of each GitHub session that starts running (queued →
+        running). In memory: after a restart the running ones are announced again, which
+        edits the comment to what it already says."""
+        announced: set[str] = set()
+        while not stop.is_set():
+            try:
+                page = await store.sessions.list(status=SessionStatus.RUNNING, limit=200)
+                for found in page.sessions:
+                    origin = found.origin or {}
+                    if found.id in announced or origin.get("channel") != "github":
+                        continue
+                    announced.add(found.id)
+                    await self.status(found.to_dict())
+                running = {found.id for found in page.sessions}
+                announced &= running
+            except ForgeError as e:
+                log.warning("GitHub: a running status failed: %s", e.message)
+            except Exception:
+                log.exception("GitHub: announcing running sessions failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
 
     # --- the outbox subscriber ----------------------------------------------------------------
 

@@ -255,7 +255,13 @@ async def test_a_labelled_issue_gets_eyes_a_pull_request_and_its_outcome(
     (status,) = hub.comments("acme", "repo")  # one status comment, edited in place
     assert status.edits
     assert "**queued**" in status.edits[0]
+    assert any("**running**" in earlier for earlier in status.edits)  # with the link
+    assert all(f"{PUBLIC}/sessions/{session_id}" in earlier for earlier in status.edits)
     assert "**succeeded**" in status.body
+    assert "**Changed:** 1 file(s), +1 −0" in status.body
+    assert "**Verified:**" in status.body
+    assert "**Uncertain:**" in status.body
+    assert "**Next:** review the change and merge it" in status.body
     assert pull.to_json(hub.url)["html_url"] in status.body
     log = git_repo.remote_git("log", "--format=%s", f"main..{done.branch}")
     assert log.startswith(f"[issue #{issue.number}]")

@@ -100,12 +100,20 @@ def create_app(
         sending = None
         if state.deliverer is not None:
             sending = asyncio.create_task(state.deliverer.run(workers.stop), name="deliverer")
+        announcing = None
+        if github_replies is not None:  # queued → running, on GitHub
+            announcing = asyncio.create_task(
+                github_replies.watch(store, workers.stop, settings.notify_poll_seconds),
+                name="github-running",
+            )
         try:
             yield
         finally:
             workers.stop.set()
             if sending is not None:
                 await sending
+            if announcing is not None:
+                await announcing
             if workers.task is not None:
                 try:
                     await workers.task
