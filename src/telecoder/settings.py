@@ -213,6 +213,10 @@ class Settings(BaseSettings):
     github_handle: str = Field(
         default="telecoder", description="@<handle> in an issue or comment starts a session."
     )
+    github_denied_reply: bool = Field(
+        default=False,
+        description="Reply to a GitHub user without write permission who asks for a change.",
+    )
     github_login: str | None = Field(
         default=None,
         description="TeleCoder's own GitHub login (e.g. myapp[bot]): its comments never trigger.",

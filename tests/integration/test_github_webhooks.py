@@ -166,6 +166,19 @@ async def test_a_user_with_read_permission_starts_nothing(app, hub, store):
     assert hub.reactions("acme", "repo") == []
 
 
+async def test_a_user_without_permission_can_be_told_so(gh_settings, store, hub):
+    app = create_app(gh_settings.model_copy(update={"github_denied_reply": True}), store)
+    issue = hub.add_issue("acme", "repo", title="Please fix", login="reader")
+    comment = hub.add_comment("acme", "repo", issue.number, "@telecoder fix it", login="reader")
+    async with client(app) as c:
+        response = await post(c, hub, "issue_comment", hub.comment_payload(comment))
+        assert response.json()["action"] == "ignored"
+        await until(lambda: len(hub.comments("acme", "repo")) == 2, seconds=5)
+    reply = hub.comments("acme", "repo")[-1]
+    assert "@reader: only people with write access" in reply.body
+    assert await all_sessions(store) == []
+
+
 async def test_allowed_users_need_no_permission(gh_settings, store, hub):
     settings = gh_settings.model_copy(update={"github_allowed_users": ("reader",)})
     app = create_app(settings, store)

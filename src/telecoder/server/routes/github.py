@@ -136,6 +136,12 @@ async def receive(request: Request, state: StateDep) -> Any:
     allowed, permission = await replies.may_trigger(trigger.full_name, trigger.sender)
     if not allowed:
         reason = f"@{trigger.sender} has {permission} permission; triggering needs write"
+        if settings.github_denied_reply:
+            text = (
+                f"@{trigger.sender}: only people with write access to this repository can ask "
+                "TeleCoder for changes."
+            )
+            _background(replies.say(trigger, text), "the reply to a user without permission")
         return _answer(GitHubAnswer(action="ignored", reason=reason), 202)
     if trigger.is_pull:
         trigger = await _with_pull(replies, trigger)
