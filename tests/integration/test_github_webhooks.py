@@ -256,6 +256,9 @@ async def test_a_labelled_issue_gets_eyes_a_pull_request_and_its_outcome(
         assert session.prompt.count("</untrusted>") == 1
         assert f'<untrusted source="github:acme/repo#{issue.number}">' in session.prompt
 
+        page = await c.get(f"/sessions/{session_id}")
+        assert page.status_code == 200
+        assert f'href="{hub.url}/acme/repo/issues/{issue.number}"' in page.text
         await run_one(gh_settings, store)
         done = await store.sessions.get(session_id)
         assert done.status.value == "succeeded", done.error

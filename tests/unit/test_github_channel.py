@@ -145,3 +145,15 @@ def test_a_review_comment_on_a_fork_is_marked():
 )
 def test_owner_slash_name_is_a_github_url(repo, api, url):
     assert shorthand_url(repo, api) == url
+
+
+def test_the_dashboard_links_back_to_where_a_session_came_from():
+    repo = "https://github.com/acme/repo.git"
+    issue = {"channel": "github", "number": 7}
+    comment = {**issue, "comment_id": 99, "review_comment": False}
+    review = {**issue, "comment_id": 5, "review_comment": True}
+    assert channel.origin_url(repo, issue) == "https://github.com/acme/repo/issues/7"
+    assert channel.origin_url(repo, comment).endswith("/issues/7#issuecomment-99")
+    assert channel.origin_url(repo, review).endswith("/issues/7#discussion_r5")
+    assert channel.origin_url("/srv/repo.git", issue) is None
+    assert channel.origin_url(repo, {"channel": "api"}) is None

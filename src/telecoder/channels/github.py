@@ -270,5 +270,20 @@ def on_pull_request(origin: Any) -> int | None:
     return None
 
 
+def origin_url(repo_url: str, origin: Any) -> str | None:
+    """The issue, pull request or comment on GitHub a session came from (for the dashboard)."""
+    if not isinstance(origin, dict) or origin.get("channel") != "github":
+        return None
+    number = origin.get("number")
+    if not repo_url.startswith(("https://", "http://")) or not isinstance(number, int):
+        return None
+    url = f"{repo_url.removesuffix('.git').rstrip('/')}/issues/{number}"
+    comment = origin.get("comment_id")
+    if isinstance(comment, int):
+        kind = "discussion_r" if origin.get("review_comment") else "issuecomment-"
+        url += f"#{kind}{comment}"
+    return url
+
+
 def status_marker(session_id: str) -> str:
     return f"{MARKER} session={session_id} -->"
