@@ -405,3 +405,37 @@ async def test_a_second_request_on_a_pull_request_waits_for_the_first(
     after = await store.queue.claim("worker-c")
     assert after is not None
     assert after.session.id == ids[1]
+
+
+async def test_a_real_agent_works_a_labelled_issue(
+    gh_settings, hub, store, git_repo, agent_tools, monkeypatch
+):
+    """Claude Code itself, in the sandbox, against the fake model server."""
+    from tests.engine_cases import WRITTEN
+    from tests.fakes.model_server import FakeModelServer
+
+    with FakeModelServer() as model:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", model.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
+        settings = gh_settings.model_copy(
+            update={"engine": "claude-code", "agent_path": str(agent_tools)}
+        )
+        issue = hub.add_issue(
+            "acme", "repo", title="create fake.txt containing hello-from-fake", login="maintainer"
+        )
+        payload = hub.labeled_payload(
+            "acme", "repo", issue.number, "telecoder", sender="maintainer"
+        )
+        async with client(create_app(settings, store)) as c:
+            response = await post(c, hub, "issues", payload)
+            assert response.json()["action"] == "queued", response.text
+            await run_one(settings, store)
+            session = await store.sessions.get(response.json()["session_id"])
+            assert session.status.value == "succeeded", session.error
+            assert session.engine == "claude-code"
+            await until(lambda: "succeeded" in hub.comments("acme", "repo")[0].body, seconds=5)
+        assert model.model_requests()
+    (pull,) = hub.pulls("acme", "repo")
+    assert pull.body is not None
+    assert f"Fixes #{issue.number}" in pull.body
+    assert git_repo.remote_git("show", f"{session.branch}:{WRITTEN}") == "hello-from-fake"
