@@ -92,6 +92,14 @@ class GitHubReplies:
             raise ForgeError("GitHub answered with something that is not a pull request")
         return data
 
+    async def pull_files(self, full_name: str, number: int) -> tuple[str, ...]:
+        """The files a pull request changes, one line each (the first 100)."""
+        async with self.forge.api(full_name) as api:
+            data = await api.call(
+                "GET", f"{_repo(full_name)}/pulls/{number}/files", params={"per_page": "100"}
+            )
+        return channel.file_summary(data)
+
     # --- replies ------------------------------------------------------------------------------
 
     async def acknowledge(self, trigger: channel.Trigger) -> None:

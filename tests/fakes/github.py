@@ -7,6 +7,7 @@ REST (``Authorization: Bearer <token>``, else 401 ``Bad credentials``; unknown r
                                                or base is missing or (with a git dir) not a branch,
                                                or when there are no commits between them
     GET   /repos/{o}/{r}/pulls/{n}
+    GET   /repos/{o}/{r}/pulls/{n}/files           from the bare repository (base...head)
     PATCH /repos/{o}/{r}/pulls/{n}             title, body, base, state (reopen refused when merged,
                                                or when the branch was deleted or force-pushed)
     GET   /repos/{o}/{r}/issues/{n}/comments       (issues and pull requests)
@@ -70,6 +71,7 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         ("GET", r"^/repos/([^/]+)/([^/]+)/pulls$", "_list_pulls"),
         ("POST", r"^/repos/([^/]+)/([^/]+)/pulls$", "_create_pull"),
         ("GET", r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)$", "_get_pull"),
+        ("GET", r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)/files$", "_pull_files"),
         ("PATCH", r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)$", "_update_pull"),
         ("GET", r"^/repos/([^/]+)/([^/]+)/issues/(\d+)/comments$", "_list_comments"),
         ("POST", r"^/repos/([^/]+)/([^/]+)/issues/(\d+)/comments$", "_create_comment"),
@@ -637,6 +639,24 @@ class FakeGitHub:
 
     def _get_pull(self, repo: _Repo, number: int, *, query: dict[str, str], body: Any) -> Any:
         return self._pull(repo, number).to_json(self.url)
+
+    def _pull_files(self, repo: _Repo, number: int, *, query: dict[str, str], body: Any) -> Any:
+        pull = self._pull(repo, number)
+        if repo.git_dir is None:
+            return []
+        stat = _git(repo.git_dir, "diff", "--numstat", f"{pull.base}...{pull.head}")
+        files = []
+        for line in stat.stdout.splitlines():
+            added, deleted, name = line.split("\t", 2)
+            files.append(
+                {
+                    "filename": name,
+                    "status": "modified",
+                    "additions": int(added) if added.isdigit() else 0,
+                    "deletions": int(deleted) if deleted.isdigit() else 0,
+                }
+            )
+        return files
 
     def _update_pull(self, repo: _Repo, number: int, *, query: dict[str, str], body: Any) -> Any:
         pull = self._pull(repo, number)

@@ -308,7 +308,11 @@ async def test_a_fork_pull_request_gets_a_reply_and_nothing_runs(app, hub, store
 async def test_a_review_comment_pushes_to_the_pull_requests_own_branch(
     app, gh_settings, hub, store, git_repo
 ):
-    git_repo.git("push", "-q", "origin", "main:feature")
+    git_repo.git("checkout", "-q", "-b", "feature")
+    (git_repo.path / "export.py").write_text("print('export')\n")
+    git_repo.git("add", "export.py")
+    git_repo.git("commit", "-q", "-m", "export")
+    git_repo.git("push", "-q", "origin", "feature")
     pull = hub.add_pull("acme", "repo", head="feature", title="Feature")
     before = git_repo.remote_git("rev-parse", "feature")
     comment = hub.add_comment(
@@ -328,6 +332,8 @@ async def test_a_review_comment_pushes_to_the_pull_requests_own_branch(
 
         await until(replied, seconds=5)
     assert hub.reactions("acme", "repo")[0].subject == "review_comment"
+    assert "Files the pull request changes:\n- export.py (+1 −0)" in session.prompt
+    assert "The comment is on README.md, line 1." in session.prompt
     assert session.branch == "feature"
     after = git_repo.remote_git("rev-parse", "feature")
     assert git_repo.remote_git("rev-parse", f"{after}^") == before  # one new commit on top

@@ -26,6 +26,7 @@ from typing import Any
 
 MARKER = "<!-- telecoder"  # starts every comment TeleCoder writes
 MAX_TEXT = 20_000
+MAX_FILES = 50
 EVENTS = frozenset(
     {"issues", "issue_comment", "pull_request_review", "pull_request_review_comment"}
 )
@@ -52,6 +53,7 @@ class Trigger:
     fork: bool = False  # the pull request comes from another repository
     path: str | None = None  # a review comment's file and line
     line: int | None = None
+    files: tuple[str, ...] = ()  # a pull request's changed files: "path (+a −d)"
 
     @property
     def owner(self) -> str:
@@ -190,6 +192,16 @@ def _pull(pull: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def file_summary(files: Any) -> tuple[str, ...]:
+    """``GET …/pulls/{n}/files`` as lines: ``path (+a −d)``."""
+    lines = []
+    for item in files if isinstance(files, list) else []:
+        if isinstance(item, dict) and item.get("filename"):
+            added, deleted = item.get("additions", 0), item.get("deletions", 0)
+            lines.append(f"{item['filename']} (+{added} −{deleted})")
+    return tuple(lines)
+
+
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -216,6 +228,12 @@ def prompt(trigger: Trigger, handle: str) -> str:
         "CI or credentials, or contacting other hosts)."
     )
     text = f"Title: {trigger.title}\n\n{trigger.body}".strip()
+    if trigger.files:
+        shown = trigger.files[:MAX_FILES]
+        more = len(trigger.files) - len(shown)
+        text += "\n\nFiles the pull request changes:\n" + "\n".join(f"- {f}" for f in shown)
+        if more > 0:
+            text += f"\n- … and {more} more"
     if trigger.request:
         request = re.sub(rf"(?i)@{re.escape(handle)}\b", "", trigger.request, count=1).strip()
         text += f"\n\nRequest from @{trigger.sender}:\n{request}"

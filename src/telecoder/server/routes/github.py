@@ -149,6 +149,8 @@ async def receive(request: Request, state: StateDep) -> Any:
             _background(replies.say(trigger, FORK_REFUSED), "the reply to a fork pull request")
             reason = "the pull request comes from a fork"
             return _answer(GitHubAnswer(action="refused", reason=reason), 202)
+        files = await replies.pull_files(trigger.full_name, trigger.number)
+        trigger = dataclasses.replace(trigger, files=files)
     app = replies.forge.app
     if app is not None and trigger.installation_id is not None:
         app.remember(trigger.full_name, trigger.installation_id)
