@@ -38,6 +38,7 @@ class GitHubReplies:
         self.settings = settings
         self.forge = forge or GitHubForge.from_settings(settings)
         self._permissions: dict[tuple[str, str], tuple[float, str]] = {}
+        self._writing: dict[str, asyncio.Lock] = {}  # session id -> its status comment's writer
 
     # --- who may trigger ----------------------------------------------------------------------
 
@@ -142,7 +143,20 @@ class GitHubReplies:
         return True
 
     async def status(self, session: dict[str, Any]) -> None:
-        """Write the session's status comment (create it, or edit the one there)."""
+        """Write the session's status comment (create it, or edit the one there).
+
+        One writer per session at a time in this process: the welcome, the running watcher
+        and the outcome subscriber would otherwise each find no comment and each add one."""
+        session_id = str(session.get("id"))
+        lock = self._writing.setdefault(session_id, asyncio.Lock())
+        try:
+            async with lock:
+                await self._status(session)
+        finally:
+            if _ended(session) and not lock.locked():
+                self._writing.pop(session_id, None)
+
+    async def _status(self, session: dict[str, Any]) -> None:
         origin = session.get("origin") or {}
         full_name, number = origin.get("repo"), origin.get("number")
         if not isinstance(full_name, str) or not isinstance(number, int):

@@ -4,6 +4,7 @@ signs them). Sessions run for real (worker, sandbox, git push, the GitHub forge)
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -445,3 +446,24 @@ async def test_a_real_agent_works_a_labelled_issue(
     assert pull.body is not None
     assert f"Fixes #{issue.number}" in pull.body
     assert git_repo.remote_git("show", f"{session.branch}:{WRITTEN}") == "hello-from-fake"
+
+
+async def test_concurrent_status_writes_make_one_comment(gh_settings, hub):
+    from telecoder.github_replies import GitHubReplies
+
+    replies = GitHubReplies(gh_settings)
+    issue = hub.add_issue("acme", "repo", title="Please fix", login="maintainer")
+    origin = {"channel": "github", "repo": "acme/repo", "number": issue.number}
+    session = {"id": "s1", "status": "queued", "origin": origin}
+    await asyncio.gather(
+        replies.status(session),
+        replies.status({**session, "status": "running"}),
+        replies.status({**session, "status": "running"}),
+    )
+    (comment,) = hub.comments("acme", "repo")
+    await replies.status({**session, "status": "failed", "error": "the agent gave up"})
+    await replies.status({**session, "status": "running"})  # late: does not undo the outcome
+    (comment,) = hub.comments("acme", "repo")
+    assert "**failed**" in comment.body
+    assert "Error: the agent gave up" in comment.body
+    assert "**Next:** see the session's log" in comment.body
