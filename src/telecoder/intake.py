@@ -15,7 +15,7 @@ from typing import Any
 
 from telecoder.domain import EngineSource, Mode, NewSession
 from telecoder.errors import BadInput, EngineNotFound
-from telecoder.forges.github import shorthand_url
+from telecoder.forges.remote import shorthand_url
 from telecoder.masking import url_credentials, without_credentials
 from telecoder.pipeline import choose_forge
 from telecoder.protocols import Forge

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from telecoder.channels import github as channel
-from telecoder.forges.github import shorthand_url
+from telecoder.forges.remote import shorthand_url
 
 REPO = {"full_name": "acme/repo", "clone_url": "https://github.com/acme/repo.git"}
 USER = {"login": "octocat", "type": "User"}

@@ -27,7 +27,6 @@ import asyncio
 import base64
 import email.utils
 import ipaddress
-import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -101,23 +100,6 @@ def web_host(api_url: str) -> str:
     """
     host = urlsplit(api_url).hostname or ""
     return host.removeprefix("api.")
-
-
-_SHORTHAND = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$")
-
-
-def shorthand_url(repo: str, api_url: str) -> str | None:
-    """``owner/name`` as the URL of that repository on the GitHub at ``api_url`` (git over
-    https, or http for a loopback test server); None when ``repo`` is not that shorthand."""
-    if not _SHORTHAND.match(repo) or repo.endswith((".", "/..")) or ".." in repo.split("/"):
-        return None
-    api = urlsplit(api_url)
-    host = web_host(api_url)
-    if not host:
-        return None
-    netloc = f"{host}:{api.port}" if api.port else host
-    name = repo.removesuffix(".git")
-    return f"{api.scheme}://{netloc}/{name}.git"
 
 
 def secure(scheme: str, host: str | None) -> bool:
