@@ -120,8 +120,17 @@ class Pull:
             "state": self.state,
             "title": self.title,
             "body": self.body,
-            "head": {"ref": self.head, "label": self.label, "sha": self.head_sha},
-            "base": {"ref": self.base, "label": f"{self.owner}:{self.base}"},
+            "head": {
+                "ref": self.head,
+                "label": self.label,
+                "sha": self.head_sha,
+                "repo": {"full_name": f"{self.owner}/{self.repo}", "name": self.repo},
+            },
+            "base": {
+                "ref": self.base,
+                "label": f"{self.owner}:{self.base}",
+                "repo": {"full_name": f"{self.owner}/{self.repo}", "name": self.repo},
+            },
             "merged_at": "2025-01-01T00:00:00Z" if self.merged else None,
             "maintainer_can_modify": self.maintainer_can_modify,
         }

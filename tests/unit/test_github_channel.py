@@ -157,3 +157,20 @@ def test_the_dashboard_links_back_to_where_a_session_came_from():
     assert channel.origin_url(repo, review).endswith("/issues/7#discussion_r5")
     assert channel.origin_url("/srv/repo.git", issue) is None
     assert channel.origin_url(repo, {"channel": "api"}) is None
+
+
+def test_a_pull_request_from_a_deleted_fork_is_a_fork():
+    payload = {
+        "action": "created",
+        "comment": {"id": 3, "body": "@telecoder tidy"},
+        "pull_request": {
+            "number": 2,
+            "head": {"ref": "feature", "repo": None},
+            "base": {"ref": "main", "repo": {"full_name": "acme/repo"}},
+        },
+        "repository": REPO,
+        "sender": USER,
+    }
+    trigger = channel.parse("pull_request_review_comment", payload)
+    assert isinstance(trigger, channel.Trigger)
+    assert trigger.fork

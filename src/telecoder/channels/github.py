@@ -188,7 +188,8 @@ def _pull(pull: dict[str, Any]) -> dict[str, Any]:
         "title": str(pull.get("title") or ""),
         "body": str(pull.get("body") or ""),
         "head_ref": str(head.get("ref") or "") or None,
-        "fork": bool(head_repo and base_repo and head_repo != base_repo),
+        # A fork that was deleted has no head repository: not ours either.
+        "fork": head_repo is None or (base_repo is not None and head_repo != base_repo),
     }
 
 

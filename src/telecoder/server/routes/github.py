@@ -198,7 +198,7 @@ async def _with_pull(replies: GitHubReplies, trigger: channel.Trigger) -> channe
     return dataclasses.replace(
         trigger,
         head_ref=str(head.get("ref") or "") or None,
-        fork=bool(head_repo) and head_repo != base_repo,
+        fork=head_repo is None or head_repo != base_repo,  # a deleted fork has none
     )
 
 
