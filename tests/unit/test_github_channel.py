@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from telecoder.channels import github as channel
+from telecoder.channels import github_ci
 from telecoder.forges.remote import shorthand_url
 
 REPO = {"full_name": "acme/repo", "clone_url": "https://github.com/acme/repo.git"}
@@ -174,3 +175,24 @@ def test_a_pull_request_from_a_deleted_fork_is_a_fork():
     trigger = channel.parse("pull_request_review_comment", payload)
     assert isinstance(trigger, channel.Trigger)
     assert trigger.fork
+
+
+@pytest.mark.parametrize("event", ["check_suite", "workflow_run"])
+def test_a_failed_suite_or_workflow_on_our_branch_asks_for_a_fix(event):
+    run = {
+        "conclusion": "failure",
+        "head_sha": "abc123def4567890",
+        "name": "CI",
+        "app": {"name": "GitHub Actions"},
+        "pull_requests": [{"number": 4, "head": {"ref": "telecoder/s1"}, "base": {"ref": "main"}}],
+    }
+    payload = {"action": "completed", event: run, "repository": REPO, "sender": USER}
+    failed = github_ci.parse(event, payload)
+    assert isinstance(failed, github_ci.CheckFailed)
+    assert (failed.number, failed.head_ref, failed.head_sha) == (4, "telecoder/s1", run["head_sha"])
+    prompt = github_ci.fix_prompt(failed, 1, 2)
+    assert prompt.startswith("Fix the failing check")
+    assert "(the check reported no output)" in prompt
+    origin = github_ci.origin(failed, event, "d", ci_attempt=1)
+    assert origin["pull_request"] is True
+    assert channel.on_pull_request(origin) == 4
