@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/queue.py
 	$(BIN)/python benchmarks/sandbox.py
+	$(BIN)/python benchmarks/gateway.py
 
 bench-sse: $(STAMP)    ## 100 SSE clients on running sessions: append->arrival latency, API p99
 	$(BIN)/python benchmarks/sse.py $(ARGS)

@@ -6,6 +6,7 @@ from telecoder import private, registry
 from telecoder.errors import EngineNotFound
 from telecoder.forges.github import GitHubForge
 from telecoder.forges.local import LocalForge
+from telecoder.gateway import Gateway
 from telecoder.pipeline import Pipeline
 from telecoder.protocols import Engine, Forge, Runtime
 from telecoder.runtimes.docker import DockerRuntime
@@ -56,6 +57,7 @@ def build_pipeline(settings: Settings, store: Store) -> Pipeline:
         engines=engine,
         runtime=runtime,
         forges=build_forges(settings),
+        gateway=Gateway.from_settings(settings, store) if settings.gateway else None,
     )
 
 

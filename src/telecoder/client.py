@@ -13,13 +13,14 @@ The token travels in the ``Authorization`` header only; no message here ever con
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -40,6 +41,7 @@ from telecoder.domain import (
 from telecoder.errors import (
     BadInput,
     Conflict,
+    EndpointNotFound,
     ServerUnavailable,
     SessionNotFound,
     TeleCoderError,
@@ -47,6 +49,7 @@ from telecoder.errors import (
 )
 
 Json = dict[str, Any]
+Jsons = list[Json]
 
 CONNECT_SECONDS = 5.0
 REQUEST_SECONDS = 30.0
@@ -147,6 +150,18 @@ class Client:
         """A new session running the same task on the same branch."""
         return await self._call("POST", f"/api/sessions/{ref}/retry")
 
+    async def raise_budget(self, ref: str, body: Json) -> Json:
+        """``{"add": 1.0}`` or ``{"usd": 5.0}``: the session, queued again if it waited."""
+        return await self._call("POST", f"/api/sessions/{ref}/budget", json=body)
+
+    async def budgets(self) -> Jsons:
+        """The period budgets and what each spent."""
+        return cast(Jsons, await self._call("GET", "/api/budgets"))
+
+    async def put_budget(self, body: Json) -> Jsons:
+        """Set (``usd``) or remove (``usd: null``) a period budget; every budget after."""
+        return cast(Jsons, await self._call("PUT", "/api/budgets", json=body))
+
     async def message(self, ref: str, text: str) -> Json:
         """A follow-up for a chat session: ``{session_id, seq}``."""
         return await self._call("POST", f"/api/sessions/{ref}/messages", json={"text": text})
@@ -162,6 +177,21 @@ class Client:
         """``GET /api/costs/estimate``: ``repo``, ``prompt``, ``engine``, ``model``."""
         query = {k: v for k, v in params.items() if v is not None}
         return await self._call("GET", "/api/costs/estimate", params=query)
+
+    # --- model endpoints ---
+
+    async def endpoints(self) -> builtins.list[Json]:
+        found: Any = await self._call("GET", "/api/endpoints")
+        return list(found)
+
+    async def add_endpoint(self, body: Json) -> Json:
+        return await self._call("POST", "/api/endpoints", json=body, missing=EndpointNotFound)
+
+    async def remove_endpoint(self, name: str) -> None:
+        await self._call("DELETE", f"/api/endpoints/{name}", missing=EndpointNotFound)
+
+    async def check_endpoint(self, name: str) -> Json:
+        return await self._call("POST", f"/api/endpoints/{name}/check", missing=EndpointNotFound)
 
     # --- events ---
 
@@ -223,7 +253,14 @@ class Client:
 
     # --- plumbing ---
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> Json:
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        missing: type[TeleCoderError] = SessionNotFound,
+        **kwargs: Any,
+    ) -> Json:
         try:
             response = await self._http.request(method, path, **kwargs)
         except httpx.TimeoutException:
@@ -232,7 +269,9 @@ class Client:
             reason = str(e) or type(e).__name__
             where = self.shown_url
             raise ServerUnavailable(f"cannot reach the server at {where}: {reason}") from None
-        raise_for(response)
+        raise_for(response, missing=missing)
+        if response.status_code == 204:
+            return {}
         try:
             body: Json = response.json()
         except ValueError:
@@ -243,8 +282,9 @@ class Client:
         return body
 
 
-def raise_for(response: httpx.Response) -> None:
-    """Raise the error an error response stands for; nothing for a success."""
+def raise_for(response: httpx.Response, *, missing: type[TeleCoderError] = SessionNotFound) -> None:
+    """Raise the error an error response stands for; nothing for a success. ``missing``: the
+    error a 404 stands for (what the request named)."""
     status = response.status_code
     if status < 400:
         return
@@ -257,7 +297,7 @@ def raise_for(response: httpx.Response) -> None:
     if status in (400, 413, 422):
         raise BadInput(detail)
     if status == 404:
-        raise SessionNotFound(detail)
+        raise missing(detail)
     if status == 409:
         raise Conflict(detail)
     if status in (401, 403):
@@ -345,6 +385,7 @@ def session_of(data: Json) -> Session:
         error=data.get("error"),
         failure_kind=FailureKind(data["failure_kind"]) if data.get("failure_kind") else None,
         cost_usd=data.get("cost_usd", 0.0),
+        budget_usd=data.get("budget_usd"),
         input_tokens=data.get("input_tokens", 0),
         output_tokens=data.get("output_tokens", 0),
         created_at=created,
@@ -354,6 +395,7 @@ def session_of(data: Json) -> Session:
         available_at=created,
         worker_id=data.get("worker_id"),
         engine_source=EngineSource(data.get("engine_source", EngineSource.REQUEST)),
+        tier=data.get("tier"),
     )
 
 

@@ -71,7 +71,9 @@ class Confiner:
         self.home = home
         self.git_dir = git_dir
         self.config = config
-        self.endpoints = model_endpoints(model_env, settings.model_hosts)
+        # With the gateway on, the variables name only the gateway: the one model endpoint.
+        extra = () if settings.gateway else settings.model_hosts
+        self.endpoints = model_endpoints(model_env, extra)
         self.on_denied = on_denied
 
     def for_role(self, role: Role) -> Confinement:

@@ -106,6 +106,8 @@ class Result:
     pr_number: int | None = None
     text: str | None = None
     diff: DiffStats = field(default_factory=DiffStats)
+    # What the agent did before its time or budget ran out, pushed as a draft.
+    partial: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -118,6 +120,7 @@ class Result:
             "files_changed": self.diff.files_changed,
             "insertions": self.diff.insertions,
             "deletions": self.diff.deletions,
+            "partial": self.partial,
         }
 
     @classmethod
@@ -134,6 +137,7 @@ class Result:
                 insertions=data.get("insertions", 0),
                 deletions=data.get("deletions", 0),
             ),
+            partial=bool(data.get("partial", False)),
         )
 
 
@@ -353,6 +357,7 @@ class EventKind(enum.StrEnum):
     NETWORK_DENIED = "network_denied"  # the sandbox tried to reach a host its policy forbids
     RESULT = "result"
     OUTPUT_TRUNCATED = "output_truncated"  # past the attempt's quota, chatter is dropped
+    BUDGET_ALERT = "budget_alert"  # a period budget reached 80, 90 or 100 % with this session
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,6 +8,7 @@
      │    ├── EngineNotFound
      │    └── PluginNotFound
      ├── SessionNotFound          (CLI exit 3, HTTP 404)
+     ├── EndpointNotFound         no model endpoint has that name (CLI exit 3, HTTP 404)
      ├── Conflict                 the session is in a state that forbids this (CLI exit 4, HTTP 409)
      ├── LeaseLost                a worker no longer holds the attempt it writes for
      ├── WorkspaceError           git failed while preparing, committing or pushing
@@ -62,6 +63,10 @@ class PluginNotFound(BadInput):
 
 class SessionNotFound(TeleCoderError):
     """No session has that id."""
+
+
+class EndpointNotFound(TeleCoderError):
+    """No model endpoint has that name."""
 
 
 class Conflict(TeleCoderError):

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from telecoder.domain import EngineSource, Mode, NewSession
+from telecoder.endings import choose_forge
 from telecoder.errors import BadInput, EngineNotFound
 from telecoder.forges.remote import shorthand_url
+from telecoder.gateway.routing import choose_tier, parse_tier
 from telecoder.masking import url_credentials, without_credentials
-from telecoder.pipeline import choose_forge
 from telecoder.protocols import Forge
 from telecoder.settings import Settings
 from telecoder.workspace import Workspace
@@ -43,6 +44,8 @@ class Request:
     forge: str | None = None
     timeout_seconds: float | None = None
     origin: dict[str, Any] | None = None
+    tier: str | None = None  # trivial, standard, complex; None: chosen from the task
+    budget_usd: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,9 @@ async def accept(
         raise BadInput(f"unknown mode {request.mode!r} (known: task, chat)") from None
     if request.timeout_seconds is not None and request.timeout_seconds <= 0:
         raise BadInput("the timeout must be positive")
+    tier = _tier(request)
+    if request.budget_usd is not None and not 0 <= request.budget_usd <= 1_000_000:
+        raise BadInput(f"a budget of ${request.budget_usd} is not sensible")
     base = _branch_name(request.base.strip()) if request.base else None
     _refuse_options(request.repo.strip(), base)
     if url_credentials(request.repo):
@@ -103,6 +109,8 @@ async def accept(
         max_attempts=settings.max_attempts,
         timeout_seconds=request.timeout_seconds,
         origin=request.origin,
+        tier=tier,
+        budget_usd=request.budget_usd,
     )
     return Accepted(session, warnings)
 
@@ -112,6 +120,16 @@ def _github_shorthand(repo: str, settings: Settings) -> str:
     if Path(repo).expanduser().exists():
         return repo
     return shorthand_url(repo, settings.github_api_url) or repo
+
+
+def _tier(request: Request) -> str | None:
+    """The tier the caller gave, else one chosen from the task; none for a pinned model."""
+    given = parse_tier(request.tier)
+    if given is not None:
+        return given.value
+    if request.model:
+        return None  # --model pins one model: no tier routing
+    return choose_tier(request.prompt, request.origin).value
 
 
 def _branch_name(base: str) -> str:

@@ -26,11 +26,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from telecoder import disk, rawlog, repoconfig, secretscan
+from telecoder import budgeting, disk, rawlog, repoconfig, secretscan
+from telecoder.budgeting import Deadline, Turn
 from telecoder.channels import github as github_channel
 from telecoder.confine import Confiner
 from telecoder.domain import (
-    Attempt,
     EngineSource,
     EventKind,
     FailureKind,
@@ -41,6 +41,7 @@ from telecoder.domain import (
     Session,
     SessionStatus,
 )
+from telecoder.endings import choose_forge, commit_message, failed, masked, stopped_outcome
 from telecoder.errors import (
     BadInput,
     ForgeError,
@@ -50,6 +51,7 @@ from telecoder.errors import (
     StoreUnavailable,
     WorkspaceError,
 )
+from telecoder.gateway import Gateway, Ticket, vendor_replaced
 from telecoder.masking import Masker, url_credentials
 from telecoder.protocols import (
     Confinement,
@@ -95,18 +97,6 @@ class _Stopped(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class _Turn:
-    """What this attempt asks of the agent: the task, or a chat's next messages."""
-
-    prompt: str
-    previous: Attempt | None = None  # a chat's earlier turn: its worktree and agent session
-
-    @property
-    def resume_id(self) -> str | None:
-        return self.previous.engine_session_id if self.previous is not None else None
-
-
-@dataclass(frozen=True, slots=True)
 class _Work:
     """What the agent did, revisions included."""
 
@@ -126,8 +116,10 @@ class Pipeline:
         runtime: Runtime,
         forges: Mapping[str, Forge],
         masker: Masker | None = None,
+        gateway: Gateway | None = None,
     ) -> None:
         self.settings = settings
+        self.gateway = gateway  # None: agents get the operator's keys, cost is what CLIs report
         # Every secret TeleCoder holds, masked in events, raw logs, results and errors.
         self.masker = masker if masker is not None else Masker.from_settings(settings)
         self.quota = Quota(max_events=settings.max_events, max_bytes=settings.max_event_bytes)
@@ -139,18 +131,20 @@ class Pipeline:
         self.verifier = Verifier(
             runtime=runtime, workspace=workspace, grace=settings.kill_grace_seconds
         )
+        self._deadlines: dict[str, Deadline] = {}  # of the attempts running now, by session
 
     async def run(self, session: Session, lease: Lease, control: AttemptControl) -> Session | None:
         """Run one attempt; the session as it ended, or None if this worker let it go."""
-        limit = self.time_limit(session)
-        timer = asyncio.get_running_loop().call_later(limit, control.stop, StopReason.TIMEOUT)
+        self._deadlines[session.id] = deadline = Deadline(control, self.time_limit(session))
         recorder = EventRecorder(self.store.events, lease, masker=self.masker, quota=self.quota)
         recorder.start(control)
         worktree: list[Worktree] = []
         final: Session | None = None
         try:
             outcome = await self._outcome(session, lease, recorder, control, worktree)
-            outcome = _masked(outcome, recorder.masker)
+            outcome = masked(outcome, recorder.masker)
+            if outcome is not None:
+                await budgeting.alert(self.store, self.settings, session, recorder)
             last = await recorder.drain()
             if control.reason == StopReason.LEASE_LOST:
                 return None  # the session is someone else's now: write nothing
@@ -162,19 +156,29 @@ class Pipeline:
             # Work that completed is recorded, even if a shutdown began meanwhile.
             done = outcome
             final = await self._persist(lambda: self.store.queue.finish(lease, done, last))
-            return final
+            return await budgeting.requeue_if_raised(self.store, final)  # (final: it waited)
         except LeaseLost:
             log.warning("session %s: lease lost, leaving it to its new owner", session.id)
             return None
         finally:
-            timer.cancel()
+            deadline.cancel()
+            self._deadlines.pop(session.id, None)
             await recorder.cancel()
-            # A chat keeps its worktree and agent state until it ends.
-            ended = session.mode != Mode.CHAT or (final is not None and final.status.terminal)
+            # A chat keeps its worktree and agent state until it ends; a task blocked on its
+            # budget, until it resumes or ends (handed back half-way, too: the next attempt
+            # resumes it again).
+            over = final is not None and final.status.terminal
+            waits = final is not None and final.status == SessionStatus.BLOCKED
+            resumed = bool(worktree) and worktree[0].path.name != f"{session.id}-{lease.attempt}"
+            waits = waits or (final is None and resumed)
+            ended = over if session.mode == Mode.CHAT else not waits
             if ended:
                 await self._clean_up(session, worktree)
 
     def time_limit(self, session: Session) -> float:
+        deadline = self._deadlines.get(session.id)
+        if deadline is not None:
+            return deadline.seconds
         return session.timeout_seconds or self.settings.timeout_seconds
 
     async def _persist(self, write: Callable[[], Awaitable[T]]) -> T:
@@ -205,27 +209,51 @@ class Pipeline:
     ) -> Outcome | None:
         """How the attempt ended; None when it was stopped for this worker's sake (shutdown,
         lost lease) and is not this worker's to finish."""
+        ticket = await self._ticket(session, lease, recorder, control)
         try:
-            return await self._attempt(session, lease, recorder, control, worktree)
-        except _Stopped as stopped:
-            return _stopped_outcome(
-                stopped.reason, self.time_limit(session), self.settings.worktree_max_bytes
-            )
+            try:
+                return await self._attempt(session, lease, recorder, control, worktree, ticket)
+            except _Stopped as stopped:
+                limit = self.time_limit(session)
+                if stopped.reason not in (StopReason.TIMEOUT, StopReason.BUDGET):
+                    return stopped_outcome(stopped.reason, limit, self.settings.worktree_max_bytes)
+                stop = await budgeting.stop_on_limit(
+                    self.store, lease, stopped.reason, limit, ticket
+                )
+                return await self._ended_early(session, lease, recorder, worktree, stop)
         except BadInput as e:
-            return _failed(recorder, FailureKind.BAD_INPUT, e.message)
+            return failed(recorder, FailureKind.BAD_INPUT, e.message)
         except WorkspaceError as e:
-            return _failed(recorder, FailureKind.WORKSPACE_ERROR, e.message)
+            return failed(recorder, FailureKind.WORKSPACE_ERROR, e.message)
         except SandboxUnavailable as e:
-            return _failed(recorder, FailureKind.SANDBOX_UNAVAILABLE, e.message)
+            return failed(recorder, FailureKind.SANDBOX_UNAVAILABLE, e.message)
         except ForgeError as e:
             # A forge that refused for good (bad token, no such repository) is not retried.
-            outcome = _failed(recorder, FailureKind.PUBLISH_ERROR, e.message)
+            outcome = failed(recorder, FailureKind.PUBLISH_ERROR, e.message)
             return dataclasses.replace(outcome, retryable=None if e.transient else False)
         except LeaseLost:
             raise
         except Exception as e:
             log.exception("session %s: attempt failed unexpectedly", session.id)
-            return _failed(recorder, FailureKind.INTERNAL, f"{type(e).__name__}: {e}")
+            return failed(recorder, FailureKind.INTERNAL, f"{type(e).__name__}: {e}")
+        finally:
+            if ticket is not None and self.gateway is not None:
+                await self.gateway.revoke(ticket)  # its usage is recorded before the end
+
+    async def _ticket(
+        self, session: Session, lease: Lease, recorder: EventRecorder, control: AttemptControl
+    ) -> Ticket | None:
+        """The attempt's key to the models at the gateway; None when the gateway is off."""
+        if self.gateway is None:
+            return None
+
+        def tell(kind: str, data: dict[str, Any]) -> None:
+            recorder.add(EventKind(kind), data)
+
+        watch = budgeting.BudgetWatch(self.store, session.id, control)
+        ticket = Ticket.of_session(session, lease.attempt, on_budget=watch, on_event=tell)
+        watch.ticket = ticket
+        return await self.gateway.issue(ticket)
 
     async def _attempt(
         self,
@@ -234,6 +262,7 @@ class Pipeline:
         recorder: EventRecorder,
         control: AttemptControl,
         worktree: list[Worktree],
+        ticket: Ticket | None = None,
     ) -> Outcome:
         source = await self.workspace.resolve(session.repo)
         # A checkout's remote may carry a credential: git uses it, nothing shows it.
@@ -246,7 +275,11 @@ class Pipeline:
         wt = await self._worktree(session, lease, source, turn, git_env, recorder)
         worktree.append(wt)
         await self.store.queue.record(
-            lease, workspace_path=str(wt.path), base_sha=wt.base_sha, branch=wt.branch
+            lease,
+            workspace_path=str(wt.path),
+            base_sha=wt.base_sha,
+            branch=wt.branch,
+            engine_session_id=turn.resume_id,
         )
         recorder.progress("workspace_ready", base=wt.base, base_sha=wt.base_sha, path=str(wt.path))
         _check(control)
@@ -256,13 +289,16 @@ class Pipeline:
             await self.workspace.read_base(wt, repoconfig.FILENAME, repoconfig.MAX_BYTES)
         )
         engine_name, model = await self._choose_engine(session, lease, config)
+        await self._limits(session, lease, config, ticket)
+        if ticket is not None:
+            ticket.engine, ticket.model = engine_name, model
         task = EngineTask(
             prompt=turn.prompt,
             workdir=wt.path,
             home=self.settings.engine_homes / session.id,
             model=model,
             resume_id=turn.resume_id,
-            env=self._passthrough_env(),
+            env=self._passthrough_env(ticket),
         )
         engine = self.engines(engine_name)
         confiner = await self._confiner(session, wt, task, config, recorder)
@@ -275,13 +311,15 @@ class Pipeline:
         work = await self._work(engine, task, config, wt, lease, recorder, control, confiner)
         if work.failure is not None:
             kind, error = work.failure
+            if ticket is not None and ticket.rate_limited:
+                return _rate_limited(ticket, error, work.usage)
             return Outcome(
                 status=SessionStatus.FAILED, failure_kind=kind, error=error, **_usage(work.usage)
             )
 
         recorder.progress("committing")
         await self.workspace.sanitize(wt)
-        message = commit_message(session, turn.prompt if turn.previous else None)
+        message = commit_message(session, turn.subject)
         sha = await self.workspace.commit(wt, message, date=session.created_at)
         text = clip(work.text)
         if sha is None:
@@ -304,23 +342,76 @@ class Pipeline:
         # The pushed sha is recorded with the completion, in one transaction.
         return Outcome(status=status, result=answer, pushed_sha=answer.commit, **_usage(work.usage))
 
-    async def _turn(self, session: Session) -> _Turn:
-        """The task's prompt; for a chat, the messages its next turn answers."""
+    async def _turn(self, session: Session) -> Turn:
+        """The task's prompt; for a chat, the messages its next turn answers; after a raise of
+        the budget it stopped on, a word to go on."""
+        if (resumed := await budgeting.resumed_turn(self.store, session)) is not None:
+            return resumed
         if session.mode != Mode.CHAT:
-            return _Turn(session.prompt)
+            return Turn(session.prompt)
         talk = await self.store.sessions.conversation(session.id)
         if talk.previous is None:
-            return _Turn("\n\n".join([session.prompt, *talk.texts]))
+            return Turn("\n\n".join([session.prompt, *talk.texts]))
         if not talk.texts:
             raise BadInput("the chat has no new message to answer")
-        return _Turn("\n\n".join(talk.texts), talk.previous)
+        text = "\n\n".join(talk.texts)
+        return Turn(text, talk.previous, subject=text)
+
+    async def _limits(
+        self,
+        session: Session,
+        lease: Lease,
+        config: repoconfig.RepoConfig,
+        ticket: Ticket | None = None,
+    ) -> None:
+        """The budget and time limit in force, now that the repository's are known."""
+        self._deadlines[session.id].reset(budgeting.time_limit_of(session, config, self.settings))
+        budget = budgeting.budget_of(session, config, self.settings)
+        if budget != session.budget_usd:
+            await self.store.queue.record_budget(lease, budget)
+        if ticket is not None and budget != ticket.budget_usd:
+            ticket.set_budget(budget)
+
+    async def _ended_early(
+        self,
+        session: Session,
+        lease: Lease,
+        recorder: EventRecorder,
+        worktree: list[Worktree],
+        stop: budgeting.Stop,
+    ) -> Outcome:
+        """Stopped by its time or budget limit: wait for a raise with the worktree and the
+        agent's session kept, or push what the agent did as a partial result (a draft)."""
+        if stop.blocks or not worktree:
+            return stop.outcome()
+        wt = worktree[0]
+        recorder.progress("committing", partial=stop.kind.value)
+        await self.workspace.sanitize(wt)
+        message = commit_message(session, partial=stop.kind.value)
+        sha = await self.workspace.commit(wt, message, date=session.created_at)
+        if sha is None:
+            return stop.outcome()  # nothing changed: nothing to keep
+        config = repoconfig.from_bytes(
+            await self.workspace.read_base(wt, repoconfig.FILENAME, repoconfig.MAX_BYTES)
+        )
+        if (leaked := await self._scan(wt, config, recorder)) is not None:
+            kind = FailureKind.SECRET_DETECTED
+            return Outcome(status=SessionStatus.FAILED, failure_kind=kind, error=leaked)
+        forge = self._forge(session, wt.remote_url)
+        git_env = forge.git_env(wt.remote_url)
+        answer = await self._publish(
+            session, lease, wt, forge, git_env, sha, recorder, AttemptControl(), partial=stop.kind
+        )
+        recorder.add(EventKind.RESULT, answer.to_dict())
+        error = f"{stop.error}; what the agent did is pushed as a partial result (a draft)"
+        return replace(stop.outcome(), error=error, result=answer, pushed_sha=answer.commit)
 
     async def _worktree(
         self,
         session: Session,
         lease: Lease,
         source: RepoSource,
-        turn: _Turn,
+        turn: Turn,
         git_env: Mapping[str, str],
         recorder: EventRecorder,
     ) -> Worktree:
@@ -345,8 +436,8 @@ class Pipeline:
             )
         if wt is None:
             raise BadInput(
-                f"the chat's worktree {previous.workspace_path} is gone (removed, or kept on "
-                "another host): the conversation cannot continue"
+                f"the {session.mode.value}'s worktree {previous.workspace_path} is gone (removed, "
+                "or kept on another host): the conversation cannot continue"
             )
         recorder.progress("reopening_workspace", turn_of_attempt=previous.number)
         return wt
@@ -431,10 +522,11 @@ class Pipeline:
             finally:
                 if raw_log is not None:
                     raw_log.close()
-            _check(control)
-            usage = _add(usage, result.usage)
-            if result.session_id:
+            if self.gateway is None:  # else the gateway metered every request already
+                usage = _add(usage, result.usage)
+            if result.session_id:  # before a stop is acted on: a budget's may resume it
                 await self.store.queue.record(lease, engine_session_id=result.session_id)
+            _check(control)
             if not result.ok:
                 failure = result.failure_kind or FailureKind.ENGINE_ERROR
                 return _Work(result.text, usage, (failure, result.error or f"{engine.name} failed"))
@@ -520,7 +612,7 @@ class Pipeline:
         (home / "verify").mkdir(parents=True, exist_ok=True)
         (home / "tmp").mkdir(parents=True, exist_ok=True)
         return {
-            **{k: os.environ[k] for k in self.settings.env_allow if k in os.environ},
+            **self._allowed_env(),
             "HOME": str(home / "verify"),
             "TMPDIR": str(home / "tmp"),
         }
@@ -536,13 +628,15 @@ class Pipeline:
         recorder: EventRecorder,
         control: AttemptControl,
         text: str | None = None,
+        partial: FailureKind | None = None,
     ) -> Result:
         stats = await self.workspace.diff_stats(wt)
         await self._confirm_lease(lease, control)
         recorder.progress("pushing", branch=wt.branch, commit=sha)
         pushed = await self.workspace.push(wt, sha, env=git_env)
         recorder.progress("pushed" if pushed else "already_pushed", branch=wt.branch, commit=sha)
-        title, _, body = commit_message(session).partition("\n")
+        why = partial.value if partial else None
+        title, _, body = commit_message(session, partial=why).partition("\n")
         if (pull := github_channel.on_pull_request(session.origin)) is not None:
             published = Published(number=pull)  # its own branch: the pull request is there
         else:
@@ -556,6 +650,7 @@ class Pipeline:
                     body=github_channel.pull_request_body(
                         session.origin, body.strip() or session.prompt
                     ),
+                    draft=partial is not None,
                 )
             )
         if published.url:
@@ -568,6 +663,7 @@ class Pipeline:
             pr_number=published.number,
             text=text,
             diff=stats,
+            partial=partial is not None,
         )
 
     async def _confirm_lease(self, lease: Lease, control: AttemptControl) -> None:
@@ -619,7 +715,7 @@ class Pipeline:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(content)
         env = {
-            **{k: os.environ[k] for k in self.settings.env_allow if k in os.environ},
+            **self._allowed_env(task.env),
             "HOME": str(task.home),
             "TMPDIR": str(task.home / "tmp"),
             **command.env,
@@ -650,6 +746,8 @@ class Pipeline:
                     recorder.add(EventKind.ERROR, {"message": f"{engine.name} parser: {e}"})
                     continue
                 for event in feed.events:
+                    if event.kind == EventKind.USAGE and self.gateway is not None:
+                        continue  # the CLI's own figures (in the raw log): the gateway's count
                     recorder.add(event.kind, event.data)
                 if feed.reply:
                     await process.send(feed.reply)
@@ -698,9 +796,17 @@ class Pipeline:
     def _forge(self, session: Session, remote_url: str) -> Forge:
         return choose_forge(self.forges, session.forge or self.settings.forge, remote_url)
 
-    def _passthrough_env(self) -> dict[str, str]:
+    def _allowed_env(self, task_env: Mapping[str, str] | None = None) -> dict[str, str]:
+        """What every process may see of the operator's environment; with the gateway on, no
+        model endpoint or key of the operator's: an agent's (``task_env``) are the gateway's."""
+        env = {k: os.environ[k] for k in self.settings.env_allow if k in os.environ}
+        return env if self.gateway is None else vendor_replaced(env, task_env or {})
+
+    def _passthrough_env(self, ticket: Ticket | None = None) -> dict[str, str]:
         names = (*self.settings.env_allow, *self.settings.engine_env)
         env = {k: os.environ[k] for k in names if k in os.environ}
+        if ticket is not None and self.gateway is not None:
+            env = self.gateway.agent_env(env, ticket)  # no real key, no real endpoint
         return {**env, **self.settings.engine_control_env()}
 
     async def sweep(self) -> list[str]:
@@ -749,32 +855,6 @@ class Pipeline:
             log.warning("session %s: could not remove its worktree", session.id, exc_info=True)
 
 
-def choose_forge(forges: Mapping[str, Forge], name: str, remote_url: str) -> Forge:
-    """The forge called ``name``; for ``auto``, the first that claims the remote, else local."""
-    if name != "auto":
-        forge = forges.get(name)
-        if forge is None:
-            raise BadInput(f"unknown forge {name!r} (known: auto, {', '.join(forges)})")
-        return forge
-    for forge_name, forge in forges.items():
-        if forge_name != "local" and forge.handles(remote_url):
-            return forge
-    return forges["local"]
-
-
-def commit_message(session: Session, prompt: str | None = None) -> str:
-    """Subject from the prompt's first line; the whole prompt and the session id below.
-
-    ``prompt``: a chat's follow-up message, instead of the session's first prompt.
-    """
-    prompt = (prompt if prompt is not None else session.prompt).strip()
-    first = prompt.splitlines()[0] if prompt else "TeleCoder change"
-    subject = first if len(first) <= 72 else first[:71].rstrip() + "…"
-    body = prompt if prompt != subject else ""
-    parts = [subject, body, f"TeleCoder-Session: {session.id}"]
-    return "\n\n".join(p for p in parts if p) + "\n"
-
-
 def _check(control: AttemptControl) -> None:
     if control.reason is not None:
         raise _Stopped(control.reason)
@@ -803,46 +883,16 @@ def _usage(usage: Usage) -> dict[str, Any]:
     }
 
 
-def _failed(recorder: EventRecorder, kind: FailureKind, error: str) -> Outcome:
-    recorder.add(EventKind.ERROR, {"failure_kind": kind.value, "message": error})
-    return Outcome(status=SessionStatus.FAILED, failure_kind=kind, error=error)
-
-
-def _masked(outcome: Outcome | None, masker: Masker) -> Outcome | None:
-    """The outcome with any secret in its result text or error replaced by ``***``."""
-    if outcome is None or not masker:
-        return outcome
-    result = outcome.result
-    if result is not None and result.text:
-        result = replace(result, text=masker.text(result.text))
-    error = masker.text(outcome.error) if outcome.error else outcome.error
-    return replace(outcome, result=result, error=error)
-
-
-def _stopped_outcome(reason: StopReason, limit: float, cap: int | None = None) -> Outcome | None:
-    if reason == StopReason.CANCELLED:
-        return Outcome(
-            status=SessionStatus.CANCELLED,
-            failure_kind=FailureKind.CANCELLED,
-            error="cancelled by request",
-        )
-    if reason == StopReason.TIMEOUT:
-        return Outcome(
-            status=SessionStatus.FAILED,
-            failure_kind=FailureKind.TIMEOUT,
-            error=f"the session ran past its time limit of {limit:g} s and was stopped",
-        )
-    if reason == StopReason.STALLED:
-        return Outcome(
-            status=SessionStatus.FAILED,
-            failure_kind=FailureKind.STALLED,
-            error="the agent printed nothing for too long (stall watchdog) and was stopped",
-        )
-    if reason == StopReason.TOO_LARGE:
-        return Outcome(
-            status=SessionStatus.FAILED,
-            failure_kind=FailureKind.WORKTREE_TOO_LARGE,
-            error=f"the agent made the worktree hold more than {cap} bytes "
-            "(TELECODER_WORKTREE_MAX_BYTES) and was stopped; nothing was pushed",
-        )
-    return None  # SHUTDOWN and LEASE_LOST: not this worker's to finish
+def _rate_limited(ticket: Ticket, error: str | None, usage: Usage) -> Outcome:
+    """The agent failed after the gateway gave up waiting out a rate limit: not the task's
+    fault, so the session is requeued (``rate_limited``), not before the endpoint opens."""
+    until = ticket.rate_limited_until
+    wait = f" until {time.strftime('%H:%M:%S', time.localtime(until))}" if until else ""
+    message = f"the model endpoint kept rate-limiting{wait}; requeued"
+    return Outcome(
+        status=SessionStatus.FAILED,
+        failure_kind=FailureKind.RATE_LIMITED,
+        error=f"{message} ({error})" if error else message,
+        not_before=until,
+        **_usage(usage),
+    )

@@ -190,6 +190,7 @@ class Publication:
     base: str
     title: str
     body: str
+    draft: bool = False  # a partial result: opened as a draft where the forge has drafts
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

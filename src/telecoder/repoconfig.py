@@ -17,6 +17,9 @@ verify_timeout: 600          # seconds each check command may take
 setup_timeout: 1800          # seconds each setup command may take
 secrets:                     # the secret scan before a push (telecoder.secretscan)
   allow: [tests/fixtures/*]  # files whose look-alike secrets are test data (globs)
+budget:                      # a session's limits, when the task sets none (below --budget and
+  usd: 2.0                   # --max-time, above TELECODER_BUDGET_USD and
+  max_time: 30m              # TELECODER_TIMEOUT_SECONDS): 90s, 30m, 2h, 1h30m
 github:                      # GitHub as a trigger (read from the default branch)
   label: telecoder           # labelling an issue with it starts a session
   handle: telecoder          # @telecoder in an issue or comment starts one
@@ -46,7 +49,8 @@ from pydantic import (
     field_validator,
 )
 
-from telecoder.errors import BadInput
+from telecoder.amounts import duration
+from telecoder.errors import BadInput, TeleCoderError
 
 FILENAME = ".telecoder.yml"
 MAX_BYTES = 64 * 1024
@@ -127,6 +131,25 @@ class SecretsConfig(_Strict):
     secret values are refused in any file."""
 
 
+class BudgetConfig(_Strict):
+    """``budget:``: a session's limits when the task sets none."""
+
+    usd: float | None = Field(default=None, ge=0, le=1_000_000)
+    """Dollars the session's model requests may cost before it stops and asks for more."""
+    max_time: float | None = None
+    """Wall-clock limit: ``90s``, ``30m``, ``2h``, ``1h30m`` (or seconds)."""
+
+    @field_validator("max_time", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return duration(value)
+        except TeleCoderError as e:
+            raise ValueError(e.message) from None
+
+
 _Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\s@][^\r\n]*$")]
 
 
@@ -170,6 +193,8 @@ class RepoConfig(_Strict):
     network: Network = Field(default_factory=Network)
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
     """The secret scan before a push: ``allow`` lists paths whose findings are ignored."""
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    """The session's budget and time limit, below the task's own and above the settings'."""
     github: GitHubConfig = Field(default_factory=GitHubConfig)
     """GitHub as a trigger: label, handle, ci_fix_attempts, on_merge."""
 

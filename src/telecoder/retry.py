@@ -24,6 +24,10 @@ TRANSIENT: frozenset[FailureKind] = frozenset(
     }
 )
 
+# A session whose attempts keep ending rate-limited (a key out of quota for days) is dead after
+# this many; such attempts do not count against max_attempts (see store.queue.finish).
+RATE_LIMITED_REQUEUES = 10
+
 BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_CAP_SECONDS = 300.0
 

@@ -127,6 +127,24 @@ class Settings(BaseSettings):
     )
     max_attempts: int = Field(default=3, ge=1, description="Attempts before a session is dead.")
     timeout_seconds: float = Field(default=3600.0, gt=0, description="Wall-clock limit a session.")
+    budget_usd: float | None = Field(
+        default=None,
+        ge=0,
+        description="A session's budget in dollars when neither the task nor the repository's "
+        ".telecoder.yml sets one; reached, the session waits blocked (none: no budget).",
+    )
+    budget_daily_usd: float | None = Field(
+        default=None,
+        ge=0,
+        description="What all sessions together may cost per UTC day before new ones wait "
+        "(`telecoder budgets set` overrides it; none: no limit).",
+    )
+    budget_monthly_usd: float | None = Field(
+        default=None,
+        ge=0,
+        description="What all sessions together may cost per UTC month before new ones wait "
+        "(`telecoder budgets set` overrides it; none: no limit).",
+    )
     stall_seconds: float = Field(
         default=600.0, gt=0, description="Stop an agent that prints nothing for this long."
     )
@@ -154,6 +172,12 @@ class Settings(BaseSettings):
     )
     model_retries: int = Field(
         default=2, ge=0, description="How often an agent CLI may retry a failed model request."
+    )
+    # NoDecode: ``model=1/5/0.1/1.25,…`` reaches ``_prices``, not a JSON decoder.
+    prices: Annotated[dict[str, tuple[float, ...]], NoDecode] = Field(
+        default_factory=dict,
+        description="Model prices overriding the bundled ones: comma-separated "
+        "model=input/output[/cache-read[/cache-write]], USD per million tokens.",
     )
     acp_command: str | None = Field(
         default=None, description="Command line of any ACP agent, for --engine acp."
@@ -295,7 +319,20 @@ class Settings(BaseSettings):
             "api.openai.com:443",
             "generativelanguage.googleapis.com:443",
         ),
-        description="Model endpoints agents may reach besides the *_BASE_URL they are given.",
+        description="Model endpoints agents may reach besides the *_BASE_URL they are given "
+        "(with the gateway on, none: agents reach models only through it).",
+    )
+    # --- the model gateway (see README, "Model gateway") ---
+    gateway: bool = Field(
+        default=True,
+        description="Agents reach models only through TeleCoder's gateway, with a per-attempt "
+        "key; the real keys stay with the worker, which meters every request.",
+    )
+    gateway_host: str = Field(
+        default="127.0.0.1", description="Address the gateway listens on (loopback)."
+    )
+    gateway_port: int = Field(
+        default=0, ge=0, le=65535, description="Port of the gateway (0: a free port)."
     )
     # --- the server (telecoder serve) ---
     host: str = Field(default="127.0.0.1", description="Address the server binds to.")
@@ -312,6 +349,34 @@ class Settings(BaseSettings):
     )
     rate_limit_per_minute: int = Field(
         default=120, ge=0, description="Writes per token per minute before 429 (0: no limit)."
+    )
+    # --- the model gateway: rate limits, endpoints, routing ---
+    gateway_retry_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        description="How long the gateway waits out an endpoint's rate limit (429/503/529, "
+        "honouring Retry-After) for one request before the agent gets the 429 and the session "
+        "is requeued (rate_limited).",
+    )
+    endpoint_check_seconds: float = Field(
+        default=60.0, gt=0, description="How often model endpoints are checked (health, models)."
+    )
+    endpoint_failures: int = Field(
+        default=3,
+        ge=1,
+        description="Requests to an endpoint failing in a row (no answer, 5xx) that mark it "
+        "unhealthy until a request or a check succeeds.",
+    )
+    tier_trivial: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Models for trivial tasks, in fallback order: endpoint:model entries, "
+        "comma-separated (e.g. anthropic:claude-haiku-4-5,openai:gpt-5-mini).",
+    )
+    tier_standard: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="Models for standard tasks (endpoint:model, comma-separated)."
+    )
+    tier_complex: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="Models for complex tasks (endpoint:model, comma-separated)."
     )
     bus_poll_seconds: float = Field(
         default=0.025, gt=0, description="How often the live-event reader looks for new events."
@@ -344,6 +409,9 @@ class Settings(BaseSettings):
         "network_hosts",
         "network_registries",
         "model_hosts",
+        "tier_trivial",
+        "tier_standard",
+        "tier_complex",
         mode="before",
     )
     @classmethod
@@ -351,6 +419,28 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("prices", mode="before")
+    @classmethod
+    def _prices(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        table: dict[str, tuple[float, ...]] = {}
+        for entry in (part.strip() for part in value.split(",")):
+            if not entry:
+                continue
+            model, _, text = entry.partition("=")
+            try:
+                numbers = tuple(float(n) for n in text.split("/"))
+            except ValueError:
+                numbers = ()
+            if not model.strip() or not 2 <= len(numbers) <= 4 or min(numbers) < 0:
+                raise ValueError(
+                    f"not a price: {entry!r} (model=input/output[/cache-read[/cache-write]], "
+                    "USD per million tokens, e.g. my-model=1.0/5.0/0.1/1.25)"
+                )
+            table[model.strip()] = numbers
+        return table
 
     @field_validator("home", "workspace_dir", mode="after")
     @classmethod

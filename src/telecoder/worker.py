@@ -31,6 +31,7 @@ import time
 from collections.abc import Collection
 from typing import Protocol
 
+from telecoder import budgeting
 from telecoder.domain import Lease, Session, WorkerState
 from telecoder.errors import LeaseLost
 from telecoder.recorder import AttemptControl, StopReason, settle
@@ -246,7 +247,10 @@ class Worker:
 
     async def _claim(self) -> Claimed | None:
         try:
-            return await self.store.queue.claim(self.id, engines=self.engines, limits=self.limits)
+            held = await budgeting.gate(self.store, self.settings)
+            return await self.store.queue.claim(
+                self.id, engines=self.engines, limits=self.limits, held=held
+            )
         except Exception:
             log.warning("worker %s: claim failed", self.id, exc_info=True)
             return None

@@ -22,6 +22,7 @@ import pytest
 from tests.cli import TELECODER, cli_env, telecoder, wait_for
 from tests.conftest import GitRepo
 from tests.e2e.test_serve import free_port, serve_process
+from tests.fakes.model_server import FakeModelServer
 
 TOKEN = "remote-token-0123456789abcdef"
 pytestmark = pytest.mark.timeout(120)
@@ -322,3 +323,25 @@ def test_no_server_is_exit_6(client_home: Path):
     not_a_url = telecoder("list", "--server", "127.0.0.1:7080", env=env)
     assert not_a_url.returncode == 2
     assert "http://" in not_a_url.stderr
+
+
+def test_endpoints_over_the_server(server: Server, env: dict[str, str]):
+    with FakeModelServer() as upstream:
+        added = telecoder(
+            "endpoints", "add", "a-2", upstream.url, "--kind", "anthropic", "--json", env=env
+        )
+        assert added.returncode == 0, added.stderr
+        assert json.loads(added.stdout)["source"] == "registered"
+        assert telecoder("endpoints", "add", "a-2", upstream.url, "--kind", "anthropic",
+                         env=env).returncode == 4  # fmt: skip
+        checked = telecoder("endpoints", "check", "a-2", "--json", env=env)
+        assert checked.returncode == 0, checked.stderr
+        assert json.loads(checked.stdout)[0]["models"] == ["fake-model"]
+        listed = telecoder("endpoints", "list", "--json", env=env)
+        assert [e["name"] for e in json.loads(listed.stdout)] == ["a-2"]
+        # The same as the local CLI reads from the server's database.
+        here = telecoder("endpoints", "list", "--json", env=local(server))
+        assert json.loads(here.stdout) == json.loads(listed.stdout)
+        assert telecoder("endpoints", "check", "nope", env=env).returncode == 3
+        assert telecoder("endpoints", "remove", "a-2", env=env).returncode == 0
+        assert telecoder("endpoints", "remove", "a-2", env=env).returncode == 3

@@ -107,6 +107,7 @@ class Pull:
     merged: bool = False
     head_sha: str | None = None
     maintainer_can_modify: bool = False
+    draft: bool = False
 
     @property
     def label(self) -> str:
@@ -133,6 +134,7 @@ class Pull:
             },
             "merged_at": "2025-01-01T00:00:00Z" if self.merged else None,
             "maintainer_can_modify": self.maintainer_can_modify,
+            "draft": self.draft,
         }
         if full:  # like GitHub: only a single pull request says ``merged``
             data["merged"] = self.merged
@@ -496,6 +498,7 @@ class FakeGitHub(WebhookPayloads):
             base,
             head_sha=self._sha(repo, head),
             maintainer_can_modify=bool(body.get("maintainer_can_modify", False)),
+            draft=bool(body.get("draft", False)),
         )
         repo.pulls[pull.number] = pull
         repo.next_number += 1

@@ -47,6 +47,7 @@ async def test_health_and_version(app):
         "runtime": "sandbox",
         "sandbox": "ok",
         "sandbox_problem": None,
+        "endpoints": [],
     }
     assert version.json()["api"] == 1
     assert version.json()["version"]

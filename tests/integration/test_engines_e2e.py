@@ -11,6 +11,7 @@ worker. Revisions through resume are in `test_verify.py`.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -20,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from telecoder.gateway.meter import Metered
+from telecoder.gateway.prices import Prices
 from tests.cli import TELECODER, events_json, session_json, telecoder, wait_for
 from tests.conftest import make_repo
 from tests.engine_cases import (
@@ -31,12 +34,22 @@ from tests.engine_cases import (
     WRITTEN,
     agent_env,
 )
-from tests.fakes.model_server import FakeModelServer
+from tests.fakes.model_server import DEFAULT_SCRIPT, FakeModelServer, Reply, Usage
 from tests.processes import working_in
 
 pytestmark = pytest.mark.usefixtures("agent_tools")
 
 AGENT_KINDS = {"message", "tool_call", "tool_result", "usage", "result"}
+# The operator's keys (``agent_env``): what the fake server must see, and no agent hold.
+REAL_KEYS = {"sk-ant-fake", "sk-fake", "fake-gemini-key"}
+KEY_HEADERS = ("x-api-key", "authorization", "x-goog-api-key")
+VENDOR = re.compile(r"^((?:ANTHROPIC|OPENAI|GOOGLE|GEMINI|OLLAMA)_[A-Z_]+)=(.*)$")
+# The agent's shell tool writes the file, then shows its model variables: seen from inside.
+PROBE = "env | grep -E '^(ANTHROPIC|OPENAI|GOOGLE|GEMINI|OLLAMA)_' | sort"
+PROBE_SCRIPT = (
+    Reply(text=DEFAULT_SCRIPT[0].text, command=f"{DEFAULT_SCRIPT[0].command} && {PROBE}"),
+    *DEFAULT_SCRIPT[1:],
+)
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +75,73 @@ def requests_under(server: FakeModelServer, prefix: str) -> int:
     return sum(1 for r in server.model_requests() if r.path.startswith(prefix))
 
 
+@pytest.fixture
+def own_server() -> Iterator[FakeModelServer]:
+    """A fake model server of the test's own: what it reported is the test's alone."""
+    with FakeModelServer(
+        default=PROBE_SCRIPT,
+        scripts={AIDER_MARK: AIDER_DIFF_SCRIPT},
+        usage=Usage(input=1200, output=150, cache_read=300, cache_write=40),
+    ) as fake:
+        yield fake
+
+
+def assert_charged_what_the_server_reported(
+    server: FakeModelServer, session: dict[str, Any]
+) -> None:
+    """The session's tokens and cost are the sum of what the fake server reported, request by
+    request (streamed or not), priced as the gateway prices them."""
+    reported = list(server.reported)
+    assert reported
+    prices = Prices()
+    cost = 0.0
+    for r in reported:
+        used = Metered(r.model, r.input, r.output, r.cache_read, r.cache_write)
+        cost += prices.cost(r.model, used, api=r.protocol) or 0.0
+    assert session["input_tokens"] == sum(r.input + r.cache_read + r.cache_write for r in reported)
+    assert session["output_tokens"] == sum(r.output for r in reported)
+    assert session["cost_usd"] == pytest.approx(cost)
+
+
+# Cases whose shell-tool output shows nothing of the agent's environment.
+NO_PROBE = {"aider": "it edits files and runs no command", "acp-gemini": "no output in events"}
+
+
+def assert_keys_stayed_with_the_gateway(
+    case: E2E, server: FakeModelServer, events: list[dict[str, Any]]
+) -> None:
+    """The fake saw the operator's keys, never a session's; the agent's shell saw only the
+    gateway's URL and the session's key (when its CLI passes them to its tools)."""
+    requests = server.model_requests()
+    assert requests
+    for request in requests:
+        sent = [request.headers[h] for h in KEY_HEADERS if h in request.headers]
+        assert any(value.removeprefix("Bearer ") in REAL_KEYS for value in sent), sent
+        assert not any("tc-" in value for value in request.headers.values())
+    shown = [
+        found.groups()
+        for e in events
+        if e["kind"] == "tool_result"
+        for line in str(e["data"].get("output") or "").splitlines()
+        if (found := VENDOR.match(line.strip()))
+    ]
+    assert shown or case.id in NO_PROBE
+    for name, value in shown:
+        if name.endswith(("_KEY", "_TOKEN")):
+            assert value.startswith("tc-"), (name, value)
+        elif name.endswith("_BASE_URL") or name == "OLLAMA_HOST":
+            assert value.startswith("http://127.0.0.1:"), (name, value)
+            assert server.url not in value, (name, value)
+
+
 @pytest.mark.parametrize("case", E2E_CASES, ids=[c.id for c in E2E_CASES])
 def test_run_pushes_exactly_the_agents_file(
-    case: E2E, server: FakeModelServer, tmp_path: Path
+    case: E2E, own_server: FakeModelServer, tmp_path: Path
 ) -> None:
+    server = own_server
     repo = make_repo(tmp_path)
     home = tmp_path / "home"
-    prefix = f"/{tmp_path.name}"
-    env = agent_env(home, server.url + prefix)
+    env = agent_env(home, server.url)
     session = run_case(case, repo.path, env)
     assert session["attempt"] == 1
     branch = session["branch"]
@@ -81,8 +153,11 @@ def test_run_pushes_exactly_the_agents_file(
     events = events_json(session["id"], env)
     kinds = {e["kind"] for e in events}
     assert kinds >= AGENT_KINDS, kinds
-    # Usage and cost reach the session: what the engine reported last is what was charged.
+    assert_keys_stayed_with_the_gateway(case, server, events)
+    assert_charged_what_the_server_reported(server, session)
+    # Usage and cost reach the session: the gateway's, as its last usage event said.
     usage = [e["data"] for e in events if e["kind"] == "usage"][-1]
+    assert usage["source"] == "gateway"
     assert session["input_tokens"] == usage["input_tokens"] > 0
     assert session["output_tokens"] == usage["output_tokens"] > 0
     assert session["cost_usd"] == pytest.approx(usage["cost_usd"])
@@ -96,8 +171,7 @@ def test_run_pushes_exactly_the_agents_file(
     assert any(stream == "stdout" for stream, _ in lines)
     shown = [(e["data"]["stream"], e["data"]["text"]) for e in events if e["kind"] == "output"]
     assert set(shown) <= set(lines)
-    # The agent reached the model through the pipeline's environment, and nothing is left.
-    assert requests_under(server, prefix) >= 1
+    # Nothing is left.
     assert not (home / "engines" / session["id"]).exists()
     assert not list((home / "worktrees").glob(f"{session['id']}-*"))
 
@@ -241,13 +315,17 @@ def test_each_cli_reaches_a_named_model_endpoint_through_the_proxy_variables(
 ) -> None:
     """A model endpoint by name, as api.anthropic.com is: the sandbox resolves no name and has
     no route out, so the CLI reaches it only if it sends its requests to the egress proxy
-    (HTTP(S)_PROXY; NODE_USE_ENV_PROXY for Node's fetch), which resolves the name itself."""
+    (HTTP(S)_PROXY; NODE_USE_ENV_PROXY for Node's fetch), which resolves the name itself.
+    With the gateway off: on, agents reach only the gateway, on loopback."""
     repo = make_repo(tmp_path)
     home = tmp_path / "home"
     prefix = f"/{tmp_path.name}"
     port = server.url.rsplit(":", 1)[1]
     env = agent_env(
-        home, f"http://model.test:{port}{prefix}", TELECODER_NETWORK_HOSTS="model.test=127.0.0.1"
+        home,
+        f"http://model.test:{port}{prefix}",
+        TELECODER_NETWORK_HOSTS="model.test=127.0.0.1",
+        TELECODER_GATEWAY="false",
     )
     session = run_case(case, repo.path, env)
     assert requests_under(server, prefix) >= 1

@@ -98,6 +98,16 @@ async def test_publish_opens_a_pull_request(
         assert request.headers["x-github-api-version"] == "2022-11-28"
 
 
+async def test_a_partial_result_opens_a_draft_pull_request(
+    forge: GitHubForge, fake_github: FakeGitHub, publication: Publication
+) -> None:
+    await forge.publish(replace(publication, title="[partial] Fix the flaky test", draft=True))
+    [pull] = fake_github.pulls("acme", "repo")
+    assert (pull.title, pull.draft) == ("[partial] Fix the flaky test", True)
+    create = fake_github.api_requests()[-1]
+    assert create.json["draft"] is True
+
+
 async def test_publishing_again_updates_the_pull_request_instead_of_opening_another(
     forge: GitHubForge, fake_github: FakeGitHub, publication: Publication
 ) -> None:

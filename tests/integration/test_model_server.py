@@ -158,3 +158,70 @@ def test_a_marker_selects_a_script() -> None:
         body["messages"] = body["messages"][:1]
         reply = httpx.post(f"{server.url}/v1/chat/completions", json=body).json()
         assert reply["choices"][0]["message"]["content"] == "Fake title"
+
+
+def ndjson_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_ollama_chat_streams_ndjson_a_tool_call_then_text(model_server: FakeModelServer) -> None:
+    body = {
+        "model": "llama3.2",
+        "tools": [{"type": "function", "function": {"name": "bash", "parameters": SHELL}}],
+        "messages": [{"role": "user", "content": "create fake.txt"}],
+    }
+    answer = httpx.post(f"{model_server.url}/api/chat", json=body)
+    assert answer.headers["content-type"] == "application/x-ndjson"
+    lines = ndjson_lines(answer.text)
+    assert [line["done"] for line in lines] == [False] * (len(lines) - 1) + [True]
+    [call] = [c for line in lines for c in line["message"].get("tool_calls", [])]
+    assert call["function"]["name"] == "bash"
+    assert call["function"]["arguments"]["command"].startswith("echo hello-from-fake")
+    final = lines[-1]
+    assert (final["prompt_eval_count"], final["eval_count"]) == (120, 15)
+    assert final["model"] == "llama3.2"
+    assert "".join(line["message"]["content"] for line in lines) == "I'll create the file."
+    body["messages"] += [{"role": "tool", "content": "hello-from-fake"}]
+    plain = httpx.post(f"{model_server.url}/api/chat", json={**body, "stream": False}).json()
+    assert plain["done"] is True
+    assert plain["message"] == {"role": "assistant", "content": "All done: created fake.txt."}
+    assert plain["eval_count"] == 15
+
+
+def test_ollama_generate_streams_or_answers_json(model_server: FakeModelServer) -> None:
+    body = {"model": "llama3.2", "prompt": "say hi"}
+    lines = ndjson_lines(httpx.post(f"{model_server.url}/api/generate", json=body).text)
+    assert lines[-1]["done"] is True
+    assert lines[-1]["prompt_eval_count"] == 120
+    assert "".join(line["response"] for line in lines) == "Fake title"  # no tools offered
+    plain = httpx.post(f"{model_server.url}/api/generate", json={**body, "stream": False}).json()
+    assert (plain["response"], plain["done"], plain["eval_count"]) == ("Fake title", True, 15)
+    error = httpx.post(f"{model_server.url}/err500/api/generate", json=body)
+    assert (error.status_code, error.json()) == (500, {"error": "fake error 500"})
+
+
+def test_model_discovery_lists_the_models() -> None:
+    with FakeModelServer(models=("alpha", "beta:7b")) as server:
+        listing = httpx.get(f"{server.url}/v1/models").json()
+        assert [m["id"] for m in listing["data"]] == ["alpha", "beta:7b"]
+        assert listing["object"] == "list"  # OpenAI's shape ...
+        assert (listing["has_more"], listing["first_id"], listing["last_id"]) == (
+            False,
+            "alpha",
+            "beta:7b",
+        )  # ... and Anthropic's
+        assert {m["type"] for m in listing["data"]} == {"model"}
+        gemini = httpx.get(f"{server.url}/v1beta/models").json()
+        assert [m["name"] for m in gemini["models"]] == ["models/alpha", "models/beta:7b"]
+        assert "generateContent" in gemini["models"][0]["supportedGenerationMethods"]
+        tags = httpx.get(f"{server.url}/api/tags").json()
+        assert [m["name"] for m in tags["models"]] == ["alpha:latest", "beta:7b"]
+        assert server.model_requests() == []  # listings are not model requests
+
+
+def test_responses_answer_json_when_not_streamed(model_server: FakeModelServer) -> None:
+    body = {"model": "m", "stream": False, "input": "hello"}
+    answer = httpx.post(f"{model_server.url}/v1/responses", json=body).json()
+    assert answer["status"] == "completed"
+    assert answer["output"][0]["content"][0]["text"] == "Fake title"  # no tools offered
+    assert answer["usage"]["input_tokens"] == 120

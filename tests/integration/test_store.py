@@ -180,8 +180,9 @@ async def test_cancel_finished_or_unknown(store: Store) -> None:
 
 async def test_retry_makes_a_linked_session_on_the_same_branch(store: Store) -> None:
     old = await store.sessions.create(
-        new("make it so", base_ref="dev", priority=2, timeout_seconds=60.0, max_attempts=5)
-    )
+        new("make it so", base_ref="dev", priority=2, timeout_seconds=60.0, max_attempts=5,
+            budget_usd=2.5)
+    )  # fmt: skip
     await store.sessions.cancel(old.id)
     again = await store.sessions.retry(old.id)
     assert again.id != old.id
@@ -189,7 +190,7 @@ async def test_retry_makes_a_linked_session_on_the_same_branch(store: Store) -> 
     assert again.parent_id == old.id
     assert again.branch == old.branch
     assert (again.prompt, again.base_ref, again.priority) == ("make it so", "dev", 2)
-    assert (again.timeout_seconds, again.max_attempts) == (60.0, 5)
+    assert (again.timeout_seconds, again.max_attempts, again.budget_usd) == (60.0, 5, 2.5)
     assert (await store.events.list(again.id))[0].data == {"status": "queued", "retry_of": old.id}
     # A retry of a retry keeps the branch too.
     await store.sessions.cancel(again.id)

@@ -175,6 +175,8 @@ verify:
     env_report, stdin_report = await verify_reports(store, done.id)
     env = env_report["output_tail"]
     assert "secret-" not in env
+    assert "tc-" not in env  # nor the attempt's key to the gateway, nor the gateway
+    assert "_BASE_URL" not in env
     assert f"PATH={os.environ['PATH']}" in env.splitlines()
     assert f"HOME={settings.engine_homes / done.id / 'verify'}" in env.splitlines()
     # stdin is /dev/null: no hang; the check runs in a process group of the sandbox's own
@@ -434,12 +436,17 @@ async def test_a_failing_check_is_fixed_by_one_revision_of_the_same_session(
     assert any(VERIFY_CASE in body for body in revising)
     [agent_session] = await engine_session_ids(home, session["id"])
     assert agent_session
-    # Both runs are paid for: the session's tokens are the sum of each run's last total.
+    # Both runs are paid for: the gateway's running totals grow across the revision, and the
+    # session's tokens are the sum of what every request of either run reported.
     cut = next(i for i, e in enumerate(events) if e["data"].get("step") == "revision_started")
     first = [e["data"] for e in events[:cut] if e["kind"] == "usage"][-1]
-    second = [e["data"] for e in events[cut:] if e["kind"] == "usage"][-1]
-    assert session["input_tokens"] == first["input_tokens"] + second["input_tokens"]
-    assert session["cost_usd"] == pytest.approx(first["cost_usd"] + second["cost_usd"])
+    last = [e["data"] for e in events[cut:] if e["kind"] == "usage"][-1]
+    assert 0 < first["input_tokens"] < last["input_tokens"] == session["input_tokens"]
+    reported = server.reported
+    assert session["input_tokens"] == sum(r.input + r.cache_read + r.cache_write for r in reported)
+    assert session["output_tokens"] == sum(r.output for r in reported)
+    assert session["cost_usd"] == pytest.approx(last["cost_usd"])
+    assert session["cost_usd"] > first["cost_usd"] > 0
 
 
 @pytest.mark.usefixtures("agent_tools")

@@ -28,6 +28,7 @@ from telecoder.store import Store
 from tests.cli import cli_env, telecoder
 from tests.conftest import GitRepo, git
 from tests.docker_support import PodmanService
+from tests.fakes.model_server import FakeModelServer
 from tests.integration.test_engine_shell import all_events, execute, outputs, request, tuned
 from tests.processes import with_marker
 from tests.server import client
@@ -300,6 +301,71 @@ async def test_a_host_outside_the_policy_is_refused_and_reported(
     assert ("example.com", 443) in hosts
     assert ("localhost", 5432) in hosts
     assert all(d["by"] == "agent" for d in denied)
+
+
+REAL_KEYS = {
+    "ANTHROPIC_API_KEY": "sk-ant-escape-0123456789abcdef",
+    "ANTHROPIC_AUTH_TOKEN": "auth-escape-0123456789abcdef",
+    "OPENAI_API_KEY": "sk-escape-openai-0123456789abcdef",
+    "GEMINI_API_KEY": "gemini-escape-0123456789abcdef",
+    "GOOGLE_API_KEY": "google-escape-0123456789abcdef",
+}
+
+
+async def test_the_real_keys_are_out_of_reach_and_the_gateway_is_the_only_model_endpoint(
+    confined: Settings,
+    store: Store,
+    git_repo: GitRepo,
+    model_server: FakeModelServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in REAL_KEYS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("OPENAI_BASE_URL", f"{model_server.url}/v1")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", model_server.url)
+    upstream = model_server.url.rsplit(":", 1)[1]
+    # Everything an agent could read is printed reversed: a leak shows despite masking.
+    done = await attack(
+        confined.model_copy(update={"env_allow": (*confined.env_allow, *REAL_KEYS)}),
+        store,
+        git_repo,
+        "env | rev; tr '\\0' '\\n' < /proc/self/environ | rev; "
+        "cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n' | rev; "
+        "echo OPENAI_API_KEY=$OPENAI_API_KEY; echo ANTHROPIC_API_KEY=$ANTHROPIC_API_KEY; "
+        'echo "through: $(curl -sS -m 10 -H "authorization: Bearer $OPENAI_API_KEY" '
+        '$OPENAI_BASE_URL/models)"; '
+        f'echo "direct: $(curl -sS -m 10 --noproxy "*" http://127.0.0.1:{upstream}/v1/models)"; '
+        f'echo "proxied: $(curl -sS -m 10 --noproxy "" -x "$HTTP_PROXY" '
+        f'http://127.0.0.1:{upstream}/v1/models)"; '
+        "curl -sS -m 10 https://api.anthropic.com/ -o /dev/null; echo tried",
+    )
+    text = await said(store, done)
+    assert "tried" in text
+    for value in REAL_KEYS.values():
+        assert value not in text
+        assert value[::-1] not in text
+    assert f"OPENAI_BASE_URL={model_server.url}/v1"[::-1] not in text  # nor a real endpoint
+    keys = [line for line in text.splitlines() if line.startswith(("OPENAI_API", "ANTHROPIC_API"))]
+    assert len(keys) == 2
+    assert all(line.split("=", 1)[1].startswith("tc-") for line in keys), keys
+    lines = {line.partition(":")[0]: line for line in text.splitlines() if ": " in line}
+    assert '"fake-model"' in lines["through"]  # the gateway, with the session's key
+    assert "fake-model" not in lines["direct"] + lines["proxied"]
+    # The agent's request arrived with the real key; so did the endpoint checks', and nothing
+    # reached the fake without one.
+    real = {*REAL_KEYS.values(), *(f"Bearer {value}" for value in REAL_KEYS.values())}
+    sent = [
+        r.headers.get("authorization") or r.headers.get("x-api-key") for r in model_server.requests
+    ]
+    assert f"Bearer {REAL_KEYS['OPENAI_API_KEY']}" in sent
+    assert set(sent) <= real, sent
+    denied = {
+        (e.data["host"], e.data["port"])
+        for e in await all_events(store, done.id)
+        if e.kind == EventKind.NETWORK_DENIED
+    }
+    assert ("api.anthropic.com", 443) in denied
+    assert ("127.0.0.1", int(upstream)) in denied
 
 
 async def test_no_process_outlives_its_session(

@@ -59,6 +59,7 @@ def test_terminal_statuses(status: SessionStatus) -> None:
             pr_number=7,
             diff=DiffStats(files_changed=2, insertions=10, deletions=3),
         ),
+        Result(type=ResultType.BRANCH, branch="telecoder/y", commit="b" * 40, partial=True),
     ],
 )
 def test_result_round_trips_through_its_dict(result: Result) -> None:
@@ -73,6 +74,7 @@ def test_result_round_trips_through_its_dict(result: Result) -> None:
         "files_changed",
         "insertions",
         "deletions",
+        "partial",
     }
     assert data["type"] == result.type.value
     assert Result.from_dict(data) == result

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from telecoder.pipeline import commit_message
+from telecoder.endings import commit_message
 from telecoder.recorder import MAX_TEXT, decode
 from telecoder.recorder import clip as _clip
 from tests.factories import make_session

@@ -13,11 +13,25 @@ import sys
 import typer
 from sqlalchemy.exc import DBAPIError
 
-from telecoder.cli import chat, costs, db, engines, hooks, run, serve, sessions, worker, workers
+from telecoder.cli import (
+    budgets,
+    chat,
+    costs,
+    db,
+    endpoints,
+    engines,
+    hooks,
+    run,
+    serve,
+    sessions,
+    worker,
+    workers,
+)
 from telecoder.cli.output import Exit, err
 from telecoder.errors import (
     BadInput,
     Conflict,
+    EndpointNotFound,
     HookNotFound,
     ServerUnavailable,
     SessionNotFound,
@@ -48,15 +62,19 @@ app.command("engines")(engines.engines)
 app.command("costs")(costs.costs)
 app.command("serve")(serve.serve)
 app.command("version")(sessions.version)
+app.command("budget")(budgets.budget)
 app.add_typer(db.app, name="db")
 app.add_typer(hooks.hooks_app, name="hooks")
 app.add_typer(hooks.subscriptions_app, name="subscriptions")
+app.add_typer(endpoints.app, name="endpoints")
+app.add_typer(budgets.app, name="budgets")
 
 _EXIT: list[tuple[type[TeleCoderError], Exit]] = [
     (BadInput, Exit.BAD_INPUT),
     (SessionNotFound, Exit.NOT_FOUND),
     (HookNotFound, Exit.NOT_FOUND),
     (SubscriptionNotFound, Exit.NOT_FOUND),
+    (EndpointNotFound, Exit.NOT_FOUND),
     (Conflict, Exit.CONFLICT),
     (StoreUnavailable, Exit.UNAVAILABLE),
     (ServerUnavailable, Exit.UNAVAILABLE),

@@ -13,7 +13,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from telecoder.domain import Attempt, AttemptStatus, Event, EventKind, Session, SessionStatus
+from telecoder.amounts import shown_duration
+from telecoder.domain import (
+    Attempt,
+    AttemptStatus,
+    Event,
+    EventKind,
+    FailureKind,
+    Session,
+    SessionStatus,
+)
 
 
 class Exit(enum.IntEnum):
@@ -107,6 +116,8 @@ def result_summary(session: Session) -> str:
     r = session.result
     if session.status.terminal and session.status != SessionStatus.SUCCEEDED:
         return short(session.error or session.status.value, 60)
+    if session.error and session.status in (SessionStatus.QUEUED, SessionStatus.BLOCKED):
+        return short(session.error, 60)  # waiting on a budget
     if r is None:
         return ""
     if r.pr_url:
@@ -116,7 +127,11 @@ def result_summary(session: Session) -> str:
     return short(r.text or "(no change)", 60)
 
 
-def show_session(session: Session, attempts: Sequence[Attempt] = ()) -> None:
+def show_session(
+    session: Session,
+    attempts: Sequence[Attempt] = (),
+    models: Sequence[Mapping[str, Any]] = (),
+) -> None:
     rows: list[tuple[str, str]] = [
         ("id", session.id),
         ("status", status_text(session.status.value)),
@@ -140,6 +155,14 @@ def show_session(session: Session, attempts: Sequence[Attempt] = ()) -> None:
                 f"{session.output_tokens} out tokens",
             )
         )
+    if session.tier:
+        rows.append(("tier", session.tier))
+    if models:
+        rows.append(("models", escape(models_text(models))))
+    if session.budget_usd is not None:
+        rows.append(("budget", f"${session.budget_usd:.2f} (spent ${session.cost_usd:.2f})"))
+    if session.timeout_seconds:
+        rows.append(("time limit", shown_duration(session.timeout_seconds)))
     r = session.result
     if r is not None:
         if r.branch:
@@ -148,7 +171,9 @@ def show_session(session: Session, attempts: Sequence[Attempt] = ()) -> None:
                 ("diff", f"{r.diff.files_changed} files +{r.diff.insertions} -{r.diff.deletions}")
             )
         if r.pr_url:
-            rows.append(("pull request", r.pr_url))
+            rows.append(("pull request", r.pr_url + (" (draft)" if r.partial else "")))
+        if r.partial:
+            rows.append(("partial", "[yellow]yes: stopped by its limit, pushed as a draft[/]"))
         if r.text and not r.branch:
             rows.append(("answer", escape(r.text)))
     if session.error:
@@ -163,6 +188,13 @@ def show_session(session: Session, attempts: Sequence[Attempt] = ()) -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         out.print(f"[bold]{key.ljust(width)}[/]  {value}")
+
+
+def models_text(models: Sequence[Mapping[str, Any]]) -> str:
+    """``claude-haiku-4-5 at anthropic (12), claude-sonnet-4-5 at anthropic-2 (3)``."""
+    return ", ".join(
+        f"{m.get('model') or '?'} at {m.get('endpoint')} ({m.get('requests', 0)})" for m in models
+    )
 
 
 def attempt_line(attempt: Attempt) -> str:
@@ -190,6 +222,8 @@ def render_event(event: Event) -> str | None:
             text += f" [dim]({escape(str(d['interrupted']))})[/]"
         if d.get("error"):
             text += f" [red]{escape(str(d['error']))}[/]"
+        elif d.get("reason"):
+            text += f" [dim]{escape(str(d['reason']))}[/]"
         if d.get("retry_in") is not None:
             text += f" — retrying in {d['retry_in']:.1f}s"
     elif kind == EventKind.PROGRESS:
@@ -226,6 +260,8 @@ def render_event(event: Event) -> str | None:
         text = f"[red]error: {escape(str(d.get('message', '')))}[/]"
     elif kind == EventKind.OUTPUT_TRUNCATED:
         text = f"[yellow]… {escape(str(d.get('message', 'output truncated')))}[/]"
+    elif kind == EventKind.BUDGET_ALERT:
+        text = f"[yellow]budget alert[/] {escape(str(d.get('message', '')))}"
     elif kind == EventKind.NETWORK_DENIED:
         text = f"[yellow]network denied[/] {escape(denied_text(d))}"
     elif kind == EventKind.RESULT:
@@ -255,6 +291,13 @@ def event_json(event: Event) -> dict[str, Any]:
 def final_line(session: Session) -> str:
     status = status_text(session.status.value)
     r = session.result
+    waits = session.status == SessionStatus.BLOCKED
+    if waits and session.failure_kind == FailureKind.BUDGET_REACHED:
+        line = f"{status} · {escape(session.error or 'budget reached')}"
+        return (
+            f"{line}\nraise it: telecoder budget {session.id} +1.00 · "
+            f"or stop it: telecoder cancel {session.id}"
+        )
     if session.status == SessionStatus.BLOCKED:
         line = f"{status} · the chat waits for a message"
         if r is not None and r.branch:
@@ -271,6 +314,30 @@ def final_line(session: Session) -> str:
             return line
         return f"{status} · no change\n{escape(r.text or '')}".rstrip()
     line = f"{status} · session {session.id}"
+    if r is not None and r.partial and r.branch:
+        line += f" · partial result pushed to [bold]{r.branch}[/] ({(r.commit or '')[:12]})"
+        if r.pr_url:
+            line += f"\ndraft pull request: {r.pr_url}"
     if session.error:
         line += f"\n[red]{escape(session.error)}[/]"
     return line
+
+
+def budgets_table(found: Sequence[Mapping[str, Any]]) -> Table:
+    """``telecoder budgets list``: one row per period budget."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("SCOPE", "PERIOD", "LIMIT", "SPENT", "%", "ALERTED", "STATE", "SOURCE"):
+        table.add_column(column, no_wrap=True)
+    for b in found:
+        state = "[red]reached: new sessions wait[/]" if b["reached"] else "[green]ok[/]"
+        table.add_row(
+            escape(str(b["scope"])),
+            f"{b['period']} {b['period_key']}",
+            f"${b['limit_usd']:.2f}",
+            f"${b['spent_usd']:.2f}",
+            f"{b['percent']:g}",
+            f"{b['alerted_level']} %" if b["alerted_level"] else "",
+            state,
+            str(b["source"]),
+        )
+    return table

@@ -21,6 +21,7 @@ import typer
 from telecoder.cli.common import run_async
 from telecoder.cli.output import (
     Exit,
+    budgets_table,
     err,
     event_json,
     exit_for,
@@ -81,8 +82,11 @@ def run(
     detach: bool,
     as_json: bool,
     mode: str | None = None,
+    tier: str | None = None,
+    budget_usd: float | None = None,
 ) -> None:
     body: dict[str, Any] = {
+        "budget_usd": budget_usd,
         "repo": _repo(repo),
         "prompt": prompt,
         "engine": engine,
@@ -92,6 +96,7 @@ def run(
         "priority": priority,
         "timeout_seconds": timeout,
         "mode": mode,
+        "tier": tier,
     }
 
     async def go() -> Exit:
@@ -187,7 +192,7 @@ def show(server: str, *, session_id: str, as_json: bool) -> None:
         if as_json:
             print_json(session)
         else:
-            show_session(session_of(session), attempts_of(session))
+            show_session(session_of(session), attempts_of(session), session.get("models", []))
 
     run_async(go())
 
@@ -232,3 +237,45 @@ def retry(server: str, *, session_id: str, detach: bool, as_json: bool) -> None:
             return await watch(api, again, as_json=as_json)
 
     raise typer.Exit(run_async(go()))
+
+
+def raise_budget(server: str, *, session_id: str, body: dict[str, Any], as_json: bool) -> None:
+    """``telecoder budget`` against a server: a waiting session resumes on its workers."""
+
+    async def go() -> None:
+        async with connect(server) as api:
+            was = (await api.get(session_id))["status"]
+            session = await api.raise_budget(session_id, body)
+        if as_json:
+            print_json(session)
+        else:
+            waited = was == "blocked" and session["status"] == "queued"
+            resumed = " · resumed (queued)" if waited else ""
+            out.print(f"{session['id']}: budget ${session['budget_usd']:.2f}{resumed}")
+
+    run_async(go())
+
+
+def list_budgets(server: str, *, as_json: bool) -> None:
+    async def go() -> list[Json]:
+        async with connect(server) as api:
+            return await api.budgets()
+
+    _print_budgets(run_async(go()), as_json)
+
+
+def put_budget(server: str, *, body: dict[str, Any], as_json: bool) -> None:
+    async def go() -> list[Json]:
+        async with connect(server) as api:
+            return await api.put_budget(body)
+
+    _print_budgets(run_async(go()), as_json)
+
+
+def _print_budgets(found: list[Json], as_json: bool) -> None:
+    if as_json:
+        print_json(found)
+    elif found:
+        out.print(budgets_table(found))
+    else:
+        err.print("no budgets")

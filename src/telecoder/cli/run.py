@@ -10,12 +10,14 @@ from typing import Annotated
 
 import typer
 
-from telecoder import registry
+from telecoder import amounts, budgeting, registry
 from telecoder.assemble import build_forges, build_worker, build_workspace
 from telecoder.cli.common import ServerOption, load_settings, opened, run_async
 from telecoder.cli.follow import follow
 from telecoder.cli.output import Exit, err, exit_for, final_line, out, print_json
 from telecoder.domain import NewSession, Session, SessionStatus
+from telecoder.errors import BadInput
+from telecoder.gateway.budget import user_of
 from telecoder.intake import Request, accept
 from telecoder.recorder import StopReason
 from telecoder.settings import Settings
@@ -27,7 +29,17 @@ def run(
     prompt: Annotated[str, typer.Argument(help="The task; for --engine shell, a shell command.")],
     repo: Annotated[str, typer.Option("--repo", "-r", help="Local path or git URL.")],
     engine: Annotated[str | None, typer.Option("--engine", "-e", help="Agent to run.")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model for the agent.")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model for the agent (no tier routing).")
+    ] = None,
+    tier: Annotated[
+        str | None,
+        typer.Option(
+            help="trivial, standard or complex: which models the gateway routes to "
+            "(default: chosen from the task).",
+            show_default=False,
+        ),
+    ] = None,
     base: Annotated[
         str | None, typer.Option("--base", "-b", help="Base ref; default the remote's default.")
     ] = None,
@@ -40,6 +52,20 @@ def run(
     priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
     timeout: Annotated[
         float | None, typer.Option(help="Wall-clock limit in seconds.", min=1)
+    ] = None,
+    max_time: Annotated[
+        str | None,
+        typer.Option(
+            "--max-time", help="Wall-clock limit: 90s, 30m, 2h, 1h30m.", show_default=False
+        ),
+    ] = None,
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            "--budget",
+            help="Dollars its model requests may cost; reached, it waits for `telecoder budget`.",
+            show_default=False,
+        ),
     ] = None,
     detach: Annotated[
         bool, typer.Option("--detach", "-d", help="Queue it for a worker; print its id.")
@@ -63,6 +89,11 @@ def run(
         return estimate_run(
             server, prompt=prompt, repo=repo, engine=engine, model=model, as_json=as_json
         )
+    if max_time is not None:
+        if timeout is not None:
+            raise BadInput("--timeout and --max-time both set the time limit: give one")
+        timeout = amounts.duration(max_time)
+    budget_usd = amounts.dollars(budget) if budget is not None else None
     if server:
         from telecoder.cli import remote  # the HTTP client only when asked for
 
@@ -79,6 +110,8 @@ def run(
             detach=detach,
             as_json=as_json,
             mode=mode,
+            tier=tier,
+            budget_usd=budget_usd,
         )
     settings = load_settings()
     request = Request(
@@ -91,6 +124,8 @@ def run(
         mode=mode,
         priority=priority,
         timeout_seconds=timeout,
+        tier=tier,
+        budget_usd=budget_usd,
     )
 
     async def go() -> Exit:
@@ -123,6 +158,17 @@ async def run_here(settings: Settings, store: Store, new: NewSession, *, as_json
     it out and runs the next attempt itself (unless a worker took it first). Ctrl-C cancels.
     """
     worker = build_worker(settings, store)
+    held = await budgeting.gate(store, settings)
+    if (reason := held.reason_for(user_of(new.origin))) is not None:
+        # A period budget is spent: the session waits in the queue for a worker.
+        session = await store.sessions.create(new)
+        await store.budgets.hold(held)
+        if as_json:
+            print_json((await store.sessions.get(session.id)).to_dict())
+        else:
+            err.print(f"session [bold]{new.id}[/] queued · {reason}")
+            out.print(session.id)
+        return Exit.OK
     claimed: Claimed | None = await store.queue.create_claimed(new, worker.id)
     if not as_json:
         err.print(f"session [bold]{new.id}[/] · branch {new.branch}")

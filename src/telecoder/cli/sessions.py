@@ -94,10 +94,12 @@ def show(
         async with opened(settings) as store:
             session = await store.sessions.resolve(session_id)
             attempts = await store.sessions.attempts(session.id)
+            models = await store.usage.models(session.id)
         if as_json:
-            print_json({**session.to_dict(), "attempts": [a.to_dict() for a in attempts]})
+            attempts_json = [a.to_dict() for a in attempts]
+            print_json({**session.to_dict(), "attempts": attempts_json, "models": models})
         else:
-            show_session(session, attempts)
+            show_session(session, attempts, models)
 
     run_async(go())
 

@@ -9,7 +9,9 @@ Event shapes (the same for every engine):
 - ``usage`` ``{"input_tokens", "output_tokens", "cached_tokens", "cost_usd"}``: running totals
   of this run so far, so the last one equals the outcome's usage. ``input_tokens`` counts all
   input tokens, cached ones included; ``cached_tokens`` is the part read from a cache;
-  ``cost_usd`` is the CLI's own figure where it reports one, else from ``prices``, else null;
+  ``cost_usd`` is the CLI's own figure where it reports one, else from ``prices``, else null
+  (with the model gateway on, the pipeline records the gateway's usage events instead: the
+  session's running totals as metered, marked ``"source": "gateway"``);
 - ``error`` ``{"message", ...}``: something the agent reported as wrong, fatal or not;
 - ``result`` ``{"text"}``: the final answer, once, when the run succeeded;
 - ``output`` ``{"stream", "text"}``: a line that is none of the above, kept for debugging:

@@ -326,6 +326,8 @@ class _Publisher:
             "body": self._pub.body,
             "maintainer_can_modify": True,
         }
+        if self._pub.draft:
+            body["draft"] = True  # a partial result: what the agent did before it was stopped
         try:
             data = await self._api.call("POST", f"{self._repo}/pulls", json=body)
         except GitHubAPIError as error:

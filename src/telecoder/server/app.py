@@ -27,6 +27,7 @@ from telecoder.deliverer import Deliverer, load_subscribers, policy_of
 from telecoder.errors import (
     BadInput,
     Conflict,
+    EndpointNotFound,
     HookNotFound,
     SessionNotFound,
     StoreUnavailable,
@@ -34,6 +35,7 @@ from telecoder.errors import (
     TeleCoderError,
     WebhookSignatureInvalid,
 )
+from telecoder.gateway.endpoints import Registry, env_specs
 from telecoder.github_replies import GitHubReplies
 from telecoder.server.auth import AuthError, Guard, Tokens, check_bind
 from telecoder.server.deps import LoginRequired
@@ -41,8 +43,10 @@ from telecoder.server.diff import DiffSource, DiffUnavailable, git_diff_source
 from telecoder.server.limits import BodyLimit, RateLimited, RateLimiter, SecurityHeaders
 from telecoder.server.render import STATIC, templates
 from telecoder.server.routes import (
+    budgets,
     costs,
     dashboard,
+    endpoints,
     events,
     github,
     hooks,
@@ -100,6 +104,15 @@ def create_app(
         sending = None
         if state.deliverer is not None:
             sending = asyncio.create_task(state.deliverer.run(workers.stop), name="deliverer")
+        # Endpoint checks and model discovery, also while no session runs (a check done
+        # lately by any process is not repeated).
+        registry = Registry(
+            store,
+            env_specs(),
+            check_seconds=settings.endpoint_check_seconds,
+            unhealthy_after=settings.endpoint_failures,
+        )
+        checks = asyncio.create_task(registry.run(workers.stop), name="endpoint-checks")
         announcing = None
         if github_replies is not None:  # queued → running, on GitHub
             announcing = asyncio.create_task(
@@ -114,6 +127,7 @@ def create_app(
                 await sending
             if announcing is not None:
                 await announcing
+            await asyncio.wait({checks}, timeout=15)
             if workers.task is not None:
                 try:
                     await workers.task
@@ -130,11 +144,24 @@ def create_app(
     app.state.telecoder = state
     app.state.github = github_replies
     app.state.templates = templates()
-    routers = (meta, sessions, events, workers, hooks, github, subscriptions, costs, dashboard)
+    routers = (
+        meta,
+        sessions,
+        events,
+        workers,
+        budgets,
+        hooks,
+        github,
+        subscriptions,
+        costs,
+        endpoints,
+        dashboard,
+    )
     for module in routers:
         app.include_router(module.router)
     app.include_router(costs.pages)
     app.include_router(subscriptions.page_router)
+    app.include_router(endpoints.pages)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _handle_errors(app)
     app.add_middleware(SecurityHeaders)
@@ -151,6 +178,7 @@ _STATUS: list[tuple[type[TeleCoderError], int, str]] = [
     (HookNotFound, 404, "not_found"),
     (SubscriptionNotFound, 404, "not_found"),
     (WebhookSignatureInvalid, 401, "unauthorized"),
+    (EndpointNotFound, 404, "not_found"),
     (DiffUnavailable, 404, "no_diff"),
     (Conflict, 409, "conflict"),
     (StoreUnavailable, 503, "unavailable"),

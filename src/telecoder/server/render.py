@@ -112,7 +112,7 @@ def view(event: Event) -> EventView:
             )
             title = f"{status}" + (f" ({extra})" if extra else "")
             css = "status " + ("bad" if status in _BAD else "good" if status == "succeeded" else "")
-            return made(title=title, body=str(d.get("error", "")), css=css)
+            return made(title=title, body=str(d.get("error") or d.get("reason", "")), css=css)
         case EventKind.MESSAGE:
             who = "you" if d.get("role") == "user" else "agent"
             return made(title=who, body=markdown(str(d.get("text", ""))), css=f"message {who}")
@@ -176,6 +176,10 @@ def view(event: Event) -> EventView:
         case EventKind.OUTPUT_TRUNCATED:
             message = str(d.get("message", "output truncated"))
             return made(title="output truncated", body=message, css="output_truncated")
+        case EventKind.BUDGET_ALERT:
+            message = str(d.get("message", "budget alert"))
+            css = "budget_alert" + (" bad" if d.get("level") == 100 else "")
+            return made(title=f"budget alert {d.get('level', '')} %", body=message, css=css)
         case EventKind.NETWORK_DENIED:
             where = f"{d.get('host')}:{d.get('port')}"
             body = f"{where} refused for the {d.get('by', 'agent')}: {d.get('reason', '')}"

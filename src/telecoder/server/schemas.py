@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from telecoder import amounts
 from telecoder.domain import (
     EngineSource,
     Event,
@@ -24,6 +25,7 @@ from telecoder.domain import (
     WorkerInfo,
     WorkerState,
 )
+from telecoder.errors import TeleCoderError
 from telecoder.store.costs import By
 
 
@@ -78,6 +80,39 @@ class SessionCreate(_In):
     timeout_seconds: float | None = Field(
         default=None, gt=0, le=7 * 86400, description="Wall-clock limit; the server's default."
     )
+    tier: Literal["trivial", "standard", "complex"] | None = Field(
+        default=None,
+        description="Which tier's models the gateway routes to; default: chosen from the task "
+        "(ignored when ``model`` pins one).",
+    )
+    max_time: Text | None = Field(
+        default=None,
+        max_length=32,
+        description="Wall-clock limit as a duration (90s, 30m, 2h, 1h30m); sets timeout_seconds.",
+        examples=["30m"],
+    )
+    budget_usd: float | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000,
+        description="Dollars the session's model requests may cost; reached, it waits blocked "
+        "until the budget is raised (POST /api/sessions/{id}/budget). Default: the "
+        "repository's .telecoder.yml, then the server's.",
+    )
+
+    @model_validator(mode="after")
+    def _one_time_limit(self) -> SessionCreate:
+        if self.max_time is not None:
+            if self.timeout_seconds is not None:
+                raise ValueError("timeout_seconds and max_time both set the time limit: give one")
+            try:
+                seconds = amounts.duration(self.max_time)
+            except TeleCoderError as e:
+                raise ValueError(e.message) from None
+            if seconds > 7 * 86400:
+                raise ValueError("max_time is longer than 7 days")
+            self.timeout_seconds = seconds
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -89,6 +124,48 @@ class SessionCreate(_In):
                 raise ValueError("engine and agent name different engines: give one")
             data["engine"] = agent
         return data
+
+
+class BudgetRaise(_In):
+    """A session's new budget: ``usd`` sets it, ``add`` adds to it (give one)."""
+
+    usd: float | None = Field(default=None, ge=0, le=1_000_000, description="The new budget.")
+    add: float | None = Field(default=None, gt=0, le=1_000_000, description="Added to it.")
+
+    @model_validator(mode="after")
+    def _one(self) -> BudgetRaise:
+        if (self.usd is None) == (self.add is None):
+            raise ValueError("give one of usd (set the budget) and add (add to it)")
+        return self
+
+
+class PeriodBudgetSet(_In):
+    """A period budget: ``usd`` null removes it."""
+
+    period: Literal["daily", "monthly"]
+    usd: float | None = Field(ge=0, le=1_000_000, description="The limit; null removes it.")
+    user: Text | None = Field(
+        default=None,
+        pattern=r"^[^\s]{1,200}$",
+        description="Whose sessions (an API token's name); none: all sessions together.",
+    )
+
+
+class PeriodBudgetOut(BaseModel):
+    """A period budget and where it stands (``telecoder budgets list --json``)."""
+
+    scope: str = Field(description="global, or user:NAME.")
+    user: str | None
+    period: Literal["daily", "monthly"]
+    limit_usd: float
+    spent_usd: float = Field(description="usage.cost_usd summed since the period began (UTC).")
+    percent: float
+    reached: bool = Field(description="New sessions wait until the period rolls over.")
+    period_key: str = Field(description="The current period: 2026-11-28 or 2026-11.")
+    alerted_level: int = Field(description="The last alert sent this period: 0, 80, 90, 100.")
+    source: Literal["set", "settings"] = Field(
+        description="set: telecoder budgets set / PUT; settings: TELECODER_BUDGET_*_USD."
+    )
 
 
 class MessageCreate(_In):
@@ -105,6 +182,10 @@ class ResultOut(BaseModel):
     files_changed: int
     insertions: int
     deletions: int
+    partial: bool = Field(
+        default=False,
+        description="What the agent did before its time or budget ran out, pushed as a draft.",
+    )
 
     @classmethod
     def of(cls, result: Result) -> ResultOut:
@@ -140,7 +221,13 @@ class SessionOut(BaseModel):
     result: ResultOut | None
     error: str | None
     failure_kind: FailureKind | None
-    cost_usd: float
+    cost_usd: float = Field(description="What its model requests cost (spent).")
+    budget_usd: float | None = Field(
+        default=None, description="Its budget; reached, it waits blocked for a raise."
+    )
+    tier: str | None = Field(
+        default=None, description="trivial, standard or complex: the models it is routed to."
+    )
     input_tokens: int
     output_tokens: int
     created_at: IsoTime
@@ -160,9 +247,19 @@ class SessionCreated(SessionOut):
     )
 
 
+class ModelUse(BaseModel):
+    endpoint: str
+    model: str | None
+    requests: int
+
+
 class SessionDetail(SessionOut):
     """One session with its attempts: the shape of ``telecoder show --json``."""
 
+    models: list[ModelUse] = Field(
+        default_factory=list,
+        description="The models that answered its requests, by endpoint (from the gateway).",
+    )
     attempts: list[dict[str, Any]] = Field(
         default_factory=list,
         description="Each execution: worker, lease, workspace, how it ended (crashed/stopped).",
@@ -238,6 +335,10 @@ class HealthOut(BaseModel):
         "unavailable: no sandbox can start here (sessions fail sandbox_unavailable)."
     )
     sandbox_problem: str | None = Field(default=None, description="Why, when unavailable.")
+    endpoints: list[EndpointOut] = Field(
+        default_factory=list,
+        description="Model endpoints and their health (an unhealthy one does not degrade this).",
+    )
 
 
 class VersionOut(BaseModel):
@@ -335,3 +436,44 @@ class EstimateOut(BaseModel):
     high_usd: float | None
     median_tokens: int | None = Field(description="Input plus output tokens, the median.")
     sessions: list[str] = Field(description="The latest of those sessions, newest first.")
+
+
+# --- model endpoints ---
+
+ENDPOINT_NAME = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+
+
+class EndpointCreate(_In):
+    """A model endpoint to register; its key stays in the gateway's environment."""
+
+    name: str = Field(pattern=ENDPOINT_NAME, description="Its name, e.g. anthropic-2.")
+    url: Text = Field(max_length=2048, description="Its base URL.")
+    kind: Literal["anthropic", "openai", "gemini", "ollama"] = Field(
+        description="The API it speaks."
+    )
+    key_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
+        description="The variable of the gateway's environment that holds its key.",
+    )
+
+
+class EndpointOut(BaseModel):
+    """A model endpoint, in the shape of ``telecoder endpoints list --json``."""
+
+    name: str
+    url: str
+    kind: str
+    key_env: str | None = Field(description="Where its key is (a variable name; never the key).")
+    source: Literal["env", "registered"] = Field(
+        description="env: from the operator's environment; registered: `endpoints add`."
+    )
+    healthy: bool | None = Field(description="null: not checked yet.")
+    latency_ms: float | None
+    models: list[str]
+    error: str | None
+    checked_at: float | None = Field(description="Seconds since the epoch.")
+    failures: int = Field(description="Requests of real traffic failed in a row.")
+    backoff_until: float | None = Field(
+        description="Rate-limited: no request before this time (seconds since the epoch)."
+    )

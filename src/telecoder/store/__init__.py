@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from telecoder.store.budgets import Budgets, Held
 from telecoder.store.costs import By, Costs, Figures, Report
 from telecoder.store.db import Database
 from telecoder.store.deliveries import Deliveries, Once
+from telecoder.store.endpoints import EndpointRow, Endpoints
 from telecoder.store.events import Events
 from telecoder.store.migrations import upgrade
 from telecoder.store.notify import Listener, Notice, NoticeKind
@@ -18,13 +20,17 @@ from telecoder.store.usage import Totals, UsageRow, Usages
 from telecoder.store.workers import Registration, Workers
 
 __all__ = [
+    "Budgets",
     "By",
     "Claimed",
     "Costs",
     "Deliveries",
     "Delivery",
+    "EndpointRow",
+    "Endpoints",
     "Figures",
     "Heartbeat",
+    "Held",
     "Limits",
     "Listener",
     "Notice",
@@ -57,6 +63,8 @@ class Store:
         self.deliveries = Deliveries(db)
         self.subscriptions = Subscriptions(db)
         self.outbox = Outbox(db)
+        self.endpoints = Endpoints(db)
+        self.budgets = Budgets(db)
         # A worker that has not renewed its heartbeat for a lease's length is gone.
         self.workers = Workers(db, stale_after=lease_seconds)
 

@@ -40,6 +40,7 @@ from telecoder.domain import (
     SessionStatus,
 )
 from telecoder.errors import LeaseLost
+from telecoder.store.budgets import Held, claimable
 from telecoder.store.db import Database, dumps
 from telecoder.store.events import append_events, fenced, insert_events
 from telecoder.store.notify import Notice, NoticeKind
@@ -91,6 +92,7 @@ class Outcome:
     input_tokens: int = 0
     output_tokens: int = 0
     exit_code: int | None = None
+    not_before: float | None = None  # retried: not before this time (a rate limit's end)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,11 +113,13 @@ class Queue:
         engines: Collection[str] | None = None,
         only: str | None = None,
         limits: Limits | None = None,
+        held: Held | None = None,
     ) -> Claimed | None:
         """Take the best queued session that is due (or only the session ``only``), or None.
 
         Higher ``priority`` first, then the longest waiting. ``engines``: only sessions of
-        these engines. ``limits``: claim nothing that would exceed them.
+        these engines. ``limits``: claim nothing that would exceed them. ``held``: start no
+        new session a spent period budget holds back.
         """
         now = time.time()
         pick = (
@@ -140,6 +144,8 @@ class Queue:
         pick = pick.where(sessions.c.branch.not_in(writing))
         if only is not None:
             pick = pick.where(sessions.c.id == only)
+        if held is not None and held.active:
+            pick = pick.where(claimable(held))
         if not self._db.is_sqlite:
             pick = pick.with_for_update(skip_locked=True)
         async with self._db.write() as conn:
@@ -249,6 +255,18 @@ class Queue:
             await _hold(conn, lease)
             await conn.execute(_attempt_update(lease).values(**fields))
 
+    async def record_budget(self, lease: Lease, budget_usd: float | None) -> None:
+        """Write the budget in force on the session (the repository's or the settings'), so
+        the gateway, ``show`` and a raise see the figure the attempt runs under."""
+        async with self._db.write() as conn:
+            done = await conn.execute(
+                update(sessions)
+                .where(*fenced(lease))  # type: ignore[arg-type]
+                .values(budget_usd=budget_usd, updated_at=time.time())
+            )
+            if not done.rowcount:
+                raise LeaseLost(f"lost the lease on {lease.session_id} attempt {lease.attempt}")
+
     async def choose_engine(self, lease: Lease, engine: str, source: EngineSource) -> None:
         """Record the engine the attempt runs, when the repository chose it."""
         async with self._db.write() as conn:
@@ -274,13 +292,26 @@ class Queue:
             where = fenced(lease)
             if status == SessionStatus.FAILED:
                 session = await _hold(conn, lease)  # the retry decision needs the session
+                kind = outcome.failure_kind or FailureKind.INTERNAL
+                # A rate-limited attempt does not count against max_attempts: the task did
+                # nothing wrong and the gateway already waited for the endpoint; counting it
+                # would kill sessions during any outage longer than a few retries. Its own cap
+                # (retry.RATE_LIMITED_REQUEUES) ends a key that stays limited.
+                used = await _attempts_used(conn, lease)
+                limited = await _rate_limited_attempts(conn, lease)
+                if kind == FailureKind.RATE_LIMITED:
+                    used, limited = used - 1, limited + 1  # this one too
                 decision = retry.decide(
-                    outcome.failure_kind or FailureKind.INTERNAL,
-                    attempt=await _attempts_used(conn, lease),
+                    kind,
+                    attempt=used,
                     max_attempts=session.max_attempts,
                     retryable=outcome.retryable,
                 )
+                if kind == FailureKind.RATE_LIMITED and limited > retry.RATE_LIMITED_REQUEUES:
+                    decision = retry.RetryDecision(SessionStatus.DEAD)
                 status, delay = decision.status, decision.delay
+                if status == SessionStatus.QUEUED and outcome.not_before is not None:
+                    delay = max(delay, outcome.not_before - now)
             status_data: dict[str, Any] = {"status": status.value}
             if outcome.failure_kind is not None:
                 status_data["failure_kind"] = outcome.failure_kind.value
@@ -289,7 +320,8 @@ class Queue:
             if status == SessionStatus.QUEUED:
                 status_data["retry_in"] = round(delay, 3)
             if status == SessionStatus.BLOCKED:
-                status_data["reason"] = "waiting for a message"
+                budget = outcome.failure_kind == FailureKind.BUDGET_REACHED
+                status_data["reason"] = outcome.error if budget else "waiting for a message"
             new = [*events, NewEvent(kind=EventKind.STATUS, data=status_data)]
             values: dict[str, Any] = {
                 "status": status.value,
@@ -476,7 +508,8 @@ def _attempt_update(lease: Lease) -> Any:
 
 
 async def _attempts_used(conn: AsyncConnection, lease: Lease) -> int:
-    """Attempts that count against ``max_attempts``: all but those handed back at shutdown."""
+    """Attempts that count against ``max_attempts``: all but those handed back at shutdown
+    and those that ended rate-limited."""
     released = (
         await conn.execute(
             select(func.count())
@@ -487,7 +520,22 @@ async def _attempts_used(conn: AsyncConnection, lease: Lease) -> int:
             )
         )
     ).scalar_one()
-    return lease.attempt - int(released)
+    return lease.attempt - int(released) - await _rate_limited_attempts(conn, lease)
+
+
+async def _rate_limited_attempts(conn: AsyncConnection, lease: Lease) -> int:
+    """Earlier attempts of the session that ended rate-limited."""
+    found = (
+        await conn.execute(
+            select(func.count())
+            .select_from(attempts)
+            .where(
+                attempts.c.session_id == lease.session_id,
+                attempts.c.failure_kind == FailureKind.RATE_LIMITED.value,
+            )
+        )
+    ).scalar_one()
+    return int(found)
 
 
 async def _hold(conn: AsyncConnection, lease: Lease) -> Session:

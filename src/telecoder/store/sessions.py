@@ -255,11 +255,7 @@ class Sessions:
                         status=SessionStatus.CANCELLED.value,
                         cancel_requested=True,
                         failure_kind=FailureKind.CANCELLED.value,
-                        error=(
-                            "cancelled while it waited for a message"
-                            if session.status == SessionStatus.BLOCKED
-                            else "cancelled before it started"
-                        ),
+                        error=_cancelled_while(session),
                         finished_at=now,
                         updated_at=now,
                     )
@@ -408,10 +404,20 @@ def retry_of(old: Session) -> NewSession:
         forge=old.forge,
         max_attempts=old.max_attempts,
         timeout_seconds=old.timeout_seconds,
+        budget_usd=old.budget_usd,
         parent_id=old.id,
         origin=old.origin,
         branch=old.branch,
+        tier=old.tier,  # routed to the same tier's models
     )
+
+
+def _cancelled_while(session: Session) -> str:
+    if session.status != SessionStatus.BLOCKED:
+        return "cancelled before it started"
+    if session.failure_kind == FailureKind.BUDGET_REACHED:
+        return "cancelled while it waited for its budget to be raised"
+    return "cancelled while it waited for a message"
 
 
 async def _get(conn: AsyncConnection, session_id: str, *, lock: bool = False) -> Session:

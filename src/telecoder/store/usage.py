@@ -81,6 +81,18 @@ class Usages:
             )
             return [_row(r) for r in rows]
 
+    async def models(self, session_id: str) -> list[dict[str, Any]]:
+        """The models that answered the session's requests: endpoint, model, requests."""
+        query = (
+            select(usage.c.endpoint, usage.c.model, func.count())
+            .where(usage.c.session_id == session_id, usage.c.status < 400)
+            .group_by(usage.c.endpoint, usage.c.model)
+            .order_by(func.min(usage.c.id))
+        )
+        async with self._db.read() as conn:
+            rows = await conn.execute(query)
+            return [{"endpoint": e, "model": m, "requests": int(n)} for e, m, n in rows]
+
     async def totals(self, session_id: str, attempt: int | None = None) -> Totals:
         """What the session (or one of its attempts) used, as the gateway metered it."""
         query = select(

@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.sse import EventSourceResponse, format_sse_event
 from pydantic import ValidationError
 
-from telecoder import registry
+from telecoder import amounts, registry
 from telecoder.domain import Event, EventKind, Mode, Session, SessionStatus
 from telecoder.errors import BadInput, Conflict, TeleCoderError
 from telecoder.server.auth import COOKIE, COOKIE_SECONDS, CSRF_FIELD, Principal
@@ -217,7 +217,11 @@ async def new_submit(
 
 
 async def _head(state: ServerState, session: Session) -> dict[str, Any]:
-    return {"s": session, "attempts": await state.store.sessions.attempts(session.id)}
+    return {
+        "s": session,
+        "attempts": await state.store.sessions.attempts(session.id),
+        "models": await state.store.usage.models(session.id),
+    }
 
 
 @router.get("/sessions/{session_id}")
@@ -292,6 +296,21 @@ async def cancel(session_id: SessionRef, state: StateDep, _: ViewerDep) -> Respo
     session = await state.store.sessions.resolve(session_id)
     with contextlib.suppress(Conflict):  # finished meanwhile: the page shows how
         await state.store.sessions.cancel(session.id)
+    state.bus.poke()
+    return RedirectResponse(f"/sessions/{session.id}", status_code=303)
+
+
+@router.post("/sessions/{session_id}/budget")
+async def raise_budget(
+    session_id: SessionRef,
+    state: StateDep,
+    _: ViewerDep,
+    amount: Annotated[str, Form(max_length=32)] = "",
+) -> Response:
+    """The "raise budget" form: ``+1.00`` adds, ``5.00`` sets; a waiting session resumes."""
+    session = await state.store.sessions.resolve(session_id)
+    with contextlib.suppress(TeleCoderError):  # a bad amount or an ended session: as it is
+        await state.store.budgets.raise_session(session.id, amounts.budget_change(amount))
     state.bus.poke()
     return RedirectResponse(f"/sessions/{session.id}", status_code=303)
 

@@ -8,10 +8,11 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from telecoder import __version__
+from telecoder.gateway.endpoints import env_specs, listing
 from telecoder.runtimes.docker import unavailable as docker_unavailable
 from telecoder.runtimes.sandbox import unavailable
 from telecoder.server.deps import StateDep
-from telecoder.server.schemas import HealthOut, VersionOut, WorkersOut
+from telecoder.server.schemas import EndpointOut, HealthOut, VersionOut, WorkersOut
 
 router = APIRouter(prefix="/api", tags=["meta"])
 
@@ -42,6 +43,9 @@ async def health(state: StateDep) -> JSONResponse:
         "unsafe" if runtime == "local" else "unavailable" if problem else "ok"
     )
     ok = database == "ok" and workers.alive == workers.embedded and sandbox != "unavailable"
+    endpoints: list[EndpointOut] = []
+    if database == "ok":
+        endpoints = [EndpointOut(**e.to_dict()) for e in await listing(state.store, env_specs())]
     body = HealthOut(
         status="ok" if ok else "degraded",
         database=database,
@@ -50,6 +54,7 @@ async def health(state: StateDep) -> JSONResponse:
         runtime=runtime,
         sandbox=sandbox,
         sandbox_problem=problem,
+        endpoints=endpoints,
     )
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if ok else 503)
 

@@ -9,15 +9,18 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, 
 from starlette.exceptions import HTTPException
 
 from telecoder import chat
+from telecoder.amounts import BudgetChange
 from telecoder.domain import Session, SessionStatus
 from telecoder.intake import Request as IntakeRequest
 from telecoder.server.deps import PrincipalDep, StateDep, StoreDep, limit_writes
 from telecoder.server.schemas import (
     SESSION_REF,
+    BudgetRaise,
     DiffOut,
     ErrorOut,
     MessageAccepted,
     MessageCreate,
+    ModelUse,
     SessionCreate,
     SessionCreated,
     SessionDetail,
@@ -69,6 +72,8 @@ def _request(body: SessionCreate, origin: dict[str, str]) -> IntakeRequest:
         forge=body.forge,
         timeout_seconds=body.timeout_seconds,
         origin=origin,
+        tier=body.tier,
+        budget_usd=body.budget_usd,
     )
 
 
@@ -164,7 +169,9 @@ async def get_session(session_id: SessionRef, store: StoreDep, _: PrincipalDep) 
     session = await store.sessions.resolve(session_id)
     attempts = await store.sessions.attempts(session.id)
     return SessionDetail(
-        **SessionOut.of(session).model_dump(), attempts=[a.to_dict() for a in attempts]
+        **SessionOut.of(session).model_dump(),
+        attempts=[a.to_dict() for a in attempts],
+        models=[ModelUse(**m) for m in await store.usage.models(session.id)],
     )
 
 
@@ -190,6 +197,30 @@ async def retry_session(session_id: SessionRef, state: StateDep, _: PrincipalDep
     again = await state.store.sessions.retry(session.id)
     state.bus.poke()
     return SessionOut.of(again)
+
+
+@router.post(
+    "/{session_id}/budget",
+    dependencies=_write,
+    responses=_WRITE_ERRORS,
+    summary="Raise (or set) a session's budget",
+)
+async def raise_budget(
+    session_id: SessionRef, body: BudgetRaise, state: StateDep, _: PrincipalDep
+) -> SessionOut:
+    """``{"add": 1.0}`` adds a dollar, ``{"usd": 5.0}`` sets five. A session waiting
+    ``blocked`` on its budget is queued again and resumes its agent where it stopped; a running
+    one goes on under the new budget. 409 for an ended session; 422 when a waiting session's
+    new budget is not above what it spent."""
+    session = await state.store.sessions.resolve(session_id)
+    if body.add is not None:
+        change = BudgetChange(amount=body.add, add=True)
+    else:
+        assert body.usd is not None
+        change = BudgetChange(amount=body.usd)
+    raised = await state.store.budgets.raise_session(session.id, change)
+    state.bus.poke()
+    return SessionOut.of(raised)
 
 
 @router.post(
