@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from telecoder.domain import EngineSource, Mode, NewSession
 from telecoder.endings import choose_forge
 from telecoder.errors import BadInput, EngineNotFound
+from telecoder.forges.remote import shorthand_url
 from telecoder.gateway.routing import choose_tier, parse_tier
 from telecoder.masking import url_credentials, without_credentials
 from telecoder.protocols import Forge
@@ -81,7 +83,7 @@ async def accept(
     _refuse_options(request.repo.strip(), base)
     if url_credentials(request.repo):
         raise BadInput(CREDENTIALS_IN_URL.format(url=without_credentials(request.repo)))
-    source = await workspace.resolve(request.repo)
+    source = await workspace.resolve(_github_shorthand(request.repo.strip(), settings))
     forge = choose_forge(forges, request.forge or settings.forge, source.remote_url)
     # Both ask git (the remote, the checkout): at once, not one after the other.
     _, dirty = await asyncio.gather(
@@ -111,6 +113,13 @@ async def accept(
         budget_usd=request.budget_usd,
     )
     return Accepted(session, warnings)
+
+
+def _github_shorthand(repo: str, settings: Settings) -> str:
+    """``owner/name`` (that is no local path) means the repository on GitHub."""
+    if Path(repo).expanduser().exists():
+        return repo
+    return shorthand_url(repo, settings.github_api_url) or repo
 
 
 def _tier(request: Request) -> str | None:

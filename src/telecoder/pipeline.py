@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from telecoder import budgeting, disk, rawlog, repoconfig, secretscan
 from telecoder.budgeting import Deadline, Turn
+from telecoder.channels import github as github_channel
 from telecoder.confine import Confiner
 from telecoder.domain import (
     EngineSource,
@@ -60,6 +61,7 @@ from telecoder.protocols import (
     EngineTask,
     Forge,
     Publication,
+    Published,
     Runtime,
     Usage,
 )
@@ -266,6 +268,8 @@ class Pipeline:
         # A checkout's remote may carry a credential: git uses it, nothing shows it.
         recorder.masker = self.masker.adding(url_credentials(source.remote_url))
         forge = self._forge(session, source.remote_url)
+        if (ready := getattr(forge, "ready", None)) is not None:
+            await ready(source.remote_url)  # a GitHub App's installation token, at hand
         git_env = forge.git_env(source.remote_url)
         turn = await self._turn(session)
         wt = await self._worktree(session, lease, source, turn, git_env, recorder)
@@ -633,17 +637,22 @@ class Pipeline:
         recorder.progress("pushed" if pushed else "already_pushed", branch=wt.branch, commit=sha)
         why = partial.value if partial else None
         title, _, body = commit_message(session, partial=why).partition("\n")
-        published = await forge.publish(
-            Publication(
-                session_id=session.id,
-                remote_url=wt.remote_url,
-                branch=wt.branch,
-                base=wt.base,
-                title=title,
-                body=body.strip() or session.prompt,
-                draft=partial is not None,
+        if (pull := github_channel.on_pull_request(session.origin)) is not None:
+            published = Published(number=pull)  # its own branch: the pull request is there
+        else:
+            published = await forge.publish(
+                Publication(
+                    session_id=session.id,
+                    remote_url=wt.remote_url,
+                    branch=wt.branch,
+                    base=wt.base,
+                    title=title,
+                    body=github_channel.pull_request_body(
+                        session.origin, body.strip() or session.prompt
+                    ),
+                    draft=partial is not None,
+                )
             )
-        )
         if published.url:
             recorder.progress("pull_request", url=published.url, number=published.number)
         return Result(

@@ -20,6 +20,12 @@ secrets:                     # the secret scan before a push (telecoder.secretsc
 budget:                      # a session's limits, when the task sets none (below --budget and
   usd: 2.0                   # --max-time, above TELECODER_BUDGET_USD and
   max_time: 30m              # TELECODER_TIMEOUT_SECONDS): 90s, 30m, 2h, 1h30m
+github:                      # GitHub as a trigger (read from the default branch)
+  label: telecoder           # labelling an issue with it starts a session
+  handle: telecoder          # @telecoder in an issue or comment starts one
+  ci_fix_attempts: 2         # fix sessions for a failed check, per pull request
+  on_merge:                  # prompts run after a TeleCoder pull request is merged
+    - Add a CHANGELOG entry for the change
 ```
 
 Parsing is data only: ``yaml.safe_load`` (no tags, no code) of a file of bounded size, then a
@@ -144,6 +150,26 @@ class BudgetConfig(_Strict):
             raise ValueError(e.message) from None
 
 
+_Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\s@][^\r\n]*$")]
+
+
+class GitHubConfig(_Strict):
+    """``github:``: how the repository's issues and pull requests start sessions."""
+
+    label: _Name | None = None
+    """The trigger label; default TELECODER_GITHUB_LABEL (telecoder)."""
+    handle: (
+        Annotated[str, Field(min_length=1, max_length=39, pattern=r"^[A-Za-z0-9-]+$")] | None
+    ) = None
+    """The handle to mention, without @; default TELECODER_GITHUB_HANDLE (telecoder)."""
+    ci_fix_attempts: int = Field(default=2, ge=0, le=10)
+    """Fix sessions for failed checks on one pull request before TeleCoder gives up."""
+    on_merge: list[Annotated[str, Field(min_length=1, max_length=4000)]] = Field(
+        default_factory=list, max_length=10
+    )
+    """Prompts of the follow-up sessions after a TeleCoder pull request is merged."""
+
+
 class RepoConfig(_Strict):
     """The settings a repository gives itself in ``.telecoder.yml``."""
 
@@ -169,6 +195,8 @@ class RepoConfig(_Strict):
     """The secret scan before a push: ``allow`` lists paths whose findings are ignored."""
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     """The session's budget and time limit, below the task's own and above the settings'."""
+    github: GitHubConfig = Field(default_factory=GitHubConfig)
+    """GitHub as a trigger: label, handle, ci_fix_attempts, on_merge."""
 
     @field_validator("setup", "verify", mode="before")
     @classmethod

@@ -211,6 +211,44 @@ class Settings(BaseSettings):
     github_api_url: str = Field(
         default="https://api.github.com", description="GitHub REST API base (Enterprise: yours)."
     )
+    github_app_id: str | None = Field(
+        default=None,
+        description="GitHub App id: act as the App (installation tokens) instead of a token.",
+    )
+    github_app_private_key: SecretStr | None = Field(
+        default=None, description="The GitHub App's private key (PEM)."
+    )
+    github_app_private_key_file: Path | None = Field(
+        default=None, description="A file holding the GitHub App's private key (PEM)."
+    )
+    github_webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Secret of the GitHub webhook (App or repository): POST /api/webhooks/github "
+        "verifies X-Hub-Signature-256 with it; unset, the endpoint answers 404.",
+    )
+    github_allowed_users: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="GitHub logins that may trigger sessions without write permission "
+        "(comma-separated).",
+    )
+    github_label: str = Field(
+        default="telecoder", description="Labelling an issue with it starts a session."
+    )
+    github_handle: str = Field(
+        default="telecoder", description="@<handle> in an issue or comment starts a session."
+    )
+    github_denied_reply: bool = Field(
+        default=False,
+        description="Reply to a GitHub user without write permission who asks for a change.",
+    )
+    github_login: str | None = Field(
+        default=None,
+        description="TeleCoder's own GitHub login (e.g. myapp[bot]): its comments never trigger.",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="The server's address as users reach it: links to sessions in replies.",
+    )
     # --- the sandbox (see README, "Security model") ---
     runtime: str = Field(
         default="sandbox" if sys.platform == "linux" else "local",
@@ -362,6 +400,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "env_allow",
+        "github_allowed_users",
         "engine_env",
         "worker_engines",
         "sandbox_read",

@@ -7,10 +7,26 @@ REST (``Authorization: Bearer <token>``, else 401 ``Bad credentials``; unknown r
                                                or base is missing or (with a git dir) not a branch,
                                                or when there are no commits between them
     GET   /repos/{o}/{r}/pulls/{n}
+    GET   /repos/{o}/{r}/pulls/{n}/files           from the bare repository (base...head)
     PATCH /repos/{o}/{r}/pulls/{n}             title, body, base, state (reopen refused when merged,
                                                or when the branch was deleted or force-pushed)
-    GET   /repos/{o}/{r}/issues/{n}/comments
+    GET   /repos/{o}/{r}/issues/{n}/comments       (issues and pull requests)
     POST  /repos/{o}/{r}/issues/{n}/comments
+    PATCH /repos/{o}/{r}/issues/comments/{id}       (edits are kept: ``Comment.edits``)
+    POST  /repos/{o}/{r}/issues/{n}/reactions, …/issues/comments/{id}/reactions,
+          …/pulls/comments/{id}/reactions
+    POST  /repos/{o}/{r}/pulls/{n}/comments/{id}/replies   (a reply in a review thread)
+    GET   /repos/{o}/{r}/collaborators/{user}/permission   (``set_permission``; default read)
+    GET   /repos/{o}/{r}/contents/{path}           a file of the bare repository's main, base64
+
+GitHub App (``enable_app``): ``GET /repos/{o}/{r}/installation`` and
+``POST /app/installations/{id}/access_tokens`` take ``Bearer <JWT>`` verified with the App's
+public key (RS256, ``iss`` the App id, at most ten minutes long); the installation tokens they
+issue are accepted like ``token``, for REST and git, until they expire.
+
+Webhooks: ``deliver(url, event, payload)`` POSTs a payload signed as GitHub signs it
+(``X-Hub-Signature-256: sha256=<hex HMAC>`` with ``webhook_secret``, ``X-GitHub-Event``,
+``X-GitHub-Delivery``); ``issue_payload``/``comment_payload``/… build the payloads.
 
 Git (``/{o}/{r}.git/...``, HTTP Basic with the token as password, as GitHub takes it) is served by
 ``git http-backend`` from the bare repository given to ``add_repo``; with that git dir the REST
@@ -28,8 +44,11 @@ import os
 import re
 import subprocess
 import threading
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -37,19 +56,31 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
+from tests.fakes.github_webhooks import WebhookPayloads
+from tests.fakes.github_webhooks import user_json as _user
+
 TOKEN = "ghs_FakeToken0123456789abcdefABCDEF"
+WEBHOOK_SECRET = "fake-webhook-secret-8d1f"
 DOCS = "https://docs.github.com/rest"
 
 _GIT = re.compile(r"^/(?P<owner>[^/]+)/(?P<name>[^/]+?)\.git(?P<rest>/.*)$")
+_CONTENTS = re.compile(r"^/repos/([^/]+)/([^/]+)/contents/(.+)$")
+_PERMISSION = re.compile(r"^/repos/([^/]+)/([^/]+)/collaborators/([^/]+)/permission$")
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     (method, re.compile(pattern), handler)
     for method, pattern, handler in [
         ("GET", r"^/repos/([^/]+)/([^/]+)/pulls$", "_list_pulls"),
         ("POST", r"^/repos/([^/]+)/([^/]+)/pulls$", "_create_pull"),
         ("GET", r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)$", "_get_pull"),
+        ("GET", r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)/files$", "_pull_files"),
         ("PATCH", r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)$", "_update_pull"),
         ("GET", r"^/repos/([^/]+)/([^/]+)/issues/(\d+)/comments$", "_list_comments"),
         ("POST", r"^/repos/([^/]+)/([^/]+)/issues/(\d+)/comments$", "_create_comment"),
+        ("PATCH", r"^/repos/([^/]+)/([^/]+)/issues/comments/(\d+)$", "_edit_comment"),
+        ("POST", r"^/repos/([^/]+)/([^/]+)/issues/(\d+)/reactions$", "_react_issue"),
+        ("POST", r"^/repos/([^/]+)/([^/]+)/issues/comments/(\d+)/reactions$", "_react_comment"),
+        ("POST", r"^/repos/([^/]+)/([^/]+)/pulls/comments/(\d+)/reactions$", "_react_review"),
+        ("POST", r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)/comments/(\d+)/replies$", "_reply"),
     ]
 ]
 
@@ -90,8 +121,17 @@ class Pull:
             "state": self.state,
             "title": self.title,
             "body": self.body,
-            "head": {"ref": self.head, "label": self.label, "sha": self.head_sha},
-            "base": {"ref": self.base, "label": f"{self.owner}:{self.base}"},
+            "head": {
+                "ref": self.head,
+                "label": self.label,
+                "sha": self.head_sha,
+                "repo": {"full_name": f"{self.owner}/{self.repo}", "name": self.repo},
+            },
+            "base": {
+                "ref": self.base,
+                "label": f"{self.owner}:{self.base}",
+                "repo": {"full_name": f"{self.owner}/{self.repo}", "name": self.repo},
+            },
             "merged_at": "2025-01-01T00:00:00Z" if self.merged else None,
             "maintainer_can_modify": self.maintainer_can_modify,
             "draft": self.draft,
@@ -108,6 +148,25 @@ class Comment:
     repo: str
     number: int
     body: str
+    login: str = "telecoder[bot]"
+    kind: str = "issue"  # or "review": a review comment, in a thread
+    in_reply_to: int | None = None
+    edits: list[str] = field(default_factory=list)  # earlier bodies, oldest first
+
+
+@dataclass
+class Issue:
+    number: int
+    title: str
+    body: str
+    login: str
+
+
+@dataclass
+class Reaction:
+    subject: str  # "issue", "comment" or "review_comment"
+    id: int  # the issue's number or the comment's id
+    content: str
 
 
 @dataclass
@@ -118,6 +177,9 @@ class _Repo:
     next_number: int = 1
     pulls: dict[int, Pull] = field(default_factory=dict)
     comments: list[Comment] = field(default_factory=list)
+    issues: dict[int, Issue] = field(default_factory=dict)
+    reactions: list[Reaction] = field(default_factory=list)
+    permissions: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -142,9 +204,15 @@ def _validation(resource: str = "PullRequest", **error: str) -> _Refusal:
     return _Refusal(422, "Validation Failed", [{"resource": resource, **error}])
 
 
-class FakeGitHub:
-    def __init__(self, token: str = TOKEN) -> None:
+class FakeGitHub(WebhookPayloads):
+    def __init__(self, token: str = TOKEN, webhook_secret: str = WEBHOOK_SECRET) -> None:
         self.token = token
+        self.webhook_secret = webhook_secret
+        self.app_id: str | None = None
+        self.app_public_key: str | None = None
+        self.installation_id = 4242
+        self.token_ttl = 3600.0
+        self.issued: dict[str, float] = {}  # installation token -> when it expires
         self.requests: list[Request] = []
         self._repos: dict[tuple[str, str], _Repo] = {}
         self._failures: list[_Failure] = []
@@ -201,6 +269,92 @@ class FakeGitHub:
             repo.pulls[pull.number] = pull
             repo.next_number += 1
             return pull
+
+    def enable_app(self, app_id: str, public_key_pem: str, installation_id: int = 4242) -> None:
+        """Act as GitHub for an App installed on every repository (one installation)."""
+        with self._lock:
+            self.app_id, self.app_public_key = app_id, public_key_pem
+            self.installation_id = installation_id
+
+    def accepts(self, token: str) -> bool:
+        with self._lock:
+            return token == self.token or self.issued.get(token, 0) > time.time()
+
+    def _app_request(self, request: Request) -> tuple[int, Any]:
+        import jwt
+
+        if self.app_public_key is None:
+            return 404, {"message": "Not Found", "documentation_url": DOCS}
+        scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+        try:
+            claims = jwt.decode(
+                credential,
+                self.app_public_key,
+                algorithms=["RS256"],
+                options={"require": ["iat", "exp", "iss"]},
+                leeway=60,
+            )
+        except jwt.PyJWTError as e:
+            message = f"A JSON web token could not be decoded ({e})"
+            return 401, {"message": message, "documentation_url": DOCS}
+        if scheme != "Bearer" or str(claims["iss"]) != self.app_id:
+            return 401, {
+                "message": "'Issuer' claim ('iss') must be the App",
+                "documentation_url": DOCS,
+            }
+        if claims["exp"] - claims["iat"] > 660:
+            message = "'Expiration time' claim ('exp') is too far in the future"
+            return 401, {"message": message, "documentation_url": DOCS}
+        if request.method == "GET":
+            match = re.match(r"^/repos/([^/]+)/([^/]+)/installation$", request.path)
+            if match is None or (match[1], match[2]) not in self._repos:
+                return 404, {"message": "Not Found", "documentation_url": DOCS}
+            return 200, {"id": self.installation_id, "app_id": int(self.app_id)}
+        match = re.match(r"^/app/installations/(\d+)/access_tokens$", request.path)
+        if match is None or int(match[1]) != self.installation_id:
+            return 404, {"message": "Not Found", "documentation_url": DOCS}
+        with self._lock:
+            token = f"ghs_inst{len(self.issued) + 1:04d}" + uuid.uuid4().hex[:24]
+            expires = time.time() + self.token_ttl
+            self.issued[token] = expires
+        stamp = datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return 201, {"token": token, "expires_at": stamp, "permissions": {"contents": "write"}}
+
+    def add_issue(
+        self, owner: str, name: str, *, title: str, body: str = "", login: str = "octocat"
+    ) -> Issue:
+        with self._lock:
+            repo = self._repo(owner, name)
+            issue = Issue(repo.next_number, title, body, login)
+            repo.issues[issue.number] = issue
+            repo.next_number += 1
+            return issue
+
+    def add_comment(
+        self,
+        owner: str,
+        name: str,
+        number: int,
+        body: str,
+        *,
+        login: str = "octocat",
+        kind: str = "issue",
+    ) -> Comment:
+        """A comment someone else wrote (``kind`` review: a review comment)."""
+        with self._lock:
+            repo = self._repo(owner, name)
+            comment = Comment(self._next_comment, owner, name, number, body, login, kind)
+            self._next_comment += 1
+            repo.comments.append(comment)
+            return comment
+
+    def set_permission(self, owner: str, name: str, login: str, permission: str) -> None:
+        with self._lock:
+            self._repo(owner, name).permissions[login] = permission
+
+    def reactions(self, owner: str, name: str) -> list[Reaction]:
+        with self._lock:
+            return list(self._repo(owner, name).reactions)
 
     def pulls(self, owner: str, name: str) -> list[Pull]:
         with self._lock:
@@ -286,6 +440,12 @@ class FakeGitHub:
 
     def _handle(self, method: str, path: str, query: dict[str, str], body: Any) -> Any:
         with self._lock:
+            contents = _CONTENTS.match(path)
+            if contents and method == "GET":
+                return self._contents(self._repo(contents[1], contents[2]), contents[3], query)
+            permission = _PERMISSION.match(path)
+            if permission and method == "GET":
+                return self._permission(self._repo(permission[1], permission[2]), permission[3])
             for route_method, pattern, handler in _ROUTES:
                 match = pattern.match(path)
                 if match and route_method == method:
@@ -352,6 +512,24 @@ class FakeGitHub:
     def _get_pull(self, repo: _Repo, number: int, *, query: dict[str, str], body: Any) -> Any:
         return self._pull(repo, number).to_json(self.url)
 
+    def _pull_files(self, repo: _Repo, number: int, *, query: dict[str, str], body: Any) -> Any:
+        pull = self._pull(repo, number)
+        if repo.git_dir is None:
+            return []
+        stat = _git(repo.git_dir, "diff", "--numstat", f"{pull.base}...{pull.head}")
+        files = []
+        for line in stat.stdout.splitlines():
+            added, deleted, name = line.split("\t", 2)
+            files.append(
+                {
+                    "filename": name,
+                    "status": "modified",
+                    "additions": int(added) if added.isdigit() else 0,
+                    "deletions": int(deleted) if deleted.isdigit() else 0,
+                }
+            )
+        return files
+
     def _update_pull(self, repo: _Repo, number: int, *, query: dict[str, str], body: Any) -> Any:
         pull = self._pull(repo, number)
         if not isinstance(body, dict):
@@ -384,28 +562,115 @@ class FakeGitHub:
                 raise refuse(f"A pull request already exists for {pull.label}.")
 
     def _list_comments(self, repo: _Repo, number: int, *, query: dict[str, str], body: Any) -> Any:
-        return [self._comment_json(c) for c in repo.comments if c.number == number]
+        return [
+            self._comment_json(c) for c in repo.comments if c.number == number and c.kind == "issue"
+        ]
 
     def _create_comment(
         self, repo: _Repo, number: int, *, query: dict[str, str], body: Any
     ) -> tuple[int, Any]:
         if not isinstance(body, dict) or not body.get("body"):
             raise _validation("IssueComment", field="body", code="missing_field")
-        self._pull(repo, number)
+        if number not in repo.issues:
+            self._pull(repo, number)
         comment = Comment(self._next_comment, repo.owner, repo.name, number, str(body["body"]))
         self._next_comment += 1
         repo.comments.append(comment)
         return 201, self._comment_json(comment)
 
+    def _comment(self, repo: _Repo, comment_id: int, kind: str) -> Comment:
+        for comment in repo.comments:
+            if comment.id == comment_id and comment.kind == kind:
+                return comment
+        raise _Refusal(404, "Not Found")
+
+    def _edit_comment(
+        self, repo: _Repo, comment_id: int, *, query: dict[str, str], body: Any
+    ) -> Any:
+        if not isinstance(body, dict) or not body.get("body"):
+            raise _validation("IssueComment", field="body", code="missing_field")
+        comment = self._comment(repo, comment_id, "issue")
+        comment.edits.append(comment.body)
+        comment.body = str(body["body"])
+        return self._comment_json(comment)
+
+    def _react(self, repo: _Repo, subject: str, ident: int, body: Any) -> tuple[int, Any]:
+        content = body.get("content") if isinstance(body, dict) else None
+        if content not in {"+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"}:
+            raise _validation("Reaction", field="content", code="invalid")
+        for reaction in repo.reactions:
+            if (reaction.subject, reaction.id, reaction.content) == (subject, ident, content):
+                return 200, {"id": ident, "content": content}  # as GitHub: the one there
+        repo.reactions.append(Reaction(subject, ident, content))
+        return 201, {"id": ident, "content": content, "user": _user("telecoder[bot]")}
+
+    def _react_issue(self, repo: _Repo, number: int, *, query: dict[str, str], body: Any) -> Any:
+        if number not in repo.issues:
+            self._pull(repo, number)
+        return self._react(repo, "issue", number, body)
+
+    def _react_comment(self, repo: _Repo, ident: int, *, query: dict[str, str], body: Any) -> Any:
+        self._comment(repo, ident, "issue")
+        return self._react(repo, "comment", ident, body)
+
+    def _react_review(self, repo: _Repo, ident: int, *, query: dict[str, str], body: Any) -> Any:
+        self._comment(repo, ident, "review")
+        return self._react(repo, "review_comment", ident, body)
+
+    def _reply(
+        self, repo: _Repo, number: int, ident: int, *, query: dict[str, str], body: Any
+    ) -> Any:
+        if not isinstance(body, dict) or not body.get("body"):
+            raise _validation("PullRequestReviewComment", field="body", code="missing_field")
+        self._pull(repo, number)
+        parent = self._comment(repo, ident, "review")
+        comment = Comment(
+            self._next_comment, repo.owner, repo.name, number, str(body["body"]), kind="review"
+        )
+        comment.in_reply_to = parent.in_reply_to or parent.id
+        self._next_comment += 1
+        repo.comments.append(comment)
+        return 201, self._comment_json(comment)
+
+    def _contents(self, repo: _Repo, path: str, query: dict[str, str]) -> Any:
+        """A file on the default branch (or ``ref``), base64 as GitHub sends it."""
+        if repo.git_dir is None:
+            raise _Refusal(404, "Not Found")
+        ref = query.get("ref", "main")
+        shown = subprocess.run(
+            ["git", "show", f"{ref}:{path}"], cwd=repo.git_dir, capture_output=True, check=False
+        )
+        if shown.returncode != 0:
+            raise _Refusal(404, "Not Found")
+        return {
+            "type": "file",
+            "path": path,
+            "encoding": "base64",
+            "size": len(shown.stdout),
+            "content": base64.encodebytes(shown.stdout).decode(),  # in lines, as GitHub does
+        }
+
+    def _permission(self, repo: _Repo, login: str) -> Any:
+        permission = repo.permissions.get(login, "read")
+        return {"permission": permission, "role_name": permission, "user": _user(login)}
+
     def _comment_json(self, comment: Comment) -> dict[str, Any]:
         where = f"{comment.owner}/{comment.repo}"
-        return {
+        bot = comment.login.endswith("[bot]")
+        data: dict[str, Any] = {
             "id": comment.id,
             "url": f"{self.url}/repos/{where}/issues/comments/{comment.id}",
             "html_url": f"{self.url}/{where}/pull/{comment.number}#issuecomment-{comment.id}",
             "body": comment.body,
-            "user": {"login": "telecoder[bot]", "type": "Bot"},
+            "user": _user(comment.login, bot=bot),
         }
+        if comment.kind == "review":
+            data["url"] = f"{self.url}/repos/{where}/pulls/comments/{comment.id}"
+            data["html_url"] = f"{self.url}/{where}/pull/{comment.number}#discussion_r{comment.id}"
+            data["path"], data["line"], data["diff_hunk"] = "README.md", 1, "@@ -1 +1 @@"
+            if comment.in_reply_to:
+                data["in_reply_to_id"] = comment.in_reply_to
+        return data
 
 
 def _git(git_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -506,7 +771,11 @@ class _Handler(BaseHTTPRequestHandler):
             body = {"message": failure.message, "documentation_url": DOCS}
             self._send(failure.status, body, failure.headers)
             return
-        if request.headers.get("authorization") != f"Bearer {fake.token}":
+        if request.path.startswith("/app/") or request.path.endswith("/installation"):
+            self._send(*fake._app_request(request))
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme != "Bearer" or not fake.accepts(token):
             self._send(401, {"message": "Bad credentials", "documentation_url": DOCS})
             return
         try:
@@ -535,7 +804,7 @@ class _Handler(BaseHTTPRequestHandler):
             _, _, password = base64.b64decode(credentials).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return False
-        return password == self.fake.token
+        return self.fake.accepts(password)
 
     def _serve_git(self, owner: str, name: str, rest: str, query: str, body: bytes) -> None:
         with self.fake._lock:

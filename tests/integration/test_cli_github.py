@@ -84,3 +84,24 @@ def test_missing_token_fails_with_a_clear_reason(
     assert done.returncode == 2, done.stderr
     assert "authentication required: set GITHUB_TOKEN" in done.stderr
     assert json.loads(telecoder("list", "--json", env=env).stdout) == []
+
+
+def test_repo_owner_slash_name_is_the_repository_on_github(
+    hub_repo: GitRepo, home: Path, fake_github: FakeGitHub, tmp_path: Path
+):
+    done = telecoder(
+        "run", "echo more >> README.md", "--repo", "acme/repo", "--json",
+        env=hub_env(home, fake_github), cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    session = json.loads(done.stdout)
+    assert session["repo"] == fake_github.git_url("acme", "repo")
+    assert session["status"] == "succeeded", session.get("error")
+    (pull,) = fake_github.pulls("acme", "repo")
+    assert pull.head == session["branch"]
+    missing = telecoder(
+        "run", "true", "--repo", "acme/nothing", "--json",
+        env=hub_env(home, fake_github), cwd=tmp_path,
+    )  # fmt: skip
+    assert missing.returncode != 0
+    assert "acme/nothing" in missing.stderr + missing.stdout

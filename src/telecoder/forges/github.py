@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from telecoder.errors import ForgeError
+from telecoder.forges.github_app import GitHubApp
 from telecoder.forges.remote import Remote, parse_remote
 from telecoder.forges.remote import repo_slug as _repo_slug
 from telecoder.protocols import Publication, Published
@@ -134,8 +135,10 @@ class GitHubForge:
         backoff: float = 0.5,
         max_wait: float = 10.0,
         timeout: float = 30.0,
+        app: GitHubApp | None = None,
     ) -> None:
         self._token = token or None
+        self.app = app  # a GitHub App: installation tokens instead of ``token``
         self.api_url = api_url.rstrip("/")
         self.hosts = tuple(host.lower() for host in hosts)
         self.port = port  # of git remotes that get the token; None: the scheme's own
@@ -153,7 +156,12 @@ class GitHubForge:
         api_url = settings.github_api_url
         hosts = (web_host(api_url),)
         return cls(
-            token=token, api_url=api_url, client=client, hosts=hosts, port=urlsplit(api_url).port
+            token=token,
+            api_url=api_url,
+            client=client,
+            hosts=hosts,
+            port=urlsplit(api_url).port,
+            app=GitHubApp.from_settings(settings, client=client),
         )
 
     def __repr__(self) -> str:
@@ -179,30 +187,56 @@ class GitHubForge:
         process list would show it, and scoped to the remote's origin. ssh remotes use the
         operator's keys: nothing to add.
         """
-        if self._token is None:
-            return {}
         try:
             remote = parse_remote(remote_url)
         except ForgeError:
+            return {}
+        token = self._token
+        if token is None and self.app is not None:
+            try:
+                token = self.app.cached(_repo_slug(remote_url))
+            except ForgeError:
+                token = None
+        if token is None:
             return {}
         if remote.origin is None or remote.host not in self.hosts:
             return {}
         if not secure(remote.scheme, remote.host) or _port(remote) != (self.port or 443):
             return {}
-        basic = base64.b64encode(f"x-access-token:{self._token}".encode()).decode("ascii")
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode("ascii")
         return {
             "GIT_CONFIG_COUNT": "1",
             "GIT_CONFIG_KEY_0": f"http.{remote.origin}.extraheader",
             "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
         }
 
+    async def ready(self, remote_url: str) -> None:
+        """Have a token for the remote at hand before ``git_env`` is asked (a GitHub App's
+        installation token is fetched here, then cached)."""
+        if self._token is None and self.app is not None and self.handles(remote_url):
+            await self.app.token_for_repo(self.repo_slug(remote_url))
+
+    async def token_for(self, full_name: str) -> str:
+        if self._token is not None:
+            return self._token
+        if self.app is not None:
+            return await self.app.token_for_repo(full_name)
+        raise ForgeError(NO_TOKEN)
+
     async def publish(self, publication: Publication) -> Published:
-        if self._token is None:
-            raise ForgeError(NO_TOKEN)
-        owner, name = self.repo_slug(publication.remote_url).split("/")
+        slug = self.repo_slug(publication.remote_url)
+        token = await self.token_for(slug)
+        owner, name = slug.split("/")
         repo = f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
-        async with self._api(self._token) as api:
+        async with self._api(token) as api:
             return await _Publisher(api, repo, owner, publication).run()
+
+    @asynccontextmanager
+    async def api(self, full_name: str) -> AsyncIterator[_Api]:
+        """The REST API for the repository ``owner/name`` (with this forge's token, or the
+        App's installation token for it), retries and error translation."""
+        async with self._api(await self.token_for(full_name)) as api:
+            yield api
 
     # --- HTTP ------------------------------------------------------------------------------
 
@@ -398,6 +432,9 @@ class _Api:
 
     def _clean(self, text: str) -> str:
         return text.replace(self._token, "***")
+
+
+GitHubApi = _Api  # the public name of the API client
 
 
 def _json(response: httpx.Response, method: str, path: str) -> Any:

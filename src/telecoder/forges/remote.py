@@ -82,3 +82,20 @@ def repo_slug(url: str) -> str:
             "expected it to end in …/OWNER/NAME or …/OWNER/NAME.git"
         ) from None
     return f"{owner}/{name}"
+
+
+_SHORTHAND = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$")
+
+
+def shorthand_url(repo: str, api_url: str) -> str | None:
+    """``owner/name`` as the URL of that repository on the GitHub at ``api_url`` (git over
+    https, or http for a loopback test server); None when ``repo`` is not that shorthand."""
+    if not _SHORTHAND.match(repo) or repo.endswith((".", "/..")) or ".." in repo.split("/"):
+        return None
+    api = urlsplit(api_url)
+    host = (api.hostname or "").removeprefix("api.")  # as forges.github.web_host
+    if not host:
+        return None
+    netloc = f"{host}:{api.port}" if api.port else host
+    name = repo.removesuffix(".git")
+    return f"{api.scheme}://{netloc}/{name}.git"

@@ -36,6 +36,7 @@ from telecoder.errors import (
     WebhookSignatureInvalid,
 )
 from telecoder.gateway.endpoints import Registry, env_specs
+from telecoder.github_replies import GitHubReplies
 from telecoder.server.auth import AuthError, Guard, Tokens, check_bind
 from telecoder.server.deps import LoginRequired
 from telecoder.server.diff import DiffSource, DiffUnavailable, git_diff_source
@@ -47,6 +48,7 @@ from telecoder.server.routes import (
     dashboard,
     endpoints,
     events,
+    github,
     hooks,
     meta,
     sessions,
@@ -76,6 +78,8 @@ def create_app(
     """
     tokens = Tokens.parse(settings.api_token.get_secret_value() if settings.api_token else None)
     check_bind(tokens, settings.host)
+    github_replies = GitHubReplies(settings) if settings.github_webhook_secret else None
+    replies = {"github": github_replies.subscriber} if github_replies else {}
     state = ServerState(
         settings=settings,
         store=store,
@@ -86,7 +90,9 @@ def create_app(
         intake=intake or default_intake(settings),
         diff_source=diff_source or git_diff_source(build_workspace(settings)),
         workers=Workers(runner=start_workers),
-        deliverer=Deliverer(store, policy=policy_of(settings), subscribers=load_subscribers()),
+        deliverer=Deliverer(
+            store, policy=policy_of(settings), subscribers={**load_subscribers(), **replies}
+        ),
     )
 
     @asynccontextmanager
@@ -107,12 +113,20 @@ def create_app(
             unhealthy_after=settings.endpoint_failures,
         )
         checks = asyncio.create_task(registry.run(workers.stop), name="endpoint-checks")
+        announcing = None
+        if github_replies is not None:  # queued → running, on GitHub
+            announcing = asyncio.create_task(
+                github_replies.watch(store, workers.stop, settings.notify_poll_seconds),
+                name="github-running",
+            )
         try:
             yield
         finally:
             workers.stop.set()
             if sending is not None:
                 await sending
+            if announcing is not None:
+                await announcing
             await asyncio.wait({checks}, timeout=15)
             if workers.task is not None:
                 try:
@@ -128,6 +142,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.telecoder = state
+    app.state.github = github_replies
     app.state.templates = templates()
     routers = (
         meta,
@@ -136,6 +151,7 @@ def create_app(
         workers,
         budgets,
         hooks,
+        github,
         subscriptions,
         costs,
         endpoints,

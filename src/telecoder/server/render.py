@@ -17,6 +17,7 @@ from fastapi.templating import Jinja2Templates
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
+from telecoder.channels import github
 from telecoder.domain import Event, EventKind, SessionStatus
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -235,5 +236,7 @@ def diff_lines(text: str) -> tuple[list[DiffLine], bool]:
 def templates() -> Jinja2Templates:
     t = Jinja2Templates(directory=str(TEMPLATES))
     t.env.filters.update(age=age, duration=duration, money=money, clock=clock, markdown=markdown)
-    t.env.globals.update(view=view, diff_lines=diff_lines, now=time.time)
+    t.env.globals.update(
+        view=view, diff_lines=diff_lines, now=time.time, github_origin=github.origin_url
+    )
     return t

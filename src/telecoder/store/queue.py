@@ -134,6 +134,14 @@ class Queue:
         )
         if engines is not None:
             pick = pick.where(sessions.c.engine.in_(list(engines)))
+        # One branch, one writer: a session whose branch another is working on waits for it
+        # (two requests on one pull request; the push's lease guards the rest).
+        writing = (
+            select(sessions.c.branch)
+            .where(sessions.c.status == SessionStatus.RUNNING.value)
+            .correlate(None)
+        )
+        pick = pick.where(sessions.c.branch.not_in(writing))
         if only is not None:
             pick = pick.where(sessions.c.id == only)
         if held is not None and held.active:
