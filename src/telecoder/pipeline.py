@@ -271,6 +271,9 @@ class Pipeline:
         if (ready := getattr(forge, "ready", None)) is not None:
             await ready(source.remote_url)  # a GitHub App's installation token, at hand
         git_env = forge.git_env(source.remote_url)
+        recorder.masker = recorder.masker.adding(
+            getattr(forge, "secrets", _none)(source.remote_url)
+        )
         turn = await self._turn(session)
         wt = await self._worktree(session, lease, source, turn, git_env, recorder)
         worktree.append(wt)
@@ -896,3 +899,7 @@ def _rate_limited(ticket: Ticket, error: str | None, usage: Usage) -> Outcome:
         not_before=until,
         **_usage(usage),
     )
+
+
+def _none(_remote_url: str) -> tuple[str, ...]:
+    return ()

@@ -5,15 +5,19 @@ for the API and for git over HTTP."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
+from telecoder import registry
+from telecoder.engines.shell import ShellEngine
 from telecoder.errors import ForgeError
 from telecoder.forges.github import GitHubForge
 from telecoder.forges.github_app import GitHubApp
+from telecoder.protocols import EngineCommand, EngineTask
 from telecoder.server import create_app
 from telecoder.settings import Settings
 from telecoder.store import Store
@@ -149,3 +153,63 @@ async def test_a_webhook_session_runs_as_the_app(
             assert request.headers["authorization"].removeprefix("Bearer ") in app_hub.issued
     pushes = [r for r in app_hub.requests if r.path.endswith("/git-receive-pack")]
     assert pushes
+
+
+class LeakEngine(ShellEngine):
+    """An agent that prints the installation token it was never given (as if it had read it
+    from git's config or the environment), then makes a change."""
+
+    name = "test-github-leak"
+    leak = ""
+
+    def command(self, task: EngineTask) -> EngineCommand:
+        script = f"echo 'the token is {self.leak}'\necho 'fixed' >> README.md\n"
+        return EngineCommand(
+            argv=["/bin/sh", str(task.home / "leak.sh")], files={"leak.sh": script}
+        )
+
+
+@pytest.fixture
+def leak_engine() -> Iterator[type[LeakEngine]]:
+    remove = registry.register("engines", LeakEngine.name, LeakEngine)
+    yield LeakEngine
+    remove()
+
+
+async def test_an_installation_token_printed_by_the_agent_is_masked(
+    app_hub, keys, settings: Settings, store: Store, leak_engine: type[LeakEngine]
+):
+    app_settings = settings.model_copy(
+        update={
+            "github_app_id": APP_ID,
+            "github_app_private_key": SecretStr(keys[0]),
+            "github_api_url": app_hub.url,
+            "github_webhook_secret": SecretStr(WEBHOOK_SECRET),
+            "engine": leak_engine.name,
+            "notify_poll_seconds": 0.05,
+        }
+    )
+    forge = GitHubForge.from_settings(app_settings)
+    assert forge.app is not None
+    # The process's App mints the token the session will use (it is cached), so the agent can
+    # print it; the pipeline must mask it although it is not a configured secret.
+    leak_engine.leak = await forge.app.token_for_repo("acme/repo")
+    issue = app_hub.add_issue("acme", "repo", title="Fix the colour", login="maintainer")
+    payload = app_hub.labeled_payload(
+        "acme", "repo", issue.number, "telecoder", sender="maintainer"
+    )
+    payload["installation"] = {"id": 777}
+    body = json.dumps(payload).encode()
+    async with client(create_app(app_settings, store)) as c:
+        response = await c.post(
+            "/api/webhooks/github", content=body, headers=app_hub.webhook_headers("issues", body)
+        )
+        assert response.json()["action"] == "queued", response.text
+        await run_one(app_settings, store)
+    session_id = response.json()["session_id"]
+    session = await store.sessions.get(session_id)
+    assert session.status.value == "succeeded", session.error
+    assert list(app_hub.issued) == [leak_engine.leak]  # the session used that very token
+    events = json.dumps([e.data for e in await store.events.list(session_id)])
+    assert leak_engine.leak not in events
+    assert "the token is ***" in events

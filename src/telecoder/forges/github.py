@@ -210,6 +210,17 @@ class GitHubForge:
             "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
         }
 
+    def secrets(self, remote_url: str) -> tuple[str, ...]:
+        """The token git is given for the remote (an App's installation token included): for
+        the masker of the session that uses it."""
+        token = self._token
+        if token is None and self.app is not None and self.handles(remote_url):
+            try:
+                token = self.app.cached(_repo_slug(remote_url))
+            except ForgeError:
+                token = None
+        return (token,) if token else ()
+
     async def ready(self, remote_url: str) -> None:
         """Have a token for the remote at hand before ``git_env`` is asked (a GitHub App's
         installation token is fetched here, then cached)."""
