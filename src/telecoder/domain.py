@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from telecoder import outcome as outcomes
+
 # Crockford's base32, lower case: no i, l, o, u — easy to read aloud and to type.
 _ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 
@@ -108,6 +110,8 @@ class Result:
     diff: DiffStats = field(default_factory=DiffStats)
     # What the agent did before its time or budget ran out, pushed as a draft.
     partial: bool = False
+    # Changed / Verified / Uncertain / Next, computed when the attempt finished (``outcome``).
+    outcome: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -121,6 +125,7 @@ class Result:
             "insertions": self.diff.insertions,
             "deletions": self.diff.deletions,
             "partial": self.partial,
+            "outcome": self.outcome,
         }
 
     @classmethod
@@ -138,6 +143,7 @@ class Result:
                 deletions=data.get("deletions", 0),
             ),
             partial=bool(data.get("partial", False)),
+            outcome=data.get("outcome") if isinstance(data.get("outcome"), dict) else None,
         )
 
 
@@ -209,6 +215,16 @@ class Session:
     budget_usd: float | None = None
     tier: str | None = None
 
+    def outcome(self) -> dict[str, Any] | None:
+        """Changed / Verified / Uncertain / Next once the session ended (or waits for its next
+        turn): the one stored with the result, else what the result and the error say."""
+        if self.status.value not in outcomes.ENDED:
+            return None
+        if self.result is not None and self.result.outcome is not None:
+            return self.result.outcome
+        result = self.result.to_dict() if self.result else None
+        return outcomes.summarize(status=self.status.value, result=result, error=self.error)
+
     def to_dict(self) -> dict[str, Any]:
         """The session as JSON: the shape of ``--json`` output and of the HTTP API."""
         return {
@@ -231,6 +247,7 @@ class Session:
             "origin": self.origin,
             "cancel_requested": self.cancel_requested,
             "result": self.result.to_dict() if self.result else None,
+            "outcome": self.outcome(),
             "error": self.error,
             "failure_kind": self.failure_kind.value if self.failure_kind else None,
             "cost_usd": self.cost_usd,

@@ -18,6 +18,7 @@ import time
 from typing import Any
 from urllib.parse import quote
 
+from telecoder import outcome as outcomes
 from telecoder import repoconfig
 from telecoder.channels import github as channel
 from telecoder.domain import SessionStatus
@@ -214,29 +215,14 @@ class GitHubReplies:
         if not _ended(session):
             return "\n\n".join(lines)
         result = session.get("result") or {}
-        changed = "nothing"
-        if result.get("commit"):
-            changed = (
-                f"{result.get('files_changed', 0)} file(s), +{result.get('insertions', 0)} "
-                f"−{result.get('deletions', 0)}, commit {str(result['commit'])[:12]} on "
-                f"`{result.get('branch')}`"
-            )
-        if result.get("pr_url"):
-            changed += f" — pull request {result['pr_url']}"
-        lines.append(f"**Changed:** {changed}")
-        checks = "the repository's checks (.telecoder.yml verify/checks) passed before the push"
-        lines.append(f"**Verified:** {checks if status == 'succeeded' else 'nothing pushed'}")
-        uncertain = str(result.get("text") or "").strip()
-        if session.get("error"):
-            uncertain = f"{uncertain}\n\nError: {session['error']}".strip()
-        lines.append(f"**Uncertain:** {uncertain[:3000] or 'nothing the agent reported'}")
-        if status == "succeeded" and result.get("commit"):
-            nxt = "review the change and merge it, or comment with what to change"
-        elif status == "succeeded":
-            nxt = "nothing was changed: read the answer above, or ask again more precisely"
-        else:
-            nxt = "see the session's log on the dashboard; fix the cause, then ask again"
-        lines.append(f"**Next:** {nxt}")
+        found = session.get("outcome") or outcomes.summarize(
+            status=status, result=result, error=session.get("error")
+        )
+        lines.append(outcomes.markdown(found))
+        said = str(result.get("text") or "").strip()
+        if said:
+            clipped = said if len(said) <= 3000 else said[:2999] + "…"
+            lines.append(f"**The agent said:**\n\n{clipped}")
         return "\n\n".join(lines)
 
     # --- the running sessions, announced --------------------------------------------------------

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from telecoder import budgeting, disk, rawlog, repoconfig, secretscan
+from telecoder import outcome as outcomes
 from telecoder.budgeting import Deadline, Turn
 from telecoder.channels import github as github_channel
 from telecoder.confine import Confiner
@@ -340,8 +341,10 @@ class Pipeline:
             answer = await self._publish(
                 session, lease, wt, forge, git_env, sha, recorder, control, text
             )
-        recorder.add(EventKind.RESULT, answer.to_dict())
         status = SessionStatus.BLOCKED if session.mode == Mode.CHAT else SessionStatus.SUCCEEDED
+        found = outcomes.summarize(status=status, result=answer.to_dict(), checks=recorder.checks)
+        answer = replace(answer, outcome=found)
+        recorder.add(EventKind.RESULT, answer.to_dict())
         # The pushed sha is recorded with the completion, in one transaction.
         return Outcome(status=status, result=answer, pushed_sha=answer.commit, **_usage(work.usage))
 

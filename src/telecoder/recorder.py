@@ -98,6 +98,7 @@ class EventRecorder:
         self.quota = quota or Quota()
         self.recorded = 0  # events kept this attempt
         self.size = 0  # characters of their text
+        self.checks: list[dict[str, Any]] = []  # the verify events' data, for the outcome
         self.dropped = 0
         self._announced = False  # the first output_truncated event is in
         self._summarized = False  # the final one is
@@ -111,6 +112,8 @@ class EventRecorder:
             self._drop("events")
             return
         clean, size = self._scrub(dict(data))
+        if kind == EventKind.VERIFY:
+            self.checks.append(clean)
         if kind in DROPPABLE and self.size + size > self.quota.max_bytes:
             self._drop("bytes")
             return

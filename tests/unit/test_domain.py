@@ -60,6 +60,11 @@ def test_terminal_statuses(status: SessionStatus) -> None:
             diff=DiffStats(files_changed=2, insertions=10, deletions=3),
         ),
         Result(type=ResultType.BRANCH, branch="telecoder/y", commit="b" * 40, partial=True),
+        Result(
+            type=ResultType.TEXT,
+            text="42",
+            outcome={"changed": "nothing", "verified": [], "uncertain": [], "next": "ask"},
+        ),
     ],
 )
 def test_result_round_trips_through_its_dict(result: Result) -> None:
@@ -75,6 +80,7 @@ def test_result_round_trips_through_its_dict(result: Result) -> None:
         "insertions",
         "deletions",
         "partial",
+        "outcome",
     }
     assert data["type"] == result.type.value
     assert Result.from_dict(data) == result
@@ -118,6 +124,8 @@ def test_session_to_dict_shape_and_iso_times() -> None:
     assert data["base"] == "main"
     assert data["result"] == result.to_dict()
     assert data["origin"] == {"channel": "cli"}
+    # No outcome stored with the result: the one its error and result say.
+    assert data["outcome"]["uncertain"][-1] == "Error: too slow"
     assert data["created_at"] == "2023-11-14T22:13:20.250Z"
     assert ISO_MS.match(data["updated_at"])
     assert ISO_MS.match(data["started_at"])
@@ -130,6 +138,7 @@ def test_session_to_dict_shape_and_iso_times() -> None:
 def test_session_to_dict_without_result_or_failure() -> None:
     data = make_session().to_dict()
     assert data["result"] is None
+    assert data["outcome"] is None  # queued: no outcome yet
     assert data["failure_kind"] is None
     assert data["status"] == "queued"
 

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from telecoder import outcome as outcomes
 from telecoder.amounts import shown_duration
 from telecoder.domain import (
     Attempt,
@@ -180,6 +181,8 @@ def show_session(
         rows.append(("error", f"[red]{escape(session.error)}[/]"))
     if session.failure_kind:
         rows.append(("failure kind", session.failure_kind.value))
+    if (found := session.outcome()) is not None:
+        rows.extend((label.lower(), escape(text)) for label, text in outcomes.lines(found))
     for attempt in attempts:
         rows.append(
             ("attempts" if attempt.number == attempts[0].number else "", attempt_line(attempt))

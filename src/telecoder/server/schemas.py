@@ -172,6 +172,20 @@ class MessageCreate(_In):
     text: Annotated[Text, AfterValidator(_not_blank)] = Field(max_length=100_000)
 
 
+class CheckPassed(BaseModel):
+    command: str
+    kind: str
+
+
+class OutcomeOut(BaseModel):
+    """Changed / Verified / Uncertain / Next: the same as the GitHub status comment says."""
+
+    changed: str = Field(description="What changed: the commit, its diff, the pull request.")
+    verified: list[CheckPassed] = Field(description="The checks that passed (last revision).")
+    uncertain: list[str] = Field(description="What the agent was unsure of; the error.")
+    next: str = Field(description="What a human should do next.")
+
+
 class ResultOut(BaseModel):
     type: ResultType
     branch: str | None
@@ -185,6 +199,10 @@ class ResultOut(BaseModel):
     partial: bool = Field(
         default=False,
         description="What the agent did before its time or budget ran out, pushed as a draft.",
+    )
+
+    outcome: OutcomeOut | None = Field(
+        default=None, description="The outcome as computed when the attempt finished."
     )
 
     @classmethod
@@ -219,6 +237,9 @@ class SessionOut(BaseModel):
     origin: dict[str, Any] | None
     cancel_requested: bool
     result: ResultOut | None
+    outcome: OutcomeOut | None = Field(
+        default=None, description="Changed / Verified / Uncertain / Next, once it ended."
+    )
     error: str | None
     failure_kind: FailureKind | None
     cost_usd: float = Field(description="What its model requests cost (spent).")
