@@ -56,6 +56,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
+from tests.fakes.github_checks import FakeChecks
 from tests.fakes.github_webhooks import WebhookPayloads
 from tests.fakes.github_webhooks import user_json as _user
 
@@ -204,10 +205,11 @@ def _validation(resource: str = "PullRequest", **error: str) -> _Refusal:
     return _Refusal(422, "Validation Failed", [{"resource": resource, **error}])
 
 
-class FakeGitHub(WebhookPayloads):
+class FakeGitHub(WebhookPayloads, FakeChecks):
     def __init__(self, token: str = TOKEN, webhook_secret: str = WEBHOOK_SECRET) -> None:
         self.token = token
         self.webhook_secret = webhook_secret
+        self._checks_init()
         self.app_id: str | None = None
         self.app_public_key: str | None = None
         self.installation_id = 4242
@@ -771,12 +773,18 @@ class _Handler(BaseHTTPRequestHandler):
             body = {"message": failure.message, "documentation_url": DOCS}
             self._send(failure.status, body, failure.headers)
             return
+        if (log := fake.job_log(request.path)) is not None:
+            self._send_raw(200, {"Content-Type": "text/plain; charset=utf-8"}, log.encode())
+            return
         if request.path.startswith("/app/") or request.path.endswith("/installation"):
             self._send(*fake._app_request(request))
             return
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme != "Bearer" or not fake.accepts(token):
             self._send(401, {"message": "Bad credentials", "documentation_url": DOCS})
+            return
+        if (ci := fake.ci_api(request.path)) is not None:
+            self._send(ci[0], ci[1], ci[2])
             return
         try:
             answer = fake._handle(request.method, request.path, request.query, request.json)

@@ -106,3 +106,56 @@ async def test_a_merge_runs_the_on_merge_prompts(app, gh_settings, hub, store, g
     assert follow_up.head == done.branch
     assert follow_up.base == "main"
     assert "Fixes #" not in (follow_up.body or "")
+
+
+async def test_a_failed_check_suite_reads_its_failing_check_runs_from_the_api(
+    app, hub, store, git_repo
+):
+    pull = own_pull(hub, git_repo)
+    sha = git_repo.remote_git("rev-parse", pull.head)
+    hub.add_check_run(
+        "acme", "repo", sha, "pytest", title="2 failed", text="E   AssertionError: 3 != 4"
+    )
+    hub.add_check_run("acme", "repo", sha, "lint", conclusion="success", text="LINT-OK")
+    hub.add_check_run("acme", "repo", sha, "other", text="OTHER-SUITE", suite_id=999)
+    async with client(app) as c:
+        payload = hub.suite_payload("acme", "repo", pull, sha, suite_id=500)
+        response = await post(c, hub, "check_suite", payload)
+        assert response.json()["action"] == "queued", response.text
+    session = await store.sessions.get(response.json()["session_id"])
+    assert "## check run pytest (failure)" in session.prompt
+    assert "E   AssertionError: 3 != 4" in session.prompt
+    assert "LINT-OK" not in session.prompt  # it passed
+    assert "OTHER-SUITE" not in session.prompt  # another suite's
+    fenced = session.prompt.split('<untrusted source="github-check:')[1]
+    assert "AssertionError" in fenced.split("</untrusted>")[0]
+    asked = [r.path for r in hub.requests if r.path.endswith("/check-runs")]
+    assert asked == [f"/repos/acme/repo/commits/{sha}/check-runs"]
+
+
+async def test_a_failed_workflow_run_reads_its_failed_jobs_logs(app, hub, store, git_repo):
+    pull = own_pull(hub, git_repo)
+    sha = git_repo.remote_git("rev-parse", pull.head)
+    noise = "".join(f"2026-11-28T10:00:{i % 60:02d}.0000000Z line {i}\n" for i in range(2000))
+    hub.add_job(
+        "acme",
+        "repo",
+        4242,
+        "test (3.12)",
+        conclusion="failure",
+        log=noise + "2026-11-28T10:01:00.0000000Z FAILED tests/test_export.py::test_json\n",
+    )
+    hub.add_job("acme", "repo", 4242, "build", conclusion="success", log="BUILD-LOG")
+    async with client(app) as c:
+        payload = hub.workflow_payload("acme", "repo", pull, sha, run_id=4242)
+        response = await post(c, hub, "workflow_run", payload)
+        assert response.json()["action"] == "queued", response.text
+    session = await store.sessions.get(response.json()["session_id"])
+    assert "## job test (3.12) (failure)" in session.prompt
+    assert "FAILED tests/test_export.py::test_json" in session.prompt  # the end, kept
+    assert "2026-11-28T10:01:00" not in session.prompt  # timestamps dropped
+    assert "line 0\n" not in session.prompt  # the start, trimmed
+    assert "BUILD-LOG" not in session.prompt
+    assert session.prompt.count("</untrusted>") == 1
+    redirected = [r for r in hub.requests if r.path.startswith("/_logs/")]
+    assert redirected

@@ -37,6 +37,8 @@ class CheckFailed:
     output: str  # what the check reported, trimmed
     url: str | None
     installation_id: int | None
+    event: str = "check_run"
+    run_id: int | None = None  # a workflow run's, or a check suite's, id
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,8 +88,10 @@ def parse(event: str, payload: Any) -> CheckFailed | Merged | Ignored:
         head_sha=str(run.get("head_sha") or (pull.get("head") or {}).get("sha") or ""),
         check=name,
         conclusion=conclusion,
-        output=_tail(text, MAX_OUTPUT),
+        output=tail(text, MAX_OUTPUT),
         url=str(run.get("html_url") or run.get("details_url") or "") or None,
+        event=event,
+        run_id=run["id"] if isinstance(run.get("id"), int) else None,
     )
 
 
@@ -106,7 +110,7 @@ def _merged(payload: dict[str, Any], common: dict[str, Any]) -> Merged | Ignored
     )
 
 
-def _tail(text: str, limit: int) -> str:
+def tail(text: str, limit: int) -> str:
     """The end of a long report (where the failure usually is)."""
     return text if len(text) <= limit else "…" + text[-limit:]
 

@@ -417,6 +417,20 @@ class _Api:
             await asyncio.sleep(wait)
             attempt += 1
 
+    async def text(self, path: str) -> str:
+        """A plain-text resource, such as a job's log (GitHub redirects to where it is; the
+        token is not sent to another host)."""
+        try:
+            response = await self._client.get(
+                self._base + path, headers=self._headers, follow_redirects=True
+            )
+        except _httpx().TransportError as exc:
+            reason = str(exc) or type(exc).__name__
+            raise ForgeError(self._clean(f"GitHub GET {path} failed: {reason}")) from exc
+        if not response.is_success:
+            raise self._error("GET", path, response)
+        return response.text
+
     def _wait(self, response: httpx.Response, attempt: int) -> float | None:
         """Seconds to wait before trying again, or None when it is not worth waiting here."""
         wait = _server_wait(response)

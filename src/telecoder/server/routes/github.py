@@ -23,7 +23,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from telecoder import signing
+from telecoder import github_checks, signing
 from telecoder.channels import github as channel
 from telecoder.channels import github_ci
 from telecoder.errors import BadInput, ForgeError, HookNotFound
@@ -214,6 +214,17 @@ async def _welcome(replies: GitHubReplies, trigger: channel.Trigger, session: An
 CI_SOURCE = "github-ci"
 
 
+async def _with_output(
+    replies: GitHubReplies, item: github_ci.CheckFailed
+) -> github_ci.CheckFailed:
+    try:
+        found = await github_checks.failure_output(replies.forge, item)
+    except ForgeError as e:
+        log.warning("GitHub: the failing checks' output could not be read: %s", e.message)
+        return item
+    return dataclasses.replace(item, output=found or item.output)
+
+
 async def _own_pull_request(
     state: ServerState, replies: GitHubReplies, event: str, payload: Any, delivery: str
 ) -> JSONResponse:
@@ -227,6 +238,8 @@ async def _own_pull_request(
     await replies.forge.ready(item.clone_url)
     if isinstance(item, github_ci.Merged):
         return await _on_merge(state, item, config.on_merge, delivery)
+    if item.event != "check_run" or not item.output:  # only a check run carries its output
+        item = await _with_output(replies, item)
     attempts = config.ci_fix_attempts
     for attempt in range(1, attempts + 1):
         key = f"{item.full_name}#{item.number}:{attempt}"
