@@ -38,33 +38,43 @@ worker acting in the middle of ours).
 from __future__ import annotations
 
 import base64
-import binascii
-import json
-import os
 import re
 import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
 from tests.fakes.github_checks import FakeChecks
+from tests.fakes.github_http import _Handler
+from tests.fakes.github_models import (
+    DOCS,
+    Comment,
+    Issue,
+    Pull,
+    Reaction,
+    Request,
+    _ahead,
+    _Failure,
+    _git,
+    _git_merge,
+    _is_ancestor,
+    _Refusal,
+    _Repo,
+    _validation,
+)
 from tests.fakes.github_webhooks import WebhookPayloads
 from tests.fakes.github_webhooks import user_json as _user
 
 TOKEN = "ghs_FakeToken0123456789abcdefABCDEF"
 WEBHOOK_SECRET = "fake-webhook-secret-8d1f"
-DOCS = "https://docs.github.com/rest"
 
-_GIT = re.compile(r"^/(?P<owner>[^/]+)/(?P<name>[^/]+?)\.git(?P<rest>/.*)$")
 _CONTENTS = re.compile(r"^/repos/([^/]+)/([^/]+)/contents/(.+)$")
 _PERMISSION = re.compile(r"^/repos/([^/]+)/([^/]+)/collaborators/([^/]+)/permission$")
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
@@ -84,125 +94,6 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         ("POST", r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)/comments/(\d+)/replies$", "_reply"),
     ]
 ]
-
-
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]  # lower-case names
-    json: Any
-
-
-@dataclass
-class Pull:
-    owner: str
-    repo: str
-    number: int
-    title: str
-    body: str | None
-    head: str  # the branch
-    base: str
-    state: str = "open"
-    merged: bool = False
-    head_sha: str | None = None
-    maintainer_can_modify: bool = False
-    draft: bool = False
-
-    @property
-    def label(self) -> str:
-        return f"{self.owner}:{self.head}"
-
-    def to_json(self, url: str, *, full: bool = True) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "url": f"{url}/repos/{self.owner}/{self.repo}/pulls/{self.number}",
-            "html_url": f"{url}/{self.owner}/{self.repo}/pull/{self.number}",
-            "number": self.number,
-            "state": self.state,
-            "title": self.title,
-            "body": self.body,
-            "head": {
-                "ref": self.head,
-                "label": self.label,
-                "sha": self.head_sha,
-                "repo": {"full_name": f"{self.owner}/{self.repo}", "name": self.repo},
-            },
-            "base": {
-                "ref": self.base,
-                "label": f"{self.owner}:{self.base}",
-                "repo": {"full_name": f"{self.owner}/{self.repo}", "name": self.repo},
-            },
-            "merged_at": "2025-01-01T00:00:00Z" if self.merged else None,
-            "maintainer_can_modify": self.maintainer_can_modify,
-            "draft": self.draft,
-        }
-        if full:  # like GitHub: only a single pull request says ``merged``
-            data["merged"] = self.merged
-        return data
-
-
-@dataclass
-class Comment:
-    id: int
-    owner: str
-    repo: str
-    number: int
-    body: str
-    login: str = "telecoder[bot]"
-    kind: str = "issue"  # or "review": a review comment, in a thread
-    in_reply_to: int | None = None
-    edits: list[str] = field(default_factory=list)  # earlier bodies, oldest first
-
-
-@dataclass
-class Issue:
-    number: int
-    title: str
-    body: str
-    login: str
-
-
-@dataclass
-class Reaction:
-    subject: str  # "issue", "comment" or "review_comment"
-    id: int  # the issue's number or the comment's id
-    content: str
-
-
-@dataclass
-class _Repo:
-    owner: str
-    name: str
-    git_dir: Path | None
-    next_number: int = 1
-    pulls: dict[int, Pull] = field(default_factory=dict)
-    comments: list[Comment] = field(default_factory=list)
-    issues: dict[int, Issue] = field(default_factory=dict)
-    reactions: list[Reaction] = field(default_factory=list)
-    permissions: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class _Failure:
-    status: int
-    message: str
-    headers: dict[str, str]
-    disconnect: bool
-
-
-class _Refusal(Exception):
-    def __init__(self, status: int, message: str, errors: list[dict[str, str]] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.body: dict[str, Any] = {"message": message, "documentation_url": DOCS}
-        if errors:
-            self.body["errors"] = errors
-        self.body["status"] = str(status)
-
-
-def _validation(resource: str = "PullRequest", **error: str) -> _Refusal:
-    return _Refusal(422, "Validation Failed", [{"resource": resource, **error}])
 
 
 class FakeGitHub(WebhookPayloads, FakeChecks):
@@ -673,191 +564,6 @@ class FakeGitHub(WebhookPayloads, FakeChecks):
             if comment.in_reply_to:
                 data["in_reply_to_id"] = comment.in_reply_to
         return data
-
-
-def _git(git_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["git", *args], cwd=git_dir, capture_output=True, text=True, check=False, env=_git_env()
-    )
-
-
-def _git_env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "GIT_CONFIG_GLOBAL": "/dev/null",
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_AUTHOR_NAME": "GitHub",
-        "GIT_AUTHOR_EMAIL": "noreply@github.com",
-        "GIT_COMMITTER_NAME": "GitHub",
-        "GIT_COMMITTER_EMAIL": "noreply@github.com",
-    }
-
-
-def _ahead(git_dir: Path, base: str, head: str) -> bool:
-    result = _git(git_dir, "rev-list", "--count", f"refs/heads/{base}..refs/heads/{head}")
-    return result.returncode == 0 and int(result.stdout.strip() or "0") > 0
-
-
-def _is_ancestor(git_dir: Path, ancestor: str, descendant: str) -> bool:
-    return _git(git_dir, "merge-base", "--is-ancestor", ancestor, descendant).returncode == 0
-
-
-def _git_merge(git_dir: Path, pull: Pull) -> None:
-    base, head = f"refs/heads/{pull.base}", f"refs/heads/{pull.head}"
-    tree = _git(git_dir, "merge-tree", "--write-tree", base, head)
-    if tree.returncode != 0:
-        raise AssertionError(f"fake GitHub cannot merge #{pull.number}: {tree.stdout}")
-    message = f"Merge pull request #{pull.number} from {pull.label}"
-    commit = _git(
-        git_dir, "commit-tree", tree.stdout.split()[0], "-p", base, "-p", head, "-m", message
-    )
-    _git(git_dir, "update-ref", base, commit.stdout.strip())
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "GitHub.com"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    @property
-    def fake(self) -> FakeGitHub:
-        return self.server.fake  # type: ignore[attr-defined, no-any-return]
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
-    def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
-            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                pass
-            return b"".join(chunks)
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-    def _dispatch(self) -> None:
-        parts = urlsplit(self.path)
-        raw = self._read_body()
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        git = _GIT.match(parts.path)
-        try:
-            payload = json.loads(raw) if raw and git is None else None
-        except ValueError:
-            payload = None
-        request = Request(self.command, parts.path, dict(parse_qsl(parts.query)), headers, payload)
-        with self.fake._lock:
-            self.fake.requests.append(request)
-        if git is not None:
-            self._serve_git(git["owner"], git["name"], git["rest"], parts.query, raw)
-        else:
-            self._serve_api(request)
-
-    def _serve_api(self, request: Request) -> None:
-        fake = self.fake
-        fake._run_hooks(request.method, request.path)
-        failure = fake._take_failure()
-        if failure is not None:
-            if failure.disconnect:
-                self.close_connection = True
-                return
-            body = {"message": failure.message, "documentation_url": DOCS}
-            self._send(failure.status, body, failure.headers)
-            return
-        if (log := fake.job_log(request.path)) is not None:
-            self._send_raw(200, {"Content-Type": "text/plain; charset=utf-8"}, log.encode())
-            return
-        if request.path.startswith("/app/") or request.path.endswith("/installation"):
-            self._send(*fake._app_request(request))
-            return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme != "Bearer" or not fake.accepts(token):
-            self._send(401, {"message": "Bad credentials", "documentation_url": DOCS})
-            return
-        if (ci := fake.ci_api(request.path)) is not None:
-            self._send(ci[0], ci[1], ci[2])
-            return
-        try:
-            answer = fake._handle(request.method, request.path, request.query, request.json)
-        except _Refusal as refusal:
-            self._send(refusal.status, refusal.body)
-            return
-        status, body = answer if isinstance(answer, tuple) else (200, answer)
-        self._send(status, body)
-
-    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _authorized_for_git(self) -> bool:
-        scheme, _, credentials = self.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            _, _, password = base64.b64decode(credentials).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        return self.fake.accepts(password)
-
-    def _serve_git(self, owner: str, name: str, rest: str, query: str, body: bytes) -> None:
-        with self.fake._lock:
-            repo = self.fake._repos.get((owner, name))
-        if repo is None or repo.git_dir is None:
-            self._send_raw(404, {"Content-Type": "text/plain"}, b"Repository not found.\n")
-            return
-        if not self._authorized_for_git():
-            headers = {"Content-Type": "text/plain", "WWW-Authenticate": 'Basic realm="GitHub"'}
-            self._send_raw(401, headers, b"Authentication failed\n")
-            return
-        env = {
-            **_git_env(),
-            "GIT_PROJECT_ROOT": str(repo.git_dir),
-            "GIT_HTTP_EXPORT_ALL": "1",
-            "PATH_INFO": rest,
-            "QUERY_STRING": query,
-            "REQUEST_METHOD": self.command,
-            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
-            "CONTENT_LENGTH": str(len(body)),
-            "REMOTE_USER": "x-access-token",
-            "REMOTE_ADDR": "127.0.0.1",
-            "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
-            "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
-        }
-        result = subprocess.run(
-            ["git", "http-backend"], input=body, env=env, capture_output=True, check=False
-        )
-        head, _, payload = result.stdout.partition(b"\r\n\r\n")
-        status, headers = 200, {}
-        for line in head.decode("latin-1").split("\r\n"):
-            key, _, value = line.partition(":")
-            if key.lower() == "status":
-                status = int(value.split()[0])
-            elif key:
-                headers[key] = value.strip()
-        self._send_raw(status, headers, payload)
-
-    def _send_raw(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        self.send_response(status)
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
 
 @pytest.fixture
