@@ -98,11 +98,14 @@ def failed(recorder: EventRecorder, kind: FailureKind, error: str) -> Outcome:
 
 
 def masked(outcome: Outcome | None, masker: Masker) -> Outcome | None:
-    """The outcome with any secret in its result text or error replaced by ``***``."""
+    """The outcome with any secret in its result text, the result's outcome (which quotes the
+    text) or error replaced by ``***``."""
     if outcome is None or not masker:
         return outcome
     result = outcome.result
     if result is not None and result.text:
         result = replace(result, text=masker.text(result.text))
+    if result is not None and result.outcome:
+        result = replace(result, outcome=masker.data(result.outcome))
     error = masker.text(outcome.error) if outcome.error else outcome.error
     return replace(outcome, result=result, error=error)

@@ -163,7 +163,7 @@ class LeakEngine(ShellEngine):
     leak = ""
 
     def command(self, task: EngineTask) -> EngineCommand:
-        script = f"echo 'the token is {self.leak}'\necho 'fixed' >> README.md\n"
+        script = f"echo 'I am not sure the token is {self.leak}'\necho 'fixed' >> README.md\n"
         return EngineCommand(
             argv=["/bin/sh", str(task.home / "leak.sh")], files={"leak.sh": script}
         )
@@ -213,3 +213,6 @@ async def test_an_installation_token_printed_by_the_agent_is_masked(
     events = json.dumps([e.data for e in await store.events.list(session_id)])
     assert leak_engine.leak not in events
     assert "the token is ***" in events
+    shown = json.dumps(session.to_dict())  # the outcome quotes the agent's doubts, masked
+    assert leak_engine.leak not in shown
+    assert "I am not sure the token is ***" in session.to_dict()["outcome"]["uncertain"]
