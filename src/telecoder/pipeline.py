@@ -261,8 +261,7 @@ class Pipeline:
         # A checkout's remote may carry a credential: git uses it, nothing shows it.
         recorder.masker = self.masker.adding(url_credentials(source.remote_url))
         forge = self._forge(session, source.remote_url)
-        if (ready := getattr(forge, "ready", None)) is not None:
-            await ready(source.remote_url)  # a GitHub App's installation token, at hand
+        await forge.ready(source.remote_url)  # e.g. a GitHub App's installation token
         git_env = forge.git_env(source.remote_url)
         turn = await self._turn(session)
         wt = await self._worktree(session, lease, source, turn, git_env, recorder)
@@ -333,7 +332,7 @@ class Pipeline:
                     **usage_fields(work.usage),
                 )
             answer = await self.publisher.publish(
-                session, lease, wt, forge, git_env, sha, recorder, control, text
+                session, lease, wt, forge, sha, recorder, control, text
             )
         recorder.add(EventKind.RESULT, answer.to_dict())
         status = SessionStatus.BLOCKED if session.mode == Mode.CHAT else SessionStatus.SUCCEEDED
@@ -398,9 +397,8 @@ class Pipeline:
             kind = FailureKind.SECRET_DETECTED
             return Outcome(status=SessionStatus.FAILED, failure_kind=kind, error=leaked)
         forge = self._forge(session, wt.remote_url)
-        git_env = forge.git_env(wt.remote_url)
         answer = await self.publisher.publish(
-            session, lease, wt, forge, git_env, sha, recorder, AttemptControl(), partial=stop.kind
+            session, lease, wt, forge, sha, recorder, AttemptControl(), partial=stop.kind
         )
         recorder.add(EventKind.RESULT, answer.to_dict())
         error = f"{stop.error}; what the agent did is pushed as a partial result (a draft)"

@@ -6,7 +6,6 @@ draft for a partial result; none for a session on a pull request's own branch).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 
 from telecoder import repoconfig, secretscan
 from telecoder.channels import github as github_channel
@@ -29,7 +28,6 @@ class Publisher:
         lease: Lease,
         wt: Worktree,
         forge: Forge,
-        git_env: Mapping[str, str],
         sha: str,
         recorder: EventRecorder,
         control: AttemptControl,
@@ -39,7 +37,10 @@ class Publisher:
         stats = await self.workspace.diff_stats(wt)
         await self.confirm_lease(lease, control)
         recorder.progress("pushing", branch=wt.branch, commit=sha)
-        pushed = await self.workspace.push(wt, sha, env=git_env)
+        # Credentials as they are now: an installation token taken at the start may have
+        # expired during a long run.
+        await forge.ready(wt.remote_url)
+        pushed = await self.workspace.push(wt, sha, env=forge.git_env(wt.remote_url))
         recorder.progress("pushed" if pushed else "already_pushed", branch=wt.branch, commit=sha)
         why = partial.value if partial else None
         title, _, body = commit_message(session, partial=why).partition("\n")
