@@ -8,18 +8,25 @@
 - ``choose_forge``: where a session's result goes.
 - ``failed``, ``masked``: an attempt's failure as an event and an outcome; an outcome with
   every secret in its text and error masked.
+- ``Stopped``, ``check``: an attempt stopped early (its ``AttemptControl`` says why) leaves its
+  steps by raising ``Stopped``.
+- ``usage_fields``, ``rate_limited``: an outcome's usage; the outcome of an agent that failed
+  because the gateway gave up waiting out a rate limit.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 from telecoder.domain import EventKind, FailureKind, Session, SessionStatus
 from telecoder.errors import BadInput
+from telecoder.gateway.tickets import Ticket
 from telecoder.masking import Masker
-from telecoder.protocols import Forge
-from telecoder.recorder import EventRecorder, StopReason
+from telecoder.protocols import Forge, Usage
+from telecoder.recorder import AttemptControl, EventRecorder, StopReason
 from telecoder.store import Outcome
 
 PARTIAL_PREFIX = "[partial] "
@@ -109,3 +116,43 @@ def masked(outcome: Outcome | None, masker: Masker) -> Outcome | None:
         result = replace(result, outcome=masker.data(result.outcome))
     error = masker.text(outcome.error) if outcome.error else outcome.error
     return replace(outcome, result=result, error=error)
+
+
+@dataclass(frozen=True, slots=True)
+class Stopped(Exception):
+    reason: StopReason
+
+
+def check(control: AttemptControl) -> None:
+    if control.reason is not None:
+        raise Stopped(control.reason)
+
+
+def usage_fields(usage: Usage) -> dict[str, Any]:
+    return {
+        "cost_usd": usage.cost_usd or 0.0,
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+    }
+
+
+def rate_limited(ticket: Ticket, error: str | None, usage: Usage) -> Outcome:
+    """The agent failed after the gateway gave up waiting out a rate limit: not the task's
+    fault, so the session is requeued (``rate_limited``), not before the endpoint opens."""
+    until = ticket.rate_limited_until
+    wait = f" until {time.strftime('%H:%M:%S', time.localtime(until))}" if until else ""
+    message = f"the model endpoint kept rate-limiting{wait}; requeued"
+    return Outcome(
+        status=SessionStatus.FAILED,
+        failure_kind=FailureKind.RATE_LIMITED,
+        error=f"{message} ({error})" if error else message,
+        not_before=until,
+        **usage_fields(usage),
+    )
+
+
+def forge_secrets(forge: Forge, remote_url: str) -> tuple[str, ...]:
+    """The token the forge gives git for the remote (a GitHub App's installation token
+    included), for the masker of the session that uses it; nothing for a forge without one."""
+    secrets = getattr(forge, "secrets", None)
+    return tuple(secrets(remote_url)) if secrets is not None else ()

@@ -206,6 +206,11 @@ class Forge(Protocol):
         """Whether ``auto`` forge selection should pick this forge for ``remote_url``."""
         ...
 
+    async def ready(self, remote_url: str) -> None:
+        """Have fresh credentials for ``remote_url`` at hand before ``git_env`` is asked (a
+        GitHub App's installation token is fetched or renewed here); nothing for most forges."""
+        ...
+
     def git_env(self, remote_url: str) -> Mapping[str, str]:
         """Environment for ``git fetch``/``git push`` to ``remote_url`` (credentials).
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from telecoder.store.db import Database
-from telecoder.store.migrations import upgrade
+from telecoder.store.migrations import HEAD, upgrade
 from tests.cli import cli_env, telecoder, wait_for
 from tests.conftest import GitRepo
 from tests.procs import WorkerProcs, fast_env, worker_processes
@@ -164,7 +164,7 @@ def test_an_old_backup_is_migrated_on_restore(home: Path, tmp_path: Path):
     assert done.returncode == 0, done.stderr
     assert session_ids(env) == {sid}
     assert telecoder("workers", "--json", env=env).stdout.strip() == "[]"
-    assert "revision 0003" in telecoder("db", "upgrade", env=env).stdout
+    assert f"revision {HEAD}" in telecoder("db", "upgrade", env=env).stdout
 
 
 @pytest.mark.postgres

@@ -23,7 +23,7 @@ from telecoder.domain import (
     SessionStatus,
 )
 from telecoder.errors import LeaseLost
-from telecoder.store import Claimed, Outcome, Store
+from telecoder.store import Claimed, Outcome, Store, open_store
 from telecoder.store.queue import Queue
 from telecoder.store.schema import attempts, events, sessions
 
@@ -458,3 +458,26 @@ async def test_worker_processes_claim_each_session_exactly_once(
         numbers = (await conn.execute(select(attempts.c.number).distinct())).scalars().all()
     assert {(r.status, r.attempt) for r in rows} == {("succeeded", 1)}
     assert list(numbers) == [1]
+
+
+async def test_one_branch_has_one_writer_even_when_claims_race(db_url: str) -> None:
+    """Two workers (own connections) claim at once two sessions of one branch: one runs, the
+    other waits queued until the branch is free (PostgreSQL: the claims' subqueries cannot
+    see each other; an advisory lock per branch orders them)."""
+    first, second = await open_store(db_url, lease_seconds=5), await open_store(db_url)
+    try:
+        for round_ in range(8):
+            branch = f"telecoder/pr-{round_}"
+            for _ in range(2):
+                await first.sessions.create(new(branch=branch))
+            got = await asyncio.gather(first.queue.claim("w1"), second.queue.claim("w2"))
+            running = [c for c in got if c is not None]
+            assert len(running) == 1, got
+            await first.queue.finish(running[0].lease, SUCCEEDED)
+            after = await second.queue.claim("w2")
+            assert after is not None
+            assert after.session.branch == branch
+            await second.queue.finish(after.lease, SUCCEEDED)
+    finally:
+        await first.close()
+        await second.close()

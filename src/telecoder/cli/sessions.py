@@ -97,7 +97,7 @@ def show(
             models = await store.usage.models(session.id)
         if as_json:
             attempts_json = [a.to_dict() for a in attempts]
-            print_json({**session.to_dict(), "attempts": attempts_json, "models": models})
+            print_json({**session.to_dict(), "models": models, "attempts": attempts_json})
         else:
             show_session(session, attempts, models)
 

@@ -21,6 +21,9 @@ class LocalForge:
     def handles(self, remote_url: str) -> bool:
         return True
 
+    async def ready(self, remote_url: str) -> None:
+        return None  # the remote's own credentials (ssh keys, a helper): nothing to fetch
+
     def git_env(self, remote_url: str) -> Mapping[str, str]:
         return {}
 

@@ -18,6 +18,7 @@ renewing the lease (or restarted), ``stopped`` when the worker handed it back on
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -54,6 +55,33 @@ from telecoder.store.sessions import (
 
 # Key of the PostgreSQL advisory lock that serialises claims under concurrency limits.
 _CLAIM_LOCK = 7080002
+
+
+class _BranchBusy(Exception):
+    """Another session took the claimed session's branch first."""
+
+
+async def _branch_taken(conn: AsyncConnection, session: Session) -> bool:
+    """Whether another session runs on ``session``'s branch (PostgreSQL).
+
+    Two claims can each pick a session of one branch before either commits: the subquery of
+    both saw no writer. Claims of one branch take turns on an advisory lock, and the one that
+    waited sees the first one's committed claim and gives its own up.
+    """
+    digest = hashlib.blake2b(session.branch.encode(), digest_size=8).digest()
+    key = int.from_bytes(digest, "big", signed=True)
+    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    others = (
+        select(func.count())
+        .select_from(sessions)
+        .where(
+            sessions.c.branch == session.branch,
+            sessions.c.status == SessionStatus.RUNNING.value,
+            sessions.c.id != session.id,
+        )
+    )
+    return bool((await conn.execute(others)).scalar_one())
+
 
 CRASHED = "crashed"  # the worker died or vanished: its lease expired, or it restarted
 STOPPED = "stopped"  # the worker handed the session back on purpose (graceful shutdown)
@@ -121,6 +149,19 @@ class Queue:
         these engines. ``limits``: claim nothing that would exceed them. ``held``: start no
         new session a spent period budget holds back.
         """
+        try:
+            return await self._claim(worker_id, engines, only, limits, held)
+        except _BranchBusy:
+            return None
+
+    async def _claim(
+        self,
+        worker_id: str,
+        engines: Collection[str] | None,
+        only: str | None,
+        limits: Limits | None,
+        held: Held | None,
+    ) -> Claimed | None:
         now = time.time()
         pick = (
             select(sessions.c.id)
@@ -169,7 +210,13 @@ class Queue:
                     )
                     pick = pick.where(sessions.c.repo.not_in(busy))
             # One statement picks and takes the session (the subquery locks on PostgreSQL).
-            return await self._start(conn, sessions.c.id == pick.scalar_subquery(), worker_id, now)
+            claimed = await self._start(
+                conn, sessions.c.id == pick.scalar_subquery(), worker_id, now
+            )
+            contended = claimed is not None and not self._db.is_sqlite
+            if contended and claimed is not None and await _branch_taken(conn, claimed.session):
+                raise _BranchBusy  # rolled back: it stays queued, the other writer first
+            return claimed
 
     async def create_claimed(self, new: NewSession, worker_id: str) -> Claimed:
         """Enqueue and claim in one transaction: the caller runs it itself, nobody else can."""

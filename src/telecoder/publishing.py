@@ -1,0 +1,102 @@
+"""Publishing an attempt's commit: what it adds scanned for secrets, the lease confirmed right
+before anything leaves the host, the branch pushed and the pull request opened or updated (a
+draft for a partial result; none for a session on a pull request's own branch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from telecoder import repoconfig, secretscan
+from telecoder.channels import github as github_channel
+from telecoder.domain import EventKind, FailureKind, Lease, Result, ResultType, Session
+from telecoder.endings import check, commit_message, forge_secrets
+from telecoder.protocols import Forge, Publication, Published
+from telecoder.recorder import AttemptControl, EventRecorder, StopReason
+from telecoder.store import Store
+from telecoder.workspace import Workspace, Worktree
+
+
+class Publisher:
+    def __init__(self, *, store: Store, workspace: Workspace) -> None:
+        self.store = store
+        self.workspace = workspace
+
+    async def publish(
+        self,
+        session: Session,
+        lease: Lease,
+        wt: Worktree,
+        forge: Forge,
+        sha: str,
+        recorder: EventRecorder,
+        control: AttemptControl,
+        text: str | None = None,
+        partial: FailureKind | None = None,
+    ) -> Result:
+        stats = await self.workspace.diff_stats(wt)
+        await self.confirm_lease(lease, control)
+        recorder.progress("pushing", branch=wt.branch, commit=sha)
+        # Credentials as they are now: an installation token taken at the start may have
+        # expired during a long run.
+        await forge.ready(wt.remote_url)
+        recorder.masker = recorder.masker.adding(forge_secrets(forge, wt.remote_url))
+        pushed = await self.workspace.push(wt, sha, env=forge.git_env(wt.remote_url))
+        recorder.progress("pushed" if pushed else "already_pushed", branch=wt.branch, commit=sha)
+        why = partial.value if partial else None
+        title, _, body = commit_message(session, partial=why).partition("\n")
+        if (pull := github_channel.on_pull_request(session.origin)) is not None:
+            published = Published(number=pull)  # its own branch: the pull request is there
+        else:
+            published = await forge.publish(
+                Publication(
+                    session_id=session.id,
+                    remote_url=wt.remote_url,
+                    branch=wt.branch,
+                    base=wt.base,
+                    title=title,
+                    body=github_channel.pull_request_body(
+                        session.origin, body.strip() or session.prompt
+                    ),
+                    draft=partial is not None,
+                )
+            )
+        if published.url:
+            recorder.progress("pull_request", url=published.url, number=published.number)
+        return Result(
+            type=ResultType.BRANCH,
+            branch=wt.branch,
+            commit=sha,
+            pr_url=published.url,
+            pr_number=published.number,
+            text=text,
+            diff=stats,
+            partial=partial is not None,
+        )
+
+    async def confirm_lease(self, lease: Lease, control: AttemptControl) -> None:
+        """Renew the lease right before an effect outside the database (push, pull request).
+
+        A worker that was paused or cut off past its lease learns it here, and does nothing;
+        a cancel requested meanwhile stops the attempt before it publishes.
+        """
+        check(control)
+        beat = await self.store.queue.heartbeat(lease)  # LeaseLost if it is gone
+        if beat.cancel_requested:
+            control.stop(StopReason.CANCELLED)
+        check(control)
+
+    async def scan(
+        self, wt: Worktree, config: repoconfig.RepoConfig, recorder: EventRecorder
+    ) -> str | None:
+        """Scan what the commit adds for secrets before anything is pushed; the error if any."""
+        recorder.progress("scanning_for_secrets")
+        diff = await self.workspace.diff(wt)
+        allow = config.secrets.allow
+        found = await asyncio.to_thread(secretscan.scan, diff, recorder.masker, allow)
+        if not found:
+            return None
+        message = secretscan.report(found)
+        kind = FailureKind.SECRET_DETECTED
+        recorder.add(EventKind.ERROR, {"failure_kind": kind.value, "message": message})
+        return message
