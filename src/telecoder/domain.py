@@ -166,6 +166,8 @@ class NewSession:
     origin: dict[str, Any] | None = None
     budget_usd: float | None = None  # the gateway blocks the session when its cost reaches it
     tier: str | None = None  # trivial, standard or complex: which models the gateway routes to
+    thread: str | None = None  # "channel:key" of the conversation it answers (Slack, Telegram, …)
+    notify: tuple[str, ...] = ()  # "slack:<who>", "telegram:<chat>": told when it ends or asks
     id: str = field(default_factory=new_session_id)
     # A retry works on its parent's branch, so it updates the same pull request.
     branch: str = ""
@@ -214,6 +216,9 @@ class Session:
     engine_source: EngineSource = EngineSource.REQUEST
     budget_usd: float | None = None
     tier: str | None = None
+    thread: str | None = None
+    question: str | None = None  # blocked: what it asks a human (answer it to resume)
+    notify: tuple[str, ...] = ()
 
     def outcome(self) -> dict[str, Any] | None:
         """Changed / Verified / Uncertain / Next once the session ended (or waits for its next
@@ -253,6 +258,9 @@ class Session:
             "cost_usd": self.cost_usd,
             "budget_usd": self.budget_usd,
             "tier": self.tier,
+            "thread": self.thread,
+            "question": self.question,
+            "notify": list(self.notify),
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "created_at": iso(self.created_at),

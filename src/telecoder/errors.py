@@ -116,6 +116,10 @@ class HookNotFound(TeleCoderError):
     """No hook has that name."""
 
 
+class RegisteredRepoNotFound(TeleCoderError):
+    """No repository is registered under that name."""
+
+
 class SubscriptionNotFound(TeleCoderError):
     """No subscription has that id."""
 

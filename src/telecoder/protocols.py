@@ -15,10 +15,11 @@ updates the one pull request of the session.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from telecoder.domain import EventKind, FailureKind
 
@@ -221,3 +222,68 @@ class Forge(Protocol):
     async def publish(self, publication: Publication) -> Published:
         """Open the session's pull request, or find and update it: never a second one."""
         ...
+
+
+# --- channels ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Inbound:
+    """A message that reached TeleCoder on a channel, in a channel-neutral shape.
+
+    ``thread`` is the conversation's key, unique within the channel (Slack ``channel/thread_ts``,
+    Telegram ``chat_id/message_thread_id or the first message's id``, a Linear or Jira issue):
+    the sessions it started are found by it, and a later message in it continues them.
+    ``place`` is where it was said (a Slack channel, a Telegram chat, a Linear team, a Jira
+    project): it names the default repository. ``reply`` is what the channel needs to answer in
+    the thread; it is stored as the session's origin (with ``channel`` and ``thread``), so it
+    must be JSON and hold no secret. The text was written by somebody who is not the operator:
+    it is untrusted data.
+    """
+
+    channel: str  # slack, telegram, linear, jira
+    key: str  # the delivery's id: the same on a redelivery (idempotency)
+    thread: str
+    place: str
+    sender: str  # the author's id on the channel
+    text: str  # what was said to TeleCoder, with the mention of it taken out
+    sender_name: str | None = None
+    addressed: bool = True  # a mention, a DM, a reply to TeleCoder, a ticket in the trigger state
+    direct: bool = False  # a direct message (one person and TeleCoder)
+    title: str | None = None  # a ticket's title
+    url: str | None = None  # a link to the message or ticket
+    attachments: tuple[str, ...] = ()  # names or links of files that came with it
+    reply: Mapping[str, object] = field(default_factory=dict)
+
+
+class Channel(Protocol):
+    """Where tasks come from and replies go: verify and parse what arrives, answer in a thread.
+
+    ``verify`` raises ``telecoder.errors.WebhookSignatureInvalid`` (a 401) for a request the
+    channel did not sign (a bad signature, a stale timestamp, a wrong secret token).
+    ``parse`` turns a verified payload into messages (none when it asks for nothing).
+    ``say`` writes ``text`` into the thread ``origin`` names (a session's origin, or an
+    Inbound's ``reply`` with ``channel`` and ``thread``). ``report`` tells the thread where a
+    session stands (queued, running with its ``activity``, blocked with its question, its
+    outcome), editing the one status message where the channel can.
+    """
+
+    name: str
+
+    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> None: ...
+
+    def parse(self, headers: Mapping[str, str], body: bytes) -> Sequence[Inbound]: ...
+
+    async def say(self, origin: Mapping[str, object], text: str) -> None: ...
+
+    async def report(self, session: Mapping[str, object]) -> None: ...
+
+
+@runtime_checkable
+class Listening(Protocol):
+    """A channel that fetches its messages itself (Telegram's long polling, Slack's Socket
+    Mode) rather than being sent them: ``listen`` hands each to ``receive`` until ``stop``."""
+
+    async def listen(
+        self, receive: Callable[[Inbound], Awaitable[object]], stop: asyncio.Event
+    ) -> None: ...

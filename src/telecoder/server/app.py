@@ -20,15 +20,18 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from telecoder import __version__
+from telecoder import __version__, channels, registry
 from telecoder.assemble import build_workspace
 from telecoder.bus import Bus
+from telecoder.conversation import Conversations
 from telecoder.deliverer import Deliverer, load_subscribers, policy_of
+from telecoder.dispatcher import dispatcher_of
 from telecoder.errors import (
     BadInput,
     Conflict,
     EndpointNotFound,
     HookNotFound,
+    RegisteredRepoNotFound,
     SessionNotFound,
     StoreUnavailable,
     SubscriptionNotFound,
@@ -37,6 +40,7 @@ from telecoder.errors import (
 )
 from telecoder.gateway.endpoints import Registry, env_specs
 from telecoder.github_replies import GitHubReplies
+from telecoder.protocols import Listening
 from telecoder.server.auth import AuthError, Guard, Tokens, check_bind
 from telecoder.server.deps import LoginRequired
 from telecoder.server.diff import DiffSource, DiffUnavailable, git_diff_source
@@ -64,6 +68,38 @@ log = logging.getLogger(__name__)
 LOGIN_ATTEMPTS_PER_MINUTE = 10
 
 
+def _conversations(
+    settings: Settings, store: Store, intake: Intake, bus: Bus
+) -> Conversations | None:
+    """Channel messages into sessions, when a channel is configured."""
+    found = channels.from_settings(settings)
+    if not found:
+        return None
+    return Conversations(
+        store,
+        intake=intake,
+        dispatcher=dispatcher_of(settings),
+        channels=found,
+        engines=registry.names("engines"),
+        poke=bus.poke,
+    )
+
+
+def _listen(
+    conversations: Conversations | None, stop: asyncio.Event, every: float
+) -> set[asyncio.Task[None]]:
+    """The channels' own loops: progress reports, and the channels that fetch their messages
+    (Telegram's long polling, Slack's Socket Mode)."""
+    if conversations is None:
+        return set()
+    tasks = {asyncio.create_task(conversations.watch(stop, every), name="channels-running")}
+    for name, channel in conversations.channels.items():
+        if isinstance(channel, Listening):
+            listen = channel.listen(conversations.receive, stop)
+            tasks.add(asyncio.create_task(listen, name=f"{name}-listen"))
+    return tasks
+
+
 def create_app(
     settings: Settings,
     store: Store,
@@ -80,19 +116,25 @@ def create_app(
     check_bind(tokens, settings.host)
     github_replies = GitHubReplies(settings) if settings.github_webhook_secret else None
     replies = {"github": github_replies.subscriber} if github_replies else {}
+    intake = intake or default_intake(settings)
+    bus = Bus(store, poll_seconds=settings.bus_poll_seconds)
+    conversations = _conversations(settings, store, intake, bus)
+    if conversations is not None:
+        replies["channels"] = conversations.subscriber
     state = ServerState(
         settings=settings,
         store=store,
-        bus=Bus(store, poll_seconds=settings.bus_poll_seconds),
+        bus=bus,
         guard=Guard(tokens),
         limiter=RateLimiter(settings.rate_limit_per_minute),
         login_limiter=RateLimiter(LOGIN_ATTEMPTS_PER_MINUTE),
-        intake=intake or default_intake(settings),
+        intake=intake,
         diff_source=diff_source or git_diff_source(build_workspace(settings)),
         workers=Workers(runner=start_workers),
         deliverer=Deliverer(
             store, policy=policy_of(settings), subscribers={**load_subscribers(), **replies}
         ),
+        conversations=conversations,
     )
 
     @asynccontextmanager
@@ -119,6 +161,7 @@ def create_app(
                 github_replies.watch(store, workers.stop, settings.notify_poll_seconds),
                 name="github-running",
             )
+        listening = _listen(conversations, workers.stop, settings.notify_poll_seconds)
         try:
             yield
         finally:
@@ -127,6 +170,7 @@ def create_app(
                 await sending
             if announcing is not None:
                 await announcing
+            await asyncio.wait(listening or {checks}, timeout=15)
             await asyncio.wait({checks}, timeout=15)
             if workers.task is not None:
                 try:
@@ -177,6 +221,7 @@ _STATUS: list[tuple[type[TeleCoderError], int, str]] = [
     (SessionNotFound, 404, "not_found"),
     (HookNotFound, 404, "not_found"),
     (SubscriptionNotFound, 404, "not_found"),
+    (RegisteredRepoNotFound, 404, "not_found"),
     (WebhookSignatureInvalid, 401, "unauthorized"),
     (EndpointNotFound, 404, "not_found"),
     (DiffUnavailable, 404, "no_diff"),

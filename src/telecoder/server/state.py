@@ -19,6 +19,7 @@ from typing import Any
 from telecoder import registry
 from telecoder.assemble import build_forges, build_workspace
 from telecoder.bus import Bus
+from telecoder.conversation import Conversations
 from telecoder.deliverer import Deliverer
 from telecoder.intake import Accepted, Request, accept
 from telecoder.server.auth import Guard
@@ -73,3 +74,4 @@ class ServerState:
     diff_source: DiffSource
     workers: Workers
     deliverer: Deliverer | None = None  # sends the outbox (notifications to subscriptions)
+    conversations: Conversations | None = None  # channel messages -> sessions, replies back

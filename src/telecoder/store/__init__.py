@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from telecoder.store.budgets import Budgets, Held
+from telecoder.store.channel_events import ChannelEvents
 from telecoder.store.costs import By, Costs, Figures, Report
 from telecoder.store.db import Database
 from telecoder.store.deliveries import Deliveries, Once
@@ -15,6 +16,7 @@ from telecoder.store.migrations import upgrade
 from telecoder.store.notify import Listener, Notice, NoticeKind
 from telecoder.store.outbox import Delivery, NotifyEvent, Outbox, Subscription, Subscriptions
 from telecoder.store.queue import Claimed, Heartbeat, Limits, Outcome, Queue
+from telecoder.store.repos import Repo, Repos, Route
 from telecoder.store.sessions import Page, Sessions
 from telecoder.store.usage import Totals, UsageRow, Usages
 from telecoder.store.workers import Registration, Workers
@@ -22,6 +24,7 @@ from telecoder.store.workers import Registration, Workers
 __all__ = [
     "Budgets",
     "By",
+    "ChannelEvents",
     "Claimed",
     "Costs",
     "Deliveries",
@@ -41,7 +44,10 @@ __all__ = [
     "Outcome",
     "Page",
     "Registration",
+    "Repo",
     "Report",
+    "Repos",
+    "Route",
     "Store",
     "Subscription",
     "Subscriptions",
@@ -65,6 +71,8 @@ class Store:
         self.outbox = Outbox(db)
         self.endpoints = Endpoints(db)
         self.budgets = Budgets(db)
+        self.repos = Repos(db)
+        self.channel_events = ChannelEvents(db)
         # A worker that has not renewed its heartbeat for a lease's length is gone.
         self.workers = Workers(db, stale_after=lease_seconds)
 

@@ -65,6 +65,11 @@ sessions = Table(
     Column("output_tokens", Integer, nullable=False, server_default="0"),
     Column("budget_usd", Double),
     Column("tier", String(16)),
+    # channel:thread key (Slack channel/thread_ts, a Telegram chat's thread, a Linear or Jira
+    # issue): a later message in that thread continues the session it started.
+    Column("thread", String(512)),
+    Column("question", Text),  # blocked: what the agent or a check asks a human
+    Column("notify", Text),  # JSON list of "slack:<who>" / "telegram:<chat>" to tell at the end
     Column("last_seq", Integer, nullable=False, server_default="0"),
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
@@ -74,6 +79,7 @@ sessions = Table(
     Index("ix_sessions_lease", "status", "lease_until"),
     Index("ix_sessions_created", "created_at"),
     Index("ix_sessions_repo", "repo"),
+    Index("ix_sessions_thread", "thread", "created_at"),
 )
 
 attempts = Table(
@@ -235,4 +241,51 @@ outbox = Table(
     Column("delivered_at", Double),
     Index("ix_outbox_due", "state", "next_at"),
     Index("ix_outbox_created", "created_at"),
+)
+
+# The repository registry: names a channel message can use ("app: fix the typo"), each with the
+# engine and priority its sessions get by default.
+repos = Table(
+    "repos",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("engine", String(64)),
+    Column("priority", Integer, nullable=False, server_default="0"),
+    Column("created_at", Double, nullable=False),
+)
+
+# A channel's place (a Slack channel, a Telegram chat, a Linear team, a Jira project; "*" for
+# every place of the channel) -> its default repository's registered name.
+repo_routes = Table(
+    "repo_routes",
+    metadata,
+    Column("channel", String(32), primary_key=True),
+    Column("place", String(255), primary_key=True),
+    Column("repo", String(64), nullable=False),
+    Column("created_at", Double, nullable=False),
+)
+
+# Channel deliveries that made no session (ignored, answered, asked): kept so a redelivery is
+# answered once. Those that made one are in ``deliveries``.
+channel_events = Table(
+    "channel_events",
+    metadata,
+    Column("channel", String(32), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("action", String(16), nullable=False),
+    Column("session_id", String(32)),
+    Column("created_at", Double, nullable=False),
+    Index("ix_channel_events_created", "created_at"),
+)
+
+# What a channel's user chose for themselves (Telegram's /model): (channel, user, name) -> value.
+channel_prefs = Table(
+    "channel_prefs",
+    metadata,
+    Column("channel", String(32), primary_key=True),
+    Column("user", String(255), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", Double, nullable=False),
 )

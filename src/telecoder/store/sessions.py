@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Row, and_, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from telecoder.domain import (
@@ -29,7 +30,7 @@ from telecoder.store.db import Database, dumps, loads
 from telecoder.store.events import append_events, event_from_row
 from telecoder.store.notify import Notice, NoticeKind
 from telecoder.store.outbox import record_status
-from telecoder.store.schema import attempts, events, sessions
+from telecoder.store.schema import attempts, deliveries, events, sessions
 
 
 def session_from_row(row: Row[Any]) -> Session:
@@ -69,6 +70,9 @@ def session_from_row(row: Row[Any]) -> Session:
         engine_source=EngineSource(m["engine_source"]),
         budget_usd=m["budget_usd"],
         tier=m["tier"],
+        thread=m["thread"],
+        question=m["question"],
+        notify=tuple(loads(m["notify"]) or ()),
     )
 
 
@@ -115,6 +119,8 @@ def new_session_values(new: NewSession, now: float) -> dict[str, Any]:
         "origin": dumps(new.origin) if new.origin is not None else None,
         "budget_usd": new.budget_usd,
         "tier": new.tier,
+        "thread": new.thread,
+        "notify": dumps(list(new.notify)) if new.notify else None,
         "available_at": now,
         "created_at": now,
         "updated_at": now,
@@ -268,7 +274,12 @@ class Sessions:
         return await self.get(session_id)
 
     async def add_message(
-        self, session_id: str, text: str, *, sender: str | None = None
+        self,
+        session_id: str,
+        text: str,
+        *,
+        sender: str | None = None,
+        once: tuple[str, str] | None = None,
     ) -> tuple[Session, int]:
         """Send a chat session a message: recorded as an event; a waiting chat is queued.
         Returns the session as it is now and the seq of the message's event.
@@ -276,10 +287,15 @@ class Sessions:
         Refused (``Conflict``) for a task session, an ended chat, and a chat whose agent is in
         the middle of a turn (send again once it waits). A chat queued but not yet started takes
         more messages: its next turn gets them all.
+
+        ``once``: the (source, key) of the delivery that carries the message, recorded in the
+        same transaction; a key seen before adds nothing and answers seq 0.
         """
         now = time.time()
         async with self._db.write() as conn:
             session = await _get(conn, session_id, lock=True)
+            if once is not None and not await self._claim(conn, once, session_id, now):
+                return session, 0
             if session.mode != Mode.CHAT:
                 raise Conflict(
                     f"session {session_id} is a task, not a chat: it takes no follow-ups "
@@ -305,6 +321,31 @@ class Sessions:
             if session.status == SessionStatus.BLOCKED:
                 await self._db.notify(conn, Notice(NoticeKind.QUEUED, session_id))
         return await self.get(session_id), last - len(new) + 1
+
+    async def _claim(
+        self, conn: AsyncConnection, once: tuple[str, str], session_id: str, now: float
+    ) -> bool:
+        dialect = sqlite if self._db.is_sqlite else postgresql
+        claim = (
+            dialect.insert(deliveries)
+            .values(source=once[0], key=once[1], session_id=session_id, created_at=now)
+            .on_conflict_do_nothing()
+            .returning(deliveries.c.session_id)
+        )
+        return (await conn.execute(claim)).first() is not None
+
+    async def in_thread(self, thread: str) -> Session | None:
+        """The newest session of a channel's thread ("channel:key"), if it started any."""
+        async with self._db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(sessions)
+                    .where(sessions.c.thread == thread)
+                    .order_by(sessions.c.created_at.desc())
+                    .limit(1)
+                )
+            ).first()
+        return session_from_row(row) if row is not None else None
 
     async def conversation(self, session_id: str) -> Conversation:
         """The chat's last finished turn and the messages its next turn must answer."""
@@ -409,6 +450,8 @@ def retry_of(old: Session) -> NewSession:
         origin=old.origin,
         branch=old.branch,
         tier=old.tier,  # routed to the same tier's models
+        thread=old.thread,  # it answers in the same thread
+        notify=old.notify,
     )
 
 
