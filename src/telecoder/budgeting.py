@@ -113,11 +113,11 @@ async def resumed_turn(store: Store, session: Session) -> Turn | None:
         return None
     prompt = policy.resume_prompt(session.budget_usd or 0.0)
     subject = None
-    if session.mode == Mode.CHAT:
-        talk = await store.sessions.conversation(session.id)
-        if talk.texts:  # messages sent while it waited: answered too
-            subject = "\n\n".join(talk.texts)
-            prompt = f"{prompt}\n\n{subject}"
+    talk = await store.sessions.conversation(session.id)
+    if talk.texts:  # messages (answers) sent while it waited: answered too
+        said = "\n\n".join(talk.texts)
+        prompt = f"{prompt}\n\n{said}"
+        subject = said if session.mode == Mode.CHAT else None  # a task keeps its subject
     return Turn(prompt, last, subject)
 
 
@@ -131,7 +131,8 @@ class Stop:
 
     def outcome(self) -> Outcome:
         status = SessionStatus.BLOCKED if self.blocks else SessionStatus.FAILED
-        return Outcome(status=status, failure_kind=self.kind, error=self.error)
+        question = self.error if self.blocks else None  # what it asks: a raise
+        return Outcome(status=status, failure_kind=self.kind, error=self.error, question=question)
 
 
 async def stop_on_limit(

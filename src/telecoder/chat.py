@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from telecoder.domain import Session
-from telecoder.errors import BadInput
+from telecoder.domain import Mode, Session, SessionStatus
+from telecoder.errors import BadInput, Conflict
 from telecoder.store import Store
 
 MAX_MESSAGE = 100_000
@@ -41,3 +41,20 @@ async def send(store: Store, session_id: str, text: str, *, sender: str | None =
         raise BadInput(f"the message is longer than {MAX_MESSAGE} characters")
     session, seq = await store.sessions.add_message(session_id, message, sender=sender)
     return Sent(session, seq)
+
+
+async def answer(store: Store, session_id: str, text: str, *, sender: str | None = None) -> Sent:
+    """Answer the question of ``session_id`` (blocked: a task that asked, or a waiting chat):
+    its agent resumes with ``text`` as the next turn's prompt, in the same worktree.
+
+    ``Conflict`` for a session that is not waiting for an answer; ``BadInput``;
+    ``SessionNotFound``.
+    """
+    session = await store.sessions.get(session_id)
+    if session.status != SessionStatus.BLOCKED:
+        raise Conflict(
+            f"session {session_id} is {session.status.value}: it is not waiting for an answer"
+        )
+    if session.question is None and session.mode != Mode.CHAT:
+        raise Conflict(f"session {session_id} asks no question (it waits for {session.error})")
+    return await send(store, session_id, text, sender=sender)

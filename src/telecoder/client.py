@@ -166,6 +166,10 @@ class Client:
         """A follow-up for a chat session: ``{session_id, seq}``."""
         return await self._call("POST", f"/api/sessions/{ref}/messages", json={"text": text})
 
+    async def answer(self, ref: str, text: str) -> Json:
+        """The answer to a blocked session's question: ``{session_id, seq}``."""
+        return await self._call("POST", f"/api/sessions/{ref}/answer", json={"text": text})
+
     # --- costs ---
 
     async def costs(self, **params: str | int | None) -> Json:

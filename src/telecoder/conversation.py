@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from telecoder import chat
+from telecoder import chat, notifications
 from telecoder.channels.hooks import fenced
 from telecoder.dispatcher import Decision, Dispatcher, decide
 from telecoder.domain import EventKind, Mode, Session, SessionStatus
@@ -95,8 +95,10 @@ class Conversations:
         channels: Mapping[str, Channel],
         engines: Sequence[str],
         poke: Callable[[], None] = lambda: None,
+        public_url: str | None = None,
     ) -> None:
         self.store = store
+        self.public_url = public_url  # links to sessions in notifications
         self.intake = intake
         self.dispatcher = dispatcher
         self.channels = dict(channels)
@@ -133,7 +135,8 @@ class Conversations:
         text = inbound.text.strip()[: chat.MAX_MESSAGE]
         sender = inbound.sender_name or inbound.sender
         waits = previous.status in (SessionStatus.BLOCKED, SessionStatus.QUEUED)
-        if previous.mode == Mode.CHAT and waits:
+        asks = previous.status == SessionStatus.BLOCKED and previous.question is not None
+        if (previous.mode == Mode.CHAT or asks) and waits:
             once = (inbound.channel, inbound.key)
             try:
                 session, seq = await self.store.sessions.add_message(
@@ -224,8 +227,14 @@ class Conversations:
         task.add_done_callback(self._tasks.discard)
 
     async def subscriber(self, event: dict[str, Any]) -> None:
-        """Given every notification (the outbox): a session's status on its own channel."""
-        session = (event.get("data") or {}).get("session") or {}
+        """Given every notification (the outbox): a session's status on its own channel, and
+        a short message to each of its ``notify`` targets (``notifications.send``)."""
+        data = event.get("data") or {}
+        session = data.get("session") or {}
+        if session.get("notify"):
+            await notifications.send(
+                self.channels, str(data.get("event")), session, self.public_url
+            )
         channel = self.channels.get((session.get("origin") or {}).get("channel") or "")
         if channel is not None:
             await channel.report(session)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from telecoder import channels, notifications
 from telecoder.domain import EngineSource, Mode, NewSession
 from telecoder.endings import choose_forge
 from telecoder.errors import BadInput, EngineNotFound
@@ -46,6 +47,8 @@ class Request:
     origin: dict[str, Any] | None = None
     tier: str | None = None  # trivial, standard, complex; None: chosen from the task
     budget_usd: float | None = None
+    notify: tuple[str, ...] = ()  # "slack:@me", "telegram:456": told when it ends or asks
+    notify_me: dict[str, str] | None = None  # a channel's sender: whom @me means there
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +64,14 @@ async def accept(
     workspace: Workspace,
     engines: Collection[str],
     forges: Mapping[str, Forge],
+    notify_channels: Collection[str] | None = None,
 ) -> Accepted:
+    """``notify_channels``: the channels a session may notify on (default: those the settings
+    configure)."""
     prompt = request.prompt.strip()
     if not prompt:
         raise BadInput("the prompt is empty")
+    notify = _notify(request, settings, notify_channels)
     engine = request.engine or settings.engine
     # Without an engine named, the repository's .telecoder.yml may choose one when it runs.
     chosen_by = EngineSource.REQUEST if request.engine else EngineSource.SETTINGS
@@ -111,8 +118,18 @@ async def accept(
         origin=request.origin,
         tier=tier,
         budget_usd=request.budget_usd,
+        notify=notify,
     )
     return Accepted(session, warnings)
+
+
+def _notify(request: Request, settings: Settings, known: Collection[str] | None) -> tuple[str, ...]:
+    if not request.notify:
+        return ()
+    if known is None:
+        known = channels.from_settings(settings).keys()
+    me = request.notify_me or notifications.me_of(settings.notify_me)
+    return notifications.targets(request.notify, known=known, me=me)
 
 
 def _github_shorthand(repo: str, settings: Settings) -> str:

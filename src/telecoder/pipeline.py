@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from telecoder import budgeting, repoconfig
+from telecoder import budgeting, questions, repoconfig
 from telecoder import outcome as outcomes
 from telecoder.agentrun import AgentRunner
 from telecoder.budgeting import Deadline, Turn
@@ -166,7 +166,8 @@ class Pipeline:
             waits = final is not None and final.status == SessionStatus.BLOCKED
             resumed = bool(worktree) and worktree[0].path.name != f"{session.id}-{lease.attempt}"
             waits = waits or (final is None and resumed)
-            ended = over if session.mode == Mode.CHAT else not waits
+            # A task resumed after a question keeps its worktree for a retry, like a chat.
+            ended = over if session.mode == Mode.CHAT or resumed else not waits
             if ended:
                 await self.cleaner.clean_up(session, worktree)
 
@@ -310,6 +311,15 @@ class Pipeline:
             kind, error = work.failure
             if ticket is not None and ticket.rate_limited:
                 return rate_limited(ticket, error, work.usage)
+            if kind == FailureKind.VERIFY_FAILED and work.resumable and questions.may_ask(session):
+                # Someone will see it ask: wait for their hint rather than fail.
+                return Outcome(
+                    status=SessionStatus.BLOCKED,
+                    failure_kind=kind,
+                    error=error,
+                    question=questions.verify_question(error),
+                    **usage_fields(work.usage),
+                )
             return Outcome(
                 status=SessionStatus.FAILED,
                 failure_kind=kind,
@@ -337,25 +347,36 @@ class Pipeline:
             answer = await self.publisher.publish(
                 session, lease, wt, forge, sha, recorder, control, text
             )
-        status = SessionStatus.BLOCKED if session.mode == Mode.CHAT else SessionStatus.SUCCEEDED
+        heuristic = questions.may_ask(session)
+        question = questions.asked(work.text, changed=sha is not None, heuristic=heuristic)
+        waits = session.mode == Mode.CHAT or question is not None
+        status = SessionStatus.BLOCKED if waits else SessionStatus.SUCCEEDED
         found = outcomes.summarize(status=status, result=answer.to_dict(), checks=recorder.checks)
         answer = replace(answer, outcome=found)
         recorder.add(EventKind.RESULT, answer.to_dict())
         # The pushed sha is recorded with the completion, in one transaction.
         return Outcome(
-            status=status, result=answer, pushed_sha=answer.commit, **usage_fields(work.usage)
+            status=status,
+            result=answer,
+            pushed_sha=answer.commit,
+            question=question,
+            **usage_fields(work.usage),
         )
 
     async def _turn(self, session: Session) -> Turn:
-        """The task's prompt; for a chat, the messages its next turn answers; after a raise of
-        the budget it stopped on, a word to go on."""
+        """The task's prompt; for a chat, the messages its next turn answers; for a task that
+        asked a question, its answer; after a raise of the budget it stopped on, a word to go
+        on. A session that may ask (``questions.may_ask``) is told how, in its first turn."""
         if (resumed := await budgeting.resumed_turn(self.store, session)) is not None:
             return resumed
-        if session.mode != Mode.CHAT:
-            return Turn(session.prompt)
+        hint = [questions.HINT] if questions.may_ask(session) else []
         talk = await self.store.sessions.conversation(session.id)
+        if session.mode != Mode.CHAT:
+            if talk.previous is not None and talk.texts:  # it asked, and was answered
+                return Turn("\n\n".join(talk.texts), talk.previous)
+            return Turn("\n\n".join([session.prompt, *hint]))
         if talk.previous is None:
-            return Turn("\n\n".join([session.prompt, *talk.texts]))
+            return Turn("\n\n".join([session.prompt, *talk.texts, *hint]))
         if not talk.texts:
             raise BadInput("the chat has no new message to answer")
         text = "\n\n".join(talk.texts)

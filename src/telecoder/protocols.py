@@ -287,3 +287,12 @@ class Listening(Protocol):
     async def listen(
         self, receive: Callable[[Inbound], Awaitable[object]], stop: asyncio.Event
     ) -> None: ...
+
+
+@runtime_checkable
+class Notifying(Protocol):
+    """A channel that can write to someone outside any thread (a session's ``notify`` target):
+    ``address`` turns ``who`` (a user or chat id, a channel name, as the target gives it after
+    ``channel:``) into an origin that ``say`` accepts: a direct message, a chat, a channel."""
+
+    async def address(self, who: str) -> Mapping[str, object]: ...

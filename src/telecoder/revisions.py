@@ -34,6 +34,7 @@ class Work:
     text: str | None
     usage: Usage
     failure: tuple[FailureKind, str] | None = None
+    resumable: bool = False  # the agent's session can be resumed (to answer a question)
 
 
 class AgentWork:
@@ -107,7 +108,7 @@ class AgentWork:
                 summary = failure_summary(failed, revision, resumable=resumable)
                 kind = FailureKind.VERIFY_FAILED
                 recorder.add(EventKind.ERROR, {"failure_kind": kind.value, "message": summary})
-                return Work(result.text, usage, (kind, summary))
+                return Work(result.text, usage, (kind, summary), resumable=resumable)
             revision += 1
             task = replace(task, prompt=revision_prompt(failed), resume_id=result.session_id)
 

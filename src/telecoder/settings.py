@@ -249,6 +249,12 @@ class Settings(BaseSettings):
         default=None,
         description="The server's address as users reach it: links to sessions in replies.",
     )
+    # --- ask for help / notifications ---
+    notify_me: str | None = Field(
+        default=None,
+        description="Whom --notify slack:@me (CLI, API) means: your ids, e.g. "
+        "slack:U123,telegram:456.",
+    )
     # --- the sandbox (see README, "Security model") ---
     runtime: str = Field(
         default="sandbox" if sys.platform == "linux" else "local",

@@ -52,6 +52,7 @@ app = typer.Typer(
 )
 app.command("run")(run.run)
 app.command("send")(chat.send)
+app.command("answer")(chat.answer)
 app.command("list")(sessions.list_sessions)
 app.command("show")(sessions.show)
 app.command("logs")(sessions.logs)

@@ -1,4 +1,5 @@
-"""``telecoder send``: a message to a chat session, whose agent continues where it stopped."""
+"""``telecoder send``: a message to a chat session, whose agent continues where it stopped;
+``telecoder answer``: the answer to a session that asked a question (see ``questions``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import typer
 
 from telecoder import chat
 from telecoder.assemble import build_worker
-from telecoder.cli.common import load_settings, opened, run_async
+from telecoder.cli.common import ServerOption, load_settings, opened, run_async
 from telecoder.cli.output import Exit, out, print_json
 from telecoder.cli.run import execute_here
 
@@ -31,6 +32,57 @@ def send(
             session = await store.sessions.resolve(session_id)
             after = await store.events.last_seq(session.id)
             session = (await chat.send(store, session.id, message)).session
+            if detach:
+                if as_json:
+                    print_json(session.to_dict())
+                else:
+                    out.print(session.id)
+                return Exit.OK
+            worker = build_worker(settings, store)
+            claimed = await store.queue.claim(worker.id, only=session.id)
+            return await execute_here(
+                store, worker, claimed, session.id, after=after, as_json=as_json
+            )
+
+    raise typer.Exit(run_async(go()))
+
+
+def answer(
+    session_id: Annotated[str, typer.Argument(help="The blocked session's id (or a prefix).")],
+    text: Annotated[str, typer.Argument(help="Your answer to its question.")],
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Queue the turn for a worker; print the id.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the session as one JSON object at the end.")
+    ] = False,
+    server: ServerOption = None,
+) -> None:
+    """Answer a blocked session's question: its agent resumes with it in the same worktree.
+
+    With --server the answer is queued for the server's workers (follow it with
+    `telecoder logs -f ID`).
+    """
+    if server:
+        from telecoder.cli.remote import connect
+
+        async def remote() -> Exit:
+            async with connect(server) as api:
+                sent = await api.answer(session_id, text)
+                if as_json:
+                    print_json(await api.get(str(sent["session_id"])))
+                else:
+                    out.print(sent["session_id"])
+            return Exit.OK
+
+        raise typer.Exit(run_async(remote()))
+    settings = load_settings()
+
+    async def go() -> Exit:
+        async with opened(settings) as store:
+            session = await store.sessions.resolve(session_id)
+            after = await store.events.last_seq(session.id)
+            session = (await chat.answer(store, session.id, text)).session
             if detach:
                 if as_json:
                     print_json(session.to_dict())

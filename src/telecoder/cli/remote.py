@@ -84,8 +84,10 @@ def run(
     mode: str | None = None,
     tier: str | None = None,
     budget_usd: float | None = None,
+    notify: list[str] | None = None,
 ) -> None:
     body: dict[str, Any] = {
+        "notify": notify or None,
         "budget_usd": budget_usd,
         "repo": _repo(repo),
         "prompt": prompt,

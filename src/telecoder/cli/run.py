@@ -67,6 +67,15 @@ def run(
             show_default=False,
         ),
     ] = None,
+    notify: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--notify",
+            help="Tell someone when it finishes, fails or asks: slack:@me, telegram:456 "
+            "(repeatable; @me: TELECODER_NOTIFY_ME).",
+            show_default=False,
+        ),
+    ] = None,
     detach: Annotated[
         bool, typer.Option("--detach", "-d", help="Queue it for a worker; print its id.")
     ] = False,
@@ -112,6 +121,7 @@ def run(
             mode=mode,
             tier=tier,
             budget_usd=budget_usd,
+            notify=notify or [],
         )
     settings = load_settings()
     request = Request(
@@ -126,6 +136,7 @@ def run(
         timeout_seconds=timeout,
         tier=tier,
         budget_usd=budget_usd,
+        notify=tuple(notify or ()),
     )
 
     async def go() -> Exit:

@@ -82,6 +82,7 @@ def _conversations(
         channels=found,
         engines=registry.names("engines"),
         poke=bus.poke,
+        public_url=settings.public_url,
     )
 
 

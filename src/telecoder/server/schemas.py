@@ -99,6 +99,13 @@ class SessionCreate(_In):
         "until the budget is raised (POST /api/sessions/{id}/budget). Default: the "
         "repository's .telecoder.yml, then the server's.",
     )
+    notify: list[Annotated[Text, Field(max_length=256)]] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Whom to tell when it finishes, fails or needs input: channel:who "
+        "(slack:@me, slack:U123, telegram:456); @me is TELECODER_NOTIFY_ME's id.",
+        examples=[["slack:@me"]],
+    )
 
     @model_validator(mode="after")
     def _one_time_limit(self) -> SessionCreate:
@@ -172,6 +179,12 @@ class MessageCreate(_In):
     text: Annotated[Text, AfterValidator(_not_blank)] = Field(max_length=100_000)
 
 
+class AnswerCreate(_In):
+    """The answer to a session's question: its agent resumes with it."""
+
+    text: Annotated[Text, AfterValidator(_not_blank)] = Field(max_length=100_000)
+
+
 class CheckPassed(BaseModel):
     command: str
     kind: str
@@ -242,6 +255,12 @@ class SessionOut(BaseModel):
     )
     error: str | None
     failure_kind: FailureKind | None
+    question: str | None = Field(
+        default=None, description="Blocked: what it asks a human (answer it to resume)."
+    )
+    notify: list[str] = Field(
+        default_factory=list, description="Who is told when it finishes, fails or asks."
+    )
     cost_usd: float = Field(description="What its model requests cost (spent).")
     budget_usd: float | None = Field(
         default=None, description="Its budget; reached, it waits blocked for a raise."

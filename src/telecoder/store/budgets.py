@@ -182,7 +182,9 @@ class Budgets:
             raised = {"step": "budget_raised", "budget_usd": new, "was": session.budget_usd}
             new_events = [NewEvent(kind=EventKind.PROGRESS, data=raised)]
             if waiting:
-                values.update(status=SessionStatus.QUEUED.value, available_at=now, error=None)
+                values.update(
+                    status=SessionStatus.QUEUED.value, available_at=now, error=None, question=None
+                )
                 reason = f"the budget was raised to ${new:.2f}"
                 status = {"status": SessionStatus.QUEUED.value, "reason": reason}
                 new_events.append(NewEvent(kind=EventKind.STATUS, data=status))

@@ -121,6 +121,7 @@ class Outcome:
     output_tokens: int = 0
     exit_code: int | None = None
     not_before: float | None = None  # retried: not before this time (a rate limit's end)
+    question: str | None = None  # BLOCKED: what it asks a human (``telecoder.questions``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,6 +370,10 @@ class Queue:
             if status == SessionStatus.BLOCKED:
                 budget = outcome.failure_kind == FailureKind.BUDGET_REACHED
                 status_data["reason"] = outcome.error if budget else "waiting for a message"
+                if outcome.question:
+                    status_data["question"] = outcome.question
+                    if not budget:
+                        status_data["reason"] = "waiting for an answer"
             new = [*events, NewEvent(kind=EventKind.STATUS, data=status_data)]
             values: dict[str, Any] = {
                 "status": status.value,
@@ -381,6 +386,7 @@ class Queue:
                 "input_tokens": sessions.c.input_tokens + outcome.input_tokens,
                 "output_tokens": sessions.c.output_tokens + outcome.output_tokens,
                 "last_seq": sessions.c.last_seq + len(new),
+                "question": outcome.question if status == SessionStatus.BLOCKED else None,
             }
             if outcome.result is not None:
                 values["result"] = dumps(outcome.result.to_dict())

@@ -281,12 +281,13 @@ class Sessions:
         sender: str | None = None,
         once: tuple[str, str] | None = None,
     ) -> tuple[Session, int]:
-        """Send a chat session a message: recorded as an event; a waiting chat is queued.
+        """Send a chat session a message, or answer a session's question: recorded as an event;
+        a waiting chat (or a session blocked with a question) is queued, its question cleared.
         Returns the session as it is now and the seq of the message's event.
 
-        Refused (``Conflict``) for a task session, an ended chat, and a chat whose agent is in
-        the middle of a turn (send again once it waits). A chat queued but not yet started takes
-        more messages: its next turn gets them all.
+        Refused (``Conflict``) for a task session that asks nothing, an ended chat, and a chat
+        whose agent is in the middle of a turn (send again once it waits). A chat queued but
+        not yet started takes more messages: its next turn gets them all.
 
         ``once``: the (source, key) of the delivery that carries the message, recorded in the
         same transaction; a key seen before adds nothing and answers seq 0.
@@ -296,10 +297,11 @@ class Sessions:
             session = await _get(conn, session_id, lock=True)
             if once is not None and not await self._claim(conn, once, session_id, now):
                 return session, 0
-            if session.mode != Mode.CHAT:
+            asks = session.status == SessionStatus.BLOCKED and session.question is not None
+            if session.mode != Mode.CHAT and not asks:
                 raise Conflict(
                     f"session {session_id} is a task, not a chat: it takes no follow-ups "
-                    "(start a chat with --mode chat)"
+                    "(start a chat with --mode chat) unless it waits with a question"
                 )
             if session.status.terminal:
                 raise Conflict(f"session {session_id} is {session.status.value}: the chat ended")
@@ -313,8 +315,11 @@ class Sessions:
             new = [NewEvent(kind=EventKind.MESSAGE, data=said)]
             values: dict[str, Any] = {"updated_at": now}
             if session.status == SessionStatus.BLOCKED:
-                values.update(status=SessionStatus.QUEUED.value, available_at=now, error=None)
-                status = {"status": SessionStatus.QUEUED.value, "reason": "a message arrived"}
+                values.update(
+                    status=SessionStatus.QUEUED.value, available_at=now, error=None, question=None
+                )
+                reason = "an answer arrived" if asks else "a message arrived"
+                status = {"status": SessionStatus.QUEUED.value, "reason": reason}
                 new.append(NewEvent(kind=EventKind.STATUS, data=status))
             await conn.execute(update(sessions).where(sessions.c.id == session_id).values(values))
             last = await append_events(conn, session_id, None, new, now=now)

@@ -15,6 +15,7 @@ from telecoder.intake import Request as IntakeRequest
 from telecoder.server.deps import PrincipalDep, StateDep, StoreDep, limit_writes
 from telecoder.server.schemas import (
     SESSION_REF,
+    AnswerCreate,
     BudgetRaise,
     DiffOut,
     ErrorOut,
@@ -74,6 +75,7 @@ def _request(body: SessionCreate, origin: dict[str, str]) -> IntakeRequest:
         origin=origin,
         tier=body.tier,
         budget_usd=body.budget_usd,
+        notify=tuple(body.notify),
     )
 
 
@@ -237,6 +239,24 @@ async def post_message(
     queued for its next turn (``telecoder.chat.send``, as ``telecoder send`` does)."""
     session = await state.store.sessions.resolve(session_id)
     sent = await chat.send(state.store, session.id, body.text, sender=principal.name)
+    state.bus.poke()
+    return MessageAccepted(session_id=session.id, seq=sent.seq)
+
+
+@router.post(
+    "/{session_id}/answer",
+    status_code=status.HTTP_202_ACCEPTED,
+    dependencies=_write,
+    responses=_WRITE_ERRORS,
+    summary="Answer a blocked session's question",
+)
+async def post_answer(
+    session_id: SessionRef, body: AnswerCreate, state: StateDep, principal: PrincipalDep
+) -> MessageAccepted:
+    """The session's agent resumes with ``text`` in the same worktree (``telecoder answer``);
+    409 when it is not blocked waiting for an answer."""
+    session = await state.store.sessions.resolve(session_id)
+    sent = await chat.answer(state.store, session.id, body.text, sender=principal.name)
     state.bus.poke()
     return MessageAccepted(session_id=session.id, seq=sent.seq)
 
