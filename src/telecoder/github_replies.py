@@ -212,6 +212,12 @@ class GitHubReplies:
         if self.settings.public_url:
             url = f"{self.settings.public_url.rstrip('/')}/sessions/{session['id']}"
             lines.append(f"Follow it on the dashboard: {url}")
+        if session.get("status") == "blocked" and session.get("question"):
+            lines.append(f"**TeleCoder needs your input:** {session['question']}")
+            lines.append(
+                f'Answer with `telecoder answer {session["id"]} "…"`, on the dashboard, or '
+                "`POST /api/sessions/{id}/answer`: the agent resumes where it stopped."
+            )
         if not _ended(session):
             return "\n\n".join(lines)
         result = session.get("result") or {}

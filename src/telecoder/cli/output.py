@@ -117,6 +117,8 @@ def result_summary(session: Session) -> str:
     r = session.result
     if session.status.terminal and session.status != SessionStatus.SUCCEEDED:
         return short(session.error or session.status.value, 60)
+    if session.question and session.status == SessionStatus.BLOCKED:
+        return short(f"asks: {session.question}", 60)
     if session.error and session.status in (SessionStatus.QUEUED, SessionStatus.BLOCKED):
         return short(session.error, 60)  # waiting on a budget
     if r is None:
@@ -177,6 +179,11 @@ def show_session(
             rows.append(("partial", "[yellow]yes: stopped by its limit, pushed as a draft[/]"))
         if r.text and not r.branch:
             rows.append(("answer", escape(r.text)))
+    if session.question:
+        rows.append(("question", f"[bold blue]{escape(session.question)}[/]"))
+        rows.append(("answer it", f'telecoder answer {session.id} "…"'))
+    if session.notify:
+        rows.append(("notify", escape(", ".join(session.notify))))
     if session.error:
         rows.append(("error", f"[red]{escape(session.error)}[/]"))
     if session.failure_kind:
@@ -295,6 +302,11 @@ def final_line(session: Session) -> str:
     status = status_text(session.status.value)
     r = session.result
     waits = session.status == SessionStatus.BLOCKED
+    if waits and session.question and session.failure_kind != FailureKind.BUDGET_REACHED:
+        line = f"{status} · it asks:\n[bold]{escape(session.question)}[/]"
+        if r is not None and r.branch:
+            line += f"\npushed [bold]{r.branch}[/] ({(r.commit or '')[:12]})"
+        return line + f'\nanswer: telecoder answer {session.id} "…"'
     if waits and session.failure_kind == FailureKind.BUDGET_REACHED:
         line = f"{status} · {escape(session.error or 'budget reached')}"
         return (

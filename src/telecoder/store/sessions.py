@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -326,6 +327,18 @@ class Sessions:
             if session.status == SessionStatus.BLOCKED:
                 await self._db.notify(conn, Notice(NoticeKind.QUEUED, session_id))
         return await self.get(session_id), last - len(new) + 1
+
+    async def set_notify(self, session_id: str, targets: Sequence[str]) -> Session:
+        """Replace whom the session tells when it finishes, fails or asks (checked targets,
+        ``notifications.targets``). ``SessionNotFound``."""
+        async with self._db.write() as conn:
+            await _get(conn, session_id, lock=True)
+            values = {
+                "notify": dumps(list(targets)) if targets else None,
+                "updated_at": time.time(),
+            }
+            await conn.execute(update(sessions).where(sessions.c.id == session_id).values(values))
+        return await self.get(session_id)
 
     async def _claim(
         self, conn: AsyncConnection, once: tuple[str, str], session_id: str, now: float

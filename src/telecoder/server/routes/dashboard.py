@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.sse import EventSourceResponse, format_sse_event
 from pydantic import ValidationError
 
-from telecoder import amounts, registry
+from telecoder import amounts, channels, chat, notifications, registry
 from telecoder.domain import Event, EventKind, Mode, Session, SessionStatus
 from telecoder.errors import BadInput, Conflict, TeleCoderError
 from telecoder.server.auth import COOKIE, COOKIE_SECONDS, CSRF_FIELD, Principal
@@ -221,7 +221,24 @@ async def _head(state: ServerState, session: Session) -> dict[str, Any]:
         "s": session,
         "attempts": await state.store.sessions.attempts(session.id),
         "models": await state.store.usage.models(session.id),
+        "notify_options": _notify_options(state, session),
     }
+
+
+def _notify_options(state: ServerState, session: Session) -> list[dict[str, Any]]:
+    """The "notify me on Slack/Telegram" toggles: one per configured channel that
+    ``TELECODER_NOTIFY_ME`` gives the operator's id on."""
+    me = notifications.me_of(state.settings.notify_me)
+    known = channels.from_settings(state.settings)
+    return [
+        {
+            "channel": name,
+            "target": f"{name}:{me[name]}",
+            "on": f"{name}:{me[name]}" in session.notify,
+        }
+        for name in sorted(known)
+        if name in me
+    ]
 
 
 @router.get("/sessions/{session_id}")
@@ -312,6 +329,40 @@ async def raise_budget(
     with contextlib.suppress(TeleCoderError):  # a bad amount or an ended session: as it is
         await state.store.budgets.raise_session(session.id, amounts.budget_change(amount))
     state.bus.poke()
+    return RedirectResponse(f"/sessions/{session.id}", status_code=303)
+
+
+@router.post("/sessions/{session_id}/answer")
+async def answer(
+    session_id: SessionRef,
+    state: StateDep,
+    viewer: ViewerDep,
+    text: Annotated[str, Form(max_length=100_000)] = "",
+) -> Response:
+    """The answer form of a session blocked with a question: its agent resumes with it."""
+    session = await state.store.sessions.resolve(session_id)
+    with contextlib.suppress(TeleCoderError):  # empty, or answered meanwhile: as it is
+        await chat.answer(state.store, session.id, text, sender=viewer.name)
+    state.bus.poke()
+    return RedirectResponse(f"/sessions/{session.id}", status_code=303)
+
+
+@router.post("/sessions/{session_id}/notify")
+async def notify(
+    session_id: SessionRef,
+    state: StateDep,
+    _: ViewerDep,
+    channel: Annotated[str, Form(max_length=64)] = "",
+    on: Annotated[str, Form(max_length=8)] = "",
+) -> Response:
+    """The "notify me on …" toggle: adds or removes the operator's id on ``channel``."""
+    session = await state.store.sessions.resolve(session_id)
+    option = next((o for o in _notify_options(state, session) if o["channel"] == channel), None)
+    if option is not None:
+        targets = [t for t in session.notify if t != option["target"]]
+        if on == "1":
+            targets.append(option["target"])
+        await state.store.sessions.set_notify(session.id, targets)
     return RedirectResponse(f"/sessions/{session.id}", status_code=303)
 
 
