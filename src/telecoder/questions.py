@@ -33,7 +33,9 @@ HINT = (
     "question; you will be resumed with their answer."
 )
 
-_MARKED = re.compile(r"^\s*(?:[*_>#-]+\s*)*QUESTION\s*:\s*(?P<q>.+)", re.MULTILINE | re.DOTALL)
+_MARKED = re.compile(
+    r"^\s*(?:[*_>#-]+\s*)*QUESTION\s*:\s*(?:[*_]+\s*)?(?P<q>.+)", re.MULTILINE | re.DOTALL
+)
 _TO_THE_USER = re.compile(
     r"\b(you|your|should i|shall i|may i|can i|do i|which|would you|could you|"
     r"do you want|let me know|please)\b",
