@@ -288,15 +288,21 @@ class Pipeline:
         await self._limits(session, lease, config, ticket)
         if ticket is not None:
             ticket.engine, ticket.model = engine_name, model
+        engine = self.engines(engine_name)
+        prompt = turn.prompt
+        # A session someone watches: its agent is told how to ask, in its first turn (not a
+        # shell command's: its prompt is the command).
+        instructed = getattr(engine, "instructed", True)
+        if turn.previous is None and instructed and questions.may_ask(session):
+            prompt += "\n\n" + questions.HINT
         task = EngineTask(
-            prompt=turn.prompt,
+            prompt=prompt,
             workdir=wt.path,
             home=self.settings.engine_homes / session.id,
             model=model,
             resume_id=turn.resume_id,
             env=self.runner.passthrough_env(ticket),
         )
-        engine = self.engines(engine_name)
         confiner = await self._confiner(session, wt, task, config, recorder)
         if config.setup and turn.previous is None:  # a chat's later turns reuse its worktree
             failed = await self.agent_work.setup(config, wt, task.home, recorder, control, confiner)
@@ -366,17 +372,16 @@ class Pipeline:
     async def _turn(self, session: Session) -> Turn:
         """The task's prompt; for a chat, the messages its next turn answers; for a task that
         asked a question, its answer; after a raise of the budget it stopped on, a word to go
-        on. A session that may ask (``questions.may_ask``) is told how, in its first turn."""
+        on."""
         if (resumed := await budgeting.resumed_turn(self.store, session)) is not None:
             return resumed
-        hint = [questions.HINT] if questions.may_ask(session) else []
         talk = await self.store.sessions.conversation(session.id)
         if session.mode != Mode.CHAT:
             if talk.previous is not None and talk.texts:  # it asked, and was answered
                 return Turn("\n\n".join(talk.texts), talk.previous)
-            return Turn("\n\n".join([session.prompt, *hint]))
+            return Turn(session.prompt)
         if talk.previous is None:
-            return Turn("\n\n".join([session.prompt, *talk.texts, *hint]))
+            return Turn("\n\n".join([session.prompt, *talk.texts]))
         if not talk.texts:
             raise BadInput("the chat has no new message to answer")
         text = "\n\n".join(talk.texts)

@@ -38,7 +38,9 @@ def test_a_long_question_is_clipped_and_the_verify_question_says_how_to_go_on():
     found = questions.asked("QUESTION: " + "x" * 5000, changed=False, heuristic=False)
     assert found is not None
     assert len(found) == questions.MAX_QUESTION
-    asked = questions.verify_question("verification failed: 1 check failed; nothing was pushed\n- x")
+    asked = questions.verify_question(
+        "verification failed: 1 check failed; nothing was pushed\n- x"
+    )
     assert asked.startswith("verification failed: 1 check failed\n- x")
     assert "How should I go on?" in asked
 

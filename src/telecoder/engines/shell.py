@@ -23,6 +23,7 @@ class ShellEngine:
     name = "shell"
     binary = "sh"
     variables: tuple[str, ...] = ()
+    instructed = False  # the prompt is a command: TeleCoder adds no instructions to it
 
     def command(self, task: EngineTask) -> EngineCommand:
         return EngineCommand(

@@ -1,0 +1,363 @@
+"""Ask for help: a session blocks with a question, an answer resumes it in the same worktree;
+the question shows in the API, the dashboard and the notifications of its ``notify`` targets.
+
+Real store, real git, real worker and shell-engine processes; the app over HTTP (ASGI); the
+notifications reach a small fake Slack Web API on 127.0.0.1. The resume of a real agent's own
+session is proved in ``test_ask_for_help_agent.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from telecoder import chat, registry
+from telecoder.assemble import build_worker
+from telecoder.conversation import Conversations
+from telecoder.deliverer import Deliverer, Policy
+from telecoder.dispatcher import RuleDispatcher
+from telecoder.domain import EventKind, FailureKind, NewSession, ResultType, Session, SessionStatus
+from telecoder.engines.shell import ShellEngine, ShellParser
+from telecoder.errors import Conflict
+from telecoder.intake import Accepted
+from telecoder.intake import Request as IntakeRequest
+from telecoder.protocols import EngineOutcome, EngineTask, Inbound, Notifying
+from telecoder.server import create_app
+from telecoder.settings import Settings
+from telecoder.store import Outcome, Store
+from tests.conftest import GitRepo, make_repo
+from tests.fakes.slack_web import FakeSlackWeb
+from tests.integration.test_engine_shell import all_events, execute, tuned
+from tests.server import client
+
+HTML = {"accept": "text/html"}
+
+
+async def run_next(worker: Any, store: Store, session_id: str) -> Session:
+    claimed = await store.queue.claim(worker.id, only=session_id)
+    assert claimed is not None
+    async with asyncio.timeout(30):
+        done = await worker.execute(claimed)
+    assert done is not None
+    return done
+
+
+async def test_a_task_that_asks_waits_and_the_answer_resumes_it_in_its_worktree(
+    settings: Settings, store: Store, git_repo: GitRepo
+) -> None:
+    worker = build_worker(tuned(settings), store)
+    new = NewSession(
+        repo=str(git_repo.path),
+        prompt='echo draft > draft.txt; echo "Drafted."; echo "QUESTION: which name for the file?"',
+        engine="shell",
+    )
+    asked = await execute(worker, store, new)
+    assert asked.status == SessionStatus.BLOCKED, asked.error
+    assert asked.question == "which name for the file?"
+    assert asked.result is not None
+    assert asked.result.type == ResultType.BRANCH  # the diff was pushed before it asked
+    assert asked.finished_at is None
+    worktree = settings.worktrees / f"{new.id}-1"
+    assert worktree.is_dir()  # kept for the answer
+    events = await all_events(store, new.id)
+    blocked = [e.data for e in events if e.kind == EventKind.STATUS][-1]
+    assert blocked == {
+        "status": "blocked",
+        "reason": "waiting for an answer",
+        "question": "which name for the file?",
+    }
+    with pytest.raises(Conflict, match="not waiting for an answer"):
+        await chat.answer(store, (await store.sessions.create(_other(git_repo))).id, "hi")
+
+    # The answer is the next turn's prompt (for the shell engine, a command), in the same place.
+    answered = await chat.answer(store, new.id, "git mv draft.txt final.txt && echo renamed")
+    assert answered.session.status == SessionStatus.QUEUED
+    assert answered.session.question is None
+    with pytest.raises(Conflict, match="not waiting for an answer"):
+        await chat.answer(store, new.id, "again")
+    done = await run_next(worker, store, new.id)
+    assert done.status == SessionStatus.SUCCEEDED, done.error
+    assert done.question is None
+    assert done.result is not None
+    assert done.result.text == "renamed"
+    files = git_repo.remote_git("ls-tree", "--name-only", done.branch).splitlines()
+    assert "final.txt" in files
+    assert "draft.txt" not in files
+    attempts = await store.sessions.attempts(new.id)
+    assert [a.workspace_path for a in attempts] == [str(worktree)] * 2
+    said = [e.data for e in await all_events(store, new.id) if e.kind == EventKind.MESSAGE]
+    assert said == [{"role": "user", "text": "git mv draft.txt final.txt && echo renamed"}]
+    assert not worktree.exists()  # the task ended: its worktree is cleaned up
+
+
+def _other(repo: GitRepo) -> NewSession:
+    return NewSession(repo=str(repo.path), prompt="echo hi", engine="shell")
+
+
+async def test_a_task_that_asks_nothing_takes_no_message(
+    settings: Settings, store: Store, git_repo: GitRepo
+) -> None:
+    worker = build_worker(tuned(settings), store)
+    # Without a notify target or thread, a question at the end of an answer is an answer.
+    plain = await execute(worker, store, _other_asking(git_repo))
+    assert plain.status == SessionStatus.SUCCEEDED
+    assert plain.question is None
+    with pytest.raises(Conflict, match="it takes no follow-ups"):
+        await store.sessions.add_message(plain.id, "hello")
+    # Someone to ask (a notify target): the same words make it wait.
+    watched = await execute(worker, store, _other_asking(git_repo, notify=("slack:U1",)))
+    assert watched.status == SessionStatus.BLOCKED
+    assert watched.question == "Should I also update the docs, or do you want them as they are?"
+
+
+def _other_asking(repo: GitRepo, **kw: Any) -> NewSession:
+    question = "Should I also update the docs, or do you want them as they are?"
+    said = f"echo 'Looked at it.'; echo; echo '{question}'"
+    return NewSession(repo=str(repo.path), prompt=said, engine="shell", **kw)
+
+
+class ResumableShell(ShellEngine):
+    """The shell engine with an agent session id, as a resumable agent reports one: a
+    failing check can then be revised (or asked about) instead of failing the session."""
+
+    name = "test-resumable-shell"
+
+    def parser(self, task: EngineTask) -> ShellParser:
+        return _ResumableParser()
+
+
+class _ResumableParser(ShellParser):
+    def finish(self, exit_code: int | None) -> EngineOutcome:
+        found = super().finish(exit_code)
+        return EngineOutcome(
+            ok=found.ok,
+            text=found.text,
+            session_id="shell-conversation",
+            failure_kind=found.failure_kind,
+            error=found.error,
+        )
+
+
+@pytest.fixture
+def resumable() -> Iterator[str]:
+    remove = registry.register("engines", ResumableShell.name, ResumableShell)
+    yield ResumableShell.name
+    remove()
+
+
+async def test_checks_that_keep_failing_ask_when_someone_watches(
+    settings: Settings, store: Store, tmp_path: Path, resumable: str
+) -> None:
+    config = "verify:\n  - test -f ok.txt\nmax_revisions: 0\n"
+    repo = make_repo(tmp_path, files={"README.md": "hi\n", ".telecoder.yml": config})
+    worker = build_worker(tuned(settings), store)
+
+    def new(**kw: Any) -> NewSession:
+        return NewSession(repo=str(repo.path), prompt="echo start > a.txt", engine=resumable, **kw)
+
+    unwatched = await execute(worker, store, new())
+    assert (unwatched.status, unwatched.failure_kind) == (
+        SessionStatus.FAILED,
+        FailureKind.VERIFY_FAILED,
+    )
+    assert unwatched.question is None
+
+    watched = await execute(worker, store, new(notify=("telegram:42",)))
+    assert watched.status == SessionStatus.BLOCKED
+    assert watched.failure_kind == FailureKind.VERIFY_FAILED
+    assert watched.question is not None
+    assert watched.question.startswith("verification failed: 1 check failed")
+    assert "test -f ok.txt" in watched.question
+    assert "How should I go on?" in watched.question
+    await chat.answer(store, watched.id, "echo fine > ok.txt")
+    done = await run_next(worker, store, watched.id)
+    assert done.status == SessionStatus.SUCCEEDED, done.error
+    assert (done.failure_kind, done.question) == (None, None)
+    files = repo.remote_git("ls-tree", "--name-only", done.branch).splitlines()
+    assert sorted(files) == [".telecoder.yml", "README.md", "a.txt", "ok.txt"]
+
+
+async def test_a_budget_stop_asks_for_a_raise_and_the_raise_clears_it(
+    store: Store, git_repo: GitRepo
+) -> None:
+    from telecoder.amounts import BudgetChange
+    from telecoder.budgeting import Stop
+
+    await store.sessions.create(_other(git_repo))
+    claimed = await store.queue.claim("w")
+    assert claimed is not None
+    stop = Stop(FailureKind.BUDGET_REACHED, "the budget of $0.10 is spent", blocks=True)
+    blocked = await store.queue.finish(claimed.lease, stop.outcome())
+    assert (blocked.status, blocked.question) == (SessionStatus.BLOCKED, stop.error)
+    raised = await store.budgets.raise_session(blocked.id, BudgetChange(amount=1.0))
+    assert (raised.status, raised.question) == (SessionStatus.QUEUED, None)
+
+
+async def _blocked_with_question(store: Store, repo: GitRepo, **kw: Any) -> Session:
+    await store.sessions.create(NewSession(repo=str(repo.path), prompt="p", engine="shell", **kw))
+    claimed = await store.queue.claim("w")
+    assert claimed is not None
+    outcome = Outcome(status=SessionStatus.BLOCKED, question="Which provider: A or B?")
+    return await store.queue.finish(claimed.lease, outcome)
+
+
+async def test_the_api_and_the_dashboard_answer(
+    settings: Settings, store: Store, git_repo: GitRepo
+) -> None:
+    session = await _blocked_with_question(store, git_repo)
+    other = await _blocked_with_question(store, git_repo)
+    app = create_app(settings, store)
+    async with client(app) as c:
+        shown = (await c.get(f"/api/sessions/{session.id}")).json()
+        listed = (await c.get("/api/sessions")).json()["sessions"]
+        missing = await c.post("/api/sessions/nosuchone/answer", json={"text": "A"})
+        empty = await c.post(f"/api/sessions/{session.id}/answer", json={"text": "  "})
+        answered = await c.post(f"/api/sessions/{session.id}/answer", json={"text": "A"})
+        again = await c.post(f"/api/sessions/{session.id}/answer", json={"text": "A"})
+        after = (await c.get(f"/api/sessions/{session.id}")).json()
+        page = (await c.get(f"/sessions/{other.id}", headers=HTML)).text
+        token = re.search(r'name="csrf_token" value="([0-9a-f]+)"', page)
+        assert token is not None
+        forged = await c.post(f"/sessions/{other.id}/answer", data={"text": "B"})
+        form = await c.post(
+            f"/sessions/{other.id}/answer", data={"text": "B", "csrf_token": token.group(1)}
+        )
+        refused = await c.post(
+            "/api/sessions",
+            json={"repo": str(git_repo.path), "prompt": "echo", "notify": ["jira:someone"]},
+        )
+    assert shown["question"] == "Which provider: A or B?"
+    assert {s["id"]: s["question"] for s in listed}[session.id] == "Which provider: A or B?"
+    assert missing.status_code == 404
+    assert empty.status_code == 422
+    assert answered.status_code == 202
+    assert answered.json()["session_id"] == session.id
+    assert again.status_code == 409
+    assert "not waiting for an answer" in again.json()["detail"]
+    assert (after["status"], after["question"]) == ("queued", None)
+    assert "Which provider: A or B?" in page
+    assert 'id="answer-form"' in page
+    assert forged.status_code == 403
+    assert form.status_code == 303
+    answered_there = await store.sessions.get(other.id)
+    assert (answered_there.status, answered_there.question) == (SessionStatus.QUEUED, None)
+    said = [e.data for e in await all_events(store, other.id) if e.kind == EventKind.MESSAGE]
+    assert said[-1]["text"] == "B"
+    assert refused.status_code == 422
+    assert "cannot notify on 'jira'" in refused.text
+    assert "none is configured" in refused.text
+
+
+# --- a channel that notifies: a minimal Slack client against the fake Slack Web API -----------
+
+
+class SlackWebChannel:
+    """Just enough of a Slack channel for notifications and thread replies (the real one is
+    ``channels/slack.py``): ``say`` posts with ``chat.postMessage``, ``address`` opens a DM."""
+
+    name = "slack"
+
+    def __init__(self, api_url: str, token: str) -> None:
+        self.api_url = api_url
+        self.token = token
+        self.reports: list[Mapping[str, object]] = []
+
+    async def _call(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        async with httpx.AsyncClient() as c:
+            response = await c.post(
+                self.api_url + method, json=body, headers={"authorization": f"Bearer {self.token}"}
+            )
+        found: dict[str, Any] = response.json()
+        assert found["ok"], found
+        return found
+
+    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> None:
+        return None
+
+    def parse(self, headers: Mapping[str, str], body: bytes) -> Sequence[Inbound]:
+        return []
+
+    async def say(self, origin: Mapping[str, object], text: str) -> None:
+        body: dict[str, Any] = {"channel": origin["channel_id"], "text": text}
+        if origin.get("thread_ts"):
+            body["thread_ts"] = origin["thread_ts"]
+        await self._call("chat.postMessage", body)
+
+    async def address(self, who: str) -> dict[str, object]:
+        opened = await self._call("conversations.open", {"users": who})
+        return {"channel": self.name, "channel_id": opened["channel"]["id"]}
+
+    async def report(self, session: Mapping[str, object]) -> None:
+        self.reports.append(session)
+
+
+async def _no_intake(request: IntakeRequest) -> Accepted:
+    raise AssertionError("no new session expected")
+
+
+async def test_notify_targets_are_told_and_a_thread_reply_answers(
+    settings: Settings, store: Store, git_repo: GitRepo
+) -> None:
+    with FakeSlackWeb() as slack:
+        channel = SlackWebChannel(slack.url, slack.token)
+        assert isinstance(channel, Notifying)
+        conversations = Conversations(
+            store,
+            intake=_no_intake,
+            dispatcher=RuleDispatcher(),
+            channels={"slack": channel},
+            engines=["shell"],
+            public_url="https://tc.example",
+        )
+        deliverer = Deliverer(
+            store,
+            policy=Policy(max_tries=2, backoff=0.1, backoff_max=0.1, timeout=5, poll_seconds=0.1),
+            subscribers={"channels": conversations.subscriber},
+        )
+        session = await _blocked_with_question(
+            store,
+            git_repo,
+            notify=("slack:U777",),
+            thread="slack:C1/1.5",
+            origin={"channel": "slack", "thread": "C1/1.5", "channel_id": "C1", "thread_ts": "1.5"},
+        )
+        async with httpx.AsyncClient() as http:
+            assert await deliverer.send_due(http) == 1
+        [posted] = slack.posted()
+        assert posted["channel"] == "D777"  # a direct message to the user
+        assert posted["text"].splitlines() == [
+            f"❓ TeleCoder session {session.id} needs your input: p",
+            "It asks: Which provider: A or B?",
+            f'Answer: telecoder answer {session.id} "…"',
+            f"https://tc.example/sessions/{session.id}",
+        ]
+        assert [r["question"] for r in channel.reports] == ["Which provider: A or B?"]
+
+        # A reply in the session's thread is the answer: the task runs its next turn.
+        reply = Inbound(
+            channel="slack", key="Ev1", thread="C1/1.5", place="C1", sender="U777", text="B"
+        )
+        received = await conversations.receive(reply)
+        assert (received.action, received.session_id) == ("continued", session.id)
+        again = await conversations.receive(reply)
+        assert again.action == "duplicate"
+        queued = await store.sessions.get(session.id)
+        assert (queued.status, queued.question) == (SessionStatus.QUEUED, None)
+
+        # Its end is told too.
+        claimed = await store.queue.claim("w")
+        assert claimed is not None
+        await store.queue.finish(
+            claimed.lease, Outcome(status=SessionStatus.FAILED, error="boom", retryable=False)
+        )
+        async with httpx.AsyncClient() as http:
+            await deliverer.send_due(http)
+        last = slack.posted()[-1]["text"]
+    assert last.startswith(f"❌ TeleCoder session {session.id} ended")
+    assert "boom" in last
