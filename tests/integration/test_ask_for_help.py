@@ -9,6 +9,7 @@ session is proved in ``test_ask_for_help_agent.py``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -18,19 +19,20 @@ import httpx
 import pytest
 
 from telecoder import chat, registry
-from telecoder.assemble import build_worker
+from telecoder.assemble import build_forges, build_worker, build_workspace
 from telecoder.conversation import Conversations
 from telecoder.deliverer import Deliverer, Policy
 from telecoder.dispatcher import RuleDispatcher
 from telecoder.domain import EventKind, FailureKind, NewSession, ResultType, Session, SessionStatus
 from telecoder.engines.shell import ShellEngine, ShellParser
 from telecoder.errors import Conflict
-from telecoder.intake import Accepted
+from telecoder.intake import Accepted, accept
 from telecoder.intake import Request as IntakeRequest
 from telecoder.protocols import EngineOutcome, EngineTask, Inbound, Notifying
 from telecoder.server import create_app
 from telecoder.settings import Settings
 from telecoder.store import Outcome, Store
+from tests.cli import cli_env, telecoder
 from tests.conftest import GitRepo, make_repo
 from tests.fakes.slack_web import FakeSlackWeb
 from tests.integration.test_engine_shell import all_events, execute, tuned
@@ -361,3 +363,41 @@ async def test_notify_targets_are_told_and_a_thread_reply_answers(
         last = slack.posted()[-1]["text"]
     assert last.startswith(f"❌ TeleCoder session {session.id} ended")
     assert "boom" in last
+
+
+async def test_notify_targets_are_checked_at_intake(
+    settings: Settings, git_repo: GitRepo, home: Path
+) -> None:
+    mine = settings.model_copy(update={"notify_me": "slack:U5"})
+    request = IntakeRequest(
+        repo=str(git_repo.path), prompt="echo hi", notify=("slack:@me", "telegram:9", "slack:U5")
+    )
+    accepted = await accept(
+        request,
+        settings=mine,
+        workspace=build_workspace(mine),
+        engines=registry.names("engines"),
+        forges=build_forges(mine),
+        notify_channels={"slack", "telegram"},
+    )
+    assert accepted.session.notify == ("slack:U5", "telegram:9")
+    # A channel's sender is its @me.
+    theirs = dataclasses.replace(request, notify=("telegram:@me",), notify_me={"telegram": "77"})
+    accepted = await accept(
+        theirs,
+        settings=mine,
+        workspace=build_workspace(mine),
+        engines=registry.names("engines"),
+        forges=build_forges(mine),
+        notify_channels={"slack", "telegram"},
+    )
+    assert accepted.session.notify == ("telegram:77",)
+    # The CLI: no channel configured here, so any target is refused, naming none.
+    env = cli_env(home, TELECODER_NOTIFY_ME="slack:U5")
+    refused = telecoder(
+        "run", "echo hi", "--repo", str(git_repo.path), "--engine", "shell",
+        "--notify", "slack:@me", env=env,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "cannot notify on 'slack'" in refused.stderr
+    assert "none is configured" in refused.stderr

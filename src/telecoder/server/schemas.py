@@ -255,6 +255,9 @@ class SessionOut(BaseModel):
     )
     error: str | None
     failure_kind: FailureKind | None
+    thread: str | None = Field(
+        default=None, description="The channel thread it answers in (channel:key), if any."
+    )
     question: str | None = Field(
         default=None, description="Blocked: what it asks a human (answer it to resume)."
     )
