@@ -4,7 +4,9 @@
     → run engine → verify → on failure resume the same agent session with the report
       (≤ max_revisions) → (events masked, capped and recorded in batches all along)
     → commit → secret scan → push → open/update PR  |  no change → the engine's answer
-    → finish the attempt (a chat: ``blocked``, waiting for a message) → clean up
+    → finish the attempt (a chat: ``blocked``, waiting for a message; an agent that asks, or
+      checks that keep failing in a watched session: ``blocked`` with its ``question``, see
+      ``questions``) → clean up
 
 Every step can be redone by a later attempt without a second commit, push or PR: the worktree
 is made afresh, the commit is deterministic, the push is skipped when the remote already has it,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -36,7 +37,7 @@ from tests.cli import cli_env, telecoder
 from tests.conftest import GitRepo, make_repo
 from tests.fakes.slack_web import FakeSlackWeb
 from tests.integration.test_engine_shell import all_events, execute, tuned
-from tests.server import client
+from tests.server import client, serving
 
 HTML = {"accept": "text/html"}
 
@@ -401,3 +402,22 @@ async def test_notify_targets_are_checked_at_intake(
     assert refused.returncode == 2
     assert "cannot notify on 'slack'" in refused.stderr
     assert "none is configured" in refused.stderr
+
+
+async def test_telecoder_answer_against_a_server(
+    settings: Settings, store: Store, git_repo: GitRepo, tmp_path: Path
+) -> None:
+    session = await _blocked_with_question(store, git_repo)
+    env = cli_env(tmp_path / "client-home")
+    async with serving(create_app(settings, store)) as url:
+        answered = await asyncio.to_thread(
+            telecoder, "answer", session.id, "use A", "--server", url, "--json", env=env
+        )
+        again = await asyncio.to_thread(
+            telecoder, "answer", session.id, "use A", "--server", url, env=env
+        )
+    assert answered.returncode == 0, answered.stderr
+    shown = json.loads(answered.stdout)
+    assert (shown["id"], shown["status"], shown["question"]) == (session.id, "queued", None)
+    assert again.returncode == 4
+    assert "not waiting for an answer" in again.stderr
