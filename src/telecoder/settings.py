@@ -249,6 +249,24 @@ class Settings(BaseSettings):
         default=None,
         description="The server's address as users reach it: links to sessions in replies.",
     )
+    # --- Slack (README, "Slack") ---
+    slack_bot_token: SecretStr | None = Field(
+        default=None,
+        description="The Slack app's bot token (xoxb-…): set, Slack is a channel.",
+    )
+    slack_signing_secret: SecretStr | None = Field(
+        default=None,
+        description="The Slack app's signing secret: POST /api/channels/slack/events and "
+        "/actions verify X-Slack-Signature with it; unset, they answer 404.",
+    )
+    slack_api_url: str = Field(
+        default="https://slack.com/api/", description="Slack's Web API base (tests: a fake)."
+    )
+    slack_app_token: SecretStr | None = Field(
+        default=None,
+        description="The Slack app-level token (xapp-…): set, events come over Socket Mode "
+        "(no public URL needed).",
+    )
     # --- the sandbox (see README, "Security model") ---
     runtime: str = Field(
         default="sandbox" if sys.platform == "linux" else "local",

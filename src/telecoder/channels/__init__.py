@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import SecretStr
+
 from telecoder.protocols import Channel
 from telecoder.settings import Settings
 
@@ -10,4 +12,20 @@ def from_settings(settings: Settings) -> dict[str, Channel]:
     """The chat and ticket channels the settings configure, by name (GitHub and hooks have
     their own routes). Each channel module adds itself here when its settings are set."""
     found: dict[str, Channel] = {}
+    # --- Slack ---
+    if settings.slack_bot_token is not None:
+        from telecoder.channels.slack import SlackChannel
+
+        found["slack"] = SlackChannel(
+            bot_token=settings.slack_bot_token.get_secret_value(),
+            signing_secret=_secret(settings.slack_signing_secret),
+            api_url=settings.slack_api_url,
+            app_token=_secret(settings.slack_app_token),
+            public_url=settings.public_url,
+        )
+    # --- end Slack ---
     return found
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
