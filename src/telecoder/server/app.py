@@ -56,6 +56,7 @@ from telecoder.server.routes import (
     hooks,
     meta,
     sessions,
+    slack,
     subscriptions,
     workers,
 )
@@ -196,6 +197,7 @@ def create_app(
         budgets,
         hooks,
         github,
+        slack,
         subscriptions,
         costs,
         endpoints,
