@@ -297,21 +297,23 @@ class SlackChannel:
         session_id = str(session["id"])
         status = str(session.get("status"))
         found = await self._find(channel, ts, blocks.STATUS_EVENT, session_id)
+        updated = str(session.get("updated_at") or "")
         message = {
             "channel": channel,
             "text": blocks.status_line(session),
             "blocks": blocks.status_blocks(session, self.public_url),
-            "metadata": _metadata(blocks.STATUS_EVENT, session_id, status=status),
+            "metadata": _metadata(
+                blocks.STATUS_EVENT, session_id, status=status, updated_at=updated
+            ),
         }
         if found is None:
             if ts:
                 message["thread_ts"] = ts
             posted = await self.call("chat.postMessage", message)
             self._status_ts[session_id] = (channel, str(posted.get("ts")))
-        elif found[1] in blocks.ENDED and not blocks.ended(session):
-            pass  # the end is there already: a late "running" does not undo it
-        else:
+        elif _newer(found[1], status, updated):
             await self.call("chat.update", {**message, "ts": found[0]})
+        # else: what the message says is newer (a late "queued" or "running" undoes nothing)
         if (status == "blocked" and session.get("result")) or blocks.ended(session):
             turn = f"{status}@{session.get('updated_at')}"
             if await self._find(channel, ts, blocks.OUTCOME_EVENT, session_id, turn) is None:
@@ -328,11 +330,11 @@ class SlackChannel:
 
     async def _find(
         self, channel: str, ts: str | None, event: str, session_id: str, turn: str | None = None
-    ) -> tuple[str, str | None] | None:
-        """The ts of TeleCoder's message in the thread with this metadata, and its status."""
+    ) -> tuple[str, Mapping[str, Any]] | None:
+        """The ts of TeleCoder's message in the thread with this metadata, and the metadata."""
         cached = self._status_ts.get(session_id) if event == blocks.STATUS_EVENT else None
-        if ts is None:
-            return (cached[1], None) if cached else None
+        if ts is None:  # a message outside a thread: only this process knows it
+            return (cached[1], {}) if cached else None
         cursor: str | None = None
         while True:
             query: dict[str, Any] = {
@@ -350,10 +352,17 @@ class SlackChannel:
                 if meta.get("event_type") != event or payload.get("session") != session_id:
                     continue
                 if turn is None or payload.get("turn") == turn:
-                    return str(message.get("ts")), payload.get("status")
+                    return str(message.get("ts")), payload
             cursor = (data.get("response_metadata") or {}).get("next_cursor") or None
             if not cursor:
                 return None
+
+
+def _newer(shown: Mapping[str, Any], status: str, updated: str) -> bool:
+    """Whether a report of ``status`` at ``updated`` is newer than the message shows."""
+    if shown.get("status") in blocks.ENDED and status not in blocks.ENDED:
+        return False  # the end is there already
+    return updated >= str(shown.get("updated_at") or "")
 
 
 def _metadata(event: str, session_id: str, **more: str) -> dict[str, Any]:
