@@ -20,6 +20,7 @@ import hmac
 import html
 import itertools
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -108,6 +109,7 @@ class FakeSlack:
         self._ws: Server | None = None
         self.port = 0
         self.ws_port = 0
+        self.names: dict[str, str] = {BOT_USER: "TeleCoder"}  # user id -> display name
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -423,34 +425,101 @@ class FakeSlack:
     def render(self, channel: str, ts: str) -> str:
         rows = []
         for m in self.thread(channel, ts):
-            who = "TeleCoder" if m.from_bot else m.user or "?"
-            avatar = "🤖" if m.from_bot else "🧑"
-            body = html.escape(m.shown if m.from_bot else m.text).replace("\n", "<br>")
+            who = "TeleCoder" if m.from_bot else self.names.get(m.user or "", m.user or "?")
+            avatar = (
+                '<div class="avatar bot">TC</div>'
+                if m.from_bot
+                else (f'<div class="avatar">{html.escape(who[:1].upper())}</div>')
+            )
+            body = _blocks_html(m.blocks, self.names) if m.blocks else _mrkdwn(m.text, self.names)
             edited = ' <span class="edited">(edited)</span>' if m.edits else ""
-            buttons = "".join(
-                f'<span class="button">{html.escape(t[1:-1])}</span>'
-                for t in _block_texts(m.blocks)
-                if t.startswith("[")
-            )
-            body = "<br>".join(line for line in body.split("<br>") if not line.startswith("["))
+            app = ' <span class="app">APP</span>' if m.from_bot else ""
             rows.append(
-                f'<div class="msg"><div class="avatar">{avatar}</div><div><b>{who}</b>'
-                f'<span class="ts">{m.ts}</span>{edited}<div class="body">{body}</div>'
-                f"<div>{buttons}</div></div></div>"
+                f'<div class="msg">{avatar}<div class="content"><b>{html.escape(who)}</b>{app}'
+                f'<span class="ts">{_clock(m.ts)}</span>{edited}<div class="body">{body}</div>'
+                "</div></div>"
             )
+            if m.ts == ts and len(rows) == 1:
+                replies = len(self.thread(channel, ts)) - 1
+                rows.append(f'<div class="replies">{replies} replies</div>')
         return _PAGE.format(channel=html.escape(channel), rows="\n".join(rows))
 
 
+_TOKEN = re.compile(r"<([^<>]+)>")
+
+
+def _mrkdwn(text: str, names: dict[str, str]) -> str:
+    """Slack mrkdwn as HTML: links, mentions, *bold*, `code`, line breaks."""
+    out, last = [], 0
+    for found in _TOKEN.finditer(text):
+        out.append(_inline(text[last : found.start()]))
+        target, _, label = found.group(1).partition("|")
+        if target.startswith("@"):
+            out.append(
+                f'<span class="mention">@{html.escape(names.get(target[1:], target[1:]))}</span>'
+            )
+        else:
+            shown = html.escape(label or target)
+            out.append(f'<a href="{html.escape(target)}">{shown}</a>')
+        last = found.end()
+    out.append(_inline(text[last:]))
+    return "".join(out).replace("\n", "<br>")
+
+
+def _inline(text: str) -> str:
+    text = html.escape(html.unescape(text), quote=False)
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+    return re.sub(r"\*([^*\n]+)\*", r"<b>\1</b>", text)
+
+
+def _blocks_html(blocks: list[Any], names: dict[str, str]) -> str:
+    parts = []
+    for block in blocks:
+        if block.get("type") == "section":
+            parts.append(f'<div class="section">{_mrkdwn(block["text"]["text"], names)}</div>')
+        elif block.get("type") == "context":
+            texts = " ".join(_mrkdwn(e.get("text", ""), names) for e in block["elements"])
+            parts.append(f'<div class="context">{texts}</div>')
+        elif block.get("type") == "actions":
+            buttons = "".join(
+                f'<span class="button {e.get("style", "")}">{html.escape(e["text"]["text"])}</span>'
+                for e in block["elements"]
+            )
+            parts.append(f"<div>{buttons}</div>")
+    return "".join(parts)
+
+
+def _clock(ts: str) -> str:
+    seconds = int(float(ts)) % 86_400
+    return f"{9 + seconds // 3600 % 12}:{seconds // 60 % 60:02d} AM"
+
+
 _PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>#{channel}</title><style>
-body {{ font: 15px/1.45 -apple-system, 'Segoe UI', Lato, sans-serif; margin: 0; color: #1d1c1d; }}
-header {{ padding: 12px 20px; border-bottom: 1px solid #ddd; font-weight: 700; }}
-.msg {{ display: flex; gap: 10px; padding: 10px 20px; }}
-.avatar {{ font-size: 26px; width: 36px; }}
+body {{ font: 15px/1.46 Lato, 'Helvetica Neue', Arial, 'Noto Color Emoji', sans-serif; margin: 0;
+  color: #1d1c1d; background: #fff; }}
+header {{ padding: 14px 20px; border-bottom: 1px solid #e2e2e2; font-weight: 900;
+  font-size: 18px; }}
+header span {{ color: #616061; font-weight: 400; font-size: 14px; margin-left: 8px; }}
+.msg {{ display: flex; gap: 10px; padding: 8px 20px; }}
+.avatar {{ width: 36px; height: 36px; border-radius: 6px; background: #e8912d; color: #fff;
+  font-weight: 900; display: flex; align-items: center; justify-content: center; flex: none; }}
+.avatar.bot {{ background: #4a154b; font-size: 13px; }}
+.content {{ min-width: 0; }}
 .ts, .edited {{ color: #616061; font-size: 12px; margin-left: 8px; }}
-.body {{ white-space: normal; }}
-.button {{ display: inline-block; border: 1px solid #bbb; border-radius: 4px; padding: 2px 10px;
-  margin: 6px 6px 0 0; font-weight: 700; font-size: 13px; }}
-</style></head><body><header>Thread in #{channel}</header>
+.app {{ background: #e8e8e8; color: #616061; font-size: 10px; font-weight: 700; padding: 1px 3px;
+  border-radius: 2px; margin-left: 4px; }}
+.section {{ margin: 2px 0 6px; }}
+.context {{ color: #616061; font-size: 13px; }}
+.replies {{ margin: 4px 20px 4px 66px; padding-bottom: 8px; border-bottom: 1px solid #e2e2e2;
+  color: #1264a3; font-size: 13px; font-weight: 700; }}
+.mention {{ background: #e8f5fa; color: #1264a3; border-radius: 3px; padding: 0 2px; }}
+a {{ color: #1264a3; text-decoration: none; }}
+code {{ font: 12px Monaco, Menlo, monospace; color: #e01e5a; background: #f6f6f6;
+  border: 1px solid #ddd; border-radius: 3px; padding: 0 3px; }}
+.button {{ display: inline-block; border: 1px solid #bbb; border-radius: 4px; padding: 3px 12px;
+  margin: 4px 8px 0 0; font-weight: 700; font-size: 13px; }}
+.button.danger {{ color: #e01e5a; }}
+</style></head><body><header>Thread <span>#{channel}</span></header>
 {rows}
 </body></html>"""
 

@@ -76,7 +76,7 @@ def outcome_text(session: Mapping[str, Any]) -> str | None:
     found = session.get("outcome") or outcomes.summarize(
         status=status, result=result, error=session.get("error")
     )
-    return mrkdwn(outcomes.markdown(found))
+    return mrkdwn(outcomes.markdown(found)).replace("\n\n", "\n")
 
 
 def _section(text: str) -> dict[str, Any]:
@@ -140,8 +140,6 @@ def outcome_blocks(session: Mapping[str, Any]) -> tuple[str, list[Any]]:
     if said:
         blocks.append(_section(escape(said)))
     url = pr_url(session)
-    if url:
-        blocks.append(_section(f"*Pull request:* <{url}>"))
     found = outcome_text(session)
     if found:
         blocks.append(_section(found))
