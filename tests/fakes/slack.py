@@ -100,6 +100,7 @@ class FakeSlack:
         self.messages: list[Message] = []
         self.calls: list[tuple[str, dict[str, Any]]] = []  # (method, arguments)
         self.acks: list[str] = []
+        self.closed = 0  # Socket Mode connections the client closed
         self.sockets: list[ServerConnection] = []
         self._lock = threading.Lock()
         self._clock = itertools.count(1)
@@ -301,6 +302,8 @@ class FakeSlack:
             data = json.loads(frame)
             with self._lock:
                 self.acks.append(str(data.get("envelope_id")))
+        with self._lock:
+            self.closed += 1
 
     def push_event(self, envelope: dict[str, Any], retry_attempt: int = 0) -> str:
         """Send an Events API payload over the newest Socket Mode connection; its envelope id."""
@@ -318,12 +321,23 @@ class FakeSlack:
         connection.send(json.dumps(frame))
         return envelope_id
 
+    def push_click(self, payload: dict[str, Any]) -> str:
+        """Send an interactivity payload (a button click) over Socket Mode; its envelope id."""
+        envelope_id = f"env-click-{next(self._events)}"
+        frame = {"envelope_id": envelope_id, "payload": payload, "type": "interactive",
+                 "accepts_response_payload": False}  # fmt: skip
+        with self._lock:
+            connection = self.sockets[-1]
+        connection.send(json.dumps(frame))
+        return envelope_id
+
     def disconnect(self) -> None:
         """Ask the client to reconnect, as Slack does before it closes a connection."""
         with self._lock:
             connection = self.sockets[-1]
         connection.send(json.dumps({"type": "disconnect", "reason": "refresh_requested"}))
-        connection.close()
+        # Slack closes it a few seconds later; a client that heeds the notice has closed it by
+        # then (closing here would block the caller's event loop on the close handshake).
 
     # --- the Web API ----------------------------------------------------------------------------
 

@@ -397,6 +397,10 @@ async def test_slack_errors_are_clear_and_hold_no_token(fake_slack):
     assert dm.thread_ts is None
 
 
+def status_messages(fake: FakeSlack) -> list[Message]:
+    return [m for m in fake.bot_messages() if (m.metadata or {}).get("event_type") == STATUS_EVENT]
+
+
 # --- Socket Mode -----------------------------------------------------------------------------
 
 
@@ -414,13 +418,19 @@ async def test_socket_mode_receives_acks_and_reconnects(slack_settings, store, f
         await until(lambda: bool(fake.called("chat.postMessage")), seconds=10)
         fake.push_event(envelope, retry_attempt=1)  # redelivered: one session
         await until(lambda: len(fake.acks) == 2, seconds=5)
+        (session,) = await sessions_of(store)
+        status = status_message(fake, CHANNEL, envelope["event"]["ts"], session.id)
+        fake.push_click(fake.click(status, CANCEL))  # a button, over the socket too
+        await wait_status(store, session.id, "cancelled", seconds=10)
+        await until(lambda: len(fake.acks) == 3, seconds=5)
 
         fake.disconnect()
         await until(lambda: len(fake.sockets) == 2, seconds=10)
+        await until(lambda: fake.closed == 1, seconds=10)  # it let the old one go
         _, other = fake.message(CHANNEL, "and the docs", user="U0BOB")
         fake.push_event(other)
-        await until(lambda: len(fake.acks) == 3, seconds=5)
-        await until(lambda: len(fake.called("chat.postMessage")) == 2, seconds=10)
+        await until(lambda: len(fake.acks) == 4, seconds=5)
+        await until(lambda: len(status_messages(fake)) == 2, seconds=10)
         async with httpx.AsyncClient() as c:  # no signing secret: no HTTP events
             refused = await c.post(f"{url}/api/channels/slack/events", content=b"{}")
         assert refused.status_code == 404

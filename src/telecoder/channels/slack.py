@@ -178,6 +178,8 @@ class SlackChannel:
         self._transport = transport
         self._writing: dict[str, asyncio.Lock] = {}  # session id -> its messages' writer
         self._status_ts: dict[str, tuple[str, str]] = {}  # session id -> (channel, ts): a cache
+        # What a button click over Socket Mode is given to (the server sets it).
+        self.on_action: Callable[[dict[str, Any]], Awaitable[object]] | None = None
 
     @property
     def socket_mode(self) -> bool:
@@ -207,7 +209,12 @@ class SlackChannel:
             return
         from telecoder.channels.slack_socket import SocketMode  # websockets only when used
 
-        await SocketMode(self.api_url, self._app_token, self._transport).run(receive, stop)
+        socket = SocketMode(self.api_url, self._app_token, self._transport)
+        await socket.run(receive, stop, on_action=lambda payload: self._clicked(payload))
+
+    async def _clicked(self, payload: dict[str, Any]) -> None:
+        if self.on_action is not None:
+            await self.on_action(payload)
 
     # --- the Web API ---------------------------------------------------------------------------
 

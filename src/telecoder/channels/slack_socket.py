@@ -60,7 +60,10 @@ class SocketMode:
         return str(data["url"])
 
     async def run(
-        self, receive: Callable[[Inbound], Awaitable[object]], stop: asyncio.Event
+        self,
+        receive: Callable[[Inbound], Awaitable[object]],
+        stop: asyncio.Event,
+        on_action: Callable[[dict[str, Any]], Awaitable[object]] | None = None,
     ) -> None:
         """Connect, read envelopes until ``stop``; reconnect when Slack or the network drops us."""
         pause = self.first_pause
@@ -69,7 +72,7 @@ class SocketMode:
                 url = await self.open_url()
                 async with connect(url, open_timeout=10, max_size=4 * 1024 * 1024) as socket:
                     pause = self.first_pause
-                    await self._read(socket, receive, stop)
+                    await self._read(socket, receive, stop, on_action)
             except (OSError, ConnectionClosed, InvalidHandshake, InvalidURI, TimeoutError) as e:
                 log.warning("Slack Socket Mode: the connection dropped: %s", e)
             except TeleCoderError as e:
@@ -85,6 +88,7 @@ class SocketMode:
         socket: ClientConnection,
         receive: Callable[[Inbound], Awaitable[object]],
         stop: asyncio.Event,
+        on_action: Callable[[dict[str, Any]], Awaitable[object]] | None,
     ) -> None:
         stopping = asyncio.create_task(stop.wait())
         try:
@@ -102,8 +106,15 @@ class SocketMode:
                 if envelope.get("type") == "disconnect":
                     log.info("Slack Socket Mode: disconnect (%s)", envelope.get("reason"))
                     return
+                payload = envelope.get("payload")
                 if envelope.get("type") == "events_api":
-                    await _hand_over(envelope.get("payload"), receive)
+                    await _hand_over(payload, receive)
+                elif (
+                    envelope.get("type") == "interactive"
+                    and on_action
+                    and isinstance(payload, dict)
+                ):
+                    await _click(payload, on_action)
         finally:
             stopping.cancel()
 
@@ -115,6 +126,17 @@ def _envelope(frame: str | bytes) -> dict[str, Any] | None:
         log.warning("Slack Socket Mode: a frame that is not JSON was dropped")
         return None
     return data if isinstance(data, dict) else None
+
+
+async def _click(
+    payload: dict[str, Any], on_action: Callable[[dict[str, Any]], Awaitable[object]]
+) -> None:
+    try:
+        await on_action(payload)
+    except TeleCoderError as e:
+        log.warning("Slack Socket Mode: a button click failed: %s", e.message)
+    except Exception:
+        log.exception("Slack Socket Mode: a button click failed")
 
 
 async def _hand_over(payload: Any, receive: Callable[[Inbound], Awaitable[object]]) -> None:

@@ -188,6 +188,7 @@ def create_app(
     )
     app.state.telecoder = state
     app.state.github = github_replies
+    slack.connect(state)  # Socket Mode's button clicks
     app.state.templates = templates()
     routers = (
         meta,

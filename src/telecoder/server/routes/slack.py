@@ -128,13 +128,17 @@ async def actions(request: Request, state: StateDep) -> Any:
     _, channel = _slack(state)
     body = await request.body()
     channel.verify(request.headers, body, time.time())
-    payload = _payload(body)
+    return _answer(await act(state, channel, _payload(body)))
+
+
+async def act(state: ServerState, channel: SlackChannel, payload: dict[str, Any]) -> SlackAnswer:
+    """A click on a status message's Cancel or Retry button (over HTTP or Socket Mode)."""
     if payload.get("type") != "block_actions":
-        return _answer(SlackAnswer(action="ignored", reason=f"{payload.get('type')!r} is no click"))
+        return SlackAnswer(action="ignored", reason=f"{payload.get('type')!r} is no click")
     clicked = [a for a in payload.get("actions") or [] if isinstance(a, dict)]
     click = next((a for a in clicked if a.get("action_id") in (CANCEL, RETRY)), None)
     if click is None:
-        return _answer(SlackAnswer(action="ignored", reason="not a TeleCoder button"))
+        return SlackAnswer(action="ignored", reason="not a TeleCoder button")
     container = payload.get("container") or {}
     message = payload.get("message") or {}
     channel_id = container.get("channel_id") or (payload.get("channel") or {}).get("id")
@@ -151,7 +155,7 @@ async def actions(request: Request, state: StateDep) -> Any:
         session = None
     if session is None or session.thread != thread:
         reason = "the button's session is not this thread's"
-        return _answer(SlackAnswer(action="refused", session_id=session_id or None, reason=reason))
+        return SlackAnswer(action="refused", session_id=session_id or None, reason=reason)
     try:
         if click["action_id"] == CANCEL:
             done = await state.store.sessions.cancel(session.id)
@@ -164,10 +168,21 @@ async def actions(request: Request, state: StateDep) -> Any:
             action = "retried"
     except Conflict as e:
         _background(channel.say(origin, e.message), "a Slack button's answer")
-        return _answer(SlackAnswer(action="refused", session_id=session.id, reason=e.message))
+        return SlackAnswer(action="refused", session_id=session.id, reason=e.message)
     _background(channel.say(origin, text), "a Slack button's answer")
     _background(channel.report(done.to_dict()), f"the report of {done.id}")
-    return _answer(SlackAnswer(action=action, session_id=done.id))
+    return SlackAnswer(action=action, session_id=done.id)
+
+
+def connect(state: ServerState) -> None:
+    """Hand Socket Mode's button clicks to ``act``, when Slack is a channel."""
+    channel = state.conversations.channels.get(NAME) if state.conversations else None
+    if isinstance(channel, SlackChannel):
+
+        async def on_action(payload: dict[str, Any]) -> None:
+            await act(state, channel, payload)
+
+        channel.on_action = on_action
 
 
 def _payload(body: bytes) -> dict[str, Any]:
