@@ -334,6 +334,12 @@ async def test_url_verification_and_not_configured(settings, slack_settings, sto
     async with serving(app_of(slack_settings, store, workers=False)) as url:
         answer = await send(url, fake_slack, challenge)
         bad = await send(url, fake_slack, {"type": "url_verification"})
+        async with httpx.AsyncClient() as c:
+            spec = (await c.get(f"{url}/openapi.json")).json()
+    for path in ("/api/channels/slack/events", "/api/channels/slack/actions"):
+        responses = spec["paths"][path]["post"]["responses"]
+        assert set(responses) >= {"200", "401", "404", "422"}, path
+        assert "SlackAnswer" in json.dumps(responses["200"])
     assert answer.status_code == 200
     assert answer.json()["challenge"] == challenge["challenge"]
     assert bad.status_code == 422
