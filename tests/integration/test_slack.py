@@ -328,6 +328,25 @@ async def test_a_redelivery_makes_one_session(slack_settings, store, fake_slack,
     assert len(await sessions_of(store)) == 1
 
 
+async def test_a_repository_that_is_gone_is_said_in_the_thread(
+    slack_settings, store, fake_slack, git_repo
+):
+    await store.repos.add("app", str(git_repo.path / "gone"), engine=None, priority=0)
+    await store.repos.route("slack", CHANNEL, "app")
+    async with serving(app_of(slack_settings, store, workers=False)) as url:
+        parent, envelope = fake_slack.message(CHANNEL, "fix the build")
+        first = await send(url, fake_slack, envelope)
+        again = await send(url, fake_slack, envelope, retry=1)
+        await until(lambda: len(fake_slack.bot_messages()) == 1, seconds=5)
+    assert first.status_code == again.status_code == 200
+    assert first.json()["action"] == "refused"
+    assert "does not exist" in first.json()["reason"]
+    (said,) = fake_slack.bot_messages()
+    assert said.thread_ts == parent.ts
+    assert said.text.startswith("I could not start on this: repository")
+    assert await sessions_of(store) == []
+
+
 async def test_url_verification_and_not_configured(settings, slack_settings, store, fake_slack):
     challenge = {"token": "x", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P",
                  "type": "url_verification"}  # fmt: skip

@@ -111,7 +111,15 @@ async def events(request: Request, state: StateDep) -> Any:
     if not found:
         reason = f"not a message for TeleCoder ({payload.get('type')})"
         return _answer(SlackAnswer(action="ignored", reason=reason))
-    received = await conversations.receive(found[0])
+    inbound = found[0]
+    try:
+        received = await conversations.receive(inbound)
+    except BadInput as e:  # e.g. the registered repository is gone: say so, once
+        if await state.store.channel_events.once(NAME, inbound.key, "refused"):
+            origin = {**dict(inbound.reply), "channel": NAME, "thread": inbound.thread}
+            text = f"I could not start on this: {e.message}"
+            _background(channel.say(origin, text), "a Slack refusal")
+        return _answer(SlackAnswer(action="refused", reason=e.message))
     answer = SlackAnswer(
         action=received.action, session_id=received.session_id, reason=received.reason
     )
