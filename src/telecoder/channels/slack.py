@@ -210,7 +210,7 @@ class SlackChannel:
         from telecoder.channels.slack_socket import SocketMode  # websockets only when used
 
         socket = SocketMode(self.api_url, self._app_token, self._transport)
-        await socket.run(receive, stop, on_action=lambda payload: self._clicked(payload))
+        await socket.run(receive, stop, on_action=self._clicked)
 
     async def _clicked(self, payload: dict[str, Any]) -> None:
         if self.on_action is not None:
