@@ -397,6 +397,26 @@ class Settings(BaseSettings):
     notify_backoff_max_seconds: float = Field(
         default=900.0, gt=0, description="Longest wait between two tries of a notification."
     )
+    # --- the channels' dispatcher (see README, "Repositories and the dispatcher") ---
+    dispatcher_model: str | None = Field(
+        default=None,
+        description="A small model that decides what a channel message asks for (run, answer, "
+        "ask, ignore); unset: the rule-based dispatcher.",
+    )
+    dispatcher_base_url: str = Field(
+        default="https://api.openai.com/v1",
+        description="OpenAI-compatible API base of the dispatcher's model "
+        "({url}/chat/completions).",
+    )
+    dispatcher_api_key: SecretStr | None = Field(
+        default=None, description="API key of the dispatcher's endpoint (a Bearer token)."
+    )
+    dispatcher_per_minute: int = Field(
+        default=10,
+        ge=0,
+        description="Model calls per channel user per minute; past it a message is ignored "
+        "(0: no limit).",
+    )
 
     @field_validator(
         "env_allow",
