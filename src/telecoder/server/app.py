@@ -55,6 +55,7 @@ from telecoder.server.routes import (
     github,
     hooks,
     meta,
+    repos,
     sessions,
     subscriptions,
     workers,
@@ -199,6 +200,7 @@ def create_app(
         subscriptions,
         costs,
         endpoints,
+        repos,
         dashboard,
     )
     for module in routers:
@@ -206,6 +208,7 @@ def create_app(
     app.include_router(costs.pages)
     app.include_router(subscriptions.page_router)
     app.include_router(endpoints.pages)
+    app.include_router(repos.pages)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _handle_errors(app)
     app.add_middleware(SecurityHeaders)
