@@ -33,7 +33,8 @@ PlaceArg = Annotated[
     str,
     typer.Argument(
         help="A Slack channel id, a Telegram chat id, a Linear team key, a Jira project key, "
-        "or '*' for all of the channel's places."
+        "or '*' for all of the channel's places (a negative Telegram id after --: "
+        "`repos route telegram -- -100123 app`)."
     ),
 ]
 
