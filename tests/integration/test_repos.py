@@ -45,7 +45,8 @@ async def test_routes_choose_the_default_and_go_with_their_repository(store: Sto
     assert await store.repos.default_for("slack", "C1") is None  # nothing registered
     await store.repos.add("app", "/src/app", engine=None, priority=0)
     only = await store.repos.default_for("slack", "C1")
-    assert only is not None and only.name == "app"  # the only one registered
+    assert only is not None
+    assert only.name == "app"  # the only one registered
     await store.repos.add("web", "/src/web", engine=None, priority=0)
     assert await store.repos.default_for("slack", "C1") is None  # a choice now
     await store.repos.route("slack", "*", "web")
@@ -147,7 +148,8 @@ def test_cli_repos_add_route_list_remove(home, git_repo, tmp_path):
         {"channel": "telegram", "place": "-1002", "repo": "gh"},
     ]
     table = telecoder("repos", "list", env=env)
-    assert "slack:C01" in table.stdout and "telegram:-1002" in table.stdout
+    assert "slack:C01" in table.stdout
+    assert "telegram:-1002" in table.stdout
 
     plain = tmp_path / "plain"
     plain.mkdir()
@@ -232,7 +234,8 @@ async def test_api_repos_and_routes(settings, store, git_repo):
         ]
         page = await c.get("/repos", headers={"accept": "text/html"})
         assert page.status_code == 200
-        assert "C01" in page.text and str(git_repo.path.resolve()) in page.text
+        assert "C01" in page.text
+        assert str(git_repo.path.resolve()) in page.text
         assert 'href="/repos"' in page.text
 
         assert (await c.delete("/api/repos/routes/slack/C01")).status_code == 204
