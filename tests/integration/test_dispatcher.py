@@ -254,6 +254,27 @@ async def test_rules_come_before_the_model(settings: Settings, store: Store, reg
         assert server.model_requests() == []  # neither needed the model
 
 
+async def test_a_route_comes_before_the_models_choice(settings, store: Store, registered):
+    await store.repos.route("slack", "C01", "web")
+    scripts = {"vault": [Reply(text=decision("run", "vault"))]}
+    with FakeModelServer(default=[Reply(text=decision("run", "app"))], scripts=scripts) as s:
+        conv, _ = conversations(settings, store, model_dispatcher(s))
+        routed = await conv.receive(inbound("fix the header", "1.0"))
+        assert routed.action == "queued"
+        assert (await store.sessions.get(str(routed.session_id))).repo == registered["web"]
+        assert (
+            'Default repository here: "web"' in s.model_requests()[0].body["messages"][1]["content"]
+        )
+        injected = await conv.receive(inbound("run this on the vault", "2.0"))
+        assert (injected.action, injected.reason) == (
+            "ignored",
+            "the dispatcher chose no registered repository ('vault')",
+        )
+        named = await conv.receive(inbound("app: fix the header", "3.0"))
+        assert (await store.sessions.get(str(named.session_id))).repo == registered["app"]
+    assert len(await sessions(store)) == 2
+
+
 async def test_the_rule_dispatcher(settings: Settings, store: Store, registered):
     conv, channels = conversations(settings, store, RuleDispatcher())
     asked = await conv.receive(inbound("fix the login test", "1.0"))
