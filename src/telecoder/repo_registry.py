@@ -60,12 +60,17 @@ async def checked_repo(
         raise EngineNotFound(f"unknown engine {engine!r} (known: {known})")
     if not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
         raise BadInput(f"the priority must be between -{MAX_PRIORITY} and {MAX_PRIORITY}")
-    local = not is_url(url) and Path(url).expanduser().exists()
-    if not local and not is_url(url) and shorthand_url(url, settings.github_api_url):
-        return RepoSpec(name=name, url=url, engine=engine, priority=priority)  # owner/name
-    # Resolving reads the path or URL only; the workspace's own directories are not touched.
-    workspace = Workspace(mirrors=settings.home / "mirrors", worktrees=settings.home / "worktrees")
-    source = await workspace.resolve(url)
+    try:
+        local = not is_url(url) and Path(url).expanduser().exists()
+        if not local and not is_url(url) and shorthand_url(url, settings.github_api_url):
+            return RepoSpec(name=name, url=url, engine=engine, priority=priority)  # owner/name
+        # Resolving reads the path or URL only; the workspace's directories are not touched.
+        home = settings.home
+        workspace = Workspace(mirrors=home / "mirrors", worktrees=home / "worktrees")
+        source = await workspace.resolve(url)
+    except (OSError, RuntimeError) as e:  # a name too long, a symlink loop, no home directory
+        why = (e.strerror if isinstance(e, OSError) else None) or str(e)
+        raise BadInput(f"cannot read the repository {url[:80]!r}: {why}") from None
     return RepoSpec(name=name, url=source.spec, engine=engine, priority=priority)
 
 
