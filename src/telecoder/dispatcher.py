@@ -166,7 +166,7 @@ JSON_ONLY = (
     '{"action": "ignore", "repo": null, "prompt": "", "engine": null, "reply": null, '
     '"reason": "chatter"}'
 )
-REASK = "That reply is not a valid decision: {error}. Answer again with the JSON object only."
+REASK = "That reply is not a valid decision: {error}. Answer again."
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 MAX_EVENT_TEXT = 8_000
 
@@ -305,7 +305,7 @@ class ModelDispatcher:
             )
             messages += [
                 {"role": "assistant", "content": content[:4000]},
-                {"role": "user", "content": REASK.format(error=error)},
+                {"role": "user", "content": f"{REASK.format(error=error)} {JSON_ONLY}"},
             ]
             content = await self._complete(client, messages)
             try:

@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from telecoder.conversation import Conversations
 from telecoder.dispatcher import (
+    JSON_ONLY,
     REASK,
     Decision,
     ModelDispatcher,
@@ -319,7 +320,9 @@ async def test_malformed_output_is_asked_again_once(store: Store, registered):
         messages = second.body["messages"]
         assert messages[:2] == first.body["messages"]
         assert messages[2] == {"role": "assistant", "content": "I think app should fix it."}
-        assert messages[3]["content"] == REASK.format(error="it holds no JSON object")
+        assert (
+            messages[3]["content"] == f"{REASK.format(error='it holds no JSON object')} {JSON_ONLY}"
+        )
 
     bad = decision("launch", "app")  # not one of the actions
     scripts = {"not a valid decision": [Reply(text="{still not json")]}
