@@ -116,8 +116,9 @@ def _checked(
         # A place's default (its route, the channel's *, the only repository) comes before the
         # dispatcher's choice: a message names another one with its ``name:`` prefix. A name
         # that is not registered is refused either way (an injected message may have put it).
-        unknown = decision.repo is not None and decision.repo not in names
-        repo = default.name if default is not None and not unknown else decision.repo
+        chosen = (decision.repo or "").strip() or None
+        unknown = chosen is not None and chosen not in names
+        repo = default.name if default is not None and not unknown else chosen
         if repo not in names:
             reason = f"the dispatcher chose no registered repository ({repo!r})"
             return Decision(action="ignore", reason=reason)
