@@ -57,6 +57,7 @@ from telecoder.server.routes import (
     meta,
     sessions,
     subscriptions,
+    tickets,
     workers,
 )
 from telecoder.server.state import Intake, ServerState, WorkerRunner, Workers, default_intake
@@ -196,6 +197,7 @@ def create_app(
         budgets,
         hooks,
         github,
+        tickets,
         subscriptions,
         costs,
         endpoints,
