@@ -11,9 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_BLOCKS = frozenset(
-    {"paragraph", "heading", "blockquote", "codeBlock", "listItem", "panel", "rule", "table"}
-)
+_BLOCKS = frozenset({"paragraph", "heading", "codeBlock", "rule"})  # each ends a line
 _INLINE = re.compile(r"\*\*(?P<bold>[^*\n]+)\*\*|`(?P<code>[^`\n]+)`|(?P<url>https?://[^\s)>\]]+)")
 
 
