@@ -225,3 +225,27 @@ async def test_the_status_comment_is_found_again_after_a_restart(linear_settings
     assert "**Question:** Which format, JSON Lines or one array?" in comment.body
     assert f"{PUBLIC}/sessions/ses_1" in comment.body
     assert json.dumps(comment.body)  # plain markdown
+
+
+async def test_an_issue_created_in_the_state_and_a_mention_start_sessions(
+    linear_settings, routed, fake_linear
+):
+    ready = fake_linear.add_issue("Add a --json flag", "Print JSON.", state="Ready for Dev")
+    other = fake_linear.add_issue("Rename a flag", state="Backlog")
+    mention = fake_linear.comment(other, "@telecoder rename --old to --new, please")
+    async with served(create_app(linear_settings, routed)) as http:
+        created = await post(http, "linear", fake_linear.signed(fake_linear.created(ready)))
+        asked = await post(http, "linear", fake_linear.signed(mention))
+        backlog = fake_linear.add_issue("Later", state="Backlog")
+        not_yet = await post(http, "linear", fake_linear.signed(fake_linear.created(backlog)))
+    assert created.json()["action"] == "queued"
+    assert asked.json()["action"] == "queued"
+    assert not_yet.json()["action"] == "ignored"
+    by_id = {s.id: s for s in await all_sessions(routed)}
+    assert set(by_id) == {created.json()["session_id"], asked.json()["session_id"]}
+    first, second = by_id[created.json()["session_id"]], by_id[asked.json()["session_id"]]
+    assert "Add a --json flag" in first.prompt
+    assert "Print JSON." in first.prompt
+    assert "rename --old to --new, please" in second.prompt
+    assert "@telecoder" not in second.prompt
+    assert second.thread == f"linear:{other.id}"
