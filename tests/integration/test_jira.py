@@ -67,7 +67,8 @@ async def test_an_issue_moved_to_the_status_is_worked_on_and_reported_on_the_iss
 ):
     store = routed
     issue = fake_jira.add_issue("Add a --json flag", "The list command should print JSON.")
-    app = create_app(jira_settings, store, start_workers=build_worker(jira_settings, store).run)
+    settings = jira_settings.model_copy(update={"chat_idle_seconds": 8.0})  # then it ends
+    app = create_app(settings, store, start_workers=build_worker(settings, store).run)
     async with served(app) as http:
         moved = fake_jira.update(issue, status="Ready for Dev")
         response = await post(http, "jira", fake_jira.signed(moved))
@@ -115,6 +116,16 @@ async def test_an_issue_moved_to_the_status_is_worked_on_and_reported_on_the_iss
         log = git_repo.remote_git("log", "--format=%s", f"main..{second.branch}").splitlines()
         assert len(log) == 2
         await until(lambda: status_comments(fake_jira, issue, session_id)[0].edits >= 3)
+
+        # Nobody writes: the chat ends, and the comment says so, with the outcome at the end.
+        await session_when(store, session_id, "succeeded", attempt=2)
+        await until(lambda: "succeeded" in status_comments(fake_jira, issue, session_id)[0].text)
+        (comment,) = status_comments(fake_jira, issue, session_id)
+        lines = comment.text.splitlines()
+        assert lines[0] == f"✅ TeleCoder session {session_id}: succeeded"
+        assert f"Branch: {second.branch}" in comment.text
+        assert lines[-2].startswith("Next:")
+        assert lines[-1].startswith(f"— TeleCoder · session {session_id} · ")
     assert len(await all_sessions(store)) == 1
     assert len(status_comments(fake_jira, issue, session_id)) == 1
     assert len(fake_jira.comments_on(issue)) == 2
