@@ -118,13 +118,13 @@ class JiraChannel(tickets.StatusComments):
     def _issue(
         self, payload: dict[str, Any], event: str, issue: dict[str, Any], key: str
     ) -> tuple[list[Inbound], str]:
-        fields = issue.get("fields") or {}
+        fields = tickets.obj(issue.get("fields"))
         if event == "jira:issue_created":
-            status = str((fields.get("status") or {}).get("name") or "")
+            status = str(tickets.obj(fields.get("status")).get("name") or "")
             labels = [str(label).lower() for label in fields.get("labels") or []]
             hit = status == self.status or self.label.lower() in labels
         else:
-            items = (payload.get("changelog") or {}).get("items") or []
+            items = tickets.obj(payload.get("changelog")).get("items") or []
             hit = any(self._moved(item) for item in items)
         if not hit:
             why = f"the issue did not move to {self.status!r} nor get the label {self.label!r}"
@@ -156,7 +156,7 @@ class JiraChannel(tickets.StatusComments):
         if not text:
             return [], "an empty comment"
         author = tickets.obj(comment.get("author"))
-        title = str((issue.get("fields") or {}).get("summary") or "") or None
+        title = str(tickets.obj(issue.get("fields")).get("summary") or "") or None
         addressed = tickets.mentions(body)
         return [self._inbound(issue, key, author, text=text, title=title, addressed=addressed)], ""
 
@@ -171,7 +171,7 @@ class JiraChannel(tickets.StatusComments):
         addressed: bool = True,
     ) -> Inbound:
         issue_key = str(issue["key"])
-        project = ((issue.get("fields") or {}).get("project") or {}).get("key")
+        project = tickets.obj(tickets.obj(issue.get("fields")).get("project")).get("key")
         return Inbound(
             channel=NAME,
             key=key,

@@ -137,7 +137,7 @@ class LinearChannel(tickets.StatusComments):
     ) -> tuple[list[Inbound], str]:
         before = payload.get("updatedFrom") if payload.get("action") == "update" else None
         before = before if isinstance(before, dict) else {}
-        state = (data.get("state") or {}).get("name")
+        state = tickets.obj(data.get("state")).get("name")
         entered = state == self.state and (
             payload.get("action") == "create"
             or ("stateId" in before and before.get("stateId") != data.get("stateId"))
@@ -189,7 +189,7 @@ class LinearChannel(tickets.StatusComments):
         user = tickets.obj(data.get("user"))
         sender = actor.get("id") or user.get("id") or data.get("userId") or data.get("creatorId")
         identifier = str(issue.get("identifier") or "")
-        team = (issue.get("team") or {}).get("key") or identifier.partition("-")[0]
+        team = tickets.obj(issue.get("team")).get("key") or identifier.partition("-")[0]
         url = issue.get("url") or (payload.get("url") if issue is data else None)
         return Inbound(
             channel=NAME,
@@ -219,12 +219,12 @@ class LinearChannel(tickets.StatusComments):
         after: str | None = None
         while True:
             data = await self._call(COMMENTS, {"id": str(origin["issue_id"]), "after": after})
-            comments = ((data.get("issue") or {}).get("comments")) or {}
+            comments = tickets.obj(tickets.obj(data.get("issue")).get("comments"))
             for node in comments.get("nodes") or []:
                 found = _STATUS.match(str(node.get("body") or ""))
                 if found is not None and found.group("id") == session_id:
                     return str(node["id"]), found.group("at")
-            page = comments.get("pageInfo") or {}
+            page = tickets.obj(comments.get("pageInfo"))
             if not page.get("hasNextPage") or not page.get("endCursor"):
                 return None
             after = str(page["endCursor"])
@@ -240,13 +240,13 @@ class LinearChannel(tickets.StatusComments):
     ) -> None:
         body = f"{status_marker(session_id, stamp)}\n{text}"
         data = await self._call(UPDATE, {"id": comment_id, "input": {"body": body}})
-        if not (data.get("commentUpdate") or {}).get("success"):
+        if not tickets.obj(data.get("commentUpdate")).get("success"):
             raise tickets.TicketError("Linear did not update the status comment")
 
     async def _create(self, issue_id: str, body: str) -> str:
         data = await self._call(CREATE, {"input": {"issueId": issue_id, "body": body}})
-        created = data.get("commentCreate") or {}
-        comment = created.get("comment") or {}
+        created = tickets.obj(data.get("commentCreate"))
+        comment = tickets.obj(created.get("comment"))
         if not created.get("success") or not comment.get("id"):
             raise tickets.TicketError("Linear did not create the comment")
         return str(comment["id"])
@@ -269,7 +269,7 @@ class LinearChannel(tickets.StatusComments):
         if errors or response.status_code >= 400:
             first = errors[0].get("message") if isinstance(errors, list) and errors else ""
             raise tickets.TicketError(f"Linear answered {response.status_code}: {first}"[:300])
-        return answer.get("data") or {}
+        return tickets.obj(answer.get("data"))
 
 
 def _label_id(data: dict[str, Any], name: str) -> str | None:
