@@ -58,6 +58,7 @@ from telecoder.server.routes import (
     repos,
     sessions,
     subscriptions,
+    tickets,
     workers,
 )
 from telecoder.server.state import Intake, ServerState, WorkerRunner, Workers, default_intake
@@ -197,6 +198,7 @@ def create_app(
         budgets,
         hooks,
         github,
+        tickets,
         subscriptions,
         costs,
         endpoints,
