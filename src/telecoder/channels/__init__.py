@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
+from telecoder.channels.jira import JiraChannel
+from telecoder.channels.linear import LinearChannel
 from telecoder.protocols import Channel
 from telecoder.settings import Settings
 
@@ -24,6 +26,10 @@ def from_settings(settings: Settings) -> dict[str, Channel]:
             public_url=settings.public_url,
         )
     # --- end Slack ---
+    # Linear and Jira (channels/linear.py, channels/jira.py): a secret and API credentials.
+    for ticket in (LinearChannel.from_settings(settings), JiraChannel.from_settings(settings)):
+        if ticket is not None:
+            found[ticket.name] = ticket
     return found
 
 

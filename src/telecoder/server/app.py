@@ -55,9 +55,11 @@ from telecoder.server.routes import (
     github,
     hooks,
     meta,
+    repos,
     sessions,
     slack,
     subscriptions,
+    tickets,
     workers,
 )
 from telecoder.server.state import Intake, ServerState, WorkerRunner, Workers, default_intake
@@ -199,9 +201,11 @@ def create_app(
         hooks,
         github,
         slack,
+        tickets,
         subscriptions,
         costs,
         endpoints,
+        repos,
         dashboard,
     )
     for module in routers:
@@ -209,6 +213,7 @@ def create_app(
     app.include_router(costs.pages)
     app.include_router(subscriptions.page_router)
     app.include_router(endpoints.pages)
+    app.include_router(repos.pages)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _handle_errors(app)
     app.add_middleware(SecurityHeaders)
