@@ -10,4 +10,8 @@ def from_settings(settings: Settings) -> dict[str, Channel]:
     """The chat and ticket channels the settings configure, by name (GitHub and hooks have
     their own routes). Each channel module adds itself here when its settings are set."""
     found: dict[str, Channel] = {}
+    if settings.telegram_bot_token is not None:
+        from telecoder.channels.telegram import TelegramChannel
+
+        found["telegram"] = TelegramChannel.from_settings(settings)
     return found

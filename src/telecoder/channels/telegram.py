@@ -1,0 +1,532 @@
+"""Telegram: a bot that takes tasks in private chats and groups, and answers in their threads.
+
+The Bot API over httpx: every method is ``POST {TELECODER_TELEGRAM_API_URL}/bot{token}/{method}``
+with a JSON body, answered ``{"ok": true, "result": …}``. The token is in every URL, so no URL
+and no httpx error text leaves this module unmasked: errors name the method, never the address.
+
+Messages arrive by long polling (``listen``: ``getUpdates`` with an offset kept in ``Memory``,
+so a restart does not handle an update again; backoff on network errors; ``stop`` ends it at
+once) or, when ``TELECODER_TELEGRAM_WEBHOOK_SECRET`` is set, by the webhook route, which
+``verify`` checks with the ``X-Telegram-Bot-Api-Secret-Token`` header (constant-time).
+
+Who is talking to TeleCoder (``parse``): in a private chat, every message; in a group, an
+@mention of the bot, a command, or a reply to one of its messages. A group message that is
+none of these is passed on unaddressed only when it may belong to a known thread (a reply, a
+forum topic): the conversation core continues a thread's session with it, and ignores it
+otherwise. The thread is ``{chat}/{topic}`` in a forum topic, else ``{chat}/{root}`` where
+root is the message the conversation started from: a reply to a message TeleCoder knows
+(one it sent, or one said in a thread) belongs to that message's thread (``resolve``).
+
+``report`` keeps one progress message per session, sent once and then edited (its id is kept
+in ``Memory``, so a restart edits it rather than posting another); a turn's end (blocked with
+a question, the outcome) is also sent as a reply, once, so the user is notified.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import httpx
+
+from telecoder import outcome as outcomes
+from telecoder.errors import TeleCoderError, WebhookSignatureInvalid
+from telecoder.protocols import Inbound
+from telecoder.settings import Settings
+
+log = logging.getLogger(__name__)
+
+NAME = "telegram"
+SECRET_HEADER = "x-telegram-bot-api-secret-token"
+MAX_TEXT = 4096  # Telegram's limit for one message
+POLL_SECONDS = 25  # getUpdates' long-poll timeout
+BACKOFF = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+ENDED = frozenset(outcomes.ENDED)
+ICONS = {
+    "queued": "🕓",
+    "running": "⚙️",
+    "blocked": "💬",
+    "succeeded": "✅",
+    "failed": "❌",
+    "dead": "❌",
+    "cancelled": "🚫",
+}
+_TOKENISH = re.compile(r"bot\d+:[A-Za-z0-9_-]+")
+
+
+class TelegramUnavailable(TeleCoderError):
+    """The Telegram Bot API refused the request or could not be reached."""
+
+
+class Memory(Protocol):
+    """What the channel keeps across restarts (the server backs it with the store)."""
+
+    async def recall(self, key: str) -> str | None: ...
+
+    async def remember(self, key: str, value: str) -> None: ...
+
+    async def claim(self, key: str) -> bool:
+        """True the first time ``key`` is claimed, False ever after."""
+        ...
+
+
+class InMemory:
+    """A ``Memory`` for a process that has no store (tests of the channel alone)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+        self.claimed: set[str] = set()
+
+    async def recall(self, key: str) -> str | None:
+        return self.values.get(key)
+
+    async def remember(self, key: str, value: str) -> None:
+        self.values[key] = value
+
+    async def claim(self, key: str) -> bool:
+        if key in self.claimed:
+            return False
+        self.claimed.add(key)
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Bot:
+    id: int
+    username: str
+
+
+class TelegramChannel:
+    name = NAME
+
+    def __init__(
+        self,
+        token: str,
+        *,
+        api_url: str = "https://api.telegram.org",
+        allowed_users: Sequence[str] = (),
+        allowed_chats: Sequence[str] = (),
+        webhook_secret: str | None = None,
+        public_url: str | None = None,
+        memory: Memory | None = None,
+        poll_seconds: float = POLL_SECONDS,
+    ) -> None:
+        self._token = token
+        self._base = f"{api_url.rstrip('/')}/bot{token}/"
+        self.allowed_users = frozenset(allowed_users)
+        self.allowed_chats = frozenset(allowed_chats)
+        self._webhook_secret = webhook_secret
+        self.public_url = public_url
+        self.memory: Memory = memory or InMemory()
+        self.poll_seconds = poll_seconds
+        self.bot: Bot | None = None
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(poll_seconds + 15, connect=10))
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TelegramChannel:
+        assert settings.telegram_bot_token is not None
+        secret = settings.telegram_webhook_secret
+        return cls(
+            settings.telegram_bot_token.get_secret_value(),
+            api_url=settings.telegram_api_url,
+            allowed_users=settings.telegram_allowed_users,
+            allowed_chats=settings.telegram_allowed_chats,
+            webhook_secret=secret.get_secret_value() if secret else None,
+            public_url=settings.public_url,
+        )
+
+    @property
+    def webhook_mode(self) -> bool:
+        return self._webhook_secret is not None
+
+    # --- the Bot API -----------------------------------------------------------------------
+
+    def _masked(self, text: str) -> str:
+        return _TOKENISH.sub("bot***", text.replace(self._token, "***"))
+
+    async def call(self, method: str, *, wait: float | None = None, **params: Any) -> Any:
+        """``method`` with ``params`` (None values left out); its ``result``."""
+        body = {k: v for k, v in params.items() if v is not None}
+        try:
+            response = await self._client.post(
+                self._base + method,
+                json=body,
+                timeout=httpx.USE_CLIENT_DEFAULT if wait is None else wait,
+            )
+        except httpx.HTTPError as e:
+            raise TelegramUnavailable(
+                self._masked(f"Telegram {method} failed: {type(e).__name__} {e}")
+            ) from None
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = {}
+        if response.status_code != 200 or not answer.get("ok"):
+            described = answer.get("description") or response.reason_phrase
+            raise TelegramUnavailable(
+                self._masked(f"Telegram {method}: {response.status_code} {described}")
+            )
+        return answer.get("result")
+
+    async def ready(self) -> Bot:
+        """Who the bot is (``getMe``), asked once."""
+        if self.bot is None:
+            me = await self.call("getMe")
+            self.bot = Bot(id=int(me["id"]), username=str(me.get("username") or ""))
+        return self.bot
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    # --- in --------------------------------------------------------------------------------
+
+    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> None:
+        found = {k.lower(): v for k, v in headers.items()}.get(SECRET_HEADER, "")
+        expected = self._webhook_secret or ""
+        if not expected or not hmac.compare_digest(found.encode(), expected.encode()):
+            raise WebhookSignatureInvalid("X-Telegram-Bot-Api-Secret-Token is missing or wrong")
+
+    def parse(self, headers: Mapping[str, str], body: bytes) -> Sequence[Inbound]:
+        try:
+            update = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return []
+        return self.parse_update(update) if isinstance(update, dict) else []
+
+    def parse_update(self, update: Mapping[str, Any]) -> list[Inbound]:
+        """The message an update carries, if it is for TeleCoder (or may be in a thread)."""
+        message = update.get("message")
+        if not isinstance(message, dict) or "update_id" not in update:
+            return []
+        sender = message.get("from") or {}
+        chat = message.get("chat") or {}
+        text = message.get("text") or message.get("caption") or ""
+        if not sender or sender.get("is_bot") or "id" not in chat or not text.strip():
+            return []
+        bot = self.bot or Bot(id=0, username="")
+        direct = chat.get("type") == "private"
+        mentioned, text = _mentions(message, text, bot)
+        replied = message.get("reply_to_message") or {}
+        to_bot = bool(replied) and (replied.get("from") or {}).get("id") == bot.id
+        command = text.lstrip().startswith("/")
+        topic = message.get("message_thread_id") if message.get("is_topic_message") else None
+        addressed = direct or mentioned or to_bot or command
+        if not addressed and not (replied or topic):
+            return []  # group chatter: not for TeleCoder, and in no thread
+        chat_id = int(chat["id"])
+        root = f"{chat_id}/{topic}" if topic else f"{chat_id}/{message['message_id']}"
+        files = _attachments(message)
+        name = sender.get("username") or " ".join(
+            p for p in (sender.get("first_name"), sender.get("last_name")) if p
+        )
+        return [
+            Inbound(
+                channel=NAME,
+                key=str(update["update_id"]),
+                thread=root,
+                place=str(chat_id),
+                sender=str(sender["id"]),
+                sender_name=name or None,
+                text=text.strip(),
+                addressed=addressed,
+                direct=direct,
+                attachments=files,
+                reply={
+                    "chat_id": chat_id,
+                    "message_id": int(message["message_id"]),
+                    "topic": topic,
+                    "reply_to": replied.get("message_id") if replied else None,
+                    "chat_type": chat.get("type"),
+                    "username": sender.get("username"),
+                },
+            )
+        ]
+
+    async def resolve(self, inbound: Inbound) -> Inbound:
+        """The thread a reply belongs to: that of the message it answers, when known."""
+        reply_to = inbound.reply.get("reply_to")
+        if reply_to is None or inbound.reply.get("topic"):
+            return inbound
+        chat = inbound.reply["chat_id"]
+        known = await self.memory.recall(f"msg:{chat}/{reply_to}")
+        return replace(inbound, thread=known or f"{chat}/{reply_to}")
+
+    async def remember_message(self, chat: object, message_id: object, thread: str) -> None:
+        await self.memory.remember(f"msg:{chat}/{message_id}", thread)
+
+    def allows(self, inbound: Inbound) -> bool:
+        """An allowed user, in a private chat or an allowed group."""
+        if inbound.sender not in self.allowed_users:
+            return False
+        return inbound.direct or inbound.place in self.allowed_chats
+
+    async def listen(
+        self, receive: Callable[[Inbound], Awaitable[object]], stop: asyncio.Event
+    ) -> None:
+        """Long polling until ``stop``: each message to ``receive``, each update once."""
+        failures = 0
+        while not stop.is_set():
+            try:
+                await self.ready()
+                if self.webhook_mode:  # Telegram sends the updates to the webhook route
+                    await self._set_webhook()
+                    return
+                await self.call("deleteWebhook")
+                break
+            except TeleCoderError as e:
+                log.warning("Telegram: %s", e.message)
+                failures += 1
+                await _pause(stop, BACKOFF[min(failures, len(BACKOFF)) - 1])
+        offset = int(await self.memory.recall("offset") or 0)
+        failures = 0
+        while not stop.is_set():
+            try:
+                updates = await _until(stop, self._updates(offset))
+            except TeleCoderError as e:
+                failures += 1
+                log.warning("Telegram: %s (retrying)", e.message)
+                await _pause(stop, BACKOFF[min(failures, len(BACKOFF)) - 1])
+                continue
+            if updates is None:  # stopped
+                return
+            failures = 0
+            for update in updates:
+                try:
+                    for inbound in self.parse_update(update):
+                        await receive(inbound)
+                except Exception:
+                    log.exception("Telegram: update %s failed", update.get("update_id"))
+                    failures += 1
+                    await _pause(stop, BACKOFF[min(failures, len(BACKOFF)) - 1])
+                    break  # not acknowledged: fetched again (its key makes nothing twice)
+                offset = int(update["update_id"]) + 1
+                await self.memory.remember("offset", str(offset))
+
+    async def _updates(self, offset: int) -> list[dict[str, Any]]:
+        found = await self.call(
+            "getUpdates",
+            wait=self.poll_seconds + 15,
+            offset=offset or None,
+            timeout=self.poll_seconds,
+            allowed_updates=["message"],
+        )
+        return [u for u in found or [] if isinstance(u, dict) and "update_id" in u]
+
+    async def _set_webhook(self) -> None:
+        if not self.public_url:
+            log.info("Telegram: webhook mode; set the webhook to /api/channels/telegram/webhook")
+            return
+        url = f"{self.public_url.rstrip('/')}/api/channels/telegram/webhook"
+        await self.call(
+            "setWebhook",
+            url=url,
+            secret_token=self._webhook_secret,
+            allowed_updates=["message"],
+        )
+
+    # --- out -------------------------------------------------------------------------------
+
+    async def send(
+        self, chat: object, text: str, *, reply_to: object = None, topic: object = None
+    ) -> int:
+        """Send ``text``; the new message's id."""
+        parameters = (
+            {"message_id": reply_to, "allow_sending_without_reply": True} if reply_to else None
+        )
+        sent = await self.call(
+            "sendMessage",
+            chat_id=chat,
+            text=_cut(text),
+            message_thread_id=topic,
+            reply_parameters=parameters,
+            link_preview_options={"is_disabled": True},
+        )
+        return int(sent["message_id"])
+
+    async def say(self, origin: Mapping[str, object], text: str) -> None:
+        chat = origin.get("chat_id")
+        if chat is None:
+            raise TelegramUnavailable("the origin names no Telegram chat")
+        sent = await self.send(
+            chat, text, reply_to=origin.get("message_id"), topic=origin.get("topic")
+        )
+        if origin.get("thread"):
+            await self.remember_message(chat, sent, str(origin["thread"]))
+
+    async def report(self, session: Mapping[str, object]) -> None:
+        origin = session.get("origin")
+        if not isinstance(origin, dict) or origin.get("chat_id") is None:
+            return
+        sid = str(session["id"])
+        lock = self._locks.setdefault(sid, asyncio.Lock())
+        async with lock:
+            await self._progress(session, origin)
+            status = str(session.get("status"))
+            if status in ENDED:
+                turn = f"told:{sid}:{status}:{session.get('updated_at')}"
+                if await self.memory.claim(turn):
+                    await self.say(origin, final_text(session))
+            if status in ENDED and status != "blocked":
+                self._locks.pop(sid, None)
+
+    async def _progress(self, session: Mapping[str, object], origin: Mapping[str, Any]) -> None:
+        key = f"progress:{session['id']}"
+        text = progress_text(session)
+        known = await self.memory.recall(key)
+        chat = origin["chat_id"]
+        if known is not None:
+            try:
+                await self.call(
+                    "editMessageText",
+                    chat_id=chat,
+                    message_id=int(known),
+                    text=_cut(text),
+                    link_preview_options={"is_disabled": True},
+                )
+            except TelegramUnavailable as e:
+                if "not modified" not in e.message:
+                    raise
+            return
+        sent = await self.send(
+            chat, text, reply_to=origin.get("message_id"), topic=origin.get("topic")
+        )
+        await self.memory.remember(key, str(sent))
+        if origin.get("thread"):
+            await self.remember_message(chat, sent, str(origin["thread"]))
+
+    async def address(self, who: str, user: str | None = None) -> dict[str, object]:
+        """A notify target as an origin ``say`` accepts: ``@me`` (``user``'s private chat, a
+        Telegram user id: the bot may write to a user who has written to it), a chat id, or
+        ``@username`` of somebody who has written to the bot."""
+        who = who.strip()
+        if who == "@me":
+            if not user or not user.lstrip("-").isdigit():
+                raise TelegramUnavailable("telegram:@me needs your Telegram user id")
+            chat = user
+        elif who.lstrip("-").isdigit():
+            chat = who
+        elif who.startswith("@"):
+            found = await self.memory.recall(f"user:{who[1:].lower()}")
+            if found is None:
+                raise TelegramUnavailable(
+                    f"telegram:{who}: that user has not written to the bot yet"
+                )
+            chat = found
+        else:
+            raise TelegramUnavailable(f"telegram:{who}: expected @me, @username or a chat id")
+        return {"channel": NAME, "chat_id": int(chat), "thread": f"{chat}/notify"}
+
+
+# --- text ----------------------------------------------------------------------------------
+
+
+def progress_text(session: Mapping[str, Any]) -> str:
+    """The one progress message: status, what it does, its question, PR link, outcome."""
+    status = str(session.get("status"))
+    origin = session.get("origin") or {}
+    repo = origin.get("repo_name") or session.get("repo")
+    lines = [f"{ICONS.get(status, '•')} TeleCoder {session.get('id')} — {status}", f"repo: {repo}"]
+    if status == "running" and session.get("activity"):
+        lines.append(f"now: {session['activity']}")
+    if status == "blocked" and session.get("question"):
+        lines.append(f"question: {session['question']}")
+    result = session.get("result") or {}
+    if result.get("pr_url"):
+        lines.append(f"PR: {result['pr_url']}")
+    outcome = session.get("outcome")
+    if outcome:
+        lines.append("")
+        lines.extend(f"{label}: {text}" for label, text in outcomes.lines(outcome))
+    elif session.get("error"):
+        lines.append(f"error: {session['error']}")
+    return "\n".join(lines)
+
+
+def final_text(session: Mapping[str, Any]) -> str:
+    """The reply that notifies the user that a turn ended."""
+    status = str(session.get("status"))
+    result = session.get("result") or {}
+    head = {
+        "succeeded": "Done",
+        "blocked": "Your turn: reply to this message to continue",
+        "cancelled": "Cancelled",
+    }.get(status, "It failed")
+    lines = [f"{ICONS.get(status, '•')} {head} ({session.get('id')})."]
+    if status == "blocked" and session.get("question"):
+        lines.append(str(session["question"]))
+    if result.get("pr_url"):
+        lines.append(f"PR: {result['pr_url']}")
+    outcome = session.get("outcome")
+    if outcome:
+        lines.extend(f"{label}: {text}" for label, text in outcomes.lines(outcome))
+    elif session.get("error"):
+        lines.append(str(session["error"]))
+    return "\n".join(lines)
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
+
+
+def _mentions(message: Mapping[str, Any], text: str, bot: Bot) -> tuple[bool, str]:
+    """Whether the message @mentions the bot, and its text without the mention (or the
+    ``@bot`` of a ``/command@bot``)."""
+    entities = message.get("entities") or message.get("caption_entities") or []
+    handle = f"@{bot.username}".lower()
+    cuts: list[tuple[int, int]] = []
+    mentioned = False
+    encoded = text.encode("utf-16-le")  # entity offsets count UTF-16 code units
+
+    def part(offset: int, length: int) -> str:
+        return encoded[2 * offset : 2 * (offset + length)].decode("utf-16-le", "replace")
+
+    for entity in entities:
+        kind = entity.get("type")
+        offset, length = int(entity.get("offset", 0)), int(entity.get("length", 0))
+        said = part(offset, length)
+        by_name = kind == "mention" and bool(bot.username) and said.lower() == handle
+        if by_name or (kind == "text_mention" and (entity.get("user") or {}).get("id") == bot.id):
+            mentioned = True
+            cuts.append((offset, length))
+        elif kind == "bot_command" and bot.username and said.lower().endswith(handle):
+            mentioned = True
+            cuts.append((offset + length - len(handle), len(handle)))
+    for offset, length in sorted(cuts, reverse=True):
+        encoded = encoded[: 2 * offset] + encoded[2 * (offset + length) :]
+    return mentioned, encoded.decode("utf-16-le", "replace").strip()
+
+
+def _attachments(message: Mapping[str, Any]) -> tuple[str, ...]:
+    document = message.get("document") or {}
+    if document.get("file_name"):
+        return (str(document["file_name"]),)
+    return ("a photo",) if message.get("photo") else ()
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def _until(stop: asyncio.Event, work: Awaitable[Any]) -> Any:
+    """``work``'s result, or None as soon as ``stop`` is set (``work`` is cancelled)."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return None
+    return task.result()
