@@ -126,6 +126,7 @@ class TelegramChannel:
         self.public_url = public_url
         self.memory: Memory = memory or InMemory()
         self.poll_seconds = poll_seconds
+        self.backoff: Sequence[float] = BACKOFF
         self.bot: Bot | None = None
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(poll_seconds + 15, connect=10))
         self._locks: dict[str, asyncio.Lock] = {}
@@ -284,7 +285,7 @@ class TelegramChannel:
             except TeleCoderError as e:
                 log.warning("Telegram: %s", e.message)
                 failures += 1
-                await _pause(stop, BACKOFF[min(failures, len(BACKOFF)) - 1])
+                await _pause(stop, self._backoff(failures))
         offset = int(await self.memory.recall("offset") or 0)
         failures = 0
         while not stop.is_set():
@@ -293,7 +294,7 @@ class TelegramChannel:
             except TeleCoderError as e:
                 failures += 1
                 log.warning("Telegram: %s (retrying)", e.message)
-                await _pause(stop, BACKOFF[min(failures, len(BACKOFF)) - 1])
+                await _pause(stop, self._backoff(failures))
                 continue
             if updates is None:  # stopped
                 return
@@ -305,10 +306,13 @@ class TelegramChannel:
                 except Exception:
                     log.exception("Telegram: update %s failed", update.get("update_id"))
                     failures += 1
-                    await _pause(stop, BACKOFF[min(failures, len(BACKOFF)) - 1])
+                    await _pause(stop, self._backoff(failures))
                     break  # not acknowledged: fetched again (its key makes nothing twice)
                 offset = int(update["update_id"]) + 1
                 await self.memory.remember("offset", str(offset))
+
+    def _backoff(self, failures: int) -> float:
+        return self.backoff[min(failures, len(self.backoff)) - 1]
 
     async def _updates(self, offset: int) -> list[dict[str, Any]]:
         found = await self.call(

@@ -179,6 +179,8 @@ def create_app(
             if announcing is not None:
                 await announcing
             await asyncio.wait(listening or {checks}, timeout=15)
+            if telegram is not None:
+                await telegram.channel.close()
             await asyncio.wait({checks}, timeout=15)
             if workers.task is not None:
                 try:
