@@ -198,9 +198,7 @@ class FakeTelegram:
 
     def _m_getUpdates(self, params: dict[str, Any]) -> Any:
         if self.webhook is not None:
-            raise _Refused(
-                409, "Conflict: can't use getUpdates method while webhook is active"
-            )
+            raise _Refused(409, "Conflict: can't use getUpdates method while webhook is active")
         offset = int(params.get("offset") or 0)
         timeout = float(params.get("timeout") or 0)
         deadline = time.monotonic() + timeout
@@ -342,9 +340,7 @@ class FakeTelegram:
     def _find(self, chat: int, message_id: Any) -> Message | None:
         if message_id is None:
             return None
-        return next(
-            (m for m in self._chats.get(chat, []) if m.message_id == int(message_id)), None
-        )
+        return next((m for m in self._chats.get(chat, []) if m.message_id == int(message_id)), None)
 
     # --- what a test reads -------------------------------------------------------------------
 
@@ -378,7 +374,7 @@ class FakeTelegram:
             stamp = time.strftime("%H:%M", time.gmtime(m.date))
             rows.append(
                 f'<div class="row {who}"><div class="bubble"><div class="name">'
-                f"{html.escape(name)}</div>{quote}<div class=\"text\">{html.escape(m.text)}</div>"
+                f'{html.escape(name)}</div>{quote}<div class="text">{html.escape(m.text)}</div>'
                 f'<div class="meta">{edited} {stamp}</div></div></div>'
             )
         return PAGE.format(title=html.escape(str(title)), rows="\n".join(rows))
