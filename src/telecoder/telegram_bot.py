@@ -115,9 +115,10 @@ class TelegramBot:
     async def _forward(self, inbound: Inbound) -> Received:
         received = await self.conversations.receive(inbound)
         if received.session_id and received.action in ("queued", "continued"):
-            await self.channel.memory.remember(
-                f"latest:{inbound.reply['chat_id']}", received.session_id
-            )
+            memory = self.channel.memory
+            await memory.remember(f"latest:{inbound.reply['chat_id']}", received.session_id)
+            # The turn's end answers the message that asked for it.
+            await memory.remember(f"turn:{received.session_id}", str(inbound.reply["message_id"]))
         return received
 
     async def _refuse(self, inbound: Inbound) -> Received:

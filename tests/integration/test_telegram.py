@@ -155,6 +155,8 @@ async def test_a_dm_runs_a_session_with_one_progress_message_and_a_reply_continu
         assert len(again) == 3  # still one progress message, and a second turn's reply
         assert again[0].message_id == progress.message_id
         assert "Your turn" in again[2].text
+        assert again[2].reply_to is not None
+        assert again[2].reply_to.text == "Once more, please"  # who asked is told
         conversation = await store.sessions.conversation(session.id)
         assert conversation is not None
     assert "Once more, please" in json.dumps([e.data for e in await store.events.list(session.id)])
@@ -180,7 +182,9 @@ async def test_a_restart_neither_handles_an_update_again_nor_posts_a_second_prog
     bot = fake.bot_messages(ALICE.id)
     assert len(bot) == 3
     assert [m for m in bot if "— " in m.text] == [bot[0]]  # the one progress message
-    assert replies_to(fake, ALICE.id, asked) == bot
+    assert replies_to(fake, ALICE.id, asked) == bot[:2]
+    assert bot[2].reply_to is not None
+    assert bot[2].reply_to.text == "And the docs"
 
 
 # --- groups ----------------------------------------------------------------------------------

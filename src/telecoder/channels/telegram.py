@@ -257,8 +257,12 @@ class TelegramChannel:
         if reply_to is None or inbound.reply.get("topic"):
             return inbound
         chat = inbound.reply["chat_id"]
-        known = await self.memory.recall(f"msg:{chat}/{reply_to}")
+        async with self._chat(chat):  # not while a message is sent and not yet remembered
+            known = await self.memory.recall(f"msg:{chat}/{reply_to}")
         return replace(inbound, thread=known or f"{chat}/{reply_to}")
+
+    def _chat(self, chat: object) -> asyncio.Lock:
+        return self._locks.setdefault(f"chat:{chat}", asyncio.Lock())
 
     async def remember_message(self, chat: object, message_id: object, thread: str) -> None:
         await self.memory.remember(f"msg:{chat}/{message_id}", thread)
@@ -359,11 +363,12 @@ class TelegramChannel:
         chat = origin.get("chat_id")
         if chat is None:
             raise TelegramUnavailable("the origin names no Telegram chat")
-        sent = await self.send(
-            chat, text, reply_to=origin.get("message_id"), topic=origin.get("topic")
-        )
-        if origin.get("thread"):
-            await self.remember_message(chat, sent, str(origin["thread"]))
+        async with self._chat(chat):
+            sent = await self.send(
+                chat, text, reply_to=origin.get("message_id"), topic=origin.get("topic")
+            )
+            if origin.get("thread"):
+                await self.remember_message(chat, sent, str(origin["thread"]))
 
     async def report(self, session: Mapping[str, object]) -> None:
         origin = session.get("origin")
@@ -377,7 +382,10 @@ class TelegramChannel:
             if status in ENDED:
                 turn = f"told:{sid}:{status}:{session.get('updated_at')}"
                 if await self.memory.claim(turn):
-                    await self.say(origin, final_text(session))
+                    # In reply to the message that asked for this turn (who is to be told).
+                    asker = await self.memory.recall(f"turn:{sid}")
+                    asked = {**origin, "message_id": int(asker)} if asker else origin
+                    await self.say(asked, final_text(session))
             if status in ENDED and status != "blocked":
                 self._locks.pop(sid, None)
 
@@ -399,12 +407,13 @@ class TelegramChannel:
                 if "not modified" not in e.message:
                     raise
             return
-        sent = await self.send(
-            chat, text, reply_to=origin.get("message_id"), topic=origin.get("topic")
-        )
-        await self.memory.remember(key, str(sent))
-        if origin.get("thread"):
-            await self.remember_message(chat, sent, str(origin["thread"]))
+        async with self._chat(chat):
+            sent = await self.send(
+                chat, text, reply_to=origin.get("message_id"), topic=origin.get("topic")
+            )
+            await self.memory.remember(key, str(sent))
+            if origin.get("thread"):
+                await self.remember_message(chat, sent, str(origin["thread"]))
 
     async def address(self, who: str, user: str | None = None) -> dict[str, object]:
         """A notify target as an origin ``say`` accepts: ``@me`` (``user``'s private chat, a
