@@ -315,6 +315,7 @@ async def test_commands(tg_settings, store, repo, fake_telegram):
         await ask("Add a line to the README")
         (first,) = await sessions(store)
         assert first.model == "gpt-x"
+        assert first.tier is None  # a pinned model: the gateway does not route it by tier
         assert "default model again" in await ask("/model reset")
 
         ran = await ask("/run app: make the tests faster")

@@ -217,7 +217,8 @@ class TelegramChannel:
         mentioned, text = _mentions(message, text, bot)
         replied = message.get("reply_to_message") or {}
         to_bot = bool(replied) and (replied.get("from") or {}).get("id") == bot.id
-        command = text.lstrip().startswith("/")
+        first = text.split(maxsplit=1)[0] if text.strip() else ""
+        command = first.startswith("/") and "@" not in first  # not /cmd@another_bot
         topic = message.get("message_thread_id") if message.get("is_topic_message") else None
         addressed = direct or mentioned or to_bot or command
         if not addressed and not (replied or topic):
