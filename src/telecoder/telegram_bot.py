@@ -58,8 +58,8 @@ LOG_LINES = 12
 
 
 class StoreMemory:
-    """The channel's ``Memory`` in the store: values as channel preferences, claims as channel
-    events (both keyed by the channel's name)."""
+    """The channel's ``Memory`` in the store, as channel preferences (``memo``) keyed by the
+    channel's name."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -69,9 +69,6 @@ class StoreMemory:
 
     async def remember(self, key: str, value: str) -> None:
         await self.store.channel_events.prefer(NAME, key, "memo", value)
-
-    async def claim(self, key: str) -> bool:
-        return await self.store.channel_events.once(NAME, key, "told")
 
 
 Handler = Callable[[Inbound, str], Awaitable[str]]

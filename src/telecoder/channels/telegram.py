@@ -72,29 +72,18 @@ class Memory(Protocol):
 
     async def remember(self, key: str, value: str) -> None: ...
 
-    async def claim(self, key: str) -> bool:
-        """True the first time ``key`` is claimed, False ever after."""
-        ...
-
 
 class InMemory:
     """A ``Memory`` for a process that has no store (tests of the channel alone)."""
 
     def __init__(self) -> None:
         self.values: dict[str, str] = {}
-        self.claimed: set[str] = set()
 
     async def recall(self, key: str) -> str | None:
         return self.values.get(key)
 
     async def remember(self, key: str, value: str) -> None:
         self.values[key] = value
-
-    async def claim(self, key: str) -> bool:
-        if key in self.claimed:
-            return False
-        self.claimed.add(key)
-        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,7 +280,8 @@ class TelegramChannel:
                 log.warning("Telegram: %s", e.message)
                 failures += 1
                 await _pause(stop, self._backoff(failures))
-        offset = int(await self.memory.recall("offset") or 0)
+        bot = await self.ready()
+        offset = int(await self.memory.recall(f"offset:{bot.id}") or 0)
         failures = 0
         while not stop.is_set():
             try:
@@ -314,7 +304,7 @@ class TelegramChannel:
                     await _pause(stop, self._backoff(failures))
                     break  # not acknowledged: fetched again (its key makes nothing twice)
                 offset = int(update["update_id"]) + 1
-                await self.memory.remember("offset", str(offset))
+                await self.memory.remember(f"offset:{bot.id}", str(offset))
 
     def _backoff(self, failures: int) -> float:
         return self.backoff[min(failures, len(self.backoff)) - 1]
@@ -381,12 +371,15 @@ class TelegramChannel:
             await self._progress(session, origin)
             status = str(session.get("status"))
             if status in ENDED:
-                turn = f"told:{sid}:{status}:{session.get('updated_at')}"
-                if await self.memory.claim(turn):
+                # Once per turn's end: remembered after it was sent, so a failed send is tried
+                # again (the outbox retries) and a report said again is not.
+                told = f"told:{sid}:{status}:{session.get('updated_at')}"
+                if await self.memory.recall(told) is None:
                     # In reply to the message that asked for this turn (who is to be told).
                     asker = await self.memory.recall(f"turn:{sid}")
                     asked = {**origin, "message_id": int(asker)} if asker else origin
                     await self.say(asked, final_text(session))
+                    await self.memory.remember(told, "1")
             if status in ENDED and status != "blocked":
                 self._locks.pop(sid, None)
 
@@ -405,9 +398,13 @@ class TelegramChannel:
                     link_preview_options={"is_disabled": True},
                 )
             except TelegramUnavailable as e:
-                if "not modified" not in e.message:
+                if "not modified" in e.message:
+                    return
+                if "message to edit not found" not in e.message:
                     raise
-            return
+                # Deleted in the chat: a new progress message takes its place.
+            else:
+                return
         async with self._chat(chat):
             sent = await self.send(
                 chat, text, reply_to=origin.get("message_id"), topic=origin.get("topic")
