@@ -24,7 +24,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from telecoder.channels.telegram import NAME, TelegramChannel, progress_text
+from telecoder.channels.telegram import TelegramChannel
+from telecoder.channels.telegram_text import NAME, progress_text
 from telecoder.conversation import Conversations, Received, thread_of
 from telecoder.domain import Event, Session
 from telecoder.errors import Conflict, SessionNotFound, TeleCoderError

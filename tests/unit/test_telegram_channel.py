@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from telecoder.channels.telegram import Bot, TelegramChannel, final_text, progress_text
+from telecoder.channels.telegram import TelegramChannel
+from telecoder.channels.telegram_text import Bot, final_text, progress_text
 from telecoder.errors import WebhookSignatureInvalid
 
 BOT = {"id": 9000, "is_bot": True, "first_name": "TeleCoder", "username": "telecoder_bot"}

@@ -31,33 +31,30 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Protocol
 
 import httpx
 
 from telecoder import outcome as outcomes
+from telecoder.channels.telegram_text import (
+    NAME,
+    Bot,
+    cut,
+    final_text,
+    parse_update,
+    progress_text,
+)
 from telecoder.errors import TeleCoderError, WebhookSignatureInvalid
 from telecoder.protocols import Inbound
 from telecoder.settings import Settings
 
 log = logging.getLogger(__name__)
 
-NAME = "telegram"
 SECRET_HEADER = "x-telegram-bot-api-secret-token"
-MAX_TEXT = 4096  # Telegram's limit for one message
 POLL_SECONDS = 25  # getUpdates' long-poll timeout
 BACKOFF = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 ENDED = frozenset(outcomes.ENDED)
-ICONS = {
-    "queued": "🕓",
-    "running": "⚙️",
-    "blocked": "💬",
-    "succeeded": "✅",
-    "failed": "❌",
-    "dead": "❌",
-    "cancelled": "🚫",
-}
 _TOKENISH = re.compile(r"bot\d+:[A-Za-z0-9_-]+")
 
 
@@ -84,12 +81,6 @@ class InMemory:
 
     async def remember(self, key: str, value: str) -> None:
         self.values[key] = value
-
-
-@dataclass(frozen=True, slots=True)
-class Bot:
-    id: int
-    username: str
 
 
 class TelegramChannel:
@@ -193,53 +184,7 @@ class TelegramChannel:
 
     def parse_update(self, update: Mapping[str, Any]) -> list[Inbound]:
         """The message an update carries, if it is for TeleCoder (or may be in a thread)."""
-        message = update.get("message")
-        if not isinstance(message, dict) or "update_id" not in update:
-            return []
-        sender = message.get("from") or {}
-        chat = message.get("chat") or {}
-        text = message.get("text") or message.get("caption") or ""
-        if not sender or sender.get("is_bot") or "id" not in chat or not text.strip():
-            return []
-        bot = self.bot or Bot(id=0, username="")
-        direct = chat.get("type") == "private"
-        mentioned, text = _mentions(message, text, bot)
-        replied = message.get("reply_to_message") or {}
-        to_bot = bool(replied) and (replied.get("from") or {}).get("id") == bot.id
-        first = text.split(maxsplit=1)[0] if text.strip() else ""
-        command = first.startswith("/") and "@" not in first  # not /cmd@another_bot
-        topic = message.get("message_thread_id") if message.get("is_topic_message") else None
-        addressed = direct or mentioned or to_bot or command
-        if not addressed and not (replied or topic):
-            return []  # group chatter: not for TeleCoder, and in no thread
-        chat_id = int(chat["id"])
-        root = f"{chat_id}/{topic}" if topic else f"{chat_id}/{message['message_id']}"
-        files = _attachments(message)
-        name = sender.get("username") or " ".join(
-            p for p in (sender.get("first_name"), sender.get("last_name")) if p
-        )
-        return [
-            Inbound(
-                channel=NAME,
-                key=str(update["update_id"]),
-                thread=root,
-                place=str(chat_id),
-                sender=str(sender["id"]),
-                sender_name=name or None,
-                text=text.strip(),
-                addressed=addressed,
-                direct=direct,
-                attachments=files,
-                reply={
-                    "chat_id": chat_id,
-                    "message_id": int(message["message_id"]),
-                    "topic": topic,
-                    "reply_to": replied.get("message_id") if replied else None,
-                    "chat_type": chat.get("type"),
-                    "username": sender.get("username"),
-                },
-            )
-        ]
+        return parse_update(update, self.bot or Bot(id=0, username=""))
 
     async def resolve(self, inbound: Inbound) -> Inbound:
         """The thread a reply belongs to: that of the message it answers, when known."""
@@ -343,7 +288,7 @@ class TelegramChannel:
         sent = await self.call(
             "sendMessage",
             chat_id=chat,
-            text=_cut(text),
+            text=cut(text),
             message_thread_id=topic,
             reply_parameters=parameters,
             link_preview_options={"is_disabled": True},
@@ -394,7 +339,7 @@ class TelegramChannel:
                     "editMessageText",
                     chat_id=chat,
                     message_id=int(known),
-                    text=_cut(text),
+                    text=cut(text),
                     link_preview_options={"is_disabled": True},
                 )
             except TelegramUnavailable as e:
@@ -434,92 +379,6 @@ class TelegramChannel:
         else:
             raise TelegramUnavailable(f"telegram:{who}: expected @me, @username or a chat id")
         return {"channel": NAME, "chat_id": int(chat), "thread": f"{chat}/notify"}
-
-
-# --- text ----------------------------------------------------------------------------------
-
-
-def progress_text(session: Mapping[str, Any]) -> str:
-    """The one progress message: status, what it does, its question, PR link, outcome."""
-    status = str(session.get("status"))
-    origin = session.get("origin") or {}
-    repo = origin.get("repo_name") or session.get("repo")
-    lines = [f"{ICONS.get(status, '•')} TeleCoder {session.get('id')} — {status}", f"repo: {repo}"]
-    if status == "running" and session.get("activity"):
-        lines.append(f"now: {session['activity']}")
-    if status == "blocked" and session.get("question"):
-        lines.append(f"question: {session['question']}")
-    result = session.get("result") or {}
-    if result.get("pr_url"):
-        lines.append(f"PR: {result['pr_url']}")
-    outcome = session.get("outcome")
-    if outcome:
-        lines.append("")
-        lines.extend(f"{label}: {text}" for label, text in outcomes.lines(outcome))
-    elif session.get("error"):
-        lines.append(f"error: {session['error']}")
-    return "\n".join(lines)
-
-
-def final_text(session: Mapping[str, Any]) -> str:
-    """The reply that notifies the user that a turn ended."""
-    status = str(session.get("status"))
-    result = session.get("result") or {}
-    head = {
-        "succeeded": "Done",
-        "blocked": "Your turn: reply to this message to continue",
-        "cancelled": "Cancelled",
-    }.get(status, "It failed")
-    lines = [f"{ICONS.get(status, '•')} {head} ({session.get('id')})."]
-    if status == "blocked" and session.get("question"):
-        lines.append(str(session["question"]))
-    if result.get("pr_url"):
-        lines.append(f"PR: {result['pr_url']}")
-    outcome = session.get("outcome")
-    if outcome:
-        lines.extend(f"{label}: {text}" for label, text in outcomes.lines(outcome))
-    elif session.get("error"):
-        lines.append(str(session["error"]))
-    return "\n".join(lines)
-
-
-def _cut(text: str) -> str:
-    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
-
-
-def _mentions(message: Mapping[str, Any], text: str, bot: Bot) -> tuple[bool, str]:
-    """Whether the message @mentions the bot, and its text without the mention (or the
-    ``@bot`` of a ``/command@bot``)."""
-    entities = message.get("entities") or message.get("caption_entities") or []
-    handle = f"@{bot.username}".lower()
-    cuts: list[tuple[int, int]] = []
-    mentioned = False
-    encoded = text.encode("utf-16-le")  # entity offsets count UTF-16 code units
-
-    def part(offset: int, length: int) -> str:
-        return encoded[2 * offset : 2 * (offset + length)].decode("utf-16-le", "replace")
-
-    for entity in entities:
-        kind = entity.get("type")
-        offset, length = int(entity.get("offset", 0)), int(entity.get("length", 0))
-        said = part(offset, length)
-        by_name = kind == "mention" and bool(bot.username) and said.lower() == handle
-        if by_name or (kind == "text_mention" and (entity.get("user") or {}).get("id") == bot.id):
-            mentioned = True
-            cuts.append((offset, length))
-        elif kind == "bot_command" and bot.username and said.lower().endswith(handle):
-            mentioned = True
-            cuts.append((offset + length - len(handle), len(handle)))
-    for offset, length in sorted(cuts, reverse=True):
-        encoded = encoded[: 2 * offset] + encoded[2 * (offset + length) :]
-    return mentioned, encoded.decode("utf-16-le", "replace").strip()
-
-
-def _attachments(message: Mapping[str, Any]) -> tuple[str, ...]:
-    document = message.get("document") or {}
-    if document.get("file_name"):
-        return (str(document["file_name"]),)
-    return ("a photo",) if message.get("photo") else ()
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:
