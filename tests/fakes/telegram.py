@@ -302,6 +302,11 @@ class FakeTelegram:
             self.last_update = self.push_update({"message": message.json()})
         return message
 
+    def delete(self, chat: int, message_id: int) -> None:
+        """A user deletes a message (the bot's, in a group, by an admin)."""
+        with self._changed:
+            self._chats[chat] = [m for m in self._chats[chat] if m.message_id != message_id]
+
     def push_update(self, body: dict[str, Any]) -> dict[str, Any]:
         """Queue an update (``update_id`` added); returns it."""
         with self._changed:

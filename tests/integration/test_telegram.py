@@ -347,6 +347,22 @@ async def test_commands(tg_settings, store, repo, fake_telegram):
     assert all(TOKEN not in text for text in said)
 
 
+async def test_a_deleted_progress_message_is_replaced(tg_settings, store, repo, fake_telegram):
+    fake = fake_telegram
+    async with client(create_app(tg_settings, store)):
+        fake.dm(ALICE, "Add a line to the README")
+        await until(lambda: len(fake.bot_messages(ALICE.id)) == 1)
+        (progress,) = fake.bot_messages(ALICE.id)
+        fake.delete(ALICE.id, progress.message_id)
+        fake.dm(ALICE, "/cancel")
+        await until(lambda: sum("Cancelled" in t for t in texts(fake, ALICE.id)) >= 2)
+        await until(lambda: any("— cancelled" in t for t in texts(fake, ALICE.id)))
+    edits = fake.called("editMessageText")
+    assert edits
+    assert all(e["message_id"] == progress.message_id for e in edits)  # tried, then replaced
+    assert len([t for t in texts(fake, ALICE.id) if "— cancelled" in t]) == 1
+
+
 # --- the webhook -----------------------------------------------------------------------------
 
 
