@@ -55,9 +55,11 @@ from telecoder.server.routes import (
     github,
     hooks,
     meta,
+    repos,
     sessions,
     subscriptions,
     telegram_webhook,
+    tickets,
     workers,
 )
 from telecoder.server.state import Intake, ServerState, WorkerRunner, Workers, default_intake
@@ -207,9 +209,11 @@ def create_app(
         budgets,
         hooks,
         github,
+        tickets,
         subscriptions,
         costs,
         endpoints,
+        repos,
         dashboard,
         telegram_webhook,
     )
@@ -218,6 +222,7 @@ def create_app(
     app.include_router(costs.pages)
     app.include_router(subscriptions.page_router)
     app.include_router(endpoints.pages)
+    app.include_router(repos.pages)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _handle_errors(app)
     app.add_middleware(SecurityHeaders)
