@@ -245,6 +245,30 @@ class Settings(BaseSettings):
         default=None,
         description="TeleCoder's own GitHub login (e.g. myapp[bot]): its comments never trigger.",
     )
+    # --- Telegram (see README, "Telegram") ---
+    telegram_bot_token: SecretStr | None = Field(
+        default=None,
+        description="The Telegram bot's token (from @BotFather): set, telecoder serve answers on "
+        "Telegram (long polling, or the webhook when TELECODER_TELEGRAM_WEBHOOK_SECRET is set).",
+    )
+    telegram_api_url: str = Field(
+        default="https://api.telegram.org",
+        description="The Telegram Bot API: methods at {url}/bot{token}/{method}.",
+    )
+    telegram_allowed_users: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Telegram user ids that may use the bot (comma-separated); none: nobody.",
+    )
+    telegram_allowed_chats: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Telegram group chat ids the bot works in (comma-separated); none: only "
+        "private chats with allowed users.",
+    )
+    telegram_webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Webhook mode: POST /api/channels/telegram/webhook checks "
+        "X-Telegram-Bot-Api-Secret-Token against it, and serve does not long-poll.",
+    )
     public_url: str | None = Field(
         default=None,
         description="The server's address as users reach it: links to sessions in replies.",
@@ -477,6 +501,8 @@ class Settings(BaseSettings):
     @field_validator(
         "env_allow",
         "github_allowed_users",
+        "telegram_allowed_users",
+        "telegram_allowed_chats",
         "engine_env",
         "worker_engines",
         "sandbox_read",

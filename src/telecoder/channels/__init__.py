@@ -6,6 +6,7 @@ from pydantic import SecretStr
 
 from telecoder.channels.jira import JiraChannel
 from telecoder.channels.linear import LinearChannel
+from telecoder.channels.telegram import TelegramChannel
 from telecoder.protocols import Channel
 from telecoder.settings import Settings
 
@@ -30,6 +31,8 @@ def from_settings(settings: Settings) -> dict[str, Channel]:
     for ticket in (LinearChannel.from_settings(settings), JiraChannel.from_settings(settings)):
         if ticket is not None:
             found[ticket.name] = ticket
+    if settings.telegram_bot_token is not None:
+        found["telegram"] = TelegramChannel.from_settings(settings)
     return found
 
 
