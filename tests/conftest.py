@@ -17,6 +17,8 @@ from telecoder.store import Store, open_store
 from tests.docker_support import PodmanService, podman_service
 from tests.fakes.github import fake_github  # noqa: F401
 from tests.fakes.model_server import FakeModelServer
+from tests.fakes.slack import fake_slack  # noqa: F401
+from tests.fakes.telegram import fake_telegram  # noqa: F401
 
 PG_ADMIN_URL = os.environ.get("TELECODER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any, cast
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
@@ -42,6 +42,7 @@ from telecoder.errors import (
     BadInput,
     Conflict,
     EndpointNotFound,
+    RegisteredRepoNotFound,
     ServerUnavailable,
     SessionNotFound,
     TeleCoderError,
@@ -196,6 +197,26 @@ class Client:
 
     async def check_endpoint(self, name: str) -> Json:
         return await self._call("POST", f"/api/endpoints/{name}/check", missing=EndpointNotFound)
+
+    # --- the repository registry and its routes ---
+
+    async def repos(self) -> Json:
+        """``{repos, routes}``."""
+        return await self._call("GET", "/api/repos")
+
+    async def add_repo(self, body: Json) -> Json:
+        return await self._call("POST", "/api/repos", json=body, missing=RegisteredRepoNotFound)
+
+    async def remove_repo(self, name: str) -> None:
+        await self._call("DELETE", f"/api/repos/{name}", missing=RegisteredRepoNotFound)
+
+    async def route(self, channel: str, place: str, repo: str) -> Json:
+        path = f"/api/repos/routes/{channel}/{quote(place, safe='')}"
+        return await self._call("PUT", path, json={"repo": repo}, missing=RegisteredRepoNotFound)
+
+    async def unroute(self, channel: str, place: str) -> None:
+        path = f"/api/repos/routes/{channel}/{quote(place, safe='')}"
+        await self._call("DELETE", path, missing=RegisteredRepoNotFound)
 
     # --- events ---
 

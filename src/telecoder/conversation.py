@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 
 Intake = Callable[[IntakeRequest], Awaitable[Accepted]]
 MAX_TEXT = 20_000
+KEEP_SECONDS = 14 * 86400  # deliveries that made no session are remembered this long
+PRUNE_EVERY = 3600.0
 BUSY = (
     "I'm in the middle of a turn on this: send your message again once I've answered "
     "(or cancel the session)."
@@ -123,6 +126,8 @@ class Conversations:
         decision = await decide(self.dispatcher, inbound, repos, default, self.engines)
         if decision.action == "run":
             return await self._run(inbound, decision, repos)
+        if not inbound.addressed:  # chatter: nothing was asked of anyone, nothing to remember
+            return Received(action="ignored", reason=decision.reason)
         if not await self.store.channel_events.once(inbound.channel, inbound.key, decision.action):
             return Received(action="duplicate", reason="seen before")
         if decision.action == "ignore":
@@ -245,8 +250,12 @@ class Conversations:
         a restart the running ones are reported again, which says what the thread already says."""
         told: dict[str, tuple[int, float]] = {}  # session id -> (last seq told, when)
         loop = asyncio.get_running_loop()
+        pruned = loop.time() - PRUNE_EVERY + 60  # first a minute after start
         while not stop.is_set():
             try:
+                if loop.time() - pruned >= PRUNE_EVERY:
+                    pruned = loop.time()
+                    await self.store.channel_events.prune(time.time() - KEEP_SECONDS)
                 page = await self.store.sessions.list(status=SessionStatus.RUNNING, limit=200)
                 mine = [s for s in page.sessions if _channel(s) in self.channels]
                 heads = await self.store.events.heads([s.id for s in mine]) if mine else {}

@@ -20,7 +20,7 @@ from telecoder.errors import BadInput, EngineNotFound
 from telecoder.forges.remote import shorthand_url
 from telecoder.gateway.routing import choose_tier, parse_tier
 from telecoder.masking import url_credentials, without_credentials
-from telecoder.protocols import Forge
+from telecoder.protocols import Forge, Notifying
 from telecoder.settings import Settings
 from telecoder.workspace import Workspace
 
@@ -126,8 +126,9 @@ async def accept(
 def _notify(request: Request, settings: Settings, known: Collection[str] | None) -> tuple[str, ...]:
     if not request.notify:
         return ()
-    if known is None:
-        known = channels.from_settings(settings).keys()
+    if known is None:  # the configured channels that can write to someone (Slack, Telegram)
+        configured = channels.from_settings(settings)
+        known = [name for name, found in configured.items() if isinstance(found, Notifying)]
     me = request.notify_me or notifications.me_of(settings.notify_me)
     return notifications.targets(request.notify, known=known, me=me)
 

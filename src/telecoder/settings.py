@@ -245,6 +245,30 @@ class Settings(BaseSettings):
         default=None,
         description="TeleCoder's own GitHub login (e.g. myapp[bot]): its comments never trigger.",
     )
+    # --- Telegram (see README, "Telegram") ---
+    telegram_bot_token: SecretStr | None = Field(
+        default=None,
+        description="The Telegram bot's token (from @BotFather): set, telecoder serve answers on "
+        "Telegram (long polling, or the webhook when TELECODER_TELEGRAM_WEBHOOK_SECRET is set).",
+    )
+    telegram_api_url: str = Field(
+        default="https://api.telegram.org",
+        description="The Telegram Bot API: methods at {url}/bot{token}/{method}.",
+    )
+    telegram_allowed_users: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Telegram user ids that may use the bot (comma-separated); none: nobody.",
+    )
+    telegram_allowed_chats: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Telegram group chat ids the bot works in (comma-separated); none: only "
+        "private chats with allowed users.",
+    )
+    telegram_webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Webhook mode: POST /api/channels/telegram/webhook checks "
+        "X-Telegram-Bot-Api-Secret-Token against it, and serve does not long-poll.",
+    )
     public_url: str | None = Field(
         default=None,
         description="The server's address as users reach it: links to sessions in replies.",
@@ -254,6 +278,62 @@ class Settings(BaseSettings):
         default=None,
         description="Whom --notify slack:@me (CLI, API) means: your ids, e.g. "
         "slack:U123,telegram:456.",
+    )
+    # --- Slack (README, "Slack") ---
+    slack_bot_token: SecretStr | None = Field(
+        default=None,
+        description="The Slack app's bot token (xoxb-…): set, Slack is a channel.",
+    )
+    slack_signing_secret: SecretStr | None = Field(
+        default=None,
+        description="The Slack app's signing secret: POST /api/channels/slack/events and "
+        "/actions verify X-Slack-Signature with it; unset, they answer 404.",
+    )
+    slack_api_url: str = Field(
+        default="https://slack.com/api/", description="Slack's Web API base (tests: a fake)."
+    )
+    slack_app_token: SecretStr | None = Field(
+        default=None,
+        description="The Slack app-level token (xapp-…): set, events come over Socket Mode "
+        "(no public URL needed).",
+    )
+    # --- Linear and Jira (README, "Linear" and "Jira") ---
+    linear_webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Signing secret of the Linear webhook: POST /api/channels/linear/webhook "
+        "verifies Linear-Signature with it; unset (or no API key), the endpoint answers 404.",
+    )
+    linear_api_key: SecretStr | None = Field(
+        default=None, description="Linear API key TeleCoder comments with (Authorization header)."
+    )
+    linear_api_url: str = Field(
+        default="https://api.linear.app/graphql", description="Linear's GraphQL endpoint."
+    )
+    linear_state: str = Field(
+        default="Ready for Dev", description="A Linear issue entering this state starts a session."
+    )
+    linear_label: str = Field(
+        default="telecoder", description="A Linear issue given this label starts a session."
+    )
+    jira_webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Secret of the Jira webhook: POST /api/channels/jira/webhook verifies "
+        "X-Hub-Signature with it; unset (or no URL, email, token), the endpoint answers 404.",
+    )
+    jira_url: str | None = Field(
+        default=None, description="The Jira site, e.g. https://acme.atlassian.net."
+    )
+    jira_email: str | None = Field(
+        default=None, description="The Atlassian account TeleCoder comments as (basic auth)."
+    )
+    jira_api_token: SecretStr | None = Field(
+        default=None, description="That account's API token (basic auth with the email)."
+    )
+    jira_status: str = Field(
+        default="Ready for Dev", description="A Jira issue moved to this status starts a session."
+    )
+    jira_label: str = Field(
+        default="telecoder", description="A Jira issue given this label starts a session."
     )
     # --- the sandbox (see README, "Security model") ---
     runtime: str = Field(
@@ -403,10 +483,32 @@ class Settings(BaseSettings):
     notify_backoff_max_seconds: float = Field(
         default=900.0, gt=0, description="Longest wait between two tries of a notification."
     )
+    # --- the channels' dispatcher (see README, "Repositories and the dispatcher") ---
+    dispatcher_model: str | None = Field(
+        default=None,
+        description="A small model that decides what a channel message asks for (run, answer, "
+        "ask, ignore); unset: the rule-based dispatcher.",
+    )
+    dispatcher_base_url: str = Field(
+        default="https://api.openai.com/v1",
+        description="OpenAI-compatible API base of the dispatcher's model "
+        "({url}/chat/completions).",
+    )
+    dispatcher_api_key: SecretStr | None = Field(
+        default=None, description="API key of the dispatcher's endpoint (a Bearer token)."
+    )
+    dispatcher_per_minute: int = Field(
+        default=10,
+        ge=0,
+        description="Model calls per channel user per minute; past it a message is ignored "
+        "(0: no limit).",
+    )
 
     @field_validator(
         "env_allow",
         "github_allowed_users",
+        "telegram_allowed_users",
+        "telegram_allowed_chats",
         "engine_env",
         "worker_engines",
         "sandbox_read",

@@ -26,6 +26,8 @@ The server is stateless across requests: each answer is chosen from the request 
   lists what each answer reported, normalised (``Reported``).
 - Every request is recorded (``requests``); model requests also in ``log`` with the times they
   arrived and were answered, and the status.
+- ``reject_response_format``: a chat completion asking for ``response_format`` gets the 400 a
+  server without structured output answers (as older vLLM, llama.cpp or Ollama builds do).
 - Rate limits on demand: ``limit_for(seconds, retry_after)`` answers every model request with
   429 and ``Retry-After`` from the first one after it for ``seconds``.
 """
@@ -124,6 +126,7 @@ class FakeModelServer:
     requests: list[Recorded] = field(default_factory=list)
     log: list[Logged] = field(default_factory=list)
     reported: list[Reported] = field(default_factory=list)  # the usage of each answer, in order
+    reject_response_format: bool = False  # 400 for a chat completion with response_format
 
     def __post_init__(self) -> None:
         self._limit: tuple[float, str] | None = None  # (seconds, Retry-After) armed
@@ -281,6 +284,12 @@ def _handler(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
             if retry_after is not None:
                 self._error(protocol, 429, retry_after)
                 logged.answered, logged.status = time.time(), 429
+                return
+            if server.reject_response_format and "response_format" in body:
+                message = "response_format is not supported by this model"
+                error = {"message": message, "type": "invalid_request_error"}
+                self._json(400, {"error": {**error, "param": "response_format"}})
+                logged.answered, logged.status = time.time(), 400
                 return
             turn = parse(protocol, body, path, query)
             reply = server.choose(turn)

@@ -21,6 +21,7 @@ from telecoder.cli import (
     endpoints,
     engines,
     hooks,
+    repos,
     run,
     serve,
     sessions,
@@ -70,6 +71,7 @@ app.add_typer(hooks.hooks_app, name="hooks")
 app.add_typer(hooks.subscriptions_app, name="subscriptions")
 app.add_typer(endpoints.app, name="endpoints")
 app.add_typer(budgets.app, name="budgets")
+app.add_typer(repos.app, name="repos")
 
 _EXIT: list[tuple[type[TeleCoderError], Exit]] = [
     (BadInput, Exit.BAD_INPUT),

@@ -148,6 +148,10 @@ def show_session(
     ]
     if session.parent_id:
         rows.append(("retry of", session.parent_id))
+    ticket = session.origin or {}
+    if ticket.get("channel") in ("linear", "jira") and ticket.get("url"):
+        name = ticket.get("identifier") or ticket.get("thread") or ""
+        rows.append(("ticket", escape(f"{name} {ticket['url']}".strip())))
     if session.finished_at and session.started_at:
         rows.append(("took", f"{session.finished_at - session.started_at:.1f}s"))
     if session.cost_usd or session.input_tokens:

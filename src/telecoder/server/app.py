@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from telecoder import __version__, channels, registry
+from telecoder import __version__, channels, registry, telegram_bot
 from telecoder.assemble import build_workspace
 from telecoder.bus import Bus
 from telecoder.conversation import Conversations
@@ -40,7 +40,7 @@ from telecoder.errors import (
 )
 from telecoder.gateway.endpoints import Registry, env_specs
 from telecoder.github_replies import GitHubReplies
-from telecoder.protocols import Listening
+from telecoder.protocols import Inbound, Listening
 from telecoder.server.auth import AuthError, Guard, Tokens, check_bind
 from telecoder.server.deps import LoginRequired
 from telecoder.server.diff import DiffSource, DiffUnavailable, git_diff_source
@@ -55,8 +55,12 @@ from telecoder.server.routes import (
     github,
     hooks,
     meta,
+    repos,
     sessions,
+    slack,
     subscriptions,
+    telegram_webhook,
+    tickets,
     workers,
 )
 from telecoder.server.state import Intake, ServerState, WorkerRunner, Workers, default_intake
@@ -64,6 +68,7 @@ from telecoder.settings import Settings
 from telecoder.store import Store
 
 log = logging.getLogger(__name__)
+Receive = Callable[[Inbound], Awaitable[object]]
 
 LOGIN_ATTEMPTS_PER_MINUTE = 10
 
@@ -87,16 +92,20 @@ def _conversations(
 
 
 def _listen(
-    conversations: Conversations | None, stop: asyncio.Event, every: float
+    conversations: Conversations | None,
+    stop: asyncio.Event,
+    every: float,
+    fronts: Mapping[str, Receive] | None = None,
 ) -> set[asyncio.Task[None]]:
     """The channels' own loops: progress reports, and the channels that fetch their messages
-    (Telegram's long polling, Slack's Socket Mode)."""
+    (Telegram's long polling, Slack's Socket Mode). A channel with a front (Telegram's bot:
+    who may talk, commands) hands its messages to it rather than to the conversations."""
     if conversations is None:
         return set()
     tasks = {asyncio.create_task(conversations.watch(stop, every), name="channels-running")}
     for name, channel in conversations.channels.items():
         if isinstance(channel, Listening):
-            listen = channel.listen(conversations.receive, stop)
+            listen = channel.listen((fronts or {}).get(name, conversations.receive), stop)
             tasks.add(asyncio.create_task(listen, name=f"{name}-listen"))
     return tasks
 
@@ -122,6 +131,8 @@ def create_app(
     conversations = _conversations(settings, store, intake, bus)
     if conversations is not None:
         replies["channels"] = conversations.subscriber
+    telegram = telegram_bot.attach(conversations, store)
+    fronts: dict[str, Receive] = {"telegram": telegram.receive} if telegram else {}
     state = ServerState(
         settings=settings,
         store=store,
@@ -162,7 +173,7 @@ def create_app(
                 github_replies.watch(store, workers.stop, settings.notify_poll_seconds),
                 name="github-running",
             )
-        listening = _listen(conversations, workers.stop, settings.notify_poll_seconds)
+        listening = _listen(conversations, workers.stop, settings.notify_poll_seconds, fronts)
         try:
             yield
         finally:
@@ -172,6 +183,8 @@ def create_app(
             if announcing is not None:
                 await announcing
             await asyncio.wait(listening or {checks}, timeout=15)
+            if telegram is not None:
+                await telegram.channel.close()
             await asyncio.wait({checks}, timeout=15)
             if workers.task is not None:
                 try:
@@ -188,6 +201,8 @@ def create_app(
     )
     app.state.telecoder = state
     app.state.github = github_replies
+    slack.connect(state)  # Socket Mode's button clicks
+    app.state.telegram = telegram
     app.state.templates = templates()
     routers = (
         meta,
@@ -197,16 +212,21 @@ def create_app(
         budgets,
         hooks,
         github,
+        slack,
+        tickets,
         subscriptions,
         costs,
         endpoints,
+        repos,
         dashboard,
+        telegram_webhook,
     )
     for module in routers:
         app.include_router(module.router)
     app.include_router(costs.pages)
     app.include_router(subscriptions.page_router)
     app.include_router(endpoints.pages)
+    app.include_router(repos.pages)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _handle_errors(app)
     app.add_middleware(SecurityHeaders)

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from telecoder import amounts, channels, chat, notifications, registry
 from telecoder.domain import Event, EventKind, Mode, Session, SessionStatus
 from telecoder.errors import BadInput, Conflict, TeleCoderError
+from telecoder.protocols import Notifying
 from telecoder.server.auth import COOKIE, COOKIE_SECONDS, CSRF_FIELD, Principal
 from telecoder.server.deps import StateDep, ViewerDep
 from telecoder.server.diff import DiffUnavailable
@@ -229,7 +230,8 @@ def _notify_options(state: ServerState, session: Session) -> list[dict[str, Any]
     """The "notify me on Slack/Telegram" toggles: one per configured channel that
     ``TELECODER_NOTIFY_ME`` gives the operator's id on."""
     me = notifications.me_of(state.settings.notify_me)
-    known = channels.from_settings(state.settings)
+    found = channels.from_settings(state.settings)
+    known = [name for name, channel in found.items() if isinstance(channel, Notifying)]
     return [
         {
             "channel": name,
