@@ -12,32 +12,35 @@ import asyncio
 import dataclasses
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+from pydantic import SecretStr
 
 from telecoder import chat, registry
 from telecoder.assemble import build_forges, build_worker, build_workspace
-from telecoder.conversation import Conversations
-from telecoder.deliverer import Deliverer, Policy
-from telecoder.dispatcher import RuleDispatcher
 from telecoder.domain import EventKind, FailureKind, NewSession, ResultType, Session, SessionStatus
 from telecoder.engines.shell import ShellEngine, ShellParser
 from telecoder.errors import Conflict
-from telecoder.intake import Accepted, accept
 from telecoder.intake import Request as IntakeRequest
-from telecoder.protocols import EngineOutcome, EngineTask, Inbound, Notifying
+from telecoder.intake import accept
+from telecoder.protocols import EngineOutcome, EngineTask, Inbound
 from telecoder.server import create_app
 from telecoder.settings import Settings
 from telecoder.store import Outcome, Store
 from tests.cli import cli_env, telecoder
 from tests.conftest import GitRepo, make_repo
-from tests.fakes.slack_web import FakeSlackWeb
+from tests.fakes.slack import BOT_TOKEN as SLACK_TOKEN
+from tests.fakes.slack import SIGNING_SECRET, FakeSlack, fake_slack
+from tests.fakes.telegram import TOKEN as TELEGRAM_TOKEN
+from tests.fakes.telegram import FakeTelegram, User, fake_telegram
 from tests.integration.test_engine_shell import all_events, execute, tuned
-from tests.server import client, serving
+from tests.server import FakeRun, client, serving, until
+
+CAROL = User(id=4242, username="carol", first_name="Carol")
+_FIXTURES = (fake_slack, fake_telegram)
 
 HTML = {"accept": "text/html"}
 
@@ -257,113 +260,118 @@ async def test_the_api_and_the_dashboard_answer(
     assert "none is configured" in refused.text
 
 
-# --- a channel that notifies: a minimal Slack client against the fake Slack Web API -----------
+# --- notifications through the real Slack and Telegram channels, against their fakes ---------
 
 
-class SlackWebChannel:
-    """Just enough of a Slack channel for notifications and thread replies (the real one is
-    ``channels/slack.py``): ``say`` posts with ``chat.postMessage``, ``address`` opens a DM."""
-
-    name = "slack"
-
-    def __init__(self, api_url: str, token: str) -> None:
-        self.api_url = api_url
-        self.token = token
-        self.reports: list[Mapping[str, object]] = []
-
-    async def _call(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
-        async with httpx.AsyncClient() as c:
-            response = await c.post(
-                self.api_url + method, json=body, headers={"authorization": f"Bearer {self.token}"}
-            )
-        found: dict[str, Any] = response.json()
-        assert found["ok"], found
-        return found
-
-    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> None:
-        return None
-
-    def parse(self, headers: Mapping[str, str], body: bytes) -> Sequence[Inbound]:
-        return []
-
-    async def say(self, origin: Mapping[str, object], text: str) -> None:
-        body: dict[str, Any] = {"channel": origin["channel_id"], "text": text}
-        if origin.get("thread_ts"):
-            body["thread_ts"] = origin["thread_ts"]
-        await self._call("chat.postMessage", body)
-
-    async def address(self, who: str) -> dict[str, object]:
-        opened = await self._call("conversations.open", {"users": who})
-        return {"channel": self.name, "channel_id": opened["channel"]["id"]}
-
-    async def report(self, session: Mapping[str, object]) -> None:
-        self.reports.append(session)
+@pytest.fixture
+def notifying(settings: Settings, fake_slack: FakeSlack, fake_telegram: FakeTelegram) -> Settings:
+    return settings.model_copy(
+        update={
+            "slack_bot_token": SecretStr(SLACK_TOKEN),
+            "slack_signing_secret": SecretStr(SIGNING_SECRET),
+            "slack_api_url": fake_slack.api_url,
+            "telegram_bot_token": SecretStr(TELEGRAM_TOKEN),
+            "telegram_api_url": fake_telegram.url,
+            "telegram_allowed_users": (str(CAROL.id),),
+            "notify_me": f"slack:U0CAROL,telegram:{CAROL.id}",
+            "public_url": "https://tc.example",
+            "notify_poll_seconds": 0.05,
+        }
+    )
 
 
-async def _no_intake(request: IntakeRequest) -> Accepted:
-    raise AssertionError("no new session expected")
-
-
-async def test_notify_targets_are_told_and_a_thread_reply_answers(
-    settings: Settings, store: Store, git_repo: GitRepo
+async def test_notify_targets_are_told_on_slack_and_telegram(
+    notifying: Settings,
+    store: Store,
+    git_repo: GitRepo,
+    fake_slack: FakeSlack,
+    fake_telegram: FakeTelegram,
 ) -> None:
-    with FakeSlackWeb() as slack:
-        channel = SlackWebChannel(slack.url, slack.token)
-        assert isinstance(channel, Notifying)
-        conversations = Conversations(
-            store,
-            intake=_no_intake,
-            dispatcher=RuleDispatcher(),
-            channels={"slack": channel},
-            engines=["shell"],
-            public_url="https://tc.example",
+    fake_telegram.dm(CAROL, "/start")  # a bot may write only to someone who wrote to it
+    app = create_app(notifying, store)
+    body = {"repo": str(git_repo.path), "prompt": "echo hi", "engine": "shell"}
+    async with client(app) as c:
+        unknown = await c.post("/api/sessions", json={**body, "notify": ["jira:someone"]})
+        created = await c.post(
+            "/api/sessions", json={**body, "notify": ["slack:@me", "telegram:@me"]}
         )
-        deliverer = Deliverer(
-            store,
-            policy=Policy(max_tries=2, backoff=0.1, backoff_max=0.1, timeout=5, poll_seconds=0.1),
-            subscribers={"channels": conversations.subscriber},
-        )
-        session = await _blocked_with_question(
-            store,
-            git_repo,
-            notify=("slack:U777",),
-            thread="slack:C1/1.5",
-            origin={"channel": "slack", "thread": "C1/1.5", "channel_id": "C1", "thread_ts": "1.5"},
-        )
-        async with httpx.AsyncClient() as http:
-            assert await deliverer.send_due(http) == 1
-        [posted] = slack.posted()
-        assert posted["channel"] == "D777"  # a direct message to the user
-        assert posted["text"].splitlines() == [
-            f"❓ TeleCoder session {session.id} needs your input: p",
-            "It asks: Which provider: A or B?",
-            f'Answer: telecoder answer {session.id} "…"',
-            f"https://tc.example/sessions/{session.id}",
-        ]
-        assert [r["question"] for r in channel.reports] == ["Which provider: A or B?"]
+        assert created.status_code == 201, created.text
+        session = created.json()
+        run = await FakeRun.start(store)
+        asks = Outcome(status=SessionStatus.BLOCKED, question="Which provider: A or B?")
+        await store.queue.finish(run.claimed.lease, asks)
 
-        # A reply in the session's thread is the answer: the task runs its next turn.
+        def dm() -> list[str]:
+            return [
+                a["text"]
+                for a in fake_slack.called("chat.postMessage")
+                if a["channel"] == "D0CAROL"
+            ]
+
+        def telegrammed() -> list[str]:
+            said = [m.text for m in fake_telegram.bot_messages(CAROL.id)]
+            return [text for text in said if "TeleCoder session" in text]  # not /start's help
+
+        await until(lambda: bool(dm()) and bool(telegrammed()), seconds=10)
+        page = (await c.get(f"/sessions/{session['id']}", headers=HTML)).text
+        token = re.search(r'name="csrf_token" value="([0-9a-f]+)"', page)
+        assert token is not None
+        off = await c.post(
+            f"/sessions/{session['id']}/notify",
+            data={"channel": "slack", "on": "0", "csrf_token": token.group(1)},
+        )
+        toggled = await store.sessions.get(session["id"])
+        answered = await c.post(f"/api/sessions/{session['id']}/answer", json={"text": "A"})
+        assert answered.status_code == 202
+        run = await FakeRun.start(store)
+        await store.queue.finish(
+            run.claimed.lease, Outcome(status=SessionStatus.FAILED, error="boom", retryable=False)
+        )
+        await until(lambda: len(telegrammed()) == 2, seconds=10)
+    assert unknown.status_code == 422
+    assert "cannot notify on 'jira'" in unknown.text
+    assert "known: slack, telegram" in unknown.text
+    assert session["notify"] == ["slack:U0CAROL", f"telegram:{CAROL.id}"]
+    sid = session["id"]
+    expected = [
+        f"❓ TeleCoder session {sid} needs your input: echo hi",
+        "It asks: Which provider: A or B?",
+        f'Answer: telecoder answer {sid} "…"',
+        f"https://tc.example/sessions/{sid}",
+    ]
+    assert dm()[0].splitlines() == expected
+    assert "Which provider: A or B?" in telegrammed()[0]
+    assert f"telecoder answer {sid}" in telegrammed()[0]
+    # The dashboard's toggle: "Stop notifying me on Slack" took Slack off; Telegram stays.
+    assert 'id="notify-slack"' in page
+    assert "Stop notifying me on Slack" in page
+    assert off.status_code == 303
+    assert toggled.notify == (f"telegram:{CAROL.id}",)
+    assert len(dm()) == 1  # Slack was not told of the end
+    assert telegrammed()[1].startswith(f"❌ TeleCoder session {sid} ended failed")
+    assert "boom" in telegrammed()[1]
+
+
+async def test_a_reply_in_the_thread_answers_the_question(
+    notifying: Settings, store: Store, git_repo: GitRepo, fake_slack: FakeSlack
+) -> None:
+    origin = {"channel": "slack", "thread": "C1/1.5", "channel_id": "C1", "thread_ts": "1.5"}
+    session = await _blocked_with_question(store, git_repo, thread="slack:C1/1.5", origin=origin)
+    app = create_app(notifying, store)
+    async with client(app):
+        conversations = app.state.telecoder.conversations
+        assert conversations is not None
         reply = Inbound(
-            channel="slack", key="Ev1", thread="C1/1.5", place="C1", sender="U777", text="B"
+            channel="slack", key="Ev1", thread="C1/1.5", place="C1", sender="U0CAROL", text="B"
         )
         received = await conversations.receive(reply)
-        assert (received.action, received.session_id) == ("continued", session.id)
         again = await conversations.receive(reply)
-        assert again.action == "duplicate"
-        queued = await store.sessions.get(session.id)
-        assert (queued.status, queued.question) == (SessionStatus.QUEUED, None)
-
-        # Its end is told too.
-        claimed = await store.queue.claim("w")
-        assert claimed is not None
-        await store.queue.finish(
-            claimed.lease, Outcome(status=SessionStatus.FAILED, error="boom", retryable=False)
-        )
-        async with httpx.AsyncClient() as http:
-            await deliverer.send_due(http)
-        last = slack.posted()[-1]["text"]
-    assert last.startswith(f"❌ TeleCoder session {session.id} ended")
-    assert "boom" in last
+    assert (received.action, received.session_id) == ("continued", session.id)
+    assert again.action == "duplicate"
+    queued = await store.sessions.get(session.id)
+    assert (queued.status, queued.question) == (SessionStatus.QUEUED, None)
+    said = [e.data for e in await all_events(store, session.id) if e.kind == EventKind.MESSAGE]
+    assert said == [{"role": "user", "text": "B", "from": "slack:U0CAROL"}]
 
 
 async def test_notify_targets_are_checked_at_intake(
