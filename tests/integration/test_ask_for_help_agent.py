@@ -13,11 +13,21 @@ from pathlib import Path
 
 import pytest
 
+from telecoder import questions
 from tests.cli import telecoder
 from tests.conftest import GitRepo
 from tests.engine_cases import E2E_BY_ID, PROMPT, agent_env
 from tests.fakes.model_server import FakeModelServer, Reply
+from tests.fakes.slack import fake_slack
+from tests.integration import test_slack as slack
 from tests.integration.test_chat import attempts_of
+from tests.server import serving, until
+
+# The Slack tests' fixtures, shared.
+slack_settings = slack.slack_settings
+routed = slack.routed
+fix_engine = slack.fix_engine
+_FIXTURES = (fake_slack,)
 
 QUESTION = "Which name should the new file have?"
 ANSWER = "call it answered.txt"
@@ -74,3 +84,61 @@ async def test_a_real_agent_asks_and_the_answer_resumes_it(
     refused = telecoder("answer", asked["id"], "again", env=env)
     assert refused.returncode == 4
     assert "not waiting for an answer" in refused.stderr
+
+
+THREAD_QUESTION = "Which name should the greeting file have?"
+THREAD_ANSWER = "name it from-the-thread.txt"
+THREAD_SCRIPTS = {
+    "write a greeting file": (Reply(text=f"Before I start:\n\nQUESTION: {THREAD_QUESTION}"),),
+    THREAD_ANSWER: (
+        Reply(text="Writing it.", command="echo hello > from-the-thread.txt"),
+        Reply(text="Wrote from-the-thread.txt."),
+    ),
+}
+
+
+async def test_asked_in_a_slack_thread_answered_there(
+    slack_settings, store, fake_slack, routed, git_repo, agent_tools, monkeypatch
+):
+    """Issue 12's acceptance: blocked → answered in the thread → the agent resumes (the fake
+    model server sees the answer in its next request) → finished with a reply."""
+    with FakeModelServer(scripts=THREAD_SCRIPTS) as model:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", model.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
+        settings = slack_settings.model_copy(
+            update={"engine": "claude-code", "agent_path": str(agent_tools)}
+        )
+        async with serving(slack.app_of(settings, store)) as url:
+            parent, mention = fake_slack.message(slack.CHANNEL, "write a greeting file please")
+            queued = (await slack.send(url, fake_slack, mention)).json()
+            assert queued["action"] == "queued", queued
+            session_id = queued["session_id"]
+            asked = await slack.wait_status(store, session_id, "blocked", seconds=120)
+            assert asked.question == THREAD_QUESTION
+            await until(lambda: _shown(fake_slack, parent))  # the thread shows the question
+            first = [json.dumps(r.body) for r in model.model_requests()]
+            assert any(questions.HINT[:40] in body for body in first)  # told how to ask
+            before = len(first)
+
+            _, reply = fake_slack.message(
+                slack.CHANNEL, THREAD_ANSWER, thread_ts=parent.ts, mention=False
+            )
+            continued = (await slack.send(url, fake_slack, reply)).json()
+            assert continued == {"action": "continued", "session_id": session_id}
+            await until(
+                lambda: len(slack.outcomes(fake_slack, slack.CHANNEL, parent.ts)) == 2, seconds=120
+            )
+            later = [json.dumps(r.body) for r in model.model_requests()[before:]]
+            done = await store.sessions.get(session_id)
+    assert done.status.value == "blocked", done.error  # a chat: its turn is over, it waits
+    assert done.question is None
+    assert done.result is not None
+    assert done.result.text == "Wrote from-the-thread.txt."
+    assert git_repo.remote_git("show", f"{done.branch}:from-the-thread.txt") == "hello"
+    assert any(THREAD_ANSWER in body and THREAD_QUESTION in body for body in later)
+    (_, said) = slack.outcomes(fake_slack, slack.CHANNEL, parent.ts)
+    assert "Wrote from-the-thread.txt." in said.shown
+
+
+def _shown(fake, parent) -> bool:
+    return any(THREAD_QUESTION in m.shown for m in fake.thread(slack.CHANNEL, parent.ts))
