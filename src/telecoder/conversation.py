@@ -154,9 +154,16 @@ class Conversations:
                 action = "continued" if seq else "duplicate"
                 return Received(action=action, session_id=session.id)
         if not previous.status.terminal:
-            if await self.store.channel_events.once(inbound.channel, inbound.key, "busy"):
+            # Said to TeleCoder: it answers that it is busy; people talking in the thread
+            # meanwhile are left alone.
+            if inbound.addressed and await self.store.channel_events.once(
+                inbound.channel, inbound.key, "busy"
+            ):
                 self._say(inbound, BUSY)
             return Received(action="busy", session_id=previous.id, reason="in a turn")
+        if not inbound.addressed:
+            reason = "the thread's session ended; mention TeleCoder to go on"
+            return Received(action="ignored", session_id=previous.id, reason=reason)
         # The thread's session ended: a new one goes on where it stopped, on its branch.
         accepted = await self.intake(
             IntakeRequest(
