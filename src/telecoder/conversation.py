@@ -25,11 +25,12 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from telecoder import chat, notifications
+from telecoder.background import Background
 from telecoder.channels.hooks import fenced
 from telecoder.dispatcher import Decision, Dispatcher, decide
 from telecoder.domain import EventKind, Mode, Session, SessionStatus
@@ -107,7 +108,7 @@ class Conversations:
         self.channels = dict(channels)
         self.engines = list(engines)
         self.poke = poke
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._background = Background().start
 
     # --- in ------------------------------------------------------------------------------------
 
@@ -224,19 +225,6 @@ class Conversations:
         channel = self.channels.get((session.origin or {}).get("channel", ""))
         if channel is not None:
             self._background(channel.report(session.to_dict()), f"the report of {session.id}")
-
-    def _background(self, work: Coroutine[Any, Any, object], what: str) -> None:
-        async def run() -> None:
-            try:
-                await work
-            except TeleCoderError as e:
-                log.warning("%s failed: %s", what, e.message)
-            except Exception:
-                log.exception("%s failed", what)
-
-        task = asyncio.create_task(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def subscriber(self, event: dict[str, Any]) -> None:
         """Given every notification (the outbox): a session's status on its own channel, and

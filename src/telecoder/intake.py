@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from telecoder import channels, notifications
+from telecoder import notifications
+from telecoder.channels import configured
 from telecoder.domain import EngineSource, Mode, NewSession
 from telecoder.endings import choose_forge
 from telecoder.errors import BadInput, EngineNotFound
@@ -127,8 +128,8 @@ def _notify(request: Request, settings: Settings, known: Collection[str] | None)
     if not request.notify:
         return ()
     if known is None:  # the configured channels that can write to someone (Slack, Telegram)
-        configured = channels.from_settings(settings)
-        known = [name for name, found in configured.items() if isinstance(found, Notifying)]
+        channels = configured.from_settings(settings)
+        known = [name for name, found in channels.items() if isinstance(found, Notifying)]
     me = request.notify_me or notifications.me_of(settings.notify_me)
     return notifications.targets(request.notify, known=known, me=me)
 

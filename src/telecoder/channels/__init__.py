@@ -2,39 +2,18 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+import json
+from typing import Any
 
-from telecoder.channels.jira import JiraChannel
-from telecoder.channels.linear import LinearChannel
-from telecoder.channels.telegram import TelegramChannel
-from telecoder.protocols import Channel
-from telecoder.settings import Settings
+from telecoder.errors import BadInput
 
 
-def from_settings(settings: Settings) -> dict[str, Channel]:
-    """The chat and ticket channels the settings configure, by name (GitHub and hooks have
-    their own routes). Each channel module adds itself here when its settings are set."""
-    found: dict[str, Channel] = {}
-    # --- Slack ---
-    if settings.slack_bot_token is not None:
-        from telecoder.channels.slack import SlackChannel
-
-        found["slack"] = SlackChannel(
-            bot_token=settings.slack_bot_token.get_secret_value(),
-            signing_secret=_secret(settings.slack_signing_secret),
-            api_url=settings.slack_api_url,
-            app_token=_secret(settings.slack_app_token),
-            public_url=settings.public_url,
-        )
-    # --- end Slack ---
-    # Linear and Jira (channels/linear.py, channels/jira.py): a secret and API credentials.
-    for ticket in (LinearChannel.from_settings(settings), JiraChannel.from_settings(settings)):
-        if ticket is not None:
-            found[ticket.name] = ticket
-    if settings.telegram_bot_token is not None:
-        found["telegram"] = TelegramChannel.from_settings(settings)
-    return found
-
-
-def _secret(value: SecretStr | None) -> str | None:
-    return value.get_secret_value() if value is not None else None
+def json_object(body: bytes) -> dict[str, Any]:
+    """A request body that must be a JSON object; BadInput (a 422) saying what is wrong."""
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadInput(f"the body is not JSON: {e}") from None
+    if not isinstance(payload, dict):
+        raise BadInput("the body is not a JSON object")
+    return payload

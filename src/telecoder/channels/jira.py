@@ -19,7 +19,6 @@ status comment per session, edited in place and found again by its signature lin
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -28,8 +27,7 @@ from urllib.parse import quote
 import httpx
 
 from telecoder import signing
-from telecoder.channels import adf, tickets
-from telecoder.errors import BadInput
+from telecoder.channels import adf, json_object, tickets
 from telecoder.protocols import Inbound
 from telecoder.settings import Settings
 
@@ -98,12 +96,7 @@ class JiraChannel(tickets.StatusComments):
 
     def read(self, headers: Mapping[str, str], body: bytes) -> tuple[list[Inbound], str]:
         """The messages in a verified delivery, or none and why."""
-        try:
-            payload = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise BadInput(f"the body is not JSON: {e}") from None
-        if not isinstance(payload, dict):
-            raise BadInput("the body is not a JSON object")
+        payload = json_object(body)
         event = str(payload.get("webhookEvent") or "")
         issue = payload.get("issue")
         if not isinstance(issue, dict) or not issue.get("key"):

@@ -19,7 +19,6 @@ comment of each session, ``commentUpdate`` (found again in the issue's comments 
 from __future__ import annotations
 
 import hmac
-import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -27,8 +26,8 @@ from typing import Any
 import httpx
 
 from telecoder import signing
-from telecoder.channels import tickets
-from telecoder.errors import BadInput, WebhookSignatureInvalid
+from telecoder.channels import json_object, tickets
+from telecoder.errors import WebhookSignatureInvalid
 from telecoder.protocols import Inbound
 from telecoder.settings import Settings
 
@@ -53,16 +52,6 @@ COMMENTS = """query($id: String!, $after: String) {
 
 def status_marker(session_id: str, stamp: str) -> str:
     return f"{MARKER} session={session_id} at={stamp} -->"
-
-
-def decoded(body: bytes) -> dict[str, Any]:
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BadInput(f"the body is not JSON: {e}") from None
-    if not isinstance(payload, dict):
-        raise BadInput("the body is not a JSON object")
-    return payload
 
 
 class LinearChannel(tickets.StatusComments):
@@ -107,7 +96,7 @@ class LinearChannel(tickets.StatusComments):
         expected = signing.hmac_hex(self._secret, body)
         if not hmac.compare_digest(given.strip().lower().encode(), expected.encode()):
             raise WebhookSignatureInvalid("the Linear-Signature does not match the body")
-        stamp = decoded(body).get("webhookTimestamp")
+        stamp = json_object(body).get("webhookTimestamp")
         if not isinstance(stamp, int | float) or isinstance(stamp, bool):
             raise WebhookSignatureInvalid("the body has no webhookTimestamp")
         if abs(now * 1000 - stamp) > TOLERANCE_MS:
@@ -120,7 +109,7 @@ class LinearChannel(tickets.StatusComments):
 
     def read(self, headers: Mapping[str, str], body: bytes) -> tuple[list[Inbound], str]:
         """The messages in a verified delivery, or none and why."""
-        payload = decoded(body)
+        payload = json_object(body)
         kind, action = payload.get("type"), payload.get("action")
         data = payload.get("data")
         if not isinstance(data, dict):

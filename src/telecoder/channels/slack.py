@@ -20,13 +20,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
 
+from telecoder.channels import json_object
 from telecoder.channels import slack_blocks as blocks
 from telecoder.errors import BadInput, TeleCoderError, WebhookSignatureInvalid
 from telecoder.protocols import Inbound
@@ -193,13 +193,7 @@ class SlackChannel:
         verify(self._secret, headers, body, now)
 
     def parse(self, headers: Mapping[str, str], body: bytes) -> Sequence[Inbound]:
-        try:
-            payload = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise BadInput(f"the body is not JSON: {e}") from None
-        if not isinstance(payload, dict):
-            raise BadInput("the body is not a JSON object")
-        return parse_payload(payload)
+        return parse_payload(json_object(body))
 
     async def listen(
         self, receive: Callable[[Inbound], Awaitable[object]], stop: asyncio.Event

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import typer
@@ -12,6 +13,7 @@ from telecoder.assemble import build_worker
 from telecoder.cli.common import ServerOption, load_settings, opened, run_async
 from telecoder.cli.output import Exit, out, print_json
 from telecoder.cli.run import execute_here
+from telecoder.store import Store
 
 
 def send(
@@ -25,26 +27,7 @@ def send(
     ] = False,
 ) -> None:
     """Send a chat session a message: its agent resumes in the same worktree."""
-    settings = load_settings()
-
-    async def go() -> Exit:
-        async with opened(settings) as store:
-            session = await store.sessions.resolve(session_id)
-            after = await store.events.last_seq(session.id)
-            session = (await chat.send(store, session.id, message)).session
-            if detach:
-                if as_json:
-                    print_json(session.to_dict())
-                else:
-                    out.print(session.id)
-                return Exit.OK
-            worker = build_worker(settings, store)
-            claimed = await store.queue.claim(worker.id, only=session.id)
-            return await execute_here(
-                store, worker, claimed, session.id, after=after, as_json=as_json
-            )
-
-    raise typer.Exit(run_async(go()))
+    raise typer.Exit(run_async(_turn(session_id, message, chat.send, detach, as_json)))
 
 
 def answer(
@@ -76,23 +59,29 @@ def answer(
             return Exit.OK
 
         raise typer.Exit(run_async(remote()))
+    raise typer.Exit(run_async(_turn(session_id, text, chat.answer, detach, as_json)))
+
+
+async def _turn(
+    session_id: str,
+    text: str,
+    deliver: Callable[[Store, str, str], Awaitable[chat.Sent]],
+    detach: bool,
+    as_json: bool,
+) -> Exit:
+    """Give the session ``text`` (a message, an answer), then run its turn here unless
+    ``detach``: a worker of this process claims it and follows it to its end."""
     settings = load_settings()
-
-    async def go() -> Exit:
-        async with opened(settings) as store:
-            session = await store.sessions.resolve(session_id)
-            after = await store.events.last_seq(session.id)
-            session = (await chat.answer(store, session.id, text)).session
-            if detach:
-                if as_json:
-                    print_json(session.to_dict())
-                else:
-                    out.print(session.id)
-                return Exit.OK
-            worker = build_worker(settings, store)
-            claimed = await store.queue.claim(worker.id, only=session.id)
-            return await execute_here(
-                store, worker, claimed, session.id, after=after, as_json=as_json
-            )
-
-    raise typer.Exit(run_async(go()))
+    async with opened(settings) as store:
+        session = await store.sessions.resolve(session_id)
+        after = await store.events.last_seq(session.id)
+        session = (await deliver(store, session.id, text)).session
+        if detach:
+            if as_json:
+                print_json(session.to_dict())
+            else:
+                out.print(session.id)
+            return Exit.OK
+        worker = build_worker(settings, store)
+        claimed = await store.queue.claim(worker.id, only=session.id)
+        return await execute_here(store, worker, claimed, session.id, after=after, as_json=as_json)

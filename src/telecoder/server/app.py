@@ -20,9 +20,10 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from telecoder import __version__, channels, registry, telegram_bot
+from telecoder import __version__, registry, telegram_bot
 from telecoder.assemble import build_workspace
 from telecoder.bus import Bus
+from telecoder.channels import configured
 from telecoder.conversation import Conversations
 from telecoder.deliverer import Deliverer, load_subscribers, policy_of
 from telecoder.dispatcher import dispatcher_of
@@ -77,7 +78,7 @@ def _conversations(
     settings: Settings, store: Store, intake: Intake, bus: Bus
 ) -> Conversations | None:
     """Channel messages into sessions, when a channel is configured."""
-    found = channels.from_settings(settings)
+    found = configured.from_settings(settings)
     if not found:
         return None
     return Conversations(

@@ -19,7 +19,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.sse import EventSourceResponse, format_sse_event
 from pydantic import ValidationError
 
-from telecoder import amounts, channels, chat, notifications, registry
+from telecoder import amounts, chat, notifications, registry
+from telecoder.channels import configured
 from telecoder.domain import Event, EventKind, Mode, Session, SessionStatus
 from telecoder.errors import BadInput, Conflict, TeleCoderError
 from telecoder.protocols import Notifying
@@ -230,7 +231,7 @@ def _notify_options(state: ServerState, session: Session) -> list[dict[str, Any]
     """The "notify me on Slack/Telegram" toggles: one per configured channel that
     ``TELECODER_NOTIFY_ME`` gives the operator's id on."""
     me = notifications.me_of(state.settings.notify_me)
-    found = channels.from_settings(state.settings)
+    found = configured.from_settings(state.settings)
     known = [name for name, channel in found.items() if isinstance(channel, Notifying)]
     return [
         {

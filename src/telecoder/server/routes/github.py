@@ -12,11 +12,9 @@ once: 👀 and the status comment are written in the background, the work happen
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import logging
-from collections.abc import Coroutine
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -24,6 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from telecoder import github_checks, signing
+from telecoder.background import Background
 from telecoder.channels import github as channel
 from telecoder.channels import github_ci
 from telecoder.errors import BadInput, ForgeError, HookNotFound
@@ -51,21 +50,7 @@ class GitHubAnswer(BaseModel):
     status: str | None = Field(default=None, description="The session's status now.")
 
 
-_tasks: set[asyncio.Task[None]] = set()
-
-
-def _background(work: Coroutine[Any, Any, object], what: str) -> None:
-    async def run() -> None:
-        try:
-            await work
-        except ForgeError as e:
-            log.warning("GitHub: %s failed: %s", what, e.message)
-        except Exception:
-            log.exception("GitHub: %s failed", what)
-
-    task = asyncio.create_task(run())
-    _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
+_background = Background("GitHub").start
 
 
 def replies_of(request: Request) -> GitHubReplies:

@@ -13,11 +13,9 @@ from, and says what it did in that thread.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
-from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -25,10 +23,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from telecoder.background import Background
+from telecoder.channels import json_object
 from telecoder.channels.slack import NAME, SlackChannel, thread_key
 from telecoder.channels.slack_blocks import CANCEL, RETRY
 from telecoder.conversation import Conversations
-from telecoder.errors import BadInput, Conflict, HookNotFound, SessionNotFound, TeleCoderError
+from telecoder.errors import BadInput, Conflict, HookNotFound, SessionNotFound
 from telecoder.server.deps import StateDep
 from telecoder.server.schemas import ErrorOut
 from telecoder.server.state import ServerState
@@ -45,21 +45,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-_tasks: set[asyncio.Task[None]] = set()
-
-
-def _background(work: Coroutine[Any, Any, object], what: str) -> None:
-    async def run() -> None:
-        try:
-            await work
-        except TeleCoderError as e:
-            log.warning("Slack: %s failed: %s", what, e.message)
-        except Exception:
-            log.exception("Slack: %s failed", what)
-
-    task = asyncio.create_task(run())
-    _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
+_background = Background("Slack").start
 
 
 class SlackAnswer(BaseModel):
@@ -96,12 +82,7 @@ async def events(request: Request, state: StateDep) -> Any:
     conversations, channel = _slack(state)
     body = await request.body()
     channel.verify(request.headers, body, time.time())
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BadInput(f"the body is not JSON: {e}") from None
-    if not isinstance(payload, dict):
-        raise BadInput("the body is not a JSON object")
+    payload = json_object(body)
     if payload.get("type") == "url_verification":
         challenge = payload.get("challenge")
         if not isinstance(challenge, str):

@@ -9,13 +9,13 @@ twice makes one session.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from telecoder.channels import json_object
 from telecoder.errors import BadInput, HookNotFound
 from telecoder.server.schemas import ErrorOut
 from telecoder.telegram_bot import TelegramBot
@@ -50,11 +50,8 @@ async def webhook(request: Request) -> Any:
         raise HookNotFound(NOT_CONFIGURED)
     body = await request.body()
     bot.channel.verify(request.headers, body, time.time())
-    try:
-        update = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BadInput(f"the body is not JSON: {e}") from None
-    if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
+    update = json_object(body)
+    if not isinstance(update.get("update_id"), int):
         raise BadInput("not a Telegram update: an object with an integer update_id")
     await bot.channel.ready()
     answers = [await bot.receive(inbound) for inbound in bot.channel.parse_update(update)]
