@@ -38,6 +38,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ahocorasick_rs import AhoCorasick, MatchKind
+from pydantic import SecretStr
 
 from telecoder.settings import Settings
 
@@ -78,6 +79,12 @@ class Masker:
             for entry in settings.api_token.get_secret_value().split(","):
                 name, sep, token = entry.strip().partition(":")
                 values.append(token if sep else name)
+        # Every other secret setting too (channels' tokens and signing secrets, keys), however
+        # it was set.
+        for name in type(settings).model_fields:
+            value = getattr(settings, name)
+            if isinstance(value, SecretStr) and name != "api_token":
+                values.append(value.get_secret_value())
         names = {*settings.engine_env, *env}
         values += [env[n] for n in names if n in env and _SECRET_VARIABLE.search(n.upper())]
         values += config_secrets(settings.home / "config.env")

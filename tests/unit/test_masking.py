@@ -111,6 +111,21 @@ def test_from_settings_knows_every_secret(tmp_path: Path) -> None:
     assert config_secrets(tmp_path / "missing.env") == []
 
 
+def test_from_settings_knows_the_channels_secrets_however_they_were_set(tmp_path: Path) -> None:
+    secrets = {
+        "slack_bot_token": "xoxb-slack-bot-1",
+        "slack_signing_secret": "slack-signing-1",
+        "telegram_bot_token": "123456:telegram-token-1",
+        "linear_api_key": "lin_api_key_1",
+        "jira_api_token": "jira-api-token-1",
+        "dispatcher_api_key": "sk-dispatcher-1",
+    }
+    settings = Settings(home=tmp_path, **{k: SecretStr(v) for k, v in secrets.items()})
+    masker = Masker.from_settings(settings, environ={})
+    for value in secrets.values():
+        assert masker.text(f"said {value}!") == "said ***!"
+
+
 def test_the_log_filter_masks_messages_arguments_and_tracebacks() -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
