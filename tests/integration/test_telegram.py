@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from telecoder import registry
 from telecoder.assemble import build_worker
 from telecoder.channels.telegram import TelegramChannel, TelegramUnavailable
-from telecoder.domain import SessionStatus
+from telecoder.domain import NewSession, SessionStatus
 from telecoder.engines.shell import ShellEngine
 from telecoder.protocols import EngineCommand, EngineTask
 from telecoder.server import create_app
@@ -343,7 +343,12 @@ async def test_commands(tg_settings, store, repo, fake_telegram):
         assert "Today (UTC): your 3 session(s) cost $0.00" in await ask("/costs")
         assert "I don't know /frobnicate" in await ask("/frobnicate")
         assert "no session" in (await ask("/status nosuchsession")).lower()
-    assert len(await sessions(store)) == 3
+        # A session from elsewhere (the CLI) is not this chat's to see or stop.
+        other = await store.sessions.create(NewSession(repo="r", prompt="p", engine="shell"))
+        assert "started in this chat" in await ask(f"/status {other.id}")
+        assert "started in this chat" in await ask(f"/cancel {other.id}")
+        assert (await store.sessions.get(other.id)).status == SessionStatus.QUEUED
+    assert len(await sessions(store)) == 4
     assert all(TOKEN not in text for text in said)
 
 
