@@ -31,6 +31,8 @@ class SessionStatus(enum.StrEnum):
     CANCELLED = "cancelled"
     BLOCKED = "blocked"
     DEAD = "dead"
+    WAITING = "waiting"  # in a run: queued once every session it depends on has ended well
+    SKIPPED = "skipped"  # in a run: a session it depended on failed, so it never ran
 
     @property
     def terminal(self) -> bool:
@@ -38,7 +40,13 @@ class SessionStatus(enum.StrEnum):
 
 
 _TERMINAL = frozenset(
-    {SessionStatus.SUCCEEDED, SessionStatus.FAILED, SessionStatus.CANCELLED, SessionStatus.DEAD}
+    {
+        SessionStatus.SUCCEEDED,
+        SessionStatus.FAILED,
+        SessionStatus.CANCELLED,
+        SessionStatus.DEAD,
+        SessionStatus.SKIPPED,
+    }
 )
 TERMINAL_STATUSES: frozenset[SessionStatus] = _TERMINAL
 
@@ -168,6 +176,10 @@ class NewSession:
     tier: str | None = None  # trivial, standard or complex: which models the gateway routes to
     thread: str | None = None  # "channel:key" of the conversation it answers (Slack, Telegram, …)
     notify: tuple[str, ...] = ()  # "slack:<who>", "telegram:<chat>": told when it ends or asks
+    run_id: str | None = None  # the run it belongs to
+    task_key: str | None = None  # its name within the run (a plan's task id, a repo)
+    chain_id: str | None = None  # the chain of follow-ups it belongs to (its root's id)
+    depth: int = 0  # in its chain: 0 for the root, its parent's + 1 for a follow-up
     id: str = field(default_factory=new_session_id)
     # A retry works on its parent's branch, so it updates the same pull request.
     branch: str = ""
@@ -219,6 +231,10 @@ class Session:
     thread: str | None = None
     question: str | None = None  # blocked: what it asks a human (answer it to resume)
     notify: tuple[str, ...] = ()
+    run_id: str | None = None
+    task_key: str | None = None
+    chain_id: str | None = None
+    depth: int = 0
 
     def outcome(self) -> dict[str, Any] | None:
         """Changed / Verified / Uncertain / Next once the session ended (or waits for its next
@@ -261,6 +277,10 @@ class Session:
             "thread": self.thread,
             "question": self.question,
             "notify": list(self.notify),
+            "run_id": self.run_id,
+            "task_key": self.task_key,
+            "chain_id": self.chain_id,
+            "depth": self.depth,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "created_at": iso(self.created_at),
@@ -401,3 +421,74 @@ class NewEvent:
     kind: EventKind
     data: dict[str, Any]
     ts: float | None = None
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+
+def new_run_id() -> str:
+    return "run_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(10))
+
+
+class RunStatus(enum.StrEnum):
+    RUNNING = "running"  # some session has not ended
+    SUCCEEDED = "succeeded"  # every session succeeded
+    FAILED = "failed"  # every session ended, some not well (failed, dead, skipped)
+    CANCELLED = "cancelled"
+
+
+class RunKind(enum.StrEnum):
+    FANOUT = "fanout"  # one task over many repositories
+    PLAN = "plan"  # tasks with dependencies (a plan file, a goal)
+    JOB = "job"  # a cron job's firing
+    BEST_OF = "best_of"  # N candidates of one task, one winner
+    SINGLE = "single"  # one session (--after)
+
+
+class After(enum.StrEnum):
+    """How a session waits for one it depends on."""
+
+    SUCCESS = "after"  # runs only if that one succeeded; skipped otherwise
+    ANY = "after_any"  # runs once that one ended, however
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Dependency:
+    session_id: str
+    depends_on: str
+    after: After = After.SUCCESS
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewRun:
+    kind: RunKind
+    name: str | None = None
+    spec: dict[str, Any] = field(default_factory=dict)  # what made it: the plan, N, the job
+    job: str | None = None
+    id: str = field(default_factory=new_run_id)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Run:
+    id: str
+    kind: RunKind
+    name: str | None
+    status: RunStatus
+    spec: dict[str, Any]
+    job: str | None
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind.value,
+            "name": self.name,
+            "status": self.status.value,
+            "spec": self.spec,
+            "job": self.job,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+            "finished_at": iso(self.finished_at),
+        }

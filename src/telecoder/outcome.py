@@ -17,7 +17,7 @@ from typing import Any
 
 MAX_UNCERTAIN = 10  # lines kept
 LINE_CHARS = 300
-ENDED = ("succeeded", "failed", "dead", "cancelled", "blocked")
+ENDED = ("succeeded", "failed", "dead", "cancelled", "blocked", "skipped")
 
 # Words with which an agent says it is not sure, or left something undone.
 _UNSURE = re.compile(

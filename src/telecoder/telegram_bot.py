@@ -169,11 +169,11 @@ class TelegramBot:
     async def _session(self, inbound: Inbound, ref: str) -> Session:
         if ref:
             # Only this chat's sessions: a chat is not a window on everybody's work.
-            found = await self.store.sessions.resolve(ref.split()[0])
-            origin = found.origin or {}
+            named = await self.store.sessions.resolve(ref.split()[0])
+            origin = named.origin or {}
             if origin.get("channel") != "telegram" or str(origin.get("place")) != inbound.place:
                 raise SessionNotFound(f"No session {ref.split()[0]!r} started in this chat.")
-            return found
+            return named
         found = await self.store.sessions.in_thread(thread_of(inbound))
         if found is not None:
             return found

@@ -42,7 +42,7 @@ def test_new_session_branch_defaults_to_its_id_and_keeps_a_given_one() -> None:
 
 @pytest.mark.parametrize("status", list(SessionStatus))
 def test_terminal_statuses(status: SessionStatus) -> None:
-    terminal = {"succeeded", "failed", "cancelled", "dead"}
+    terminal = {"succeeded", "failed", "cancelled", "dead", "skipped"}
     assert status.terminal is (status.value in terminal)
     assert (status in TERMINAL_STATUSES) is (status.value in terminal)
 

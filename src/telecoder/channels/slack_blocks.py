@@ -19,7 +19,7 @@ RETRY = "telecoder_retry"
 STATUS_EVENT = "telecoder_status"  # the message metadata of a session's status message
 OUTCOME_EVENT = "telecoder_outcome"  # … of the message that tells a turn's or the end's outcome
 SECTION_CHARS = 2900  # Slack refuses a section's text past 3000 characters
-ENDED = frozenset({"succeeded", "failed", "dead", "cancelled"})
+ENDED = frozenset({"succeeded", "failed", "dead", "cancelled", "skipped"})
 _ICONS = {
     "queued": "⏳",
     "running": "🏃",

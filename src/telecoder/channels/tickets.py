@@ -23,7 +23,7 @@ from telecoder.errors import TeleCoderError
 MENTION = re.compile(r"(?<![\w@])@telecoder\b[:,]?", re.IGNORECASE)
 MAX_SAID = 3000
 HTTP_TIMEOUT = 30.0
-ENDED = frozenset({"succeeded", "failed", "dead", "cancelled"})
+ENDED = frozenset({"succeeded", "failed", "dead", "cancelled", "skipped"})
 _ICONS = {
     "queued": "⏳",
     "running": "🏃",

@@ -76,6 +76,8 @@ _STATUS_STYLE = {
     "dead": "red",
     "cancelled": "magenta",
     "blocked": "blue",
+    "waiting": "cyan",
+    "skipped": "magenta",
 }
 
 

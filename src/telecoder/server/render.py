@@ -191,7 +191,12 @@ def view(event: Event) -> EventView:
             return made(title=title, body=pretty(rest) if rest else "", css=event.kind.value)
 
 
-_BAD = {SessionStatus.FAILED.value, SessionStatus.DEAD.value, SessionStatus.CANCELLED.value}
+_BAD = {
+    SessionStatus.FAILED.value,
+    SessionStatus.DEAD.value,
+    SessionStatus.CANCELLED.value,
+    SessionStatus.SKIPPED.value,
+}
 
 
 def _result_text(d: dict[str, Any]) -> str:

@@ -264,6 +264,14 @@ class SessionOut(BaseModel):
     notify: list[str] = Field(
         default_factory=list, description="Who is told when it finishes, fails or asks."
     )
+    run_id: str | None = Field(default=None, description="The run it belongs to, if any.")
+    task_key: str | None = Field(
+        default=None, description="Its name within the run (a plan's task id, a repository)."
+    )
+    chain_id: str | None = Field(
+        default=None, description="The chain of follow-ups it belongs to (the root's id)."
+    )
+    depth: int = Field(default=0, description="Its depth in its chain (0: the root).")
     cost_usd: float = Field(description="What its model requests cost (spent).")
     budget_usd: float | None = Field(
         default=None, description="Its budget; reached, it waits blocked for a raise."

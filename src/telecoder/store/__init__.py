@@ -17,6 +17,7 @@ from telecoder.store.notify import Listener, Notice, NoticeKind
 from telecoder.store.outbox import Delivery, NotifyEvent, Outbox, Subscription, Subscriptions
 from telecoder.store.queue import Claimed, Heartbeat, Limits, Outcome, Queue
 from telecoder.store.repos import Repo, Repos, Route
+from telecoder.store.runs import Runs
 from telecoder.store.sessions import Page, Sessions
 from telecoder.store.usage import Totals, UsageRow, Usages
 from telecoder.store.workers import Registration, Workers
@@ -48,6 +49,7 @@ __all__ = [
     "Report",
     "Repos",
     "Route",
+    "Runs",
     "Store",
     "Subscription",
     "Subscriptions",
@@ -72,6 +74,7 @@ class Store:
         self.endpoints = Endpoints(db)
         self.budgets = Budgets(db)
         self.repos = Repos(db)
+        self.runs = Runs(db)
         self.channel_events = ChannelEvents(db)
         # A worker that has not renewed its heartbeat for a lease's length is gone.
         self.workers = Workers(db, stale_after=lease_seconds)

@@ -20,8 +20,9 @@ from telecoder.errors import Conflict
 from telecoder.store.db import Database
 from telecoder.store.events import append_events
 from telecoder.store.notify import Notice, NoticeKind
+from telecoder.store.rows import new_session_values, queued_event
 from telecoder.store.schema import deliveries, sessions
-from telecoder.store.sessions import _get, new_session_values, queued_event
+from telecoder.store.sessions import _get
 
 MAX_KEY = 255
 

@@ -44,6 +44,7 @@ _EVENTS = {
     SessionStatus.DEAD: NotifyEvent.FAILED,
     SessionStatus.CANCELLED: NotifyEvent.FAILED,
     SessionStatus.BLOCKED: NotifyEvent.NEEDS_INPUT,
+    SessionStatus.SKIPPED: NotifyEvent.FAILED,
 }
 ALL = "all"
 EVENT_NAMES = (*[e.value for e in NotifyEvent], ALL)

@@ -45,13 +45,13 @@ from telecoder.store.budgets import Held, claimable
 from telecoder.store.db import Database, dumps
 from telecoder.store.events import append_events, fenced, insert_events
 from telecoder.store.notify import Notice, NoticeKind
-from telecoder.store.outbox import record_status
-from telecoder.store.schema import attempts, sessions
-from telecoder.store.sessions import (
+from telecoder.store.rows import (
     new_session_values,
     queued_event,
     session_from_row,
 )
+from telecoder.store.schema import attempts, sessions
+from telecoder.store.transitions import status_changed
 
 # Key of the PostgreSQL advisory lock that serialises claims under concurrency limits.
 _CLAIM_LOCK = 7080002
@@ -419,7 +419,7 @@ class Queue:
             if status == SessionStatus.QUEUED and delay <= 0:
                 await self._db.notify(conn, Notice(NoticeKind.QUEUED, lease.session_id))
             ended = session_from_row(row)
-            await record_status(conn, ended, now)  # notifications out, with the status
+            await status_changed(conn, self._db, ended, now)  # notifications out, dependants
         return ended
 
     async def release(self, lease: Lease, reason: str, events: Sequence[NewEvent] = ()) -> bool:
@@ -540,7 +540,7 @@ class Queue:
                 .returning(*sessions.c)
             )
         ).one()
-        await record_status(conn, session_from_row(row), now)
+        await status_changed(conn, self._db, session_from_row(row), now)
         await conn.execute(
             _attempt_update(lease).values(
                 status=AttemptStatus.LOST.value,

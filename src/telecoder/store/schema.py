@@ -70,6 +70,10 @@ sessions = Table(
     Column("thread", String(512)),
     Column("question", Text),  # blocked: what the agent or a check asks a human
     Column("notify", Text),  # JSON list of "slack:<who>" / "telegram:<chat>" to tell at the end
+    Column("run_id", String(32)),  # the run it belongs to
+    Column("task_key", String(255)),  # its name in the run (a plan's task id, a repo)
+    Column("chain_id", String(32)),  # the chain of follow-ups (its root session's id)
+    Column("depth", Integer, nullable=False, server_default="0"),  # in its chain
     Column("last_seq", Integer, nullable=False, server_default="0"),
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
@@ -80,6 +84,8 @@ sessions = Table(
     Index("ix_sessions_created", "created_at"),
     Index("ix_sessions_repo", "repo"),
     Index("ix_sessions_thread", "thread", "created_at"),
+    Index("ix_sessions_run", "run_id"),
+    Index("ix_sessions_chain", "chain_id"),
 )
 
 attempts = Table(
@@ -287,5 +293,68 @@ channel_prefs = Table(
     Column("user", String(255), primary_key=True),
     Column("name", String(64), primary_key=True),
     Column("value", Text, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+
+# Runs: sessions that belong together (a fan-out, a plan, a job's firing, best-of-N).
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("name", Text),
+    Column("status", String(16), nullable=False),
+    Column("spec", Text, nullable=False),  # JSON: what made it
+    Column("job", String(64)),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Column("finished_at", Double),
+    Index("ix_runs_created", "created_at"),
+    Index("ix_runs_job", "job", "created_at"),
+)
+
+# A session waits ``after`` (success) or ``after_any`` (any end) of each one it depends on.
+session_deps = Table(
+    "session_deps",
+    metadata,
+    Column("session_id", String(32), primary_key=True),
+    Column("depends_on", String(32), primary_key=True),
+    Column("after", String(16), nullable=False),
+    Index("ix_session_deps_on", "depends_on"),
+)
+
+# Cron jobs: one row per (job, slot) fired, inserted in the transaction that queues its run, so
+# a slot fires once however many servers look; and each job's own state.
+job_slots = Table(
+    "job_slots",
+    metadata,
+    Column("job", String(64), primary_key=True),
+    Column("slot", Double, primary_key=True),  # the scheduled time it fired for (epoch)
+    Column("run_id", String(32)),
+    Column("created_at", Double, nullable=False),
+)
+
+job_state = Table(
+    "job_state",
+    metadata,
+    Column("job", String(64), primary_key=True),
+    Column("paused", Boolean, nullable=False, server_default=text("false")),
+    Column("paused_reason", Text),
+    Column("failures", Integer, nullable=False, server_default="0"),  # consecutive failed runs
+    Column("updated_at", Double, nullable=False),
+)
+
+# Goals: a wish in plain words, a model's plan for it, approved by a person, run as a run.
+goals = Table(
+    "goals",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("text", Text, nullable=False),
+    # planning, proposed, approved, running, done, dropped
+    Column("status", String(16), nullable=False),
+    Column("plan", Text),  # JSON
+    Column("run_id", String(32)),
+    Column("origin", Text),
+    Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
 )

@@ -1,0 +1,258 @@
+"""Runs: sessions that belong together, and the dependencies between them.
+
+``create`` writes a run, all its sessions and their dependencies in one transaction (a
+fan-out of 100 repositories is one write). A session that depends on others starts
+``waiting``; the rest start ``queued``. A cycle is refused before anything is written.
+
+``settle`` runs inside every transaction that ends a session of a run (``transitions``): each
+``waiting`` dependant whose dependencies have all ended is queued — or ``skipped`` when one it
+waited ``after`` did not succeed, which skips its own dependants in turn — and the run's status
+follows its sessions. So a crash can never leave a dependant waiting for a session that ended.
+"""
+
+from __future__ import annotations
+
+import builtins
+import graphlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Row, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from telecoder.domain import (
+    After,
+    Dependency,
+    EventKind,
+    NewEvent,
+    NewRun,
+    NewSession,
+    Run,
+    RunKind,
+    RunStatus,
+    Session,
+    SessionStatus,
+)
+from telecoder.errors import BadInput, SessionNotFound
+from telecoder.store.db import Database, dumps, loads
+from telecoder.store.events import append_events
+from telecoder.store.notify import Notice, NoticeKind
+from telecoder.store.outbox import record_status
+from telecoder.store.rows import new_session_values, queued_event, session_from_row
+from telecoder.store.schema import runs, session_deps, sessions
+
+MAX_SESSIONS = 1000
+_GOOD = SessionStatus.SUCCEEDED.value
+
+
+def run_from_row(row: Row[Any]) -> Run:
+    m = row._mapping
+    return Run(
+        id=m["id"],
+        kind=RunKind(m["kind"]),
+        name=m["name"],
+        status=RunStatus(m["status"]),
+        spec=loads(m["spec"]) or {},
+        job=m["job"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        finished_at=m["finished_at"],
+    )
+
+
+def check_graph(new: Sequence[NewSession], deps: Sequence[Dependency]) -> None:
+    """BadInput for a dependency on a session not in the run, or a cycle."""
+    ids = {s.id for s in new}
+    graph: dict[str, set[str]] = {s.id: set() for s in new}
+    for dep in deps:
+        if dep.session_id not in ids or dep.depends_on not in ids:
+            raise BadInput("a dependency names a session that is not in the run")
+        if dep.session_id == dep.depends_on:
+            raise BadInput("a session cannot depend on itself")
+        graph[dep.session_id].add(dep.depends_on)
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as e:
+        names = {s.id: s.task_key or s.id for s in new}
+        cycle = " → ".join(names.get(i, i) for i in e.args[1])
+        raise BadInput(f"the tasks' dependencies form a cycle: {cycle}") from None
+
+
+class Runs:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(
+        self, run: NewRun, new: Sequence[NewSession], deps: Sequence[Dependency] = ()
+    ) -> tuple[Run, builtins.list[Session]]:
+        """The run and its sessions (``run_id`` set here), in one transaction."""
+        if not new:
+            raise BadInput("a run needs at least one session")
+        if len(new) > MAX_SESSIONS:
+            raise BadInput(f"a run holds at most {MAX_SESSIONS} sessions")
+        check_graph(new, deps)
+        now = time.time()
+        waiting = {dep.session_id for dep in deps}
+        rows, events = [], []
+        for item in new:
+            values = new_session_values(item, now)
+            values["run_id"] = run.id
+            if item.id in waiting:
+                values["status"] = SessionStatus.WAITING.value
+            rows.append(values)
+        async with self._db.write() as conn:
+            await conn.execute(
+                insert(runs).values(
+                    id=run.id,
+                    kind=run.kind.value,
+                    name=run.name,
+                    status=RunStatus.RUNNING.value,
+                    spec=dumps(run.spec),
+                    job=run.job,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            await conn.execute(insert(sessions), rows)
+            if deps:
+                await conn.execute(
+                    insert(session_deps),
+                    [
+                        {"session_id": d.session_id, "depends_on": d.depends_on, "after": d.after}
+                        for d in deps
+                    ],
+                )
+            for item in new:
+                if item.id in waiting:
+                    data = {"status": SessionStatus.WAITING.value, "run_id": run.id}
+                    events = [NewEvent(kind=EventKind.STATUS, data=data)]
+                else:
+                    events = [queued_event(item)]
+                    await self._db.notify(conn, Notice(NoticeKind.QUEUED, item.id))
+                await append_events(conn, item.id, None, events, now=now)
+        return await self.get(run.id), await self.sessions(run.id)
+
+    async def get(self, run_id: str) -> Run:
+        async with self._db.read() as conn:
+            row = (await conn.execute(select(runs).where(runs.c.id == run_id))).first()
+        if row is None:
+            raise SessionNotFound(f"no run {run_id!r}")
+        return run_from_row(row)
+
+    async def list(self, *, limit: int = 50, job: str | None = None) -> builtins.list[Run]:
+        query = select(runs).order_by(runs.c.created_at.desc()).limit(limit)
+        if job is not None:
+            query = query.where(runs.c.job == job)
+        async with self._db.read() as conn:
+            return [run_from_row(r) for r in (await conn.execute(query)).all()]
+
+    async def sessions(self, run_id: str) -> builtins.list[Session]:
+        """The run's sessions, oldest first."""
+        query = (
+            select(sessions)
+            .where(sessions.c.run_id == run_id)
+            .order_by(sessions.c.created_at, sessions.c.id)
+        )
+        async with self._db.read() as conn:
+            return [session_from_row(r) for r in (await conn.execute(query)).all()]
+
+    async def dependencies(self, run_id: str) -> builtins.list[Dependency]:
+        query = (
+            select(session_deps)
+            .join(sessions, sessions.c.id == session_deps.c.session_id)
+            .where(sessions.c.run_id == run_id)
+        )
+        async with self._db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            Dependency(session_id=r.session_id, depends_on=r.depends_on, after=After(r.after))
+            for r in rows
+        ]
+
+
+async def settle(conn: AsyncConnection, db: Database, ended: Session, now: float) -> None:
+    """After ``ended`` ended (in the caller's transaction): queue or skip its waiting
+    dependants, and bring its run's status up to date."""
+    todo = [ended]
+    while todo:
+        done = todo.pop()
+        dependants = (
+            await conn.execute(
+                select(session_deps.c.session_id).where(session_deps.c.depends_on == done.id)
+            )
+        ).scalars()
+        for dependant in builtins.list(dependants):
+            skipped = await _release(conn, db, dependant, now)
+            if skipped is not None:
+                todo.append(skipped)
+    if ended.run_id is not None:
+        await _run_status(conn, ended.run_id, now)
+
+
+async def _release(
+    conn: AsyncConnection, db: Database, session_id: str, now: float
+) -> Session | None:
+    """Queue ``session_id`` if all it waits for ended (well, where it must); skip it if one it
+    waited ``after`` ended badly (returned: its own dependants are next)."""
+    row = (await conn.execute(select(sessions).where(sessions.c.id == session_id))).first()
+    if row is None or row.status != SessionStatus.WAITING.value:
+        return None
+    found = (
+        await conn.execute(
+            select(session_deps.c.after, sessions.c.id, sessions.c.status)
+            .join(sessions, sessions.c.id == session_deps.c.depends_on)
+            .where(session_deps.c.session_id == session_id)
+        )
+    ).all()
+    failed = [
+        r.id
+        for r in found
+        if r.after == After.SUCCESS.value and SessionStatus(r.status).terminal and r.status != _GOOD
+    ]
+    if failed:
+        values: dict[str, Any] = {
+            "status": SessionStatus.SKIPPED.value,
+            "finished_at": now,
+            "updated_at": now,
+            "error": f"skipped: {', '.join(failed)} did not succeed",
+        }
+        data = {"status": SessionStatus.SKIPPED.value, "because": failed}
+    elif all(SessionStatus(r.status).terminal for r in found):
+        values = {"status": SessionStatus.QUEUED.value, "available_at": now, "updated_at": now}
+        data = {"status": SessionStatus.QUEUED.value, "reason": "its dependencies ended"}
+    else:
+        return None
+    await conn.execute(update(sessions).where(sessions.c.id == session_id).values(values))
+    status = NewEvent(kind=EventKind.STATUS, data=data)
+    await append_events(conn, session_id, None, [status], now=now)
+    after = session_from_row(
+        (await conn.execute(select(sessions).where(sessions.c.id == session_id))).one()
+    )
+    if after.status == SessionStatus.QUEUED:
+        await db.notify(conn, Notice(NoticeKind.QUEUED, session_id))
+        return None
+    await record_status(conn, after, now)
+    return after
+
+
+async def _run_status(conn: AsyncConnection, run_id: str, now: float) -> None:
+    statuses = [
+        SessionStatus(s)
+        for s in (
+            await conn.execute(select(sessions.c.status).where(sessions.c.run_id == run_id))
+        ).scalars()
+    ]
+    if not statuses or not all(s.terminal for s in statuses):
+        return
+    if all(s == SessionStatus.SUCCEEDED for s in statuses):
+        status = RunStatus.SUCCEEDED
+    elif all(s in (SessionStatus.CANCELLED, SessionStatus.SKIPPED) for s in statuses):
+        status = RunStatus.CANCELLED
+    else:
+        status = RunStatus.FAILED
+    await conn.execute(
+        update(runs)
+        .where(runs.c.id == run_id, runs.c.status == RunStatus.RUNNING.value)
+        .values(status=status.value, finished_at=now, updated_at=now)
+    )
