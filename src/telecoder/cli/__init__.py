@@ -23,6 +23,7 @@ from telecoder.cli import (
     hooks,
     repos,
     run,
+    runs,
     serve,
     sessions,
     worker,
@@ -72,6 +73,7 @@ app.add_typer(hooks.subscriptions_app, name="subscriptions")
 app.add_typer(endpoints.app, name="endpoints")
 app.add_typer(budgets.app, name="budgets")
 app.add_typer(repos.app, name="repos")
+app.add_typer(runs.app, name="runs")
 
 _EXIT: list[tuple[type[TeleCoderError], Exit]] = [
     (BadInput, Exit.BAD_INPUT),
