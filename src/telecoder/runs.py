@@ -69,7 +69,7 @@ def pr_url(session: Session) -> str | None:
 
 
 def depends_on(deps: Sequence[Dependency]) -> dict[str, list[str]]:
-    """Each session's dependencies (ids), in the order they were given."""
+    """Each session's dependencies (ids)."""
     found: dict[str, list[str]] = {}
     for dep in deps:
         found.setdefault(dep.session_id, []).append(dep.depends_on)
@@ -80,7 +80,9 @@ def run_json(
     run: Run, sessions: Sequence[Session], deps: Sequence[Dependency], *, now: float | None = None
 ) -> dict[str, Any]:
     """The run as ``runs show --json`` and ``GET /api/runs/{id}`` print it."""
-    waits = depends_on(deps)
+    order = {s.id: i for i, s in enumerate(sessions)}
+    waits = {k: sorted(v, key=lambda i: order.get(i, -1)) for k, v in depends_on(deps).items()}
+    deps = sorted(deps, key=lambda d: (order.get(d.session_id, -1), order.get(d.depends_on, -1)))
     return {
         **run.to_dict(),
         "totals": summary(run, sessions, now=now).to_dict(),
@@ -117,10 +119,17 @@ async def cancel_run(store: Store, run_id: str) -> tuple[Run, list[Session]]:
     the last of them has ended (the store settles it). Returns the run and the sessions
     cancelled or flagged; ``Conflict`` when every session had already ended."""
     run = await store.runs.get(run_id)
-    found = [s for s in await store.runs.sessions(run_id) if not s.status.terminal]
+    sessions = await store.runs.sessions(run_id)
+    found = [s for s in sessions if not s.status.terminal]
     if not found:
         raise Conflict(f"run {run_id} is already {run.status.value}")
-    found.sort(key=lambda s: _CANCEL_ORDER.get(s.status, 1))
+    # The deepest first, so a dependant ends cancelled before what it waits for skips it.
+    depth = {
+        n.session.id: n.layer
+        for c in layers(sessions, await store.runs.dependencies(run_id))
+        for n in c
+    }
+    found.sort(key=lambda s: (_CANCEL_ORDER.get(s.status, 1), -depth.get(s.id, 0)))
     touched: list[Session] = []
     for session in found:
         try:
