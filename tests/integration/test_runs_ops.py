@@ -107,7 +107,9 @@ async def test_retry_failed_requeues_the_failure_and_rewaits_what_it_skipped(
     assert shown["c"]["pr_url"] == "https://forge/pr/3"
     drawn = runs.layers(await store.runs.sessions(run_id), await store.runs.dependencies(run_id))
     assert [sorted(n.session.task_key or "" for n in layer) for layer in drawn] == [
-        ["a"], ["b", "c"], ["d"]
+        ["a"],
+        ["b", "c"],
+        ["d"],
     ]
 
 
@@ -128,7 +130,7 @@ async def test_cancel_ends_what_waits_and_flags_what_runs(store: Store) -> None:
         await runs.cancel_run(store, run_id)
 
     # Retried: everything cancelled runs again, from the top.
-    run, again = await runs.retry_failed(store, run_id)
+    run, _ = await runs.retry_failed(store, run_id)
     assert run.status == RunStatus.RUNNING
     assert await statuses(store, run_id) == {
         "a": "queued", "b": "queued", "c": "queued", "d": "queued"
