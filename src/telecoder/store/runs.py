@@ -179,9 +179,9 @@ class Runs:
         sessions retried. ``Conflict`` when nothing failed."""
         now = time.time()
         async with self._db.write() as conn:
-            row = (
-                await conn.execute(select(runs).where(runs.c.id == run_id).with_for_update())
-            ).first()
+            # Sessions first, then the run's row: the order a session's end takes (its row,
+            # then ``_run_status``), so the two never wait for each other in a circle.
+            row = (await conn.execute(select(runs.c.id).where(runs.c.id == run_id))).first()
             if row is None:
                 raise SessionNotFound(f"no run {run_id!r}")
             found = [
@@ -194,10 +194,22 @@ class Runs:
                     )
                 ).all()
             ]
-            again = [s for s in found if s.status in _RETRIED]
+            again: builtins.list[Session] = []
+            waits: builtins.list[Session] = []
+            for session in found:
+                if session.status not in _RETRIED and session.status != SessionStatus.SKIPPED:
+                    continue
+                # Held, and still as read (a concurrent retry-failed took it otherwise).
+                held = await conn.execute(
+                    update(sessions)
+                    .where(sessions.c.id == session.id, sessions.c.status == session.status)
+                    .values(updated_at=now)
+                )
+                if held.rowcount:
+                    was_skipped = session.status == SessionStatus.SKIPPED
+                    (waits if was_skipped else again).append(session)
             if not again:
                 raise Conflict(f"run {run_id} has no failed, dead or cancelled session to retry")
-            waits = [s for s in found if s.status == SessionStatus.SKIPPED]
             for session in again:
                 values: dict[str, Any] = {
                     "status": SessionStatus.QUEUED.value,
@@ -322,6 +334,8 @@ async def _release(
 
 
 async def _run_status(conn: AsyncConnection, run_id: str, now: float) -> None:
+    # The run's row first: a retry-failed that holds it commits before the statuses are read.
+    await conn.execute(select(runs.c.id).where(runs.c.id == run_id).with_for_update())
     statuses = [
         SessionStatus(s)
         for s in (
