@@ -96,8 +96,9 @@ class Runs:
         now = time.time()
         waiting = {dep.session_id for dep in deps}
         rows, events = [], []
-        for item in new:
-            values = new_session_values(item, now)
+        for index, item in enumerate(new):
+            # A microsecond apart: the run's sessions list in the order they were given.
+            values = new_session_values(item, now + index * 1e-6)
             values["run_id"] = run.id
             if item.id in waiting:
                 values["status"] = SessionStatus.WAITING.value
