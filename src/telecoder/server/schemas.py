@@ -255,6 +255,13 @@ class SessionOut(BaseModel):
     )
     error: str | None
     failure_kind: FailureKind | None
+    cost_usd: float = Field(description="What its model requests cost (spent).")
+    budget_usd: float | None = Field(
+        default=None, description="Its budget; reached, it waits blocked for a raise."
+    )
+    tier: str | None = Field(
+        default=None, description="trivial, standard or complex: the models it is routed to."
+    )
     thread: str | None = Field(
         default=None, description="The channel thread it answers in (channel:key), if any."
     )
@@ -272,13 +279,6 @@ class SessionOut(BaseModel):
         default=None, description="The chain of follow-ups it belongs to (the root's id)."
     )
     depth: int = Field(default=0, description="Its depth in its chain (0: the root).")
-    cost_usd: float = Field(description="What its model requests cost (spent).")
-    budget_usd: float | None = Field(
-        default=None, description="Its budget; reached, it waits blocked for a raise."
-    )
-    tier: str | None = Field(
-        default=None, description="trivial, standard or complex: the models it is routed to."
-    )
     input_tokens: int
     output_tokens: int
     created_at: IsoTime
