@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -286,6 +287,8 @@ class Pipeline:
         config = repoconfig.from_bytes(
             await self.workspace.read_base(wt, repoconfig.FILENAME, repoconfig.MAX_BYTES)
         )
+        if (rules := config.follow_ups(self.settings.chain_max_depth)) is not None:
+            await self.store.queue.record(lease, follow_ups=json.dumps(rules))  # store.chains
         engine_name, model = await self._choose_engine(session, lease, config)
         await self._limits(session, lease, config, ticket)
         if ticket is not None:
