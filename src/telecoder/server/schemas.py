@@ -59,8 +59,18 @@ class SessionCreate(_In):
         description="Local path or git URL of the repository.",
         examples=["/srv/repos/backend"],
     )
-    prompt: Annotated[Text, AfterValidator(_not_blank)] = Field(
-        max_length=100_000, description="What to do (for the shell engine: the command)."
+    prompt: Annotated[Text, AfterValidator(_not_blank)] | None = Field(
+        default=None,
+        max_length=100_000,
+        description="What to do (for the shell engine: the command); may be left out when "
+        "``steps`` are given (it is then the steps, one a line).",
+    )
+    steps: list[Annotated[Text, AfterValidator(_not_blank), Field(max_length=100_000)]] = Field(
+        default_factory=list,
+        max_length=20,
+        description="A multi-step task: steps run in order in one agent conversation, a "
+        "checkpoint commit pushed after each; the first failed step stops the rest.",
+        examples=[["Add a failing test for the bug", "Fix the bug"]],
     )
     engine: Text | None = Field(
         default=None, pattern=ENGINE_NAME, description="Engine to run; the server's default."
@@ -106,6 +116,12 @@ class SessionCreate(_In):
         "(slack:@me, slack:U123, telegram:456); @me is TELECODER_NOTIFY_ME's id.",
         examples=[["slack:@me"]],
     )
+
+    @model_validator(mode="after")
+    def _prompt_or_steps(self) -> SessionCreate:
+        if self.prompt is None and not self.steps:
+            raise ValueError("give a prompt, or steps")
+        return self
 
     @model_validator(mode="after")
     def _one_time_limit(self) -> SessionCreate:
@@ -272,6 +288,9 @@ class SessionOut(BaseModel):
         default=None, description="The chain of follow-ups it belongs to (the root's id)."
     )
     depth: int = Field(default=0, description="Its depth in its chain (0: the root).")
+    steps: list[str] = Field(
+        default_factory=list, description="A multi-step task's steps, run in order."
+    )
     cost_usd: float = Field(description="What its model requests cost (spent).")
     budget_usd: float | None = Field(
         default=None, description="Its budget; reached, it waits blocked for a raise."
