@@ -35,7 +35,9 @@ def step_prompt(engine: Engine, steps: tuple[str, ...], number: int) -> str:
 
 
 class StepRunner:
-    def __init__(self, *, agent_work: AgentWork, workspace: Workspace, publisher: Publisher) -> None:
+    def __init__(
+        self, *, agent_work: AgentWork, workspace: Workspace, publisher: Publisher
+    ) -> None:
         self.agent_work = agent_work
         self.workspace = workspace
         self.publisher = publisher
@@ -73,7 +75,9 @@ class StepRunner:
                 data = {"number": number, "of": len(steps), "checkpoint": checkpoint}
                 recorder.progress("step_failed", **data)
                 return replace(work, usage=usage, failure=(kind, message), checkpoint=checkpoint)
-            sha = await self._checkpoint(session, wt, lease, forge, recorder, control, config, number)
+            sha = await self._checkpoint(
+                session, wt, lease, forge, recorder, control, config, number
+            )
             if isinstance(sha, tuple):  # a secret in what the step added: nothing pushed
                 return replace(work, usage=usage, failure=sha, checkpoint=checkpoint)
             checkpoint = sha or checkpoint
@@ -89,12 +93,14 @@ class StepRunner:
         control: AttemptControl,
         config: repoconfig.RepoConfig,
         number: int,
-    ) -> str | None | tuple[FailureKind, str]:
+    ) -> str | tuple[FailureKind, str] | None:
         """Commit and push what step ``number`` changed; its commit (None: it changed nothing),
         or the failure of the secret scan."""
         await self.workspace.sanitize(wt)
         subject = f"Step {number}/{len(session.steps)}: {session.steps[number - 1]}"
-        sha = await self.workspace.commit(wt, commit_message(session, subject), date=session.created_at)
+        sha = await self.workspace.commit(
+            wt, commit_message(session, subject), date=session.created_at
+        )
         if sha is None:
             recorder.progress("step_done", number=number, changed=False)
             return None
@@ -121,4 +127,3 @@ def partial_result(wt: Worktree, work: Work) -> Result | None:
         text=clip(work.text),
         partial=True,
     )
-

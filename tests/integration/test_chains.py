@@ -4,6 +4,7 @@ engine, git repositories with bare remotes, both store backends)."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,8 @@ async def test_a_chain_whose_every_session_spawns_a_child_stops_at_depth_3(
     assert [s.prompt for s in ran[1:]] == [f"echo {d} >> chain.txt" for d in range(3)]
     # Each follow-up started from its parent's branch: the last branch holds every step.
     last = ran[-1]
-    assert last.result is not None and last.result.branch is not None
+    assert last.result is not None
+    assert last.result.branch is not None
     assert repo.remote_git("show", f"{last.result.branch}:chain.txt").split() == [
         "root", "0", "1", "2",
     ]  # fmt: skip
@@ -131,7 +133,8 @@ async def test_on_failure_fires_on_failure_only(
         assert child.prompt.startswith(f"echo '{root.id} failed: ")
         assert "broken" in child.prompt
         assert child.base_ref is None  # nothing pushed: the repository's default branch
-        assert child.result is not None and child.result.branch is not None
+        assert child.result is not None
+        assert child.result.branch is not None
         why = repo.remote_git("show", f"{child.result.branch}:why.txt")
         assert why.startswith(f"{root.id} failed: ")
 
@@ -144,9 +147,10 @@ async def test_a_placeholder_in_a_rendered_value_is_not_rendered_again(
     await store.sessions.create(
         NewSession(repo=str(repo.path), prompt="echo '{{ session.id }}'", engine="shell")
     )
-    parent, child = await drain(worker, store)
+    _parent, child = await drain(worker, store)
     assert child.prompt == "echo {{ session.id }}"
-    assert child.result is not None and child.result.text == "{{ session.id }}"
+    assert child.result is not None
+    assert child.result.text == "{{ session.id }}"
 
 
 async def test_spawning_is_part_of_the_transaction_that_ends_the_session(
@@ -161,14 +165,8 @@ async def test_spawning_is_part_of_the_transaction_that_ends_the_session(
     await store.queue.record(claimed.lease, follow_ups=rules)
     ended = await store.sessions.get(new.id)
     # The worker dies inside the finishing transaction, after the spawn: all rolled back.
-    with pytest.raises(RuntimeError):
-        async with store.db.write() as conn:
-            done = ended.__class__(**{**_fields(ended), "status": SessionStatus.SUCCEEDED})
-            await conn.execute(
-                sessions.update().where(sessions.c.id == new.id).values(status="succeeded")
-            )
-            assert len(await spawn(conn, store.db, done, 0.0)) == 1
-            raise RuntimeError("killed before the commit")
+    with pytest.raises(RuntimeError, match="killed"):
+        await _killed_after_the_spawn(store, replace(ended, status=SessionStatus.SUCCEEDED))
     assert await _chain_rows(store, new.id) == [(new.id, "running", None)]
     # The real end: the session and its one child, together.
     final = await store.queue.finish(claimed.lease, Outcome(status=SessionStatus.SUCCEEDED))
@@ -181,8 +179,13 @@ async def test_spawning_is_part_of_the_transaction_that_ends_the_session(
     assert len(await _chain_rows(store, new.id)) == 2
 
 
-def _fields(session: Session) -> dict[str, Any]:
-    return {f: getattr(session, f) for f in session.__slots__}  # type: ignore[attr-defined]
+async def _killed_after_the_spawn(store: Store, ended: Session) -> None:
+    async with store.db.write() as conn:
+        await conn.execute(
+            sessions.update().where(sessions.c.id == ended.id).values(status="succeeded")
+        )
+        assert len(await spawn(conn, store.db, ended, 0.0)) == 1
+        raise RuntimeError("killed before the commit")
 
 
 async def _chain_rows(store: Store, root: str) -> list[tuple[str, str, str | None]]:

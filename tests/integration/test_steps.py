@@ -57,8 +57,13 @@ async def test_steps_run_in_order_with_a_pushed_checkpoint_after_each(
         "echo one >> steps.txt", "echo two >> steps.txt", "echo three >> steps.txt",
     )  # fmt: skip
     assert done.status == SessionStatus.SUCCEEDED, done.error
-    assert done.steps == ("echo one >> steps.txt", "echo two >> steps.txt", "echo three >> steps.txt")
-    assert done.result is not None and done.result.branch == done.branch
+    assert done.steps == (
+        "echo one >> steps.txt",
+        "echo two >> steps.txt",
+        "echo three >> steps.txt",
+    )
+    assert done.result is not None
+    assert done.result.branch == done.branch
     head = git_repo.remote_git("rev-parse", done.branch)
     assert done.result.commit == head
     assert git_repo.remote_git("show", f"{head}:steps.txt").split() == ["one", "two", "three"]
@@ -85,10 +90,12 @@ async def test_a_failed_step_stops_the_rest_with_the_earlier_steps_pushed(
     )  # fmt: skip
     assert done.status == SessionStatus.FAILED
     assert done.failure_kind == FailureKind.ENGINE_ERROR
-    assert done.error is not None and done.error.startswith("step 2 of 3 failed: ")
+    assert done.error is not None
+    assert done.error.startswith("step 2 of 3 failed: ")
     assert "nope" in done.error
     # The branch holds step 1's commit; the failed step's half-done change was not pushed.
-    assert done.result is not None and done.result.partial
+    assert done.result is not None
+    assert done.result.partial
     head = git_repo.remote_git("rev-parse", done.branch)
     assert done.result.commit == head
     assert git_repo.remote_git("rev-list", "--count", f"main..{head}") == "1"
@@ -106,7 +113,8 @@ async def test_a_first_step_that_fails_pushes_nothing(
 ) -> None:
     done = await run_steps(settings, store, git_repo, "exit 2", "echo never > x.txt")
     assert done.status == SessionStatus.FAILED
-    assert done.error is not None and done.error.startswith("step 1 of 2 failed")
+    assert done.error is not None
+    assert done.error.startswith("step 1 of 2 failed")
     assert done.result is None
     assert git_repo.remote_git("ls-remote", ".", done.branch) == ""
 
@@ -128,9 +136,7 @@ def test_the_cli_takes_steps_and_refuses_an_empty_one(git_repo: GitRepo, home: P
     )
     assert empty.returncode == 2
     assert "a step is empty" in empty.stderr
-    chat = telecoder(
-        "run", "--repo", str(git_repo.path), "--mode", "chat", "--step", "x", env=env
-    )
+    chat = telecoder("run", "--repo", str(git_repo.path), "--mode", "chat", "--step", "x", env=env)
     assert chat.returncode == 2
     assert "steps are for a task" in chat.stderr
 

@@ -68,7 +68,9 @@ async def spawn(conn: AsyncConnection, db: Database, ended: Session, now: float)
     # its sessions ending together cannot both create the same follow-up.
     await conn.execute(select(sessions.c.id).where(sessions.c.id == chain_id).with_for_update())
     if ended.chain_id is None:  # a root starts its chain
-        await conn.execute(update(sessions).where(sessions.c.id == ended.id).values(chain_id=ended.id))
+        await conn.execute(
+            update(sessions).where(sessions.c.id == ended.id).values(chain_id=ended.id)
+        )
     depth = ended.depth + 1
     notes: list[NewEvent] = []
     if depth > max_depth:
