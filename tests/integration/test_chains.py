@@ -196,3 +196,50 @@ async def _chain_rows(store: Store, root: str) -> list[tuple[str, str, str | Non
     )
     async with store.db.read() as conn:
         return [tuple(r) for r in (await conn.execute(query)).all()]  # type: ignore[misc]
+
+
+async def test_the_dashboard_and_show_name_the_chain(
+    settings: Settings, store: Store, tmp_path: Path
+) -> None:
+    from telecoder.server import create_app
+    from tests.server import client
+
+    repo = repo_with(tmp_path, 'on_success: "echo {{ session.depth }} >> chain.txt"\n')
+    worker = build_worker(tuned(settings, chain_max_depth=2), store)
+    await store.sessions.create(NewSession(repo=str(repo.path), prompt="true", engine="shell"))
+    root, child, grandchild = await drain(worker, store)
+    async with client(create_app(settings, store)) as c:
+        page = await c.get(f"/sessions/{child.id}", headers={"accept": "text/html"})
+        api = await c.get(f"/api/sessions/{grandchild.id}")
+    assert page.status_code == 200
+    assert f'id="follows">{root.id}</a>' in page.text
+    assert 'id="chain"' in page.text
+    for member in (root, grandchild):
+        assert f'href="/sessions/{member.id}"' in page.text
+    assert page.text.count("data-depth=") == 3
+    shown = api.json()
+    assert (shown["chain_id"], shown["parent_id"], shown["depth"]) == (root.id, child.id, 2)
+    members = await store.chains.members(root.id)
+    assert [(s.id, s.depth) for s in members] == [(root.id, 0), (child.id, 1), (grandchild.id, 2)]
+
+
+def test_show_names_the_parent_and_the_chain(tmp_path: Path) -> None:
+    import json
+
+    from tests.cli import cli_env, telecoder
+
+    repo = repo_with(tmp_path, "on_success: [echo follow-up]\n")
+    env = cli_env(tmp_path / "home")
+    ran = telecoder(
+        "run", "echo root", "--repo", str(repo.path), "--engine", "shell", "--json", env=env
+    )
+    assert ran.returncode == 0, ran.stderr
+    root = json.loads(ran.stdout)["id"]
+    listed = telecoder("list", "--json", env=env)
+    [child] = [s for s in json.loads(listed.stdout) if s["id"] != root]
+    assert (child["parent_id"], child["chain_id"], child["depth"]) == (root, root, 1)
+    shown = telecoder("show", child["id"], env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "follows" in shown.stdout
+    assert f"{root} (depth 1)" in shown.stdout
+    assert "retry of" not in shown.stdout

@@ -32,7 +32,7 @@ from telecoder.domain import (
 from telecoder.store.db import Database, loads
 from telecoder.store.events import append_events
 from telecoder.store.notify import Notice, NoticeKind
-from telecoder.store.rows import new_session_values, queued_event
+from telecoder.store.rows import new_session_values, queued_event, session_from_row
 from telecoder.store.schema import attempts, sessions
 
 DEFAULT_MAX_DEPTH = 3
@@ -110,6 +110,21 @@ async def spawn(conn: AsyncConnection, db: Database, ended: Session, now: float)
                            message=message))  # fmt: skip
     await append_events(conn, ended.id, None, notes, now=now)
     return made
+
+
+class Chains:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def members(self, chain_id: str) -> list[Session]:
+        """The chain's sessions: the root, then its follow-ups by depth and age."""
+        query = (
+            select(sessions)
+            .where(or_(sessions.c.chain_id == chain_id, sessions.c.id == chain_id))
+            .order_by(sessions.c.depth, sessions.c.created_at, sessions.c.id)
+        )
+        async with self._db.read() as conn:
+            return [session_from_row(r) for r in (await conn.execute(query)).all()]
 
 
 def _child(
