@@ -180,3 +180,29 @@ async def test_a_real_agent_takes_the_steps_in_one_conversation(
     assert any(STEP_TWO in b and STEP_ONE in b and "Wrote one.txt." in b for b in bodies)
     [attempt] = await attempts_of(home, done["id"])
     assert attempt.engine_session_id
+
+
+async def test_the_api_takes_steps(settings: Settings, store: Store, git_repo: GitRepo) -> None:
+    from telecoder.server import create_app
+    from tests.server import client
+
+    steps = ["echo a > a.txt", "echo b > b.txt"]
+    async with client(create_app(settings, store)) as c:
+        made = await c.post(
+            "/api/sessions", json={"repo": str(git_repo.path), "engine": "shell", "steps": steps}
+        )
+        neither = await c.post("/api/sessions", json={"repo": str(git_repo.path)})
+        blank = await c.post("/api/sessions", json={"repo": str(git_repo.path), "steps": [" "]})
+        chat = await c.post(
+            "/api/sessions", json={"repo": str(git_repo.path), "steps": ["x"], "mode": "chat"}
+        )
+    assert made.status_code == 201, made.text
+    assert made.json()["steps"] == steps
+    assert made.json()["prompt"] == "\n".join(steps)
+    assert (await store.sessions.get(made.json()["id"])).steps == tuple(steps)
+    assert neither.status_code == 422
+    assert [f["field"] for f in neither.json()["fields"]] == ["prompt"]
+    assert blank.status_code == 422
+    assert "steps.0" in [f["field"] for f in blank.json()["fields"]]
+    assert chat.status_code == 422
+    assert "steps are for a task" in chat.text

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from telecoder import amounts
 from telecoder.domain import (
@@ -59,18 +67,19 @@ class SessionCreate(_In):
         description="Local path or git URL of the repository.",
         examples=["/srv/repos/backend"],
     )
-    prompt: Annotated[Text, AfterValidator(_not_blank)] | None = Field(
-        default=None,
-        max_length=100_000,
-        description="What to do (for the shell engine: the command); may be left out when "
-        "``steps`` are given (it is then the steps, one a line).",
-    )
     steps: list[Annotated[Text, AfterValidator(_not_blank), Field(max_length=100_000)]] = Field(
         default_factory=list,
         max_length=20,
         description="A multi-step task: steps run in order in one agent conversation, a "
         "checkpoint commit pushed after each; the first failed step stops the rest.",
         examples=[["Add a failing test for the bug", "Fix the bug"]],
+    )
+    prompt: Annotated[Text, AfterValidator(_not_blank)] | None = Field(
+        default=None,
+        validate_default=True,
+        max_length=100_000,
+        description="What to do (for the shell engine: the command); may be left out when "
+        "``steps`` are given (it is then the steps, one a line).",
     )
     engine: Text | None = Field(
         default=None, pattern=ENGINE_NAME, description="Engine to run; the server's default."
@@ -117,11 +126,12 @@ class SessionCreate(_In):
         examples=[["slack:@me"]],
     )
 
-    @model_validator(mode="after")
-    def _prompt_or_steps(self) -> SessionCreate:
-        if self.prompt is None and not self.steps:
-            raise ValueError("give a prompt, or steps")
-        return self
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_or_steps(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and not info.data.get("steps"):
+            raise ValueError("Field required: give a prompt, or steps")
+        return value
 
     @model_validator(mode="after")
     def _one_time_limit(self) -> SessionCreate:
