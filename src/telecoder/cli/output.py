@@ -286,6 +286,8 @@ def render_event(event: Event) -> str | None:
         text = f"[yellow]budget alert[/] {escape(str(d.get('message', '')))}"
     elif kind == EventKind.NETWORK_DENIED:
         text = f"[yellow]network denied[/] {escape(denied_text(d))}"
+    elif kind == EventKind.CHAIN:
+        text = f"[cyan]chain[/] {escape(str(d.get('message', '')))}"
     elif kind == EventKind.RESULT:
         return None
     else:

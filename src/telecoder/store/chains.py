@@ -159,7 +159,8 @@ def _child(
         budget_usd=parent.budget_usd,
         tier=parent.tier,
         parent_id=parent.id,
-        origin=parent.origin,
+        # Not the parent's origin or thread: a session from a pull request's comment works on
+        # that pull request's branch, and a thread's next message continues its session.
         notify=parent.notify,
         chain_id=chain_id,
         depth=depth,
