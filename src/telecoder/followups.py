@@ -33,12 +33,15 @@ PLACEHOLDERS = (
     "result.pr_url",
 )
 _PATTERN = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
+_ANY = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)  # what looks like a placeholder at all
 MAX_VALUE = 4000  # a long result text is clipped in a prompt
 
 
 def unknown(prompt: str) -> list[str]:
-    """The placeholders of ``prompt`` that are not in ``PLACEHOLDERS``."""
-    return [m.group(1) for m in _PATTERN.finditer(prompt) if m.group(1) not in PLACEHOLDERS]
+    """What ``prompt`` writes as a placeholder (``{{ … }}``) that is not in ``PLACEHOLDERS``
+    (an expression, a filter, a typo)."""
+    found = (m.group(1).strip() for m in _ANY.finditer(prompt))
+    return [name for name in found if name not in PLACEHOLDERS]
 
 
 def values_of(session: Session) -> dict[str, str]:
