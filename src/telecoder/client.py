@@ -438,6 +438,11 @@ def session_of(data: Json) -> Session:
         worker_id=data.get("worker_id"),
         engine_source=EngineSource(data.get("engine_source", EngineSource.REQUEST)),
         tier=data.get("tier"),
+        run_id=data.get("run_id"),
+        task_key=data.get("task_key"),
+        chain_id=data.get("chain_id"),
+        depth=data.get("depth", 0),
+        steps=tuple(data.get("steps") or ()),
     )
 
 

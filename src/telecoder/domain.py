@@ -180,6 +180,7 @@ class NewSession:
     task_key: str | None = None  # its name within the run (a plan's task id, a repo)
     chain_id: str | None = None  # the chain of follow-ups it belongs to (its root's id)
     depth: int = 0  # in its chain: 0 for the root, its parent's + 1 for a follow-up
+    steps: tuple[str, ...] = ()  # a multi-step task: run in order in one agent conversation
     id: str = field(default_factory=new_session_id)
     # A retry works on its parent's branch, so it updates the same pull request.
     branch: str = ""
@@ -235,6 +236,7 @@ class Session:
     task_key: str | None = None
     chain_id: str | None = None
     depth: int = 0
+    steps: tuple[str, ...] = ()
 
     def outcome(self) -> dict[str, Any] | None:
         """Changed / Verified / Uncertain / Next once the session ended (or waits for its next
@@ -281,6 +283,7 @@ class Session:
             "task_key": self.task_key,
             "chain_id": self.chain_id,
             "depth": self.depth,
+            "steps": list(self.steps),
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "created_at": iso(self.created_at),
@@ -403,6 +406,7 @@ class EventKind(enum.StrEnum):
     RESULT = "result"
     OUTPUT_TRUNCATED = "output_truncated"  # past the attempt's quota, chatter is dropped
     BUDGET_ALERT = "budget_alert"  # a period budget reached 80, 90 or 100 % with this session
+    CHAIN = "chain"  # a follow-up spawned, or refused (depth limit, same prompt), when it ended
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

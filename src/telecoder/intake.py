@@ -23,6 +23,7 @@ from telecoder.gateway.routing import choose_tier, parse_tier
 from telecoder.masking import url_credentials, without_credentials
 from telecoder.protocols import Forge, Notifying
 from telecoder.settings import Settings
+from telecoder.steps import MAX_STEPS
 from telecoder.workspace import Workspace
 
 # A session is stored, shown and may run later on another host: a credential in its URL would be
@@ -50,6 +51,7 @@ class Request:
     budget_usd: float | None = None
     notify: tuple[str, ...] = ()  # "slack:@me", "telegram:456": told when it ends or asks
     notify_me: dict[str, str] | None = None  # a channel's sender: whom @me means there
+    steps: tuple[str, ...] = ()  # a multi-step task (``steps``); the prompt defaults to them
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +71,8 @@ async def accept(
 ) -> Accepted:
     """``notify_channels``: the channels a session may notify on (default: those the settings
     configure)."""
-    prompt = request.prompt.strip()
+    steps = _steps(request)
+    prompt = request.prompt.strip() or "\n".join(steps)
     if not prompt:
         raise BadInput("the prompt is empty")
     notify = _notify(request, settings, notify_channels)
@@ -120,8 +123,22 @@ async def accept(
         tier=tier,
         budget_usd=request.budget_usd,
         notify=notify,
+        steps=steps,
     )
     return Accepted(session, warnings)
+
+
+def _steps(request: Request) -> tuple[str, ...]:
+    steps = tuple(s.strip() for s in request.steps)
+    if not steps:
+        return ()
+    if any(not s for s in steps):
+        raise BadInput("a step is empty")
+    if len(steps) > MAX_STEPS:
+        raise BadInput(f"a task has at most {MAX_STEPS} steps")
+    if request.mode != Mode.TASK.value:
+        raise BadInput("steps are for a task, not a chat")
+    return steps
 
 
 def _notify(request: Request, settings: Settings, known: Collection[str] | None) -> tuple[str, ...]:

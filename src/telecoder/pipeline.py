@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -81,6 +82,7 @@ from telecoder.recorder import (
 )
 from telecoder.revisions import AgentWork
 from telecoder.settings import Settings
+from telecoder.steps import StepRunner, partial_result
 from telecoder.store import Outcome, Store
 from telecoder.verify import (
     Verifier,
@@ -127,6 +129,9 @@ class Pipeline:
             gateway=gateway,
         )
         self.publisher = Publisher(store=store, workspace=workspace)
+        self.steps = StepRunner(
+            agent_work=self.agent_work, workspace=workspace, publisher=self.publisher
+        )
         self.cleaner = Cleaner(settings=settings, store=store, workspace=workspace)
         self._deadlines: dict[str, Deadline] = {}  # of the attempts running now, by session
 
@@ -286,6 +291,8 @@ class Pipeline:
         config = repoconfig.from_bytes(
             await self.workspace.read_base(wt, repoconfig.FILENAME, repoconfig.MAX_BYTES)
         )
+        if (rules := config.follow_ups(self.settings.chain_max_depth)) is not None:
+            await self.store.queue.record(lease, follow_ups=json.dumps(rules))  # store.chains
         engine_name, model = await self._choose_engine(session, lease, config)
         await self._limits(session, lease, config, ticket)
         if ticket is not None:
@@ -312,14 +319,19 @@ class Pipeline:
                 return Outcome(
                     status=SessionStatus.FAILED, failure_kind=FailureKind.SETUP_FAILED, error=failed
                 )
-        work = await self.agent_work.work(
-            engine, task, config, wt, lease, recorder, control, confiner
-        )
+        if session.steps:  # a multi-step task: one turn per step, a checkpoint pushed after each
+            args = (session, engine, task, config, wt, lease, recorder, control, forge, confiner)
+            work = await self.steps.work(*args)
+        else:
+            work = await self.agent_work.work(
+                engine, task, config, wt, lease, recorder, control, confiner
+            )
         if work.failure is not None:
             kind, error = work.failure
             if ticket is not None and ticket.rate_limited:
                 return rate_limited(ticket, error, work.usage)
-            if kind == FailureKind.VERIFY_FAILED and work.resumable and questions.may_ask(session):
+            asks = questions.may_ask(session) and not session.steps
+            if kind == FailureKind.VERIFY_FAILED and work.resumable and asks:
                 # Someone will see it ask: wait for their hint rather than fail.
                 return Outcome(
                     status=SessionStatus.BLOCKED,
@@ -332,13 +344,15 @@ class Pipeline:
                 status=SessionStatus.FAILED,
                 failure_kind=kind,
                 error=error,
+                result=partial_result(wt, work),  # a multi-step task's earlier steps
+                pushed_sha=work.checkpoint,
                 **usage_fields(work.usage),
             )
 
         recorder.progress("committing")
         await self.workspace.sanitize(wt)
         message = commit_message(session, turn.subject)
-        sha = await self.workspace.commit(wt, message, date=session.created_at)
+        sha = await self.workspace.commit(wt, message, date=session.created_at) or work.checkpoint
         text = clip(work.text)
         if sha is None:
             answer = Result(type=ResultType.TEXT, text=text)

@@ -26,6 +26,12 @@ github:                      # GitHub as a trigger (read from the default branch
   ci_fix_attempts: 2         # fix sessions for a failed check, per pull request
   on_merge:                  # prompts run after a TeleCoder pull request is merged
     - Add a CHANGELOG entry for the change
+on_success:                  # follow-up sessions when a session succeeds (a chain, ``chains``)
+  - prompt: "Write tests for the change on {{ session.branch }}"
+    engine: codex            # optional: default the finished session's engine
+    repo: acme/docs          # optional: default the same repository
+on_failure:                  # ... when it fails for good (after its retries)
+  - Explain why {{ session.id }} failed: {{ session.error }}
 ```
 
 Parsing is data only: ``yaml.safe_load`` (no tags, no code) of a file of bounded size, then a
@@ -49,6 +55,7 @@ from pydantic import (
     field_validator,
 )
 
+from telecoder import followups
 from telecoder.amounts import duration
 from telecoder.errors import BadInput, TeleCoderError
 
@@ -170,6 +177,34 @@ class GitHubConfig(_Strict):
     """Prompts of the follow-up sessions after a TeleCoder pull request is merged."""
 
 
+class FollowUp(_Strict):
+    """One follow-up session of ``on_success`` / ``on_failure`` (a plain string is its prompt)."""
+
+    prompt: Annotated[str, Field(min_length=1, max_length=4000)]
+    """The task; may use ``{{ session.id }}``, ``{{ session.branch }}``, ``{{ result.text }}``…
+    (``followups.PLACEHOLDERS``), rendered as plain text."""
+    engine: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    """Its engine; default the finished session's."""
+    repo: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    """Its repository (a name TeleCoder knows); default the finished session's."""
+
+    @field_validator("prompt")
+    @classmethod
+    def _known_placeholders(cls, value: str) -> str:
+        if bad := followups.unknown(value):
+            known = ", ".join(followups.PLACEHOLDERS)
+            raise ValueError(f"unknown placeholder {{{{ {bad[0]} }}}} (known: {known})")
+        return value
+
+
+def _follow_ups(value: Any) -> Any:
+    if isinstance(value, str | dict):
+        value = [value]
+    if isinstance(value, list):
+        return [{"prompt": v} if isinstance(v, str) else v for v in value]
+    return value
+
+
 class RepoConfig(_Strict):
     """The settings a repository gives itself in ``.telecoder.yml``."""
 
@@ -197,6 +232,25 @@ class RepoConfig(_Strict):
     """The session's budget and time limit, below the task's own and above the settings'."""
     github: GitHubConfig = Field(default_factory=GitHubConfig)
     """GitHub as a trigger: label, handle, ci_fix_attempts, on_merge."""
+    on_success: list[FollowUp] = Field(default_factory=list, max_length=10)
+    """Follow-up sessions spawned when a session of this repository succeeds (``chains``)."""
+    on_failure: list[FollowUp] = Field(default_factory=list, max_length=10)
+    """Follow-up sessions spawned when one fails for good (failed or dead, after retries)."""
+
+    @field_validator("on_success", "on_failure", mode="before")
+    @classmethod
+    def _plain_prompts(cls, value: Any) -> Any:
+        return _follow_ups(value)
+
+    def follow_ups(self, max_depth: int) -> dict[str, Any] | None:
+        """The rules as kept on the attempt (``store.chains``); None when there are none."""
+        if not self.on_success and not self.on_failure:
+            return None
+        return {
+            "max_depth": max_depth,
+            "on_success": [f.model_dump(exclude_none=True) for f in self.on_success],
+            "on_failure": [f.model_dump(exclude_none=True) for f in self.on_failure],
+        }
 
     @field_validator("setup", "verify", mode="before")
     @classmethod

@@ -35,6 +35,8 @@ class Work:
     usage: Usage
     failure: tuple[FailureKind, str] | None = None
     resumable: bool = False  # the agent's session can be resumed (to answer a question)
+    session_id: str | None = None  # the agent's own session, to resume it (``steps``)
+    checkpoint: str | None = None  # a multi-step task: the last step's commit, pushed
 
 
 class AgentWork:
@@ -90,25 +92,32 @@ class AgentWork:
                 if raw_log is not None:
                     raw_log.close()
             if self.gateway is None:  # else the gateway metered every request already
-                usage = _add(usage, result.usage)
+                usage = add_usage(usage, result.usage)
             if result.session_id:  # before a stop is acted on: a budget's may resume it
                 await self.store.queue.record(lease, engine_session_id=result.session_id)
             check(control)
             if not result.ok:
                 failure = result.failure_kind or FailureKind.ENGINE_ERROR
-                return Work(result.text, usage, (failure, result.error or f"{engine.name} failed"))
+                error = result.error or f"{engine.name} failed"
+                return Work(result.text, usage, (failure, error), session_id=result.session_id)
             if not config.has_checks:
-                return Work(result.text, usage)
+                return Work(result.text, usage, session_id=result.session_id)
             failed = await self.verify(config, wt, task.home, revision, recorder, control, confiner)
             if not failed:
                 recorder.progress("verified", revision=revision)
-                return Work(result.text, usage)
+                return Work(result.text, usage, session_id=result.session_id)
             resumable = result.session_id is not None
             if revision >= config.max_revisions or not resumable:
                 summary = failure_summary(failed, revision, resumable=resumable)
                 kind = FailureKind.VERIFY_FAILED
                 recorder.add(EventKind.ERROR, {"failure_kind": kind.value, "message": summary})
-                return Work(result.text, usage, (kind, summary), resumable=resumable)
+                return Work(
+                    result.text,
+                    usage,
+                    (kind, summary),
+                    resumable=resumable,
+                    session_id=result.session_id,
+                )
             revision += 1
             task = replace(task, prompt=revision_prompt(failed), resume_id=result.session_id)
 
@@ -183,7 +192,7 @@ class AgentWork:
         }
 
 
-def _add(total: Usage, more: Usage | None) -> Usage:
+def add_usage(total: Usage, more: Usage | None) -> Usage:
     """Usage of several agent runs (a revision is a run of its own, its cost its own)."""
     if more is None:
         return total

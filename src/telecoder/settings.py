@@ -467,6 +467,13 @@ class Settings(BaseSettings):
     bus_poll_seconds: float = Field(
         default=0.025, gt=0, description="How often the live-event reader looks for new events."
     )
+    # --- chains (README, "Chains") ---
+    chain_max_depth: int = Field(
+        default=3,
+        ge=0,
+        le=100,
+        description="Deepest follow-up of a chain (the root is depth 0); deeper ones are refused.",
+    )
     # --- notifications out (subscriptions) ---
     notify_poll_seconds: float = Field(
         default=1.0, gt=0, description="How often the deliverer looks for notifications to send."

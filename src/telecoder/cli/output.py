@@ -148,8 +148,14 @@ def show_session(
         ("attempt", f"{session.attempt} of {session.max_attempts}"),
         ("created", f"{age(session.created_at)} ago"),
     ]
-    if session.parent_id:
+    if session.parent_id and session.chain_id and session.depth:
+        rows.append(("follows", session.parent_id))
+    elif session.parent_id:
         rows.append(("retry of", session.parent_id))
+    if session.chain_id:
+        rows.append(("chain", f"{session.chain_id} (depth {session.depth})"))
+    if session.steps:
+        rows.append(("steps", escape(" → ".join(session.steps))))
     ticket = session.origin or {}
     if ticket.get("channel") in ("linear", "jira") and ticket.get("url"):
         name = ticket.get("identifier") or ticket.get("thread") or ""
@@ -280,6 +286,8 @@ def render_event(event: Event) -> str | None:
         text = f"[yellow]budget alert[/] {escape(str(d.get('message', '')))}"
     elif kind == EventKind.NETWORK_DENIED:
         text = f"[yellow]network denied[/] {escape(denied_text(d))}"
+    elif kind == EventKind.CHAIN:
+        text = f"[cyan]chain[/] {escape(str(d.get('message', '')))}"
     elif kind == EventKind.RESULT:
         return None
     else:

@@ -85,12 +85,14 @@ def run(
     tier: str | None = None,
     budget_usd: float | None = None,
     notify: list[str] | None = None,
+    steps: list[str] | None = None,
 ) -> None:
     body: dict[str, Any] = {
         "notify": notify or None,
+        "steps": steps or None,
         "budget_usd": budget_usd,
         "repo": _repo(repo),
-        "prompt": prompt,
+        "prompt": prompt or None,
         "engine": engine,
         "model": model,
         "base": base,

@@ -26,7 +26,14 @@ from telecoder.worker import Worker
 
 
 def run(
-    prompt: Annotated[str, typer.Argument(help="The task; for --engine shell, a shell command.")],
+    *,
+    prompt: Annotated[
+        str,
+        typer.Argument(
+            help="The task; for --engine shell, a shell command (optional with --step).",
+            show_default=False,
+        ),
+    ] = "",
     repo: Annotated[str, typer.Option("--repo", "-r", help="Local path or git URL.")],
     engine: Annotated[str | None, typer.Option("--engine", "-e", help="Agent to run.")] = None,
     model: Annotated[
@@ -76,6 +83,15 @@ def run(
             show_default=False,
         ),
     ] = None,
+    step: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--step",
+            help="A step of a multi-step task (repeatable): run in order in one agent "
+            "conversation, a checkpoint commit pushed after each; a failed step stops the rest.",
+            show_default=False,
+        ),
+    ] = None,
     detach: Annotated[
         bool, typer.Option("--detach", "-d", help="Queue it for a worker; print its id.")
     ] = False,
@@ -122,6 +138,7 @@ def run(
             tier=tier,
             budget_usd=budget_usd,
             notify=notify or [],
+            steps=step or [],
         )
     settings = load_settings()
     request = Request(
@@ -137,6 +154,7 @@ def run(
         tier=tier,
         budget_usd=budget_usd,
         notify=tuple(notify or ()),
+        steps=tuple(step or ()),
     )
 
     async def go() -> Exit:

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from telecoder import amounts
 from telecoder.domain import (
@@ -59,8 +67,19 @@ class SessionCreate(_In):
         description="Local path or git URL of the repository.",
         examples=["/srv/repos/backend"],
     )
-    prompt: Annotated[Text, AfterValidator(_not_blank)] = Field(
-        max_length=100_000, description="What to do (for the shell engine: the command)."
+    steps: list[Annotated[Text, AfterValidator(_not_blank), Field(max_length=100_000)]] = Field(
+        default_factory=list,
+        max_length=20,
+        description="A multi-step task: steps run in order in one agent conversation, a "
+        "checkpoint commit pushed after each; the first failed step stops the rest.",
+        examples=[["Add a failing test for the bug", "Fix the bug"]],
+    )
+    prompt: Annotated[Text, AfterValidator(_not_blank)] | None = Field(
+        default=None,
+        validate_default=True,
+        max_length=100_000,
+        description="What to do (for the shell engine: the command); may be left out when "
+        "``steps`` are given (it is then the steps, one a line).",
     )
     engine: Text | None = Field(
         default=None, pattern=ENGINE_NAME, description="Engine to run; the server's default."
@@ -106,6 +125,13 @@ class SessionCreate(_In):
         "(slack:@me, slack:U123, telegram:456); @me is TELECODER_NOTIFY_ME's id.",
         examples=[["slack:@me"]],
     )
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_or_steps(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and not info.data.get("steps"):
+            raise ValueError("Field required: give a prompt, or steps")
+        return value
 
     @model_validator(mode="after")
     def _one_time_limit(self) -> SessionCreate:
@@ -279,6 +305,9 @@ class SessionOut(BaseModel):
         default=None, description="The chain of follow-ups it belongs to (the root's id)."
     )
     depth: int = Field(default=0, description="Its depth in its chain (0: the root).")
+    steps: list[str] = Field(
+        default_factory=list, description="A multi-step task's steps, run in order."
+    )
     input_tokens: int
     output_tokens: int
     created_at: IsoTime

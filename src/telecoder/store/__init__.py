@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from telecoder.store.budgets import Budgets, Held
+from telecoder.store.chains import Chains
 from telecoder.store.channel_events import ChannelEvents
 from telecoder.store.costs import By, Costs, Figures, Report
 from telecoder.store.db import Database
@@ -25,6 +26,7 @@ from telecoder.store.workers import Registration, Workers
 __all__ = [
     "Budgets",
     "By",
+    "Chains",
     "ChannelEvents",
     "Claimed",
     "Costs",
@@ -75,6 +77,7 @@ class Store:
         self.budgets = Budgets(db)
         self.repos = Repos(db)
         self.runs = Runs(db)
+        self.chains = Chains(db)
         self.channel_events = ChannelEvents(db)
         # A worker that has not renewed its heartbeat for a lease's length is gone.
         self.workers = Workers(db, stale_after=lease_seconds)

@@ -66,6 +66,7 @@ def session_from_row(row: Row[Any]) -> Session:
         task_key=m["task_key"],
         chain_id=m["chain_id"],
         depth=m["depth"],
+        steps=tuple(loads(m["steps"]) or ()),
     )
 
 
@@ -118,6 +119,7 @@ def new_session_values(new: NewSession, now: float) -> dict[str, Any]:
         "task_key": new.task_key,
         "chain_id": new.chain_id,
         "depth": new.depth,
+        "steps": dumps(list(new.steps)) if new.steps else None,
         "available_at": now,
         "created_at": now,
         "updated_at": now,
@@ -126,6 +128,8 @@ def new_session_values(new: NewSession, now: float) -> dict[str, Any]:
 
 def queued_event(new: NewSession) -> NewEvent:
     data: dict[str, Any] = {"status": SessionStatus.QUEUED.value}
-    if new.parent_id:
+    if new.parent_id and new.depth > 0 and new.chain_id:
+        data["follows"] = new.parent_id  # a chain's follow-up (``chains``)
+    elif new.parent_id:
         data["retry_of"] = new.parent_id
     return NewEvent(kind=EventKind.STATUS, data=data)

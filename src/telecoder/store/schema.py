@@ -74,6 +74,7 @@ sessions = Table(
     Column("task_key", String(255)),  # its name in the run (a plan's task id, a repo)
     Column("chain_id", String(32)),  # the chain of follow-ups (its root session's id)
     Column("depth", Integer, nullable=False, server_default="0"),  # in its chain
+    Column("steps", Text),  # JSON list: a multi-step task's steps, run in order (``steps``)
     Column("last_seq", Integer, nullable=False, server_default="0"),
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
@@ -109,6 +110,8 @@ attempts = Table(
     Column("failure_kind", String(32)),
     Column("error", Text),
     Column("engine_session_id", String(255)),
+    # JSON: the on_success / on_failure rules of the .telecoder.yml it read (``chains``)
+    Column("follow_ups", Text),
     UniqueConstraint("session_id", "number", name="uq_attempts_session_number"),
 )
 

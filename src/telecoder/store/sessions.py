@@ -372,6 +372,7 @@ def retry_of(old: Session) -> NewSession:
         branch=old.branch,
         tier=old.tier,  # routed to the same tier's models
         thread=old.thread,  # it answers in the same thread
+        steps=old.steps,
         notify=old.notify,
     )
 

@@ -224,6 +224,7 @@ async def _head(state: ServerState, session: Session) -> dict[str, Any]:
         "attempts": await state.store.sessions.attempts(session.id),
         "models": await state.store.usage.models(session.id),
         "notify_options": _notify_options(state, session),
+        "chain": await state.store.chains.members(session.chain_id) if session.chain_id else [],
     }
 
 

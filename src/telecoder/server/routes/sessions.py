@@ -64,7 +64,8 @@ async def submit(
 def _request(body: SessionCreate, origin: dict[str, str]) -> IntakeRequest:
     return IntakeRequest(
         repo=body.repo,
-        prompt=body.prompt,
+        prompt=body.prompt or "",
+        steps=tuple(body.steps),
         engine=body.engine,
         model=body.model,
         base=body.base,
