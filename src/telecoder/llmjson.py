@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import httpx
@@ -117,10 +118,12 @@ class JsonModel:
         name: str,
         schema: dict[str, Any] | None = None,
         reask: str = REASK,
+        check: Callable[[M], None] | None = None,
     ) -> M:
         """``answer`` for the ``user`` message. ``json_only`` is the instruction added when the
         server cannot be asked for a schema (and on the second try); ``name`` names the schema;
-        ``reask`` (with ``{error}``) asks again after an invalid reply."""
+        ``reask`` (with ``{error}``) asks again after an invalid reply; ``check`` may refuse a
+        valid answer with a ValueError, as if it were invalid."""
         messages = [{"role": "user", "content": user}]
         headers = {}
         if self._api_key is not None:
@@ -129,7 +132,7 @@ class JsonModel:
         async with httpx.AsyncClient(timeout=self.timeout, headers=headers) as client:
             content = await self._complete(client, shape, messages)
             try:
-                return parse(content, answer)
+                return _checked(parse(content, answer), check)
             except ValueError as e:
                 error = str(e)[:500]
             log.info("the %s reply was invalid (%s): asking again", name, error)
@@ -139,7 +142,7 @@ class JsonModel:
             ]
             content = await self._complete(client, shape, messages)
             try:
-                return parse(content, answer)
+                return _checked(parse(content, answer), check)
             except ValueError as e:
                 raise InvalidReply(str(e)) from None
 
@@ -178,6 +181,12 @@ class JsonModel:
                 "json_schema": {"name": shape.name, "strict": True, "schema": shape.schema},
             }
         return body
+
+
+def _checked(found: M, check: Callable[[M], None] | None) -> M:
+    if check is not None:
+        check(found)
+    return found
 
 
 class _Shape:
