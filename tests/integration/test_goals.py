@@ -163,7 +163,8 @@ async def test_a_task_intake_refuses_puts_the_goal_back_to_proposed(
         ("tasks: []", "at least 1"),
         ("tasks:\n  - {id: a, prompt: x, depends_on: [b]}", "no task of the plan"),
         (
-            "tasks:\n  - {id: a, prompt: x, depends_on: [b]}\n  - {id: b, prompt: y, depends_on: [a]}",
+            "tasks:\n  - {id: a, prompt: x, depends_on: [b]}\n"
+            "  - {id: b, prompt: y, depends_on: [a]}",
             "cycle",
         ),
         ("tasks:\n  - {id: a, prompt: x, colour: red}", "colour"),

@@ -20,6 +20,7 @@ from telecoder.cli import (
     db,
     endpoints,
     engines,
+    goals,
     hooks,
     repos,
     run,
@@ -73,6 +74,7 @@ app.add_typer(hooks.subscriptions_app, name="subscriptions")
 app.add_typer(endpoints.app, name="endpoints")
 app.add_typer(budgets.app, name="budgets")
 app.add_typer(repos.app, name="repos")
+app.add_typer(goals.app, name="goals")
 
 _EXIT: list[tuple[type[TeleCoderError], Exit]] = [
     (BadInput, Exit.BAD_INPUT),

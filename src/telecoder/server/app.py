@@ -55,6 +55,7 @@ from telecoder.server.routes import (
     endpoints,
     events,
     github,
+    goals,
     hooks,
     meta,
     repos,
@@ -220,6 +221,7 @@ def create_app(
         costs,
         endpoints,
         repos,
+        goals,
         dashboard,
         telegram_webhook,
     )
