@@ -26,6 +26,7 @@ github:                      # GitHub as a trigger (read from the default branch
   ci_fix_attempts: 2         # fix sessions for a failed check, per pull request
   on_merge:                  # prompts run after a TeleCoder pull request is merged
     - Add a CHANGELOG entry for the change
+auto_merge: low              # merge its own low-risk pull requests whose checks passed (off)
 ```
 
 Parsing is data only: ``yaml.safe_load`` (no tags, no code) of a file of bounded size, then a
@@ -197,6 +198,14 @@ class RepoConfig(_Strict):
     """The session's budget and time limit, below the task's own and above the settings'."""
     github: GitHubConfig = Field(default_factory=GitHubConfig)
     """GitHub as a trigger: label, handle, ci_fix_attempts, on_merge."""
+    auto_merge: Literal["off", "low"] = "off"
+    """``low``: a pull request TeleCoder opens merges itself when its risk tier is low and
+    its checks passed (``telecoder.risk``); ``off`` (the default): a person merges."""
+
+    @field_validator("auto_merge", mode="before")
+    @classmethod
+    def _off(cls, value: Any) -> Any:
+        return "off" if value is False or value is None else value
 
     @field_validator("setup", "verify", mode="before")
     @classmethod

@@ -118,6 +118,12 @@ def assess(
     return Risk(tier=tier, reasons=[why for t, why in found if t == tier])
 
 
+def checks_passed(checks: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether checks ran and all of the last revision's passed."""
+    passed, failed = _checks(checks)
+    return bool(passed) and not failed
+
+
 def _checks(checks: Iterable[Mapping[str, Any]]) -> tuple[list[str], list[str]]:
     """The commands that passed and failed in the last revision that ran."""
     reports: Sequence[Mapping[str, Any]] = list(checks)

@@ -190,6 +190,18 @@ class CheckPassed(BaseModel):
     kind: str
 
 
+class RiskOut(BaseModel):
+    """A pull request's risk tier (README, "Risk tiers")."""
+
+    tier: str = Field(description="low, medium or high.")
+    label: str = Field(description="The pull request's label: risk:low, risk:medium, risk:high.")
+    reasons: list[str] = Field(description="Why this tier (the rules that raised it).")
+    merged: bool | None = Field(
+        default=None, description="Whether it merged itself (auto_merge: low); null: not asked."
+    )
+    not_merged: str | None = Field(default=None, description="Why it did not merge itself.")
+
+
 class OutcomeOut(BaseModel):
     """Changed / Verified / Uncertain / Next: the same as the GitHub status comment says."""
 
@@ -197,6 +209,7 @@ class OutcomeOut(BaseModel):
     verified: list[CheckPassed] = Field(description="The checks that passed (last revision).")
     uncertain: list[str] = Field(description="What the agent was unsure of; the error.")
     next: str = Field(description="What a human should do next.")
+    risk: RiskOut | None = Field(default=None, description="The pull request's risk tier.")
 
 
 class ResultOut(BaseModel):
@@ -217,6 +230,7 @@ class ResultOut(BaseModel):
     outcome: OutcomeOut | None = Field(
         default=None, description="The outcome as computed when the attempt finished."
     )
+    risk: RiskOut | None = Field(default=None, description="The pull request's risk tier.")
 
     @classmethod
     def of(cls, result: Result) -> ResultOut:
