@@ -191,15 +191,15 @@ class CheckPassed(BaseModel):
 
 
 class RiskOut(BaseModel):
-    """A pull request's risk tier (README, "Risk tiers")."""
+    """A pull request's risk tier (README, "Risk tiers"). With ``auto_merge: low`` also
+    ``merged`` (bool) and, when it did not, ``not_merged`` (why); ``label_error`` when the forge
+    refused the label."""
+
+    model_config = ConfigDict(extra="allow")
 
     tier: str = Field(description="low, medium or high.")
     label: str = Field(description="The pull request's label: risk:low, risk:medium, risk:high.")
     reasons: list[str] = Field(description="Why this tier (the rules that raised it).")
-    merged: bool | None = Field(
-        default=None, description="Whether it merged itself (auto_merge: low); null: not asked."
-    )
-    not_merged: str | None = Field(default=None, description="Why it did not merge itself.")
 
 
 class OutcomeOut(BaseModel):
