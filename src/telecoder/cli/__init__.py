@@ -24,6 +24,7 @@ from telecoder.cli import (
     hooks,
     repos,
     run,
+    runs,
     serve,
     sessions,
     worker,
@@ -75,6 +76,7 @@ app.add_typer(endpoints.app, name="endpoints")
 app.add_typer(budgets.app, name="budgets")
 app.add_typer(repos.app, name="repos")
 app.add_typer(goals.app, name="goals")
+app.add_typer(runs.app, name="runs")
 
 _EXIT: list[tuple[type[TeleCoderError], Exit]] = [
     (BadInput, Exit.BAD_INPUT),
