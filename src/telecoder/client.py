@@ -42,6 +42,7 @@ from telecoder.errors import (
     BadInput,
     Conflict,
     EndpointNotFound,
+    GoalNotFound,
     RegisteredRepoNotFound,
     ServerUnavailable,
     SessionNotFound,
@@ -217,6 +218,26 @@ class Client:
     async def unroute(self, channel: str, place: str) -> None:
         path = f"/api/repos/routes/{channel}/{quote(place, safe='')}"
         await self._call("DELETE", path, missing=RegisteredRepoNotFound)
+
+    # --- goals ---
+
+    async def goals(self) -> Json:
+        """``{goals}``, newest first."""
+        return await self._call("GET", "/api/goals", missing=GoalNotFound)
+
+    async def add_goal(self, body: Json) -> Json:
+        return await self._call("POST", "/api/goals", json=body, missing=GoalNotFound)
+
+    async def goal(self, goal_id: str) -> Json:
+        return await self._call("GET", f"/api/goals/{quote(goal_id)}", missing=GoalNotFound)
+
+    async def approve_goal(self, goal_id: str, plan: Json | None) -> Json:
+        path = f"/api/goals/{quote(goal_id)}/approve"
+        return await self._call("POST", path, json={"plan": plan}, missing=GoalNotFound)
+
+    async def drop_goal(self, goal_id: str) -> Json:
+        path = f"/api/goals/{quote(goal_id)}/drop"
+        return await self._call("POST", path, missing=GoalNotFound)
 
     # --- runs ---
 

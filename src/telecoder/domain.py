@@ -120,6 +120,8 @@ class Result:
     partial: bool = False
     # Changed / Verified / Uncertain / Next, computed when the attempt finished (``outcome``).
     outcome: dict[str, Any] | None = None
+    # The pull request's risk tier (``telecoder.risk``), its label and whether it merged itself.
+    risk: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -134,6 +136,7 @@ class Result:
             "deletions": self.diff.deletions,
             "partial": self.partial,
             "outcome": self.outcome,
+            "risk": self.risk,
         }
 
     @classmethod
@@ -152,6 +155,7 @@ class Result:
             ),
             partial=bool(data.get("partial", False)),
             outcome=data.get("outcome") if isinstance(data.get("outcome"), dict) else None,
+            risk=data.get("risk") if isinstance(data.get("risk"), dict) else None,
         )
 
 

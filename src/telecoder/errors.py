@@ -120,6 +120,10 @@ class RegisteredRepoNotFound(TeleCoderError):
     """No repository is registered under that name."""
 
 
+class GoalNotFound(TeleCoderError):
+    """No goal has that id."""
+
+
 class SubscriptionNotFound(TeleCoderError):
     """No subscription has that id."""
 

@@ -45,12 +45,15 @@ def summarize(
         uncertain.append(_line(f"Error: {error}"))
     if result.get("partial"):
         uncertain.append("the work was cut short: what the agent had done is pushed as a draft")
-    return {
+    found: dict[str, Any] = {
         "changed": changed,
         "verified": verified,
         "uncertain": uncertain,
         "next": _next(status, result, bool(verified)),
     }
+    if isinstance(result.get("risk"), Mapping):
+        found["risk"] = dict(result["risk"])  # the pull request's risk tier (telecoder.risk)
+    return found
 
 
 def unsure_lines(text: str) -> list[str]:
@@ -83,6 +86,7 @@ def markdown(outcome: Mapping[str, Any]) -> str:
             f"**Verified:** {checks}",
             f"**Uncertain:**{unsure}",
             f"**Next:** {outcome.get('next') or ''}",
+            *([f"**Risk:** {_risk(outcome['risk'])}"] if outcome.get("risk") else []),
         ]
     )
 
@@ -97,7 +101,16 @@ def lines(outcome: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("Verified", checks),
         ("Uncertain", "; ".join(uncertain) if uncertain else "nothing reported"),
         ("Next", str(outcome.get("next") or "")),
+        *([("Risk", _risk(outcome["risk"]))] if outcome.get("risk") else []),
     ]
+
+
+def _risk(risk: Mapping[str, Any]) -> str:
+    """``low — a small change …; merged itself``."""
+    text = f"{risk.get('tier')} — {'; '.join(str(r) for r in risk.get('reasons') or [])}"
+    if risk.get("merged"):
+        text += "; merged itself (auto_merge: low)"
+    return text
 
 
 def _changed(result: Mapping[str, Any]) -> str:

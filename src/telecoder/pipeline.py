@@ -367,7 +367,7 @@ class Pipeline:
                     **usage_fields(work.usage),
                 )
             answer = await self.publisher.publish(
-                session, lease, wt, forge, sha, recorder, control, text
+                session, lease, wt, forge, sha, recorder, control, text, config=config
             )
         heuristic = questions.may_ask(session)
         question = questions.asked(work.text, changed=sha is not None, heuristic=heuristic)
@@ -445,7 +445,15 @@ class Pipeline:
             return Outcome(status=SessionStatus.FAILED, failure_kind=kind, error=leaked)
         forge = self._forge(session, wt.remote_url)
         answer = await self.publisher.publish(
-            session, lease, wt, forge, sha, recorder, AttemptControl(), partial=stop.kind
+            session,
+            lease,
+            wt,
+            forge,
+            sha,
+            recorder,
+            AttemptControl(),
+            partial=stop.kind,
+            config=config,
         )
         recorder.add(EventKind.RESULT, answer.to_dict())
         error = f"{stop.error}; what the agent did is pushed as a partial result (a draft)"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
-from telecoder import repoconfig, secretscan
+from telecoder import autonomy, repoconfig, risk, secretscan
 from telecoder.channels import github as github_channel
 from telecoder.domain import EventKind, FailureKind, Lease, Result, ResultType, Session
 from telecoder.endings import check, commit_message, forge_secrets
@@ -33,6 +33,7 @@ class Publisher:
         control: AttemptControl,
         text: str | None = None,
         partial: FailureKind | None = None,
+        config: repoconfig.RepoConfig | None = None,
     ) -> Result:
         stats = await self.workspace.diff_stats(wt)
         await self.confirm_lease(lease, control)
@@ -63,6 +64,9 @@ class Publisher:
             )
         if published.url:
             recorder.progress("pull_request", url=published.url, number=published.number)
+        tier = None
+        if pull is None and published.number is not None:  # a pull request TeleCoder opened
+            tier = await self._review(wt, forge, published.number, sha, recorder, partial, config)
         return Result(
             type=ResultType.BRANCH,
             branch=wt.branch,
@@ -72,7 +76,39 @@ class Publisher:
             text=text,
             diff=stats,
             partial=partial is not None,
+            risk=tier,
         )
+
+    async def _review(
+        self,
+        wt: Worktree,
+        forge: Forge,
+        number: int,
+        sha: str,
+        recorder: EventRecorder,
+        partial: FailureKind | None,
+        config: repoconfig.RepoConfig | None,
+    ) -> dict[str, object]:
+        """The pull request's risk tier as a label, and its merge where allowed."""
+        stats = await self.workspace.diff_stats(wt)
+        found = risk.assess(
+            await self.workspace.changed_paths(wt),
+            insertions=stats.insertions,
+            deletions=stats.deletions,
+            checks=recorder.checks,
+        )
+        entry = await autonomy.review(
+            forge,
+            wt.remote_url,
+            number,
+            found,
+            auto_merge=config.auto_merge if config is not None else "off",
+            checks=recorder.checks,
+            sha=sha,
+            draft=partial is not None,
+        )
+        recorder.progress("risk", **entry)
+        return entry
 
     async def confirm_lease(self, lease: Lease, control: AttemptControl) -> None:
         """Renew the lease right before an effect outside the database (push, pull request).

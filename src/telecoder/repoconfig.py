@@ -32,6 +32,7 @@ on_success:                  # follow-up sessions when a session succeeds (a cha
     repo: acme/docs          # optional: default the same repository
 on_failure:                  # ... when it fails for good (after its retries)
   - Explain why {{ session.id }} failed: {{ session.error }}
+auto_merge: low              # merge its own low-risk pull requests whose checks passed (off)
 ```
 
 Parsing is data only: ``yaml.safe_load`` (no tags, no code) of a file of bounded size, then a
@@ -251,6 +252,15 @@ class RepoConfig(_Strict):
             "on_success": [f.model_dump(exclude_none=True) for f in self.on_success],
             "on_failure": [f.model_dump(exclude_none=True) for f in self.on_failure],
         }
+
+    auto_merge: Literal["off", "low"] = "off"
+    """``low``: a pull request TeleCoder opens merges itself when its risk tier is low and
+    its checks passed (``telecoder.risk``); ``off`` (the default): a person merges."""
+
+    @field_validator("auto_merge", mode="before")
+    @classmethod
+    def _off(cls, value: Any) -> Any:
+        return "off" if value is False or value is None else value
 
     @field_validator("setup", "verify", mode="before")
     @classmethod

@@ -510,6 +510,22 @@ class Settings(BaseSettings):
         description="Model calls per channel user per minute; past it a message is ignored "
         "(0: no limit).",
     )
+    # --- goals: the planner that decomposes a goal into a plan (see README, "Goals") ---
+    planner_model: str | None = Field(
+        default=None,
+        description="The model that decomposes a goal into a plan of tasks; unset: goals need "
+        "a plan file (goals approve ID --edit plan.yaml).",
+    )
+    planner_base_url: str = Field(
+        default="https://api.openai.com/v1",
+        description="OpenAI-compatible API base of the planner's model ({url}/chat/completions).",
+    )
+    planner_api_key: SecretStr | None = Field(
+        default=None, description="API key of the planner's endpoint (a Bearer token)."
+    )
+    planner_timeout_seconds: float = Field(
+        default=120.0, gt=0, description="Seconds one planner call may take."
+    )
 
     @field_validator(
         "env_allow",

@@ -392,6 +392,15 @@ class Workspace:
             deletions += int(removed) if removed.isdigit() else 0
         return DiffStats(files_changed=files, insertions=insertions, deletions=deletions)
 
+    async def changed_paths(self, wt: Worktree) -> list[str]:
+        """The paths the worktree's commits change since the base (both sides of a rename)."""
+        out = await git_out(
+            wt.path, *wt.git(), "diff", "--name-status", "--no-renames", "-z",
+            wt.base_sha, "HEAD", env=ISOLATED,
+        )  # fmt: skip
+        fields = out.split("\0")
+        return [path for path in fields[1::2] if path]
+
     async def diff(self, wt: Worktree) -> str:
         return await git_out(
             wt.path, *wt.git(), "diff", "--no-ext-diff", "--no-textconv", wt.base_sha, "HEAD",

@@ -18,6 +18,10 @@ REST (``Authorization: Bearer <token>``, else 401 ``Bad credentials``; unknown r
     POST  /repos/{o}/{r}/pulls/{n}/comments/{id}/replies   (a reply in a review thread)
     GET   /repos/{o}/{r}/collaborators/{user}/permission   (``set_permission``; default read)
     GET   /repos/{o}/{r}/contents/{path}           a file of the bare repository's main, base64
+    POST  /repos/{o}/{r}/issues/{n}/labels         {labels: [...]} added to a pull request
+    DELETE /repos/{o}/{r}/issues/{n}/labels/{name}  404 when it has no such label
+    PUT   /repos/{o}/{r}/pulls/{n}/merge           a merge commit (``merge``); 405 when it is not
+                                               open or a draft, 409 when ``sha`` is not the head
 
 GitHub App (``enable_app``): ``GET /repos/{o}/{r}/installation`` and
 ``POST /app/installations/{id}/access_tokens`` take ``Bearer <JWT>`` verified with the App's
@@ -47,6 +51,7 @@ from datetime import UTC, datetime
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
@@ -76,6 +81,7 @@ WEBHOOK_SECRET = "fake-webhook-secret-8d1f"
 
 _CONTENTS = re.compile(r"^/repos/([^/]+)/([^/]+)/contents/(.+)$")
 _PERMISSION = re.compile(r"^/repos/([^/]+)/([^/]+)/collaborators/([^/]+)/permission$")
+_LABEL = re.compile(r"^/repos/([^/]+)/([^/]+)/issues/(\d+)/labels/([^/]+)$")
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     (method, re.compile(pattern), handler)
     for method, pattern, handler in [
@@ -84,6 +90,8 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         ("GET", r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)$", "_get_pull"),
         ("GET", r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)/files$", "_pull_files"),
         ("PATCH", r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)$", "_update_pull"),
+        ("PUT", r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)/merge$", "_merge_pull"),
+        ("POST", r"^/repos/([^/]+)/([^/]+)/issues/(\d+)/labels$", "_add_labels"),
         ("GET", r"^/repos/([^/]+)/([^/]+)/issues/(\d+)/comments$", "_list_comments"),
         ("POST", r"^/repos/([^/]+)/([^/]+)/issues/(\d+)/comments$", "_create_comment"),
         ("PATCH", r"^/repos/([^/]+)/([^/]+)/issues/comments/(\d+)$", "_edit_comment"),
@@ -338,6 +346,14 @@ class FakeGitHub(WebhookPayloads, FakeChecks, ConversationApi):
             permission = _PERMISSION.match(path)
             if permission and method == "GET":
                 return self._permission(self._repo(permission[1], permission[2]), permission[3])
+            label = _LABEL.match(path)
+            if label and method == "DELETE":
+                pull = self._pull(self._repo(label[1], label[2]), int(label[3]))
+                name = unquote(label[4])
+                if name not in pull.labels:
+                    raise _Refusal(404, "Label does not exist")
+                pull.labels.remove(name)
+                return [{"name": n} for n in pull.labels]
             for route_method, pattern, handler in _ROUTES:
                 match = pattern.match(path)
                 if match and route_method == method:
@@ -435,6 +451,28 @@ class FakeGitHub(WebhookPayloads, FakeChecks, ConversationApi):
             if key in body:
                 setattr(pull, key, body[key])
         return pull.to_json(self.url)
+
+    def _add_labels(self, repo: _Repo, number: int, *, query: dict[str, str], body: Any) -> Any:
+        pull = self._pull(repo, number)
+        labels = body.get("labels") if isinstance(body, dict) else None
+        if not isinstance(labels, list) or not all(isinstance(n, str) and n for n in labels):
+            raise _validation(resource="Label", field="labels", code="invalid")
+        pull.labels.extend(n for n in labels if n not in pull.labels)
+        return [{"name": n} for n in pull.labels]
+
+    def _merge_pull(self, repo: _Repo, number: int, *, query: dict[str, str], body: Any) -> Any:
+        pull = self._pull(repo, number)
+        body = body if isinstance(body, dict) else {}
+        if pull.state != "open" or pull.merged:
+            raise _Refusal(405, "Pull Request is not mergeable")
+        if pull.draft:
+            raise _Refusal(405, "Pull Request is still a draft")
+        sha = body.get("sha")
+        if sha is not None and sha != self._sha(repo, pull.head):
+            raise _Refusal(409, "Head branch was modified. Review and try the merge again.")
+        self.merge(repo.owner, repo.name, number)
+        tip = self._sha(repo, pull.base)
+        return {"sha": tip, "merged": True, "message": "Pull Request successfully merged"}
 
     def _check_reopen(self, repo: _Repo, pull: Pull) -> None:
         def refuse(why: str) -> _Refusal:

@@ -35,6 +35,7 @@ class Pull:
     head_sha: str | None = None
     maintainer_can_modify: bool = False
     draft: bool = False
+    labels: list[str] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -62,6 +63,7 @@ class Pull:
             "merged_at": "2025-01-01T00:00:00Z" if self.merged else None,
             "maintainer_can_modify": self.maintainer_can_modify,
             "draft": self.draft,
+            "labels": [{"name": name} for name in self.labels],
         }
         if full:  # like GitHub: only a single pull request says ``merged``
             data["merged"] = self.merged

@@ -65,6 +65,13 @@ def test_terminal_statuses(status: SessionStatus) -> None:
             text="42",
             outcome={"changed": "nothing", "verified": [], "uncertain": [], "next": "ask"},
         ),
+        Result(
+            type=ResultType.BRANCH,
+            branch="telecoder/z",
+            commit="c" * 40,
+            pr_number=9,
+            risk={"tier": "low", "label": "risk:low", "reasons": ["small"], "merged": True},
+        ),
     ],
 )
 def test_result_round_trips_through_its_dict(result: Result) -> None:
@@ -81,6 +88,7 @@ def test_result_round_trips_through_its_dict(result: Result) -> None:
         "deletions",
         "partial",
         "outcome",
+        "risk",
     }
     assert data["type"] == result.type.value
     assert Result.from_dict(data) == result

@@ -20,6 +20,7 @@ from telecoder.cli import (
     db,
     endpoints,
     engines,
+    goals,
     hooks,
     repos,
     run,
@@ -34,6 +35,7 @@ from telecoder.errors import (
     BadInput,
     Conflict,
     EndpointNotFound,
+    GoalNotFound,
     HookNotFound,
     RegisteredRepoNotFound,
     ServerUnavailable,
@@ -73,6 +75,7 @@ app.add_typer(hooks.subscriptions_app, name="subscriptions")
 app.add_typer(endpoints.app, name="endpoints")
 app.add_typer(budgets.app, name="budgets")
 app.add_typer(repos.app, name="repos")
+app.add_typer(goals.app, name="goals")
 app.add_typer(runs.app, name="runs")
 
 _EXIT: list[tuple[type[TeleCoderError], Exit]] = [
@@ -81,6 +84,7 @@ _EXIT: list[tuple[type[TeleCoderError], Exit]] = [
     (HookNotFound, Exit.NOT_FOUND),
     (SubscriptionNotFound, Exit.NOT_FOUND),
     (RegisteredRepoNotFound, Exit.NOT_FOUND),
+    (GoalNotFound, Exit.NOT_FOUND),
     (EndpointNotFound, Exit.NOT_FOUND),
     (Conflict, Exit.CONFLICT),
     (StoreUnavailable, Exit.UNAVAILABLE),

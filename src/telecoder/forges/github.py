@@ -28,7 +28,7 @@ import base64
 import email.utils
 import ipaddress
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -242,6 +242,38 @@ class GitHubForge:
         async with self._api(token) as api:
             return await _Publisher(api, repo, owner, publication).run()
 
+    async def label(
+        self, remote_url: str, number: int, *, add: Sequence[str], remove: Sequence[str] = ()
+    ) -> None:
+        """Put ``add`` on pull request ``number`` and take ``remove`` off it (where it has
+        them); a label GitHub does not know yet is created with the default colour."""
+        slug = self.repo_slug(remote_url)
+        repo = _repo_path(slug)
+        async with self.api(slug) as api:
+            if add:
+                await api.call("POST", f"{repo}/issues/{number}/labels", json={"labels": [*add]})
+            for name in remove:
+                path = f"{repo}/issues/{number}/labels/{quote(name, safe='')}"
+                try:
+                    await api.call("DELETE", path)
+                except GitHubAPIError as error:
+                    if error.status != 404:  # it did not have it
+                        raise
+
+    async def merge(self, remote_url: str, number: int, *, sha: str | None = None) -> str | None:
+        """Merge pull request ``number`` (only while its head is ``sha``): None when merged,
+        else GitHub's reason it cannot be (not mergeable, a draft, the head moved: 405, 409)."""
+        slug = self.repo_slug(remote_url)
+        body = {"sha": sha} if sha else {}
+        async with self.api(slug) as api:
+            try:
+                await api.call("PUT", f"{_repo_path(slug)}/pulls/{number}/merge", json=body)
+            except GitHubAPIError as error:
+                if error.status in (405, 409, 422):
+                    return error.message
+                raise
+        return None
+
     @asynccontextmanager
     async def api(self, full_name: str) -> AsyncIterator[_Api]:
         """The REST API for the repository ``owner/name`` (with this forge's token, or the
@@ -352,6 +384,11 @@ class _Publisher:
                 return merged.published()
             raise
         return _Pull.parse(data).published()
+
+
+def _repo_path(slug: str) -> str:
+    owner, name = slug.split("/")
+    return f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
 
 
 def _first_open(pulls: list[_Pull]) -> _Pull | None:

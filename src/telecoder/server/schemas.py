@@ -216,6 +216,18 @@ class CheckPassed(BaseModel):
     kind: str
 
 
+class RiskOut(BaseModel):
+    """A pull request's risk tier (README, "Risk tiers"). With ``auto_merge: low`` also
+    ``merged`` (bool) and, when it did not, ``not_merged`` (why); ``label_error`` when the forge
+    refused the label."""
+
+    model_config = ConfigDict(extra="allow")
+
+    tier: str = Field(description="low, medium or high.")
+    label: str = Field(description="The pull request's label: risk:low, risk:medium, risk:high.")
+    reasons: list[str] = Field(description="Why this tier (the rules that raised it).")
+
+
 class OutcomeOut(BaseModel):
     """Changed / Verified / Uncertain / Next: the same as the GitHub status comment says."""
 
@@ -223,6 +235,7 @@ class OutcomeOut(BaseModel):
     verified: list[CheckPassed] = Field(description="The checks that passed (last revision).")
     uncertain: list[str] = Field(description="What the agent was unsure of; the error.")
     next: str = Field(description="What a human should do next.")
+    risk: RiskOut | None = Field(default=None, description="The pull request's risk tier.")
 
 
 class ResultOut(BaseModel):
@@ -243,6 +256,7 @@ class ResultOut(BaseModel):
     outcome: OutcomeOut | None = Field(
         default=None, description="The outcome as computed when the attempt finished."
     )
+    risk: RiskOut | None = Field(default=None, description="The pull request's risk tier.")
 
     @classmethod
     def of(cls, result: Result) -> ResultOut:

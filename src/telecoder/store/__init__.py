@@ -13,6 +13,7 @@ from telecoder.store.db import Database
 from telecoder.store.deliveries import Deliveries, Once
 from telecoder.store.endpoints import EndpointRow, Endpoints
 from telecoder.store.events import Events
+from telecoder.store.goals import Goal, Goals, GoalStatus
 from telecoder.store.migrations import upgrade
 from telecoder.store.notify import Listener, Notice, NoticeKind
 from telecoder.store.outbox import Delivery, NotifyEvent, Outbox, Subscription, Subscriptions
@@ -35,6 +36,9 @@ __all__ = [
     "EndpointRow",
     "Endpoints",
     "Figures",
+    "Goal",
+    "GoalStatus",
+    "Goals",
     "Heartbeat",
     "Held",
     "Limits",
@@ -78,6 +82,7 @@ class Store:
         self.repos = Repos(db)
         self.runs = Runs(db)
         self.chains = Chains(db)
+        self.goals = Goals(db)
         self.channel_events = ChannelEvents(db)
         # A worker that has not renewed its heartbeat for a lease's length is gone.
         self.workers = Workers(db, stale_after=lease_seconds)

@@ -353,11 +353,14 @@ goals = Table(
     metadata,
     Column("id", String(32), primary_key=True),
     Column("text", Text, nullable=False),
-    # planning, proposed, approved, running, done, dropped
+    # planning, proposed, approved, running, failed, dropped (done/failed of a running goal
+    # are its run's, derived on read)
     Column("status", String(16), nullable=False),
     Column("plan", Text),  # JSON
     Column("run_id", String(32)),
     Column("origin", Text),
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
+    Column("repo", Text),  # the repository the goal was given for (--repo), if any
+    Column("error", Text),  # why planning failed
 )
