@@ -126,3 +126,7 @@ class SubscriptionNotFound(TeleCoderError):
 
 class WebhookSignatureInvalid(TeleCoderError):
     """The webhook's signature is missing or does not match its body."""
+
+
+class JobNotFound(TeleCoderError):
+    """No cron job has that name."""
