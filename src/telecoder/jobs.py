@@ -142,7 +142,9 @@ class Job:
 
 def check_name(name: str) -> str:
     if not NAME.match(name):
-        raise BadInput(f"invalid job name {name!r}: lower-case letters, digits, - and _, at most 64")
+        raise BadInput(
+            f"invalid job name {name!r}: lower-case letters, digits, - and _, at most 64"
+        )
     return name
 
 
@@ -150,12 +152,14 @@ def parse(name: str, data: Any) -> JobSpec:
     try:
         return JobSpec.model_validate(data if data is not None else {})
     except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
-            .lstrip(": ")
-            for err in e.errors()
-        )
+        problems = "; ".join(_problem(err["loc"], err["msg"]) for err in e.errors())
         raise BadInput(f"job {name!r}: {problems}") from None
+
+
+def _problem(loc: tuple[Any, ...], msg: str) -> str:
+    msg = msg.removeprefix("Value error, ")
+    where = ".".join(str(p) for p in loc)
+    return f"{where}: {msg}" if where else msg
 
 
 def load(directory: Path, name: str) -> Job:

@@ -57,9 +57,7 @@ async def fire(
         log.warning("job %s: %s", job.name, warning)
     run_spec = {"schedule": spec.schedule, "timezone": spec.timezone, "slot": slot}
     new = NewRun(kind=RunKind.JOB, name=job.name, spec=run_spec, job=job.name)
-    run, _ = await store.runs.create(
-        new, sessions, slot=None if slot is None else (job.name, slot)
-    )
+    run, _ = await store.runs.create(new, sessions, slot=None if slot is None else (job.name, slot))
     return run
 
 
@@ -120,3 +118,36 @@ class Scheduler:
             return None
         log.info("job %s: fired run %s for slot %s", job.name, run.id, slot)
         return run
+
+
+async def describe(store: Store, job: jobs.Job, now: float | None = None) -> dict[str, object]:
+    """The job as ``jobs list --json`` and ``GET /api/jobs`` show it: its definition, status
+    (``active`` or ``paused``, with why), consecutive failures, last run and next slot."""
+    now = time.time() if now is None else now
+    state = await store.jobs.get(job.name)
+    paused = state is not None and state.paused
+    found = await store.runs.list(limit=1, job=job.name)
+    last = found[0] if found else None
+    return {
+        **job.to_dict(),
+        "status": "paused" if paused else "active",
+        "paused_reason": state.paused_reason if state else None,
+        "failures": state.failures if state else 0,
+        "last_run": None
+        if last is None
+        else {"id": last.id, "status": last.status.value, "created_at": last.created_at},
+        "next_run": None if paused else job.schedule.after(now),
+    }
+
+
+async def describe_all(store: Store, settings: Settings) -> list[dict[str, object]]:
+    """Every job described; a definition that cannot be used is listed as ``invalid``."""
+    out: list[dict[str, object]] = []
+    for job in jobs.all_jobs(settings.jobs_dir):
+        if isinstance(job, BadInput):
+            out.append(
+                {"name": job.message.split(".yaml:")[0], "status": "invalid", "error": job.message}
+            )
+        else:
+            out.append(await describe(store, job))
+    return out

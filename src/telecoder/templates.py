@@ -101,9 +101,7 @@ class Template:
             elif var.default is not None:
                 values[key] = var.default
             elif var.required:
-                raise BadInput(
-                    f"template {self.name!r} needs the variable {key!r} (--var {key}=…)"
-                )
+                raise BadInput(f"template {self.name!r} needs the variable {key!r} (--var {key}=…)")
         try:
             text = _ENV.from_string(self.spec.prompt).render(values).strip()
         except jinja2.UndefinedError as e:

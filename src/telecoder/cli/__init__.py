@@ -21,6 +21,7 @@ from telecoder.cli import (
     endpoints,
     engines,
     hooks,
+    jobs,
     repos,
     run,
     serve,
@@ -34,6 +35,7 @@ from telecoder.errors import (
     Conflict,
     EndpointNotFound,
     HookNotFound,
+    JobNotFound,
     RegisteredRepoNotFound,
     ServerUnavailable,
     SessionNotFound,
@@ -72,11 +74,14 @@ app.add_typer(hooks.subscriptions_app, name="subscriptions")
 app.add_typer(endpoints.app, name="endpoints")
 app.add_typer(budgets.app, name="budgets")
 app.add_typer(repos.app, name="repos")
+app.add_typer(jobs.app, name="jobs")
+app.add_typer(jobs.templates_app, name="templates")
 
 _EXIT: list[tuple[type[TeleCoderError], Exit]] = [
     (BadInput, Exit.BAD_INPUT),
     (SessionNotFound, Exit.NOT_FOUND),
     (HookNotFound, Exit.NOT_FOUND),
+    (JobNotFound, Exit.NOT_FOUND),
     (SubscriptionNotFound, Exit.NOT_FOUND),
     (RegisteredRepoNotFound, Exit.NOT_FOUND),
     (EndpointNotFound, Exit.NOT_FOUND),

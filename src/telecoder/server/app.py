@@ -32,6 +32,7 @@ from telecoder.errors import (
     Conflict,
     EndpointNotFound,
     HookNotFound,
+    JobNotFound,
     RegisteredRepoNotFound,
     SessionNotFound,
     StoreUnavailable,
@@ -42,6 +43,7 @@ from telecoder.errors import (
 from telecoder.gateway.endpoints import Registry, env_specs
 from telecoder.github_replies import GitHubReplies
 from telecoder.protocols import Inbound, Listening
+from telecoder.scheduler import Scheduler
 from telecoder.server.auth import AuthError, Guard, Tokens, check_bind
 from telecoder.server.deps import LoginRequired
 from telecoder.server.diff import DiffSource, DiffUnavailable, git_diff_source
@@ -175,6 +177,10 @@ def create_app(
                 name="github-running",
             )
         listening = _listen(conversations, workers.stop, settings.notify_poll_seconds, fronts)
+        # Cron jobs: every server fires them (one firing per slot, whoever runs).
+        scheduling = asyncio.create_task(
+            Scheduler(store, settings, intake).run(workers.stop), name="scheduler"
+        )
         try:
             yield
         finally:
@@ -187,6 +193,7 @@ def create_app(
             if telegram is not None:
                 await telegram.channel.close()
             await asyncio.wait({checks}, timeout=15)
+            await asyncio.wait({scheduling}, timeout=15)
             if workers.task is not None:
                 try:
                     await workers.task
@@ -242,6 +249,7 @@ _STATUS: list[tuple[type[TeleCoderError], int, str]] = [
     (BadInput, 422, "bad_input"),
     (SessionNotFound, 404, "not_found"),
     (HookNotFound, 404, "not_found"),
+    (JobNotFound, 404, "not_found"),
     (SubscriptionNotFound, 404, "not_found"),
     (RegisteredRepoNotFound, 404, "not_found"),
     (WebhookSignatureInvalid, 401, "unauthorized"),
