@@ -57,6 +57,7 @@ from telecoder.server.routes import (
     events,
     github,
     hooks,
+    jobs,
     meta,
     repos,
     sessions,
@@ -226,6 +227,7 @@ def create_app(
         costs,
         endpoints,
         repos,
+        jobs,
         dashboard,
         telegram_webhook,
     )
@@ -235,6 +237,7 @@ def create_app(
     app.include_router(subscriptions.page_router)
     app.include_router(endpoints.pages)
     app.include_router(repos.pages)
+    app.include_router(jobs.pages)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _handle_errors(app)
     app.add_middleware(SecurityHeaders)

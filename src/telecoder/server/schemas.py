@@ -59,8 +59,16 @@ class SessionCreate(_In):
         description="Local path or git URL of the repository.",
         examples=["/srv/repos/backend"],
     )
-    prompt: Annotated[Text, AfterValidator(_not_blank)] = Field(
-        max_length=100_000, description="What to do (for the shell engine: the command)."
+    prompt: Annotated[Text, AfterValidator(_not_blank)] | None = Field(
+        default=None,
+        max_length=100_000,
+        description="What to do (for the shell engine: the command); or give ``template``.",
+    )
+    template: Text | None = Field(
+        default=None, max_length=64, description="A named prompt instead of ``prompt``."
+    )
+    vars: dict[str, Annotated[Text, Field(max_length=10_000)]] = Field(
+        default_factory=dict, max_length=100, description="The template's variables."
     )
     engine: Text | None = Field(
         default=None, pattern=ENGINE_NAME, description="Engine to run; the server's default."
@@ -106,6 +114,14 @@ class SessionCreate(_In):
         "(slack:@me, slack:U123, telegram:456); @me is TELECODER_NOTIFY_ME's id.",
         examples=[["slack:@me"]],
     )
+
+    @model_validator(mode="after")
+    def _prompt_or_template(self) -> SessionCreate:
+        if (self.prompt is None) == (self.template is None):
+            raise ValueError("give exactly one of prompt and template")
+        if self.vars and self.template is None:
+            raise ValueError("vars need a template")
+        return self
 
     @model_validator(mode="after")
     def _one_time_limit(self) -> SessionCreate:
