@@ -87,8 +87,9 @@ class Jobs:
                 dialect.insert(job_slots)
                 .values(job=job, slot=slot, run_id=None, created_at=time.time())
                 .on_conflict_do_nothing()
+                .returning(job_slots.c.job)
             )
-        return bool(done.rowcount)
+            return done.first() is not None
 
     async def pause(self, job: str, reason: str) -> JobState:
         await self.ensure(job)
@@ -166,10 +167,14 @@ class Jobs:
         )
         async with self._db.write() as conn:
             done = await conn.execute(
-                update(job_state).where(job_state.c.job == job, guard).values(values)
+                update(job_state)
+                .where(job_state.c.job == job, guard)
+                .values(values)
+                .returning(job_state.c.job)
             )
+            won = done.first() is not None
         after = await self.ensure(job)
-        return after, pausing and bool(done.rowcount)
+        return after, pausing and won
 
 
 def _reason(failures: int, detail: str) -> str:

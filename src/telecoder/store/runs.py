@@ -121,8 +121,9 @@ class Runs:
                     dialect.insert(job_slots)
                     .values(job=slot[0], slot=slot[1], run_id=run.id, created_at=now)
                     .on_conflict_do_nothing()
+                    .returning(job_slots.c.job)  # (rowcount is -1 here on PostgreSQL)
                 )
-                if claimed.rowcount == 0:
+                if claimed.first() is None:
                     raise SlotTaken(f"job {slot[0]!r}: slot {slot[1]} has fired already")
             await conn.execute(
                 insert(runs).values(
