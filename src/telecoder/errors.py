@@ -130,3 +130,7 @@ class WebhookSignatureInvalid(TeleCoderError):
 
 class JobNotFound(TeleCoderError):
     """No cron job has that name."""
+
+
+class TemplateNotFound(TeleCoderError):
+    """No prompt template has that name."""

@@ -29,15 +29,11 @@ import yaml
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from telecoder.errors import BadInput
+from telecoder.errors import BadInput, TemplateNotFound
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 BUILTIN = Path(__file__).parent / "templates_builtin"
 _ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
-
-
-class TemplateNotFound(BadInput):
-    """No template has that name (a bad input where a request names one)."""
 
 
 class VarSpec(BaseModel):

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from telecoder import jobs, templates
-from telecoder.errors import BadInput
+from telecoder.errors import BadInput, TemplateNotFound
 
 
 def ts(*parts: int, tz: str = "UTC") -> float:
@@ -112,7 +112,7 @@ def test_templates_are_sandboxed_and_the_operators_replace_the_shipped(tmp_path:
     names = {t.name for t in listed if isinstance(t, templates.Template)}
     assert {"dependency-upgrade", "evil"} <= names
     assert any(isinstance(t, BadInput) and "broken" in t.message for t in listed)
-    with pytest.raises(templates.TemplateNotFound):
+    with pytest.raises(TemplateNotFound):
         templates.load(tmp_path, "nope")
 
 

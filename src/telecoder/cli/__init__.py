@@ -42,6 +42,7 @@ from telecoder.errors import (
     StoreUnavailable,
     SubscriptionNotFound,
     TeleCoderError,
+    TemplateNotFound,
     Unauthorized,
 )
 
@@ -82,6 +83,7 @@ _EXIT: list[tuple[type[TeleCoderError], Exit]] = [
     (SessionNotFound, Exit.NOT_FOUND),
     (HookNotFound, Exit.NOT_FOUND),
     (JobNotFound, Exit.NOT_FOUND),
+    (TemplateNotFound, Exit.NOT_FOUND),
     (SubscriptionNotFound, Exit.NOT_FOUND),
     (RegisteredRepoNotFound, Exit.NOT_FOUND),
     (EndpointNotFound, Exit.NOT_FOUND),

@@ -38,6 +38,7 @@ from telecoder.errors import (
     StoreUnavailable,
     SubscriptionNotFound,
     TeleCoderError,
+    TemplateNotFound,
     WebhookSignatureInvalid,
 )
 from telecoder.gateway.endpoints import Registry, env_specs
@@ -253,6 +254,7 @@ _STATUS: list[tuple[type[TeleCoderError], int, str]] = [
     (SessionNotFound, 404, "not_found"),
     (HookNotFound, 404, "not_found"),
     (JobNotFound, 404, "not_found"),
+    (TemplateNotFound, 404, "not_found"),
     (SubscriptionNotFound, 404, "not_found"),
     (RegisteredRepoNotFound, 404, "not_found"),
     (WebhookSignatureInvalid, 401, "unauthorized"),
