@@ -104,3 +104,28 @@ async def test_two_scheduler_loops_on_one_database_fire_each_slot_once(
     finally:
         await one.close()
         await two.close()
+
+
+async def test_a_hook_may_name_a_template(settings: Settings, store: Store, git_repo) -> None:
+    from tests.integration.test_hooks import define, signed
+
+    define(
+        settings,
+        "deps",
+        prompt=None,
+        template="dependency-upgrade",
+        vars={"package": "{{ payload.package }}", "version": "{{ payload.version }}"},
+    )
+    body, headers = signed(
+        {"repo": str(git_repo.path), "package": "lodash", "version": "4.17.21"}, msg_id="m1"
+    )
+    async with client(create_app(settings, store)) as c:
+        answer = await c.post("/api/hooks/deps", content=body, headers=headers)
+        assert answer.status_code == 202, answer.text
+        session = await store.sessions.get(answer.json()["session_id"])
+        assert "Upgrade the dependency lodash to version 4.17.21" in session.prompt
+        assert '<untrusted source="hook:deps">' in session.prompt  # payload text stays fenced
+        body, headers = signed({"repo": str(git_repo.path)}, msg_id="m2")
+        refused = await c.post("/api/hooks/deps", content=body, headers=headers)
+        assert refused.status_code == 422
+        assert "package" in refused.json()["detail"]
