@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from telecoder import amounts
 from telecoder.domain import (
@@ -59,16 +67,18 @@ class SessionCreate(_In):
         description="Local path or git URL of the repository.",
         examples=["/srv/repos/backend"],
     )
-    prompt: Annotated[Text, AfterValidator(_not_blank)] | None = Field(
-        default=None,
-        max_length=100_000,
-        description="What to do (for the shell engine: the command); or give ``template``.",
-    )
+    # (template and vars come before prompt: prompt's check reads template)
     template: Text | None = Field(
         default=None, max_length=64, description="A named prompt instead of ``prompt``."
     )
     vars: dict[str, Annotated[Text, Field(max_length=10_000)]] = Field(
         default_factory=dict, max_length=100, description="The template's variables."
+    )
+    prompt: Annotated[Text, AfterValidator(_not_blank)] | None = Field(
+        default=None,
+        max_length=100_000,
+        validate_default=True,
+        description="What to do (for the shell engine: the command); or give ``template``.",
     )
     engine: Text | None = Field(
         default=None, pattern=ENGINE_NAME, description="Engine to run; the server's default."
@@ -115,13 +125,17 @@ class SessionCreate(_In):
         examples=[["slack:@me"]],
     )
 
-    @model_validator(mode="after")
-    def _prompt_or_template(self) -> SessionCreate:
-        if (self.prompt is None) == (self.template is None):
-            raise ValueError("give exactly one of prompt and template")
-        if self.vars and self.template is None:
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_or_template(cls, prompt: str | None, info: ValidationInfo) -> str | None:
+        template = info.data.get("template")
+        if prompt is None and template is None:
+            raise ValueError("Field required (or give a template)")
+        if prompt is not None and template is not None:
+            raise ValueError("give prompt or template, not both")
+        if info.data.get("vars") and template is None:
             raise ValueError("vars need a template")
-        return self
+        return prompt
 
     @model_validator(mode="after")
     def _one_time_limit(self) -> SessionCreate:
