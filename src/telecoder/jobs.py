@@ -28,9 +28,10 @@ from cronsim import CronSim, CronSimError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from telecoder import amounts
-from telecoder.errors import BadInput, JobNotFound
+from telecoder.errors import BadInput, Conflict, JobNotFound
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+MIN_INTERVAL = 0.1  # seconds: @every faster than this is a hot loop, not a schedule
 MACROS = {
     "@yearly": "0 0 1 1 *",
     "@annually": "0 0 1 1 *",
@@ -71,7 +72,10 @@ class Schedule:
         every = self.text.removeprefix("@every").strip()
         if not every:
             raise BadInput(f"schedule {self.text!r}: @every needs a duration, like @every 30s")
-        return amounts.duration(every)
+        seconds = amounts.duration(every)
+        if seconds < MIN_INTERVAL:
+            raise BadInput(f"schedule {self.text!r}: at least {MIN_INTERVAL}s between firings")
+        return seconds
 
     @property
     def cron(self) -> str:
@@ -195,7 +199,10 @@ def save(directory: Path, name: str, spec: JobSpec) -> Path:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = directory / f"{name}.yaml"
     data = spec.model_dump(exclude_none=True, exclude_defaults=True, exclude={"name"})
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise Conflict(f"job {name!r} exists: remove it first") from None
     with os.fdopen(fd, "w") as f:
         yaml.safe_dump(data, f, sort_keys=False, allow_unicode=True)
     return path

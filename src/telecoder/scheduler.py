@@ -31,6 +31,21 @@ log = logging.getLogger(__name__)
 Intake = Callable[[Request], Awaitable[Accepted]]
 
 
+async def check(settings: Settings, intake: Intake, spec: jobs.JobSpec) -> None:
+    """Refuse a definition now that would be refused when it fires: a template that does not
+    render, a repository or engine the intake refuses (the error names the repository)."""
+    prompt, engine = _prompt(settings, spec)
+    request = Request(repo="", prompt=prompt, engine=engine, model=spec.model)
+    await fanout.sessions_for(intake, request, spec.repos)
+
+
+def _prompt(settings: Settings, spec: jobs.JobSpec) -> tuple[str, str | None]:
+    if spec.template:
+        prompt, named = templates.render(settings.templates_dir, spec.template, spec.vars)
+        return prompt, spec.engine or named
+    return spec.prompt or "", spec.engine
+
+
 async def fire(
     store: Store,
     settings: Settings,
@@ -42,14 +57,7 @@ async def fire(
     """A run of ``job`` now: for ``slot`` (SlotTaken if it fired already), or outside the
     schedule (``telecoder jobs run``)."""
     spec = job.spec
-    engine = spec.engine
-    if spec.template:
-        prompt, engine_of_template = templates.render(
-            settings.templates_dir, spec.template, spec.vars
-        )
-        engine = engine or engine_of_template
-    else:
-        prompt = spec.prompt or ""
+    prompt, engine = _prompt(settings, spec)
     origin = {"channel": "job", "job": job.name, "slot": slot}
     request = Request(repo="", prompt=prompt, engine=engine, model=spec.model, origin=origin)
     sessions, warnings = await fanout.sessions_for(intake, request, spec.repos)

@@ -35,6 +35,11 @@ async def test_jobs_over_the_api(settings: Settings, store: Store, git_repo: Git
         assert "@often" in bad.json()["detail"]
         both = await c.post("/api/jobs", json={**body, "name": "both", "template": "x"})
         assert both.status_code == 422
+        gone = await c.post("/api/jobs", json={**body, "name": "gone", "repos": ["/no/such"]})
+        assert gone.status_code == 422
+        assert "/no/such" in gone.json()["detail"]
+        tiny = await c.post("/api/jobs", json={**body, "name": "tiny", "schedule": "@every 1ms"})
+        assert tiny.status_code == 422
         assert [j["name"] for j in (await c.get("/api/jobs")).json()] == ["bump"]
 
         fired = await c.post("/api/jobs/bump/run")

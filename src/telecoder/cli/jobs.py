@@ -91,17 +91,18 @@ def add(
         }
         data = {k: v for k, v in fields.items() if v is not None}
     spec = defs.parse(name, data)
-    if spec.template:  # a template that does not render is refused now, not at 3 a.m.
-        templates.render(settings.templates_dir, spec.template, spec.vars)
     if (settings.jobs_dir / f"{name}.yaml").exists():
         raise BadInput(f"job {name!r} exists: remove it first")
-    path = defs.save(settings.jobs_dir, name, spec)
 
-    async def go() -> None:
+    async def go() -> Path:
+        # What would be refused at 3 a.m. is refused now: the template, the repositories.
+        await scheduler.check(settings, cli_intake(settings), spec)
+        path = defs.save(settings.jobs_dir, name, spec)
         async with opened(settings) as store:
             await store.jobs.resume(name)  # fresh state: slots from now on
+        return path
 
-    run_async(go())
+    path = run_async(go())
     nxt = defs.Schedule(spec.schedule, spec.timezone).after(time.time())
     err.print(f"job {name} written to {path}; next run {_when(nxt)}")
 

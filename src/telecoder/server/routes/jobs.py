@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from telecoder import jobs as defs
 from telecoder import scheduler, templates
-from telecoder.errors import BadInput
+from telecoder.errors import BadInput, Conflict
 from telecoder.server.deps import PrincipalDep, StateDep, ViewerDep, limit_writes
 from telecoder.server.routes.dashboard import render
 from telecoder.server.schemas import ErrorOut, _In
@@ -101,14 +101,11 @@ async def list_jobs(state: StateDep, _: PrincipalDep) -> list[JobOut]:
     summary="Define a cron job",
 )
 async def add_job(body: JobCreate, state: StateDep, _: PrincipalDep) -> JobOut:
-    from telecoder.errors import Conflict
-
     settings = state.settings
     spec = defs.parse(body.name, body.model_dump(exclude={"name"}, exclude_none=True))
-    if spec.template:
-        templates.render(settings.templates_dir, spec.template, spec.vars)
     if (settings.jobs_dir / f"{body.name}.yaml").exists():
         raise Conflict(f"job {body.name!r} exists: delete it first")
+    await scheduler.check(settings, state.intake, spec)
     defs.save(settings.jobs_dir, body.name, spec)
     await state.store.jobs.resume(body.name)
     job = defs.load(settings.jobs_dir, body.name)
