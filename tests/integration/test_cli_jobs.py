@@ -1,13 +1,20 @@
 """``telecoder jobs``, ``telecoder templates`` and ``telecoder run --template`` as a user runs
-them (subprocesses, a real git repository with a bare remote)."""
+them (subprocesses, a real git repository with a bare remote); two ``telecoder worker``
+processes on one PostgreSQL database firing a job."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
+import subprocess
 from pathlib import Path
 
-from tests.cli import cli_env, telecoder
+from telecoder.store import open_store
+from tests.cli import TELECODER, cli_env, telecoder, wait_for
 from tests.conftest import GitRepo
+from tests.integration.test_jobs import slot_rows
 
 
 def test_templates_list_show_and_run_with_a_template(git_repo: GitRepo, home: Path) -> None:
@@ -96,3 +103,50 @@ def test_jobs_add_list_run_pause_resume_remove(git_repo: GitRepo, home: Path) ->
     assert json.loads(telecoder("jobs", "list", "--json", env=env).stdout) == []
     assert telecoder("jobs", "show", "upgrade", env=env).returncode == 3
     assert telecoder("jobs", "run", "upgrade", env=env).returncode == 3
+
+
+def test_two_worker_processes_on_postgresql_fire_each_slot_once(
+    git_repo: GitRepo, home: Path, pg_url: str
+) -> None:
+    env = cli_env(
+        home,
+        TELECODER_DATABASE_URL=pg_url,
+        TELECODER_JOBS_POLL_SECONDS="0.05",
+        # The workers fire the job but run none of its sessions (keeps the test light).
+        TELECODER_WORKER_ENGINES="claude-code",
+    )
+    (home / "jobs").mkdir()
+    (home / "jobs" / "often.yaml").write_text(
+        f"schedule: '@every 0.5s'\nrepos: ['{git_repo.path}']\nengine: shell\nprompt: 'true'\n"
+    )
+
+    async def counts() -> tuple[int, int, int]:
+        store = await open_store(pg_url)
+        try:
+            runs = await store.runs.list(job="often", limit=1000)
+            slots = {r.spec["slot"] for r in runs}
+            return len(runs), len(slots), await slot_rows(store, "often")
+        finally:
+            await store.close()
+
+    procs = [
+        subprocess.Popen(
+            [TELECODER, "worker"],
+            env={**env, "TELECODER_WORKER_ID": name},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        for name in ("w1", "w2")
+    ]
+    try:
+        wait_for(lambda: asyncio.run(counts())[0] >= 4, timeout=30, what="four firings")
+    finally:
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            proc.wait(20)
+    runs, slots, rows = asyncio.run(counts())
+    assert runs == slots == rows
+    shown = json.loads(telecoder("jobs", "show", "often", "--json", env=env).stdout)
+    assert shown["last_run"] is not None
