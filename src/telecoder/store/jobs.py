@@ -57,6 +57,9 @@ class Jobs:
 
     async def ensure(self, job: str, now: float | None = None) -> JobState:
         """The job's state, made (slots after ``now`` may fire) when it has none."""
+        found = await self.get(job)  # a read: the scheduler asks every tick
+        if found is not None:
+            return found
         now = time.time() if now is None else now
         dialect: Any = sqlite if self._db.is_sqlite else postgresql
         async with self._db.write() as conn:
