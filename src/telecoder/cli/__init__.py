@@ -24,6 +24,7 @@ from telecoder.cli import (
     jobs,
     repos,
     run,
+    runs,
     serve,
     sessions,
     worker,
@@ -75,6 +76,7 @@ app.add_typer(hooks.subscriptions_app, name="subscriptions")
 app.add_typer(endpoints.app, name="endpoints")
 app.add_typer(budgets.app, name="budgets")
 app.add_typer(repos.app, name="repos")
+app.add_typer(runs.app, name="runs")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(jobs.templates_app, name="templates")
 

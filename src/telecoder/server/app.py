@@ -61,6 +61,7 @@ from telecoder.server.routes import (
     jobs,
     meta,
     repos,
+    runs,
     sessions,
     slack,
     subscriptions,
@@ -238,6 +239,8 @@ def create_app(
     app.include_router(subscriptions.page_router)
     app.include_router(endpoints.pages)
     app.include_router(repos.pages)
+    app.include_router(runs.router)  # runs: list, show, cancel, retry-failed
+    app.include_router(runs.pages)
     app.include_router(jobs.pages)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _handle_errors(app)
