@@ -87,7 +87,8 @@ def test_jobs_add_list_run_pause_resume_remove(git_repo: GitRepo, home: Path) ->
     fired = telecoder("jobs", "run", "upgrade", "--json", env=env)
     assert fired.returncode == 0, fired.stderr
     run = json.loads(fired.stdout)
-    assert [s["repo"] for s in run["sessions"]] == [str(git_repo.path)]
+    assert run["job"] == "upgrade"
+    assert [s["task_key"] for s in run["sessions"]] == [str(git_repo.path)]
     assert [s["status"] for s in run["sessions"]] == ["queued"]
     shown = json.loads(telecoder("jobs", "show", "upgrade", "--json", env=env).stdout)
     assert shown["last_run"]["id"] == run["id"]

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from telecoder import jobs as defs
-from telecoder import registry, scheduler, templates
+from telecoder import registry, runs, scheduler, templates
 from telecoder.assemble import build_forges, build_workspace
 from telecoder.cli.common import load_settings, opened, run_async
 from telecoder.cli.output import err, out, print_json, short
@@ -160,22 +160,15 @@ def show(name: str, as_json: JsonOption = False) -> None:
 
 @app.command("run")
 def run_now(name: str, as_json: JsonOption = False) -> None:
-    """Fire the job now, outside its schedule; prints the run's id."""
+    """Fire the job now, outside its schedule; prints the run's id (--json: the run, as
+    `telecoder runs show --json`)."""
     settings = load_settings()
     job = defs.load(settings.jobs_dir, name)
 
     async def go() -> dict[str, Any]:
         async with opened(settings) as store:
             run = await scheduler.fire(store, settings, cli_intake(settings), job)
-            sessions = await store.runs.sessions(run.id)
-            return {
-                "id": run.id,
-                "job": name,
-                "status": run.status.value,
-                "sessions": [
-                    {"id": s.id, "repo": s.task_key, "status": s.status.value} for s in sessions
-                ],
-            }
+            return await runs.load(store, run.id)  # as `telecoder runs show --json`
 
     found = run_async(go())
     if as_json:
