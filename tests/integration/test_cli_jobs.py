@@ -102,6 +102,12 @@ def test_jobs_add_list_run_pause_resume_remove(git_repo: GitRepo, home: Path) ->
 
     assert telecoder("jobs", "remove", "upgrade", env=env).returncode == 0
     assert json.loads(telecoder("jobs", "list", "--json", env=env).stdout) == []
+    definition = home / "weekly.yaml"
+    definition.write_text(f"schedule: '@weekly'\nrepos: ['{git_repo.path}']\nprompt: tidy up\n")
+    from_file = telecoder("jobs", "add", "weekly", "-f", str(definition), env=env)
+    assert from_file.returncode == 0, from_file.stderr
+    (row,) = json.loads(telecoder("jobs", "list", "--json", env=env).stdout)
+    assert (row["name"], row["schedule"], row["prompt"]) == ("weekly", "@weekly", "tidy up")
     assert telecoder("jobs", "show", "upgrade", env=env).returncode == 3
     assert telecoder("jobs", "run", "upgrade", env=env).returncode == 3
 
