@@ -130,3 +130,11 @@ class SubscriptionNotFound(TeleCoderError):
 
 class WebhookSignatureInvalid(TeleCoderError):
     """The webhook's signature is missing or does not match its body."""
+
+
+class JobNotFound(TeleCoderError):
+    """No cron job has that name."""
+
+
+class TemplateNotFound(TeleCoderError):
+    """No prompt template has that name."""

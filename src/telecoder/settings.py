@@ -474,6 +474,13 @@ class Settings(BaseSettings):
         le=100,
         description="Deepest follow-up of a chain (the root is depth 0); deeper ones are refused.",
     )
+    # --- cron jobs (telecoder.scheduler) ---
+    jobs_poll_seconds: float = Field(
+        default=1.0, gt=0, description="How often the scheduler looks for jobs' due slots."
+    )
+    jobs_max_failures: int = Field(
+        default=3, ge=1, description="Consecutive failed runs after which a job pauses itself."
+    )
     # --- notifications out (subscriptions) ---
     notify_poll_seconds: float = Field(
         default=1.0, gt=0, description="How often the deliverer looks for notifications to send."
@@ -610,6 +617,16 @@ class Settings(BaseSettings):
     def hooks_dir(self) -> Path:
         """Where inbound webhooks are defined, one ``<name>.yaml`` each."""
         return self.home / "hooks"
+
+    @property
+    def templates_dir(self) -> Path:
+        """Operators' prompt templates, one ``<name>.yaml`` each (besides the shipped ones)."""
+        return self.home / "templates"
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Cron jobs, one ``<name>.yaml`` each."""
+        return self.home / "jobs"
 
     @property
     def raw_logs(self) -> Path:

@@ -31,7 +31,7 @@ import yaml
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from telecoder import signing
+from telecoder import signing, templates
 from telecoder.errors import BadInput, HookNotFound, TeleCoderError
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -62,7 +62,15 @@ class HookSpec(BaseModel):
         default=signing.TOLERANCE, gt=0, description="standard-webhooks: timestamp window."
     )
     repo: str = Field(description="Template: the repository to work on.")
-    prompt: str = Field(description="Template: the task, from the payload (untrusted).")
+    prompt: str | None = Field(
+        default=None, description="Template: the task, from the payload (untrusted)."
+    )
+    template: str | None = Field(
+        default=None, description="A named prompt template (telecoder.templates) instead."
+    )
+    vars: dict[str, str] = Field(
+        default_factory=dict, description="Templates: the named template's variables."
+    )
     instructions: str | None = Field(
         default=None, description="Trusted text put before the payload's task; not a template."
     )
@@ -78,6 +86,15 @@ class HookSpec(BaseModel):
 
     @model_validator(mode="after")
     def _one_secret(self) -> HookSpec:
+        if bool(self.prompt) == bool(self.template):
+            raise ValueError("give exactly one of prompt and template")
+        if self.vars and not self.template:
+            raise ValueError("vars need a template")
+        for key, source in self.vars.items():
+            try:
+                _ENV.parse(source)
+            except jinja2.TemplateSyntaxError as e:
+                raise ValueError(f"the vars.{key} template: {e.message} (line {e.lineno})") from e
         if bool(self.secret) == bool(self.secret_env):
             raise ValueError("give exactly one of secret and secret_env")
         if self.scheme == "standard-webhooks" and self.secret:
@@ -145,12 +162,23 @@ class Rendered:
 _ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
 
 
-def render(hook: Hook, payload: Any, *, body: bytes, webhook_id: str | None) -> Rendered:
-    """The session a payload asks for; HookTemplateError if the templates cannot render it."""
+def render(
+    hook: Hook,
+    payload: Any,
+    *,
+    body: bytes,
+    webhook_id: str | None,
+    templates_dir: Path | None = None,
+) -> Rendered:
+    """The session a payload asks for; HookTemplateError if the templates cannot render it.
+
+    A hook that names a prompt ``template`` renders its ``vars`` from the payload, then the
+    template (from ``templates_dir`` or the shipped ones) with them."""
     values: dict[str, str | None] = {}
     context = {"payload": payload, "hook": hook.name}
-    for name in TEMPLATES:
-        source = getattr(hook.spec, name)
+    sources = {name: getattr(hook.spec, name) for name in TEMPLATES}
+    sources.update({f"vars.{k}": v for k, v in hook.spec.vars.items()})
+    for name, source in sources.items():
         if source is None:
             values[name] = None
             continue
@@ -162,6 +190,13 @@ def render(hook: Hook, payload: Any, *, body: bytes, webhook_id: str | None) -> 
             raise HookTemplateError(
                 f"hook {hook.name!r}: the {name} template failed: {type(e).__name__}: {e}"
             ) from None
+    if hook.spec.template:
+        given = {k: values[f"vars.{k}"] or "" for k in hook.spec.vars}
+        try:
+            values["prompt"], engine = templates.render(templates_dir, hook.spec.template, given)
+        except TeleCoderError as e:
+            raise HookTemplateError(f"hook {hook.name!r}: {e.message}") from None
+        values["engine"] = values["engine"] or engine
     for required in ("repo", "prompt"):
         if not values[required]:
             raise HookTemplateError(f"hook {hook.name!r}: the {required} template rendered empty")

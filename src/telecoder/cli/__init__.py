@@ -22,6 +22,7 @@ from telecoder.cli import (
     engines,
     goals,
     hooks,
+    jobs,
     repos,
     run,
     runs,
@@ -37,12 +38,14 @@ from telecoder.errors import (
     EndpointNotFound,
     GoalNotFound,
     HookNotFound,
+    JobNotFound,
     RegisteredRepoNotFound,
     ServerUnavailable,
     SessionNotFound,
     StoreUnavailable,
     SubscriptionNotFound,
     TeleCoderError,
+    TemplateNotFound,
     Unauthorized,
 )
 
@@ -77,11 +80,15 @@ app.add_typer(budgets.app, name="budgets")
 app.add_typer(repos.app, name="repos")
 app.add_typer(goals.app, name="goals")
 app.add_typer(runs.app, name="runs")
+app.add_typer(jobs.app, name="jobs")
+app.add_typer(jobs.templates_app, name="templates")
 
 _EXIT: list[tuple[type[TeleCoderError], Exit]] = [
     (BadInput, Exit.BAD_INPUT),
     (SessionNotFound, Exit.NOT_FOUND),
     (HookNotFound, Exit.NOT_FOUND),
+    (JobNotFound, Exit.NOT_FOUND),
+    (TemplateNotFound, Exit.NOT_FOUND),
     (SubscriptionNotFound, Exit.NOT_FOUND),
     (RegisteredRepoNotFound, Exit.NOT_FOUND),
     (GoalNotFound, Exit.NOT_FOUND),

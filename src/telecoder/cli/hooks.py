@@ -14,6 +14,7 @@ from telecoder.cli.common import load_settings, opened, run_async
 from telecoder.cli.output import err, out, print_json
 from telecoder.errors import BadInput
 from telecoder.store.outbox import EVENT_NAMES, new_secret
+from telecoder.templates import parse_vars
 
 hooks_app = typer.Typer(
     help="Inbound webhooks: POST /api/hooks/NAME starts a session.", no_args_is_help=True
@@ -28,7 +29,9 @@ subscriptions_app = typer.Typer(
 def add_hook(
     name: Annotated[str, typer.Argument(help="The hook's name: POST /api/hooks/NAME.")],
     repo: Annotated[str, typer.Option(help="Template of the repository, e.g. {{ payload.repo }}.")],
-    prompt: Annotated[str, typer.Option(help="Template of the task (untrusted payload text).")],
+    prompt: Annotated[
+        str | None, typer.Option(help="Template of the task (untrusted payload text).")
+    ] = None,
     scheme: Annotated[
         str, typer.Option(help="standard-webhooks or hmac-sha256.")
     ] = "standard-webhooks",
@@ -50,6 +53,13 @@ def add_hook(
         str | None,
         typer.Option(help="Template of the key: one session per key (default: the webhook-id)."),
     ] = None,
+    template: Annotated[
+        str | None, typer.Option(help="A named prompt template instead of --prompt.")
+    ] = None,
+    var: Annotated[
+        list[str] | None,
+        typer.Option("--var", help="The template's variable NAME=TEMPLATE (of the payload)."),
+    ] = None,
 ) -> None:
     """Define a hook in $TELECODER_HOME/hooks/NAME.yaml."""
     settings = load_settings()
@@ -67,6 +77,8 @@ def add_hook(
         "engine": engine,
         "model": model,
         "idempotency_key": idempotency_key,
+        "template": template,
+        "vars": parse_vars(var or []) or None,
     }
     try:
         spec = defs.HookSpec.model_validate({k: v for k, v in fields.items() if v is not None})
@@ -105,7 +117,7 @@ def list_hooks(
             row["name"],
             row["scheme"],
             escape(row["repo"]),
-            escape(_short(row["prompt"])),
+            escape(_short(row.get("prompt") or f"template: {row.get('template')}")),
             escape(row.get("idempotency_key") or "(webhook-id)"),
         )
     out.print(table)

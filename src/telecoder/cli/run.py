@@ -26,15 +26,14 @@ from telecoder.worker import Worker
 
 
 def run(
-    *,
+    repo: Annotated[str, typer.Option("--repo", "-r", help="Local path or git URL.")],
     prompt: Annotated[
-        str,
+        str | None,
         typer.Argument(
-            help="The task; for --engine shell, a shell command (optional with --step).",
+            help="The task; for --engine shell, a shell command (or --template, or --step).",
             show_default=False,
         ),
-    ] = "",
-    repo: Annotated[str, typer.Option("--repo", "-r", help="Local path or git URL.")],
+    ] = None,
     engine: Annotated[str | None, typer.Option("--engine", "-e", help="Agent to run.")] = None,
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="Model for the agent (no tier routing).")
@@ -106,8 +105,17 @@ def run(
         ),
     ] = False,
     server: ServerOption = None,
+    template: Annotated[
+        str | None,
+        typer.Option(help="A named prompt (`telecoder templates list`) instead of PROMPT."),
+    ] = None,
+    var: Annotated[
+        list[str] | None,
+        typer.Option("--var", help="A template variable NAME=VALUE (repeatable)."),
+    ] = None,
 ) -> None:
     """Run a task on a repository: a pushed branch (and PR) or an answer."""
+    prompt, engine = _prompt_of(prompt, template, var or [], engine, bool(step))
     if estimate:
         from telecoder.cli.costs import estimate_run
 
@@ -178,6 +186,29 @@ def run(
             return await run_here(settings, store, accepted.session, as_json=as_json)
 
     raise typer.Exit(run_async(go()))
+
+
+def _prompt_of(
+    prompt: str | None, template: str | None, var: list[str], engine: str | None, steps: bool
+) -> tuple[str, str | None]:
+    """The prompt given, or the template's rendered (and the engine it names, unless given);
+    with steps and neither, empty (the steps are the task)."""
+    if template is None:
+        if var:
+            raise BadInput("--var needs --template")
+        if prompt is None and steps:
+            return "", engine
+        if prompt is None:
+            raise BadInput("give the task (PROMPT), --template or --step")
+        return prompt, engine
+    if prompt is not None:
+        raise BadInput("give PROMPT or --template, not both")
+    from telecoder import templates
+
+    rendered, named = templates.render(
+        Settings.load().templates_dir, template, templates.parse_vars(var)
+    )
+    return rendered, engine or named
 
 
 async def run_here(settings: Settings, store: Store, new: NewSession, *, as_json: bool) -> Exit:

@@ -10,8 +10,10 @@ import typer
 
 from telecoder.assemble import build_worker
 from telecoder.cli.common import load_settings, opened, run_async
+from telecoder.cli.jobs import cli_intake
 from telecoder.cli.output import err
 from telecoder.deliverer import Deliverer, load_subscribers, policy_of
+from telecoder.scheduler import Scheduler
 
 
 def worker(
@@ -41,10 +43,14 @@ def worker(
             # Notifications out are sent from every worker and server (rows are leased).
             deliverer = Deliverer(store, policy=policy_of(settings), subscribers=load_subscribers())
             sending = asyncio.create_task(deliverer.run(stop), name="deliverer")
+            # Cron jobs are fired by every worker and server (one firing per slot).
+            scheduler = Scheduler(store, settings, cli_intake(settings))
+            scheduling = asyncio.create_task(scheduler.run(stop), name="scheduler")
             try:
                 await worker.run(stop)
             finally:
                 stop.set()
                 await sending
+                await scheduling
 
     run_async(go())

@@ -33,16 +33,19 @@ from telecoder.errors import (
     EndpointNotFound,
     GoalNotFound,
     HookNotFound,
+    JobNotFound,
     RegisteredRepoNotFound,
     SessionNotFound,
     StoreUnavailable,
     SubscriptionNotFound,
     TeleCoderError,
+    TemplateNotFound,
     WebhookSignatureInvalid,
 )
 from telecoder.gateway.endpoints import Registry, env_specs
 from telecoder.github_replies import GitHubReplies
 from telecoder.protocols import Inbound, Listening
+from telecoder.scheduler import Scheduler
 from telecoder.server.auth import AuthError, Guard, Tokens, check_bind
 from telecoder.server.deps import LoginRequired
 from telecoder.server.diff import DiffSource, DiffUnavailable, git_diff_source
@@ -57,6 +60,7 @@ from telecoder.server.routes import (
     github,
     goals,
     hooks,
+    jobs,
     meta,
     repos,
     runs,
@@ -178,6 +182,10 @@ def create_app(
                 name="github-running",
             )
         listening = _listen(conversations, workers.stop, settings.notify_poll_seconds, fronts)
+        # Cron jobs: every server fires them (one firing per slot, whoever runs).
+        scheduling = asyncio.create_task(
+            Scheduler(store, settings, intake).run(workers.stop), name="scheduler"
+        )
         try:
             yield
         finally:
@@ -190,6 +198,7 @@ def create_app(
             if telegram is not None:
                 await telegram.channel.close()
             await asyncio.wait({checks}, timeout=15)
+            await asyncio.wait({scheduling}, timeout=15)
             if workers.task is not None:
                 try:
                     await workers.task
@@ -223,6 +232,7 @@ def create_app(
         endpoints,
         repos,
         goals,
+        jobs,
         dashboard,
         telegram_webhook,
     )
@@ -234,6 +244,7 @@ def create_app(
     app.include_router(repos.pages)
     app.include_router(runs.router)  # runs: list, show, cancel, retry-failed
     app.include_router(runs.pages)
+    app.include_router(jobs.pages)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _handle_errors(app)
     app.add_middleware(SecurityHeaders)
@@ -248,6 +259,8 @@ _STATUS: list[tuple[type[TeleCoderError], int, str]] = [
     (BadInput, 422, "bad_input"),
     (SessionNotFound, 404, "not_found"),
     (HookNotFound, 404, "not_found"),
+    (JobNotFound, 404, "not_found"),
+    (TemplateNotFound, 404, "not_found"),
     (SubscriptionNotFound, 404, "not_found"),
     (RegisteredRepoNotFound, 404, "not_found"),
     (GoalNotFound, 404, "not_found"),

@@ -74,12 +74,19 @@ class SessionCreate(_In):
         "checkpoint commit pushed after each; the first failed step stops the rest.",
         examples=[["Add a failing test for the bug", "Fix the bug"]],
     )
+    # (template and vars come before prompt: prompt's check reads template)
+    template: Text | None = Field(
+        default=None, max_length=64, description="A named prompt instead of ``prompt``."
+    )
+    vars: dict[str, Annotated[Text, Field(max_length=10_000)]] = Field(
+        default_factory=dict, max_length=100, description="The template's variables."
+    )
     prompt: Annotated[Text, AfterValidator(_not_blank)] | None = Field(
         default=None,
-        validate_default=True,
         max_length=100_000,
-        description="What to do (for the shell engine: the command); may be left out when "
-        "``steps`` are given (it is then the steps, one a line).",
+        validate_default=True,
+        description="What to do (for the shell engine: the command); or give ``template``, or "
+        "``steps`` (the prompt is then the steps, one a line).",
     )
     engine: Text | None = Field(
         default=None, pattern=ENGINE_NAME, description="Engine to run; the server's default."
@@ -128,10 +135,15 @@ class SessionCreate(_In):
 
     @field_validator("prompt")
     @classmethod
-    def _prompt_or_steps(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None and not info.data.get("steps"):
-            raise ValueError("Field required: give a prompt, or steps")
-        return value
+    def _prompt_or_template(cls, prompt: str | None, info: ValidationInfo) -> str | None:
+        template = info.data.get("template")
+        if prompt is None and template is None and not info.data.get("steps"):
+            raise ValueError("Field required (or give a template, or steps)")
+        if prompt is not None and template is not None:
+            raise ValueError("give prompt or template, not both")
+        if info.data.get("vars") and template is None:
+            raise ValueError("vars need a template")
+        return prompt
 
     @model_validator(mode="after")
     def _one_time_limit(self) -> SessionCreate:

@@ -14,12 +14,13 @@ from telecoder.store.deliveries import Deliveries, Once
 from telecoder.store.endpoints import EndpointRow, Endpoints
 from telecoder.store.events import Events
 from telecoder.store.goals import Goal, Goals, GoalStatus
+from telecoder.store.jobs import Jobs, JobState
 from telecoder.store.migrations import upgrade
 from telecoder.store.notify import Listener, Notice, NoticeKind
 from telecoder.store.outbox import Delivery, NotifyEvent, Outbox, Subscription, Subscriptions
 from telecoder.store.queue import Claimed, Heartbeat, Limits, Outcome, Queue
 from telecoder.store.repos import Repo, Repos, Route
-from telecoder.store.runs import Runs
+from telecoder.store.runs import Runs, SlotTaken
 from telecoder.store.sessions import Page, Sessions
 from telecoder.store.usage import Totals, UsageRow, Usages
 from telecoder.store.workers import Registration, Workers
@@ -41,6 +42,8 @@ __all__ = [
     "Goals",
     "Heartbeat",
     "Held",
+    "JobState",
+    "Jobs",
     "Limits",
     "Listener",
     "Notice",
@@ -56,6 +59,7 @@ __all__ = [
     "Repos",
     "Route",
     "Runs",
+    "SlotTaken",
     "Store",
     "Subscription",
     "Subscriptions",
@@ -83,6 +87,7 @@ class Store:
         self.runs = Runs(db)
         self.chains = Chains(db)
         self.goals = Goals(db)
+        self.jobs = Jobs(db)
         self.channel_events = ChannelEvents(db)
         # A worker that has not renewed its heartbeat for a lease's length is gone.
         self.workers = Workers(db, stale_after=lease_seconds)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Row, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from telecoder.domain import (
@@ -40,11 +41,15 @@ from telecoder.store.events import append_events
 from telecoder.store.notify import Notice, NoticeKind
 from telecoder.store.outbox import record_status
 from telecoder.store.rows import new_session_values, queued_event, session_from_row
-from telecoder.store.schema import runs, session_deps, sessions
+from telecoder.store.schema import job_slots, runs, session_deps, sessions
 
 MAX_SESSIONS = 1000
 _GOOD = SessionStatus.SUCCEEDED.value
 _RETRIED = frozenset({SessionStatus.FAILED, SessionStatus.DEAD, SessionStatus.CANCELLED})
+
+
+class SlotTaken(Conflict):
+    """Another firing owns this (job, slot): nothing was created."""
 
 
 def run_from_row(row: Row[Any]) -> Run:
@@ -85,9 +90,17 @@ class Runs:
         self._db = db
 
     async def create(
-        self, run: NewRun, new: Sequence[NewSession], deps: Sequence[Dependency] = ()
+        self,
+        run: NewRun,
+        new: Sequence[NewSession],
+        deps: Sequence[Dependency] = (),
+        *,
+        slot: tuple[str, float] | None = None,
     ) -> tuple[Run, builtins.list[Session]]:
-        """The run and its sessions (``run_id`` set here), in one transaction."""
+        """The run and its sessions (``run_id`` set here), in one transaction.
+
+        ``slot``: a cron job's ``(job, slot)``, claimed in the same transaction — SlotTaken (and
+        nothing written) when another firing holds it, so each slot fires exactly once."""
         if not new:
             raise BadInput("a run needs at least one session")
         if len(new) > MAX_SESSIONS:
@@ -104,6 +117,16 @@ class Runs:
                 values["status"] = SessionStatus.WAITING.value
             rows.append(values)
         async with self._db.write() as conn:
+            if slot is not None:
+                dialect: Any = sqlite if self._db.is_sqlite else postgresql
+                claimed = await conn.execute(
+                    dialect.insert(job_slots)
+                    .values(job=slot[0], slot=slot[1], run_id=run.id, created_at=now)
+                    .on_conflict_do_nothing()
+                    .returning(job_slots.c.job)  # (rowcount is -1 here on PostgreSQL)
+                )
+                if claimed.first() is None:
+                    raise SlotTaken(f"job {slot[0]!r}: slot {slot[1]} has fired already")
             await conn.execute(
                 insert(runs).values(
                     id=run.id,

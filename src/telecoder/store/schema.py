@@ -345,6 +345,10 @@ job_state = Table(
     Column("paused_reason", Text),
     Column("failures", Integer, nullable=False, server_default="0"),  # consecutive failed runs
     Column("updated_at", Double, nullable=False),
+    # 0008: slots after ``since`` may fire (set when the job is first seen and on resume);
+    # ``counted_at``: the finish time of the last run counted into ``failures``.
+    Column("since", Double),
+    Column("counted_at", Double),
 )
 
 # Goals: a wish in plain words, a model's plan for it, approved by a person, run as a run.

@@ -53,7 +53,13 @@ async def deliver(
         payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BadInput(f"the body is not JSON: {e}") from None
-    rendered = hooks.render(hook, payload, body=body, webhook_id=webhook_id)
+    rendered = hooks.render(
+        hook,
+        payload,
+        body=body,
+        webhook_id=webhook_id,
+        templates_dir=state.settings.templates_dir,
+    )
     source = f"hook:{name}"
     found = await state.store.deliveries.find(source, rendered.key)
     warnings: list[str] = []

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 from starlette.exceptions import HTTPException
 
-from telecoder import chat
+from telecoder import chat, templates
 from telecoder.amounts import BudgetChange
 from telecoder.domain import Session, SessionStatus
 from telecoder.intake import Request as IntakeRequest
@@ -55,18 +55,22 @@ async def submit(
     state: ServerState, body: SessionCreate, *, origin: dict[str, str]
 ) -> tuple[Session, list[str]]:
     """Check and queue a new session (for the API and the dashboard's form); with warnings."""
-    accepted = await state.intake(_request(body, origin))
+    accepted = await state.intake(_request(state, body, origin))
     session = await state.store.sessions.create(accepted.session)
     state.bus.poke()
     return session, accepted.warnings
 
 
-def _request(body: SessionCreate, origin: dict[str, str]) -> IntakeRequest:
+def _request(state: ServerState, body: SessionCreate, origin: dict[str, str]) -> IntakeRequest:
+    prompt, engine = body.prompt or "", body.engine
+    if body.template is not None:  # a named prompt (templates.py); its engine unless one given
+        prompt, named = templates.render(state.settings.templates_dir, body.template, body.vars)
+        engine = engine or named
     return IntakeRequest(
         repo=body.repo,
-        prompt=body.prompt or "",
+        prompt=prompt,
         steps=tuple(body.steps),
-        engine=body.engine,
+        engine=engine,
         model=body.model,
         base=body.base,
         mode=body.mode.value,
@@ -134,7 +138,7 @@ async def create_session(
     found = await deliveries.find(source, idempotency_key, fingerprint=fingerprint)
     if found is None:
         accepted = await state.intake(
-            _request(body, {**origin, "idempotency_key": idempotency_key})
+            _request(state, body, {**origin, "idempotency_key": idempotency_key})
         )
         once = await deliveries.create_once(
             accepted.session, source=source, key=idempotency_key, fingerprint=fingerprint
