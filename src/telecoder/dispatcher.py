@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from typing import Any, Literal, Protocol
 
 import httpx
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr
 
+from telecoder import llmjson
 from telecoder.protocols import Inbound
 from telecoder.settings import Settings
 from telecoder.store import Repo
@@ -168,50 +169,18 @@ JSON_ONLY = (
     '"reason": "chatter"}'
 )
 REASK = "That reply is not a valid decision: {error}. Answer again."
-_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 MAX_EVENT_TEXT = 8_000
 
 
 def decision_schema() -> dict[str, Any]:
     """``Decision`` as a strict JSON schema (every key required, none other allowed)."""
-    properties = {
-        name: {k: v for k, v in prop.items() if k not in ("default", "title")}
-        for name, prop in Decision.model_json_schema()["properties"].items()
-    }
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": list(properties),
-        "additionalProperties": False,
-    }
+    return llmjson.strict_schema(Decision)
 
 
 def parse_decision(content: str) -> Decision:
     """The decision in a model's reply: the JSON itself, a fenced block, or the outermost
     braces in prose. Raises ValueError saying what is wrong."""
-    text = content.strip()
-    fenced = _FENCE.search(text)
-    if fenced is not None:
-        text = fenced.group(1).strip()
-    if not text.startswith("{"):
-        start, end = text.find("{"), text.rfind("}")
-        if start < 0 or end <= start:
-            raise ValueError("it holds no JSON object")
-        text = text[start : end + 1]
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"it is not JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ValueError("it is not a JSON object")
-    try:
-        return Decision.model_validate(data)
-    except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'the object'}: {err['msg']}"
-            for err in e.errors()
-        )
-        raise ValueError(problems) from None
+    return llmjson.parse(content, Decision)
 
 
 def describe(inbound: Inbound, repos: Sequence[Repo], default: Repo | None) -> str:
@@ -237,13 +206,11 @@ def describe(inbound: Inbound, repos: Sequence[Repo], default: Repo | None) -> s
 
 
 class ModelDispatcher:
-    """A small model's call on ``POST {base_url}/chat/completions``.
-
-    It asks for ``response_format`` json_schema (strict); a server that refuses it with a 400
-    is asked again with JSON-only instructions, and from then on without it. The reply is taken
-    from a fence or braces if need be and validated; an invalid one is re-asked once with the
-    error. Anything else (an HTTP error, a timeout, a second invalid reply, a user over
-    ``per_minute`` calls) is ``ignore`` with the reason, logged; nothing raises.
+    """A small model's call on ``POST {base_url}/chat/completions`` (``llmjson.JsonModel``:
+    strict ``response_format`` json_schema, JSON-only instructions for a server that refuses it,
+    an invalid reply asked again once with the error). Anything else (an HTTP error, a timeout,
+    a second invalid reply, a user over ``per_minute`` calls) is ``ignore`` with the reason,
+    logged; nothing raises.
     """
 
     def __init__(
@@ -255,13 +222,19 @@ class ModelDispatcher:
         timeout: float = 10.0,
         per_minute: int = 10,
     ) -> None:
+        self._model = llmjson.JsonModel(
+            model=model, base_url=base_url, api_key=api_key, timeout=timeout
+        )
         self.model = model
-        self.url = base_url.rstrip("/") + "/chat/completions"
-        self._api_key = api_key
+        self.url = self._model.url
         self.timeout = timeout
         self.per_minute = per_minute
-        self.structured = True  # until the server refuses response_format
         self._calls: dict[tuple[str, str], deque[float]] = {}
+
+    @property
+    def structured(self) -> bool:
+        """False once the server refused ``response_format``."""
+        return self._model.structured
 
     async def decide(
         self, inbound: Inbound, repos: Sequence[Repo], default: Repo | None
@@ -271,8 +244,19 @@ class ModelDispatcher:
             log.info("%s: %s: ignored", inbound.channel, reason)
             return Decision(action="ignore", reason=reason)
         try:
-            return await self._ask(inbound, repos, default)
-        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as e:
+            return await self._model.ask(
+                Decision,
+                system=SYSTEM,
+                user=describe(inbound, repos, default),
+                json_only=JSON_ONLY,
+                name="decision",
+                reask=REASK,
+            )
+        except llmjson.InvalidReply as e:
+            reason = f"the dispatcher's reply was invalid twice: {e.error}"[:300]
+            log.warning("%s: %s", inbound.channel, reason)
+            return Decision(action="ignore", reason=reason)
+        except (httpx.HTTPError, ValueError) as e:
             reason = f"the dispatcher model failed: {type(e).__name__}: {e}"[:300]
             log.warning("%s: %s", inbound.channel, reason)
             return Decision(action="ignore", reason=reason)
@@ -289,58 +273,3 @@ class ModelDispatcher:
         if len(self._calls) > 10_000:  # forget idle users
             self._calls = {k: v for k, v in self._calls.items() if v and now - v[-1] < 60}
         return True
-
-    async def _ask(self, inbound: Inbound, repos: Sequence[Repo], default: Repo | None) -> Decision:
-        messages = [{"role": "user", "content": describe(inbound, repos, default)}]
-        headers = {}
-        if self._api_key is not None:
-            headers["authorization"] = f"Bearer {self._api_key.get_secret_value()}"
-        async with httpx.AsyncClient(timeout=self.timeout, headers=headers) as client:
-            content = await self._complete(client, messages)
-            try:
-                return parse_decision(content)
-            except ValueError as e:
-                error = str(e)[:500]
-            log.info(
-                "%s: the dispatcher's reply was invalid (%s): asking again", inbound.channel, error
-            )
-            messages += [
-                {"role": "assistant", "content": content[:4000]},
-                {"role": "user", "content": f"{REASK.format(error=error)} {JSON_ONLY}"},
-            ]
-            content = await self._complete(client, messages)
-            try:
-                return parse_decision(content)
-            except ValueError as e:
-                reason = f"the dispatcher's reply was invalid twice: {e}"[:300]
-                log.warning("%s: %s", inbound.channel, reason)
-                return Decision(action="ignore", reason=reason)
-
-    async def _complete(self, client: httpx.AsyncClient, messages: list[dict[str, str]]) -> str:
-        """The model's text for ``messages`` (after the system prompt)."""
-        response = await client.post(self.url, json=self._body(messages, self.structured))
-        if response.status_code == 400 and self.structured:
-            # Most likely response_format: the same without it, and so on if that works.
-            response = await client.post(self.url, json=self._body(messages, False))
-            if response.is_success:
-                log.info("the dispatcher's endpoint refused response_format: asking for JSON")
-                self.structured = False
-        response.raise_for_status()
-        content = response.json()["choices"][0]["message"]["content"]
-        if not isinstance(content, str):
-            raise ValueError("the reply has no text")
-        return content
-
-    def _body(self, messages: list[dict[str, str]], structured: bool) -> dict[str, Any]:
-        system = SYSTEM if structured else f"{SYSTEM}\n{JSON_ONLY}"
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": [{"role": "system", "content": system}, *messages],
-            "temperature": 0,
-        }
-        if structured:
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "decision", "strict": True, "schema": decision_schema()},
-            }
-        return body
