@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from telecoder import judge
+from telecoder.judge import Candidate, choose
 from telecoder.diffs import git_diff_source
 from telecoder.domain import (
     EventKind,
@@ -213,13 +213,13 @@ class Judging:
             return {**base, "winner": None, "reasons": reasons}
         candidates = [await self._candidate(s) for s in passing]
         task = str(run.spec.get("prompt") or passing[0].prompt)
-        chosen = await judge.choose(self.settings, task, candidates)
+        chosen = await choose(self.settings, task, candidates)
         base["judge"] = self.settings.judge_model if len(candidates) > 1 else None
         winner = next(s for s in passing if s.id == chosen.winner)
         published = await self._open(run, winner, sessions, chosen.reasons)
         return {**base, "winner": winner.id, "reasons": chosen.reasons, **_pr(published)}
 
-    async def _candidate(self, session: Session) -> judge.Candidate:
+    async def _candidate(self, session: Session) -> Candidate:
         result = session.result
         size = (result.diff.insertions + result.diff.deletions) if result and result.diff else 0
         try:
@@ -227,7 +227,7 @@ class Judging:
             text, size = diff.text, diff.insertions + diff.deletions
         except TeleCoderError as e:
             text = f"(the diff cannot be read: {e.message})"
-        return judge.Candidate(
+        return Candidate(
             session_id=session.id, engine=session.engine, branch=session.branch, diff=text,
             size=size,
         )  # fmt: skip

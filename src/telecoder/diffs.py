@@ -1,10 +1,11 @@
 """The diff of a session's branch, read with git from wherever its commits still are.
 
-This is a seam (re-exported by ``telecoder.server.diff``): ``create_app(..., diff_source=...)`` takes any ``DiffSource``. The default looks
-in the attempt's worktree, then the repository's mirror (worktrees share its objects, so their
-commits stay there after the worktree is gone), then the remote when it is a local path, and
-diffs the attempt's base commit with its commit — or with the work tree while nothing is
-committed yet.
+This is a seam (``telecoder.server.diff`` re-exports it; a best-of-N run's judge reads the
+candidates' diffs with it): ``create_app(..., diff_source=...)`` takes any ``DiffSource``. The
+default looks in the attempt's worktree, then the repository's mirror (worktrees share its
+objects, so their commits stay there after the worktree is gone), then the remote when it is a
+local path, and diffs the attempt's base commit with its commit — or with the work tree while
+nothing is committed yet.
 """
 
 from __future__ import annotations
