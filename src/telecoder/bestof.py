@@ -26,7 +26,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from telecoder.judge import Candidate, choose
 from telecoder.diffs import git_diff_source
 from telecoder.domain import (
     EventKind,
@@ -41,6 +40,7 @@ from telecoder.domain import (
 from telecoder.endings import choose_forge, commit_message
 from telecoder.errors import BadInput, Conflict, TeleCoderError
 from telecoder.intake import Accepted, Request
+from telecoder.judge import Candidate, choose
 from telecoder.protocols import Forge, Publication, Published
 from telecoder.settings import Settings
 from telecoder.store import Store
