@@ -106,7 +106,8 @@ async def test_without_a_judge_model_the_smallest_passing_diff_wins(
     # The candidates pushed their branches and opened nothing themselves: one PR, the winner's.
     for engine in ("bo-small", "bo-big"):
         result = ended[engine].result
-        assert result is not None and result.pr_url is None
+        assert result is not None
+        assert result.pr_url is None
         assert git_repo.remote_git("rev-parse", ended[engine].branch) == result.commit
     (pull,) = hub.pulls("acme", "repo")
     assert pull.head == by_engine["bo-small"].branch
@@ -119,7 +120,8 @@ async def test_without_a_judge_model_the_smallest_passing_diff_wins(
     assert judged.status == RunStatus.SUCCEEDED
     assert verdict["state"] == "decided"
     assert verdict["winner"] == by_engine["bo-small"].id
-    assert verdict["pr_number"] == pull.number and verdict["pr_url"].endswith(f"/pull/{pull.number}")
+    assert verdict["pr_number"] == pull.number
+    assert verdict["pr_url"].endswith(f"/pull/{pull.number}")
     assert set(verdict["lost"]) == {by_engine["bo-bad"].id}
     events = await store.events.list(by_engine["bo-small"].id)
     assert any(e.data.get("step") == "chosen" for e in events)
@@ -145,17 +147,22 @@ async def test_the_judge_model_picks_and_its_reasons_are_in_the_pr(bo_settings, 
     (request,) = asked
     assert request.headers.get("authorization") == "Bearer sk-judge"
     shown = json.dumps(request.body)
-    assert by_engine["bo-small"].id in shown and big in shown
+    assert by_engine["bo-small"].id in shown
+    assert big in shown
     assert by_engine["bo-bad"].id not in shown  # a failing candidate is not judged
     (pull,) = hub.pulls("acme", "repo")
     assert pull.head == by_engine["bo-big"].branch
     assert reasons in (pull.body or "")
     verdict = (await store.runs.get(run.id)).spec["verdict"]
-    assert (verdict["winner"], verdict["reasons"], verdict["judge"]) == (big, reasons, "judge-model")
+    assert (verdict["winner"], verdict["reasons"], verdict["judge"]) == (
+        big,
+        reasons,
+        "judge-model",
+    )
 
 
 async def test_when_all_fail_no_pr_is_opened_and_the_run_says_why(bo_settings, store, hub):
-    run, by_engine = await start(bo_settings, store, hub, ["bo-bad"] * 1 + ["bo-bad"])
+    run, _by_engine = await start(bo_settings, store, hub, ["bo-bad"] * 1 + ["bo-bad"])
     await run_all(bo_settings, store, 2)
     assert hub.pulls("acme", "repo") == []
     judged = await store.runs.get(run.id)
@@ -167,7 +174,7 @@ async def test_when_all_fail_no_pr_is_opened_and_the_run_says_why(bo_settings, s
 
 
 async def test_judging_happens_once_however_many_try(bo_settings, store, hub):
-    run, by_engine = await start(bo_settings, store, hub, ["bo-small", "bo-big"])
+    run, _by_engine = await start(bo_settings, store, hub, ["bo-small", "bo-big"])
     judging = build_judging(bo_settings, store)
     assert await judging.judge(run.id) is None  # candidates still queued: not due
     assert await judging.sweep() == []
@@ -187,7 +194,8 @@ async def test_a_person_picks_another_candidate(bo_settings, store, hub):
     with pytest.raises(BadInput, match="not a candidate"):
         await judging.pick(run.id, "tc_nosuchthing")
     verdict = await judging.pick(run.id, by_engine["bo-big"].id)
-    assert verdict["winner"] == by_engine["bo-big"].id and verdict["picked"] is True
+    assert verdict["winner"] == by_engine["bo-big"].id
+    assert verdict["picked"] is True
     heads = {p.head for p in hub.pulls("acme", "repo")}
     assert by_engine["bo-big"].branch in heads
 

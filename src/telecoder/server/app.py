@@ -48,6 +48,7 @@ from telecoder.server.diff import DiffSource, DiffUnavailable, git_diff_source
 from telecoder.server.limits import BodyLimit, RateLimited, RateLimiter, SecurityHeaders
 from telecoder.server.render import STATIC, templates
 from telecoder.server.routes import (
+    bestof,
     budgets,
     costs,
     dashboard,
@@ -228,6 +229,8 @@ def create_app(
     app.include_router(subscriptions.page_router)
     app.include_router(endpoints.pages)
     app.include_router(repos.pages)
+    app.include_router(bestof.router)
+    app.include_router(bestof.pages)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _handle_errors(app)
     app.add_middleware(SecurityHeaders)
