@@ -180,15 +180,15 @@ class Judging:
         run = await self.store.runs.get(run_id)
         if run.kind != RunKind.BEST_OF:
             raise BadInput(f"run {run_id} is a {run.kind.value} run, not best of N")
+        before = verdict_of(run)
+        if run.status == RunStatus.RUNNING or (before or {}).get("state") == "judging":
+            raise Conflict(f"run {run_id} is still being decided: pick once it is")
         sessions = {s.id: s for s in await self.store.runs.sessions(run_id)}
         chosen = sessions.get(session_id)
         if chosen is None:
             raise BadInput(f"session {session_id} is not a candidate of run {run_id}")
         if (lost := standing(chosen)) is not None:
             raise BadInput(f"session {session_id} cannot win: {lost}")
-        before = verdict_of(run)
-        if run.status == RunStatus.RUNNING or (before or {}).get("state") == "judging":
-            raise Conflict(f"run {run_id} is still being decided: pick once it is")
         published = await self._open(run, chosen, list(sessions.values()), "picked by a person")
         verdict = {
             **(before or {}),

@@ -207,3 +207,52 @@ def test_attempts_and_engines_are_checked():
     for bad in ((1, []), (None, ["a"]), (11, [])):
         with pytest.raises(BadInput, match="2 to 10"):
             bestof.engines_for(*bad)
+
+
+async def test_over_http_start_compare_and_pick(bo_settings, store, hub):
+    from telecoder.server import create_app
+    from tests.server import client
+
+    body = {"repo": hub.git_url("acme", "repo"), "prompt": "Improve", "attempts": 3,
+            "engines": ["bo-small", "bo-big", "bo-bad"]}  # fmt: skip
+    async with client(create_app(bo_settings, store)) as c:
+        bad = await c.post("/api/runs/best-of", json={**body, "attempts": 1})
+        unknown = await c.post("/api/runs/best-of", json={**body, "engines": ["nope"]})
+        created = await c.post("/api/runs/best-of", json=body)
+        assert created.status_code == 201, created.text
+        run_id = created.json()["run"]["id"]
+        by_engine = {s["engine"]: s for s in created.json()["sessions"]}
+        early = await c.post(f"/api/runs/{run_id}/pick", json={"session_id": "x"})
+        running = await c.get(f"/api/runs/{run_id}/compare")
+
+        await run_all(bo_settings, store, 3)
+        shown = await c.get(f"/api/runs/{run_id}/compare")
+        page = await c.get(f"/runs/{run_id}/compare")
+        loser = await c.post(
+            f"/api/runs/{run_id}/pick", json={"session_id": by_engine["bo-bad"]["id"]}
+        )
+        picked = await c.post(
+            f"/api/runs/{run_id}/pick", json={"session_id": by_engine["bo-big"]["id"]}
+        )
+        missing = await c.get("/api/runs/run_nosuchrun/compare")
+
+    assert bad.status_code == 422
+    assert unknown.status_code == 422, unknown.text
+    assert early.status_code == 409, early.text
+    assert running.json()["verdict"] is None
+    verdict = shown.json()["verdict"]
+    assert verdict["winner"] == by_engine["bo-small"]["id"]
+    passed = {c["session"]["engine"]: c["passed"] for c in shown.json()["candidates"]}
+    assert passed == {"bo-small": True, "bo-big": True, "bo-bad": False}
+    assert page.status_code == 200
+    for s in by_engine.values():
+        assert s["branch"] in page.text
+    assert page.text.count("Pick this one") == 1  # the other passing candidate
+    assert "+a" in page.text  # bo-big's diff, beside the others
+    assert loser.status_code == 422 and "cannot win" in loser.json()["detail"]
+    assert picked.status_code == 200, picked.text
+    assert picked.json()["verdict"]["winner"] == by_engine["bo-big"]["id"]
+    assert picked.json()["verdict"]["previous"]["winner"] == by_engine["bo-small"]["id"]
+    assert missing.status_code == 404
+    heads = {p.head for p in hub.pulls("acme", "repo")}
+    assert heads == {by_engine["bo-small"]["branch"], by_engine["bo-big"]["branch"]}
