@@ -249,7 +249,8 @@ async def test_over_http_start_compare_and_pick(bo_settings, store, hub):
         assert s["branch"] in page.text
     assert page.text.count("Pick this one") == 1  # the other passing candidate
     assert "+a" in page.text  # bo-big's diff, beside the others
-    assert loser.status_code == 422 and "cannot win" in loser.json()["detail"]
+    assert loser.status_code == 422
+    assert "cannot win" in loser.json()["detail"]
     assert picked.status_code == 200, picked.text
     assert picked.json()["verdict"]["winner"] == by_engine["bo-big"]["id"]
     assert picked.json()["verdict"]["previous"]["winner"] == by_engine["bo-small"]["id"]
