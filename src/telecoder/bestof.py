@@ -55,9 +55,18 @@ DECIDED = '"state":"decided"'  # in a run's spec once its verdict is in
 Intake = Callable[[Request], Awaitable[Accepted]]
 
 
+def split(spec: str | None) -> tuple[str | None, str | None]:
+    """``codex`` → (codex, None); ``opencode:gpt-4.1-mini`` → (opencode, gpt-4.1-mini);
+    ``acp:gemini:x`` → (acp, gemini:x): a candidate's engine and, after a colon, its model."""
+    if spec is None:
+        return None, None
+    engine, _, model = spec.partition(":")
+    return engine, model or None
+
+
 def engines_for(attempts: int | None, engines: Sequence[str]) -> list[str | None]:
-    """The candidates' engines: ``engines`` in turn for ``attempts`` candidates (default: one
-    each); no engines: the request's engine ``attempts`` times."""
+    """The candidates' engines (``ENGINE`` or ``ENGINE:MODEL``): ``engines`` in turn for
+    ``attempts`` candidates (default: one each); no engines: the request's ``attempts`` times."""
     names = [e.strip() for e in engines if e.strip()]
     n = attempts if attempts is not None else len(names)
     if n < 2 or n > MAX_ATTEMPTS:
@@ -80,8 +89,12 @@ async def create(
         raise BadInput("best of N runs tasks, not chats")
     chosen = engines_for(attempts, engines)
     candidates, warnings = [], []
-    for i, engine in enumerate(chosen, 1):
-        accepted = await intake(dataclasses.replace(request, engine=engine or request.engine))
+    for i, spec in enumerate(chosen, 1):
+        engine, model = split(spec)
+        asked = dataclasses.replace(
+            request, engine=engine or request.engine, model=model or request.model
+        )
+        accepted = await intake(asked)
         candidates.append(dataclasses.replace(accepted.session, task_key=f"candidate-{i}"))
         warnings += [w for w in accepted.warnings if w not in warnings]
     spec = {

@@ -102,8 +102,8 @@ def run(
         str | None,
         typer.Option(
             "--engines",
-            help="Best of N: the candidates' engines in turn, comma-separated "
-            "(claude-code,codex,…); default one candidate each.",
+            help="Best of N: the candidates' engines in turn, comma-separated, each ENGINE or "
+            "ENGINE:MODEL (claude-code,codex,opencode:gpt-4.1-mini); default one candidate each.",
             show_default=False,
         ),
     ] = None,

@@ -27,6 +27,7 @@ from telecoder.server.state import ServerState
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 pages = APIRouter(include_in_schema=False)
 
+ENGINE_SPEC = ENGINE_NAME.removesuffix("$") + r"(:[^\s]{1,200})?$"
 RunRef = Annotated[str, Path(pattern=r"^run_[a-z0-9]{1,32}$", description="A run's id.")]
 _ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorOut, "description": "No or a wrong API token."},
@@ -47,8 +48,11 @@ class BestOfCreate(SessionCreate):
     attempts: int | None = Field(
         default=None, ge=2, le=bestof.MAX_ATTEMPTS, description="How many candidates."
     )
-    engines: list[Annotated[Text, Field(pattern=ENGINE_NAME)]] = Field(
-        default_factory=list, max_length=bestof.MAX_ATTEMPTS, description="Their engines."
+    engines: list[Annotated[Text, Field(pattern=ENGINE_SPEC)]] = Field(
+        default_factory=list,
+        max_length=bestof.MAX_ATTEMPTS,
+        description="Their engines, each ``ENGINE`` or ``ENGINE:MODEL`` (a model of its own).",
+        examples=[["claude-code", "codex", "opencode:gpt-4.1-mini"]],
     )
 
 
