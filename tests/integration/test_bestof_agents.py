@@ -26,6 +26,7 @@ BAD = (
     Reply(text="Creating the files.", command=f"echo hello > {WRITTEN} && echo oops > bad.txt"),
     Reply(text="Done."),
 )
+ENGINES = "claude-code,codex:gpt-5-mini,opencode:gpt-4.1-mini"  # (a model each, or its own)
 REASONS = "Codex's change is the clearest: one file, exactly as asked."
 
 
@@ -72,7 +73,7 @@ def test_best_of_three_agents_one_pr_for_the_judges_passing_choice(
         done = telecoder(
             "run", "create fake.txt containing hello-from-fake",
             "--repo", fake_github.git_url("acme", "repo"),
-            "--attempts", "3", "--engines", "claude-code,codex:gpt-5-mini,opencode:gpt-4.1-mini", "--json",
+            "--attempts", "3", "--engines", ENGINES, "--json",
             env=env, timeout=400,
         )  # fmt: skip
         judged = model.judged
