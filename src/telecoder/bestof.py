@@ -89,8 +89,8 @@ async def create(
         raise BadInput("best of N runs tasks, not chats")
     chosen = engines_for(attempts, engines)
     candidates, warnings = [], []
-    for i, spec in enumerate(chosen, 1):
-        engine, model = split(spec)
+    for i, each in enumerate(chosen, 1):
+        engine, model = split(each)
         asked = dataclasses.replace(
             request, engine=engine or request.engine, model=model or request.model
         )
@@ -100,6 +100,7 @@ async def create(
     spec = {
         "attempts": len(chosen),
         "engines": [s.engine for s in candidates],
+        "models": [s.model for s in candidates],
         "prompt": request.prompt,
         "repo": request.repo,
     }

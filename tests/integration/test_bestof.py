@@ -204,6 +204,9 @@ def test_attempts_and_engines_are_checked():
     assert bestof.engines_for(3, []) == [None, None, None]
     assert bestof.engines_for(None, ["a", "b"]) == ["a", "b"]
     assert bestof.engines_for(3, ["a", "b"]) == ["a", "b", "a"]
+    assert bestof.split("codex") == ("codex", None)
+    assert bestof.split("opencode:gpt-4.1-mini") == ("opencode", "gpt-4.1-mini")
+    assert bestof.split("acp:gemini:gemini-2.5-flash") == ("acp", "gemini:gemini-2.5-flash")
     for bad in ((1, []), (None, ["a"]), (11, [])):
         with pytest.raises(BadInput, match="2 to 10"):
             bestof.engines_for(*bad)
