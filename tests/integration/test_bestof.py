@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -238,6 +239,14 @@ async def test_over_http_start_compare_and_pick(bo_settings, store, hub):
             f"/api/runs/{run_id}/pick", json={"session_id": by_engine["bo-big"]["id"]}
         )
         missing = await c.get("/api/runs/run_nosuchrun/compare")
+        # The page's button: back to the first choice.
+        token = re.search(r'name="csrf_token" value="([0-9a-f]+)"', page.text)
+        assert token is not None, "the pick form carries its CSRF token"
+        form = await c.post(
+            f"/runs/{run_id}/pick",
+            data={"session_id": by_engine["bo-small"]["id"], "csrf_token": token.group(1)},
+        )
+        back = await c.get(f"/api/runs/{run_id}/compare")
 
     assert bad.status_code == 422
     assert unknown.status_code == 422, unknown.text
@@ -260,3 +269,6 @@ async def test_over_http_start_compare_and_pick(bo_settings, store, hub):
     assert missing.status_code == 404
     heads = {p.head for p in hub.pulls("acme", "repo")}
     assert heads == {by_engine["bo-small"]["branch"], by_engine["bo-big"]["branch"]}
+    assert form.status_code == 303, form.text
+    assert form.headers["location"] == f"/runs/{run_id}/compare"
+    assert back.json()["verdict"]["winner"] == by_engine["bo-small"]["id"]

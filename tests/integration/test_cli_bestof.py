@@ -1,0 +1,67 @@
+"""`telecoder run --attempts` and `telecoder best-of show|pick` as a user runs them: the CLI as
+a subprocess, a real repository and its bare remote, the shell engine, the local forge."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.cli import cli_env, telecoder
+from tests.conftest import GitRepo
+
+
+def test_best_of_two_here_then_show_and_pick(git_repo: GitRepo, home: Path):
+    env = cli_env(home)
+    bad = telecoder(
+        "run", "echo x", "--repo", str(git_repo.path), "--engine", "shell", "--attempts", "1",
+        env=env,
+    )  # fmt: skip
+    done = telecoder(
+        "run", "echo more >> README.md", "--repo", str(git_repo.path), "--engine", "shell",
+        "--attempts", "2", "--json", env=env, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2, bad.stderr
+    assert "2 to 10" in bad.stderr
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["run"]["kind"] == "best_of"
+    assert data["run"]["status"] == "succeeded"
+    first, second = sorted(data["candidates"], key=lambda c: c["session"]["task_key"])
+    assert first["passed"]
+    assert second["passed"]
+    verdict = data["verdict"]
+    assert "smallest passing diff wins" in verdict["reasons"]
+    for c in (first, second):  # both branches pushed, kept
+        branch = c["session"]["branch"]
+        assert git_repo.remote_git("show", f"{branch}:README.md").endswith("more")
+    run_id = data["run"]["id"]
+
+    shown = telecoder("best-of", "show", run_id, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert f"winner: {verdict['winner']}" in shown.stdout
+    other = next(
+        c["session"]["id"] for c in (first, second) if c["session"]["id"] != verdict["winner"]
+    )
+    picked = telecoder("best-of", "pick", run_id, other, "--json", env=env)
+    assert picked.returncode == 0, picked.stderr
+    after = json.loads(picked.stdout)["verdict"]
+    assert (after["winner"], after["picked"]) == (other, True)
+    assert after["previous"]["winner"] == verdict["winner"]
+
+    stranger = telecoder("best-of", "pick", run_id, "nosuchsession", env=env)
+    missing = telecoder("best-of", "show", "run_nosuchrun1", env=env)
+    assert stranger.returncode == 2, stranger.stderr
+    assert missing.returncode == 3, missing.stderr
+
+
+def test_detached_candidates_are_left_to_the_workers(git_repo: GitRepo, home: Path):
+    env = cli_env(home)
+    done = telecoder(
+        "run", "echo more >> README.md", "--repo", str(git_repo.path),
+        "--engines", "shell,shell,shell", "--detach", "--json", env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert len(data["candidates"]) == 3
+    assert {c["session"]["status"] for c in data["candidates"]} == {"queued"}
+    assert data["verdict"] is None
