@@ -20,6 +20,7 @@ no verdict (a claim older than ``STALE_SECONDS`` is taken over: its judge died).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -88,14 +89,21 @@ async def create(
     if request.mode != "task":
         raise BadInput("best of N runs tasks, not chats")
     chosen = engines_for(attempts, engines)
-    candidates, warnings = [], []
-    for i, each in enumerate(chosen, 1):
+
+    async def one(each: str | None) -> Accepted:
         engine, model = split(each)
         asked = dataclasses.replace(
             request, engine=engine or request.engine, model=model or request.model
         )
-        accepted = await intake(asked)
-        candidates.append(dataclasses.replace(accepted.session, task_key=f"candidate-{i}"))
+        return await intake(asked)
+
+    # Checked at once (each may ask git about the remote); the first refusal is raised.
+    found = await asyncio.gather(*(one(each) for each in chosen))
+    candidates = [
+        dataclasses.replace(a.session, task_key=f"candidate-{i}") for i, a in enumerate(found, 1)
+    ]
+    warnings: list[str] = []
+    for accepted in found:
         warnings += [w for w in accepted.warnings if w not in warnings]
     spec = {
         "attempts": len(chosen),

@@ -272,3 +272,28 @@ async def test_over_http_start_compare_and_pick(bo_settings, store, hub):
     assert form.status_code == 303, form.text
     assert form.headers["location"] == f"/runs/{run_id}/compare"
     assert back.json()["verdict"]["winner"] == by_engine["bo-small"]["id"]
+
+
+@pytest.mark.parametrize(
+    ("reply", "problem"),
+    [
+        (Reply(error=500), "HTTPStatusError"),
+        (Reply(text='{"winner": "tc_not_a_candidate", "reasons": "made up"}'), "not a candidate"),
+    ],
+)
+async def test_a_judge_that_fails_leaves_it_to_the_smallest_diff(
+    bo_settings, store, hub, reply, problem
+):
+    with FakeModelServer(scripts={JUDGE_MARK: [reply]}) as model:
+        settings = bo_settings.model_copy(
+            update={"judge_model": "judge-model", "judge_base_url": f"{model.url}/v1"}
+        )
+        run, by_engine = await start(settings, store, hub, ["bo-big", "bo-small"])
+        await run_all(settings, store, 2)
+    verdict = (await store.runs.get(run.id)).spec["verdict"]
+    assert verdict["winner"] == by_engine["bo-small"].id
+    assert "the judge model failed" in verdict["reasons"]
+    assert problem in verdict["reasons"]
+    assert "smallest passing diff wins" in verdict["reasons"]
+    (pull,) = hub.pulls("acme", "repo")
+    assert pull.head == by_engine["bo-small"].branch
