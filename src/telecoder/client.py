@@ -218,6 +218,23 @@ class Client:
         path = f"/api/repos/routes/{channel}/{quote(place, safe='')}"
         await self._call("DELETE", path, missing=RegisteredRepoNotFound)
 
+    # --- runs ---
+
+    async def runs(self, *, limit: int = 50) -> builtins.list[Json]:
+        """The runs with their totals, newest first."""
+        found: Any = await self._call("GET", "/api/runs", params={"limit": limit})
+        return list(found)
+
+    async def run(self, run_id: str) -> Json:
+        """The run as ``runs show --json`` prints it."""
+        return await self._call("GET", f"/api/runs/{run_id}")
+
+    async def cancel_run(self, run_id: str) -> Json:
+        return await self._call("POST", f"/api/runs/{run_id}/cancel")
+
+    async def retry_failed(self, run_id: str) -> Json:
+        return await self._call("POST", f"/api/runs/{run_id}/retry-failed")
+
     # --- best of N ---
 
     async def best_of(self, body: Json) -> Json:

@@ -92,6 +92,7 @@ async def test_a_fanout_of_many_sessions_is_one_write_and_succeeds_when_all_do(
     many = [task(f"repo{i}") for i in range(100)]
     run, made = await store.runs.create(NewRun(kind=RunKind.FANOUT), many)
     assert len(made) == 100
+    assert [s.task_key for s in made] == [f"repo{i}" for i in range(100)]  # in the order given
     assert {s.status for s in made} == {SessionStatus.QUEUED}
     for session in made:
         await finish(store, session.id, SessionStatus.SUCCEEDED)

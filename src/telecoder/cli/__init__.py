@@ -24,6 +24,7 @@ from telecoder.cli import (
     hooks,
     repos,
     run,
+    runs,
     serve,
     sessions,
     worker,
@@ -74,6 +75,7 @@ app.add_typer(endpoints.app, name="endpoints")
 app.add_typer(budgets.app, name="budgets")
 app.add_typer(bestof.app, name="best-of")
 app.add_typer(repos.app, name="repos")
+app.add_typer(runs.app, name="runs")
 
 _EXIT: list[tuple[type[TeleCoderError], Exit]] = [
     (BadInput, Exit.BAD_INPUT),

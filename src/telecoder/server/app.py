@@ -58,6 +58,7 @@ from telecoder.server.routes import (
     hooks,
     meta,
     repos,
+    runs,
     sessions,
     slack,
     subscriptions,
@@ -231,6 +232,8 @@ def create_app(
     app.include_router(repos.pages)
     app.include_router(bestof.router)
     app.include_router(bestof.pages)
+    app.include_router(runs.router)  # runs: list, show, cancel, retry-failed
+    app.include_router(runs.pages)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _handle_errors(app)
     app.add_middleware(SecurityHeaders)

@@ -34,7 +34,7 @@ from telecoder.domain import (
     Session,
     SessionStatus,
 )
-from telecoder.errors import BadInput, SessionNotFound
+from telecoder.errors import BadInput, Conflict, SessionNotFound
 from telecoder.store.db import Database, dumps, loads
 from telecoder.store.events import append_events
 from telecoder.store.notify import Notice, NoticeKind
@@ -44,6 +44,7 @@ from telecoder.store.schema import runs, session_deps, sessions
 
 MAX_SESSIONS = 1000
 _GOOD = SessionStatus.SUCCEEDED.value
+_RETRIED = frozenset({SessionStatus.FAILED, SessionStatus.DEAD, SessionStatus.CANCELLED})
 
 
 def run_from_row(row: Row[Any]) -> Run:
@@ -95,8 +96,9 @@ class Runs:
         now = time.time()
         waiting = {dep.session_id for dep in deps}
         rows, events = [], []
-        for item in new:
-            values = new_session_values(item, now)
+        for index, item in enumerate(new):
+            # A microsecond apart: the run's sessions list in the order they were given.
+            values = new_session_values(item, now + index * 1e-6)
             values["run_id"] = run.id
             if item.id in waiting:
                 values["status"] = SessionStatus.WAITING.value
@@ -217,6 +219,102 @@ class Runs:
             for r in rows
         ]
 
+    async def retry_failed(self, run_id: str) -> tuple[Run, builtins.list[Session]]:
+        """In one transaction: every failed, dead or cancelled session of the run is queued
+        for a new attempt (its ``max_attempts`` raised so that attempt can run), every skipped
+        one waits again, and the graph settles; the run is ``running`` again. Each gets a
+        status event saying it was retried (its history stays). Returns the run and the
+        sessions retried. ``Conflict`` when nothing failed."""
+        now = time.time()
+        async with self._db.write() as conn:
+            # Sessions first, then the run's row: the order a session's end takes (its row,
+            # then ``_run_status``), so the two never wait for each other in a circle.
+            row = (await conn.execute(select(runs.c.id).where(runs.c.id == run_id))).first()
+            if row is None:
+                raise SessionNotFound(f"no run {run_id!r}")
+            found = [
+                session_from_row(r)
+                for r in (
+                    await conn.execute(
+                        select(sessions)
+                        .where(sessions.c.run_id == run_id)
+                        .order_by(sessions.c.created_at, sessions.c.id)
+                    )
+                ).all()
+            ]
+            again: builtins.list[Session] = []
+            waits: builtins.list[Session] = []
+            for session in found:
+                if session.status not in _RETRIED and session.status != SessionStatus.SKIPPED:
+                    continue
+                # Held, and still as read (a concurrent retry-failed took it otherwise).
+                held = await conn.execute(
+                    update(sessions)
+                    .where(sessions.c.id == session.id, sessions.c.status == session.status)
+                    .values(updated_at=now)
+                )
+                if held.rowcount:
+                    was_skipped = session.status == SessionStatus.SKIPPED
+                    (waits if was_skipped else again).append(session)
+            if not again:
+                raise Conflict(f"run {run_id} has no failed, dead or cancelled session to retry")
+            for session in again:
+                values: dict[str, Any] = {
+                    "status": SessionStatus.QUEUED.value,
+                    "max_attempts": max(session.max_attempts, session.attempt + 1),
+                    "cancel_requested": False,
+                    "error": None,
+                    "failure_kind": None,
+                    "question": None,
+                    "finished_at": None,
+                    "available_at": now,
+                    "updated_at": now,
+                }
+                await conn.execute(
+                    update(sessions).where(sessions.c.id == session.id).values(values)
+                )
+                data = {
+                    "status": SessionStatus.QUEUED.value,
+                    "reason": f"retried: it was {session.status.value} (run {run_id})",
+                    "retried": session.status.value,
+                }
+                status = NewEvent(kind=EventKind.STATUS, data=data)
+                await append_events(conn, session.id, None, [status], now=now)
+                await self._db.notify(conn, Notice(NoticeKind.QUEUED, session.id))
+            for session in waits:
+                values = {
+                    "status": SessionStatus.WAITING.value,
+                    "error": None,
+                    "finished_at": None,
+                    "updated_at": now,
+                }
+                await conn.execute(
+                    update(sessions).where(sessions.c.id == session.id).values(values)
+                )
+                data = {
+                    "status": SessionStatus.WAITING.value,
+                    "reason": f"retried: it was skipped (run {run_id})",
+                    "retried": SessionStatus.SKIPPED.value,
+                }
+                status = NewEvent(kind=EventKind.STATUS, data=data)
+                await append_events(conn, session.id, None, [status], now=now)
+            await conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(status=RunStatus.RUNNING.value, finished_at=None, updated_at=now)
+            )
+            # What waits again may already have all it needs (or be skipped once more).
+            for session in waits:
+                skipped = await _release(conn, self._db, session.id, now)
+                if skipped is not None:
+                    await settle(conn, self._db, skipped, now)
+        return await self.get(run_id), [await self._one(s.id) for s in again]
+
+    async def _one(self, session_id: str) -> Session:
+        async with self._db.read() as conn:
+            row = (await conn.execute(select(sessions).where(sessions.c.id == session_id))).one()
+        return session_from_row(row)
+
 
 async def settle(conn: AsyncConnection, db: Database, ended: Session, now: float) -> None:
     """After ``ended`` ended (in the caller's transaction): queue or skip its waiting
@@ -284,6 +382,8 @@ async def _release(
 
 
 async def _run_status(conn: AsyncConnection, run_id: str, now: float) -> None:
+    # The run's row first: a retry-failed that holds it commits before the statuses are read.
+    await conn.execute(select(runs.c.id).where(runs.c.id == run_id).with_for_update())
     statuses = [
         SessionStatus(s)
         for s in (
@@ -294,7 +394,7 @@ async def _run_status(conn: AsyncConnection, run_id: str, now: float) -> None:
         return
     if all(s == SessionStatus.SUCCEEDED for s in statuses):
         status = RunStatus.SUCCEEDED
-    elif all(s in (SessionStatus.CANCELLED, SessionStatus.SKIPPED) for s in statuses):
+    elif SessionStatus.CANCELLED in statuses:  # cancelled by hand (or the run was)
         status = RunStatus.CANCELLED
     else:
         status = RunStatus.FAILED
