@@ -232,6 +232,7 @@ async def test_over_http_start_compare_and_pick(bo_settings, store, hub):
         await run_all(bo_settings, store, 3)
         shown = await c.get(f"/api/runs/{run_id}/compare")
         page = await c.get(f"/runs/{run_id}/compare")
+        run_page = await c.get(f"/runs/{run_id}")
         loser = await c.post(
             f"/api/runs/{run_id}/pick", json={"session_id": by_engine["bo-bad"]["id"]}
         )
@@ -257,6 +258,8 @@ async def test_over_http_start_compare_and_pick(bo_settings, store, hub):
     passed = {c["session"]["engine"]: c["passed"] for c in shown.json()["candidates"]}
     assert passed == {"bo-small": True, "bo-big": True, "bo-bad": False}
     assert page.status_code == 200
+    assert f'href="/runs/{run_id}/compare"' in run_page.text  # the run's page links to it
+    assert "smallest passing diff wins" in run_page.text
     for s in by_engine.values():
         assert s["branch"] in page.text
     assert page.text.count("Pick this one") == 1  # the other passing candidate

@@ -39,6 +39,10 @@ def test_best_of_two_here_then_show_and_pick(git_repo: GitRepo, home: Path):
     shown = telecoder("best-of", "show", run_id, env=env)
     assert shown.returncode == 0, shown.stderr
     assert f"winner: {verdict['winner']}" in shown.stdout
+    listed = telecoder("runs", "show", run_id, env=env)  # the verdict there too
+    assert listed.returncode == 0, listed.stderr
+    assert f"winner: {verdict['winner']}" in listed.stdout
+    assert "smallest passing diff wins" in listed.stdout
     other = next(
         c["session"]["id"] for c in (first, second) if c["session"]["id"] != verdict["winner"]
     )
