@@ -4,10 +4,17 @@ a subprocess, a real repository and its bare remote, the shell engine, the local
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from tests.cli import cli_env, telecoder
-from tests.conftest import GitRepo
+import pytest
+
+from tests.cli import cli_env, telecoder, wait_for
+from tests.conftest import GitRepo, make_repo
+from tests.fakes.github import TOKEN, FakeGitHub
+from tests.procs import WorkerProcs, events, fast_env, show, worker_processes
 
 
 def test_best_of_two_here_then_show_and_pick(git_repo: GitRepo, home: Path):
@@ -69,3 +76,52 @@ def test_detached_candidates_are_left_to_the_workers(git_repo: GitRepo, home: Pa
     assert len(data["candidates"]) == 3
     assert {c["session"]["status"] for c in data["candidates"]} == {"queued"}
     assert data["verdict"] is None
+
+
+@pytest.fixture
+def worker_procs() -> Iterator[WorkerProcs]:
+    yield from worker_processes()
+
+
+def test_three_worker_processes_judge_a_detached_run_once(
+    tmp_path: Path, home: Path, db_url: str, fake_github: FakeGitHub, worker_procs: WorkerProcs
+):
+    repo = make_repo(tmp_path, files={"README.md": "hello\n"})
+    fake_github.add_repo("acme", "repo", git_dir=repo.remote)
+    env = fast_env(
+        home, db_url, TELECODER_FORGE="github", TELECODER_GITHUB_TOKEN=TOKEN,
+        TELECODER_GITHUB_API_URL=fake_github.url,
+    )  # fmt: skip
+    done = telecoder(
+        "run", "echo more >> README.md", "--repo", fake_github.git_url("acme", "repo"),
+        "--engine", "shell", "--attempts", "3", "--detach", "--json", env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    run_id = json.loads(done.stdout)["run"]["id"]
+    for name in ("w1", "w2", "w3"):
+        worker_procs.start(env, name)
+
+    def decided() -> dict[str, Any] | None:
+        shown = telecoder("best-of", "show", run_id, "--json", env=env)
+        data: dict[str, Any] = json.loads(shown.stdout)
+        verdict = data["verdict"]
+        return data if verdict and verdict.get("state") == "decided" else None
+
+    data = wait_for(decided, timeout=60, interval=0.3, what="the verdict")
+    time.sleep(1.0)  # (the other workers' upkeep had its chance to judge again)
+    verdict = data["verdict"]
+    assert verdict["by"] == "judge"
+    (pull,) = fake_github.pulls("acme", "repo")
+    winner = next(
+        c["session"] for c in data["candidates"] if c["session"]["id"] == verdict["winner"]
+    )
+    assert pull.head == winner["branch"]
+    chosen = [e for e in events(winner["id"], env) if e["data"].get("step") == "chosen"]
+    assert len(chosen) == 1
+    # The candidates ran on the worker processes.
+    ran_on = {
+        a["worker_id"]
+        for c in data["candidates"]
+        for a in show(c["session"]["id"], env)["attempts"]
+    }
+    assert ran_on <= {"w1", "w2", "w3"}
