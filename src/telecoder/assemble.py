@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from telecoder import private, registry
+from telecoder import bestof, private, registry
 from telecoder.errors import EngineNotFound
 from telecoder.forges.github import GitHubForge
 from telecoder.forges.local import LocalForge
@@ -76,9 +76,24 @@ def worker_engines(settings: Settings) -> list[str]:
 
 
 def build_worker(settings: Settings, store: Store) -> Worker:
+    pipeline = build_pipeline(settings, store)
     return Worker(
         settings=settings,
         store=store,
-        pipeline=build_pipeline(settings, store),
+        pipeline=pipeline,
         engines=worker_engines(settings),
+        after=build_judging(settings, store, pipeline),
+    )
+
+
+def build_judging(
+    settings: Settings, store: Store, pipeline: Pipeline | None = None
+) -> bestof.Judging:
+    """The judge of best-of-N runs, with the pipeline's workspace and forges when given."""
+    return bestof.Judging(
+        settings=settings,
+        store=store,
+        workspace=pipeline.workspace if pipeline else build_workspace(settings),
+        forges=pipeline.forges if pipeline else build_forges(settings),
+        owner=settings.worker_id,
     )

@@ -256,6 +256,20 @@ class Client:
     async def retry_failed(self, run_id: str) -> Json:
         return await self._call("POST", f"/api/runs/{run_id}/retry-failed")
 
+    # --- best of N ---
+
+    async def best_of(self, body: Json) -> Json:
+        """``{run, sessions, warnings}``."""
+        return await self._call("POST", "/api/runs/best-of", json=body)
+
+    async def compare(self, run_id: str) -> Json:
+        """``{run, candidates, verdict}``."""
+        return await self._call("GET", f"/api/runs/{quote(run_id, safe='')}/compare")
+
+    async def pick(self, run_id: str, session_id: str) -> Json:
+        path = f"/api/runs/{quote(run_id, safe='')}/pick"
+        return await self._call("POST", path, json={"session_id": session_id})
+
     # --- events ---
 
     async def event_page(self, ref: str, *, after: int = 0, limit: int = 200) -> Json:

@@ -9,7 +9,15 @@ import asyncio
 
 from telecoder import autonomy, repoconfig, risk, secretscan
 from telecoder.channels import github as github_channel
-from telecoder.domain import EventKind, FailureKind, Lease, Result, ResultType, Session
+from telecoder.domain import (
+    EventKind,
+    FailureKind,
+    Lease,
+    Result,
+    ResultType,
+    RunKind,
+    Session,
+)
 from telecoder.endings import check, commit_message, forge_secrets
 from telecoder.protocols import Forge, Publication, Published
 from telecoder.recorder import AttemptControl, EventRecorder, StopReason
@@ -48,6 +56,8 @@ class Publisher:
         title, _, body = commit_message(session, partial=why).partition("\n")
         if (pull := github_channel.on_pull_request(session.origin)) is not None:
             published = Published(number=pull)  # its own branch: the pull request is there
+        elif await self.candidate(session):
+            published = Published()  # best of N: the winner's is opened once all ended
         else:
             published = await forge.publish(
                 Publication(
@@ -109,6 +119,12 @@ class Publisher:
         )
         recorder.progress("risk", **entry)
         return entry
+
+    async def candidate(self, session: Session) -> bool:
+        """Whether ``session`` is a candidate of a best-of-N run: it pushes its branch only."""
+        if session.run_id is None:
+            return False
+        return (await self.store.runs.get(session.run_id)).kind == RunKind.BEST_OF
 
     async def confirm_lease(self, lease: Lease, control: AttemptControl) -> None:
         """Renew the lease right before an effect outside the database (push, pull request).

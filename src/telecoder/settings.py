@@ -534,6 +534,20 @@ class Settings(BaseSettings):
         default=120.0, gt=0, description="Seconds one planner call may take."
     )
 
+    # --- best of N: the judge of the candidates (see README, "Best of N") ---
+    judge_model: str | None = Field(
+        default=None,
+        description="The model that compares a best-of-N run's passing candidates' diffs and "
+        "names the winner; unset: the smallest passing diff wins.",
+    )
+    judge_base_url: str = Field(
+        default="https://api.openai.com/v1",
+        description="OpenAI-compatible API base of the judge's model ({url}/chat/completions).",
+    )
+    judge_api_key: SecretStr | None = Field(
+        default=None, description="API key of the judge's endpoint (a Bearer token)."
+    )
+
     @field_validator(
         "env_allow",
         "github_allowed_users",

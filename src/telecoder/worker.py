@@ -53,6 +53,15 @@ class Runner(Protocol):
         ...
 
 
+class AfterSessions(Protocol):
+    """What follows a session's attempt beyond its own run: the judging of a best-of-N run
+    (``bestof.Judging``), done by whoever ends its last candidate, and looked for in upkeep."""
+
+    async def ended(self, session: Session | None) -> None: ...
+
+    async def sweep(self) -> list[str]: ...
+
+
 class Worker:
     def __init__(
         self,
@@ -61,10 +70,12 @@ class Worker:
         store: Store,
         pipeline: Runner,
         engines: Collection[str] | None = None,
+        after: AfterSessions | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.pipeline = pipeline
+        self.after = after
         self.engines = engines  # the engines this worker can run; None: any
         self.id = settings.worker_id
         self.limits = Limits(
@@ -104,7 +115,7 @@ class Worker:
         ended = asyncio.Event()
         beat = asyncio.create_task(self._heartbeat(claimed, control, poke, ended))
         try:
-            return await self.pipeline.run(claimed.session, claimed.lease, control)
+            final = await self.pipeline.run(claimed.session, claimed.lease, control)
         finally:
             ended.set()
             poke.set()
@@ -112,6 +123,12 @@ class Worker:
             self._controls.pop(session_id, None)
             self._pokes.pop(session_id, None)
             self._wake.set()  # a slot is free
+        if self.after is not None and final is not None and final.run_id is not None:
+            try:
+                await self.after.ended(final)
+            except Exception:  # the upkeep's sweep tries again
+                log.warning("session %s: what follows it failed", session_id, exc_info=True)
+        return final
 
     async def _heartbeat(
         self, claimed: Claimed, control: AttemptControl, poke: asyncio.Event, ended: asyncio.Event
@@ -240,6 +257,8 @@ class Worker:
                 ):
                     log.info("worker %s: chat %s ended (idle)", self.id, session_id)
                 await self.pipeline.sweep()
+                if self.after is not None:
+                    await self.after.sweep()
             except Exception:
                 log.warning("worker %s: ending idle chats failed", self.id, exc_info=True)
             with contextlib.suppress(TimeoutError):

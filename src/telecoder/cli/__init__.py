@@ -14,6 +14,7 @@ import typer
 from sqlalchemy.exc import DBAPIError
 
 from telecoder.cli import (
+    bestof,
     budgets,
     chat,
     costs,
@@ -77,6 +78,7 @@ app.add_typer(hooks.hooks_app, name="hooks")
 app.add_typer(hooks.subscriptions_app, name="subscriptions")
 app.add_typer(endpoints.app, name="endpoints")
 app.add_typer(budgets.app, name="budgets")
+app.add_typer(bestof.app, name="best-of")
 app.add_typer(repos.app, name="repos")
 app.add_typer(goals.app, name="goals")
 app.add_typer(runs.app, name="runs")

@@ -104,6 +104,24 @@ def run(
             help="Print what it would likely cost (from similar sessions); run nothing.",
         ),
     ] = False,
+    attempts: Annotated[
+        int | None,
+        typer.Option(
+            "--attempts",
+            help="Best of N: run the task N times (2-10) on their own branches; the one that "
+            "passes its checks and the judge wins and gets the one PR.",
+            show_default=False,
+        ),
+    ] = None,
+    engines: Annotated[
+        str | None,
+        typer.Option(
+            "--engines",
+            help="Best of N: the candidates' engines in turn, comma-separated, each ENGINE or "
+            "ENGINE:MODEL (claude-code,codex,opencode:gpt-4.1-mini); default one candidate each.",
+            show_default=False,
+        ),
+    ] = None,
     server: ServerOption = None,
     template: Annotated[
         str | None,
@@ -127,6 +145,18 @@ def run(
             raise BadInput("--timeout and --max-time both set the time limit: give one")
         timeout = amounts.duration(max_time)
     budget_usd = amounts.dollars(budget) if budget is not None else None
+    if attempts is not None or engines:
+        from telecoder.cli import bestof
+
+        best = Request(
+            repo=repo, prompt=prompt, engine=engine, model=model, base=base, forge=forge,
+            mode=mode, priority=priority, timeout_seconds=timeout, tier=tier,
+            budget_usd=budget_usd, notify=tuple(notify or ()),
+        )  # fmt: skip
+        return bestof.start(
+            best, attempts=attempts, engines=bestof.engines_option(engines), detach=detach,
+            as_json=as_json, server=server,
+        )  # fmt: skip
     if server:
         from telecoder.cli import remote  # the HTTP client only when asked for
 

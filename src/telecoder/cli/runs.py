@@ -163,6 +163,12 @@ def _show(data: dict[str, Any]) -> None:
             escape(s["pr_url"] or ""),
         )
     out.print(table)
+    verdict = (data.get("spec") or {}).get("verdict")
+    if data["kind"] == "best_of" and verdict and verdict.get("state") == "decided":
+        # Best of N (bestof.py): the winner and why, or why none won.
+        pr = f" · {verdict['pr_url']}" if verdict.get("pr_url") else ""
+        won = f"winner: {verdict['winner']}{pr}" if verdict.get("winner") else "no winner"
+        out.print(escape(f"{won} — {verdict.get('reasons')}"))
     if data["deps"]:
         edges = [
             f"{names.get(d['depends_on'], d['depends_on'])} → {names.get(d['session_id'])}"

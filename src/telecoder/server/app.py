@@ -52,6 +52,7 @@ from telecoder.server.diff import DiffSource, DiffUnavailable, git_diff_source
 from telecoder.server.limits import BodyLimit, RateLimited, RateLimiter, SecurityHeaders
 from telecoder.server.render import STATIC, templates
 from telecoder.server.routes import (
+    bestof,
     budgets,
     costs,
     dashboard,
@@ -242,6 +243,8 @@ def create_app(
     app.include_router(subscriptions.page_router)
     app.include_router(endpoints.pages)
     app.include_router(repos.pages)
+    app.include_router(bestof.router)
+    app.include_router(bestof.pages)
     app.include_router(runs.router)  # runs: list, show, cancel, retry-failed
     app.include_router(runs.pages)
     app.include_router(jobs.pages)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import builtins
 import graphlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Row, insert, select, update
@@ -181,6 +181,53 @@ class Runs:
         )
         async with self._db.read() as conn:
             return [session_from_row(r) for r in (await conn.execute(query)).all()]
+
+    async def update_spec(
+        self,
+        run_id: str,
+        change: Callable[[Run], dict[str, Any] | None],
+        status: RunStatus | None = None,
+    ) -> Run | None:
+        """Write ``change(run)`` as the run's spec (and ``status``, if given) unless another
+        writer changed the spec since it was read: the write is guarded on the spec as read, so
+        of two servers claiming the same step exactly one gets it. None: ``change`` declined
+        (returned None), or another writer came first."""
+        async with self._db.write() as conn:
+            row = (await conn.execute(select(runs).where(runs.c.id == run_id))).first()
+            if row is None:
+                raise SessionNotFound(f"no run {run_id!r}")
+            spec = change(run_from_row(row))
+            if spec is None:
+                return None
+            now = time.time()
+            values: dict[str, Any] = {"spec": dumps(spec), "updated_at": now}
+            if status is not None:
+                values["status"] = status.value
+                values["finished_at"] = row.finished_at or now
+            done = await conn.execute(
+                update(runs).where(runs.c.id == run_id, runs.c.spec == row.spec).values(values)
+            )
+            if done.rowcount != 1:
+                return None
+        return await self.get(run_id)
+
+    async def ended_of_kind(
+        self, kind: RunKind, *, unless: str, limit: int = 20
+    ) -> builtins.list[Run]:
+        """Runs of ``kind`` whose sessions all ended and whose spec does not contain ``unless``
+        (a marker of a step done), oldest first: the work due on them."""
+        query = (
+            select(runs)
+            .where(
+                runs.c.kind == kind.value,
+                runs.c.status != RunStatus.RUNNING.value,
+                runs.c.spec.not_like(f"%{unless}%"),
+            )
+            .order_by(runs.c.created_at)
+            .limit(limit)
+        )
+        async with self._db.read() as conn:
+            return [run_from_row(r) for r in (await conn.execute(query)).all()]
 
     async def dependencies(self, run_id: str) -> builtins.list[Dependency]:
         query = (
