@@ -24,17 +24,19 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from telecoder import chat, notifications
+from telecoder import chat, notifications, templates
 from telecoder.background import Background
 from telecoder.channels.hooks import fenced
 from telecoder.dispatcher import Decision, Dispatcher, decide
 from telecoder.domain import EventKind, Mode, Session, SessionStatus
-from telecoder.errors import Conflict, TeleCoderError
+from telecoder.errors import BadInput, Conflict, TeleCoderError
 from telecoder.intake import Accepted
 from telecoder.intake import Request as IntakeRequest
 from telecoder.protocols import Channel, Inbound
@@ -44,6 +46,8 @@ log = logging.getLogger(__name__)
 
 Intake = Callable[[IntakeRequest], Awaitable[Accepted]]
 MAX_TEXT = 20_000
+# "template:dependency-upgrade package=lodash version=4.17.21": a named prompt (templates.py).
+TEMPLATE = re.compile(r"^\s*template:\s*([a-z0-9._-]+)((?:\s+[\w.-]+=\S*)*)\s*$", re.IGNORECASE)
 KEEP_SECONDS = 14 * 86400  # deliveries that made no session are remembered this long
 PRUNE_EVERY = 3600.0
 BUSY = (
@@ -100,6 +104,7 @@ class Conversations:
         engines: Sequence[str],
         poke: Callable[[], None] = lambda: None,
         public_url: str | None = None,
+        templates_dir: Path | None = None,
     ) -> None:
         self.store = store
         self.public_url = public_url  # links to sessions in notifications
@@ -108,6 +113,7 @@ class Conversations:
         self.channels = dict(channels)
         self.engines = list(engines)
         self.poke = poke
+        self.templates_dir = templates_dir  # the operator's templates (``template:NAME``)
         self._background = Background().start
 
     # --- in ------------------------------------------------------------------------------------
@@ -191,11 +197,17 @@ class Conversations:
     async def _run(self, inbound: Inbound, decision: Decision, repos: Sequence[Repo]) -> Received:
         repo = next(repo for repo in repos if repo.name == decision.repo)
         model = await self.store.channel_events.preference(inbound.channel, inbound.sender, "model")
+        try:
+            text, named = self._templated(decision.prompt)
+        except BadInput as e:  # an unknown template, a missing variable: say which, once
+            if await self.store.channel_events.once(inbound.channel, inbound.key, "refused"):
+                self._say(inbound, f"I could not start on this: {e.message}")
+            return Received(action="refused", reason=e.message)
         accepted = await self.intake(
             IntakeRequest(
                 repo=repo.url,
-                prompt=prompt_of(inbound, decision.prompt),
-                engine=decision.engine or repo.engine,
+                prompt=prompt_of(inbound, text),
+                engine=decision.engine or named or repo.engine,
                 model=model,
                 mode=Mode.CHAT.value,
                 priority=repo.priority,
@@ -204,6 +216,15 @@ class Conversations:
         )
         new = dataclasses.replace(accepted.session, thread=thread_of(inbound))
         return await self._queue(inbound, new)
+
+    def _templated(self, text: str) -> tuple[str, str | None]:
+        """``template:NAME k=v …`` as the template's prompt (and the engine it names); any
+        other text as it is."""
+        found = TEMPLATE.match(text)
+        if found is None:
+            return text, None
+        given = templates.parse_vars(found.group(2).split())
+        return templates.render(self.templates_dir, found.group(1), given)
 
     async def _queue(self, inbound: Inbound, new: Any) -> Received:
         once = await self.store.deliveries.create_once(new, source=inbound.channel, key=inbound.key)

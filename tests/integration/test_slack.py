@@ -347,6 +347,30 @@ async def test_a_repository_that_is_gone_is_said_in_the_thread(
     assert await sessions_of(store) == []
 
 
+async def test_a_template_by_name_is_the_task_and_a_bad_one_is_said_once(
+    slack_settings, store, fake_slack, routed
+):
+    fake = fake_slack
+    async with serving(app_of(slack_settings, store, workers=False)) as url:
+        _, envelope = fake.message(
+            CHANNEL, "app: template:dependency-upgrade package=lodash version=4.17.21"
+        )
+        queued = await send(url, fake, envelope)
+        parent, envelope = fake.message(CHANNEL, "template:dependency-upgrade version=1")
+        refused = await send(url, fake, envelope)
+        again = await send(url, fake, envelope, retry=1)
+        await until(lambda: any("could not start" in m.text for m in fake.bot_messages()))
+    assert queued.json()["action"] == "queued"
+    (session,) = await sessions_of(store)
+    assert "Upgrade the dependency lodash to version 4.17.21" in session.prompt
+    assert '<untrusted source="slack">' in session.prompt  # still fenced: the values are theirs
+    assert refused.json()["action"] == "refused"
+    assert again.json()["action"] == "duplicate"
+    said = [m for m in fake.bot_messages() if m.thread_ts == parent.ts]
+    assert len(said) == 1
+    assert "package" in said[0].text
+
+
 async def test_url_verification_and_not_configured(settings, slack_settings, store, fake_slack):
     challenge = {"token": "x", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P",
                  "type": "url_verification"}  # fmt: skip

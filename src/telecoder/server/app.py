@@ -97,6 +97,7 @@ def _conversations(
         engines=registry.names("engines"),
         poke=bus.poke,
         public_url=settings.public_url,
+        templates_dir=settings.templates_dir,
     )
 
 
