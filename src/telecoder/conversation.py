@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from telecoder import chat, notifications, templates
+from telecoder import chat, goals, notifications, templates
 from telecoder.background import Background
 from telecoder.channels.hooks import fenced
 from telecoder.dispatcher import Decision, Dispatcher, decide
@@ -39,6 +39,7 @@ from telecoder.domain import EventKind, Mode, Session, SessionStatus
 from telecoder.errors import BadInput, Conflict, TeleCoderError
 from telecoder.intake import Accepted
 from telecoder.intake import Request as IntakeRequest
+from telecoder.planner import Planner
 from telecoder.protocols import Channel, Inbound
 from telecoder.store import Repo, Store
 
@@ -48,6 +49,7 @@ Intake = Callable[[IntakeRequest], Awaitable[Accepted]]
 MAX_TEXT = 20_000
 # "template:dependency-upgrade package=lodash version=4.17.21": a named prompt (templates.py).
 TEMPLATE = re.compile(r"^\s*template:\s*([a-z0-9._-]+)((?:\s+[\w.-]+=\S*)*)\s*$", re.IGNORECASE)
+GOAL = re.compile(r"^\s*goal:\s*(\S.*)$", re.IGNORECASE | re.DOTALL)  # "goal: …": a goal to plan
 KEEP_SECONDS = 14 * 86400  # deliveries that made no session are remembered this long
 PRUNE_EVERY = 3600.0
 BUSY = (
@@ -105,6 +107,7 @@ class Conversations:
         poke: Callable[[], None] = lambda: None,
         public_url: str | None = None,
         templates_dir: Path | None = None,
+        planner: Planner | None = None,
     ) -> None:
         self.store = store
         self.public_url = public_url  # links to sessions in notifications
@@ -114,6 +117,7 @@ class Conversations:
         self.engines = list(engines)
         self.poke = poke
         self.templates_dir = templates_dir  # the operator's templates (``template:NAME``)
+        self.planner = planner  # plans ``goal: …`` messages (``goals``)
         self._background = Background().start
 
     # --- in ------------------------------------------------------------------------------------
@@ -130,6 +134,9 @@ class Conversations:
             return await self._follow_up(inbound, previous)
         repos = await self.store.repos.list()
         default = await self.store.repos.default_for(inbound.channel, inbound.place)
+        wish = GOAL.match(inbound.text)
+        if wish is not None and inbound.addressed and "goal" not in {r.name for r in repos}:
+            return await self._goal(inbound, wish.group(1), default)
         decision = await decide(self.dispatcher, inbound, repos, default, self.engines)
         if decision.action == "run":
             return await self._run(inbound, decision, repos)
@@ -216,6 +223,25 @@ class Conversations:
         )
         new = dataclasses.replace(accepted.session, thread=thread_of(inbound))
         return await self._queue(inbound, new)
+
+    async def _goal(self, inbound: Inbound, text: str, default: Repo | None) -> Received:
+        """``goal: …``: planned in the background (a model may take a while), the plan said in
+        the thread with how to approve it."""
+        if not await self.store.channel_events.once(inbound.channel, inbound.key, "goal"):
+            return Received(action="duplicate", reason="seen before")
+
+        async def plan() -> None:
+            goal = await goals.add(
+                self.store,
+                self.planner,
+                text,
+                repo=default.name if default else None,
+                origin=origin_of(inbound),
+            )
+            self._say(inbound, goals.summary(goal))
+
+        self._background(plan(), f"the goal from {inbound.channel}")
+        return Received(action="goal", reason="planning")
 
     def _templated(self, text: str) -> tuple[str, str | None]:
         """``template:NAME k=v …`` as the template's prompt (and the engine it names); any

@@ -22,7 +22,7 @@ from telecoder.domain import Dependency, NewRun, NewSession, Run, RunKind
 from telecoder.errors import BadInput, TeleCoderError
 from telecoder.intake import Accepted, Request
 from telecoder.planner import Plan, Planner, PlanTask
-from telecoder.store import Goal, Repo, Store
+from telecoder.store import Goal, GoalStatus, Repo, Store
 
 log = logging.getLogger(__name__)
 
@@ -137,3 +137,19 @@ def _request(task: PlanTask, goal: Goal, registered: dict[str, Repo]) -> Request
 def _name(text: str) -> str:
     first = " ".join(text.split())
     return first if len(first) <= 80 else first[:79] + "…"
+
+
+def summary(goal: Goal) -> str:
+    """A goal's plan in a few lines, with how to approve it (for a channel's thread)."""
+    if goal.status != GoalStatus.PROPOSED or not goal.plan:
+        return f"I could not plan the goal {goal.id}: {goal.error or goal.status.value}."
+    tasks = goal.plan.get("tasks") or []
+    lines = [f"Goal {goal.id}: a plan of {len(tasks)} task(s).", ""]
+    for task in tasks[:20]:
+        after = ", ".join(task.get("depends_on") or [])
+        prompt = " ".join(str(task.get("prompt") or "").split())
+        clipped = prompt if len(prompt) <= 120 else prompt[:119] + "…"
+        waits = f" after {after}" if after else ""
+        lines.append(f"- {task.get('id')} ({task.get('repo')}){waits}: {clipped}")
+    lines += ["", f"Approve it with `telecoder goals approve {goal.id}` (or on the dashboard)."]
+    return "\n".join(lines)

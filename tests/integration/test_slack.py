@@ -25,6 +25,7 @@ from telecoder.server import create_app
 from telecoder.settings import Settings
 from telecoder.store import Store
 from tests.conftest import GitRepo
+from tests.fakes.model_server import FakeModelServer, Reply
 from tests.fakes.slack import (
     APP_TOKEN,
     BOT_TOKEN,
@@ -369,6 +370,38 @@ async def test_a_template_by_name_is_the_task_and_a_bad_one_is_said_once(
     said = [m for m in fake.bot_messages() if m.thread_ts == parent.ts]
     assert len(said) == 1
     assert "package" in said[0].text
+
+
+async def test_a_goal_is_planned_and_its_plan_said_in_the_thread(
+    slack_settings, store, fake_slack, routed
+):
+    plan = {
+        "tasks": [
+            {"id": "api", "prompt": "add the endpoint", "repo": "app", "depends_on": []},
+            {"id": "docs", "prompt": "document it", "repo": "app", "depends_on": ["api"]},
+        ]
+    }
+    with FakeModelServer(default=[Reply(text=json.dumps(plan))]) as model:
+        settings = slack_settings.model_copy(
+            update={"planner_model": "planner", "planner_base_url": f"{model.url}/v1"}
+        )
+        async with serving(app_of(settings, store, workers=False)) as url:
+            parent, envelope = fake_slack.message(
+                CHANNEL, "goal: an /api/health endpoint, documented"
+            )
+            answer = await send(url, fake_slack, envelope)
+            again = await send(url, fake_slack, envelope, retry=1)
+            await until(lambda: any("Goal " in m.text for m in fake_slack.bot_messages()))
+    assert answer.json()["action"] == "goal"
+    assert again.json()["action"] == "duplicate"
+    (goal,) = await store.goals.list()
+    assert goal.status.value == "proposed"
+    assert goal.text == "an /api/health endpoint, documented"
+    assert goal.repo == "app"  # the channel's repository
+    (said,) = [m for m in fake_slack.bot_messages() if m.thread_ts == parent.ts]
+    assert f"telecoder goals approve {goal.id}" in said.text
+    assert "- docs (app) after api: document it" in said.text
+    assert await sessions_of(store) == []  # nothing runs before a person approves
 
 
 async def test_url_verification_and_not_configured(settings, slack_settings, store, fake_slack):

@@ -44,6 +44,7 @@ from telecoder.errors import (
 )
 from telecoder.gateway.endpoints import Registry, env_specs
 from telecoder.github_replies import GitHubReplies
+from telecoder.planner import planner_of
 from telecoder.protocols import Inbound, Listening
 from telecoder.scheduler import Scheduler
 from telecoder.server.auth import AuthError, Guard, Tokens, check_bind
@@ -98,6 +99,7 @@ def _conversations(
         poke=bus.poke,
         public_url=settings.public_url,
         templates_dir=settings.templates_dir,
+        planner=planner_of(settings),
     )
 
 
