@@ -11,10 +11,12 @@ never races them; ``--info-fd`` tells which process holds the namespaces.
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Sequence
 
 CLONE_NEWNET = 0x40000000
@@ -52,10 +54,10 @@ def listen_in(pid: int, addresses: Sequence[tuple[str, int]]) -> list[socket.soc
                     family = socket.AF_INET6 if ":" in host else socket.AF_INET
                     listener = socket.socket(family, socket.SOCK_STREAM)
                     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    listener.bind((host, port))
+                    made.append(listener)
+                    _bind(listener, (host, port))
                     listener.listen(128)
                     listener.setblocking(False)
-                    made.append(listener)
             finally:
                 _setns(own)
         except BaseException as e:
@@ -74,7 +76,22 @@ def listen_in(pid: int, addresses: Sequence[tuple[str, int]]) -> list[socket.soc
     return made
 
 
+def _bind(listener: socket.socket, address: tuple[str, int], wait: float = 5.0) -> None:
+    """Bind, waiting while the namespace's loopback has no address yet: bubblewrap's child
+    brings ``lo`` up after it reported its pid, so on a busy machine the first bind can come
+    first (EADDRNOTAVAIL)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            listener.bind(address)
+            return
+        except OSError as e:
+            if e.errno != errno.EADDRNOTAVAIL or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
 def _setns(fd: int) -> None:
     if _libc.setns(fd, CLONE_NEWNET) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"setns: {os.strerror(errno)}")
+        code = ctypes.get_errno()
+        raise OSError(code, f"setns: {os.strerror(code)}")
