@@ -57,6 +57,7 @@ from telecoder.server.routes import (
     hooks,
     meta,
     repos,
+    run_create,
     sessions,
     slack,
     subscriptions,
@@ -208,6 +209,7 @@ def create_app(
     routers = (
         meta,
         sessions,
+        run_create,
         events,
         workers,
         budgets,
