@@ -21,7 +21,7 @@ from typing import Any
 from telecoder import fanout
 from telecoder.domain import Dependency, Run, RunKind, Session
 from telecoder.errors import TeleCoderError
-from telecoder.intake import Request
+from telecoder.intake import Accepted, Request
 from telecoder.plans import Plan
 from telecoder.runs_json import run_json
 from telecoder.store import Store
@@ -61,7 +61,7 @@ async def from_plan(store: Store, intake: fanout.Intake, request: Request, plan:
     dependencies. ``request`` gives what a task and the plan leave out (repo, engine, …)."""
     gate = asyncio.Semaphore(fanout.CONCURRENCY)
 
-    async def one(index: int) -> Any:
+    async def one(index: int) -> Accepted:
         task = plan.tasks[index]
         asked = dataclasses.replace(
             request,
@@ -78,7 +78,13 @@ async def from_plan(store: Store, intake: fanout.Intake, request: Request, plan:
                 e.args = (f"task {task.id!r}: {e.message}", *e.args[1:])
                 raise
 
-    accepted = await asyncio.gather(*(one(i) for i in range(len(plan.tasks))))
+    results = await asyncio.gather(
+        *(one(i) for i in range(len(plan.tasks))), return_exceptions=True
+    )
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result  # the first refusal in the plan's order (all checks ended)
+    accepted: list[Accepted] = [r for r in results if isinstance(r, Accepted)]
     new = [
         dataclasses.replace(a.session, task_key=task.id)
         for a, task in zip(accepted, plan.tasks, strict=True)
