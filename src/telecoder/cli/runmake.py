@@ -115,7 +115,7 @@ async def _run_here(
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    runner = asyncio.create_task(_execute(worker, store, ids, stop))
+    runner = asyncio.create_task(_execute(worker, store, run_id, ids, stop))
     try:
         await _show(lambda: _sessions(store, ids), runner, stop, as_json=as_json)
         if stop.is_set():
@@ -131,15 +131,18 @@ async def _sessions(store: Store, ids: list[str]) -> list[Session]:
     return [await store.sessions.get(i) for i in ids]
 
 
-async def _execute(worker: Worker, store: Store, ids: list[str], stop: asyncio.Event) -> None:
+async def _execute(
+    worker: Worker, store: Store, run_id: str, ids: list[str], stop: asyncio.Event
+) -> None:
     """Claim and run the run's queued sessions (up to ``worker_concurrency`` at once) until
-    all ended; sessions waiting for others are claimed once they are queued."""
+    those of ``ids`` ended; sessions waiting for others are claimed once they are queued (so
+    ``--after`` runs the session it waits for too, if no worker took it)."""
     active: dict[str, asyncio.Task[Any]] = {}
     capacity = worker.settings.worker_concurrency
     while not stop.is_set():
-        sessions = await _sessions(store, ids)
-        if all(_settled(s) for s in sessions) and not active:
+        if all(_settled(s) for s in await _sessions(store, ids)) and not active:
             return
+        sessions = await store.runs.sessions(run_id)
         now = time.time()
         for s in sessions:
             if len(active) >= capacity:
