@@ -97,12 +97,19 @@ class Workspace:
             raise RepoNotFound(f"repository {repo} does not exist")
         if not path.is_dir():
             raise NotAGitRepo(f"{repo} is not a git repository (not a directory)")
-        code, out, _ = await git_status(path, "rev-parse", "--is-bare-repository")
-        if code != 0:
-            raise NotAGitRepo(f"{repo} is not a git repository")
-        if out.strip() == "true":
+        # One git for both questions (a fan-out asks it of every repository): in a bare
+        # repository --show-toplevel fails after printing "true".
+        code, out, _ = await git_status(
+            path, "rev-parse", "--is-bare-repository", "--show-toplevel"
+        )
+        bare, _, top_line = out.strip().partition("\n")
+        if bare == "true":
             return RepoSource(spec=str(path), remote_url=str(path))
-        top = Path((await git_out(path, "rev-parse", "--show-toplevel")).strip())
+        if bare != "false":
+            raise NotAGitRepo(f"{repo} is not a git repository")
+        if code != 0 or not top_line.strip():  # in a .git directory: as git says
+            top_line = await git_out(path, "rev-parse", "--show-toplevel")
+        top = Path(top_line.strip())
         code, url, _ = await git_status(top, "remote", "get-url", "origin")
         if code != 0 or not url.strip():
             # No remote: the checkout is its own remote; branches are pushed into it.

@@ -103,8 +103,7 @@ def _print_made(data: dict[str, Any], as_json: bool) -> None:
         print_json(data)
         return
     out.print(data["id"])
-    for s in data["sessions"]:
-        err.print(f"  {s['id']}  {s['task_key'] or s['repo']}  {s['status']}")
+    err.print(f"run {data['id']}: {len(data['sessions'])} sessions ({data['kind']})")
 
 
 async def _run_here(
