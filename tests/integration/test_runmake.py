@@ -3,6 +3,7 @@ a subprocess (with ``telecoder worker`` processes), and ``POST /api/runs`` again
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from pathlib import Path
@@ -14,7 +15,7 @@ from telecoder.server import create_app
 from tests.cli import cli_env, session_json, telecoder, wait_for
 from tests.conftest import GitRepo, make_repo
 from tests.integration.test_worker_process import fast_env, start_worker, workers  # noqa: F401
-from tests.server import client
+from tests.server import client, serving
 
 APPEND = "echo x >> README.md"
 
@@ -336,3 +337,28 @@ async def test_post_sessions_with_repos_points_to_runs(app, git_repo: GitRepo):
         response = await c.post("/api/sessions", json=body)
     assert response.status_code == 422
     assert "POST /api/runs" in response.text
+
+
+async def test_run_with_server_makes_the_run_there_and_follows_it(
+    settings, store, db_url: str, tmp_path: Path, home: Path,
+    workers: list[subprocess.Popen[str]],  # noqa: F811
+):  # fmt: skip
+    two = repos(tmp_path, 2)
+    env = {**fast_env(home), "TELECODER_DATABASE_URL": db_url}
+    start_worker(env, "w1", workers)
+    args = ["-r", str(two[0].path), "-r", str(two[1].path), "-e", "shell", "--json"]
+    async with serving(create_app(settings, store)) as url:
+        detached = await asyncio.to_thread(
+            telecoder, "run", APPEND, *args, "--detach", "--server", url, env=env
+        )
+        followed = await asyncio.to_thread(
+            telecoder, "run", APPEND, *args, "--server", url, env=env
+        )
+    assert detached.returncode == 0, detached.stderr
+    made = json.loads(detached.stdout)
+    assert (made["kind"], len(made["sessions"])) == ("fanout", 2)
+    assert followed.returncode == 0, followed.stderr
+    run = json.loads(followed.stdout)
+    assert run["status"] == "succeeded"
+    assert [s["status"] for s in run["sessions"]] == ["succeeded", "succeeded"]
+    assert [s["repo"] for s in run["sessions"]] == [str(r.path) for r in two]
