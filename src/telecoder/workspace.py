@@ -99,8 +99,10 @@ class Workspace:
             raise NotAGitRepo(f"{repo} is not a git repository (not a directory)")
         # One git for both questions (a fan-out asks it of every repository): in a bare
         # repository --show-toplevel fails after printing "true".
-        code, out, _ = await git_status(
-            path, "rev-parse", "--is-bare-repository", "--show-toplevel"
+        # The remote is asked for at the same time (git finds it from any directory inside).
+        (code, out, _), (url_code, url, _) = await asyncio.gather(
+            git_status(path, "rev-parse", "--is-bare-repository", "--show-toplevel"),
+            git_status(path, "remote", "get-url", "origin"),
         )
         bare, _, top_line = out.strip().partition("\n")
         if bare == "true":
@@ -110,8 +112,7 @@ class Workspace:
         if code != 0 or not top_line.strip():  # in a .git directory: as git says
             top_line = await git_out(path, "rev-parse", "--show-toplevel")
         top = Path(top_line.strip())
-        code, url, _ = await git_status(top, "remote", "get-url", "origin")
-        if code != 0 or not url.strip():
+        if url_code != 0 or not url.strip():
             # No remote: the checkout is its own remote; branches are pushed into it.
             return RepoSource(spec=str(top), remote_url=str(top), checkout=top)
         url = url.strip()
