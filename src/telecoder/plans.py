@@ -28,12 +28,34 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 
 from telecoder.domain import After
 from telecoder.errors import BadInput
 
 TaskId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+# Strings the database can hold: no NUL, at most the column's length.
+Short = Annotated[str, StringConstraints(max_length=200), AfterValidator(_no_nul)]
+Ref = Annotated[str, StringConstraints(max_length=255), AfterValidator(_no_nul)]
+Repo = Annotated[str, StringConstraints(max_length=4096), AfterValidator(_no_nul)]
+
+
+Engine = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 MAX_TASKS = 1000
 
 
@@ -43,13 +65,15 @@ class PlanTask(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: TaskId = Field(description="Its name in the plan (letters, digits, _ . -).")
-    prompt: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] = Field(
-        description="What to do (for the shell engine: the command)."
-    )
-    repo: str | None = Field(default=None, description="Its repository; default the plan's.")
-    engine: str | None = Field(default=None, description="Its engine; default the plan's.")
-    model: str | None = Field(default=None, description="Its model.")
-    base: str | None = Field(default=None, description="Branch, tag or commit to start from.")
+    prompt: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=100_000),
+        AfterValidator(_no_nul),
+    ] = Field(description="What to do (for the shell engine: the command).")
+    repo: Repo | None = Field(default=None, description="Its repository; default the plan's.")
+    engine: Engine | None = Field(default=None, description="Its engine; default the plan's.")
+    model: Short | None = Field(default=None, description="Its model.")
+    base: Ref | None = Field(default=None, description="Branch, tag or commit to start from.")
     depends_on: list[TaskId] = Field(
         default_factory=list, description="Tasks that must succeed first (else it is skipped)."
     )
@@ -66,9 +90,9 @@ class PlanTask(BaseModel):
 class Plan(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, max_length=200, description="The run's name.")
-    repo: str | None = Field(default=None, description="Default repository of its tasks.")
-    engine: str | None = Field(default=None, description="Default engine of its tasks.")
+    name: Short | None = Field(default=None, description="The run's name.")
+    repo: Repo | None = Field(default=None, description="Default repository of its tasks.")
+    engine: Engine | None = Field(default=None, description="Default engine of its tasks.")
     tasks: list[PlanTask] = Field(min_length=1, max_length=MAX_TASKS)
 
 
