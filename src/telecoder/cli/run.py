@@ -163,7 +163,7 @@ def run(
     if prompt is None:
         raise BadInput("give the task (the PROMPT argument), or a plan with -f")
     if not repos:
-        raise BadInput("name the repository: --repo PATH_OR_URL")
+        raise BadInput("Missing option '--repo': the repository (a local path or git URL)")
     target = repos[0]
     if estimate:
         from telecoder.cli.costs import estimate_run
