@@ -100,7 +100,7 @@ def load(text: str, *, source: str = "the plan") -> Plan:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise BadInput(f"{source} is not valid YAML: {e}") from None
+        raise BadInput(f"{source}: not valid YAML: {' '.join(str(e).split())}") from None
     return parse(data, source=source)
 
 
