@@ -41,7 +41,7 @@ def test_a_plan_keeps_its_tasks_defaults_and_edges():
         ("tasks:\n  - {id: 'a b', prompt: x, repo: r}\n", "task 'a b': id String should match"),
         ("tasks:\n  - {id: a, prompt: x}\n", "task 'a' names no repo"),
         ("tasks:\n  - {prompt: x, repo: r}\n", "task 1: id is required"),
-        ("repo: r\ntasks:\n  - {id: a, prompt: \"x\\0\"}\n", "task 'a': prompt Value error"),
+        ('repo: r\ntasks:\n  - {id: a, prompt: "x\\0"}\n', "task 'a': prompt Value error"),
         ("repo: r\nsteps: []\ntasks:\n  - {id: a, prompt: x}\n", "steps is not a known field"),
     ],
 )
