@@ -40,6 +40,7 @@ from telecoder.gitcmd import (
     SAFE,
     SHA,
     STALE_PUSH_LOCK_SECONDS,
+    git_check,
     git_environ,
     git_out,
     git_status,
@@ -101,8 +102,8 @@ class Workspace:
         # repository --show-toplevel fails after printing "true".
         # The remote is asked for at the same time (git finds it from any directory inside).
         (code, out, _), (url_code, url, _) = await asyncio.gather(
-            git_status(path, "rev-parse", "--is-bare-repository", "--show-toplevel"),
-            git_status(path, "remote", "get-url", "origin"),
+            git_check(path, "rev-parse", "--is-bare-repository", "--show-toplevel"),
+            git_check(path, "remote", "get-url", "origin"),
         )
         bare, _, top_line = out.strip().partition("\n")
         if bare == "true":
@@ -124,7 +125,11 @@ class Workspace:
         """Whether the user's checkout has uncommitted changes (read without taking locks)."""
         if source.checkout is None:
             return False
-        out = await git_out(source.checkout, *SAFE, "--no-optional-locks", "status", "--porcelain")
+        code, out, err = await git_check(
+            source.checkout, *SAFE, "--no-optional-locks", "status", "--porcelain"
+        )
+        if code != 0:
+            raise WorkspaceError(f"git status failed: {scrub(tail(err))}")
         return bool(out.strip())
 
     async def check_base(
@@ -134,7 +139,7 @@ class Workspace:
 
         A commit sha cannot be checked without fetching; it is checked when the worktree is made.
         """
-        code, out, err = await git_status(
+        code, out, err = await git_check(
             None, "ls-remote", "--heads", "--tags", "--", source.remote_url, env=env
         )
         if code != 0:
