@@ -114,6 +114,11 @@ class Client:
         """Queue a task: ``{repo, prompt, engine?, …}`` -> the session, with ``warnings``."""
         return await self._call("POST", "/api/sessions", json=body)
 
+    async def create_run(self, body: Json) -> Json:
+        """Make a run: ``{prompt, repos}``, ``{tasks}`` (a plan) or ``{prompt, repo, after}``
+        -> the run (``runs.run_json``), with ``warnings``."""
+        return await self._call("POST", "/api/runs", json=body)
+
     async def list(
         self,
         *,

@@ -38,7 +38,13 @@ async def sessions_for(
                 e.args = (f"{repo}: {e.message}", *e.args[1:])
                 raise
 
-    accepted = await asyncio.gather(*(one(repo) for repo in repos))
+    # Every check runs to its end (a git subprocess left pending when the first refusal is
+    # raised hangs the event loop's shutdown); then the first refusal in the given order.
+    results = await asyncio.gather(*(one(repo) for repo in repos), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    accepted = [r for r in results if isinstance(r, Accepted)]
     sessions = [
         dataclasses.replace(a.session, task_key=repo)
         for a, repo in zip(accepted, repos, strict=True)

@@ -11,7 +11,9 @@ import fcntl
 import logging
 import os
 import re
+import subprocess
 from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from telecoder import private
@@ -106,6 +108,32 @@ async def _run_git(
     code = proc.returncode
     assert code is not None
     return code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+
+# Short read-only checks (intake's: is it a repository, its remote, is it dirty, can the remote
+# be read) run from threads: starting a process from the event loop costs it a fork and a child
+# watcher thread each (~2x slower), which adds up when a fan-out checks 100 repositories at once.
+_CHECKS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="telecoder-git-check")
+
+
+async def git_check(
+    cwd: Path | None, *args: str, env: Mapping[str, str] | None = None
+) -> tuple[int, str, str]:
+    """Run a short, read-only git command: (exit code, stdout, stderr)."""
+
+    def run() -> tuple[int, str, str]:
+        done = subprocess.run(
+            ["git", *args],
+            cwd=cwd,
+            env=git_environ(env),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            check=False,
+        )
+        out, err = done.stdout.decode("utf-8", "replace"), done.stderr.decode("utf-8", "replace")
+        return done.returncode, out, err
+
+    return await asyncio.get_running_loop().run_in_executor(_CHECKS, run)
 
 
 async def git_out(

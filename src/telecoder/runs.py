@@ -83,21 +83,13 @@ def run_json(
     order = {s.id: i for i, s in enumerate(sessions)}
     waits = {k: sorted(v, key=lambda i: order.get(i, -1)) for k, v in depends_on(deps).items()}
     deps = sorted(deps, key=lambda d: (order.get(d.session_id, -1), order.get(d.depends_on, -1)))
+    totals = summary(run, sessions, now=now).to_dict()
     return {
         **run.to_dict(),
-        "totals": summary(run, sessions, now=now).to_dict(),
+        "counts": totals["statuses"],
+        "totals": totals,
         "sessions": [
-            {
-                "id": s.id,
-                "task_key": s.task_key,
-                "repo": s.repo,
-                "status": s.status.value,
-                "branch": s.branch,
-                "pr_url": pr_url(s),
-                "cost_usd": round(s.cost_usd, 6),
-                "error": s.error,
-                "depends_on": waits.get(s.id, []),
-            }
+            {**s.to_dict(), "pr_url": pr_url(s), "depends_on": waits.get(s.id, [])}
             for s in sessions
         ],
         "deps": [

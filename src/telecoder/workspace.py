@@ -40,6 +40,7 @@ from telecoder.gitcmd import (
     SAFE,
     SHA,
     STALE_PUSH_LOCK_SECONDS,
+    git_check,
     git_environ,
     git_out,
     git_status,
@@ -97,14 +98,22 @@ class Workspace:
             raise RepoNotFound(f"repository {repo} does not exist")
         if not path.is_dir():
             raise NotAGitRepo(f"{repo} is not a git repository (not a directory)")
-        code, out, _ = await git_status(path, "rev-parse", "--is-bare-repository")
-        if code != 0:
-            raise NotAGitRepo(f"{repo} is not a git repository")
-        if out.strip() == "true":
+        # One git for both questions (a fan-out asks it of every repository): in a bare
+        # repository --show-toplevel fails after printing "true".
+        # The remote is asked for at the same time (git finds it from any directory inside).
+        (code, out, _), (url_code, url, _) = await asyncio.gather(
+            git_check(path, "rev-parse", "--is-bare-repository", "--show-toplevel"),
+            git_check(path, "remote", "get-url", "origin"),
+        )
+        bare, _, top_line = out.strip().partition("\n")
+        if bare == "true":
             return RepoSource(spec=str(path), remote_url=str(path))
-        top = Path((await git_out(path, "rev-parse", "--show-toplevel")).strip())
-        code, url, _ = await git_status(top, "remote", "get-url", "origin")
-        if code != 0 or not url.strip():
+        if bare != "false":
+            raise NotAGitRepo(f"{repo} is not a git repository")
+        if code != 0 or not top_line.strip():  # in a .git directory: as git says
+            top_line = await git_out(path, "rev-parse", "--show-toplevel")
+        top = Path(top_line.strip())
+        if url_code != 0 or not url.strip():
             # No remote: the checkout is its own remote; branches are pushed into it.
             return RepoSource(spec=str(top), remote_url=str(top), checkout=top)
         url = url.strip()
@@ -116,7 +125,11 @@ class Workspace:
         """Whether the user's checkout has uncommitted changes (read without taking locks)."""
         if source.checkout is None:
             return False
-        out = await git_out(source.checkout, *SAFE, "--no-optional-locks", "status", "--porcelain")
+        code, out, err = await git_check(
+            source.checkout, *SAFE, "--no-optional-locks", "status", "--porcelain"
+        )
+        if code != 0:
+            raise WorkspaceError(f"git status failed: {scrub(tail(err))}")
         return bool(out.strip())
 
     async def check_base(
@@ -126,7 +139,7 @@ class Workspace:
 
         A commit sha cannot be checked without fetching; it is checked when the worktree is made.
         """
-        code, out, err = await git_status(
+        code, out, err = await git_check(
             None, "ls-remote", "--heads", "--tags", "--", source.remote_url, env=env
         )
         if code != 0:

@@ -47,6 +47,10 @@ async def connect(server: str) -> AsyncIterator[Client]:
         yield api
 
 
+def absolute(repo: str) -> str:
+    return _repo(repo)
+
+
 def _repo(repo: str) -> str:
     """A URL as given; a path made absolute here (the server resolves it on its machine)."""
     if is_url(repo):

@@ -6,7 +6,8 @@ import asyncio
 import signal
 import time
 from collections.abc import Callable
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -15,6 +16,7 @@ from telecoder.assemble import build_forges, build_worker, build_workspace
 from telecoder.cli.common import ServerOption, load_settings, opened, run_async
 from telecoder.cli.follow import follow
 from telecoder.cli.output import Exit, err, exit_for, final_line, out, print_json
+from telecoder.cli.runmake import read_repos
 from telecoder.domain import NewSession, Session, SessionStatus
 from telecoder.errors import BadInput
 from telecoder.gateway.budget import user_of
@@ -26,7 +28,15 @@ from telecoder.worker import Worker
 
 
 def run(
-    repo: Annotated[str, typer.Option("--repo", "-r", help="Local path or git URL.")],
+    repo: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--repo",
+            "-r",
+            help="Local path or git URL; repeat it for one run over several (fan-out).",
+            show_default=False,
+        ),
+    ] = None,
     prompt: Annotated[
         str | None,
         typer.Argument(
@@ -122,6 +132,31 @@ def run(
             show_default=False,
         ),
     ] = None,
+    repos_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--repos-file",
+            help="One repository a line (# comments; - reads stdin): one run over them all.",
+            show_default=False,
+        ),
+    ] = None,
+    plan_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            "-f",
+            help="A plan: tasks with dependencies (YAML), run as one run.",
+            show_default=False,
+        ),
+    ] = None,
+    after: Annotated[
+        str | None,
+        typer.Option(
+            "--after",
+            help="Start once this session succeeded (joins its run; skipped if it fails).",
+            show_default=False,
+        ),
+    ] = None,
     server: ServerOption = None,
     template: Annotated[
         str | None,
@@ -132,24 +167,54 @@ def run(
         typer.Option("--var", help="A template variable NAME=VALUE (repeatable)."),
     ] = None,
 ) -> None:
-    """Run a task on a repository: a pushed branch (and PR) or an answer."""
-    prompt, engine = _prompt_of(prompt, template, var or [], engine, bool(step))
-    if estimate:
-        from telecoder.cli.costs import estimate_run
-
-        return estimate_run(
-            server, prompt=prompt, repo=repo, engine=engine, model=model, as_json=as_json
-        )
+    """Run a task on a repository: a pushed branch (and PR) or an answer. Over several
+    repositories, from a plan or after another session: one run (see `telecoder runs`)."""
     if max_time is not None:
         if timeout is not None:
             raise BadInput("--timeout and --max-time both set the time limit: give one")
         timeout = amounts.duration(max_time)
     budget_usd = amounts.dollars(budget) if budget is not None else None
+    repos = read_repos(repo or [], repos_file)
+    if plan_file is not None or len(repos) > 1 or repos_file is not None or after is not None:
+        if template is not None or var:
+            prompt, engine = _prompt_of(prompt, template, var or [], engine, False)
+        options: dict[str, Any] = {
+            "engine": engine,
+            "model": model,
+            "base": base,
+            "forge": forge,
+            "mode": mode,
+            "priority": priority,
+            "tier": tier,
+            "notify": tuple(notify or ()),
+            "timeout_seconds": timeout,
+            "budget_usd": budget_usd,
+        }
+        return _make_run(
+            prompt,
+            repos,
+            plan_file,
+            after,
+            server=server,
+            detach=detach,
+            as_json=as_json,
+            request=options,
+        )
+    prompt, engine = _prompt_of(prompt, template, var or [], engine, bool(step))
+    if not repos:
+        raise BadInput("Missing option '--repo': the repository (a local path or git URL)")
+    repo_one = repos[0]
+    if estimate:
+        from telecoder.cli.costs import estimate_run
+
+        return estimate_run(
+            server, prompt=prompt, repo=repo_one, engine=engine, model=model, as_json=as_json
+        )
     if attempts is not None or engines:
         from telecoder.cli import bestof
 
         best = Request(
-            repo=repo, prompt=prompt, engine=engine, model=model, base=base, forge=forge,
+            repo=repo_one, prompt=prompt, engine=engine, model=model, base=base, forge=forge,
             mode=mode, priority=priority, timeout_seconds=timeout, tier=tier,
             budget_usd=budget_usd, notify=tuple(notify or ()),
         )  # fmt: skip
@@ -163,7 +228,7 @@ def run(
         return remote.run(
             server,
             prompt=prompt,
-            repo=repo,
+            repo=repo_one,
             engine=engine,
             model=model,
             base=base,
@@ -180,7 +245,7 @@ def run(
         )
     settings = load_settings()
     request = Request(
-        repo=repo,
+        repo=repo_one,
         prompt=prompt,
         engine=engine,
         model=model,
@@ -239,6 +304,48 @@ def _prompt_of(
         Settings.load().templates_dir, template, templates.parse_vars(var)
     )
     return rendered, engine or named
+
+
+def _make_run(
+    prompt: str | None,
+    repos: list[str],
+    plan_file: Path | None,
+    after: str | None,
+    *,
+    server: str | None,
+    detach: bool,
+    as_json: bool,
+    request: dict[str, Any],
+) -> None:
+    """Several repositories, a plan or --after: one run (cli/runmake.py)."""
+    from telecoder import plans
+    from telecoder.cli import runmake
+
+    plan = plans.read(plan_file) if plan_file is not None else None
+    if plan is not None and prompt:
+        raise BadInput("a plan (-f) holds the tasks' prompts: give no PROMPT with it")
+    if plan is None and not prompt:
+        raise BadInput("give the task (the PROMPT argument)")
+    if after is not None and (plan is not None or len(repos) != 1):
+        raise BadInput("--after takes one task on one repository (--repo), not a plan or fan-out")
+    if plan is not None and len(repos) > 1:
+        raise BadInput("a plan names its repositories: give at most one --repo (the default)")
+    if plan is None and not repos:
+        raise BadInput("name the repositories: --repo PATH (repeatable) or --repos-file FILE")
+    if server:
+        runmake.remote(
+            server,
+            runmake.api_body(prompt, repos, plan, after, request),
+            detach=detach,
+            as_json=as_json,
+        )
+        return
+    asked = Request(repo=repos[0] if repos else "", prompt=prompt or "", **request)
+    runmake.local(
+        runmake.Ask(
+            request=asked, repos=repos, plan=plan, after=after, detach=detach, as_json=as_json
+        )
+    )
 
 
 async def run_here(settings: Settings, store: Store, new: NewSession, *, as_json: bool) -> Exit:

@@ -65,6 +65,7 @@ from telecoder.server.routes import (
     jobs,
     meta,
     repos,
+    run_create,
     runs,
     sessions,
     slack,
@@ -224,6 +225,7 @@ def create_app(
     routers = (
         meta,
         sessions,
+        run_create,
         events,
         workers,
         budgets,

@@ -161,6 +161,17 @@ class SessionCreate(_In):
 
     @model_validator(mode="before")
     @classmethod
+    def _one_repo(cls, data: Any) -> Any:
+        """Several repositories make a run, whose shape differs from a session's."""
+        if isinstance(data, dict) and "repos" in data:
+            raise ValueError(
+                "repos: several repositories make a run: POST /api/runs with "
+                "{prompt, repos: [...]} (it answers with the run and its sessions)"
+            )
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
     def _one_engine(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("agent") is not None:
             data = dict(data)

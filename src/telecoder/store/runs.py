@@ -110,7 +110,7 @@ class Runs:
         waiting = {dep.session_id for dep in deps}
         rows, events = [], []
         for index, item in enumerate(new):
-            # A microsecond apart: the run's sessions list in the order they were given.
+            # A microsecond apart: listed (and, at one priority, claimed) in the order given.
             values = new_session_values(item, now + index * 1e-6)
             values["run_id"] = run.id
             if item.id in waiting:
@@ -157,6 +157,61 @@ class Runs:
                     await self._db.notify(conn, Notice(NoticeKind.QUEUED, item.id))
                 await append_events(conn, item.id, None, events, now=now)
         return await self.get(run.id), await self.sessions(run.id)
+
+    async def join(self, new: NewSession, after: str, *, how: After = After.SUCCESS) -> Run:
+        """``new``, waiting for the session ``after``, in ``after``'s run — one of kind
+        ``single`` made for it when it has none (a dependency never crosses runs). In one
+        transaction that locks ``after``'s row, so its end cannot slip between reading its
+        status and writing the dependency: if it has already ended, ``new`` is queued (or
+        skipped) at once, as ``settle`` would have done."""
+        now = time.time()
+        async with self._db.write() as conn:
+            query = select(sessions).where(sessions.c.id == after).with_for_update()
+            row = (await conn.execute(query)).first()
+            if row is None:
+                raise SessionNotFound(f"no session {after!r} to run after")
+            anchor = session_from_row(row)
+            run_id = anchor.run_id
+            if run_id is None:
+                made = NewRun(kind=RunKind.SINGLE, spec={"after": after})
+                run_id = made.id
+                status = RunStatus.SUCCEEDED if anchor.status.terminal else RunStatus.RUNNING
+                await conn.execute(
+                    insert(runs).values(
+                        id=run_id,
+                        kind=made.kind.value,
+                        status=status.value,
+                        spec=dumps(made.spec),
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                await conn.execute(
+                    update(sessions)
+                    .where(sessions.c.id == after)
+                    .values(run_id=run_id, task_key=anchor.task_key or after)
+                )
+            # The run has work again.
+            await conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(status=RunStatus.RUNNING.value, finished_at=None, updated_at=now)
+            )
+            values = new_session_values(new, now)
+            values.update(run_id=run_id, status=SessionStatus.WAITING.value)
+            values["task_key"] = new.task_key or new.id
+            await conn.execute(insert(sessions).values(values))
+            await conn.execute(
+                insert(session_deps).values(session_id=new.id, depends_on=after, after=how.value)
+            )
+            data = {"status": SessionStatus.WAITING.value, "run_id": run_id, "after": after}
+            await append_events(
+                conn, new.id, None, [NewEvent(kind=EventKind.STATUS, data=data)], now=now
+            )
+            if anchor.status.terminal:
+                await _release(conn, db=self._db, session_id=new.id, now=now)
+                await _run_status(conn, run_id, now)
+        return await self.get(run_id)
 
     async def get(self, run_id: str) -> Run:
         async with self._db.read() as conn:

@@ -18,7 +18,7 @@ from telecoder import runs
 from telecoder.errors import Conflict
 from telecoder.server.deps import PrincipalDep, StateDep, StoreDep, ViewerDep, limit_writes
 from telecoder.server.routes.dashboard import render
-from telecoder.server.schemas import ErrorOut
+from telecoder.server.schemas import ErrorOut, SessionOut
 from telecoder.server.state import ServerState
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
@@ -48,16 +48,11 @@ class RunTotals(BaseModel):
     pr_urls: list[str] = Field(description="The pull requests its sessions opened.")
 
 
-class RunSession(BaseModel):
-    id: str
-    task_key: str | None = Field(description="Its name in the run (a task id, a repository).")
-    repo: str
-    status: str
-    branch: str
-    pr_url: str | None
-    cost_usd: float
-    error: str | None
-    depends_on: list[str] = Field(description="The sessions it waits for (ids).")
+class RunSession(SessionOut):
+    """A session of the run (``SessionOut``), with its pull request and what it waits for."""
+
+    pr_url: str | None = Field(description="Its pull request, if it opened one.")
+    depends_on: list[str] = Field(description="The sessions it waits for (ids); see ``deps``.")
 
 
 class RunDep(BaseModel):
@@ -78,6 +73,7 @@ class RunOut(BaseModel):
     created_at: str | None
     updated_at: str | None
     finished_at: str | None
+    counts: dict[str, int] = Field(description="Its sessions by status.")
     totals: RunTotals
 
 
