@@ -135,7 +135,7 @@ class Result:
             "insertions": self.diff.insertions,
             "deletions": self.diff.deletions,
             "partial": self.partial,
-            "outcome": self.outcome,
+            "outcome": outcomes.complete(self.outcome) if self.outcome is not None else None,
             "risk": self.risk,
         }
 
@@ -248,7 +248,7 @@ class Session:
         if self.status.value not in outcomes.ENDED:
             return None
         if self.result is not None and self.result.outcome is not None:
-            return self.result.outcome
+            return outcomes.complete(self.result.outcome)
         result = self.result.to_dict() if self.result else None
         return outcomes.summarize(status=self.status.value, result=result, error=self.error)
 

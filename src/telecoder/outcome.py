@@ -45,15 +45,19 @@ def summarize(
         uncertain.append(_line(f"Error: {error}"))
     if result.get("partial"):
         uncertain.append("the work was cut short: what the agent had done is pushed as a draft")
-    found: dict[str, Any] = {
+    risk = result.get("risk")  # the pull request's risk tier (telecoder.risk)
+    return {
         "changed": changed,
         "verified": verified,
         "uncertain": uncertain,
         "next": _next(status, result, bool(verified)),
+        "risk": dict(risk) if isinstance(risk, Mapping) else None,
     }
-    if isinstance(result.get("risk"), Mapping):
-        found["risk"] = dict(result["risk"])  # the pull request's risk tier (telecoder.risk)
-    return found
+
+
+def complete(outcome: Mapping[str, Any]) -> dict[str, Any]:
+    """An outcome as stored (older ones have no ``risk``) with every key the API shows."""
+    return {**outcome, "risk": outcome.get("risk")}
 
 
 def unsure_lines(text: str) -> list[str]:

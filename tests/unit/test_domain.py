@@ -63,7 +63,13 @@ def test_terminal_statuses(status: SessionStatus) -> None:
         Result(
             type=ResultType.TEXT,
             text="42",
-            outcome={"changed": "nothing", "verified": [], "uncertain": [], "next": "ask"},
+            outcome={
+                "changed": "nothing",
+                "verified": [],
+                "uncertain": [],
+                "next": "ask",
+                "risk": None,
+            },
         ),
         Result(
             type=ResultType.BRANCH,
