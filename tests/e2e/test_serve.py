@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -35,6 +36,23 @@ def serve_process(home: Path, host: str, port: int, **env: str) -> subprocess.Po
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def wait(what: Callable[[], bool], seconds: float, proc: subprocess.Popen[str]) -> None:
+    """Until ``what()`` holds; failing with the server's output if it exits first."""
+    deadline = time.monotonic() + seconds
+    while not what():
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else "the server exited"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def workers_alive(url: str) -> bool:
+    """Whether the server at ``url`` answers and its embedded workers run."""
+    try:
+        return bool(httpx.get(f"{url}/api/health").json()["workers"]["alive"] == 1)
+    except httpx.HTTPError:
+        return False
 
 
 def free_port() -> int:

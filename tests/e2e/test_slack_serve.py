@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -17,7 +15,7 @@ import httpx
 from telecoder.channels.slack_blocks import OUTCOME_EVENT, STATUS_EVENT
 from telecoder.store import open_store
 from tests.conftest import GitRepo
-from tests.e2e.test_serve import free_port, serve_process
+from tests.e2e.test_serve import free_port, serve_process, wait, workers_alive
 from tests.engine_cases import agent_env
 from tests.fakes.model_server import FakeModelServer, Reply
 from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack
@@ -29,14 +27,6 @@ SCRIPTS = {
         Reply(text="Added the second line to fake.txt."),
     ),
 }
-
-
-def wait(what: Callable[[], bool], seconds: float, proc) -> None:
-    deadline = time.monotonic() + seconds
-    while not what():
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else "the server exited"
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def post(url: str, fake: FakeSlack, envelope) -> httpx.Response:
@@ -85,7 +75,7 @@ def test_a_slack_thread_drives_a_real_agent_through_serve(
             TELECODER_SLACK_API_URL=fake.api_url,
         )
         try:
-            wait(lambda: _alive(url), 30, proc)
+            wait(lambda: workers_alive(url), 30, proc)
             parent, mention = fake.message(CHANNEL, "create fake.txt containing hello-from-fake")
             answer = post(url, fake, mention)
             assert answer.json()["action"] == "queued", answer.text
@@ -122,10 +112,3 @@ def test_a_slack_thread_drives_a_real_agent_through_serve(
         "hello-from-fake",
         "second-line",
     ]
-
-
-def _alive(url: str) -> bool:
-    try:
-        return bool(httpx.get(f"{url}/api/health").json()["workers"]["alive"] == 1)
-    except httpx.HTTPError:
-        return False

@@ -11,12 +11,11 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from tests.cli import TELECODER
 from tests.conftest import GitRepo
-from tests.e2e.test_serve import free_port
+from tests.e2e.test_serve import free_port, wait
 from tests.engine_cases import PROMPT, WRITTEN, agent_env
 from tests.fakes.model_server import FakeModelServer, Reply
 from tests.fakes.telegram import TOKEN, FakeTelegram, User
@@ -39,14 +38,6 @@ async def register(home: Path, repo: GitRepo) -> None:
         await store.repos.route("telegram", str(ALICE.id), "app")
     finally:
         await store.close()
-
-
-def wait(check: Callable[[], bool], timeout: float, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert proc.poll() is None, proc.communicate()[0]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def turns(fake: FakeTelegram) -> int:

@@ -8,15 +8,13 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
 from telecoder.store import open_store
 from tests.conftest import GitRepo
-from tests.e2e.test_serve import free_port, serve_process
+from tests.e2e.test_serve import free_port, serve_process, wait, workers_alive
 from tests.engine_cases import agent_env
 from tests.fakes import jira, linear
 from tests.fakes.jira import fake_jira_fixture  # noqa: F401
@@ -24,14 +22,6 @@ from tests.fakes.linear import fake_linear_fixture  # noqa: F401
 from tests.fakes.model_server import FakeModelServer
 
 PUBLIC = "https://telecoder.example"
-
-
-def wait(what: Callable[[], bool], seconds: float, proc) -> None:
-    deadline = time.monotonic() + seconds
-    while not what():
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else "the server exited"
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def register(home: Path, repo: GitRepo) -> None:
@@ -45,13 +35,6 @@ def register(home: Path, repo: GitRepo) -> None:
             await store.close()
 
     asyncio.run(go())
-
-
-def _alive(url: str) -> bool:
-    try:
-        return bool(httpx.get(f"{url}/api/health").json()["workers"]["alive"] == 1)
-    except httpx.HTTPError:
-        return False
 
 
 def test_linear_and_jira_tickets_drive_a_real_agent_through_serve(
@@ -88,7 +71,7 @@ def test_linear_and_jira_tickets_drive_a_real_agent_through_serve(
             TELECODER_JIRA_API_TOKEN=jira.API_TOKEN,
         )
         try:
-            wait(lambda: _alive(url), 30, proc)
+            wait(lambda: workers_alive(url), 30, proc)
             ticket = fake_linear.add_issue("Add the fake file", task, team="ENG", state="Todo")
             body, headers = fake_linear.signed(fake_linear.update(ticket, state="Ready for Dev"))
             answer = httpx.post(f"{url}/api/channels/linear/webhook", content=body, headers=headers)
