@@ -21,7 +21,7 @@ from telecoder.errors import BadInput, EngineNotFound
 from telecoder.forges.remote import shorthand_url
 from telecoder.gateway.routing import choose_tier, parse_tier
 from telecoder.masking import url_credentials, without_credentials
-from telecoder.protocols import Forge, Notifying
+from telecoder.protocols import Forge
 from telecoder.settings import Settings
 from telecoder.steps import MAX_STEPS
 from telecoder.workspace import Workspace
@@ -145,8 +145,7 @@ def _notify(request: Request, settings: Settings, known: Collection[str] | None)
     if not request.notify:
         return ()
     if known is None:  # the configured channels that can write to someone (Slack, Telegram)
-        channels = configured.from_settings(settings)
-        known = [name for name, found in channels.items() if isinstance(found, Notifying)]
+        known = configured.notifying(settings)
     me = request.notify_me or notifications.me_of(settings.notify_me)
     return notifications.targets(request.notify, known=known, me=me)
 

@@ -38,3 +38,10 @@ def from_settings(settings: Settings) -> dict[str, Channel]:
 
 def _secret(value: SecretStr | None) -> str | None:
     return value.get_secret_value() if value is not None else None
+
+
+def notifying(settings: Settings) -> list[str]:
+    """The configured channels that can write to someone (``Notifying``: Slack, Telegram),
+    known from the settings alone — intake asks on every request that names a target."""
+    tokens = {"slack": settings.slack_bot_token, "telegram": settings.telegram_bot_token}
+    return [name for name, token in tokens.items() if token is not None]
