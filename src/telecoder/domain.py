@@ -451,6 +451,8 @@ class RunKind(enum.StrEnum):
     JOB = "job"  # a cron job's firing
     BEST_OF = "best_of"  # N candidates of one task, one winner
     SINGLE = "single"  # one session (--after)
+    ORCH = "orch"  # a leader's tasks, dispatched one by one (``telecoder orch``)
+    COUNCIL = "council"  # reviewers of one target, their recommendations tallied
 
 
 class After(enum.StrEnum):
@@ -499,4 +501,76 @@ class Run:
             "created_at": iso(self.created_at),
             "updated_at": iso(self.updated_at),
             "finished_at": iso(self.finished_at),
+        }
+
+
+# --- the inbox -----------------------------------------------------------------------------------
+
+
+class MessageKind(enum.StrEnum):
+    MESSAGE = "message"  # a note or a piece of work for an agent (``inbox send``)
+    REPLY = "reply"  # an answer to a message (``inbox reply``)
+    QUESTION = "question"  # a worker asks its leader (``orch blocked``; an agent in a sandbox)
+    ANSWER = "answer"  # the leader's answer to a question (``orch answer``)
+
+
+class MessageStatus(enum.StrEnum):
+    OPEN = "open"  # nobody holds it (a claim that expired comes back here)
+    CLAIMED = "claimed"  # an agent holds a lease on it
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (MessageStatus.DONE, MessageStatus.FAILED, MessageStatus.CANCELLED)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Artifact:
+    """A file sent with a message, stored whole with its SHA-256."""
+
+    name: str
+    sha256: str
+    size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "sha256": self.sha256, "size": self.size}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message:
+    id: int
+    thread: str
+    kind: MessageKind
+    sender: str
+    recipient: str | None  # None: to the thread, whoever reads it
+    body: str
+    reply_to: int | None
+    status: MessageStatus  # as of ``now`` when read: an expired claim reads ``open``
+    claimed_by: str | None
+    lease_until: float | None
+    progress: str | None  # the holder's last ``update``
+    note: str | None  # why it was done, failed or cancelled
+    artifacts: tuple[Artifact, ...]
+    created_at: float
+    updated_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "thread": self.thread,
+            "kind": self.kind.value,
+            "from": self.sender,
+            "to": self.recipient,
+            "body": self.body,
+            "reply_to": self.reply_to,
+            "status": self.status.value,
+            "claimed_by": self.claimed_by,
+            "lease_until": iso(self.lease_until),
+            "progress": self.progress,
+            "note": self.note,
+            "artifacts": [a.to_dict() for a in self.artifacts],
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
         }

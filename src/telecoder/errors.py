@@ -69,6 +69,14 @@ class EndpointNotFound(TeleCoderError):
     """No model endpoint has that name."""
 
 
+class MessageNotFound(TeleCoderError):
+    """No inbox message has that id."""
+
+
+class TimedOut(TeleCoderError):
+    """The wait timed out."""
+
+
 class Conflict(TeleCoderError):
     """The session's state does not allow this."""
 

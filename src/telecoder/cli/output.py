@@ -38,6 +38,8 @@ class Exit(enum.IntEnum):
     UNAVAILABLE = 6  # the database (or server) cannot be reached
     UNAUTHORIZED = 7  # the server refused the API token (--server)
     UNSUPPORTED = 8  # not available here (db backup on PostgreSQL, logs --raw with --server)
+    LEASE_LOST = 9  # the inbox claim expired or another agent holds it now
+    TIMED_OUT = 10  # a wait (inbox wait-reply, orch wait, council wait) timed out
     INTERRUPTED = 130  # Ctrl-C
 
 

@@ -14,6 +14,7 @@ from telecoder.store.deliveries import Deliveries, Once
 from telecoder.store.endpoints import EndpointRow, Endpoints
 from telecoder.store.events import Events
 from telecoder.store.goals import Goal, Goals, GoalStatus
+from telecoder.store.inbox import Inbox
 from telecoder.store.jobs import Jobs, JobState
 from telecoder.store.migrations import upgrade
 from telecoder.store.notify import Listener, Notice, NoticeKind
@@ -42,6 +43,7 @@ __all__ = [
     "Goals",
     "Heartbeat",
     "Held",
+    "Inbox",
     "JobState",
     "Jobs",
     "Limits",
@@ -89,6 +91,7 @@ class Store:
         self.goals = Goals(db)
         self.jobs = Jobs(db)
         self.channel_events = ChannelEvents(db)
+        self.inbox = Inbox(db)
         # A worker that has not renewed its heartbeat for a lease's length is gone.
         self.workers = Workers(db, stale_after=lease_seconds)
 

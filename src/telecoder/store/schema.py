@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -367,4 +368,54 @@ goals = Table(
     Column("updated_at", Double, nullable=False),
     Column("repo", Text),  # the repository the goal was given for (--repo), if any
     Column("error", Text),  # why planning failed
+)
+
+# The inbox: durable notes between agents. Ids are integers in the order messages were sent, so a
+# per-agent read cursor (``inbox_cursors.seen``) is the highest id that agent has been shown.
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("thread", String(255), nullable=False),
+    Column("kind", String(16), nullable=False),  # message, reply, question, answer
+    Column("sender", String(255), nullable=False),
+    Column("recipient", String(255)),  # NULL: to the thread
+    Column("body", Text, nullable=False),
+    Column("reply_to", Integer),
+    Column("status", String(16), nullable=False),  # open, claimed, done, failed, cancelled
+    Column("claimed_by", String(255)),
+    Column("lease_until", Double),
+    Column("progress", Text),
+    Column("note", Text),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Index("ix_messages_recipient", "recipient", "id"),
+    Index("ix_messages_thread", "thread", "id"),
+    Index("ix_messages_reply_to", "reply_to"),
+)
+
+message_artifacts = Table(
+    "message_artifacts",
+    metadata,
+    Column("message_id", Integer, primary_key=True),
+    Column("name", String(255), primary_key=True),
+    Column("sha256", String(64), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("content", LargeBinary, nullable=False),
+)
+
+inbox_cursors = Table(
+    "inbox_cursors",
+    metadata,
+    Column("agent", String(255), primary_key=True),
+    Column("seen", Integer, nullable=False),  # the highest message id shown to this agent
+    Column("updated_at", Double, nullable=False),
+)
+
+# Messages above an agent's ``seen`` that it was shown out of order (a reply waited for).
+inbox_shown = Table(
+    "inbox_shown",
+    metadata,
+    Column("agent", String(255), primary_key=True),
+    Column("message_id", Integer, primary_key=True),
 )
