@@ -548,6 +548,14 @@ class Settings(BaseSettings):
         default=None, description="API key of the judge's endpoint (a Bearer token)."
     )
 
+    # --- councils and review stages (see README, "Council review") ---
+    council_reviewers: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="A council's reviewers, comma-separated, each ENGINE or ENGINE:MODEL "
+        "(three by default; empty: three different engines of those installed, else the "
+        "default engine three times).",
+    )
+
     @field_validator(
         "env_allow",
         "github_allowed_users",
@@ -555,6 +563,7 @@ class Settings(BaseSettings):
         "telegram_allowed_chats",
         "engine_env",
         "worker_engines",
+        "council_reviewers",
         "sandbox_read",
         "docker_env",
         "network_allow",
