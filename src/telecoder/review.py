@@ -93,9 +93,14 @@ class ReviewStage:
             panel = reviewers.panel([config.review])
         for reviewer in panel:
             try:
-                self.engines(reviewer.engine)
+                engine = self.engines(reviewer.engine)
             except BadInput as e:
                 raise BadInput(f"{repoconfig.FILENAME} review: {e.message}") from None
+            if not getattr(engine, "instructed", True):  # shell: its prompt is a command
+                raise BadInput(
+                    f"{repoconfig.FILENAME} review: the {reviewer.engine} engine cannot review "
+                    "(it runs a command, no model reads the diff)"
+                )
         return panel
 
     async def work(
