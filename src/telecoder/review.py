@@ -93,10 +93,10 @@ class ReviewStage:
             panel = reviewers.panel([config.review])
         for reviewer in panel:
             try:
-                engine = self.engines(reviewer.engine)
+                known = self.engines(reviewer.engine)
             except BadInput as e:
                 raise BadInput(f"{repoconfig.FILENAME} review: {e.message}") from None
-            if not getattr(engine, "instructed", True):  # shell: its prompt is a command
+            if not getattr(known, "instructed", True):  # shell: its prompt is a command
                 raise BadInput(
                     f"{repoconfig.FILENAME} review: the {reviewer.engine} engine cannot review "
                     "(it runs a command, no model reads the diff)"
