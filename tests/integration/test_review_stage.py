@@ -30,6 +30,7 @@ from tests.engine_cases import WRITTEN, agent_env
 from tests.fakes.github import TOKEN, FakeGitHub
 from tests.fakes.model_protocols import Turn
 from tests.fakes.model_server import FakeModelServer, Reply
+from tests.integration.test_ask_for_help import resumable
 from tests.integration.test_engine_shell import all_events, execute, tuned
 
 CONFIG = f"verify:\n  - test -s {WRITTEN}\nreview: council\nreview_severity: high\n"
@@ -210,6 +211,9 @@ def branches(repo: GitRepo) -> list[str]:
     return repo.remote_git("for-each-ref", "--format=%(refname:short)", "refs/heads").split()
 
 
+resumable = resumable  # the fixture: the shell engine with an agent session id
+
+
 def steps_of(events: list[Any], step: str) -> list[dict[str, Any]]:
     return [e.data for e in events if e.data.get("step") == step]
 
@@ -304,3 +308,25 @@ async def test_in_the_sandbox_a_reviewer_cannot_change_the_worktree(
     ]  # fmt: skip
     assert any("Read-only file system" in line for line in outputs), outputs
     assert repo.remote_git("show", f"{done.branch}:README.md") == "hello\nchange"
+
+
+@pytest.mark.usefixtures("scripted_reviewers")
+async def test_blocking_findings_ask_when_someone_watches(
+    settings: Settings, store: Store, tmp_path: Path, resumable: str
+) -> None:
+    config = "review: test-review-blocks\nmax_revisions: 0\n"
+    repo = make_repo(tmp_path, files={"README.md": "hi\n", ".telecoder.yml": config})
+    worker = build_worker(tuned(settings), store)
+    new = NewSession(
+        repo=str(repo.path), prompt="echo start > a.txt", engine=resumable, notify=("slack:U1",)
+    )
+    watched = await execute(worker, store, new)
+    assert (watched.status, watched.failure_kind) == (
+        SessionStatus.BLOCKED,
+        FailureKind.REVIEW_BLOCKED,
+    )
+    assert watched.question is not None
+    assert watched.question.startswith("review blocked: 1 finding block (max_revisions is 0)")
+    assert "- [critical, consensus] Drop the debug print" in watched.question
+    assert "How should I go on?" in watched.question
+    assert branches(repo) == ["main"]
