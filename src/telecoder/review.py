@@ -154,7 +154,8 @@ class ReviewStage:
             revised = await self.agent_work.work(
                 engine, asked, config, wt, lease, recorder, control, confiner
             )
-            work = replace(revised, usage=add_usage(work.usage, revised.usage))
+            usage_so_far = add_usage(work.usage, revised.usage)
+            work = replace(revised, usage=usage_so_far, checkpoint=work.checkpoint)
             if work.failure is not None:
                 return Reviewed(work, summary)
 
