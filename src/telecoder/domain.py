@@ -90,6 +90,7 @@ class FailureKind(enum.StrEnum):
     SANDBOX_UNAVAILABLE = "sandbox_unavailable"
     WORKTREE_TOO_LARGE = "worktree_too_large"  # the agent wrote past the worktree's cap
     SECRET_DETECTED = "secret_detected"  # the diff holds a secret: nothing is pushed
+    REVIEW_BLOCKED = "review_blocked"  # reviewers' findings still block: nothing is pushed
     RATE_LIMITED = "rate_limited"  # the model endpoint kept answering 429/503/529: requeued
     BUDGET_REACHED = "budget_reached"  # the session's cost reached its budget (it waits, blocked)
     INTERNAL = "internal"
@@ -122,6 +123,8 @@ class Result:
     outcome: dict[str, Any] | None = None
     # The pull request's risk tier (``telecoder.risk``), its label and whether it merged itself.
     risk: dict[str, Any] | None = None
+    # The review stage's tally (``telecoder.review``): findings that did not block.
+    review: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -137,6 +140,7 @@ class Result:
             "partial": self.partial,
             "outcome": outcomes.complete(self.outcome) if self.outcome is not None else None,
             "risk": self.risk,
+            "review": self.review,
         }
 
     @classmethod
@@ -156,6 +160,7 @@ class Result:
             partial=bool(data.get("partial", False)),
             outcome=data.get("outcome") if isinstance(data.get("outcome"), dict) else None,
             risk=data.get("risk") if isinstance(data.get("risk"), dict) else None,
+            review=data.get("review") if isinstance(data.get("review"), dict) else None,
         )
 
 
