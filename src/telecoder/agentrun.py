@@ -3,8 +3,9 @@ into parsed events (and the raw log), its stdin answered, and a watchdog that st
 falls silent past ``stall_seconds`` or its worktree grows past ``worktree_max_bytes``.
 
 With the gateway's inbox on (``TELECODER_INBOX_*`` in the task's environment), the agent also
-gets its ``telecoder-inbox`` tool on ``PATH`` (bound read-only at ``INSIDE/bin`` in a sandbox),
-the inbox's variables, and them again in ``$HOME/.telecoder-inbox.json`` (``inboxtool``).
+gets its ``telecoder-inbox`` tool on ``PATH`` (``$TELECODER_HOME/tools``, bound read-only into a
+sandbox at the same path), the inbox's variables, and them again in
+``$HOME/.telecoder-inbox.json`` (``inboxtool``).
 """
 
 from __future__ import annotations
@@ -25,13 +26,11 @@ from telecoder.gateway.proxy import INBOX_TOKEN, INBOX_URL
 from telecoder.masking import Masker
 from telecoder.protocols import Confinement, Engine, EngineOutcome, EngineTask, Mount, Runtime
 from telecoder.recorder import AttemptControl, EventRecorder, StopReason, decode
-from telecoder.runtimes.sandbox import INSIDE
 from telecoder.settings import Settings
 
 log = logging.getLogger(__name__)
 
 WORKTREE_CHECK_SECONDS = 5.0  # how often a running agent's worktree is measured
-TOOLS_INSIDE = INSIDE / "bin"  # the agents' tools, inside a sandbox
 
 
 class AgentRunner:
@@ -151,14 +150,13 @@ class AgentRunner:
         tools = inboxtool.install(self.settings.home / "tools")
         # The agent's HOME may not be the engine home (a CLI's own): the tool reads this one.
         saved = Path(env.get("HOME") or task.home) / inboxtool.CONFIG
+        saved.parent.mkdir(parents=True, exist_ok=True)
         saved.write_text(json.dumps({"url": inbox[INBOX_URL], "token": inbox[INBOX_TOKEN]}))
         saved.chmod(0o600)
-        seen = tools
-        if confinement is not None:
-            seen = TOOLS_INSIDE
-            mounts = (*confinement.mounts, Mount(source=tools, target=TOOLS_INSIDE))
+        if confinement is not None:  # seen at the same path inside, read-only
+            mounts = (*confinement.mounts, Mount(source=tools, target=tools))
             confinement = dataclasses.replace(confinement, mounts=mounts)
-        path = os.pathsep.join(p for p in (str(seen), env.get("PATH", "")) if p)
+        path = os.pathsep.join(p for p in (str(tools), env.get("PATH", "")) if p)
         return {**env, **inbox, "PATH": path}, confinement
 
     def allowed_env(self, task_env: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -21,10 +21,12 @@ import httpx
 import pytest
 
 from telecoder import agentinbox, chat, inboxtool
+from telecoder.assemble import build_worker
 from telecoder.domain import MessageKind, NewRun, NewSession, RunKind, Session, SessionStatus
 from telecoder.gateway import Gateway, Ticket
 from telecoder.gateway.upstreams import Upstreams
 from telecoder.store import Outcome, Store
+from tests.integration.test_engine_shell import all_events, execute, outputs, request, tuned
 
 
 def new_session(**kw: Any) -> NewSession:
@@ -114,7 +116,8 @@ async def test_post_and_ask_land_in_the_sessions_thread_to_its_leader(agent: Age
     asked = await agent.post("/ask", {"question": "Which database?"})
     assert posted.status_code == asked.status_code == 201, posted.text
     thread = posted.json()["thread"]
-    assert thread.startswith("orch:") and thread.endswith(":t1")
+    assert thread.startswith("orch:")
+    assert thread.endswith(":t1")
     assert asked.json() == {"id": asked.json()["id"], "thread": thread, "to": "lead"}
     note, question = await store.inbox.list(thread=thread)
     assert (note.kind, note.sender, note.recipient, note.body) == (
@@ -328,13 +331,11 @@ async def test_the_tool_posts_asks_waits_and_reads(agent: Agent, store, tmp_path
     assert "end your turn" in asked.stdout
 
     async def leader_answers() -> None:
-        while not (
-            questions := [m for m in await store.inbox.fetch("lead") if m.body == "Which port?"]
-        ):
-            await asyncio.sleep(0.1)
-        await store.inbox.reply(
-            questions[0].id, sender="lead", body="5432", kind=MessageKind.ANSWER
-        )
+        async def asked() -> list[Any] | None:
+            return [m for m in await store.inbox.fetch("lead") if m.body == "Which port?"] or None
+
+        [question] = await store.inbox.wait(asked, seconds=30, what="the question")
+        await store.inbox.reply(question.id, sender="lead", body="5432", kind=MessageKind.ANSWER)
 
     waited, _ = await asyncio.gather(
         in_thread(tmp_path, agent, "ask", "Which port?", "--wait", "20"), leader_answers()
@@ -382,4 +383,43 @@ def test_the_tool_is_installed_executable_and_only_rewritten_when_it_changed(tmp
     assert script.read_bytes() == Path(inboxtool.__file__).read_bytes()
     assert sorted(p.name for p in directory.iterdir()) == ["telecoder-inbox"]
     done = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True)
-    assert "post" in done.stdout and "ask" in done.stdout
+    assert "post" in done.stdout
+    assert "ask" in done.stdout
+
+
+# --- through a worker, unconfined ---------------------------------------------------------------
+
+
+async def test_with_the_local_runtime_too_an_open_question_blocks_the_session(
+    settings, store, git_repo
+):
+    """The ``shell`` engine's command is the agent: it finds the tool on its PATH, asks (twice,
+    one answered at once by nobody: both open) and ends; the session waits with the last."""
+    worker = build_worker(tuned(settings, runtime="local"), store)
+    script = (
+        'telecoder-inbox post "starting" && telecoder-inbox ask "Which port?" && '
+        'telecoder-inbox ask "Which host?" --wait 0.5 && echo asked'
+    )
+    done = await execute(worker, store, request(git_repo, script))
+    assert done.status == SessionStatus.BLOCKED, done.error
+    assert done.question == "Which host?"
+    me = f"session:{done.id}"
+    sent = await store.inbox.list(agent=me)
+    assert [(m.kind, m.thread, m.recipient, m.body) for m in sent] == [
+        (MessageKind.MESSAGE, me, None, "starting"),
+        (MessageKind.QUESTION, me, None, "Which port?"),
+        (MessageKind.QUESTION, me, None, "Which host?"),
+    ]
+    events = await all_events(store, done.id)
+    assert [e.data["message"] for e in events if e.data.get("step") == "asked"] == [
+        "asked for help: Which port?",
+        "asked for help: Which host?",
+    ]
+    assert "went to the person who gave you this task" in "\n".join(outputs(events))
+
+
+async def test_without_a_question_a_session_that_used_the_inbox_succeeds(settings, store, git_repo):
+    worker = build_worker(tuned(settings, runtime="local"), store)
+    done = await execute(worker, store, request(git_repo, 'telecoder-inbox post "all good"'))
+    assert done.status == SessionStatus.SUCCEEDED, done.error
+    assert [m.body for m in await store.inbox.list(agent=f"session:{done.id}")] == ["all good"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +86,7 @@ async def blocked_agent(
     agent_tools: Path,
     model: FakeModelServer,
     monkeypatch: pytest.MonkeyPatch,
-) -> AsyncIterator[Blocked]:
+) -> Blocked:
     monkeypatch.setenv("ANTHROPIC_BASE_URL", model.url)
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
     tuned = settings.model_copy(
@@ -103,7 +103,7 @@ async def blocked_agent(
     await store.runs.create(NewRun(kind=RunKind.ORCH, spec={"leader": "lead"}), [task])
     blocked = Blocked(store, worker, model, await store.sessions.get(task.id))
     blocked.session = await blocked.run_turn()
-    yield blocked
+    return blocked
 
 
 async def test_an_agent_asks_its_leader_and_the_answer_resumes_it(
