@@ -107,6 +107,13 @@ async def test_an_orch_task_talks_to_its_leader_any_other_session_in_its_own_thr
         assert place == agentinbox.Place(f"session:{session.id}", f"session:{session.id}", None)
 
 
+async def test_agents_are_told_of_the_tool_when_someone_will_see_them_ask(store):
+    assert "your leader (lead)" in await agentinbox.told(store, await orch(store))
+    watched = await store.sessions.create(new_session(notify=("slack:U1",)))
+    assert "whoever gave you this task" in await agentinbox.told(store, watched)
+    assert await agentinbox.told(store, await plain(store)) == ""
+
+
 # --- the API ----------------------------------------------------------------------------------
 
 
