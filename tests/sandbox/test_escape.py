@@ -105,9 +105,10 @@ async def test_telecoders_home_database_and_config_are_invisible(
     assert "very-secret" not in text
     assert "SQLite format" not in text
     # What there is of the home: the mount points of this session's own worktree, engine
-    # home and git dir, and of the mirror only its objects (read-only).
+    # home and git dir, the agents' tools (read-only: ``telecoder-inbox``), and of the mirror
+    # only its objects (read-only).
     lines = text.splitlines()
-    assert "home: engines mirrors worktrees" in lines
+    assert "home: engines mirrors tools worktrees" in lines
     assert "mirror: objects worktrees" in lines
     assert "home/logs': No such file or directory" in text
 
