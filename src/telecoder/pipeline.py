@@ -27,7 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from telecoder import budgeting, questions, repoconfig, reviewers
+from telecoder import agentinbox, budgeting, questions, repoconfig, reviewers
 from telecoder import outcome as outcomes
 from telecoder.agentrun import AgentRunner
 from telecoder.budgeting import Deadline, Turn
@@ -315,6 +315,8 @@ class Pipeline:
         instructed = getattr(engine, "instructed", True)
         if turn.previous is None and instructed and questions.may_ask(session):
             prompt += "\n\n" + questions.HINT
+        if turn.previous is None and instructed and ticket is not None:  # the inbox tool
+            prompt += await agentinbox.told(self.store, session)
         task = EngineTask(
             prompt=prompt,
             workdir=wt.path,
@@ -388,6 +390,8 @@ class Pipeline:
             )  # fmt: skip
         heuristic = questions.may_ask(session)
         question = questions.asked(work.text, changed=sha is not None, heuristic=heuristic)
+        if question is None and ticket is not None:  # asked through the inbox, unanswered
+            question = await agentinbox.open_question(self.store, ticket.asked)
         waits = session.mode == Mode.CHAT or question is not None
         status = SessionStatus.BLOCKED if waits else SessionStatus.SUCCEEDED
         found = outcomes.summarize(status=status, result=answer.to_dict(), checks=recorder.checks)
