@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from telecoder import chat
+from telecoder import chat, pinning
 from telecoder.domain import (
     MessageKind,
     MessageStatus,
@@ -38,12 +38,12 @@ from telecoder.domain import (
     TaskStatus,
 )
 from telecoder.errors import BadInput, Conflict, SessionNotFound
-from telecoder.gitcmd import SAFE, git_check, is_url
+from telecoder.gitcmd import is_url
 from telecoder.intake import Request, accept
 from telecoder.protocols import Forge
 from telecoder.settings import Settings
 from telecoder.store import Store
-from telecoder.workspace import RepoSource, Workspace
+from telecoder.workspace import Workspace
 
 DEFAULT_LEADER = "leader"
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -189,10 +189,10 @@ async def _dispatch(
     warnings: list[str] = []
     if explicit is None:
         if strict and task.mode == TaskMode.CODE and source.checkout is not None:
-            dirty = await dirty_paths(source.checkout)
+            dirty = await pinning.dirty_paths(source.checkout)
             if dirty:
-                raise BadInput(_dirty_message(task, source.checkout, dirty))
-        pinned = await head_commit(source)
+                raise BadInput(pinning.dirty_message(task.key, source.checkout, dirty))
+        pinned = await pinning.head_commit(source)
     else:
         pinned = explicit
     engine = task.engine
@@ -258,48 +258,6 @@ def _prompt(task: Task, engine: str, instructed: Callable[[str], bool]) -> str:
     return "\n\n".join(parts)
 
 
-async def dirty_paths(checkout: Path) -> list[str]:
-    """The paths ``git status`` reports changed or untracked in the user's checkout."""
-    code, out, err = await git_check(
-        checkout, *SAFE, "--no-optional-locks", "status", "--porcelain", "-z"
-    )
-    if code != 0:
-        raise BadInput(f"git status failed in {checkout}: {err.strip()[-500:]}")
-    entries = out.split("\0")
-    found: list[str] = []
-    skip = False
-    for entry in entries:
-        if skip:  # the source path of a rename
-            skip = False
-            continue
-        if len(entry) > 3:
-            found.append(entry[3:])
-            skip = entry[0] in "RC"
-    return found
-
-
-async def head_commit(source: RepoSource) -> str | None:
-    """The commit a strict run pins: the checkout's HEAD, else the remote's HEAD (None when
-    it cannot be read: the remote's default branch is used)."""
-    if source.checkout is not None:
-        code, out, _ = await git_check(source.checkout, *SAFE, "rev-parse", "--verify", "HEAD")
-        if code == 0 and out.strip():
-            return out.strip()
-        return None
-    code, out, _ = await git_check(None, "ls-remote", "--", source.remote_url, "HEAD")
-    sha = out.split("\t", 1)[0].strip() if code == 0 else ""
-    return sha or None
-
-
-def _dirty_message(task: Task, checkout: Path, dirty: Sequence[str]) -> str:
-    shown = ", ".join(dirty[:10]) + (f" and {len(dirty) - 10} more" if len(dirty) > 10 else "")
-    return (
-        f"task {task.key!r}: the checkout {checkout} has uncommitted changes ({shown}); the "
-        "session starts from a commit and would not see them. In a strict run a code task "
-        "needs a clean checkout or an explicit base: commit or stash them, or give --base REF"
-    )
-
-
 # --- reading the sessions back ----------------------------------------------------------------
 
 
@@ -350,7 +308,7 @@ async def _task_status(store: Store, task: Task, session: Session) -> TaskStatus
 async def _real_worktree(store: Store, task: Task, session: Session) -> None:
     """The worktree and branch the worker made (a retried attempt names its own)."""
     attempt = task.attempts[-1]
-    for made in await store.sessions.attempts(session.id):
+    for made in reversed(await store.sessions.attempts(session.id)):
         if made.workspace_path:
             branch = made.branch or attempt.branch
             if (made.workspace_path, branch) != (attempt.worktree, attempt.branch):
@@ -426,8 +384,11 @@ async def answer(store: Store, run_id: str, key: str, body: str) -> dict[str, An
         await chat.answer(store, session.id, body, sender=leader)
         result["resumed"] = session.id
     await store.orch.note(task, "answered", {k: v for k, v in result.items() if k != "task"})
-    if result["resumed"] and task.status == TaskStatus.BLOCKED:
-        await store.orch.move(task, TaskStatus.RUNNING, data={"reason": "answered"})
+    if task.status == TaskStatus.BLOCKED and task.session_id is not None:
+        # Resumed, or no longer waiting on the leader: running again (unless it asks more).
+        target = await _task_status(store, task, await store.sessions.get(task.session_id))
+        if target != task.status:
+            await store.orch.move(task, target, data={"reason": "answered"})
     return result
 
 

@@ -276,8 +276,10 @@ async def test_an_inbox_question_blocks_the_task_until_the_leader_answers(
     )
     assert (await store.inbox.get(question.id)).status == MessageStatus.DONE
     assert await orch.blocked(store, run.id) == []
-    events = await orch.reconcile(store, run.id)
-    assert [(e.kind, e.data["status"]) for e in events] == [("status", "running")]
+    task = await store.orch.task(run.id, "T")
+    assert task.status == TaskStatus.RUNNING  # nothing else asks: back to work
+    assert [e.kind for e in await store.orch.events(run.id)][-2:] == ["answered", "status"]
+    assert await orch.reconcile(store, run.id) == []
 
 
 async def test_cycles_retry_reassign_cancel_and_wait(
@@ -353,3 +355,29 @@ async def test_cycles_retry_reassign_cancel_and_wait(
     assert not isinstance(again, orch.Dispatched)
     assert again.status == TaskStatus.PENDING
     assert (await store.runs.get(run.id)).status == RunStatus.RUNNING
+
+
+async def test_an_agent_is_told_the_acceptance_criteria_a_command_is_left_alone(
+    settings: Settings, store: Store, git_repo: GitRepo
+) -> None:
+    ctx = context(settings, store)
+    run = await orch.init_run(store, name=None, repo=str(git_repo.path), strict=True, leader=None)
+    await orch.add_task(
+        ctx, run.id, "explain", prompt="Why is the sky blue?", engine="codex",
+        acceptance="one paragraph", mode="answer",
+    )  # fmt: skip
+    await orch.add_task(
+        ctx, run.id, "cmd", prompt="echo hi", engine="shell", acceptance="prints hi"
+    )
+    sent = {d.task.key: d.task for d in await orch.dispatch(ctx, run.id)}
+    agent = await store.sessions.get(sent["explain"].session_id or "")
+    assert agent.prompt == (
+        "Why is the sky blue?\n\n"
+        "Acceptance criteria (the task is done when they hold): one paragraph\n\n"
+        "This task asks for an answer: change no files."
+    )
+    assert agent.engine == "codex"
+    command = await store.sessions.get(sent["cmd"].session_id or "")
+    assert command.prompt == "echo hi"
+    with pytest.raises(BadInput, match="unknown engine 'nope'"):
+        await orch.add_task(ctx, run.id, "x", prompt="x", engine="nope")

@@ -19,6 +19,7 @@ from telecoder.assemble import build_forges, build_workspace
 from telecoder.cli.common import load_settings, opened, run_async
 from telecoder.cli.output import err, out, print_json, short
 from telecoder.domain import Task, TaskEvent
+from telecoder.errors import TeleCoderError
 from telecoder.store import Store
 
 T = TypeVar("T")
@@ -46,7 +47,7 @@ TaskArg = Annotated[str, typer.Argument(help="The task's key.")]
 def _instructed(engine: str) -> bool:
     try:
         return bool(getattr(registry.create("engines", engine), "instructed", True))
-    except Exception:  # an engine that cannot be built here: intake refuses it by name
+    except TeleCoderError:  # no such engine: intake refuses it by name
         return True
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import builtins
 import graphlib
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import Row, func, insert, select, update
@@ -526,7 +526,3 @@ def _not_dispatchable(task: Task) -> str:
     if task.status == TaskStatus.PENDING:
         return f"task {task.key!r} is pending: it waits for {', '.join(task.depends_on)}"
     return f"task {task.key!r} is {task.status.value}: it cannot be dispatched now"
-
-
-def dependants(tasks: Sequence[Task], key: str) -> builtins.list[Task]:
-    return [t for t in tasks if key in t.depends_on]
