@@ -381,3 +381,24 @@ async def test_an_agent_is_told_the_acceptance_criteria_a_command_is_left_alone(
     assert command.prompt == "echo hi"
     with pytest.raises(BadInput, match="unknown engine 'nope'"):
         await orch.add_task(ctx, run.id, "x", prompt="x", engine="nope")
+
+
+async def test_cleanup_removes_only_telecoders_own_worktrees(
+    settings: Settings, store: Store, git_repo: GitRepo, tmp_path: Path
+) -> None:
+    ctx = context(settings, store)
+    run = await orch.init_run(store, name=None, repo=str(git_repo.path), strict=True, leader=None)
+    for key in ("mine", "other"):
+        await orch.add_task(ctx, run.id, key, prompt="echo hi", engine="shell")
+    sent = {d.task.key: d.task for d in await orch.dispatch(ctx, run.id)}
+    await orch.cancel(store, run.id)
+    # Recorded paths that are not a session's worktree in TeleCoder's folder stay.
+    users = tmp_path / "users-dir"
+    users.mkdir()
+    await store.orch.update_attempt(sent["mine"], 1, worktree=str(users))
+    misnamed = settings.worktrees / "someone-else-1"
+    misnamed.mkdir(parents=True)
+    await store.orch.update_attempt(sent["other"], 1, worktree=str(misnamed))
+    assert await orch.cleanup(ctx, run.id) == []
+    assert users.is_dir()
+    assert misnamed.is_dir()
