@@ -1,5 +1,6 @@
 """What an attempt leaves on this host, removed: its worktree (or marked finished for
-``worktree_retention_seconds``) and engine home when it ends; a chat's earlier turns with it;
+``worktree_retention_seconds``, or kept for an orch run's leader until ``orch cleanup``) and
+engine home when it ends; a chat's earlier turns with it;
 and, swept now and then, whatever ended sessions and crashed workers left, and old raw logs.
 """
 
