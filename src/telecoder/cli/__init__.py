@@ -24,6 +24,7 @@ from telecoder.cli import (
     goals,
     hooks,
     jobs,
+    orch,
     repos,
     run,
     runs,
@@ -47,6 +48,7 @@ from telecoder.errors import (
     SubscriptionNotFound,
     TeleCoderError,
     TemplateNotFound,
+    TimedOut,
     Unauthorized,
 )
 
@@ -84,6 +86,7 @@ app.add_typer(goals.app, name="goals")
 app.add_typer(runs.app, name="runs")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(jobs.templates_app, name="templates")
+app.add_typer(orch.app, name="orch")
 
 _EXIT: list[tuple[type[TeleCoderError], Exit]] = [
     (BadInput, Exit.BAD_INPUT),
@@ -99,6 +102,7 @@ _EXIT: list[tuple[type[TeleCoderError], Exit]] = [
     (StoreUnavailable, Exit.UNAVAILABLE),
     (ServerUnavailable, Exit.UNAVAILABLE),
     (Unauthorized, Exit.UNAUTHORIZED),
+    (TimedOut, Exit.TIMED_OUT),
 ]
 
 
