@@ -333,13 +333,20 @@ async def blocked(store: Store, run_id: str) -> list[dict[str, Any]]:
     for task in await store.orch.tasks(run_id):
         if task.status.terminal:
             continue
-        for message in await open_questions(store, task):
+        asked = await open_questions(store, task)
+        for message in asked:
             found.append(_asks(task, "inbox", message.body, message.id, message.sender))
         if task.session_id is None:
             continue
         session = await store.sessions.get(task.session_id)
-        if session.status == SessionStatus.BLOCKED and session.question:
-            found.append(_asks(task, "session", session.question, None, f"session:{session.id}"))
+        agent = f"session:{session.id}"
+        if (
+            session.status == SessionStatus.BLOCKED
+            and session.question
+            # an agent that asked through the inbox waits on that question: listed once
+            and not any(m.sender == agent and m.body == session.question for m in asked)
+        ):
+            found.append(_asks(task, "session", session.question, None, agent))
     return found
 
 

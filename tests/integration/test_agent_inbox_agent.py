@@ -9,7 +9,8 @@ with that question, and the inbox holds it (from ``session:<id>``, in ``orch:<ru
 agent session resumes (the model sees the answer), finishes, and the answer is the question's
 ``answer`` reply in the inbox.
 
-``blocked_agent`` yields the blocked session (with its worker and model server), for more
+The second test drives the same story with ``orch dispatch``, ``orch blocked`` and ``orch
+answer``. ``blocked_agent`` yields the blocked session (with its worker and model server), for more
 ways to answer it.
 """
 
@@ -23,9 +24,17 @@ from pathlib import Path
 
 import pytest
 
-from telecoder import chat
+from telecoder import chat, orch
 from telecoder.assemble import build_worker
-from telecoder.domain import EventKind, MessageKind, NewRun, NewSession, RunKind, Session
+from telecoder.domain import (
+    EventKind,
+    MessageKind,
+    NewRun,
+    NewSession,
+    RunKind,
+    Session,
+    TaskStatus,
+)
 from telecoder.domain import SessionStatus as S
 from telecoder.settings import Settings
 from telecoder.store import Store
@@ -33,6 +42,7 @@ from telecoder.worker import Worker
 from tests.conftest import GitRepo
 from tests.fakes.model_server import FakeModelServer, Reply
 from tests.integration.test_engine_shell import all_events
+from tests.integration.test_orch import context
 
 PROMPT = "record which database the service uses in db.txt"
 QUESTION = "Which database?"
@@ -148,3 +158,50 @@ async def test_an_agent_asks_its_leader_and_the_answer_resumes_it(
     assert (answer.kind, answer.sender, answer.recipient, answer.body) == (
         MessageKind.ANSWER, "lead", f"session:{asked.id}", ANSWER
     )  # fmt: skip
+
+
+async def test_orch_answer_resumes_an_agent_that_asked_in_its_sandbox(
+    settings: Settings,
+    store: Store,
+    git_repo: GitRepo,
+    agent_tools: Path,
+    model: FakeModelServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same story driven by the leader's commands: ``orch dispatch`` → the agent asks
+    through ``telecoder-inbox`` → ``orch blocked`` shows the inbox question → ``orch answer``
+    resumes the same agent session."""
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", model.url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
+    tuned = settings.model_copy(
+        update={"runtime": "sandbox", "agent_path": str(agent_tools), "kill_grace_seconds": 1.0}
+    )
+    ctx = context(tuned, store)
+    run = await orch.init_run(store, name=None, repo=str(git_repo.path), strict=True, leader="lead")
+    await orch.add_task(ctx, run.id, "db", prompt=PROMPT, engine="claude-code")
+    [dispatched] = await orch.dispatch(ctx, run.id)
+    session_id = dispatched.task.attempts[-1].session_id
+    leader = Blocked(store, build_worker(tuned, store), model, await store.sessions.get(session_id))
+    asked = await leader.run_turn()
+    assert asked.status == S.BLOCKED, asked.error
+
+    await orch.reconcile(store, run.id)
+    [waiting] = await orch.blocked(store, run.id)
+    assert (waiting["task"], waiting["via"], waiting["question"]) == ("db", "inbox", QUESTION)
+    assert waiting["from"] == f"session:{session_id}"
+    answered = await orch.answer(store, run.id, "db", ANSWER)
+    assert answered["resumed"] == session_id and answered["reply_id"] is not None
+    assert await orch.blocked(store, run.id) == []
+
+    done = await leader.run_turn()
+    assert done.status == S.SUCCEEDED, done.error
+    assert git_repo.remote_git("show", f"{done.branch}:db.txt") == "postgresql"
+    await orch.reconcile(store, run.id)
+    assert (await store.orch.task(run.id, "db")).status == TaskStatus.SUCCEEDED
+    # One answer in the thread: orch answer's, not a second one from chat.answer.
+    answers = [
+        m
+        for m in await store.inbox.list(thread=f"orch:{run.id}:db")
+        if m.kind == MessageKind.ANSWER
+    ]
+    assert [(m.sender, m.body) for m in answers] == [("lead", ANSWER)]
