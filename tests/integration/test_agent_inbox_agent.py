@@ -190,7 +190,8 @@ async def test_orch_answer_resumes_an_agent_that_asked_in_its_sandbox(
     assert (waiting["task"], waiting["via"], waiting["question"]) == ("db", "inbox", QUESTION)
     assert waiting["from"] == f"session:{session_id}"
     answered = await orch.answer(store, run.id, "db", ANSWER)
-    assert answered["resumed"] == session_id and answered["reply_id"] is not None
+    assert answered["resumed"] == session_id
+    assert answered["reply_id"] is not None
     assert await orch.blocked(store, run.id) == []
 
     done = await leader.run_turn()
