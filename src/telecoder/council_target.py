@@ -19,6 +19,7 @@ import httpx
 
 from telecoder.council import Target, pull_request_of, question_target
 from telecoder.errors import BadInput, BaseRefNotFound, ForgeError, RepoNotFound
+from telecoder.forges.github import web_host
 from telecoder.forges.remote import parse_remote
 from telecoder.gitcmd import git_check
 from telecoder.masking import without_credentials
@@ -51,9 +52,8 @@ async def branch(
 ) -> Target | None:
     """The branch ``name`` of the remote, compared with ``base`` (default: the remote's default
     branch); None when the remote has no such branch."""
-    wanted = ["HEAD", f"refs/heads/{name}"] + ([f"refs/heads/{base}"] if base else [])
     code, out, err = await git_check(
-        None, "ls-remote", "--symref", "--", remote_url, *wanted, env=env
+        None, "ls-remote", "--symref", "--", remote_url, "HEAD", "refs/heads/*", env=env
     )
     if code != 0:
         raise RepoNotFound(f"cannot read {without_credentials(remote_url)}: {err.strip()[-300:]}")
@@ -87,12 +87,14 @@ async def pull_request(
 ) -> Target:
     """Pull request ``number`` of ``slug`` (default: the repository's own on GitHub)."""
     if slug is None:
+        nowhere = BadInput(f"#{number}: the repository has no GitHub remote to look it up in")
         try:
-            owner, name = parse_remote(remote_url).slug()
+            remote = parse_remote(remote_url)
+            owner, name = remote.slug()
         except (ForgeError, ValueError):
-            raise BadInput(
-                f"#{number}: the repository has no GitHub remote to look it up in"
-            ) from None
+            raise nowhere from None
+        if remote.host is None or remote.host != web_host(settings.github_api_url):
+            raise nowhere
         slug = f"{owner}/{name}"
     data = await _github_pull(settings, slug, number)
     head, into = data.get("head") or {}, data.get("base") or {}
