@@ -10,13 +10,14 @@ answers 500 and another's answer holds no JSON: the tally is made from the other
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.cli import telecoder
+from tests.cli import TELECODER, telecoder
 from tests.conftest import GitRepo, make_repo
 from tests.engine_cases import agent_env
 from tests.fakes.model_protocols import Turn
@@ -240,3 +241,37 @@ def test_bad_input_and_unknown_runs_exit_with_their_codes(tmp_path: Path) -> Non
     nofile = telecoder("council", "start", "nosuch.diff", "--repo", str(repo.path), env=env)
     assert nofile.returncode == 2
     assert "no diff file" in nofile.stderr
+
+
+def test_a_branch_and_a_diff_from_stdin_as_targets(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, files=FILES)
+    main = repo.git("rev-parse", "main")
+    repo.git("checkout", "-q", "-b", "feature")
+    (repo.path / "app" / "db.py").write_text("changed\n")
+    repo.git("commit", "-qam", "change the db")
+    repo.git("push", "-q", "origin", "feature")
+    env = agent_env(tmp_path / "home", "http://127.0.0.1:9")
+    args = ("--repo", str(repo.path), "--reviewers", "codex:a,codex:b", "--json")
+
+    branch = _json(telecoder("council", "start", "feature", *args, env=env))
+    diff = "--- a/app/db.py\n+++ b/app/db.py\n@@ -1 +1 @@\n-line 1\n+```evil\n"
+    piped = subprocess.run(
+        [TELECODER, "council", "start", "-", *args, "--base", "feature"],
+        input=diff, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+    target = branch["run"]["spec"]["target"]
+    assert target == {"kind": "branch", "ref": "feature", "base": "main", "base_sha": main}
+    sessions = [r["session"] for r in branch["reviewers"]]
+    assert [s["task_key"] for s in sessions] == ["codex:a", "codex:b"]
+    assert [(s["engine"], s["model"]) for s in sessions] == [("codex", "a"), ("codex", "b")]
+    assert {s["base"] for s in sessions} == {"feature"}
+    assert f"`git diff {main}...HEAD`" in sessions[0]["prompt"]
+    assert sessions[0]["prompt"].startswith("You are a code reviewer.")
+    data = _json(piped)
+    assert data["run"]["spec"]["target"] == {
+        "kind": "diff", "diff_bytes": len(diff), "ref": "feature", "base": None, "base_sha": None
+    }  # fmt: skip
+    prompt = data["reviewers"][0]["session"]["prompt"]
+    assert "````diff\n" + diff.rstrip() + "\n````" in prompt
+    assert {r["session"]["base"] for r in data["reviewers"]} == {"feature"}

@@ -9,6 +9,7 @@ writes the markdown report. With ``--json`` every command prints JSON, and an er
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Coroutine
@@ -102,6 +103,13 @@ def _intake(settings: Settings) -> council.Intake:
 
 
 async def _target(settings: Settings, text: str, repo: str, base: str | None) -> council.Target:
+    found = await _what(settings, text, repo, base)
+    if found.kind in ("question", "diff") and base is not None:
+        return dataclasses.replace(found, ref=base)  # reviewed at that branch
+    return found
+
+
+async def _what(settings: Settings, text: str, repo: str, base: str | None) -> council.Target:
     if text == "-":
         return council.diff_target(sys.stdin.read())
     if text.endswith(_DIFF_SUFFIXES):
@@ -114,12 +122,9 @@ async def _target(settings: Settings, text: str, repo: str, base: str | None) ->
     forge = choose_forge(build_forges(settings), settings.forge, source.remote_url)
     await forge.ready(source.remote_url)
     env = forge.git_env(source.remote_url)
-    found = await council_target.resolve(
+    return await council_target.resolve(
         text, remote_url=source.remote_url, base=base, settings=settings, env=env
     )
-    if found.kind in ("question", "diff") and base is not None:
-        return council.Target(kind=found.kind, text=found.text, ref=base)
-    return found
 
 
 @app.command("start")
