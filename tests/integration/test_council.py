@@ -234,6 +234,11 @@ def test_bad_input_and_unknown_runs_exit_with_their_codes(tmp_path: Path) -> Non
         done = telecoder("council", command[0], "run_nosuchrun1", *command[1:], "--json", env=env)
         assert done.returncode == 3, (command, done.stderr)
         assert json.loads(done.stdout)["error"]["code"] == "not_found"
+    # No --reviewers, no setting: three different installed engines.
+    chosen = _json(start("--json"))["run"]["spec"]
+    assert len(set(chosen["engines"])) == 3, chosen
+    assert chosen["reviewers"] == chosen["engines"]
+    assert "shell" not in chosen["engines"]
     queued = json.loads(missing_diff.stdout)["run"]["id"]
     timed = telecoder("council", "wait", queued, "--timeout", "0.5", "--json", env=env)
     assert timed.returncode == 10, timed.stderr
