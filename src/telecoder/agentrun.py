@@ -1,21 +1,30 @@
 """One run of an agent: its command spawned with the allowed environment, its output pumped
 into parsed events (and the raw log), its stdin answered, and a watchdog that stops it when it
 falls silent past ``stall_seconds`` or its worktree grows past ``worktree_max_bytes``.
+
+With the gateway's inbox on (``TELECODER_INBOX_*`` in the task's environment), the agent also
+gets its ``telecoder-inbox`` tool on ``PATH`` (``$TELECODER_HOME/tools``, bound read-only into a
+sandbox at the same path), the inbox's variables, and them again in
+``$HOME/.telecoder-inbox.json`` (``inboxtool``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import os
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
-from telecoder import disk, rawlog
+from telecoder import disk, inboxtool, rawlog
 from telecoder.domain import EventKind, Lease
 from telecoder.gateway import Gateway, Ticket, vendor_replaced
+from telecoder.gateway.proxy import INBOX_TOKEN, INBOX_URL
 from telecoder.masking import Masker
-from telecoder.protocols import Confinement, Engine, EngineOutcome, EngineTask, Runtime
+from telecoder.protocols import Confinement, Engine, EngineOutcome, EngineTask, Mount, Runtime
 from telecoder.recorder import AttemptControl, EventRecorder, StopReason, decode
 from telecoder.settings import Settings
 
@@ -57,6 +66,7 @@ class AgentRunner:
             "TMPDIR": str(task.home / "tmp"),
             **command.env,
         }
+        env, confinement = self._with_inbox(task, env, confinement)
         process = await self.runtime.spawn(
             command.argv,
             cwd=task.workdir,
@@ -130,6 +140,25 @@ class AgentRunner:
             control.stop(StopReason.TOO_LARGE)
         return parser.finish(code)
 
+    def _with_inbox(
+        self, task: EngineTask, env: dict[str, str], confinement: Confinement | None
+    ) -> tuple[dict[str, str], Confinement | None]:
+        """The agent's environment and confinement with its inbox tool, when it has an inbox."""
+        inbox = {k: task.env[k] for k in (INBOX_URL, INBOX_TOKEN) if task.env.get(k)}
+        if len(inbox) < 2:
+            return env, confinement
+        tools = inboxtool.install(self.settings.home / "tools")
+        # The agent's HOME may not be the engine home (a CLI's own): the tool reads this one.
+        saved = Path(env.get("HOME") or task.home) / inboxtool.CONFIG
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps({"url": inbox[INBOX_URL], "token": inbox[INBOX_TOKEN]}))
+        saved.chmod(0o600)
+        if confinement is not None:  # seen at the same path inside, read-only
+            mounts = (*confinement.mounts, Mount(source=tools, target=tools))
+            confinement = dataclasses.replace(confinement, mounts=mounts)
+        path = os.pathsep.join(p for p in (str(tools), env.get("PATH", "")) if p)
+        return {**env, **inbox, "PATH": path}, confinement
+
     def allowed_env(self, task_env: Mapping[str, str] | None = None) -> dict[str, str]:
         """What every process may see of the operator's environment; with the gateway on, no
         model endpoint or key of the operator's: an agent's (``task_env``) are the gateway's."""
@@ -141,4 +170,5 @@ class AgentRunner:
         env = {k: os.environ[k] for k in names if k in os.environ}
         if ticket is not None and self.gateway is not None:
             env = self.gateway.agent_env(env, ticket)  # no real key, no real endpoint
+            env.update(self.gateway.inbox_env(ticket))
         return {**env, **self.settings.engine_control_env()}

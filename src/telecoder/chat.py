@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from telecoder import agentinbox
 from telecoder.domain import Mode, Session, SessionStatus
 from telecoder.errors import BadInput, Conflict
 from telecoder.store import Store
@@ -45,7 +46,8 @@ async def send(store: Store, session_id: str, text: str, *, sender: str | None =
 
 async def answer(store: Store, session_id: str, text: str, *, sender: str | None = None) -> Sent:
     """Answer the question of ``session_id`` (blocked: a task that asked, or a waiting chat):
-    its agent resumes with ``text`` as the next turn's prompt, in the same worktree.
+    its agent resumes with ``text`` as the next turn's prompt, in the same worktree. A question
+    its agent asked through the inbox gets ``text`` as its ``answer`` reply there as well.
 
     ``Conflict`` for a session that is not waiting for an answer; ``BadInput``;
     ``SessionNotFound``.
@@ -57,4 +59,7 @@ async def answer(store: Store, session_id: str, text: str, *, sender: str | None
         )
     if session.question is None and session.mode != Mode.CHAT:
         raise Conflict(f"session {session_id} asks no question (it waits for {session.error})")
-    return await send(store, session_id, text, sender=sender)
+    sent = await send(store, session_id, text, sender=sender)
+    if session.question is not None:  # asked through the inbox: the answer goes there too
+        await agentinbox.record_answer(store, session, text.strip(), sender=sender)
+    return sent

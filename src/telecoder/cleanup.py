@@ -1,5 +1,6 @@
 """What an attempt leaves on this host, removed: its worktree (or marked finished for
-``worktree_retention_seconds``) and engine home when it ends; a chat's earlier turns with it;
+``worktree_retention_seconds``, or kept for an orch run's leader until ``orch cleanup``) and
+engine home when it ends; a chat's earlier turns with it;
 and, swept now and then, whatever ended sessions and crashed workers left, and old raw logs.
 """
 
@@ -11,7 +12,7 @@ import re
 import shutil
 
 from telecoder import rawlog
-from telecoder.domain import Mode, Session
+from telecoder.domain import Mode, RunKind, Session
 from telecoder.errors import SessionNotFound, WorkspaceError
 from telecoder.settings import Settings
 from telecoder.store import Store
@@ -59,7 +60,9 @@ class Cleaner:
     async def clean_up(self, session: Session, worktree: list[Worktree]) -> None:
         try:
             if worktree:
-                if self.settings.worktree_retention_seconds > 0:
+                if self.settings.worktree_retention_seconds > 0 or await self._leader_keeps(
+                    session
+                ):
                     self.workspace.mark_finished(worktree[0])
                 else:
                     await self.workspace.remove(worktree[0])
@@ -70,3 +73,14 @@ class Cleaner:
                 await asyncio.to_thread(shutil.rmtree, home, ignore_errors=True)
         except WorkspaceError:
             log.warning("session %s: could not remove its worktree", session.id, exc_info=True)
+
+    async def _leader_keeps(self, session: Session) -> bool:
+        """A task of an orch run keeps its worktree for its leader, who removes it with
+        ``telecoder orch cleanup``."""
+        if session.run_id is None:
+            return False
+        try:
+            run = await self.store.runs.get(session.run_id)
+        except SessionNotFound:
+            return False
+        return run.kind == RunKind.ORCH

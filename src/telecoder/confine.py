@@ -9,6 +9,9 @@ the mirror's objects read-only; the tool directories (``PATH``, ``TELECODER_AGEN
 operator's home stay hidden. They differ in network: the agent gets ``network_policy`` (model
 by default), setup commands ``setup_network_policy`` (allowlist: package registries), checks
 ``verify_network_policy`` (none); ``.telecoder.yml`` ``network:`` overrides each and adds hosts.
+
+A reviewer (``review``, ``telecoder.review``) reads the same worktree and git dir READ-ONLY, with
+a home of its own instead of the agent's, and the agent's network policy.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from telecoder.runtimes.sandbox import tool_dirs
 from telecoder.settings import Settings
 from telecoder.workspace import Worktree
 
-Role = Literal["agent", "setup", "verify"]
+Role = Literal["agent", "setup", "verify", "review"]
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -79,11 +82,13 @@ class Confiner:
         self.on_denied = on_denied
         self.read_only = read_only  # the worktree and the git dir mounted read-only
 
-    def for_role(self, role: Role) -> Confinement:
+    def for_role(self, role: Role, *, home: Path | None = None) -> Confinement:
+        """``home``: a reviewer's own (``review``), in place of the session's engine home."""
         s = self.settings
         network = self.config.network
         mode: NetworkMode = {
             "agent": network.policy or s.network_policy,
+            "review": network.policy or s.network_policy,
             "setup": network.setup or s.setup_network_policy,
             "verify": network.verify or s.verify_network_policy,
         }[role]
@@ -109,7 +114,7 @@ class Confiner:
 
         return Confinement(
             label=self.label,
-            mounts=self._mounts(),
+            mounts=self._mounts(read_only=role == "review", home=home),
             hidden=self._hidden(),
             network=policy,
             memory_bytes=s.sandbox_memory,
@@ -118,7 +123,7 @@ class Confiner:
             on_denied=on_denied,
         )
 
-    def _mounts(self) -> tuple[Mount, ...]:
+    def _mounts(self, *, read_only: bool = False, home: Path | None = None) -> tuple[Mount, ...]:
         s = self.settings
         agent_path = [p for p in (s.agent_path or "").split(os.pathsep) if p]
         readable = tool_dirs(os.environ.get("PATH", ""), agent_path)
@@ -132,12 +137,14 @@ class Confiner:
             if source.is_dir()
         ]
         wt = self.worktree
-        self.home.mkdir(parents=True, exist_ok=True)
-        # Read-only (a reviewer): still given to the sandbox's uid, which must read them.
-        writable = not self.read_only
+        home = home or self.home
+        home.mkdir(parents=True, exist_ok=True)
+        # Read-only (a reviewer, a read-only session): still given to the sandbox's uid, which
+        # must read them (a fresh worktree is private to TeleCoder).
+        writable = not (read_only or self.read_only)
         mounts += [
             Mount(source=wt.path, target=wt.path, writable=writable, owned=True),
-            Mount(source=self.home, target=self.home, writable=True),
+            Mount(source=home, target=home, writable=True),
         ]
         if self.git_dir is not None:
             mounts += [

@@ -90,6 +90,7 @@ class FailureKind(enum.StrEnum):
     SANDBOX_UNAVAILABLE = "sandbox_unavailable"
     WORKTREE_TOO_LARGE = "worktree_too_large"  # the agent wrote past the worktree's cap
     SECRET_DETECTED = "secret_detected"  # the diff holds a secret: nothing is pushed
+    REVIEW_BLOCKED = "review_blocked"  # reviewers' findings still block: nothing is pushed
     RATE_LIMITED = "rate_limited"  # the model endpoint kept answering 429/503/529: requeued
     BUDGET_REACHED = "budget_reached"  # the session's cost reached its budget (it waits, blocked)
     INTERNAL = "internal"
@@ -122,6 +123,8 @@ class Result:
     outcome: dict[str, Any] | None = None
     # The pull request's risk tier (``telecoder.risk``), its label and whether it merged itself.
     risk: dict[str, Any] | None = None
+    # The review stage's tally (``telecoder.review``): findings that did not block.
+    review: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -137,6 +140,7 @@ class Result:
             "partial": self.partial,
             "outcome": outcomes.complete(self.outcome) if self.outcome is not None else None,
             "risk": self.risk,
+            "review": self.review,
         }
 
     @classmethod
@@ -156,6 +160,7 @@ class Result:
             partial=bool(data.get("partial", False)),
             outcome=data.get("outcome") if isinstance(data.get("outcome"), dict) else None,
             risk=data.get("risk") if isinstance(data.get("risk"), dict) else None,
+            review=data.get("review") if isinstance(data.get("review"), dict) else None,
         )
 
 
@@ -506,6 +511,140 @@ class Run:
             "created_at": iso(self.created_at),
             "updated_at": iso(self.updated_at),
             "finished_at": iso(self.finished_at),
+        }
+
+
+# --- orch: a leader's tasks in an orch run ------------------------------------------------------
+
+
+class TaskStatus(enum.StrEnum):
+    """A leader's task (``telecoder orch``). ``ready`` is never stored: a pending task whose
+    dependencies all succeeded reads ``ready``."""
+
+    PENDING = "pending"
+    READY = "ready"
+    DISPATCHED = "dispatched"  # its session is queued
+    RUNNING = "running"
+    BLOCKED = "blocked"  # a question to the leader is open
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+    @property
+    def in_flight(self) -> bool:
+        return self in (TaskStatus.DISPATCHED, TaskStatus.RUNNING, TaskStatus.BLOCKED)
+
+
+class TaskMode(enum.StrEnum):
+    CODE = "code"  # changes code: a branch (strict runs pin a clean base)
+    ANSWER = "answer"  # answers a question: no change expected
+
+
+def orch_thread(run_id: str, key: str) -> str:
+    """The inbox thread of a task: its dispatch, its agent's questions and the answers."""
+    return f"orch:{run_id}:{key}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskAttempt:
+    """One dispatch of a task: one session, in its own worktree and branch."""
+
+    number: int
+    session_id: str
+    status: TaskStatus
+    assignee: str
+    engine: str
+    worktree: str
+    branch: str
+    base_ref: str | None
+    message_id: int | None
+    created_at: float
+    updated_at: float
+    cleaned_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "session_id": self.session_id,
+            "status": self.status.value,
+            "assignee": self.assignee,
+            "engine": self.engine,
+            "worktree": self.worktree,
+            "branch": self.branch,
+            "base_ref": self.base_ref,
+            "message_id": self.message_id,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+            "cleaned_at": iso(self.cleaned_at),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Task:
+    run_id: str
+    key: str
+    prompt: str
+    repo: str
+    engine: str | None
+    acceptance: str | None
+    base: str | None
+    mode: TaskMode
+    assignee: str | None
+    status: TaskStatus  # ``ready`` derived from the dependencies
+    attempt: int
+    session_id: str | None
+    depends_on: tuple[str, ...]
+    attempts: tuple[TaskAttempt, ...]
+    created_at: float
+    updated_at: float
+
+    @property
+    def thread(self) -> str:
+        return orch_thread(self.run_id, self.key)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "key": self.key,
+            "status": self.status.value,
+            "prompt": self.prompt,
+            "repo": self.repo,
+            "engine": self.engine,
+            "acceptance": self.acceptance,
+            "base": self.base,
+            "mode": self.mode.value,
+            "assignee": self.assignee,
+            "depends_on": list(self.depends_on),
+            "attempt": self.attempt,
+            "session_id": self.session_id,
+            "thread": self.thread,
+            "attempts": [a.to_dict() for a in self.attempts],
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskEvent:
+    id: int
+    run_id: str
+    task: str
+    kind: str  # added, dependency, dispatched, status, ready, answered, reassigned, cleaned
+    data: dict[str, Any]
+    created_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "run_id": self.run_id,
+            "task": self.task,
+            "kind": self.kind,
+            "data": self.data,
+            "at": iso(self.created_at),
         }
 
 

@@ -2,7 +2,8 @@
 
     prepare workspace (a chat's later turn: reopen its kept worktree) → read .telecoder.yml
     → run engine → verify → on failure resume the same agent session with the report
-      (≤ max_revisions) → (events masked, capped and recorded in batches all along)
+      (≤ max_revisions) → review (``review``: blocking findings resume it too, ≤ max_revisions)
+    → (events masked, capped and recorded in batches all along)
     → commit → secret scan → push → open/update PR  |  no change → the engine's answer
     → finish the attempt (a chat: ``blocked``, waiting for a message; an agent that asks, or
       checks that keep failing in a watched session: ``blocked`` with its ``question``, see
@@ -26,7 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from telecoder import budgeting, questions, readonly, repoconfig
+from telecoder import agentinbox, budgeting, questions, readonly, repoconfig, reviewers
 from telecoder import outcome as outcomes
 from telecoder.agentrun import AgentRunner
 from telecoder.budgeting import Deadline, Turn
@@ -80,6 +81,7 @@ from telecoder.recorder import (
     StopReason,
     clip,
 )
+from telecoder.review import ReviewStage
 from telecoder.revisions import AgentWork
 from telecoder.settings import Settings
 from telecoder.steps import StepRunner, partial_result
@@ -129,6 +131,14 @@ class Pipeline:
             gateway=gateway,
         )
         self.publisher = Publisher(store=store, workspace=workspace)
+        self.review = ReviewStage(
+            homes=settings.engine_homes,
+            workspace=workspace,
+            runner=self.runner,
+            agent_work=self.agent_work,
+            engines=engines,
+            council=lambda engine: reviewers.council(settings, engine),
+        )
         self.steps = StepRunner(
             agent_work=self.agent_work, workspace=workspace, publisher=self.publisher
         )
@@ -300,12 +310,15 @@ class Pipeline:
         if ticket is not None:
             ticket.engine, ticket.model = engine_name, model
         engine = self.engines(engine_name)
+        panel = self.review.panel(config, engine_name)  # an unknown reviewer: bad input, now
         prompt = turn.prompt
         # A session someone watches: its agent is told how to ask, in its first turn (not a
         # shell command's: its prompt is the command).
         instructed = getattr(engine, "instructed", True)
         if turn.previous is None and instructed and questions.may_ask(session):
             prompt += "\n\n" + questions.HINT
+        if turn.previous is None and instructed and ticket is not None:  # the inbox tool
+            prompt += await agentinbox.told(self.store, session)
         task = EngineTask(
             prompt=prompt,
             workdir=wt.path,
@@ -328,12 +341,17 @@ class Pipeline:
             work = await self.agent_work.work(
                 engine, task, config, wt, lease, recorder, control, confiner
             )
+        reviewed = await self.review.work(
+            panel, work, engine, task, config, wt, lease, recorder, control, confiner
+        )
+        work = reviewed.work
         if work.failure is not None:
             kind, error = work.failure
             if ticket is not None and ticket.rate_limited:
                 return rate_limited(ticket, error, work.usage)
             asks = questions.may_ask(session) and not session.steps
-            if kind == FailureKind.VERIFY_FAILED and work.resumable and asks:
+            blocked = kind in (FailureKind.VERIFY_FAILED, FailureKind.REVIEW_BLOCKED)
+            if blocked and work.resumable and asks:
                 # Someone will see it ask: wait for their hint rather than fail.
                 return Outcome(
                     status=SessionStatus.BLOCKED,
@@ -371,14 +389,17 @@ class Pipeline:
                     **usage_fields(work.usage),
                 )
             answer = await self.publisher.publish(
-                session, lease, wt, forge, sha, recorder, control, text, config=config
-            )
+                session, lease, wt, forge, sha, recorder, control, text, config=config,
+                review=reviewed.section,
+            )  # fmt: skip
         heuristic = questions.may_ask(session)
         question = questions.asked(work.text, changed=sha is not None, heuristic=heuristic)
+        if question is None and ticket is not None:  # asked through the inbox, unanswered
+            question = await agentinbox.open_question(self.store, ticket.asked)
         waits = session.mode == Mode.CHAT or question is not None
         status = SessionStatus.BLOCKED if waits else SessionStatus.SUCCEEDED
         found = outcomes.summarize(status=status, result=answer.to_dict(), checks=recorder.checks)
-        answer = replace(answer, outcome=found)
+        answer = replace(answer, outcome=found, review=reviewed.review)
         recorder.add(EventKind.RESULT, answer.to_dict())
         # The pushed sha is recorded with the completion, in one transaction.
         return Outcome(

@@ -42,7 +42,9 @@ class Publisher:
         text: str | None = None,
         partial: FailureKind | None = None,
         config: repoconfig.RepoConfig | None = None,
+        review: str | None = None,
     ) -> Result:
+        """``review``: the review stage's section of the pull request's body."""
         stats = await self.workspace.diff_stats(wt)
         await self.confirm_lease(lease, control)
         recorder.progress("pushing", branch=wt.branch, commit=sha)
@@ -54,6 +56,9 @@ class Publisher:
         recorder.progress("pushed" if pushed else "already_pushed", branch=wt.branch, commit=sha)
         why = partial.value if partial else None
         title, _, body = commit_message(session, partial=why).partition("\n")
+        body = body.strip() or session.prompt
+        if review:
+            body = f"{body.rstrip()}\n\n{review.strip()}"
         if (pull := github_channel.on_pull_request(session.origin)) is not None:
             published = Published(number=pull)  # its own branch: the pull request is there
         elif await self.candidate(session):
@@ -66,9 +71,7 @@ class Publisher:
                     branch=wt.branch,
                     base=wt.base,
                     title=title,
-                    body=github_channel.pull_request_body(
-                        session.origin, body.strip() or session.prompt
-                    ),
+                    body=github_channel.pull_request_body(session.origin, body),
                     draft=partial is not None,
                 )
             )

@@ -61,7 +61,7 @@ def asked(text: str | None, *, changed: bool, heuristic: bool) -> str | None:
     marked = _MARKED.search(text)
     if marked is not None:
         question = marked.group("q").strip()
-        return _clip(question) if question else None
+        return clip(question) if question else None
     if changed or not heuristic:
         return None
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
@@ -71,17 +71,17 @@ def asked(text: str | None, *, changed: bool, heuristic: bool) -> str | None:
     paragraph = text.strip().split("\n\n")[-1].strip()
     if not _TO_THE_USER.search(paragraph):
         return None
-    return _clip(paragraph)
+    return clip(paragraph)
 
 
 def verify_question(summary: str) -> str:
     """What a session whose checks keep failing asks (``summary``: the failing checks)."""
     head = summary.replace("; nothing was pushed", "")
-    return _clip(
+    return clip(
         f"{head}\nHow should I go on? (answer with a hint to fix it, or tell me to change "
         "approach; cancel the session to give up)"
     )
 
 
-def _clip(text: str) -> str:
+def clip(text: str) -> str:
     return text if len(text) <= MAX_QUESTION else text[: MAX_QUESTION - 1] + "…"

@@ -1,9 +1,9 @@
 """Read-only sessions: answer sessions whose agent may read the repository and nothing more
 (a council's reviewer). The confinement mounts the worktree and the agent's git dir read-only
 (``Confiner(read_only=True)``); here, what the pipeline does differently for one: no setup
-commands, checks or follow-ups from ``.telecoder.yml``, and the agent's final message is the
-result — nothing is committed or pushed, whatever the worktree holds (a runtime without a
-sandbox cannot stop a write, but nothing written leaves the host).
+commands, checks, review stage or follow-ups from ``.telecoder.yml``, and the agent's final
+message is the result — nothing is committed or pushed, whatever the worktree holds (a runtime
+without a sandbox cannot stop a write, but nothing written leaves the host).
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from telecoder.store import Outcome
 
 def narrowed(config: RepoConfig) -> RepoConfig:
     """The repository's settings as a read-only session uses them: no setup, no checks, no
-    follow-ups (each would run or write something for an answer that changes nothing)."""
-    return config.model_copy(
-        update={"setup": [], "verify": [], "checks": [], "on_success": [], "on_failure": []}
-    )
+    review stage, no follow-ups (each would run or write something for an answer that changes
+    nothing)."""
+    empty: dict[str, object] = {"setup": [], "verify": [], "checks": []}
+    empty.update(on_success=[], on_failure=[], review=None)
+    return config.model_copy(update=empty)
 
 
 def tail(text: str | None) -> str | None:

@@ -33,6 +33,8 @@ on_success:                  # follow-up sessions when a session succeeds (a cha
 on_failure:                  # ... when it fails for good (after its retries)
   - Explain why {{ session.id }} failed: {{ session.error }}
 auto_merge: low              # merge its own low-risk pull requests whose checks passed (off)
+review: council              # review the diff before publishing: council | ENGINE[:MODEL] (off)
+review_severity: high        # a consensus or majority finding at or above this blocks (high)
 ```
 
 Parsing is data only: ``yaml.safe_load`` (no tags, no code) of a file of bounded size, then a
@@ -256,6 +258,20 @@ class RepoConfig(_Strict):
     auto_merge: Literal["off", "low"] = "off"
     """``low``: a pull request TeleCoder opens merges itself when its risk tier is low and
     its checks passed (``telecoder.risk``); ``off`` (the default): a person merges."""
+
+    review: (
+        Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][\w.:/-]*$")]
+        | None
+    ) = None
+    """``council`` (the council's reviewers) or one ``ENGINE`` / ``ENGINE:MODEL``: the diff is
+    reviewed after the checks pass and before anything is pushed (``telecoder.review``)."""
+    review_severity: Literal["info", "low", "medium", "high", "critical"] = "high"
+    """The severity at or above which a consensus or majority finding blocks publishing."""
+
+    @field_validator("review_severity", mode="before")
+    @classmethod
+    def _severity(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("auto_merge", mode="before")
     @classmethod

@@ -4,8 +4,9 @@ Web API (``{url}/api/{method}``, Bearer tokens checked, answers ``{"ok": …}`` 
 ``chat.postMessage``, ``chat.update``, ``conversations.replies`` (message metadata only with
 ``include_all_metadata``), ``conversations.open``, ``auth.test``, ``apps.connections.open`` (with
 the app-level token: a one-use websocket URL). Messages are recorded per channel, with their
-threads and every edit. The websocket (Socket Mode) sends ``hello``, then the envelopes a test
-pushes with ``push_event``, and records the acks.
+threads and every edit; ``limited`` makes a method's next calls answer 429 with
+``Retry-After`` as Slack's rate limits do. The websocket (Socket Mode) sends ``hello``, then
+the envelopes a test pushes with ``push_event``, and records the acks.
 
 The user's side: ``message`` records what a person writes and returns the Events API envelope
 Slack would send about it; ``signed`` signs a body as Slack does (v0, HMAC-SHA256 of
@@ -111,6 +112,8 @@ class FakeSlack:
         self.port = 0
         self.ws_port = 0
         self.names: dict[str, str] = {BOT_USER: "TeleCoder"}  # user id -> display name
+        self.limited: dict[str, int] = {}  # method -> how many of its next calls answer 429
+        self.retry_after = 1  # seconds, the Retry-After of those answers
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -566,6 +569,18 @@ class _Handler(BaseHTTPRequestHandler):
     def _api(self, path: str, args: dict[str, Any]) -> None:
         if not path.startswith("/api/"):
             self._send(404, b"not found", "text/plain")
+            return
+        method = path.removeprefix("/api/")
+        with self.fake._lock:
+            limited = self.fake.limited.get(method, 0) > 0
+            if limited:
+                self.fake.limited[method] -= 1
+                self.fake.calls.append((method + " (rate limited)", args))
+        if limited:  # as Slack does: HTTP 429 with Retry-After, the call not made
+            self.send_response(429)
+            self.send_header("Retry-After", str(self.fake.retry_after))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return
         auth = self.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else args.get("token")

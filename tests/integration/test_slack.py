@@ -479,6 +479,23 @@ async def test_slack_errors_are_clear_and_hold_no_token(fake_slack):
     assert dm.thread_ts is None
 
 
+async def test_a_rate_limit_is_waited_out_and_a_lasting_one_is_an_error(fake_slack):
+    channel = SlackChannel(bot_token=BOT_TOKEN, api_url=fake_slack.api_url)
+    fake_slack.limited["chat.postMessage"] = 2  # Slack answers 429, Retry-After: 1 — twice
+    started = time.monotonic()
+    await channel.say({"channel_id": CHANNEL}, "after the limit")
+    assert time.monotonic() - started >= 2.0  # each Retry-After was honoured
+    (said,) = fake_slack.bot_messages(CHANNEL)
+    assert said.text == "after the limit"
+    limited = [m for m, _ in fake_slack.calls if m == "chat.postMessage (rate limited)"]
+    assert len(limited) == 2
+    fake_slack.limited["chat.postMessage"] = 3  # more than RATE_LIMIT_TRIES
+    fake_slack.retry_after = 0
+    with pytest.raises(SlackAPIError, match=r"rate limited: retry after 0 s \(3 tries\)"):
+        await channel.say({"channel_id": CHANNEL}, "never said")
+    assert [m.text for m in fake_slack.bot_messages(CHANNEL)] == ["after the limit"]
+
+
 def status_messages(fake: FakeSlack) -> list[Message]:
     return [m for m in fake.bot_messages() if (m.metadata or {}).get("event_type") == STATUS_EVENT]
 

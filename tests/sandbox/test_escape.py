@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from telecoder.assemble import build_worker
-from telecoder.domain import EventKind, FailureKind, Session, SessionStatus
+from telecoder.domain import EventKind, FailureKind, MessageKind, Session, SessionStatus
 from telecoder.server import create_app
 from telecoder.settings import Settings
 from telecoder.store import Store
@@ -105,9 +105,10 @@ async def test_telecoders_home_database_and_config_are_invisible(
     assert "very-secret" not in text
     assert "SQLite format" not in text
     # What there is of the home: the mount points of this session's own worktree, engine
-    # home and git dir, and of the mirror only its objects (read-only).
+    # home and git dir, the agents' tools (read-only: ``telecoder-inbox``), and of the mirror
+    # only its objects (read-only).
     lines = text.splitlines()
-    assert "home: engines mirrors worktrees" in lines
+    assert "home: engines mirrors tools worktrees" in lines
     assert "mirror: objects worktrees" in lines
     assert "home/logs': No such file or directory" in text
 
@@ -371,6 +372,44 @@ async def test_the_real_keys_are_out_of_reach_and_the_gateway_is_the_only_model_
     }
     assert ("api.anthropic.com", 443) in denied
     assert ("127.0.0.1", int(upstream)) in denied
+
+
+INBOX_ATTACK = """
+telecoder-inbox post "from inside" && echo POSTED
+echo "token: $TELECODER_INBOX_TOKEN"
+auth="authorization: Bearer $TELECODER_INBOX_TOKEN"
+curl -sS -m 10 -X POST -H "authorization: Bearer tc-guessed" -d '{{"body":"x"}}' \
+  "$TELECODER_INBOX_URL/post"; echo
+curl -sS -m 10 -H "$auth" "$TELECODER_INBOX_URL/answer?id={other}"; echo
+curl -sS -m 10 -H "$auth" "$TELECODER_INBOX_URL/messages"; echo
+echo x >> "$(command -v telecoder-inbox)" 2>/dev/null || echo READ-ONLY
+echo tried
+"""
+
+
+async def test_the_inbox_token_reaches_only_the_sessions_own_thread(
+    confined: Settings, store: Store, git_repo: GitRepo
+) -> None:
+    other = await store.inbox.send(
+        sender="session:someone-else",
+        thread="session:someone-else",
+        kind=MessageKind.QUESTION,
+        body="secret plans",
+    )
+    done = await attack(confined, store, git_repo, INBOX_ATTACK.format(other=other.id))
+    assert done.status == SessionStatus.SUCCEEDED, done.error
+    text = await said(store, done)
+    assert "tried" in text
+    assert "POSTED" in text
+    [posted] = await store.inbox.list(agent=f"session:{done.id}")
+    assert (posted.thread, posted.body) == (f"session:{done.id}", "from inside")
+    assert '"code": "unauthorized"' in text  # a guessed key
+    assert '"code": "not_found"' in text  # another session's question
+    assert "secret plans" not in text
+    assert '{"messages": []}' in text
+    assert "READ-ONLY" in text  # the tool cannot be changed from inside
+    token = next(line for line in text.splitlines() if line.startswith("token: "))
+    assert token.removeprefix("token: ").startswith("tc-")
 
 
 async def test_no_process_outlives_its_session(

@@ -77,6 +77,7 @@ def test_terminal_statuses(status: SessionStatus) -> None:
             commit="c" * 40,
             pr_number=9,
             risk={"tier": "low", "label": "risk:low", "reasons": ["small"], "merged": True},
+            review={"panel": ["a"], "answered": ["a"], "minority": [], "round": 0},
         ),
     ],
 )
@@ -95,6 +96,7 @@ def test_result_round_trips_through_its_dict(result: Result) -> None:
         "partial",
         "outcome",
         "risk",
+        "review",
     }
     assert data["type"] == result.type.value
     assert Result.from_dict(data) == result

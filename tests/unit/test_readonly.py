@@ -56,12 +56,13 @@ def test_a_read_only_session_mounts_its_worktree_and_git_dir_read_only(tmp_path:
 
 def test_the_repository_runs_nothing_for_a_read_only_session() -> None:
     config = repoconfig.parse(
-        "setup: make deps\nverify: make test\nmax_revisions: 1\n"
+        "setup: make deps\nverify: make test\nmax_revisions: 1\nreview: council\n"
         "on_success:\n  - prompt: deploy it\n"
     )
     narrowed = readonly.narrowed(config)
     assert (narrowed.setup, narrowed.verify, narrowed.has_checks) == ([], [], False)
     assert narrowed.follow_ups(3) is None
+    assert narrowed.review is None
     assert narrowed.max_revisions == 1
 
 

@@ -28,6 +28,7 @@ PERMANENT = {
     FailureKind.SANDBOX_UNAVAILABLE,  # the machine needs bubblewrap first
     FailureKind.WORKTREE_TOO_LARGE,  # the same agent would write as much again
     FailureKind.BUDGET_REACHED,  # more money is a person's decision, not a retry's
+    FailureKind.REVIEW_BLOCKED,  # the same change would be blocked again
 }
 
 

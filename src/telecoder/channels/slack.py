@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import itertools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 NAME = "slack"
 TOLERANCE = 300.0
 TIMEOUT = 10.0
+RATE_LIMIT_TRIES = 3  # calls of one method, the first included, while Slack answers 429
+RATE_LIMIT_WAIT = 30.0  # seconds: a longer Retry-After is not waited out
 _KEPT_SUBTYPES = (None, "file_share", "thread_broadcast")
 
 
@@ -216,24 +219,21 @@ class SlackChannel:
         self, method: str, body: Mapping[str, Any] | None = None, *, read: bool = False
     ) -> dict[str, Any]:
         """Call a Web API method: JSON for writes, query parameters for reads; Slack's
-        ``{"ok": false, "error": …}`` is a ``SlackAPIError`` naming the method and the error."""
-        headers = {"Authorization": f"Bearer {self._token}"}
-        async with httpx.AsyncClient(timeout=TIMEOUT, transport=self._transport) as client:
-            try:
-                if read:
-                    params = {k: str(v) for k, v in (body or {}).items()}
-                    response = await client.get(
-                        self.api_url + method, params=params, headers=headers
-                    )
-                else:
-                    response = await client.post(
-                        self.api_url + method, json=dict(body or {}), headers=headers
-                    )
-            except httpx.HTTPError as e:
-                raise SlackAPIError(f"Slack {method} could not be reached: {e}") from None
-        if response.status_code == 429:
-            wait = response.headers.get("retry-after", "?")
-            raise SlackAPIError(f"Slack {method} is rate limited: retry after {wait} s")
+        ``{"ok": false, "error": …}`` is a ``SlackAPIError`` naming the method and the error.
+
+        A rate limit (HTTP 429) is waited out as its ``Retry-After`` asks, up to
+        ``RATE_LIMIT_TRIES`` times and ``RATE_LIMIT_WAIT`` seconds each; then it is an error."""
+        for tries in itertools.count(1):
+            response = await self._send(method, body, read=read)
+            if response.status_code != 429:
+                break
+            wait = _retry_after(response.headers.get("retry-after"))
+            if tries >= RATE_LIMIT_TRIES or wait > RATE_LIMIT_WAIT:
+                raise SlackAPIError(
+                    f"Slack {method} is rate limited: retry after {wait:g} s ({tries} tries)"
+                )
+            log.info("Slack %s is rate limited: retrying in %g s", method, wait)
+            await asyncio.sleep(wait)
         try:
             data = response.json()
         except ValueError:
@@ -244,6 +244,21 @@ class SlackChannel:
             error = data.get("error") if isinstance(data, dict) else None
             raise SlackAPIError(f"Slack {method} failed: {error or response.status_code}")
         return data
+
+    async def _send(
+        self, method: str, body: Mapping[str, Any] | None, *, read: bool
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self._token}"}
+        async with httpx.AsyncClient(timeout=TIMEOUT, transport=self._transport) as client:
+            try:
+                if read:
+                    params = {k: str(v) for k, v in (body or {}).items()}
+                    return await client.get(self.api_url + method, params=params, headers=headers)
+                return await client.post(
+                    self.api_url + method, json=dict(body or {}), headers=headers
+                )
+            except httpx.HTTPError as e:
+                raise SlackAPIError(f"Slack {method} could not be reached: {e}") from None
 
     # --- out -----------------------------------------------------------------------------------
 
@@ -368,3 +383,11 @@ def _newer(shown: Mapping[str, Any], status: str, updated: str) -> bool:
 
 def _metadata(event: str, session_id: str, **more: str) -> dict[str, Any]:
     return {"event_type": event, "event_payload": {"session": session_id, **more}}
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds a 429's ``Retry-After`` asks for (1 when it is missing or not a number)."""
+    try:
+        return max(0.0, float(value)) if value is not None else 1.0
+    except ValueError:
+        return 1.0

@@ -25,6 +25,7 @@ from telecoder.cli import (
     goals,
     hooks,
     jobs,
+    orch,
     repos,
     run,
     runs,
@@ -48,6 +49,7 @@ from telecoder.errors import (
     SubscriptionNotFound,
     TeleCoderError,
     TemplateNotFound,
+    TimedOut,
     Unauthorized,
 )
 
@@ -85,6 +87,7 @@ app.add_typer(goals.app, name="goals")
 app.add_typer(runs.app, name="runs")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(jobs.templates_app, name="templates")
+app.add_typer(orch.app, name="orch")
 app.add_typer(council.app, name="council")
 
 _EXIT: list[tuple[type[TeleCoderError], Exit]] = [
@@ -101,6 +104,7 @@ _EXIT: list[tuple[type[TeleCoderError], Exit]] = [
     (StoreUnavailable, Exit.UNAVAILABLE),
     (ServerUnavailable, Exit.UNAVAILABLE),
     (Unauthorized, Exit.UNAUTHORIZED),
+    (TimedOut, Exit.TIMED_OUT),
 ]
 
 

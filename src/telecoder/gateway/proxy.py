@@ -38,6 +38,9 @@ from telecoder.gateway.budget import message as budget_message
 from telecoder.gateway.endpoints import Registry, env_specs
 from telecoder.gateway.forwarding import Forwarding
 from telecoder.gateway.http import ClientGone, HTTPServer, Reply, Request
+from telecoder.gateway.inbox import MAX_WAIT as MAX_INBOX_WAIT
+from telecoder.gateway.inbox import PREFIX as INBOX_PREFIX
+from telecoder.gateway.inbox import InboxAPI, is_inbox
 from telecoder.gateway.meter import Meter, Metered
 from telecoder.gateway.prices import Prices
 from telecoder.gateway.routing import Routes
@@ -72,6 +75,7 @@ VENDOR_VARS = frozenset(
         *(var for names in KEY_VARS.values() for var, _, _ in names),
     }
 )
+INBOX_URL, INBOX_TOKEN = "TELECODER_INBOX_URL", "TELECODER_INBOX_TOKEN"
 _REQUEST_DROP = HOP_BY_HOP | apis.KEY_HEADERS | {"host", "content-length", "accept-encoding"}
 _JSON = [(b"content-type", b"application/json")]
 
@@ -121,6 +125,7 @@ class Gateway:
         forwarder: Forwarder | None = None,
         forwarding: Forwarding | None = None,
         prices: Prices | None = None,
+        inbox_wait: float | None = None,
     ) -> None:
         self.upstreams = upstreams
         # Backoff, retries and fallback (H3); None: each target once, in order.
@@ -132,6 +137,8 @@ class Gateway:
         self.host = host
         self.port = port
         self.tickets = Tickets()
+        # The agents' inbox (``/inbox/v1``, ``gateway.inbox``): on the same port, the same keys.
+        self.inbox = InboxAPI(self.tickets, store, max_wait=inbox_wait or MAX_INBOX_WAIT)
         self._forwarder = forwarder
         self._server: HTTPServer | None = None
         self._lock = asyncio.Lock()
@@ -159,6 +166,8 @@ class Gateway:
             port=settings.gateway_port,
             forwarding=Forwarding(registry, retry_seconds=settings.gateway_retry_seconds),
             prices=Prices.from_setting(settings.prices),
+            # An agent waiting for an answer prints nothing: stop before the stall watchdog.
+            inbox_wait=min(MAX_INBOX_WAIT, settings.stall_seconds / 2),
         )
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -249,6 +258,13 @@ class Gateway:
             "OLLAMA_HOST": f"{base}{apis.PREFIXES[Kind.OLLAMA]}/{key}",
         }
 
+    def inbox_env(self, ticket: Ticket) -> dict[str, str]:
+        """What an agent's ``telecoder-inbox`` tool reads: the inbox here, the ticket's key
+        (none when the gateway has no store to keep messages in)."""
+        if self.store is None:
+            return {}
+        return {INBOX_URL: self.url + INBOX_PREFIX, INBOX_TOKEN: ticket.key}
+
     # --- one request --------------------------------------------------------------------------
 
     async def _admit(self, request: Request, reply: Reply) -> tuple[Call, Ticket] | None:
@@ -276,6 +292,9 @@ class Gateway:
         return Call(call.kind, call.rest, apis.without_key(call.query), call.api), ticket
 
     async def _handle(self, request: Request, reply: Reply) -> None:
+        if is_inbox(request.target):
+            await self.inbox.handle(request, reply)
+            return
         started = time.perf_counter()
         admitted = await self._admit(request, reply)
         if admitted is None:

@@ -44,6 +44,7 @@ class Ticket:
     rate_limited: bool = False  # the gateway gave up on a rate limit
     rate_limited_until: float | None = None  # ... whose backoff ends then (wall-clock)
     models_answered: set[str] = field(default_factory=set)
+    asked: list[int] = field(default_factory=list)  # the agent's inbox questions (message ids)
     # The session's running totals, as the usage events show them.
     requests: int = 0
     input_tokens: int = 0  # all input, cache reads and writes included

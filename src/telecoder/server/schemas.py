@@ -280,6 +280,11 @@ class ResultOut(BaseModel):
         default=None, description="The outcome as computed when the attempt finished."
     )
     risk: RiskOut | None = Field(default=None, description="The pull request's risk tier.")
+    review: dict[str, Any] | None = Field(
+        default=None,
+        description="The review stage's tally (.telecoder.yml review): panel, answered, "
+        "missing, consensus, majority, minority, blocking_at, round.",
+    )
 
     @classmethod
     def of(cls, result: Result) -> ResultOut:

@@ -18,6 +18,7 @@ from telecoder.store.inbox import Inbox
 from telecoder.store.jobs import Jobs, JobState
 from telecoder.store.migrations import upgrade
 from telecoder.store.notify import Listener, Notice, NoticeKind
+from telecoder.store.orch import Orch
 from telecoder.store.outbox import Delivery, NotifyEvent, Outbox, Subscription, Subscriptions
 from telecoder.store.queue import Claimed, Heartbeat, Limits, Outcome, Queue
 from telecoder.store.repos import Repo, Repos, Route
@@ -52,6 +53,7 @@ __all__ = [
     "NoticeKind",
     "NotifyEvent",
     "Once",
+    "Orch",
     "Outbox",
     "Outcome",
     "Page",
@@ -92,6 +94,7 @@ class Store:
         self.jobs = Jobs(db)
         self.channel_events = ChannelEvents(db)
         self.inbox = Inbox(db)
+        self.orch = Orch(db)
         # A worker that has not renewed its heartbeat for a lease's length is gone.
         self.workers = Workers(db, stale_after=lease_seconds)
 

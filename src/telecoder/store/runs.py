@@ -461,7 +461,11 @@ async def _release(
 
 async def _run_status(conn: AsyncConnection, run_id: str, now: float) -> None:
     # The run's row first: a retry-failed that holds it commits before the statuses are read.
-    await conn.execute(select(runs.c.id).where(runs.c.id == run_id).with_for_update())
+    kind = (
+        await conn.execute(select(runs.c.kind).where(runs.c.id == run_id).with_for_update())
+    ).scalar()
+    if kind == RunKind.ORCH.value:
+        return  # an orch run's status is its leader's tasks' (store.orch), not its sessions'
     statuses = [
         SessionStatus(s)
         for s in (

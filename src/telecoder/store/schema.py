@@ -421,3 +421,65 @@ inbox_shown = Table(
     Column("agent", String(255), primary_key=True),
     Column("message_id", Integer, primary_key=True),
 )
+
+# ``telecoder orch``: a leader's tasks in an orch run, what each waits for, each dispatch of one
+# (an attempt: one session), and the events ``orch wait`` follows.
+orch_tasks = Table(
+    "orch_tasks",
+    metadata,
+    Column("run_id", String(32), primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("prompt", Text, nullable=False),
+    Column("repo", Text, nullable=False),
+    Column("engine", String(64)),
+    Column("acceptance", Text),
+    Column("base", String(255)),  # an explicit base ref; None: the checkout's HEAD
+    Column("mode", String(16), nullable=False),  # code or answer
+    Column("assignee", String(255)),  # None: the session itself (session:<id>)
+    # pending, dispatched, running, blocked, succeeded, failed, cancelled (ready is derived)
+    Column("status", String(16), nullable=False),
+    Column("attempt", Integer, nullable=False, server_default="0"),  # the current one
+    Column("session_id", String(32)),  # the current attempt's session
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+
+orch_deps = Table(
+    "orch_deps",
+    metadata,
+    Column("run_id", String(32), primary_key=True),
+    Column("task_key", String(64), primary_key=True),
+    Column("depends_on", String(64), primary_key=True),
+)
+
+orch_attempts = Table(
+    "orch_attempts",
+    metadata,
+    Column("run_id", String(32), primary_key=True),
+    Column("task_key", String(64), primary_key=True),
+    Column("number", Integer, primary_key=True),
+    Column("session_id", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("assignee", String(255), nullable=False),
+    Column("engine", String(64), nullable=False),
+    Column("worktree", Text, nullable=False),
+    Column("branch", String(255), nullable=False),
+    Column("base_ref", String(255)),
+    Column("message_id", Integer),  # the inbox message that dispatched it
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Column("cleaned_at", Double),  # its worktree removed by ``orch cleanup``
+    Index("ix_orch_attempts_session", "session_id"),
+)
+
+orch_events = Table(
+    "orch_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(32), nullable=False),
+    Column("task_key", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),  # added, dispatched, status, answered, …
+    Column("data", Text, nullable=False),  # JSON
+    Column("created_at", Double, nullable=False),
+    Index("ix_orch_events_run", "run_id", "id"),
+)
