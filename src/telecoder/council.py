@@ -19,20 +19,20 @@ import asyncio
 import dataclasses
 import re
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from telecoder import recommendations
+from telecoder import recommendations, reviewers
 from telecoder.domain import NewRun, Run, RunKind, RunStatus, Session, SessionStatus
 from telecoder.errors import BadInput, TimedOut
 from telecoder.intake import Accepted, Request
 from telecoder.recommendations import Group, Tally
+from telecoder.reviewers import Reviewer
 from telecoder.settings import Settings
 from telecoder.store import Store
 
-MIN_REVIEWERS, MAX_REVIEWERS, DEFAULT_REVIEWERS = 2, 7, 3
+MIN_REVIEWERS, MAX_REVIEWERS = 2, 7
 MAX_DIFF_BYTES = 200_000  # a diff inlined in the prompt
 MAX_QUESTION_CHARS = 20_000
 
@@ -44,13 +44,7 @@ Merge = Callable[[list[Group]], Awaitable[list[tuple[int, int]]]]
 # --- reviewers ---------------------------------------------------------------------------------
 
 
-def split(spec: str) -> tuple[str, str | None]:
-    """``codex`` → (codex, None); ``opencode:gpt-4.1-mini`` → (opencode, gpt-4.1-mini)."""
-    engine, _, model = spec.strip().partition(":")
-    return engine.strip(), model.strip() or None
-
-
-def parse_reviewers(given: Sequence[str], known: Collection[str]) -> list[str]:
+def parse_reviewers(given: Sequence[str], known: Collection[str]) -> list[Reviewer]:
     """The reviewers named (``ENGINE`` or ``ENGINE:MODEL`` each), checked: known engines, 2 to
     7 of them. ``BadInput`` names what is wrong."""
     names = [g.strip() for g in given if g.strip()]
@@ -58,13 +52,14 @@ def parse_reviewers(given: Sequence[str], known: Collection[str]) -> list[str]:
         raise BadInput(
             f"a council has {MIN_REVIEWERS} to {MAX_REVIEWERS} reviewers (got {len(names)})"
         )
-    for name in names:
-        engine, _ = split(name)
-        if engine not in known:
+    chosen = reviewers.panel(names)
+    for reviewer, name in zip(chosen, names, strict=True):
+        if reviewer.engine not in known:
+            known_names = ", ".join(sorted(known))
             raise BadInput(
-                f"reviewer {name!r}: unknown engine {engine!r} (known: {', '.join(sorted(known))})"
+                f"reviewer {name!r}: unknown engine {reviewer.engine!r} (known: {known_names})"
             )
-    return names
+    return chosen
 
 
 def reviewers_for(
@@ -72,30 +67,16 @@ def reviewers_for(
     settings: Settings,
     *,
     known: Collection[str],
-    installed: Sequence[str] = (),
-) -> list[str]:
-    """The council's reviewers: those ``given`` (``--reviewers``), else the settings'
-    (``TELECODER_COUNCIL_REVIEWERS``), else three different ``installed`` engines, else the
-    default engine three times."""
+    available: Callable[[Settings], Sequence[str]] = reviewers.installed,
+) -> list[Reviewer]:
+    """The council's reviewers: those ``given`` (``--reviewers``), else ``reviewers.council``'s
+    rule (``TELECODER_COUNCIL_REVIEWERS``, else three different installed engines, else the
+    default engine three times), checked alike."""
     if given:
         return parse_reviewers(given, known)
-    if settings.council_reviewers:
-        return parse_reviewers(settings.council_reviewers, known)
-    different = [e for e in dict.fromkeys(installed) if e in known]
-    if len(different) >= DEFAULT_REVIEWERS:
-        return different[:DEFAULT_REVIEWERS]
-    return parse_reviewers([settings.engine] * DEFAULT_REVIEWERS, known)
-
-
-def panel(reviewers: Sequence[str]) -> list[str]:
-    """Each reviewer's name on the panel: its spec, numbered (``codex#2``) when repeated."""
-    counts = Counter(reviewers)
-    seen: Counter[str] = Counter()
-    names = []
-    for spec in reviewers:
-        seen[spec] += 1
-        names.append(f"{spec}#{seen[spec]}" if counts[spec] > 1 else spec)
-    return names
+    chosen = reviewers.council(settings, settings.engine, available=available)
+    specs = [f"{r.engine}:{r.model}" if r.model else r.engine for r in chosen]
+    return parse_reviewers(specs, known)
 
 
 # --- the target --------------------------------------------------------------------------------
@@ -209,38 +190,36 @@ async def create(
     store: Store,
     intake: Intake,
     target: Target,
-    reviewers: Sequence[str],
+    panel: Sequence[Reviewer],
     *,
     repo: str,
     timeout_seconds: float | None = None,
 ) -> tuple[Run, list[Session], list[str]]:
     """The council's run and its reviewers' sessions (queued), and intake's warnings."""
-    names = panel(reviewers)
     prompt = prompt_for(target)
 
-    async def one(spec: str) -> Accepted:
-        engine, model = split(spec)
+    async def one(reviewer: Reviewer) -> Accepted:
         request = Request(
             repo=repo,
             prompt=prompt,
-            engine=engine,
-            model=model,
+            engine=reviewer.engine,
+            model=reviewer.model,
             base=target.ref,
             timeout_seconds=timeout_seconds,
         )
         return await intake(request)
 
-    found = await asyncio.gather(*(one(spec) for spec in reviewers))
+    found = await asyncio.gather(*(one(reviewer) for reviewer in panel))
     sessions = [
-        dataclasses.replace(a.session, task_key=name, read_only=True, max_attempts=1)
-        for name, a in zip(names, found, strict=True)
+        dataclasses.replace(a.session, task_key=r.name, read_only=True, max_attempts=1)
+        for r, a in zip(panel, found, strict=True)
     ]
     warnings: list[str] = []
     for accepted in found:
         warnings += [w for w in accepted.warnings if w not in warnings]
     spec = {
         "target": target.to_spec(),
-        "reviewers": names,
+        "reviewers": [r.name for r in panel],
         "engines": [s.engine for s in sessions],
         "models": [s.model for s in sessions],
         "repo": sessions[0].repo,

@@ -15,32 +15,33 @@ from tests.factories import make_session
 KNOWN = ["claude-code", "codex", "opencode", "pi", "shell"]
 
 
+def names(panel):
+    return [r.name for r in panel]
+
+
 def test_reviewers_given_from_settings_installed_or_the_default_engine(tmp_path):
     plain = Settings(home=tmp_path, engine="codex")
     configured = Settings(home=tmp_path, council_reviewers=("pi", "codex:gpt-5-mini"))
-    assert council.reviewers_for(["claude-code", "codex:o4"], plain, known=KNOWN) == [
-        "claude-code",
-        "codex:o4",
+    given = council.reviewers_for(["claude-code", "codex:o4"], plain, known=KNOWN)
+    assert [(r.name, r.engine, r.model) for r in given] == [
+        ("claude-code", "claude-code", None),
+        ("codex:o4", "codex", "o4"),
     ]
-    assert council.reviewers_for(None, configured, known=KNOWN) == ["pi", "codex:gpt-5-mini"]
-    installed = ["opencode", "pi", "opencode", "claude-code", "codex"]
-    assert council.reviewers_for(None, plain, known=KNOWN, installed=installed) == [
-        "opencode",
-        "pi",
-        "claude-code",
-    ]
-    assert council.reviewers_for(None, plain, known=KNOWN, installed=["pi"]) == ["codex"] * 3
+    assert names(council.reviewers_for(None, configured, known=KNOWN)) == ["pi", "codex:gpt-5-mini"]
+    installed = ["opencode", "pi", "claude-code", "codex"]
+    found = council.reviewers_for(None, plain, known=KNOWN, available=lambda _s: installed)
+    assert names(found) == ["opencode", "pi", "claude-code"]
+    alone = council.reviewers_for(None, plain, known=KNOWN, available=lambda _s: ["pi"])
+    assert names(alone) == ["codex", "codex#2", "codex#3"]
     with pytest.raises(BadInput, match="2 to 7 reviewers"):
         council.parse_reviewers(["codex"], KNOWN)
     with pytest.raises(BadInput, match="2 to 7 reviewers"):
         council.parse_reviewers(["codex"] * 8, KNOWN)
     with pytest.raises(BadInput, match="unknown engine 'nope'"):
         council.parse_reviewers(["codex", "nope:m"], KNOWN)
-
-
-def test_panel_names_number_repeated_reviewers():
-    assert council.panel(["codex", "pi", "codex"]) == ["codex#1", "pi", "codex#2"]
-    assert council.panel(["a:x", "a:y"]) == ["a:x", "a:y"]
+    unknown = Settings(home=tmp_path, council_reviewers=("codex", "nope"))
+    with pytest.raises(BadInput, match="unknown engine 'nope'"):
+        council.reviewers_for(None, unknown, known=KNOWN)
 
 
 @pytest.mark.parametrize(

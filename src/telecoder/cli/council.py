@@ -10,7 +10,6 @@ writes the markdown report. With ``--json`` every command prints JSON, and an er
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -26,7 +25,6 @@ from telecoder.cli.output import Exit, err, out, print_json
 from telecoder.council_merge import ModelMerge
 from telecoder.domain import RunKind
 from telecoder.endings import choose_forge
-from telecoder.engines._support import find_binary
 from telecoder.errors import (
     BadInput,
     Conflict,
@@ -57,7 +55,6 @@ _CODES: list[tuple[type[TeleCoderError], Exit, str]] = [
     (StoreUnavailable, Exit.UNAVAILABLE, "unavailable"),
 ]
 _DIFF_SUFFIXES = (".diff", ".patch")
-_NOT_REVIEWERS = frozenset({"shell"})  # a plain command reviews nothing
 
 
 def _finish(go: Callable[[], Coroutine[Any, Any, Exit]], as_json: bool) -> NoReturn:
@@ -75,19 +72,6 @@ def _finish(go: Callable[[], Coroutine[Any, Any, Exit]], as_json: bool) -> NoRet
             err.print(f"[red]error:[/] {escape(e.message)}", highlight=False)
         raise typer.Exit(exit_code) from None
     raise typer.Exit(code)
-
-
-def _installed(settings: Settings) -> list[str]:
-    """The engines whose CLI is installed, in the registry's order."""
-    env = {**os.environ, **settings.engine_control_env()}
-    found = []
-    for name in registry.names("engines"):
-        if name in _NOT_REVIEWERS or name == "acp":
-            continue
-        binary = getattr(registry.create("engines", name), "binary", None) or name
-        if os.path.isabs(find_binary(binary, env)):
-            found.append(name)
-    return found
 
 
 def _intake(settings: Settings) -> council.Intake:
@@ -173,9 +157,7 @@ def start(
             raise BadInput("the timeout must be positive")
         settings = load_settings()
         known = registry.names("engines")
-        chosen = council.reviewers_for(
-            given, settings, known=known, installed=[] if given else _installed(settings)
-        )
+        chosen = council.reviewers_for(given, settings, known=known)
         found = await _target(settings, target, repo, base)
         async with opened(settings) as store:
             run, _, warnings = await council.create(
