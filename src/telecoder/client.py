@@ -483,6 +483,7 @@ def session_of(data: Json) -> Session:
         chain_id=data.get("chain_id"),
         depth=data.get("depth", 0),
         steps=tuple(data.get("steps") or ()),
+        read_only=bool(data.get("read_only", False)),
     )
 
 

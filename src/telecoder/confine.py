@@ -1,7 +1,8 @@
 """What a session's processes may see and reach: the ``Confinement`` of its agent, its setup
 commands and its checks (ARCHITECTURE §3, "engine.start in runtime").
 
-All three see the same files: the worktree and the session's engine home read-write; the
+All three see the same files: the worktree and the session's engine home read-write (the
+worktree and the git dir read-only for a read-only session, a council's reviewer); the
 session's own git dir in place of the worktree's admin dir (``Workspace.sandbox_git_dir``) and
 the mirror's objects read-only; the tool directories (``PATH``, ``TELECODER_AGENT_PATH``,
 ``TELECODER_SANDBOX_READ``, this Python) read-only. ``$TELECODER_HOME``, the worktrees and the
@@ -67,6 +68,7 @@ class Confiner:
         config: RepoConfig,
         model_env: Mapping[str, str],
         on_denied: Callable[[Role, Endpoint, str], None] | None = None,
+        read_only: bool = False,
     ) -> None:
         self.settings = settings
         self.label = label
@@ -78,6 +80,7 @@ class Confiner:
         extra = () if settings.gateway else settings.model_hosts
         self.endpoints = model_endpoints(model_env, extra)
         self.on_denied = on_denied
+        self.read_only = read_only  # the worktree and the git dir mounted read-only
 
     def for_role(self, role: Role, *, home: Path | None = None) -> Confinement:
         """``home``: a reviewer's own (``review``), in place of the session's engine home."""
@@ -136,13 +139,16 @@ class Confiner:
         wt = self.worktree
         home = home or self.home
         home.mkdir(parents=True, exist_ok=True)
+        # Read-only (a reviewer, a read-only session): still given to the sandbox's uid, which
+        # must read them (a fresh worktree is private to TeleCoder).
+        writable = not (read_only or self.read_only)
         mounts += [
-            Mount(source=wt.path, target=wt.path, writable=not read_only),
+            Mount(source=wt.path, target=wt.path, writable=writable, owned=True),
             Mount(source=home, target=home, writable=True),
         ]
         if self.git_dir is not None:
             mounts += [
-                Mount(source=self.git_dir, target=wt.git_dir, writable=not read_only),
+                Mount(source=self.git_dir, target=wt.git_dir, writable=writable, owned=True),
                 Mount(source=wt.mirror / "objects", target=wt.mirror / "objects"),
             ]
         return tuple(mounts)

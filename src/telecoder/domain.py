@@ -190,6 +190,9 @@ class NewSession:
     chain_id: str | None = None  # the chain of follow-ups it belongs to (its root's id)
     depth: int = 0  # in its chain: 0 for the root, its parent's + 1 for a follow-up
     steps: tuple[str, ...] = ()  # a multi-step task: run in order in one agent conversation
+    # An answer session that only reads: its worktree is mounted read-only in the sandbox,
+    # no setup or checks run, nothing is committed or pushed (a council's reviewer).
+    read_only: bool = False
     id: str = field(default_factory=new_session_id)
     # A retry works on its parent's branch, so it updates the same pull request.
     branch: str = ""
@@ -246,6 +249,7 @@ class Session:
     chain_id: str | None = None
     depth: int = 0
     steps: tuple[str, ...] = ()
+    read_only: bool = False
 
     def outcome(self) -> dict[str, Any] | None:
         """Changed / Verified / Uncertain / Next once the session ended (or waits for its next
@@ -293,6 +297,7 @@ class Session:
             "chain_id": self.chain_id,
             "depth": self.depth,
             "steps": list(self.steps),
+            "read_only": self.read_only,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "created_at": iso(self.created_at),

@@ -27,7 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from telecoder import agentinbox, budgeting, questions, repoconfig, reviewers
+from telecoder import agentinbox, budgeting, questions, readonly, repoconfig, reviewers
 from telecoder import outcome as outcomes
 from telecoder.agentrun import AgentRunner
 from telecoder.budgeting import Deadline, Turn
@@ -301,6 +301,8 @@ class Pipeline:
         config = repoconfig.from_bytes(
             await self.workspace.read_base(wt, repoconfig.FILENAME, repoconfig.MAX_BYTES)
         )
+        if session.read_only:  # an answer that only reads: no setup, checks or follow-ups
+            config = readonly.narrowed(config)
         if (rules := config.follow_ups(self.settings.chain_max_depth)) is not None:
             await self.store.queue.record(lease, follow_ups=json.dumps(rules))  # store.chains
         engine_name, model = await self._choose_engine(session, lease, config)
@@ -367,6 +369,8 @@ class Pipeline:
                 **usage_fields(work.usage),
             )
 
+        if session.read_only:  # its answer is the result: nothing is committed or pushed
+            return readonly.answered(work.text, work.usage, recorder)
         recorder.progress("committing")
         await self.workspace.sanitize(wt)
         message = commit_message(session, turn.subject)
@@ -558,6 +562,7 @@ class Pipeline:
             config=config,
             model_env=task.env,
             on_denied=denied,
+            read_only=session.read_only,
         )
 
     def _forge(self, session: Session, remote_url: str) -> Forge:

@@ -149,6 +149,8 @@ class Mount:
     source: Path
     target: Path
     writable: bool = False
+    # Given to the sandbox's own uid even when read-only (a private directory it must read).
+    owned: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,6 +18,7 @@ from telecoder.cli import (
     budgets,
     chat,
     costs,
+    council,
     db,
     endpoints,
     engines,
@@ -87,6 +88,7 @@ app.add_typer(runs.app, name="runs")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(jobs.templates_app, name="templates")
 app.add_typer(orch.app, name="orch")
+app.add_typer(council.app, name="council")
 
 _EXIT: list[tuple[type[TeleCoderError], Exit]] = [
     (BadInput, Exit.BAD_INPUT),

@@ -339,7 +339,7 @@ class _Container:
 
     def _own_writable(self) -> None:
         for mount in self.confinement.mounts:
-            if mount.writable:
+            if mount.writable or mount.owned:
                 chown_tree(mount.source, self.uid, self.gid)
 
 

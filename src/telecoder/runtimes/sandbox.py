@@ -310,7 +310,7 @@ class _Box:
     def _own_writable(self) -> None:
         """Give the sandbox's uid what it may write (the worktree, the engine home, ...)."""
         for mount in self.confinement.mounts:
-            if mount.writable:
+            if mount.writable or mount.owned:
                 chown_tree(mount.source, self.uid, self.gid)
 
     def _write_identity(self) -> None:

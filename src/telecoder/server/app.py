@@ -56,6 +56,7 @@ from telecoder.server.routes import (
     bestof,
     budgets,
     costs,
+    council,
     dashboard,
     endpoints,
     events,
@@ -250,6 +251,7 @@ def create_app(
     app.include_router(repos.pages)
     app.include_router(bestof.router)
     app.include_router(bestof.pages)
+    app.include_router(council.router)
     app.include_router(runs.router)  # runs: list, show, cancel, retry-failed
     app.include_router(runs.pages)
     app.include_router(jobs.pages)

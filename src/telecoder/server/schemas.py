@@ -350,6 +350,11 @@ class SessionOut(BaseModel):
     steps: list[str] = Field(
         default_factory=list, description="A multi-step task's steps, run in order."
     )
+    read_only: bool = Field(
+        default=False,
+        description="An answer session that only reads (a council's reviewer): its worktree "
+        "is read-only and nothing is committed or pushed.",
+    )
     input_tokens: int
     output_tokens: int
     created_at: IsoTime

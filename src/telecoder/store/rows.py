@@ -67,6 +67,7 @@ def session_from_row(row: Row[Any]) -> Session:
         chain_id=m["chain_id"],
         depth=m["depth"],
         steps=tuple(loads(m["steps"]) or ()),
+        read_only=bool(m["read_only"]),
     )
 
 
@@ -120,6 +121,7 @@ def new_session_values(new: NewSession, now: float) -> dict[str, Any]:
         "chain_id": new.chain_id,
         "depth": new.depth,
         "steps": dumps(list(new.steps)) if new.steps else None,
+        "read_only": new.read_only,
         "available_at": now,
         "created_at": now,
         "updated_at": now,

@@ -76,6 +76,8 @@ sessions = Table(
     Column("chain_id", String(32)),  # the chain of follow-ups (its root session's id)
     Column("depth", Integer, nullable=False, server_default="0"),  # in its chain
     Column("steps", Text),  # JSON list: a multi-step task's steps, run in order (``steps``)
+    # An answer session that only reads (a council's reviewer): nothing written or pushed.
+    Column("read_only", Boolean, nullable=False, server_default=text("false")),
     Column("last_seq", Integer, nullable=False, server_default="0"),
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),

@@ -374,6 +374,7 @@ def retry_of(old: Session) -> NewSession:
         thread=old.thread,  # it answers in the same thread
         steps=old.steps,
         notify=old.notify,
+        read_only=old.read_only,
     )
 
 
