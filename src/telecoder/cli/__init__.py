@@ -37,7 +37,7 @@ from telecoder.cli import (
     worker,
     workers,
 )
-from telecoder.cli.output import Exit, err, print_json
+from telecoder.cli.output import Exit, err, print_json_line
 from telecoder.errors import (
     BadInput,
     Conflict,
@@ -160,7 +160,7 @@ def _fail(code: Exit, message: str, *, as_json: bool, quiet: bool = False) -> No
     """Report an error and exit with its code: with ``--json``, exactly one JSON object on
     stdout, ``{"error": {"code", "message"}}``; otherwise ``error: …`` on stderr."""
     if as_json:
-        print_json({"error": {"code": ERROR_CODES[code], "message": message}})
+        print_json_line({"error": {"code": ERROR_CODES[code], "message": message}})
     elif not quiet:
         err.print(f"[red]error:[/] {escape(message)}", markup=True, highlight=False)
     sys.exit(code)
