@@ -231,7 +231,7 @@ async def get_message(message_id: MessageId, store: StoreDep, _: PrincipalDep) -
 )
 async def get_artifact(
     message_id: MessageId,
-    name: Annotated[str, Path(min_length=1, max_length=inboxes.MAX_NAME)],
+    name: Annotated[Text, Path(min_length=1, max_length=inboxes.MAX_NAME)],
     store: StoreDep,
     _: PrincipalDep,
 ) -> ArtifactContentOut:
