@@ -49,7 +49,14 @@ class ErrorBody(_Strict):
     error: ErrorDetail
 
 
-EXIT_OF = {"bad_input": 2, "not_found": 3, "conflict": 4, "lease_lost": 9, "timed_out": 10}
+EXIT_OF = {
+    "bad_input": 2,
+    "not_found": 3,
+    "conflict": 4,
+    "unsupported": 8,
+    "lease_lost": 9,
+    "timed_out": 10,
+}
 
 
 def error_of(done: subprocess.CompletedProcess[str], code: str) -> str:
@@ -274,6 +281,9 @@ def test_json_errors_cover_the_rest_of_the_cli(env):
     missing = telecoder("show", "nosuchsession", "--json", env=env)
     assert "nosuchsession" in error_of(missing, "not_found")
     error_of(telecoder("list", "--limit", "many", "--json", env=env), "bad_input")
+    nowhere = "http://127.0.0.1:9"
+    remote_raw = telecoder("logs", "x", "--raw", "--server", nowhere, "--json", env=env)
+    assert "worker host" in error_of(remote_raw, "unsupported")
     usage = telecoder("list", "--limit", "many", env=env)
     assert usage.returncode == 2
     assert usage.stdout == ""

@@ -47,6 +47,7 @@ from telecoder.errors import (
     JobNotFound,
     LeaseLost,
     MessageNotFound,
+    RawLogNotFound,
     RegisteredRepoNotFound,
     ServerUnavailable,
     SessionNotFound,
@@ -56,6 +57,7 @@ from telecoder.errors import (
     TemplateNotFound,
     TimedOut,
     Unauthorized,
+    Unsupported,
 )
 
 app = typer.Typer(
@@ -107,12 +109,14 @@ _EXIT: list[tuple[type[TeleCoderError], Exit]] = [
     (GoalNotFound, Exit.NOT_FOUND),
     (EndpointNotFound, Exit.NOT_FOUND),
     (MessageNotFound, Exit.NOT_FOUND),
+    (RawLogNotFound, Exit.NOT_FOUND),
     (LeaseLost, Exit.LEASE_LOST),
     (TimedOut, Exit.TIMED_OUT),
     (Conflict, Exit.CONFLICT),
     (StoreUnavailable, Exit.UNAVAILABLE),
     (ServerUnavailable, Exit.UNAVAILABLE),
     (Unauthorized, Exit.UNAUTHORIZED),
+    (Unsupported, Exit.UNSUPPORTED),
 ]
 
 
