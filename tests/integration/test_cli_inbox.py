@@ -205,7 +205,7 @@ def test_an_expired_claim_is_claimable_again_and_its_renewal_is_lease_lost(env):
     mid = str(ok(inbox(env, "send", "--to", w1, "--body", "slow job", "--json", agent=lead))["id"])
     ok(inbox(env, "claim", mid, "--lease", "0.5", "--json", agent=w1))
     time.sleep(0.6)
-    assert ok(inbox(env, "show", mid, "--json"))["status"] == "open"  # back in the inbox
+    assert ok(inbox(env, "show", mid, "--json", agent=w1))["status"] == "open"  # free again
     message = error_of(inbox(env, "renew", mid, "--lease", "60", "--json", agent=w1), "lease_lost")
     assert w1 in message
     taken = ok(inbox(env, "claim", mid, "--lease", "60", "--json", agent=w2))

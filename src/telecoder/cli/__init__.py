@@ -1,7 +1,8 @@
 """The ``telecoder`` command line (Typer + Rich).
 
 Each command builds ``Settings`` once, opens the store, and translates errors into one line on
-stderr and a stable exit code (see ``output.Exit``).
+stderr — with ``--json``, one ``{"error": {"code", "message"}}`` object on stdout — and a stable
+exit code (see ``output.Exit``).
 """
 
 from __future__ import annotations

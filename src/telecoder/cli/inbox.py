@@ -356,6 +356,7 @@ def show(
     output: Annotated[
         Path | None, typer.Option("--output", help="Where to save the artifact.")
     ] = None,
+    agent: AsOption = None,  # anyone may look: accepted like every command's, not needed
     as_json: JsonOption = False,
     server: ServerOption = None,
 ) -> None:
