@@ -5,6 +5,7 @@ what the server sent; :func:`session_of` and :func:`event_of` make domain record
 the human output. HTTP errors become the errors the CLI already knows how to report:
 
     422, 413, 400   BadInput            404   SessionNotFound     409   Conflict
+                                                                  (LeaseLost: lease_lost)
     401, 403        Unauthorized        429, 5xx, no connection   ServerUnavailable
 
 The token travels in the ``Authorization`` header only; no message here ever contains it.
@@ -13,10 +14,11 @@ The token travels in the ``Authorization`` header only; no message here ever con
 from __future__ import annotations
 
 import asyncio
+import base64
 import builtins
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -43,6 +45,8 @@ from telecoder.errors import (
     Conflict,
     EndpointNotFound,
     GoalNotFound,
+    LeaseLost,
+    MessageNotFound,
     RegisteredRepoNotFound,
     ServerUnavailable,
     SessionNotFound,
@@ -275,6 +279,78 @@ class Client:
         path = f"/api/runs/{quote(run_id, safe='')}/pick"
         return await self._call("POST", path, json={"session_id": session_id})
 
+    # --- the inbox ---
+
+    async def inbox_send(
+        self,
+        *,
+        agent: str,
+        body: str,
+        to: str | None,
+        thread: str | None,
+        artifacts: Sequence[tuple[str, bytes]] = (),
+    ) -> Json:
+        payload = {
+            "agent": agent,
+            "body": body,
+            "to": to,
+            "thread": thread,
+            "artifacts": _artifacts(artifacts),
+        }
+        return await self._inbox("POST", "/api/inbox/messages", json=payload)
+
+    async def inbox_reply(
+        self, message_id: int, *, agent: str, body: str, artifacts: Sequence[tuple[str, bytes]]
+    ) -> Json:
+        payload = {"agent": agent, "body": body, "artifacts": _artifacts(artifacts)}
+        return await self._inbox("POST", f"/api/inbox/messages/{message_id}/reply", json=payload)
+
+    async def inbox_act(self, message_id: int, action: str, *, agent: str, **fields: Any) -> Json:
+        """``claim``/``renew`` (``lease``), ``update`` (``progress``), ``done``/``fail``/
+        ``cancel`` (``note``) -> the message."""
+        path = f"/api/inbox/messages/{message_id}/{action}"
+        return await self._inbox("POST", path, json={"agent": agent, **fields})
+
+    async def inbox_message(self, message_id: int) -> Json:
+        return await self._inbox("GET", f"/api/inbox/messages/{message_id}")
+
+    async def inbox_artifact(self, message_id: int, name: str) -> bytes:
+        path = f"/api/inbox/messages/{message_id}/artifacts/{quote(name, safe='')}"
+        found = await self._inbox("GET", path)
+        return base64.b64decode(found["content_base64"])
+
+    async def inbox_fetch(self, *, agent: str, limit: int) -> Jsons:
+        payload = {"agent": agent, "limit": limit}
+        return cast(Jsons, await self._inbox("POST", "/api/inbox/fetch", json=payload))
+
+    async def inbox_list(
+        self,
+        *,
+        agent: str | None = None,
+        thread: str | None = None,
+        status: str | None = None,
+        after: int = 0,
+        limit: int = 100,
+        wait: float = 0,
+    ) -> Jsons:
+        """Messages after ``after``; with ``wait``, a long-poll: the server waits up to that
+        many seconds for one to land."""
+        params = {"agent": agent, "thread": thread, "status": status}
+        query: dict[str, Any] = {k: v for k, v in params.items() if v is not None}
+        query.update(after=after, limit=limit, wait=wait)
+        return cast(Jsons, await self._inbox("GET", "/api/inbox/messages", params=query))
+
+    async def inbox_latest(self) -> int:
+        return int((await self._inbox("GET", "/api/inbox/latest"))["id"])
+
+    async def inbox_replies(self, *, agent: str, reply_to: int | None, wait: float) -> Jsons:
+        """The replies to ``agent`` it has not seen (a long-poll of up to ``wait`` s); []."""
+        payload = {"agent": agent, "reply_to": reply_to, "wait": wait}
+        return cast(Jsons, await self._inbox("POST", "/api/inbox/replies", json=payload))
+
+    async def _inbox(self, method: str, path: str, **kwargs: Any) -> Json:
+        return await self._call(method, path, missing=MessageNotFound, **kwargs)
+
     # --- events ---
 
     async def event_page(self, ref: str, *, after: int = 0, limit: int = 200) -> Json:
@@ -381,6 +457,8 @@ def raise_for(response: httpx.Response, *, missing: type[TeleCoderError] = Sessi
     if status == 404:
         raise missing(detail)
     if status == 409:
+        if _code(response) == "lease_lost":
+            raise LeaseLost(detail)
         raise Conflict(detail)
     if status in (401, 403):
         raise Unauthorized(f"the server refused the request: {detail}")
@@ -390,6 +468,22 @@ def raise_for(response: httpx.Response, *, missing: type[TeleCoderError] = Sessi
     if status >= 500:
         raise ServerUnavailable(f"the server failed (HTTP {status}): {detail}")
     raise TeleCoderError(f"the server answered HTTP {status}: {detail}")
+
+
+def _code(response: httpx.Response) -> str | None:
+    """The ``error`` code of an error body (``lease_lost``, ``conflict``, …), if any."""
+    try:
+        code = response.json().get("error")
+    except (ValueError, AttributeError):
+        return None
+    return code if isinstance(code, str) else None
+
+
+def _artifacts(artifacts: Sequence[tuple[str, bytes]]) -> list[Json]:
+    return [
+        {"name": name, "content_base64": base64.b64encode(content).decode("ascii")}
+        for name, content in artifacts
+    ]
 
 
 async def _frames(response: httpx.Response) -> AsyncIterator[tuple[str, str]]:

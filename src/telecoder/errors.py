@@ -15,6 +15,8 @@
      │    └── PushRejected
      ├── SandboxUnavailable       no sandbox can start on this machine (not retried)
      ├── ForgeError               the forge's API refused or failed (``transient``: worth a retry)
+     ├── RawLogNotFound           no raw log of the session on this host (CLI exit 3)
+     ├── Unsupported              not available here (CLI exit 8)
      ├── StoreUnavailable         the database cannot be reached (CLI exit 6)
      ├── ServerUnavailable        a TeleCoder server cannot be reached or failed (CLI exit 6)
      └── Unauthorized             a TeleCoder server refused the API token (CLI exit 7)
@@ -75,6 +77,14 @@ class MessageNotFound(TeleCoderError):
 
 class TimedOut(TeleCoderError):
     """The wait timed out."""
+
+
+class RawLogNotFound(TeleCoderError):
+    """No raw log of that session on this host."""
+
+
+class Unsupported(TeleCoderError):
+    """Not available here."""
 
 
 class Conflict(TeleCoderError):

@@ -1,7 +1,8 @@
 """The ``telecoder`` command line (Typer + Rich).
 
 Each command builds ``Settings`` once, opens the store, and translates errors into one line on
-stderr and a stable exit code (see ``output.Exit``).
+stderr — with ``--json``, one ``{"error": {"code", "message"}}`` object on stdout — and a stable
+exit code (see ``output.Exit``).
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import NoReturn
 
 import typer
+from rich.markup import escape
 from sqlalchemy.exc import DBAPIError
 
 from telecoder.cli import (
@@ -24,6 +27,7 @@ from telecoder.cli import (
     engines,
     goals,
     hooks,
+    inbox,
     jobs,
     orch,
     repos,
@@ -34,7 +38,7 @@ from telecoder.cli import (
     worker,
     workers,
 )
-from telecoder.cli.output import Exit, err
+from telecoder.cli.output import Exit, err, print_json_line
 from telecoder.errors import (
     BadInput,
     Conflict,
@@ -42,6 +46,9 @@ from telecoder.errors import (
     GoalNotFound,
     HookNotFound,
     JobNotFound,
+    LeaseLost,
+    MessageNotFound,
+    RawLogNotFound,
     RegisteredRepoNotFound,
     ServerUnavailable,
     SessionNotFound,
@@ -51,6 +58,7 @@ from telecoder.errors import (
     TemplateNotFound,
     TimedOut,
     Unauthorized,
+    Unsupported,
 )
 
 app = typer.Typer(
@@ -87,6 +95,7 @@ app.add_typer(goals.app, name="goals")
 app.add_typer(runs.app, name="runs")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(jobs.templates_app, name="templates")
+app.add_typer(inbox.app, name="inbox")
 app.add_typer(orch.app, name="orch")
 app.add_typer(council.app, name="council")
 
@@ -100,11 +109,15 @@ _EXIT: list[tuple[type[TeleCoderError], Exit]] = [
     (RegisteredRepoNotFound, Exit.NOT_FOUND),
     (GoalNotFound, Exit.NOT_FOUND),
     (EndpointNotFound, Exit.NOT_FOUND),
+    (MessageNotFound, Exit.NOT_FOUND),
+    (RawLogNotFound, Exit.NOT_FOUND),
+    (LeaseLost, Exit.LEASE_LOST),
+    (TimedOut, Exit.TIMED_OUT),
     (Conflict, Exit.CONFLICT),
     (StoreUnavailable, Exit.UNAVAILABLE),
     (ServerUnavailable, Exit.UNAVAILABLE),
     (Unauthorized, Exit.UNAUTHORIZED),
-    (TimedOut, Exit.TIMED_OUT),
+    (Unsupported, Exit.UNSUPPORTED),
 ]
 
 
@@ -113,18 +126,55 @@ def main() -> None:
     # is for this user alone; git and SQLite create files through the umask too.
     os.umask(0o077)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = sys.argv[1:]
+    as_json = "--json" in args
     try:
-        _check_argv(sys.argv[1:])
-        app()
+        _check_argv(args)
+        if not as_json:
+            app()
+        # Usage errors come back as exceptions, so that they too are answered in JSON.
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) and not isinstance(code, bool) else Exit.OK)
     except TeleCoderError as e:
         code = next((c for kind, c in _EXIT if isinstance(e, kind)), Exit.TASK_FAILED)
-        err.print(f"[red]error:[/] {e.message}", markup=True, highlight=False)
-        sys.exit(code)
+        _fail(code, e.message, as_json=as_json)
     except DBAPIError as e:
-        err.print(f"[red]error:[/] the database failed: {e.orig}")
-        sys.exit(Exit.UNAVAILABLE)
-    except KeyboardInterrupt:
-        sys.exit(Exit.INTERRUPTED)
+        _fail(Exit.UNAVAILABLE, f"the database failed: {e.orig}", as_json=as_json)
+    except typer.TyperException as e:  # with --json only: a usage error (missing option, bad int)
+        code = Exit.BAD_INPUT if e.exit_code == Exit.BAD_INPUT else Exit.TASK_FAILED
+        _fail(code, _usage_message(e), as_json=True)
+    except (KeyboardInterrupt, typer.Abort):
+        _fail(Exit.INTERRUPTED, "interrupted", as_json=as_json, quiet=True)
+
+
+ERROR_CODES: dict[Exit, str] = {
+    Exit.TASK_FAILED: "failed",
+    Exit.BAD_INPUT: "bad_input",
+    Exit.NOT_FOUND: "not_found",
+    Exit.CONFLICT: "conflict",
+    Exit.UNAVAILABLE: "unavailable",
+    Exit.UNAUTHORIZED: "unauthorized",
+    Exit.UNSUPPORTED: "unsupported",
+    Exit.LEASE_LOST: "lease_lost",
+    Exit.TIMED_OUT: "timed_out",
+    Exit.INTERRUPTED: "interrupted",
+}
+
+
+def _fail(code: Exit, message: str, *, as_json: bool, quiet: bool = False) -> NoReturn:
+    """Report an error and exit with its code: with ``--json``, exactly one JSON object on
+    stdout, ``{"error": {"code", "message"}}``; otherwise ``error: …`` on stderr."""
+    if as_json:
+        print_json_line({"error": {"code": ERROR_CODES[code], "message": message}})
+    elif not quiet:
+        err.print(f"[red]error:[/] {escape(message)}", markup=True, highlight=False)
+    sys.exit(code)
+
+
+def _usage_message(e: typer.TyperException) -> str:
+    message = e.format_message()
+    command = getattr(getattr(e, "ctx", None), "command_path", None)
+    return f"{command}: {message}" if command else message
 
 
 def _check_argv(args: list[str]) -> None:

@@ -20,7 +20,7 @@ from telecoder.cli.output import (
 )
 from telecoder.cli.run import run_here
 from telecoder.domain import SessionStatus
-from telecoder.errors import BadInput
+from telecoder.errors import BadInput, RawLogNotFound, Unsupported
 from telecoder.settings import Settings
 from telecoder.store.sessions import retry_of
 from telecoder.workspace import is_url
@@ -124,11 +124,10 @@ def logs(
 ) -> None:
     """Print a session's events (or, with --raw, its agent's raw output)."""
     if raw and server:
-        err.print(
-            "error: raw logs stay on the worker host that ran the session: run "
+        raise Unsupported(
+            "raw logs stay on the worker host that ran the session: run "
             "`telecoder logs --raw` there"
         )
-        raise typer.Exit(Exit.UNSUPPORTED)
     if server:
         from telecoder.cli import remote
 
@@ -226,8 +225,7 @@ def print_raw(settings: Settings, session_id: str, attempt: int | None, *, as_js
             out.print(prefix + str(record.get("line", "")), markup=False, highlight=False)
     if not found:
         which = f"attempt {attempt} of " if attempt is not None else ""
-        err.print(
-            f"error: no raw log of {which}session {session_id} on this host (it stays on the "
+        raise RawLogNotFound(
+            f"no raw log of {which}session {session_id} on this host (it stays on the "
             f"host that ran it, for TELECODER_RAW_LOG_DAYS = {settings.raw_log_days:g} days)"
         )
-        raise typer.Exit(Exit.NOT_FOUND)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Row, and_, delete, or_, select, update
+from sqlalchemy import Row, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -228,6 +228,11 @@ class Inbox:
     async def get(self, message_id: int) -> Message:
         async with self._db.read() as conn:
             return await _one(conn, message_id, time.time())
+
+    async def latest(self) -> int:
+        """The highest message id so far (0: none yet): ``watch`` streams what comes after."""
+        async with self._db.read() as conn:
+            return int((await conn.execute(select(func.max(messages.c.id)))).scalar() or 0)
 
     async def artifact(self, message_id: int, name: str) -> bytes:
         query = select(message_artifacts.c.content).where(
