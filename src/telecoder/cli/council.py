@@ -27,11 +27,6 @@ from telecoder.domain import RunKind
 from telecoder.endings import choose_forge
 from telecoder.errors import (
     BadInput,
-    Conflict,
-    SessionNotFound,
-    StoreUnavailable,
-    TeleCoderError,
-    TimedOut,
 )
 from telecoder.intake import Accepted, Request, accept
 from telecoder.settings import Settings
@@ -47,31 +42,13 @@ Json = dict[str, Any]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 RunArg = Annotated[str, typer.Argument(help="The council's run id (run_…).")]
 
-_CODES: list[tuple[type[TeleCoderError], Exit, str]] = [
-    (BadInput, Exit.BAD_INPUT, "bad_input"),
-    (SessionNotFound, Exit.NOT_FOUND, "not_found"),
-    (TimedOut, Exit.TIMED_OUT, "timed_out"),
-    (Conflict, Exit.CONFLICT, "conflict"),
-    (StoreUnavailable, Exit.UNAVAILABLE, "unavailable"),
-]
 _DIFF_SUFFIXES = (".diff", ".patch")
 
 
-def _finish(go: Callable[[], Coroutine[Any, Any, Exit]], as_json: bool) -> NoReturn:
-    """Run ``go``; its error as one line on stderr (or JSON on stdout) and its exit code."""
-    try:
-        code = run_async(go())
-    except TeleCoderError as e:
-        exit_code, name = next(
-            ((c, n) for kind, c, n in _CODES if isinstance(e, kind)),
-            (Exit.TASK_FAILED, "failed"),
-        )
-        if as_json:
-            print_json({"error": {"code": name, "message": e.message}})
-        else:
-            err.print(f"[red]error:[/] {escape(e.message)}", highlight=False)
-        raise typer.Exit(exit_code) from None
-    raise typer.Exit(code)
+def _finish(go: Callable[[], Coroutine[Any, Any, Exit]]) -> NoReturn:
+    """Run ``go`` and exit with its code; an error is the CLI's (``main``: one line on
+    stderr, or the JSON error with ``--json``)."""
+    raise typer.Exit(run_async(go()))
 
 
 def _intake(settings: Settings) -> council.Intake:
@@ -176,7 +153,7 @@ def start(
             )
         return Exit.OK
 
-    _finish(go, as_json)
+    _finish(go)
 
 
 @app.command("wait")
@@ -202,7 +179,7 @@ def wait(
             _print_council(data)
         return Exit.OK
 
-    _finish(go, as_json)
+    _finish(go)
 
 
 async def _tally(store: Store, settings: Settings, run_id: str, merge: bool) -> Json:
@@ -235,7 +212,7 @@ def tally(
             _print_tally(data)
         return Exit.OK
 
-    _finish(go, as_json)
+    _finish(go)
 
 
 @app.command("report")
@@ -270,7 +247,7 @@ def report(
             out.print(str(path), highlight=False)
         return Exit.OK
 
-    _finish(go, as_json)
+    _finish(go)
 
 
 @app.command("list")
@@ -292,7 +269,7 @@ def list_councils(
             out.print(f"{r.id}  {r.status.value:<9}  {escape(r.name or '')}  [{escape(reviewers)}]")
         return Exit.OK
 
-    _finish(go, as_json)
+    _finish(go)
 
 
 @app.command("show")
@@ -308,7 +285,7 @@ def show(run_id: RunArg, as_json: JsonOption = False) -> None:
             _print_council(data)
         return Exit.OK
 
-    _finish(go, as_json)
+    _finish(go)
 
 
 def _print_council(data: Json) -> None:
