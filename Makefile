@@ -31,8 +31,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The suite runs in parallel (pytest-xdist): TEST_WORKERS processes, one per CPU by default; a
+# worker that runs dry takes queued tests from the others (worksteal), so the minute-long tests do
+# not leave one worker busy at the end. TEST_WORKERS=0 runs it in this one process.
+TEST_WORKERS ?= auto
+
 test: lint typecheck agents browser sandbox podman   ## everything CI runs: lint, types, import layers, the whole test suite
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # The browser tests drive Debian's Chromium: `playwright install` cannot download a browser here.
 CHROMIUM ?= /usr/bin/chromium

@@ -8,7 +8,8 @@
 #   .tools/aider    aider-chat in its own virtualenv (its exact pins would fight ours)
 #   .tools/bin      the one directory to put on PATH: links to every agent binary
 #
-# Idempotent: a stamp file records the pinned set; when it matches, nothing runs.
+# Idempotent: a stamp file records the pinned set; when it matches, nothing runs. Concurrent runs
+# take turns (flock), so parallel test workers may all call it.
 # Usage: scripts/install-agents.sh [TOOLS_DIR]   (default: .tools next to this script's repo)
 set -euo pipefail
 
@@ -31,7 +32,16 @@ AIDER="aider-chat==0.86.2"
 
 WANT="$(printf '%s\n' "${NPM_PACKAGES[@]}" "$NODE22" "$QWEN" "$AIDER" "layout-2")"
 STAMP="$TOOLS/.installed"
-if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then
+installed() { [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; }
+if installed; then
+    exit 0
+fi
+# One installer at a time (parallel test workers each ask for the tools): the others wait for
+# it, then find the stamp.
+mkdir -p "$TOOLS"
+exec 9>"$TOOLS/.install.lock"
+flock 9
+if installed; then
     exit 0
 fi
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -180,7 +181,16 @@ def model_server() -> Iterator[FakeModelServer]:
 
 
 @pytest.fixture(scope="session")
-def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanService]:
-    """``podman system service`` on a socket of its own, with the test image (docker_support)."""
-    with podman_service(tmp_path_factory.mktemp("podman")) as service:
+def podman() -> Iterator[PodmanService]:
+    """``podman system service`` on a socket of its own, with the test image (docker_support).
+
+    Its directory is a short one of its own under /tmp: podman refuses a run root longer than 50
+    characters, and a parallel worker's temporary directory (``.../popen-gw1/...``) is longer.
+    """
+    with (
+        tempfile.TemporaryDirectory(
+            prefix="tc-podman-", dir="/tmp", ignore_cleanup_errors=True
+        ) as root,
+        podman_service(Path(root)) as service,
+    ):
         yield service

@@ -251,8 +251,10 @@ def test_ctrl_c_cancels_a_streamed_run(server: Server, env: dict[str, str], git_
 def test_the_stream_survives_a_server_restart(
     server: Server, env: dict[str, str], git_repo: GitRepo
 ):
+    # The agent sleeps long enough for the restart to catch it even when the stream reaches
+    # the client seconds late (a busy machine): the session must need its second attempt.
     proc = subprocess.Popen(
-        [TELECODER, "run", "echo first; sleep 2; echo second > second.txt; echo second",
+        [TELECODER, "run", "echo first; sleep 8; echo second > second.txt; echo second",
          "--repo", str(git_repo.path), "--engine", "shell"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -58,7 +58,9 @@ def test_backups_taken_while_a_worker_writes_are_consistent(
     git_repo: GitRepo, home: Path, tmp_path: Path, worker_procs: WorkerProcs
 ):
     env = fast_env(home, TELECODER_WORKER_CONCURRENCY="3")
-    chatty = "for i in $(seq 400); do echo line $i; sleep 0.004; done; echo x > $RANDOM.txt"
+    # Sessions that outlast the backups however slowly the machine runs them (the worker, and
+    # they with it, is killed at the end).
+    chatty = "for i in $(seq 6000); do echo line $i; sleep 0.01; done; echo x > $RANDOM.txt"
     for _ in range(6):
         telecoder("run", chatty, "--repo", str(git_repo.path), "--detach", env=env)
     worker_procs.start(env, "worker-a")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -10,10 +13,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.util.exc import CommandError
 from sqlalchemy import Connection, inspect
 
 from telecoder.store import migrations, open_store
@@ -136,3 +141,22 @@ def _fresh_pg() -> Iterator[str]:
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _open_aiosqlite_connections() -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, aiosqlite.Connection) and o._connection)
+
+
+async def test_a_store_that_fails_to_open_leaves_no_connection_open(tmp_path: Path) -> None:
+    """A database the migrations cannot bring up to date (here: stamped by an unknown, newer
+    release) fails ``open_store``, and the connection it was read with is closed there, not
+    left to the garbage collector (which warns in whichever later test it happens to run)."""
+    path = tmp_path / "newer.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+        conn.execute("INSERT INTO alembic_version VALUES ('9999')")
+    before = _open_aiosqlite_connections()
+    with pytest.raises(CommandError, match="9999"):
+        await open_store(f"sqlite:///{path}")
+    assert _open_aiosqlite_connections() == before

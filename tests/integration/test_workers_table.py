@@ -120,7 +120,12 @@ def workers_json(env: dict[str, str], *args: str) -> dict[str, dict[str, Any]]:
 def test_workers_command_follows_real_processes(
     git_repo: GitRepo, home: Path, db_url: str, worker_procs: WorkerProcs
 ):
-    env = fast_env(home, db_url, TELECODER_KILL_GRACE_SECONDS="5")
+    # A drain and a lease long enough for the `workers` command, seconds per call on a busy
+    # machine, to see the states in between.
+    env = {
+        **fast_env(home, db_url, TELECODER_KILL_GRACE_SECONDS="12"),
+        "TELECODER_LEASE_SECONDS": "10",
+    }
     a = worker_procs.start(env, "worker-a", TELECODER_WORKER_ENGINES="shell")
     b = worker_procs.start(env, "worker-b", TELECODER_WORKER_CONCURRENCY="3")
     seen = wait_for(lambda: len(found := workers_json(env)) == 2 and found, what="both workers")
@@ -136,7 +141,7 @@ def test_workers_command_follows_real_processes(
     assert twin.returncode == 4
     assert "in use by pid" in twin.stderr
 
-    # An agent that ignores SIGTERM: its worker drains for the kill grace (5 s) on shutdown.
+    # An agent that ignores SIGTERM: its worker drains for the kill grace (12 s) on shutdown.
     sid = telecoder(
         "run", "trap '' TERM; sleep 30", "--repo", str(git_repo.path), "--detach", env=env
     ).stdout.strip()
@@ -152,10 +157,10 @@ def test_workers_command_follows_real_processes(
     holder_proc = a if holder == "worker-a" else b
     holder_proc.send_signal(signal.SIGTERM)
     wait_for(lambda: workers_json(env)[holder]["state"] == "draining", what="draining")
-    assert holder_proc.wait(15) == 0
+    assert holder_proc.wait(30) == 0
     assert workers_json(env)[holder]["state"] == "offline"
     assert workers_json(env, "--live").keys() == {"worker-a", "worker-b"} - {holder}
-    # SIGKILL: no sign-off, so it shows offline once its heartbeat is stale (the lease, 2 s).
+    # SIGKILL: no sign-off, so it shows offline once its heartbeat is stale (the lease, 10 s).
     other = b if holder_proc is a else a
     other_id = "worker-b" if other is b else "worker-a"
     WorkerProcs.kill(other)

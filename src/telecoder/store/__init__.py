@@ -113,5 +113,9 @@ async def open_store(url: str, *, lease_seconds: float = 30.0, migrate: bool = T
     """Open the database at ``url``, bringing its schema up to date unless told not to."""
     db = Database(url)
     if migrate:
-        await upgrade(db)
+        try:
+            await upgrade(db)
+        except BaseException:
+            await db.dispose()  # its connections closed now, not by the garbage collector
+            raise
     return Store(db, lease_seconds=lease_seconds)
