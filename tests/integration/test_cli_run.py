@@ -271,4 +271,9 @@ def test_the_home_and_everything_in_it_is_for_its_user_alone(git_repo: GitRepo, 
     shared = shared_bits(tmp_path / "fresh")
     inside_a_mirror = {p for p in shared if p.startswith("home/mirrors/") and p.count("/") >= 2}
     assert inside_a_mirror
-    assert {p: mode for p, mode in shared.items() if p not in inside_a_mirror} == {}
+    # The agents' inbox tool is a public script (no secret in it), readable by sandbox uids.
+    tools = {p: mode for p, mode in shared.items() if p.startswith("home/tools")}
+    assert tools == {"home/tools": "0o755", "home/tools/telecoder-inbox": "0o755"}
+    assert (home / "tools" / "telecoder-inbox").read_text().startswith("#!")
+    others = {p: mode for p, mode in shared.items() if p not in inside_a_mirror and p not in tools}
+    assert others == {}
