@@ -83,7 +83,12 @@ def test_missing_token_fails_with_a_clear_reason(
     git_url = fake_github.git_url("acme", "repo")
     done = telecoder("run", "touch x", "--repo", git_url, "--json", env=env)
     assert done.returncode == 2, done.stderr
-    assert "authentication required: set GITHUB_TOKEN" in done.stderr
+    error = json.loads(done.stdout)["error"]  # --json: the error is JSON on stdout
+    assert error["code"] == "bad_input"
+    assert "authentication required: set GITHUB_TOKEN" in error["message"]
+    bare = telecoder("run", "touch x", "--repo", git_url, env=env)  # without: a line on stderr
+    assert bare.returncode == 2
+    assert "authentication required: set GITHUB_TOKEN" in bare.stderr
     assert json.loads(telecoder("list", "--json", env=env).stdout) == []
 
 

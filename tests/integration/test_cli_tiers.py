@@ -23,7 +23,12 @@ def test_run_takes_a_tier_or_chooses_one(home, git_repo):
     assert json.loads(pinned.stdout)["tier"] is None  # a pinned model: no tier routing
     wrong = telecoder(*base, "--tier", "huge", "echo hi", env=env)
     assert wrong.returncode == 2
-    assert "unknown tier 'huge' (known: trivial, standard, complex)" in wrong.stderr
+    assert json.loads(wrong.stdout) == {
+        "error": {
+            "code": "bad_input",
+            "message": "unknown tier 'huge' (known: trivial, standard, complex)",
+        }
+    }
     shown = telecoder("show", json.loads(given.stdout)["id"], "--json", env=env)
     assert json.loads(shown.stdout)["models"] == []
 
