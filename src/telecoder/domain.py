@@ -718,3 +718,46 @@ class Message:
             "created_at": iso(self.created_at),
             "updated_at": iso(self.updated_at),
         }
+
+
+class MemoryKind(enum.StrEnum):
+    """What a memory is: the summary of a finished session, a lesson, a user's fact or
+    preference (chat channels), or a note someone added by hand."""
+
+    SESSION = "session"
+    LESSON = "lesson"
+    FACT = "fact"
+    NOTE = "note"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Memory:
+    """What TeleCoder remembers: of a repository (``repo``, as sessions name it) or of a user
+    (``user``: ``channel:id``, a chat channel's person). Text is masked before it is stored."""
+
+    id: int
+    repo: str | None
+    user: str | None
+    kind: MemoryKind
+    text: str
+    prompt: str | None  # the session's task, for a session summary
+    outcome: str | None  # how that session ended (succeeded, failed, ...)
+    files: tuple[str, ...]  # the files it touched
+    session_id: str | None  # the session it came from
+    embedder: str | None  # which model embedded it (None: no vector; full-text only)
+    created_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "repo": self.repo,
+            "user": self.user,
+            "kind": self.kind.value,
+            "text": self.text,
+            "prompt": self.prompt,
+            "outcome": self.outcome,
+            "files": list(self.files),
+            "session_id": self.session_id,
+            "embedder": self.embedder,
+            "created_at": iso(self.created_at),
+        }

@@ -156,3 +156,7 @@ class JobNotFound(TeleCoderError):
 
 class TemplateNotFound(TeleCoderError):
     """No prompt template has that name."""
+
+
+class MemoryNotFound(TeleCoderError):
+    """No memory has that id."""

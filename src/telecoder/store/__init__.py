@@ -16,6 +16,7 @@ from telecoder.store.events import Events
 from telecoder.store.goals import Goal, Goals, GoalStatus
 from telecoder.store.inbox import Inbox
 from telecoder.store.jobs import Jobs, JobState
+from telecoder.store.memories import Memories
 from telecoder.store.migrations import upgrade
 from telecoder.store.notify import Listener, Notice, NoticeKind
 from telecoder.store.orch import Orch
@@ -49,6 +50,7 @@ __all__ = [
     "Jobs",
     "Limits",
     "Listener",
+    "Memories",
     "Notice",
     "NoticeKind",
     "NotifyEvent",
@@ -94,6 +96,7 @@ class Store:
         self.jobs = Jobs(db)
         self.channel_events = ChannelEvents(db)
         self.inbox = Inbox(db)
+        self.memories = Memories(db)
         self.orch = Orch(db)
         # A worker that has not renewed its heartbeat for a lease's length is gone.
         self.workers = Workers(db, stale_after=lease_seconds)

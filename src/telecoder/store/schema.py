@@ -483,3 +483,30 @@ orch_events = Table(
     Column("created_at", Double, nullable=False),
     Index("ix_orch_events_run", "run_id", "id"),
 )
+
+# What finished sessions taught about a repository, and what users told TeleCoder about
+# themselves. Full-text search: an FTS5 table ``memories_fts`` (SQLite) or a GIN index on
+# ``to_tsvector('english', …)`` (PostgreSQL), both made by migration 0014 (not declared here).
+# ``embedding``: float32 little-endian, scored in Python against the query's vector.
+memories = Table(
+    "memories",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("repo", Text),  # the repository as sessions name it; NULL: a user's memory
+    Column("user", String(255)),  # channel:id of a chat user; NULL: the repository's
+    Column("kind", String(16), nullable=False),  # session, lesson, fact, note
+    Column("text", Text, nullable=False),
+    Column("prompt", Text),
+    Column("outcome", String(32)),
+    Column("files", Text, nullable=False),  # JSON list
+    Column("session_id", String(32)),
+    Column("embedding", LargeBinary),
+    Column("embedder", String(128)),
+    Column("created_at", Double, nullable=False),
+    UniqueConstraint("session_id", name="uq_memories_session_id"),
+    Index("ix_memories_repo", "repo", "id"),
+    Index("ix_memories_user", "user", "id"),
+)
+
+# Made by the migrations alone (raw DDL): what the schema check leaves out.
+FULL_TEXT_OBJECTS = ("memories_fts", "ix_memories_document")
