@@ -114,6 +114,15 @@ def test_json_lists_and_openai_shaped_objects_in_the_content() -> None:
     assert calls('{"name": "list_directory"}') == [("call_1", "list_directory", {})]
 
 
+def test_a_call_missing_its_last_braces_at_the_end_is_read() -> None:
+    assert calls('Reading it. {"name": "read_file", "arguments": {"path": "a.py"}') == [
+        ("call_1", "read_file", {"path": "a.py"})
+    ]
+    assert calls('<tool_call>{"name": "read_file", "arguments": {"path": "b"</tool_call>') == [
+        ("call_1", "read_file", {"path": "b"})
+    ]
+
+
 def test_other_json_in_prose_is_not_a_call() -> None:
     content = (
         'Your package.json has {"name": "demo", "version": "1.0"} and the config is\n'
@@ -202,7 +211,11 @@ def test_bash_and_sh_fences_are_run_commands() -> None:
     ("content", "problem"),
     [
         (
-            '<tool_call>{"name": "read_file", "arguments": {"path": "a"}</tool_call>',
+            '<tool_call>{"name": "read_file", "arguments": {"path": "a"} "x"}</tool_call>',
+            "its JSON is not valid (Expecting ',' delimiter at line 1 column",
+        ),
+        (
+            '{"name": "read_file", "arguments": {"path": "a"} and then I will look',
             "its JSON is not valid (Expecting ',' delimiter at line 1 column",
         ),
         ("<tool_call>read README.md please</tool_call>", "the text inside <tool_call> tags"),

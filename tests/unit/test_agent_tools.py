@@ -355,6 +355,15 @@ def test_search_files_skips_git_and_binary_files_and_filters_by_glob(root: Path)
     assert "no file or directory" in refused(tools, "search_files", pattern="x", path="nope")
 
 
+def test_search_files_skips_fifos_and_devices(root: Path) -> None:
+    os.mkfifo(root / "pipe")
+    (root / "dev-null").symlink_to("/dev/null")
+    (root / "notes.txt").write_text("greet\n")
+    result = call(Tools(root), "search_files", pattern="greet", path=".")
+    assert result["matches"] == ["notes.txt:1:greet", "src/app.py:1:def greet(name):"]
+    assert "not a regular file" in refused(Tools(root), "read_file", path="pipe")
+
+
 def test_search_files_is_capped(root: Path) -> None:
     (root / "many.txt").write_text("match\n" * 1000)
     result = call(Tools(root), "search_files", pattern="match")

@@ -168,14 +168,28 @@ def _json_calls(text: str) -> list[_Found]:
         try:
             value, end = decoder.raw_decode(text, start)
         except json.JSONDecodeError as error:
-            if _attempts_call(text, start):
+            if not _attempts_call(text, start):
+                position = start + 1
+                continue
+            value, end = _closed(text, start), len(text)
+            if value is None:
                 raise _broken(f"its JSON is not valid ({_where(error)})") from None
-            position = start + 1
-            continue
         calls = _as_calls(value)
         if calls is not None:
             found += [(start, name, arguments) for name, arguments in calls]
         position = end
+
+
+def _closed(text: str, start: int) -> Any:
+    """The call at ``start`` that runs to the end of ``text`` but lacks its last brace or two
+    (small models often drop them), or None."""
+    for missing in ("}", "}}"):
+        try:
+            value = json.loads(text[start:] + missing)
+        except json.JSONDecodeError:
+            continue
+        return value if _as_calls(value) else None
+    return None
 
 
 def _attempts_call(text: str, start: int) -> bool:

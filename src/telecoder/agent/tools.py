@@ -399,23 +399,27 @@ def _walk(directory: Path, depth: int, prefix: str = "") -> Iterator[dict[str, A
 
 
 def _files(directory: Path) -> Iterator[Path]:
-    """The regular files under ``directory``, sorted; .git and symbolic links skipped."""
+    """The files under ``directory``, sorted, .git skipped (links to directories not entered)."""
     for current, dirs, files in os.walk(directory):
         dirs[:] = sorted(name for name in dirs if name != ".git")
-        for name in sorted(files):
-            path = Path(current, name)
-            if not path.is_symlink():
-                yield path
+        yield from (Path(current, name) for name in sorted(files))
 
 
 def _text_lines(file: Path) -> Iterator[tuple[int, str]]:
-    """The numbered lines of a text file; nothing for a binary, huge or unreadable one."""
+    """The numbered lines of a text file; nothing for a link, a fifo or device, a binary, huge
+    or unreadable file (opened without following links or blocking, then checked)."""
     try:
-        if file.stat().st_size > _SEARCH_FILE_CAP:
-            return
-        data = file.read_bytes()
+        fd = os.open(file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > _SEARCH_FILE_CAP:
+            return
+        try:
+            data = handle.read()
+        except OSError:
+            return
     if b"\0" in data[:_BINARY_SNIFF]:
         return
     yield from enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1)
