@@ -178,6 +178,9 @@ def test_nul_bytes_and_empty_paths_are_refused(root: Path) -> None:
     assert "NUL byte" in refused(tools, "read_file", path="README.md\0.txt")
     assert "NUL byte" in refused(tools, "write_file", path="a\0b", content="x")
     assert "the path is empty" in refused(tools, "read_file", path="  ")
+    long = refused(tools, "read_file", path="../" + "x" * 5000)
+    assert "outside the worktree" in long
+    assert len(long) < 500
 
 
 # -- write_file ------------------------------------------------------------------------------
@@ -253,6 +256,19 @@ def test_run_command_merges_output_and_reports_the_exit_code(root: Path) -> None
     assert "missing.txt" in failed["output"]
     assert failed["error"] == "the command exited with code 3"
     assert call(tools, "run_command", command="cat")["output"] == ""  # stdin is empty
+
+
+def test_commands_do_not_see_the_model_credentials(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "tc-ticket-key-1234")
+    monkeypatch.setenv("ANTHROPIC_AUTH_TOKEN", "tc-ticket-key-1234")
+    monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:9/ollama/tc-ticket-key-1234")
+    monkeypatch.setenv("PROJECT_SETTING", "kept")
+    result = call(Tools(root), "run_command", command="env")
+    assert result["ok"] is True
+    assert "tc-ticket-key-1234" not in result["output"]
+    assert "PROJECT_SETTING=kept" in result["output"]
 
 
 def _alive(pid: int) -> bool:
