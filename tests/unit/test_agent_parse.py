@@ -204,6 +204,24 @@ def test_bash_and_sh_fences_are_run_commands() -> None:
     assert calls("```python\nprint(1)\n```") == []
 
 
+def test_shell_fences_can_be_left_as_prose() -> None:
+    answer = {"content": "Fixed. Run the tests with:\n```bash\npytest -q\n```"}
+    assert tool_calls(answer, shell_fences=False) == []
+    assert [c.name for c in tool_calls(answer)] == ["run_command"]
+    json_call = {"content": '{"name": "list_directory", "arguments": {}}'}
+    assert [c.name for c in tool_calls(json_call, shell_fences=False)] == ["list_directory"]
+
+
+def test_calls_drafted_in_think_blocks_are_not_made() -> None:
+    content = (
+        '<think>Maybe {"name": "run_command", "arguments": {"command": "rm -rf build"}}, or '
+        "<tool_call>{broken</tool_call>? No, read first.</think>\n"
+        '<tool_call>{"name": "read_file", "arguments": {"path": "setup.py"}}</tool_call>'
+    )
+    assert calls(content) == [("call_1", "read_file", {"path": "setup.py"})]
+    assert calls("<think>I could run\n```bash\nls\n```\nbut I am done.</think>Done.") == []
+
+
 # -- broken attempts and prose ---------------------------------------------------------------
 
 

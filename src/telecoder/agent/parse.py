@@ -11,7 +11,8 @@ The first three formats may be mixed and repeated in one reply: every call found
 in the order written (a JSON object inside ``<tool_call>`` tags counts once). A ```bash fence
 counts only when the reply has no other call, since models also show commands in prose. An
 unclosed ``<tool_call>`` or ``<function=...>`` at the end of a reply is read too: servers often
-stop generating on the closing tag.
+stop generating on the closing tag. ``<think>...</think>`` blocks (reasoning models served
+without a reasoning parser) are left out: a call drafted while thinking is not made.
 
 CONTRACT (shared by the ``agent-tools`` and ``builtin`` branches; change it only together).
 """
@@ -56,21 +57,25 @@ TEXT_FORMAT_HELP = (
 _TOOL_CALL = re.compile(r"<tool_call>(.*?)(?:</tool_call>|\Z)", re.DOTALL)
 _FUNCTION = re.compile(r"<function=([^>]*)>(.*?)(?:</function>|\Z)", re.DOTALL)
 _PARAMETER = re.compile(r"<parameter=([^>]*)>(.*?)(?:</parameter>|(?=<parameter=)|\Z)", re.DOTALL)
+_THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
 _SHELL_FENCE = re.compile(r"```[ \t]*(?:bash|sh|shell)[ \t]*\n(.*?)```", re.DOTALL)
 _CALL_ATTEMPT = re.compile(r"""[{\[]\s*\{?\s*["']?(?:name|function)["']?\s*:""")
 
 
-def tool_calls(message: Mapping[str, Any]) -> list[ToolCall]:
+def tool_calls(message: Mapping[str, Any], *, shell_fences: bool = True) -> list[ToolCall]:
     """The calls of an assistant ``message`` (OpenAI chat shape: ``content``, ``tool_calls``;
-    Ollama's native shape too). [] means the message is the final answer."""
+    Ollama's native shape too). [] means the message is the final answer.
+
+    ``shell_fences=False`` reads no ```bash fence as a call: for a model offered native tools,
+    whose final answer may well show the user a command."""
     native = message.get("tool_calls")
     if native:
         if not isinstance(native, list):
             raise FormatError("tool_calls must be a list of calls")
         return [_native(entry, index) for index, entry in enumerate(native, start=1)]
-    text = _text(message.get("content"))
+    text = _THINK.sub("", _text(message.get("content")))
     found = _text_calls(text)
-    if not found:
+    if not found and shell_fences:
         found = [
             (match.start(), "run_command", {"command": match.group(1).strip()})
             for match in _SHELL_FENCE.finditer(text)
