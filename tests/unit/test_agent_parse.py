@@ -267,6 +267,13 @@ def test_a_call_that_cannot_be_read_is_corrected_with_an_example(
     assert error.endswith("Send the call again, corrected.")
 
 
+def test_absurdly_nested_json_is_a_format_error_not_a_crash() -> None:
+    for content in ("[" * 100_000, '{"name": "read_file", "arguments": ' + "[" * 100_000):
+        assert "nested too deeply" in format_error({"content": content})
+    deep = {"tool_calls": [{"function": {"name": "read_file", "arguments": "[" * 100_000}}]}
+    assert "nested too deeply" in format_error(deep)
+
+
 def test_an_unknown_tool_in_text_names_the_tools() -> None:
     for content in (
         '{"name": "bash", "arguments": {"command": "ls"}}',

@@ -399,6 +399,10 @@ def test_unknown_tools_and_bad_arguments_are_explained(root: Path) -> None:
     assert error == "the argument 'start_line' of read_file must be an integer, not \"two\""
     assert "must be a string" in refused(tools, "write_file", path="a.txt", content=["x"])
     assert "must be a string" in refused(tools, "run_command", command=True)
+    deep: list[Any] = []
+    for _ in range(5000):
+        deep = [deep]
+    assert "must be a string, not [[[[" in refused(tools, "write_file", path="a", content=deep)
     bad = tools.run(ToolCall(id="c", name="read_file", arguments=["README.md"]))  # type: ignore[arg-type]
     assert bad == Observation(tool="read_file", ok=False, error=bad.error)
     assert "must be an object" in str(bad.error)

@@ -68,6 +68,13 @@ def tool_calls(message: Mapping[str, Any], *, shell_fences: bool = True) -> list
 
     ``shell_fences=False`` reads no ```bash fence as a call: for a model offered native tools,
     whose final answer may well show the user a command."""
+    try:
+        return _calls(message, shell_fences)
+    except RecursionError:  # JSON nested thousands deep: never a call, never a crash
+        raise _broken("its JSON is nested too deeply to be read") from None
+
+
+def _calls(message: Mapping[str, Any], shell_fences: bool) -> list[ToolCall]:
     native = message.get("tool_calls")
     if native:
         if not isinstance(native, list):
