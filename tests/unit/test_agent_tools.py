@@ -320,6 +320,9 @@ def test_the_tool_timeout_cannot_exceed_the_limit(root: Path) -> None:
     assert result["timed_out"] is True
     assert "within 0.3 seconds" in result["error"]
     assert "positive number" in refused(Tools(root), "run_command", command="ls", timeout=0)
+    for endless in ("nan", float("nan"), "inf"):
+        error = refused(Tools(root), "run_command", command="ls", timeout=endless)
+        assert "'timeout' of run_command must be a number" in error
 
 
 def test_long_output_keeps_head_and_tail(root: Path) -> None:
@@ -354,6 +357,9 @@ def test_search_files_falls_back_to_literal_text_for_an_invalid_regex(root: Path
     result = call(Tools(root), "search_files", pattern="greet(name")
     assert result["literal"] is True
     assert result["matches"] == ["src/app.py:1:def greet(name):"]
+    (root / "big.txt").write_text("a{99999999999}\n")
+    huge = call(Tools(root), "search_files", pattern="a{99999999999}")
+    assert (huge["literal"], huge["matches"]) == (True, ["big.txt:1:a{99999999999}"])
 
 
 def test_search_files_skips_git_and_binary_files_and_filters_by_glob(root: Path) -> None:

@@ -8,6 +8,7 @@ accepted where a number is expected: calls parsed from XML carry every value as 
 from __future__ import annotations
 
 import json
+import math
 import reprlib
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -136,4 +137,6 @@ def _convert(kind: str, value: Any) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
         return value if isinstance(value, int) else None
-    return float(value) if isinstance(value, int | float) else None
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        return None  # NaN would make a timeout never expire
+    return float(value)

@@ -309,7 +309,7 @@ class Tools:
         literal = False
         try:
             regex = re.compile(pattern)
-        except re.error:
+        except (re.error, OverflowError, RecursionError):
             regex, literal = re.compile(re.escape(pattern)), True
         target = self._resolve(path)
         if not target.exists():
