@@ -256,6 +256,8 @@ def test_run_command_merges_output_and_reports_the_exit_code(root: Path) -> None
     assert "missing.txt" in failed["output"]
     assert failed["error"] == "the command exited with code 3"
     assert call(tools, "run_command", command="cat")["output"] == ""  # stdin is empty
+    killed = call(tools, "run_command", command="kill -KILL $$")
+    assert (killed["exit_code"], killed["error"]) == (-9, "the command was killed by SIGKILL")
 
 
 def test_commands_do_not_see_the_model_credentials(

@@ -33,6 +33,7 @@ import fnmatch
 import json
 import os
 import re
+import signal
 import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -289,6 +290,8 @@ class Tools:
                 f"the command did not finish within {limit:g} seconds and was killed "
                 "(with every process it started); run something shorter, or limit it"
             )
+        elif result.exit_code < 0:
+            error = f"the command was killed by {_signal_name(-result.exit_code)}"
         elif result.exit_code != 0:
             error = f"the command exited with code {result.exit_code}"
         return Observation(
@@ -372,6 +375,13 @@ def schemas() -> list[dict[str, Any]]:
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _quoted(path: str) -> str:
