@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -386,6 +387,22 @@ def test_search_files_skips_fifos_and_devices(root: Path) -> None:
     result = call(Tools(root), "search_files", pattern="greet", path=".")
     assert result["matches"] == ["notes.txt:1:greet", "src/app.py:1:def greet(name):"]
     assert "not a regular file" in refused(Tools(root), "read_file", path="pipe")
+
+
+def test_a_search_that_backtracks_for_ever_is_stopped(root: Path) -> None:
+    (root / "a.txt").write_text("greet\n")
+    (root / "b.txt").write_text("a" * 40 + "b\n")
+    handler = signal.getsignal(signal.SIGALRM)  # pytest-timeout's, when it runs with signals
+    timer = signal.getitimer(signal.ITIMER_REAL)[0]
+    started = time.monotonic()
+    result = call(Tools(root, Limits(command_timeout=0.5)), "search_files", pattern=r"(a+)+$|greet")
+    assert time.monotonic() - started < 3
+    assert result["ok"] is False
+    assert result["error"].startswith("the search did not finish within 0.5 seconds")
+    assert (result["matches"], result["truncated"]) == (["a.txt:1:greet"], True)
+    assert call(Tools(root), "search_files", pattern="greet")["ok"] is True  # the timer is gone
+    assert signal.getsignal(signal.SIGALRM) is handler  # put back, with its timer
+    assert timer - 5 < signal.getitimer(signal.ITIMER_REAL)[0] <= timer
 
 
 def test_search_files_is_capped(root: Path) -> None:

@@ -22,20 +22,24 @@ Observation keys (stable: the model and the event parser read them). Every obser
   ``truncated``; ``ok`` is false when the command failed or timed out. Commands run without
   the agent's model credentials in their environment;
 - ``search_files``: ``pattern``, ``path``, ``literal`` (the pattern was not a valid regular
-  expression and was searched as plain text), ``matches`` (``path:line:text``), ``truncated``.
+  expression and was searched as plain text), ``matches`` (``path:line:text``), ``truncated``;
+  ``ok`` is false when the search ran out of time (``Limits.command_timeout``).
 
 CONTRACT (shared by the ``agent-tools`` and ``builtin`` branches; change it only together).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import os
 import re
 import signal
 import stat
-from collections.abc import Callable, Iterator, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +91,10 @@ class Limits:
 
 class _Refused(Exception):
     """A call the tools will not run; the message is the observation's ``error``."""
+
+
+class _OutOfTime(Exception):
+    """A search ran past its time."""
 
 
 class Tools:
@@ -321,9 +329,43 @@ class Tools:
             )
         files = [target] if target.is_file() else _files(target)
         matches: list[str] = []
+        seconds = self.limits.command_timeout
+        try:
+            with _interrupted_after(seconds):
+                truncated = self._scan(files, regex, glob, matches, time.monotonic() + seconds)
+            error = None
+        except _OutOfTime:
+            truncated = True
+            error = (
+                f"the search did not finish within {seconds:g} seconds (matches so far are "
+                "shown); narrow it with path or glob, or simplify the pattern"
+            )
+        return Observation(
+            tool="search_files",
+            ok=error is None,
+            data={
+                "pattern": pattern,
+                "path": self._show(target),
+                "literal": literal,
+                "matches": matches,
+                "truncated": truncated,
+            },
+            error=error,
+        )
+
+    def _scan(
+        self,
+        files: Iterable[Path],
+        regex: re.Pattern[str],
+        glob: str | None,
+        matches: list[str],
+        deadline: float,
+    ) -> bool:
+        """Add the matching lines of ``files`` to ``matches``; whether they were cut short."""
         budget = self.limits.output_cap
-        truncated = False
         for file in files:
+            if time.monotonic() > deadline:
+                raise _OutOfTime
             shown = self._show(file)
             if glob and not (fnmatch.fnmatch(shown, glob) or fnmatch.fnmatch(file.name, glob)):
                 continue
@@ -333,22 +375,9 @@ class Tools:
                 match = f"{shown}:{number}:{line[:_MATCH_LINE_CAP]}"
                 budget -= len(match) + 4
                 if len(matches) >= _MATCH_CAP or budget < 0:
-                    truncated = True
-                    break
+                    return True
                 matches.append(match)
-            if truncated:
-                break
-        return Observation(
-            tool="search_files",
-            ok=True,
-            data={
-                "pattern": pattern,
-                "path": self._show(target),
-                "literal": literal,
-                "matches": matches,
-                "truncated": truncated,
-            },
-        )
+        return False
 
 
 def schemas() -> list[dict[str, Any]]:
@@ -400,6 +429,36 @@ def _cap(text: str, cap: int, hint: str) -> tuple[str, bool]:
         f"{text[:head]}\n[... {omitted} characters omitted; {hint} ...]\n{text[-tail:]}",
         True,
     )
+
+
+@contextlib.contextmanager
+def _interrupted_after(seconds: float) -> Iterator[None]:
+    """Raise ``_OutOfTime`` in the body after ``seconds``: a regular expression that backtracks
+    for ever can only be stopped by a signal (``re`` checks for them while matching). Only in
+    the main thread, where signals arrive (elsewhere the check between files bounds the search).
+    A timer already set (a test runner's, say) is put back with what was left of it, or left
+    alone when it expires first."""
+    remaining, interval = signal.getitimer(signal.ITIMER_REAL)
+    if threading.current_thread() is not threading.main_thread() or 0 < remaining <= seconds:
+        yield
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        raise _OutOfTime
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    started = time.monotonic()
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        finally:
+            signal.signal(signal.SIGALRM, signal.SIG_DFL if previous is None else previous)
+            if remaining:
+                left = remaining - (time.monotonic() - started)
+                signal.setitimer(signal.ITIMER_REAL, max(left, 0.001), interval)
 
 
 def _walk(directory: Path, depth: int, prefix: str = "") -> Iterator[dict[str, Any]]:
