@@ -30,30 +30,23 @@ CONTRACT (shared by the ``agent-tools`` and ``builtin`` branches; change it only
 
 from __future__ import annotations
 
-import contextlib
-import fnmatch
 import json
 import os
 import re
 import signal
 import stat
-import threading
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from telecoder.agent.command import run_shell, without_model_credentials
+from telecoder.agent.search import BINARY_SNIFF, search
 from telecoder.agent.specs import MAX_DEPTH, TOOL_SPECS, ArgumentError, check_arguments
 
 NAMES = ("read_file", "write_file", "list_directory", "run_command", "search_files")
 
 _LIST_CAP = 500  # entries one list_directory returns
-_MATCH_CAP = 200  # matches one search_files returns
-_MATCH_LINE_CAP = 300  # characters of a matching line shown
-_SEARCH_FILE_CAP = 5_000_000  # bytes: larger files are not searched
-_BINARY_SNIFF = 8192  # bytes looked at for a NUL to call a file binary
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,10 +84,6 @@ class Limits:
 
 class _Refused(Exception):
     """A call the tools will not run; the message is the observation's ``error``."""
-
-
-class _OutOfTime(Exception):
-    """A search ran past its time."""
 
 
 class Tools:
@@ -176,7 +165,7 @@ class Tools:
             )
         fd = self._open_regular(target, path)
         with os.fdopen(fd, "rb") as handle:
-            if b"\0" in handle.read(_BINARY_SNIFF):
+            if b"\0" in handle.read(BINARY_SNIFF):
                 raise _Refused(f"{_quoted(path)} is a binary file; only text files can be read")
             handle.seek(0)
             chunks: list[bytes] = []
@@ -327,18 +316,19 @@ class Tools:
             raise _Refused(
                 f"no file or directory {_quoted(path)}; search '.' for the whole worktree"
             )
-        files = [target] if target.is_file() else _files(target)
-        matches: list[str] = []
-        seconds = self.limits.command_timeout
-        try:
-            with _interrupted_after(seconds):
-                truncated = self._scan(files, regex, glob, matches, time.monotonic() + seconds)
-            error = None
-        except _OutOfTime:
-            truncated = True
+        found = search(
+            target,
+            regex,
+            glob=glob,
+            show=self._show,
+            cap=self.limits.output_cap,
+            seconds=self.limits.command_timeout,
+        )
+        error = None
+        if found.timed_out:
             error = (
-                f"the search did not finish within {seconds:g} seconds (matches so far are "
-                "shown); narrow it with path or glob, or simplify the pattern"
+                f"the search did not finish within {self.limits.command_timeout:g} seconds "
+                "(matches so far are shown); narrow it with path or glob, or simplify the pattern"
             )
         return Observation(
             tool="search_files",
@@ -347,37 +337,11 @@ class Tools:
                 "pattern": pattern,
                 "path": self._show(target),
                 "literal": literal,
-                "matches": matches,
-                "truncated": truncated,
+                "matches": found.matches,
+                "truncated": found.truncated,
             },
             error=error,
         )
-
-    def _scan(
-        self,
-        files: Iterable[Path],
-        regex: re.Pattern[str],
-        glob: str | None,
-        matches: list[str],
-        deadline: float,
-    ) -> bool:
-        """Add the matching lines of ``files`` to ``matches``; whether they were cut short."""
-        budget = self.limits.output_cap
-        for file in files:
-            if time.monotonic() > deadline:
-                raise _OutOfTime
-            shown = self._show(file)
-            if glob and not (fnmatch.fnmatch(shown, glob) or fnmatch.fnmatch(file.name, glob)):
-                continue
-            for number, line in _text_lines(file):
-                if not regex.search(line):
-                    continue
-                match = f"{shown}:{number}:{line[:_MATCH_LINE_CAP]}"
-                budget -= len(match) + 4
-                if len(matches) >= _MATCH_CAP or budget < 0:
-                    return True
-                matches.append(match)
-        return False
 
 
 def schemas() -> list[dict[str, Any]]:
@@ -431,36 +395,6 @@ def _cap(text: str, cap: int, hint: str) -> tuple[str, bool]:
     )
 
 
-@contextlib.contextmanager
-def _interrupted_after(seconds: float) -> Iterator[None]:
-    """Raise ``_OutOfTime`` in the body after ``seconds``: a regular expression that backtracks
-    for ever can only be stopped by a signal (``re`` checks for them while matching). Only in
-    the main thread, where signals arrive (elsewhere the check between files bounds the search).
-    A timer already set (a test runner's, say) is put back with what was left of it, or left
-    alone when it expires first."""
-    remaining, interval = signal.getitimer(signal.ITIMER_REAL)
-    if threading.current_thread() is not threading.main_thread() or 0 < remaining <= seconds:
-        yield
-        return
-
-    def expire(signum: int, frame: object) -> None:
-        raise _OutOfTime
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    started = time.monotonic()
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        try:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        finally:
-            signal.signal(signal.SIGALRM, signal.SIG_DFL if previous is None else previous)
-            if remaining:
-                left = remaining - (time.monotonic() - started)
-                signal.setitimer(signal.ITIMER_REAL, max(left, 0.001), interval)
-
-
 def _walk(directory: Path, depth: int, prefix: str = "") -> Iterator[dict[str, Any]]:
     """The entries under ``directory`` (depth-first, sorted), without .git and without following
     symbolic links."""
@@ -481,30 +415,3 @@ def _walk(directory: Path, depth: int, prefix: str = "") -> Iterator[dict[str, A
             yield {"name": name, "type": "file", "size": size}
         else:
             yield {"name": name, "type": "other", "size": None}
-
-
-def _files(directory: Path) -> Iterator[Path]:
-    """The files under ``directory``, sorted, .git skipped (links to directories not entered)."""
-    for current, dirs, files in os.walk(directory):
-        dirs[:] = sorted(name for name in dirs if name != ".git")
-        yield from (Path(current, name) for name in sorted(files))
-
-
-def _text_lines(file: Path) -> Iterator[tuple[int, str]]:
-    """The numbered lines of a text file; nothing for a link, a fifo or device, a binary, huge
-    or unreadable file (opened without following links or blocking, then checked)."""
-    try:
-        fd = os.open(file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > _SEARCH_FILE_CAP:
-            return
-        try:
-            data = handle.read()
-        except OSError:
-            return
-    if b"\0" in data[:_BINARY_SNIFF]:
-        return
-    yield from enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1)
