@@ -148,6 +148,23 @@ def test_symbolic_links_out_of_the_worktree_are_refused(root: Path, outside: Pat
     assert sorted(os.listdir(outside)) == ["secret.txt"]
 
 
+def test_a_link_swapped_in_after_the_check_does_not_lead_out(root: Path, outside: Path) -> None:
+    """What ``_resolve`` approved a moment ago (``sub/secret.txt``, a real directory) is opened
+    component by component; once ``sub`` has become a link out, the open fails."""
+    tools = Tools(root)
+    (root / "sub").mkdir()
+    approved = root / "sub" / "secret.txt"
+    (root / "sub").rmdir()
+    (root / "sub").symlink_to(outside)
+    for flags in (os.O_RDONLY, os.O_WRONLY | os.O_CREAT | os.O_TRUNC):
+        with pytest.raises(NotADirectoryError):
+            tools._open_beneath(approved, flags, create=True)
+    (root / "last").symlink_to(outside / "secret.txt")
+    with pytest.raises(OSError, match="Too many levels of symbolic links"):
+        tools._open_beneath(root / "last", os.O_WRONLY | os.O_TRUNC)
+    assert (outside / "secret.txt").read_text() == "TOP SECRET\n"
+
+
 def test_symbolic_links_inside_the_worktree_are_followed(root: Path) -> None:
     (root / "docs").symlink_to(root / "src")
     result = call(Tools(root), "read_file", path="docs/app.py")
@@ -203,6 +220,7 @@ def test_write_file_creates_parents_and_overwrites(root: Path) -> None:
     assert again["created"] is False
     assert (root / "pkg" / "sub" / "mod.py").read_text() == "y = 1\n"
     assert "is a directory" in refused(tools, "write_file", path="src", content="x")
+    assert "Not a directory" in refused(tools, "write_file", path="README.md/x", content="x")
 
 
 # -- list_directory --------------------------------------------------------------------------
