@@ -110,6 +110,9 @@ def test_read_file_stops_at_the_read_cap_and_says_so(root: Path) -> None:
     assert "read stopped after 100 bytes" in result["content"]
     later = call(Tools(root, Limits(read_cap=100)), "read_file", path="big.txt", start_line=1500)
     assert later["content"].startswith("line 1500\n")
+    exact = call(Tools(root, Limits(read_cap=14)), "read_file", path="big.txt")  # two lines
+    assert (exact["content"].split("\n[")[0], exact["end_line"]) == ("line 1\nline 2\n", 2)
+    assert exact["truncated"] is True
 
 
 def test_read_file_output_cap_keeps_head_and_tail(root: Path) -> None:

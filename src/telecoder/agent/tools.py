@@ -175,13 +175,13 @@ class Tools:
             for count, line in enumerate(handle, start=1):
                 if count < first or (end_line is not None and count > end_line) or capped:
                     continue
-                room = self.limits.read_cap - used
-                if len(line) > room:
-                    chunks.append(line[:room])
+                if used >= self.limits.read_cap:
                     capped = True
-                else:
-                    chunks.append(line)
-                used += len(chunks[-1])
+                    continue
+                piece = line[: self.limits.read_cap - used]
+                capped = len(piece) < len(line)
+                chunks.append(piece)
+                used += len(piece)
         if count and first > count:
             raise _Refused(f"{_quoted(path)} has {count} lines; start_line {first} is past its end")
         content = b"".join(chunks).decode("utf-8", errors="replace")
