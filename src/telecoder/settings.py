@@ -548,6 +548,20 @@ class Settings(BaseSettings):
         default=None, description="API key of the judge's endpoint (a Bearer token)."
     )
 
+    # --- memory: the model that writes a finished session's summary (see README, "Memory") ---
+    memory_model: str | None = Field(
+        default=None,
+        description="A cheap model that writes what a finished session taught (its memory); "
+        "unset: the summary is taken from the session's outcome.",
+    )
+    memory_base_url: str = Field(
+        default="https://api.openai.com/v1",
+        description="OpenAI-compatible API base of the memory model ({url}/chat/completions).",
+    )
+    memory_api_key: SecretStr | None = Field(
+        default=None, description="API key of the memory model's endpoint (a Bearer token)."
+    )
+
     # --- councils and review stages (see README, "Council review") ---
     council_reviewers: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
