@@ -122,8 +122,8 @@ class Remembering:
             facts = []
             if user is not None:
                 facts = await memory.recall(self.store, query, embedder=embedder, user=user, k=k)
-        except TeleCoderError as e:  # the session goes on without them
-            log.warning("session %s: nothing recalled (%s)", session.id, e)
+        except Exception as e:  # a memory is a bonus: the session goes on without them
+            log.warning("session %s: nothing recalled (%s: %s)", session.id, type(e).__name__, e)
             return ""
         if not found and not facts:
             return ""

@@ -18,14 +18,18 @@ from pydantic import SecretStr
 
 from telecoder import memory
 from telecoder.assemble import build_worker
+from telecoder.conversation import Conversations
+from telecoder.dispatcher import RuleDispatcher
 from telecoder.domain import EventKind, MemoryKind, Mode, NewSession, SessionStatus
 from telecoder.masking import Masker
 from telecoder.remembering import FRAME, USER_FRAME
+from telecoder.server.state import default_intake
 from telecoder.settings import Settings
 from telecoder.store import Store
 from telecoder.worker import Worker
 from tests.conftest import GitRepo, make_repo
 from tests.fakes.model_server import FakeModelServer, Reply
+from tests.integration.test_dispatcher import RecordingChannel, inbound, said
 from tests.integration.test_engine_shell import all_events, execute
 
 CLOCK = "the login test needs the fake clock from tests/clock.py"
@@ -202,3 +206,38 @@ async def test_a_chat_users_facts_are_given_to_their_sessions_only(
     other = await execute(worker, store, theirs, within=180)
     assert other.status == SessionStatus.SUCCEEDED, other.error
     assert not any(fact in body for body in bodies(model, before))
+
+
+async def test_remember_in_a_chat_keeps_a_fact_of_the_sender_masked(
+    settings: Settings, store: Store
+) -> None:
+    channels = {"slack": RecordingChannel("slack")}
+    talk = Conversations(
+        store,
+        intake=default_intake(settings),
+        dispatcher=RuleDispatcher(),
+        channels=channels,
+        engines=["shell"],
+        facts=Masker([SECRET]),
+    )
+    message = inbound(f"remember: I prefer tabs; my token is {SECRET}", "m1")
+    received = await talk.receive(message)
+    assert received.action == "remembered"
+    [fact] = await store.memories.list(user="slack:U42")
+    assert (fact.kind, fact.repo, fact.text) == (
+        MemoryKind.FACT, None, "I prefer tabs; my token is ***"
+    )  # fmt: skip
+    assert (await said(channels["slack"], 1))[0].startswith("Noted:")
+    assert (await talk.receive(message)).action == "duplicate"  # a redelivery keeps one
+    assert len(await store.memories.list(user="slack:U42")) == 1
+    assert (await store.sessions.list(limit=10)).sessions == []  # no session for it
+    # With memory off (no masker given), the words are a message like any other.
+    off = Conversations(
+        store,
+        intake=default_intake(settings),
+        dispatcher=RuleDispatcher(),
+        channels=channels,
+        engines=["shell"],
+    )
+    assert (await off.receive(inbound("remember: spaces", "m2"))).action != "remembered"
+    assert len(await store.memories.list(user="slack:U42")) == 1
