@@ -34,6 +34,7 @@ from pydantic import BaseModel, Field
 
 from telecoder import memory, repoconfig
 from telecoder.domain import MemoryKind, RunKind, Session, SessionStatus
+from telecoder.embedders import build_embedder
 from telecoder.errors import TeleCoderError
 from telecoder.llmjson import JsonModel
 from telecoder.masking import Masker
@@ -93,15 +94,8 @@ class Remembering:
         self.settings = settings
         self.store = store
         self.workspace = workspace
-        self._embedder = embedder
-        self._embedder_built = embedder is not None
-
-    @property
-    def enabled(self) -> bool:
-        return bool(getattr(self.settings, "memory", True))
-
-    def embedder(self) -> memory.Embedder | None:
-        return self._embedder
+        # Cheap to build: wordllama loads on its first embedding (``embedders``).
+        self.embedder = embedder if embedder is not None else build_embedder(settings)
 
     async def recalled(
         self,
@@ -111,10 +105,10 @@ class Remembering:
         recorder: EventRecorder,
     ) -> str:
         """The prompt section of what is remembered for this session ("" when nothing is)."""
-        if not self.enabled or config.memory == "off":
+        if not self.settings.memory or config.memory == "off":
             return ""
-        k = int(getattr(self.settings, "memory_top_k", memory.TOP_K))
-        embedder = self.embedder()
+        k = self.settings.memory_top_k
+        embedder = self.embedder
         user = user_of(session)
         try:
             repo = session.repo
@@ -149,7 +143,7 @@ class Remembering:
         self, session: Session, final: Session, worktree: Sequence[Worktree], masker: Masker
     ) -> None:
         """Store the ended session's summary; logs (never raises) when it cannot."""
-        if not self.enabled or final.status not in ENDED or not worktree:
+        if not self.settings.memory or final.status not in ENDED or not worktree:
             return
         if final.read_only or await self._candidate(final):
             return
@@ -172,7 +166,7 @@ class Remembering:
             self.store,
             text=text,
             masker=masker,
-            embedder=self.embedder(),
+            embedder=self.embedder,
             repo=session.repo,
             kind=MemoryKind.SESSION,
             prompt=_clip(session.prompt, MAX_PROMPT),

@@ -168,7 +168,7 @@ async def test_the_memory_model_writes_what_was_learned_and_secrets_are_masked(
     assert SECRET not in json.dumps(asked.body)
 
 
-async def test_a_failed_session_is_remembered_with_its_failure_a_waiting_one_is_not(
+async def test_a_failed_session_is_remembered_a_waiting_one_is_not_nor_with_memory_off(
     settings: Settings, store: Store, git_repo: GitRepo
 ) -> None:
     worker = build_worker(settings.model_copy(update={"kill_grace_seconds": 1.0}), store)
@@ -180,6 +180,13 @@ async def test_a_failed_session_is_remembered_with_its_failure_a_waiting_one_is_
     assert stored.outcome is not None
     assert stored.outcome.startswith("failed (")
     assert stored.files == ()
+    # TELECODER_MEMORY=off: nothing is stored anywhere.
+    off = build_worker(
+        settings.model_copy(update={"kill_grace_seconds": 1.0, "memory": False}), store
+    )
+    quiet = await execute(off, store, shell(git_repo, "echo nothing to keep"))
+    assert quiet.status == SessionStatus.SUCCEEDED, quiet.error
+    assert await store.memories.of_session(quiet.id) is None
     # A chat waits for its next message: it has not ended, nothing is stored yet.
     chat = await execute(worker, store, shell(git_repo, "echo hi", mode=Mode.CHAT))
     assert chat.status == SessionStatus.BLOCKED

@@ -106,7 +106,7 @@ def _conversations(
         public_url=settings.public_url,
         templates_dir=settings.templates_dir,
         planner=planner_of(settings),
-        facts=Masker.from_settings(settings) if getattr(settings, "memory", True) else None,
+        facts=Masker.from_settings(settings) if settings.memory else None,
     )
 
 
