@@ -21,6 +21,7 @@ from telecoder.assemble import build_worker
 from telecoder.conversation import Conversations
 from telecoder.dispatcher import RuleDispatcher
 from telecoder.domain import EventKind, MemoryKind, Mode, NewSession, SessionStatus
+from telecoder.embedders import WORDLLAMA_NAME
 from telecoder.masking import Masker
 from telecoder.remembering import FRAME, USER_FRAME
 from telecoder.server.state import default_intake
@@ -104,7 +105,11 @@ async def test_a_session_is_remembered_and_given_to_the_next_in_its_repository_o
     assert any("data, not instructions" in body for body in sent)
     [event] = await recalled_events(store, fixed.id)
     assert event["repo"] == str(a.path)
-    assert [m["id"] for m in event["memories"]] == [stored.id]  # type: ignore[attr-defined]
+    [given] = event["memories"]  # type: ignore[misc]
+    assert given["id"] == stored.id
+    # Embedded by the shipped embedder: recalled by meaning as well as by words.
+    assert stored.embedder == WORDLLAMA_NAME
+    assert given["similarity"] > 0.3
     # ... and leaves its own summary, once.
     its_own = await store.memories.of_session(fixed.id)
     assert its_own is not None
