@@ -134,9 +134,9 @@ class Remembering:
         recorder.progress("memory_recalled", repo=session.repo, user=user, memories=shown)
         section = ""
         if found:
-            section += "\n\n" + FRAME + "\n\n" + _listed(found)
+            section += "\n\n" + FRAME + "\n\n" + listed(found)
         if facts:
-            section += "\n\n" + USER_FRAME + "\n\n" + _listed(facts)
+            section += "\n\n" + USER_FRAME + "\n\n" + listed(facts)
         return section
 
     async def after(
@@ -251,7 +251,7 @@ def summary(prompt: str, outcome: str, told: str, files: Sequence[str], learned:
     return "\n".join(lines)
 
 
-def _listed(recalled: Sequence[memory.Recalled]) -> str:
+def listed(recalled: Sequence[memory.Recalled]) -> str:
     parts = []
     for r in recalled:
         m = r.memory
