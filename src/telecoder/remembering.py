@@ -145,11 +145,12 @@ class Remembering:
         """Store the ended session's summary; logs (never raises) when it cannot."""
         if not self.settings.memory or final.status not in ENDED or not worktree:
             return
-        if final.read_only or await self._candidate(final):
+        if final.read_only:  # a reviewer's verdict or an answer: nothing learned of the repo
             return
         try:
             async with asyncio.timeout(REMEMBER_SECONDS):
-                await self._remember(final, worktree[0], masker)
+                if not await self._candidate(final):
+                    await self._remember(final, worktree[0], masker)
         except Exception as e:  # a memory is a bonus: the session's end stands
             log.warning("session %s: not remembered (%s: %s)", session.id, type(e).__name__, e)
 
