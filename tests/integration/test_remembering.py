@@ -20,7 +20,15 @@ from telecoder import memory
 from telecoder.assemble import build_worker
 from telecoder.conversation import Conversations
 from telecoder.dispatcher import RuleDispatcher
-from telecoder.domain import EventKind, MemoryKind, Mode, NewSession, SessionStatus
+from telecoder.domain import (
+    EventKind,
+    MemoryKind,
+    Mode,
+    NewRun,
+    NewSession,
+    RunKind,
+    SessionStatus,
+)
 from telecoder.embedders import WORDLLAMA_NAME
 from telecoder.masking import Masker
 from telecoder.remembering import FRAME, USER_FRAME
@@ -253,3 +261,24 @@ async def test_remember_in_a_chat_keeps_a_fact_of_the_sender_masked(
     )
     assert (await off.receive(inbound("remember: spaces", "m2"))).action != "remembered"
     assert len(await store.memories.list(user="slack:U42")) == 1
+
+
+async def test_reviewers_and_best_of_n_candidates_leave_no_memory(
+    settings: Settings, store: Store, git_repo: GitRepo
+) -> None:
+    worker = build_worker(settings.model_copy(update={"kill_grace_seconds": 1.0}), store)
+    candidate = shell(git_repo, "echo one > one.txt", task_key="candidate-1")
+    await store.runs.create(NewRun(kind=RunKind.BEST_OF, spec={}), [candidate])
+    claimed = await store.queue.claim(worker.id, only=candidate.id)
+    assert claimed is not None
+    done = await worker.execute(claimed)
+    assert done is not None
+    assert done.status == SessionStatus.SUCCEEDED, done.error
+    assert await store.memories.of_session(candidate.id) is None
+
+    review = await execute(worker, store, shell(git_repo, "echo looks fine", read_only=True))
+    assert review.status == SessionStatus.SUCCEEDED, review.error
+    assert await store.memories.of_session(review.id) is None
+    # The same task, alone: remembered.
+    alone = await execute(worker, store, shell(git_repo, "echo one > one.txt"))
+    assert await store.memories.of_session(alone.id) is not None
