@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 WORDLLAMA_CONFIG = "l2_supercat"
 WORDLLAMA_DIM = 256
 WORDLLAMA_NAME = f"wordllama/{WORDLLAMA_CONFIG}_{WORDLLAMA_DIM}"
-ENDPOINT_TIMEOUT = 30.0  # seconds one embeddings request may take
+ENDPOINT_TIMEOUT = 15.0  # seconds one embeddings request may take (a session waits on it)
 MAX_BATCH = 64  # texts one request embeds
 
 _model: WordLlamaInference | None = None
