@@ -573,6 +573,10 @@ class Pipeline:
     def _forge(self, session: Session, remote_url: str) -> Forge:
         return choose_forge(self.forges, session.forge or self.settings.forge, remote_url)
 
+    async def chats_ended(self, session_ids: list[str]) -> None:
+        for session_id in session_ids:  # no attempt ends an idle chat: remember it here
+            await self.remembering.chat_ended(session_id, self.masker)
+
     async def sweep(self) -> list[str]:
         """Remove what ended sessions left on this host (``cleanup.Cleaner.sweep``)."""
         return await self.cleaner.sweep()

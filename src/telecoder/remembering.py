@@ -28,6 +28,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import httpx
 from pydantic import BaseModel, Field
@@ -37,7 +38,7 @@ from telecoder.domain import MemoryKind, RunKind, Session, SessionStatus
 from telecoder.embedders import build_embedder
 from telecoder.errors import TeleCoderError
 from telecoder.llmjson import JsonModel
-from telecoder.masking import Masker
+from telecoder.masking import Masker, url_credentials
 from telecoder.recorder import EventRecorder
 from telecoder.settings import Settings
 from telecoder.store import Store
@@ -153,6 +154,32 @@ class Remembering:
                     await self._remember(final, worktree[0], masker)
         except Exception as e:  # a memory is a bonus: the session's end stands
             log.warning("session %s: not remembered (%s: %s)", session.id, type(e).__name__, e)
+
+    async def chat_ended(self, session_id: str, masker: Masker) -> None:
+        """Store the summary of a chat that ended idle (no attempt ends it: a worker does),
+        from the worktree its last turn left on this host; nothing when that is gone."""
+        if not self.settings.memory:
+            return
+        try:
+            session = await self.store.sessions.get(session_id)
+            attempts = await self.store.sessions.attempts(session_id)
+            last = next((a for a in reversed(attempts) if a.workspace_path and a.base_sha), None)
+            if last is None or last.workspace_path is None or last.base_sha is None:
+                return
+            source = await self.workspace.resolve(session.repo)
+            wt = await self.workspace.reopen(
+                Path(last.workspace_path),
+                source,
+                branch=session.branch,
+                base=session.base_ref,
+                base_sha=last.base_sha,
+            )
+        except Exception as e:
+            log.warning("chat %s: not remembered (%s: %s)", session_id, type(e).__name__, e)
+            return
+        if wt is not None:
+            masker = masker.adding(url_credentials(source.remote_url))
+            await self.after(session, session, [wt], masker)
 
     async def _remember(self, session: Session, wt: Worktree, masker: Masker) -> None:
         raw = await self.workspace.read_base(wt, repoconfig.FILENAME, repoconfig.MAX_BYTES)

@@ -9,6 +9,7 @@ the sandbox against the fake model server. SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -181,7 +182,7 @@ async def test_the_memory_model_writes_what_was_learned_and_secrets_are_masked(
     assert SECRET not in json.dumps(asked.body)
 
 
-async def test_a_failed_session_is_remembered_a_waiting_one_is_not_nor_with_memory_off(
+async def test_a_failed_session_is_remembered_none_with_memory_off(
     settings: Settings, store: Store, git_repo: GitRepo
 ) -> None:
     worker = build_worker(settings.model_copy(update={"kill_grace_seconds": 1.0}), store)
@@ -200,10 +201,6 @@ async def test_a_failed_session_is_remembered_a_waiting_one_is_not_nor_with_memo
     quiet = await execute(off, store, shell(git_repo, "echo nothing to keep"))
     assert quiet.status == SessionStatus.SUCCEEDED, quiet.error
     assert await store.memories.of_session(quiet.id) is None
-    # A chat waits for its next message: it has not ended, nothing is stored yet.
-    chat = await execute(worker, store, shell(git_repo, "echo hi", mode=Mode.CHAT))
-    assert chat.status == SessionStatus.BLOCKED
-    assert await store.memories.of_session(chat.id) is None
 
 
 async def test_a_chat_users_facts_are_given_to_their_sessions_only(
@@ -282,3 +279,25 @@ async def test_reviewers_and_best_of_n_candidates_leave_no_memory(
     # The same task, alone: remembered.
     alone = await execute(worker, store, shell(git_repo, "echo one > one.txt"))
     assert await store.memories.of_session(alone.id) is not None
+
+
+async def test_a_chat_is_remembered_when_it_ends_idle_not_while_it_waits(
+    settings: Settings, store: Store, git_repo: GitRepo
+) -> None:
+    tuned = settings.model_copy(update={"kill_grace_seconds": 1.0, "chat_idle_seconds": 0.5})
+    worker = build_worker(tuned, store)
+    chat = await execute(worker, store, shell(git_repo, "echo one > a.txt", mode=Mode.CHAT))
+    assert chat.status == SessionStatus.BLOCKED, chat.error
+    assert await store.memories.of_session(chat.id) is None  # it waits: not ended yet
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        async with asyncio.timeout(30):
+            # polling: the worker's idle sweep sends no signal
+            while (stored := await store.memories.of_session(chat.id)) is None:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await running
+    assert (await store.sessions.get(chat.id)).status == SessionStatus.SUCCEEDED
+    assert (stored.outcome, stored.files) == ("succeeded", ("a.txt",))
