@@ -9,11 +9,12 @@ names what was given (ids, kinds, similarities), so the user sees it. Never anot
 repository's: ``memory.recall`` is scoped by the session's ``repo``.
 
 After a session ends (``after``: succeeded, failed or dead; not cancelled, not a chat or task
-waiting for a message), one summary is stored for it: the prompt, the outcome, the files its
-commits touched, and what was learned — written by a cheap model when
-``TELECODER_MEMORY_MODEL`` is set, else taken from the outcome (the agent's final message or
-the failure). Stored once per session (``session_id``), masked by ``memory.remember`` with the
-attempt's masker. A failure to remember is logged and never fails the session.
+waiting for a message; a chat that ends idle, ``chat_ended``), one summary is stored for it:
+the prompt, the outcome, the files its commits touched, and what was learned — written by a
+cheap model when ``TELECODER_MEMORY_MODEL`` is set, else taken from the outcome (the agent's
+final message or the failure). Stored once per session (``session_id``), masked by
+``memory.remember`` with the attempt's masker. A failure to remember is logged and never fails
+the session.
 
 Who writes: read-only sessions (council reviewers, answers) and best-of-N candidates recall
 but leave nothing — a reviewer's verdict is not a lesson about the repository, and N
