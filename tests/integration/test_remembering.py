@@ -135,12 +135,16 @@ async def test_a_session_is_remembered_and_given_to_the_next_in_its_repository_o
     assert await recalled_events(store, other.id) == []
 
 
-async def test_memory_off_in_the_repository_recalls_and_stores_nothing(
-    agent_settings: Settings, store: Store, model: FakeModelServer, tmp_path: Path
+@pytest.mark.parametrize("switch", ["repository", "global"])
+async def test_memory_off_recalls_and_stores_nothing(
+    agent_settings: Settings, store: Store, model: FakeModelServer, tmp_path: Path, switch: str
 ) -> None:
-    repo = make_repo(tmp_path, "off", files={".telecoder.yml": "memory: off\n"})
+    """``memory: off`` in the repository's .telecoder.yml, or TELECODER_MEMORY=off."""
+    files = {".telecoder.yml": "memory: off\n"} if switch == "repository" else None
+    repo = make_repo(tmp_path, "off", files=files)
     await memory.remember(store, text=CLOCK, masker=Masker(), repo=str(repo.path))
-    worker = build_worker(agent_settings, store)
+    tuned = agent_settings.model_copy(update={"memory": switch == "repository"})
+    worker = build_worker(tuned, store)
     before = len(model.model_requests())
     done = await execute(worker, store, claude(repo), within=180)
     assert done.status == SessionStatus.SUCCEEDED, done.error
