@@ -93,6 +93,9 @@ class NoopRunner:
     async def sweep(self) -> list[str]:
         return []  # no worktrees, no engine homes
 
+    async def chats_ended(self, session_ids: list[str]) -> None:
+        pass  # no chats here
+
 
 # --- one worker process ------------------------------------------------------------------------
 

@@ -12,6 +12,9 @@ parsed ``Inbound``:
    ``answer`` and ``ask`` reply in the thread, ``run`` queues a chat session on the registered
    repository, linked to the thread, under (channel, delivery key) in one transaction.
 
+``remember: …`` from a person (addressed to TeleCoder) keeps a fact or preference of theirs,
+a memory with ``user=channel:id``, given to the sessions they start (``remembering``).
+
 Sessions from channels are chats: each turn's result is reported in the thread, and a reply
 there is the next turn. The text is untrusted: it reaches the agent fenced as data.
 ``report`` (the outbox subscriber) and ``watch`` (queued → running, and the agent's progress)
@@ -31,14 +34,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from telecoder import chat, goals, notifications, templates
+from telecoder import chat, goals, memory, notifications, templates
 from telecoder.background import Background
 from telecoder.channels.hooks import fenced
 from telecoder.dispatcher import Decision, Dispatcher, decide
-from telecoder.domain import EventKind, Mode, Session, SessionStatus
+from telecoder.domain import EventKind, MemoryKind, Mode, Session, SessionStatus
 from telecoder.errors import BadInput, Conflict, TeleCoderError
 from telecoder.intake import Accepted
 from telecoder.intake import Request as IntakeRequest
+from telecoder.masking import Masker
 from telecoder.planner import Planner
 from telecoder.protocols import Channel, Inbound
 from telecoder.store import Repo, Store
@@ -50,6 +54,13 @@ MAX_TEXT = 20_000
 # "template:dependency-upgrade package=lodash version=4.17.21": a named prompt (templates.py).
 TEMPLATE = re.compile(r"^\s*template:\s*([a-z0-9._-]+)((?:\s+[\w.-]+=\S*)*)\s*$", re.IGNORECASE)
 GOAL = re.compile(r"^\s*goal:\s*(\S.*)$", re.IGNORECASE | re.DOTALL)  # "goal: …": a goal to plan
+# "remember: …": a fact or preference of the sender's, given to the sessions they start.
+REMEMBER = re.compile(r"^\s*remember:\s*(\S.*)$", re.IGNORECASE | re.DOTALL)
+MAX_FACT = 2_000
+REMEMBERED = (
+    "Noted: I'll keep that in mind in the tasks you ask for. "
+    "(`telecoder memory list --user {user}` shows what I keep; `forget` removes it.)"
+)
 KEEP_SECONDS = 14 * 86400  # deliveries that made no session are remembered this long
 PRUNE_EVERY = 3600.0
 BUSY = (
@@ -60,7 +71,8 @@ BUSY = (
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Received:
-    """What became of a message: queued, continued, duplicate, ignored, answered, asked, busy."""
+    """What became of a message: queued, continued, duplicate, ignored, answered, asked, busy,
+    goal, remembered."""
 
     action: str
     session_id: str | None = None
@@ -108,6 +120,7 @@ class Conversations:
         public_url: str | None = None,
         templates_dir: Path | None = None,
         planner: Planner | None = None,
+        facts: Masker | None = None,
     ) -> None:
         self.store = store
         self.public_url = public_url  # links to sessions in notifications
@@ -118,6 +131,8 @@ class Conversations:
         self.poke = poke
         self.templates_dir = templates_dir  # the operator's templates (``template:NAME``)
         self.planner = planner  # plans ``goal: …`` messages (``goals``)
+        # Masks ``remember: …`` facts as they are stored; None: memory is off, no facts kept.
+        self.facts = facts
         self._background = Background().start
 
     # --- in ------------------------------------------------------------------------------------
@@ -129,6 +144,9 @@ class Conversations:
         seen = await self.store.channel_events.seen(inbound.channel, inbound.key)
         if seen is not None:
             return Received(action="duplicate", reason=f"seen before ({seen})")
+        fact = REMEMBER.match(inbound.text)
+        if fact is not None and inbound.addressed and self.facts is not None:
+            return await self._remember(inbound, fact.group(1), self.facts)
         previous = await self.store.sessions.in_thread(thread_of(inbound))
         if previous is not None and inbound.text.strip():
             return await self._follow_up(inbound, previous)
@@ -242,6 +260,19 @@ class Conversations:
 
         self._background(plan(), f"the goal from {inbound.channel}")
         return Received(action="goal", reason="planning")
+
+    async def _remember(self, inbound: Inbound, text: str, masker: Masker) -> Received:
+        """``remember: …``: a fact of the sender's (``kind=fact``, ``user=channel:id``), given
+        to the sessions they start from now on (``remembering``). Untrusted like any message:
+        it reaches agents framed as data."""
+        if not await self.store.channel_events.once(inbound.channel, inbound.key, "remember"):
+            return Received(action="duplicate", reason="seen before")
+        user = str(origin_of(inbound)["user"])
+        kept = await memory.remember(
+            self.store, text=text[:MAX_FACT], masker=masker, user=user, kind=MemoryKind.FACT
+        )
+        self._say(inbound, REMEMBERED.format(user=user))
+        return Received(action="remembered", reason=f"memory {kept.id}")
 
     def _templated(self, text: str) -> tuple[str, str | None]:
         """``template:NAME k=v …`` as the template's prompt (and the engine it names); any

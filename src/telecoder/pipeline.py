@@ -81,6 +81,7 @@ from telecoder.recorder import (
     StopReason,
     clip,
 )
+from telecoder.remembering import Remembering
 from telecoder.review import ReviewStage
 from telecoder.revisions import AgentWork
 from telecoder.settings import Settings
@@ -143,6 +144,7 @@ class Pipeline:
             agent_work=self.agent_work, workspace=workspace, publisher=self.publisher
         )
         self.cleaner = Cleaner(settings=settings, store=store, workspace=workspace)
+        self.remembering = Remembering(settings=settings, store=store, workspace=workspace)
         self._deadlines: dict[str, Deadline] = {}  # of the attempts running now, by session
 
     async def run(self, session: Session, lease: Lease, control: AttemptControl) -> Session | None:
@@ -168,6 +170,7 @@ class Pipeline:
             # Work that completed is recorded, even if a shutdown began meanwhile.
             done = outcome
             final = await self._persist(lambda: self.store.queue.finish(lease, done, last))
+            await self.remembering.after(session, final, worktree, recorder.masker)
             return await budgeting.requeue_if_raised(self.store, final)  # (final: it waited)
         except LeaseLost:
             log.warning("session %s: lease lost, leaving it to its new owner", session.id)
@@ -319,6 +322,8 @@ class Pipeline:
             prompt += "\n\n" + questions.HINT
         if turn.previous is None and instructed and ticket is not None:  # the inbox tool
             prompt += await agentinbox.told(self.store, session)
+        if turn.previous is None and instructed:  # what earlier sessions here taught
+            prompt += await self.remembering.recalled(session, turn.prompt, config, recorder)
         task = EngineTask(
             prompt=prompt,
             workdir=wt.path,
@@ -567,6 +572,10 @@ class Pipeline:
 
     def _forge(self, session: Session, remote_url: str) -> Forge:
         return choose_forge(self.forges, session.forge or self.settings.forge, remote_url)
+
+    async def chats_ended(self, session_ids: list[str]) -> None:
+        for session_id in session_ids:  # no attempt ends an idle chat: remember it here
+            await self.remembering.chat_ended(session_id, self.masker)
 
     async def sweep(self) -> list[str]:
         """Remove what ended sessions left on this host (``cleanup.Cleaner.sweep``)."""

@@ -35,6 +35,7 @@ on_failure:                  # ... when it fails for good (after its retries)
 auto_merge: low              # merge its own low-risk pull requests whose checks passed (off)
 review: council              # review the diff before publishing: council | ENGINE[:MODEL] (off)
 review_severity: high        # a consensus or majority finding at or above this blocks (high)
+memory: off                  # no memories given to this repo's sessions, none stored (on)
 ```
 
 Parsing is data only: ``yaml.safe_load`` (no tags, no code) of a file of bounded size, then a
@@ -267,6 +268,18 @@ class RepoConfig(_Strict):
     reviewed after the checks pass and before anything is pushed (``telecoder.review``)."""
     review_severity: Literal["info", "low", "medium", "high", "critical"] = "high"
     """The severity at or above which a consensus or majority finding blocks publishing."""
+
+    memory: Literal["on", "off"] = "on"
+    """``off``: its sessions are given no memories of earlier sessions and leave none
+    (``telecoder.remembering``); ``on`` (the default) when TELECODER_MEMORY is on."""
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _on_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare ``off`` / ``on`` as a boolean.
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("review_severity", mode="before")
     @classmethod

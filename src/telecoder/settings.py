@@ -586,6 +586,19 @@ class Settings(BaseSettings):
         description="The environment variable holding that API's key (a Bearer token; the key "
         "itself is never a setting).",
     )
+    # The model that writes a finished session's summary (``remembering``).
+    memory_model: str | None = Field(
+        default=None,
+        description="A cheap model that writes what a finished session taught (its memory); "
+        "unset: the summary is taken from the session's outcome.",
+    )
+    memory_base_url: str = Field(
+        default="https://api.openai.com/v1",
+        description="OpenAI-compatible API base of the memory model ({url}/chat/completions).",
+    )
+    memory_api_key: SecretStr | None = Field(
+        default=None, description="API key of the memory model's endpoint (a Bearer token)."
+    )
 
     @field_validator(
         "env_allow",

@@ -52,6 +52,10 @@ class Runner(Protocol):
         """Remove what ended sessions left on this host; their ids."""
         ...
 
+    async def chats_ended(self, session_ids: list[str]) -> None:
+        """What follows chats that ended idle, before their worktrees go (their memories)."""
+        ...
+
 
 class AfterSessions(Protocol):
     """What follows a session's attempt beyond its own run: the judging of a best-of-N run
@@ -252,10 +256,10 @@ class Worker:
         period = min(max(self.settings.chat_idle_seconds / 4, 0.05), 60.0)
         while not halt.is_set():
             try:
-                for session_id in await self.store.sessions.end_idle_chats(
-                    self.settings.chat_idle_seconds
-                ):
+                ended = await self.store.sessions.end_idle_chats(self.settings.chat_idle_seconds)
+                for session_id in ended:
                     log.info("worker %s: chat %s ended (idle)", self.id, session_id)
+                await self.pipeline.chats_ended(ended)
                 await self.pipeline.sweep()
                 if self.after is not None:
                     await self.after.sweep()

@@ -136,3 +136,17 @@ def test_not_utf8_is_refused(tmp_path: Path) -> None:
     (tmp_path / FILENAME).write_bytes(b"verify: ['\xff']\n")
     with pytest.raises(BadInput, match="not UTF-8"):
         load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "memory"),
+    [("", "on"), ("memory: off\n", "off"), ("memory: on\n", "on"), ("memory: 'OFF'\n", "off")],
+)
+def test_memory_is_on_or_off(text: str, memory: str) -> None:
+    # YAML reads a bare off as false: it means off all the same.
+    assert parse(text).memory == memory
+
+
+def test_memory_is_only_on_or_off() -> None:
+    with pytest.raises(BadInput, match=r"memory: Input should be 'on' or 'off'"):
+        parse("memory: sometimes\n")

@@ -46,6 +46,7 @@ from telecoder.errors import (
 )
 from telecoder.gateway.endpoints import Registry, env_specs
 from telecoder.github_replies import GitHubReplies
+from telecoder.masking import Masker
 from telecoder.planner import planner_of
 from telecoder.protocols import Inbound, Listening
 from telecoder.scheduler import Scheduler
@@ -105,6 +106,7 @@ def _conversations(
         public_url=settings.public_url,
         templates_dir=settings.templates_dir,
         planner=planner_of(settings),
+        facts=Masker.from_settings(settings) if settings.memory else None,
     )
 
 
