@@ -35,6 +35,7 @@ from telecoder.errors import (
     HookNotFound,
     JobNotFound,
     LeaseLost,
+    MemoryNotFound,
     MessageNotFound,
     RegisteredRepoNotFound,
     SessionNotFound,
@@ -67,6 +68,7 @@ from telecoder.server.routes import (
     hooks,
     inbox,
     jobs,
+    memories,
     meta,
     repos,
     run_create,
@@ -244,6 +246,7 @@ def create_app(
         goals,
         jobs,
         inbox,
+        memories,
         dashboard,
         telegram_webhook,
     )
@@ -253,6 +256,7 @@ def create_app(
     app.include_router(subscriptions.page_router)
     app.include_router(endpoints.pages)
     app.include_router(repos.pages)
+    app.include_router(memories.pages)
     app.include_router(bestof.router)
     app.include_router(bestof.pages)
     app.include_router(council.router)
@@ -282,6 +286,7 @@ _STATUS: list[tuple[type[TeleCoderError], int, str]] = [
     (EndpointNotFound, 404, "not_found"),
     (DiffUnavailable, 404, "no_diff"),
     (MessageNotFound, 404, "not_found"),
+    (MemoryNotFound, 404, "not_found"),
     (LeaseLost, 409, "lease_lost"),
     (Conflict, 409, "conflict"),
     (StoreUnavailable, 503, "unavailable"),
