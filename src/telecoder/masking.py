@@ -85,6 +85,10 @@ class Masker:
             value = getattr(settings, name)
             if isinstance(value, SecretStr) and name != "api_token":
                 values.append(value.get_secret_value())
+        # The memory embeddings API's key, whatever its variable is called.
+        key_env = settings.memory_embedder_key_env
+        if key_env and env.get(key_env):
+            values.append(env[key_env])
         names = {*settings.engine_env, *env}
         values += [env[n] for n in names if n in env and _SECRET_VARIABLE.search(n.upper())]
         values += config_secrets(settings.home / "config.env")

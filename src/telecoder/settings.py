@@ -12,7 +12,14 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_HOME = Path("~/.telecoder")
@@ -556,6 +563,30 @@ class Settings(BaseSettings):
         "default engine three times).",
     )
 
+    # --- memory (see README, "Memory") ---
+    memory: bool = Field(
+        default=True,
+        description="Remember finished sessions and give the next session of the same "
+        "repository the most relevant ones (on/off).",
+    )
+    memory_top_k: int = Field(
+        default=3, ge=1, le=20, description="Memories a new session is given at most."
+    )
+    memory_embedder: str = Field(
+        default="wordllama",
+        description="What embeds memories for recall by meaning: wordllama (offline, the "
+        "memory extra), none (full-text only), or an OpenAI-compatible API base "
+        "(https://…/v1: POST {url}/embeddings).",
+    )
+    memory_embedder_model: str | None = Field(
+        default=None, description="The model of that embeddings API (needed with a URL)."
+    )
+    memory_embedder_key_env: str | None = Field(
+        default=None,
+        description="The environment variable holding that API's key (a Bearer token; the key "
+        "itself is never a setting).",
+    )
+
     @field_validator(
         "env_allow",
         "github_allowed_users",
@@ -580,6 +611,25 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("memory_embedder")
+    @classmethod
+    def _embedder(cls, value: str) -> str:
+        value = value.strip()
+        if value.lower() in ("wordllama", "none"):
+            return value.lower()
+        if value.startswith(("http://", "https://")):
+            return value.rstrip("/")
+        raise ValueError(f"not an embedder: {value!r} (wordllama, none, or https://…/v1)")
+
+    @model_validator(mode="after")
+    def _embedder_model(self) -> Settings:
+        if self.memory_embedder.startswith("http") and not self.memory_embedder_model:
+            raise ValueError(
+                "TELECODER_MEMORY_EMBEDDER is an embeddings API: name its model in "
+                "TELECODER_MEMORY_EMBEDDER_MODEL"
+            )
+        return self
 
     @field_validator("prices", mode="before")
     @classmethod

@@ -28,12 +28,16 @@ The server is stateless across requests: each answer is chosen from the request 
   arrived and were answered, and the status.
 - ``reject_response_format``: a chat completion asking for ``response_format`` gets the 400 a
   server without structured output answers (as older vLLM, llama.cpp or Ollama builds do).
+- Embeddings: ``POST /v1/embeddings`` (OpenAI's wire format: ``data[i].embedding``, ``usage``)
+  answers a hashed bag of words (``embedding_of``: texts sharing words are similar, the same text
+  gives the same vector); ``/err500/…/embeddings`` fails on demand.
 - Rate limits on demand: ``limit_for(seconds, retry_after)`` answers every model request with
   429 and ``Retry-After`` from the first one after it for ``seconds``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -58,6 +62,7 @@ from tests.fakes.model_protocols import (
 
 __all__ = [
     "DEFAULT_SCRIPT",
+    "EMBEDDING_DIM",
     "INPUT_TOKENS",
     "OUTPUT_TOKENS",
     "FakeModelServer",
@@ -65,6 +70,7 @@ __all__ = [
     "Reply",
     "Reported",
     "Usage",
+    "embedding_of",
 ]
 
 
@@ -272,6 +278,9 @@ def _handler(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
             if path.endswith(":countTokens"):
                 self._json(200, {"totalTokens": INPUT_TOKENS})
                 return
+            if path.endswith("/embeddings"):
+                self._embeddings(path, body)
+                return
             protocol = protocol_of(path)
             if protocol is None:
                 self._json(404, {"error": {"message": f"no route {path}"}})
@@ -306,6 +315,24 @@ def _handler(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
             logged.status = 200
             ANSWER[protocol](self, server, turn, reply)
             logged.answered = time.time()
+
+        def _embeddings(self, path: str, body: Any) -> None:
+            forced = re.match(r"^/err(\d{3})/", path)
+            texts = body.get("input") if isinstance(body, dict) else None
+            if isinstance(texts, str):
+                texts = [texts]
+            if forced or not isinstance(texts, list) or not body.get("model"):
+                status = int(forced.group(1)) if forced else 400
+                self._json(status, {"error": {"message": f"fake error {status}"}})
+                return
+            data = [
+                {"object": "embedding", "index": i, "embedding": embedding_of(str(t))}
+                for i, t in enumerate(texts)
+            ]
+            tokens = sum(len(_WORD.findall(str(t))) for t in texts)
+            usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+            reply = {"object": "list", "data": data, "model": body["model"], "usage": usage}
+            self._json(200, reply)
 
         def _record(self, body: Any) -> None:
             headers = {k.lower(): v for k, v in self.headers.items()}
@@ -379,6 +406,20 @@ def _handler(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
 # --- model discovery ----------------------------------------------------------------------
 
 _CREATED = 1_750_000_000
+
+
+EMBEDDING_DIM = 64
+_WORD = re.compile(r"\w+")
+
+
+def embedding_of(text: str) -> list[float]:
+    """The fake embedding of ``text``: each word adds 1 at a place its hash picks (not unit
+    length: the client normalises)."""
+    vector = [0.0] * EMBEDDING_DIM
+    for word in _WORD.findall(text.lower()):
+        digest = hashlib.blake2b(word.encode(), digest_size=4).digest()
+        vector[int.from_bytes(digest, "little") % EMBEDDING_DIM] += 1.0
+    return vector
 
 
 def _listed_model(name: str) -> dict[str, Any]:
