@@ -8,6 +8,7 @@ import pytest
 from pydantic import SecretStr
 
 from telecoder.domain import MemoryKind
+from telecoder.embedders import WORDLLAMA_NAME
 from telecoder.server import create_app
 from telecoder.store import Store
 from tests.conftest import GitRepo
@@ -52,6 +53,7 @@ async def test_add_list_get_forget(app, store: Store, git_repo: GitRepo, setting
     assert memory["repo"] == repo
     assert memory["text"] == "deploy with key ***"  # the API token is a secret: masked
     assert (memory["kind"], memory["files"], memory["session_id"]) == ("note", [], None)
+    assert memory["embedder"] == WORDLLAMA_NAME  # embedded, as a session's summary is
     assert lesson.status_code == fact.status_code == 201
     assert lesson.json()["repo"] == repo  # the registered name means its repository
     assert fact.json()["repo"] is None

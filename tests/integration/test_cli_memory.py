@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from telecoder.embedders import WORDLLAMA_NAME
 from tests.cli import cli_env, telecoder
 from tests.conftest import PG_ADMIN_URL, make_repo
 from tests.integration.test_cli_inbox import error_of
@@ -46,7 +47,13 @@ def any_env(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[dict[s
 def env(tmp_path_factory) -> dict[str, str]:
     home: Path = tmp_path_factory.mktemp("memory-home")
     url = f"sqlite:///{home / 'telecoder.db'}"
-    return cli_env(home, TELECODER_DATABASE_URL=url, OPENAI_API_KEY=SECRET)
+    # Full-text only: no process here loads the embedding model (the life test above does).
+    return cli_env(
+        home,
+        TELECODER_DATABASE_URL=url,
+        OPENAI_API_KEY=SECRET,
+        TELECODER_MEMORY_EMBEDDER="none",
+    )
 
 
 def memory(env: dict[str, str], *args: str, cwd: Path | None = None):
@@ -64,6 +71,7 @@ def test_add_list_show_forget_in_json_and_tables(any_env, tmp_path):
     added = ok(memory(env, "add", str(repo), f"Run make proto first; key {SECRET}", "--json"))
     assert added["repo"] == str(repo)  # as sessions name it: the absolute top level
     assert added["kind"] == "note"
+    assert added["embedder"] == WORDLLAMA_NAME  # remembered as sessions are: embedded
     assert SECRET not in added["text"]
     assert "***" in added["text"]
     lesson = ok(memory(env, "add", str(repo), "Tests need TZ=UTC", "--kind", "lesson", "--json"))

@@ -25,6 +25,7 @@ from telecoder.cli.common import ServerOption, load_settings, opened, run_async
 from telecoder.cli.output import err, out, print_json, short
 from telecoder.client import Client
 from telecoder.domain import MemoryKind
+from telecoder.embedders import build_embedder
 from telecoder.errors import BadInput
 from telecoder.gitcmd import is_url
 from telecoder.masking import Masker
@@ -120,7 +121,7 @@ class LocalMemories:
             self._store,
             text=text,
             masker=Masker.from_settings(self._settings),
-            embedder=None,
+            embedder=build_embedder(self._settings),
             repo=await self._key(repo),
             user=user,
             kind=MemoryKind(kind),

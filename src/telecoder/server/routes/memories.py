@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from telecoder import memory
 from telecoder.domain import Memory, MemoryKind
+from telecoder.embedders import build_embedder
 from telecoder.masking import Masker
 from telecoder.memory_scope import MAX_REPO, MAX_USER, repo_key
 from telecoder.server.deps import (
@@ -154,7 +155,7 @@ async def add_memory(
         store,
         text=body.text,
         masker=Masker.from_settings(settings),
-        embedder=None,
+        embedder=build_embedder(settings),
         repo=await _key(body.repo, store, settings),
         user=body.user,
         kind=MemoryKind(body.kind),
