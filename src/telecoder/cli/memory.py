@@ -313,28 +313,32 @@ def forget(memory_id: IdArg, as_json: JsonOption = False, server: ServerOption =
 
 @app.command("add")
 def add(
-    args: Annotated[
-        list[str],
+    first: Annotated[
+        str,
         typer.Argument(
-            help="REPO TEXT: a memory of the repository; with --user, TEXT alone is a memory "
-            "of the user (REPO TEXT: of the user in that repository).",
-            metavar="[REPO] TEXT",
+            help="The repository: a path, owner/name, a URL or a registered name. With --user "
+            "it may be left out (`memory add --user telegram:42 TEXT`): a memory of the user.",
+            metavar="REPO",
             show_default=False,
         ),
     ],
+    second: Annotated[
+        str | None,
+        typer.Argument(help="What to remember.", metavar="TEXT", show_default=False),
+    ] = None,
     user: UserOption = None,
     kind: Annotated[str, typer.Option(help="note, lesson or fact.")] = MemoryKind.NOTE.value,
     as_json: JsonOption = False,
     server: ServerOption = None,
 ) -> None:
-    """Remember something by hand (masked like every memory); prints it."""
+    """Remember something by hand (masked and embedded like every memory); prints it."""
     _kind(kind, ADDABLE)
     if user is not None:
         check_user(user)
-    if len(args) == 2:
-        repo, text = args
-    elif len(args) == 1 and user is not None:
-        repo, text = None, args[0]
+    if second is not None:
+        repo, text = first, second
+    elif user is not None:
+        repo, text = None, first
     else:
         raise BadInput("give REPO TEXT (or --user USER TEXT for a user's memory)")
     if not text.strip():
