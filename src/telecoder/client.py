@@ -294,6 +294,11 @@ class Client:
         found: Any = await self._call("GET", "/api/memories/repos")
         return list(found)
 
+    async def memory_users(self) -> Jsons:
+        """``[{user, memories}]``: each user that memories name, with how many."""
+        found: Any = await self._call("GET", "/api/memories/users")
+        return list(found)
+
     async def memory(self, memory_id: int) -> Json:
         return await self._call("GET", f"/api/memories/{memory_id}", missing=MemoryNotFound)
 

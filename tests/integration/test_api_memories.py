@@ -1,6 +1,6 @@
 """``/api/memories`` against ``create_app(settings, store)`` on SQLite and PostgreSQL: adding
 (masked), listing by a repository named as sessions name it, one memory, forgetting, the
-repositories with counts, and every refusal with its status."""
+repositories and users with counts, and every refusal with its status."""
 
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ async def test_add_list_get_forget(app, store: Store, git_repo: GitRepo, setting
         paged = await c.get("/api/memories", params={"repo": repo, "before": lesson.json()["id"]})
         users = await c.get("/api/memories", params={"user": "slack:U1"})
         repos = await c.get("/api/memories/repos")
+        people = await c.get("/api/memories/users")
         one = await c.get(f"/api/memories/{memory['id']}")
         gone = await c.delete(f"/api/memories/{memory['id']}")
         again = await c.get(f"/api/memories/{memory['id']}")
@@ -62,6 +63,7 @@ async def test_add_list_get_forget(app, store: Store, git_repo: GitRepo, setting
     assert paged.json() == [memory]
     assert users.json() == [fact.json()]
     assert repos.json() == [{"repo": repo, "memories": 2}]
+    assert people.json() == [{"user": "slack:U1", "memories": 1}]
     assert one.json() == memory
     assert gone.status_code == 200
     assert gone.json() == memory
@@ -105,4 +107,5 @@ async def test_the_api_documents_the_routes(app):
     assert set(paths["/api/memories"]) == {"get", "post"}
     assert set(paths["/api/memories/{memory_id}"]) == {"get", "delete"}
     assert "get" in paths["/api/memories/repos"]
+    assert "get" in paths["/api/memories/users"]
     assert "/memories" not in paths  # the page is not API

@@ -84,7 +84,7 @@ def test_add_list_show_forget_in_json_and_tables(any_env, tmp_path):
     assert ok(memory(env, "list", str(repo), "--limit", "1", "--json")) == [listed[0]]
     assert ok(memory(env, "show", str(added["id"]), "--json")) == added
     counts = ok(memory(env, "list", "--json"))
-    assert {"repo": str(repo), "memories": 2} in counts
+    assert {"repo": str(repo), "memories": 2} in counts["repos"]
 
     table = memory(env, "list", str(repo))
     assert table.returncode == 0
@@ -130,6 +130,8 @@ def test_a_users_facts(env):
     )
     assert (fact["repo"], fact["user"], fact["kind"]) == (None, user, "fact")
     assert ok(memory(env, "list", "--user", user, "--json")) == [fact]
+    assert {"user": user, "memories": 1} in ok(memory(env, "list", "--json"))["users"]
+    assert f"user {user}" in memory(env, "list").stdout
 
 
 def test_bad_input_is_exit_2_and_a_missing_memory_exit_3(env, tmp_path):

@@ -69,10 +69,13 @@ async def test_memory_over_a_server(settings, server_store, env, tmp_path):
         by_dot = ok(await cli(env, "list", ".", *s, cwd=repo / "docs"))
         by_name = ok(await cli(env, "list", "site", *s))
         assert by_dot == by_name == [added]
-        assert ok(await cli(env, "list", *s)) == [{"repo": str(repo), "memories": 1}]
         assert ok(await cli(env, "show", str(added["id"]), *s)) == added
         fact = ok(await cli(env, "add", "--user", "slack:U9", "Likes tabs", "--kind", "fact", *s))
         assert ok(await cli(env, "list", "--user", "slack:U9", *s)) == [fact]
+        assert ok(await cli(env, "list", *s)) == {
+            "repos": [{"repo": str(repo), "memories": 1}],
+            "users": [{"user": "slack:U9", "memories": 1}],
+        }
         table = await cli(env, "list", "site", "--server", url)
         assert "Build docs with mkdocs" in table.stdout
         assert ok(await cli(env, "forget", str(added["id"]), *s)) == added

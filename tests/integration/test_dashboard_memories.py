@@ -1,5 +1,6 @@
-"""The dashboard's ``/memories`` page: repositories with counts, a repository's memories with
-their untrusted text escaped, and forgetting one (htmx DELETE, or a plain form) with CSRF."""
+"""The dashboard's ``/memories`` page: repositories and users with counts, a repository's (or a
+user's) memories with their untrusted text escaped, and forgetting one (htmx DELETE, or a plain
+form) with CSRF."""
 
 from __future__ import annotations
 
@@ -30,11 +31,13 @@ async def test_the_page_lists_repositories_and_escapes_what_memories_say(secured
     )  # fmt: skip
     await store.memories.add(repo=A, text="second")
     await store.memories.add(repo=B, text="other repository")
+    fact = await store.memories.add(user="telegram:42", kind=MemoryKind.FACT, text="likes <tabs>")
     async with client(secured) as c:
         await login(c)
         index = await c.get("/memories", headers=HTML)
         page = await c.get("/memories", params={"repo": A}, headers=HTML)
         empty = await c.get("/memories", params={"repo": "/nothing/here"}, headers=HTML)
+        person = await c.get("/memories", params={"user": "telegram:42"}, headers=HTML)
     assert index.status_code == page.status_code == 200
     assert '<a href="/memories">Memories</a>' in index.text  # in the nav
     assert f'href="/memories?repo={quote(A)}"' in index.text
@@ -49,6 +52,10 @@ async def test_the_page_lists_repositories_and_escapes_what_memories_say(secured
     assert "hx-confirm=" in page.text
     assert "other repository" not in page.text  # never another repository's
     assert "No memories of this repository" in empty.text
+    assert 'href="/memories?user=telegram%3A42"' in index.text
+    assert "likes &lt;tabs&gt;" in person.text
+    assert f'hx-delete="/memories/{fact.id}"' in person.text
+    assert "second" not in person.text
 
 
 async def test_forget_needs_the_csrf_token_and_removes_the_memory(secured, store: Store):

@@ -68,7 +68,9 @@ class Backend(Protocol):
         before: int | None,
     ) -> builtins.list[Json]: ...
 
-    async def repos(self) -> builtins.list[Json]: ...
+    async def scopes(self) -> Json:
+        """``{"repos": [{repo, memories}], "users": [{user, memories}]}``."""
+        ...
 
     async def get(self, memory_id: int) -> Json: ...
 
@@ -107,8 +109,13 @@ class LocalMemories:
         )
         return [m.to_dict() for m in found]
 
-    async def repos(self) -> builtins.list[Json]:
-        return [{"repo": r, "memories": n} for r, n in await self._store.memories.repos()]
+    async def scopes(self) -> Json:
+        repos = await self._store.memories.repos()
+        users = await self._store.memories.users()
+        return {
+            "repos": [{"repo": r, "memories": n} for r, n in repos],
+            "users": [{"user": u, "memories": n} for u, n in users],
+        }
 
     async def get(self, memory_id: int) -> Json:
         return (await self._store.memories.get(memory_id)).to_dict()
@@ -148,8 +155,8 @@ class RemoteMemories:
             repo=_as_sent(repo), user=user, kind=kind, limit=limit, before=before
         )
 
-    async def repos(self) -> builtins.list[Json]:
-        return await self._api.memory_repos()
+    async def scopes(self) -> Json:
+        return {"repos": await self._api.memory_repos(), "users": await self._api.memory_users()}
 
     async def get(self, memory_id: int) -> Json:
         return await self._api.memory(memory_id)
@@ -213,6 +220,21 @@ def _scope(m: Json) -> str:
     return " · ".join(str(v) for v in (m["repo"], m["user"] and f"user {m['user']}") if v)
 
 
+def _print_scopes(scopes: Json, as_json: bool) -> None:
+    if as_json:
+        print_json(scopes)
+        return
+    if not scopes["repos"] and not scopes["users"]:
+        err.print("no memories yet: sessions remember what they did when they finish")
+        return
+    table = Table("REPOSITORY OR USER", "MEMORIES", box=None, header_style="bold")
+    for r in scopes["repos"]:
+        table.add_row(escape(r["repo"]), str(r["memories"]))
+    for u in scopes["users"]:
+        table.add_row(escape(f"user {u['user']}"), str(u["memories"]))
+    out.print(table)
+
+
 # --- commands ---------------------------------------------------------------------------------
 
 
@@ -222,7 +244,8 @@ def list_memories(
         str | None,
         typer.Argument(
             help="A repository: a path, owner/name, a URL or a registered name. Without it "
-            "(and without --user): every repository that has memories, with how many.",
+            "(and without --user): the repositories and users that have memories, with how "
+            "many.",
             show_default=False,
         ),
     ] = None,
@@ -238,21 +261,12 @@ def list_memories(
     as_json: JsonOption = False,
     server: ServerOption = None,
 ) -> None:
-    """A repository's (or a user's) memories, newest first; or the repositories with memories."""
+    """A repository's (or a user's) memories, newest first; or who has memories."""
     _kind(kind)
     if user is not None:
         check_user(user)
     if repo is None and user is None:
-        repos = _call(server, lambda b: b.repos())
-        if as_json:
-            print_json(repos)
-        elif not repos:
-            err.print("no memories yet: sessions remember what they did when they finish")
-        else:
-            table = Table("REPOSITORY", "MEMORIES", box=None, header_style="bold")
-            for r in repos:
-                table.add_row(escape(r["repo"]), str(r["memories"]))
-            out.print(table)
+        _print_scopes(_call(server, lambda b: b.scopes()), as_json)
         return
     found = _call(
         server,

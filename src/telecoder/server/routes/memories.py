@@ -91,6 +91,11 @@ class MemoryRepoOut(BaseModel):
     memories: int = Field(description="How many memories it has.")
 
 
+class MemoryUserOut(BaseModel):
+    user: str
+    memories: int = Field(description="How many memories name them.")
+
+
 def _out(found: Memory) -> MemoryOut:
     return MemoryOut.model_validate(found.to_dict())
 
@@ -124,6 +129,11 @@ async def list_memories(
 @router.get("/repos", responses=_ERRORS, summary="The repositories that have memories")
 async def memory_repos(store: StoreDep, _: PrincipalDep) -> list[MemoryRepoOut]:
     return [MemoryRepoOut(repo=r, memories=n) for r, n in await store.memories.repos()]
+
+
+@router.get("/users", responses=_ERRORS, summary="The users who have memories")
+async def memory_users(store: StoreDep, _: PrincipalDep) -> list[MemoryUserOut]:
+    return [MemoryUserOut(user=u, memories=n) for u, n in await store.memories.users()]
 
 
 @router.get("/{memory_id}", responses=_ERRORS, summary="One memory")
@@ -172,16 +182,22 @@ async def memories_page(
     state: StateDep,
     viewer: ViewerDep,
     repo: Annotated[str | None, Query(max_length=MAX_REPO)] = None,
+    user: Annotated[str | None, Query(max_length=MAX_USER)] = None,
     before: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
 ) -> Response:
-    """The repositories with memories; with ``repo`` (exactly as stored), its memories."""
-    repos = await state.store.memories.repos()
+    """The repositories and users with memories; with ``repo`` (exactly as stored) or ``user``,
+    their memories."""
+    memories = state.store.memories
     found = []
     if repo is not None:
-        found = await state.store.memories.list(repo=repo, limit=PAGE, before=before)
+        found = await memories.list(repo=repo, limit=PAGE, before=before)
+    elif user is not None:
+        found = await memories.list(user=user, limit=PAGE, before=before)
     context = {
-        "repos": repos,
+        "repos": await memories.repos(),
+        "users": await memories.users(),
         "repo": repo,
+        "user": None if repo is not None else user,
         "memories": [m.to_dict() for m in found],
         "older": found[-1].id if len(found) == PAGE else None,
     }
@@ -197,7 +213,11 @@ async def forget_row(memory_id: MemoryId, state: StateDep, _: ViewerDep) -> Resp
 
 @pages.post("/memories/{memory_id}/forget")
 async def forget_form(memory_id: MemoryId, state: StateDep, _: ViewerDep) -> Response:
-    """The same without JavaScript: a form's POST, answered with the repository's page."""
+    """The same without JavaScript: a form's POST, answered with the page it was on."""
     gone = await state.store.memories.forget(memory_id)
-    where = "/memories?" + urlencode({"repo": gone.repo}) if gone.repo else "/memories"
+    where = "/memories"
+    if gone.repo is not None:
+        where += "?" + urlencode({"repo": gone.repo})
+    elif gone.user is not None:
+        where += "?" + urlencode({"user": gone.user})
     return RedirectResponse(where, status_code=303)
