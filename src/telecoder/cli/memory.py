@@ -58,6 +58,9 @@ UserOption = Annotated[
 
 
 class Backend(Protocol):
+    """Where the commands read and write: the local database or a server. Both answer with
+    the API's JSON, so every command prints one thing whichever it talks to."""
+
     async def list(
         self,
         repo: str | None,
