@@ -84,6 +84,7 @@ async def test_refusals(app, git_repo: GitRepo, tmp_path):
                 "/api/memories", json={"repo": repo, "text": "x", "kind": "session"}
             ),
             "scope": await c.post("/api/memories", json={"text": "whose?"}),
+            "blank user": await c.post("/api/memories", json={"user": " ", "text": "x"}),
             "extra": await c.post("/api/memories", json={"repo": repo, "text": "x", "id": 3}),
             "nul": await c.post("/api/memories", json={"repo": repo, "text": "a\x00b"}),
             "nowhere": await c.get("/api/memories", params={"repo": "no-such-name"}),

@@ -63,7 +63,7 @@ class MemoryCreate(_In):
         max_length=MAX_REPO,
         description="A URL, owner/name, a registered name, or a path on the server.",
     )
-    user: Text | None = Field(
+    user: Annotated[Text, AfterValidator(_not_blank)] | None = Field(
         default=None, max_length=MAX_USER, description="A user (channel:id, e.g. telegram:42)."
     )
     text: Annotated[Text, AfterValidator(_not_blank)] = Field(max_length=MAX_TEXT)
