@@ -46,6 +46,7 @@ from telecoder.errors import (
     EndpointNotFound,
     GoalNotFound,
     LeaseLost,
+    MemoryNotFound,
     MessageNotFound,
     RegisteredRepoNotFound,
     ServerUnavailable,
@@ -278,6 +279,34 @@ class Client:
     async def pick(self, run_id: str, session_id: str) -> Json:
         path = f"/api/runs/{quote(run_id, safe='')}/pick"
         return await self._call("POST", path, json={"session_id": session_id})
+
+    # --- memories ---
+
+    async def memories(self, **params: str | int | None) -> Jsons:
+        """``GET /api/memories``: ``repo`` (resolved by the server), ``user``, ``kind``,
+        ``limit``, ``before``; newest first."""
+        query = {k: v for k, v in params.items() if v is not None}
+        found: Any = await self._call("GET", "/api/memories", params=query)
+        return list(found)
+
+    async def memory_repos(self) -> Jsons:
+        """``[{repo, memories}]``: each repository that has memories, with how many."""
+        found: Any = await self._call("GET", "/api/memories/repos")
+        return list(found)
+
+    async def memory_users(self) -> Jsons:
+        """``[{user, memories}]``: each user that memories name, with how many."""
+        found: Any = await self._call("GET", "/api/memories/users")
+        return list(found)
+
+    async def memory(self, memory_id: int) -> Json:
+        return await self._call("GET", f"/api/memories/{memory_id}", missing=MemoryNotFound)
+
+    async def add_memory(self, body: Json) -> Json:
+        return await self._call("POST", "/api/memories", json=body, missing=MemoryNotFound)
+
+    async def forget_memory(self, memory_id: int) -> Json:
+        return await self._call("DELETE", f"/api/memories/{memory_id}", missing=MemoryNotFound)
 
     # --- the inbox ---
 

@@ -26,6 +26,7 @@ async def test_keyword_search_ranks_within_one_repository_and_never_crosses_it(s
     assert [m.id for m, _ in found] == [flaky.id]
     assert found[0][0].files == ("tests/test_login.py",)
     assert [m.repo for m, _ in await store.memories.keyword("login", repo=B)] == [B]
+    assert await store.memories.users() == [("slack:U1", 1)]
     mine = await store.memories.keyword("login tests", user="slack:U1")
     assert [m.kind for m, _ in mine] == [MemoryKind.FACT]
     assert await store.memories.keyword("!!! ???", repo=A) == []
@@ -41,6 +42,7 @@ async def test_a_session_is_remembered_once_and_forgetting_removes_it_from_searc
     assert (await store.memories.of_session("s9")) == first
     assert [m.id for m in await store.memories.list(repo=A)] == [first.id]
     assert await store.memories.repos() == [(A, 1)]
+    assert await store.memories.users() == []
     forgotten = await store.memories.forget(first.id)
     assert forgotten.text == "use uv, not pip"
     assert await store.memories.keyword("uv pip", repo=A) == []

@@ -29,6 +29,7 @@ from telecoder.cli import (
     hooks,
     inbox,
     jobs,
+    memory,
     orch,
     repos,
     run,
@@ -47,6 +48,7 @@ from telecoder.errors import (
     HookNotFound,
     JobNotFound,
     LeaseLost,
+    MemoryNotFound,
     MessageNotFound,
     RawLogNotFound,
     RegisteredRepoNotFound,
@@ -96,6 +98,7 @@ app.add_typer(runs.app, name="runs")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(jobs.templates_app, name="templates")
 app.add_typer(inbox.app, name="inbox")
+app.add_typer(memory.app, name="memory")
 app.add_typer(orch.app, name="orch")
 app.add_typer(council.app, name="council")
 
@@ -110,6 +113,7 @@ _EXIT: list[tuple[type[TeleCoderError], Exit]] = [
     (GoalNotFound, Exit.NOT_FOUND),
     (EndpointNotFound, Exit.NOT_FOUND),
     (MessageNotFound, Exit.NOT_FOUND),
+    (MemoryNotFound, Exit.NOT_FOUND),
     (RawLogNotFound, Exit.NOT_FOUND),
     (LeaseLost, Exit.LEASE_LOST),
     (TimedOut, Exit.TIMED_OUT),

@@ -35,6 +35,7 @@ from telecoder.errors import (
     HookNotFound,
     JobNotFound,
     LeaseLost,
+    MemoryNotFound,
     MessageNotFound,
     RegisteredRepoNotFound,
     SessionNotFound,
@@ -68,6 +69,7 @@ from telecoder.server.routes import (
     hooks,
     inbox,
     jobs,
+    memories,
     meta,
     repos,
     run_create,
@@ -246,6 +248,7 @@ def create_app(
         goals,
         jobs,
         inbox,
+        memories,
         dashboard,
         telegram_webhook,
     )
@@ -255,6 +258,7 @@ def create_app(
     app.include_router(subscriptions.page_router)
     app.include_router(endpoints.pages)
     app.include_router(repos.pages)
+    app.include_router(memories.pages)
     app.include_router(bestof.router)
     app.include_router(bestof.pages)
     app.include_router(council.router)
@@ -284,6 +288,7 @@ _STATUS: list[tuple[type[TeleCoderError], int, str]] = [
     (EndpointNotFound, 404, "not_found"),
     (DiffUnavailable, 404, "no_diff"),
     (MessageNotFound, 404, "not_found"),
+    (MemoryNotFound, 404, "not_found"),
     (LeaseLost, 409, "lease_lost"),
     (Conflict, 409, "conflict"),
     (StoreUnavailable, 503, "unavailable"),

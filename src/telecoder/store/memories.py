@@ -148,6 +148,18 @@ class Memories:
         async with self._db.read() as conn:
             return [(str(r.repo), int(r.n)) for r in (await conn.execute(query)).all()]
 
+    async def users(self) -> builtins.list[tuple[str, int]]:
+        """Each user that memories name (chat users' facts), with how many."""
+        count = func.count().label("n")
+        query = (
+            select(memories.c.user, count)
+            .where(memories.c.user.is_not(None))
+            .group_by(memories.c.user)
+            .order_by(memories.c.user)
+        )
+        async with self._db.read() as conn:
+            return [(str(r.user), int(r.n)) for r in (await conn.execute(query)).all()]
+
     async def forget(self, memory_id: int) -> Memory:
         """Delete a memory (its full-text entry goes with it); returns what was forgotten."""
         async with self._db.write() as conn:
