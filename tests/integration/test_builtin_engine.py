@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,7 +236,7 @@ GUARDRAILS = {
     "wall_clock": (
         (
             WRITE_PARTIAL,
-            Reply(delay=2.5, tool="list_directory", args={"path": "."}),
+            Reply(delay=30, tool="list_directory", args={"path": "."}),
             Reply(text="x"),
         ),
         {"TELECODER_BUILTIN_WALL_SECONDS": "2"},
@@ -250,9 +251,11 @@ def test_each_guardrail_ends_the_run_with_its_reason_and_keeps_the_work(
     reason: str, repo: GitRepo, tmp_path: Path
 ) -> None:
     script, settings, options = GUARDRAILS[reason]
+    started = time.monotonic()
     with fake(script, **options) as server:
         done = run(server, repo, tmp_path, **settings)
         asked = len(server.model_requests())
+    took = time.monotonic() - started
     session = done.session
     assert session["status"] == "failed"
     assert session["failure_kind"] == "agent_limit"
@@ -260,6 +263,8 @@ def test_each_guardrail_ends_the_run_with_its_reason_and_keeps_the_work(
     assert f"stopped ({reason})" in session["error"]
     assert "pushed as a partial result" in session["error"]
     assert asked == TURNS[reason]
+    if reason == "wall_clock":  # it stopped waiting for the slow answer (30 s) on time
+        assert took < 20
     [end] = [e for e in done.of_kind("error") if e.get("reason")]
     assert end["reason"] == reason
     assert end["fatal"] is True
