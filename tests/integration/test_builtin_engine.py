@@ -242,8 +242,19 @@ GUARDRAILS = {
         {"TELECODER_BUILTIN_WALL_SECONDS": "2"},
         {},
     ),
+    "format_errors": (
+        (WRITE_PARTIAL, Reply(text='<tool_call>{"name": "read_file", "arguments": {</tool_call>')),
+        {},
+        {},
+    ),
 }
-TURNS = {"iteration_cap": 3, "repeated_call": 4, "token_budget": 2, "wall_clock": 2}
+TURNS = {
+    "iteration_cap": 3,
+    "repeated_call": 4,
+    "token_budget": 2,
+    "wall_clock": 2,
+    "format_errors": 4,
+}
 
 
 @pytest.mark.parametrize("reason", list(GUARDRAILS))
@@ -273,6 +284,17 @@ def test_each_guardrail_ends_the_run_with_its_reason_and_keeps_the_work(
     assert session["result"]["partial"] is True
     assert done.branch_files() == ["partial.txt"]
     assert done.pushed("partial.txt") == "half done"
+
+
+def test_a_model_that_keeps_failing_fails_the_session_with_its_error(
+    repo: GitRepo, tmp_path: Path
+) -> None:
+    with fake((Reply(error=500),)) as server:
+        done = run(server, repo, tmp_path)
+    assert done.session["status"] == "failed"
+    assert done.session["failure_kind"] == "model_error"
+    assert "HTTP 500" in done.session["error"]
+    assert "fake error 500" in done.session["error"]
 
 
 # --- 4. path escapes ---------------------------------------------------------------------------

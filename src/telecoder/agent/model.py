@@ -184,6 +184,8 @@ def _openai_answer(data: Mapping[str, Any]) -> Answer:
     message: dict[str, Any] = {"role": "assistant", "content": raw.get("content") or ""}
     if raw.get("tool_calls"):
         message["tool_calls"] = list(raw["tool_calls"])
+    if reasoning := raw.get("reasoning_content") or raw.get("reasoning"):
+        message["reasoning_content"] = reasoning  # vLLM, DeepSeek, LM Studio: shown, not sent
     usage = data.get("usage") or {}
     return Answer(
         message=message,
