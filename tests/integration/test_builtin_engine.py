@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from telecoder.agent.parse import TEXT_FORMAT_HELP
+from telecoder.confine import PACKAGE
 from tests.cli import events_json, telecoder
 from tests.conftest import GitRepo, make_repo
 from tests.engine_cases import agent_env
@@ -79,12 +80,14 @@ def run(
     *,
     prompt: str = PROMPT,
     model: str = MODEL,
+    tier: str | None = None,
     **settings: str,
 ) -> Run:
     env = agent_env(tmp_path / "home", server.url, **settings)
+    tiered = ["--tier", tier] if tier else []
     done = telecoder(
         "run", prompt, "--repo", str(repo.path), "--engine", "builtin", "--model", model,
-        "--json", env=env, timeout=120,
+        *tiered, "--json", env=env, timeout=120,
     )  # fmt: skip
     session: dict[str, Any] = json.loads(done.stdout)
     assert done.returncode == (0 if session["status"] == "succeeded" else 1), done.stderr
@@ -286,6 +289,17 @@ def test_each_guardrail_ends_the_run_with_its_reason_and_keeps_the_work(
     assert done.pushed("partial.txt") == "half done"
 
 
+def test_the_sessions_tier_sets_the_turns_the_agent_may_take(repo: GitRepo, tmp_path: Path) -> None:
+    endless = GUARDRAILS["iteration_cap"][0]
+    with fake(endless) as server:
+        done = run(server, repo, tmp_path, tier="trivial")
+        asked = len(server.model_requests())
+    assert done.session["tier"] == "trivial"
+    assert done.session["failure_kind"] == "agent_limit"
+    assert "5 model turns were allowed" in done.session["error"]
+    assert asked == 5
+
+
 def test_a_model_that_keeps_failing_fails_the_session_with_its_error(
     repo: GitRepo, tmp_path: Path
 ) -> None:
@@ -315,6 +329,10 @@ def test_paths_out_of_the_worktree_are_refused_as_observations(
         Reply(tool="read_file", args={"path": "link"}),
         Reply(tool="write_file", args={"path": "../escaped.txt", "content": "out\n"}),
         Reply(tool="write_file", args={"path": "link", "content": "overwritten\n"}),
+        # run_command's wall is the sandbox: nothing outside the worktree to read, TeleCoder's
+        # own package (mounted for the agent to run) read-only.
+        Reply(tool="run_command", args={"command": f"cat {outside}"}),
+        Reply(tool="run_command", args={"command": f"touch {PACKAGE}/written-by-the-agent"}),
         Reply(tool="write_file", args={"path": "inside.txt", "content": "in\n"}),
         Reply(text="Done, inside only."),
     )
@@ -322,9 +340,10 @@ def test_paths_out_of_the_worktree_are_refused_as_observations(
         done = run(server, repo, tmp_path)
     assert done.session["status"] == "succeeded", done.session["error"]
     results = done.of_kind("tool_result")
-    assert [r["ok"] for r in results] == [False, False, False, False, False, True]
+    assert [r["ok"] for r in results] == [False] * 7 + [True]
     for refused in results[:5]:
         assert json.loads(refused["output"])["error"]
+    assert not (PACKAGE / "written-by-the-agent").exists()
     shown = json.dumps(done.events)
     assert "a secret outside" not in shown
     assert "root:x:0" not in shown
