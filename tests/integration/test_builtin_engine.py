@@ -246,7 +246,10 @@ GUARDRAILS = {
         {},
     ),
     "format_errors": (
-        (WRITE_PARTIAL, Reply(text='<tool_call>{"name": "read_file", "arguments": {</tool_call>')),
+        (
+            WRITE_PARTIAL,
+            Reply(text='<tool_call>{"name": "read_file", "arguments": {"path": }}</tool_call>'),
+        ),
         {},
         {},
     ),
