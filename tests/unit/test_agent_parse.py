@@ -123,6 +123,19 @@ def test_a_call_missing_its_last_braces_at_the_end_is_read() -> None:
     ]
 
 
+def test_mistral_and_llama_markers_around_json_calls() -> None:
+    mistral = (
+        '[TOOL_CALLS] [{"name": "read_file", "arguments": {"path": "a"}}, '
+        '{"name": "list_directory", "arguments": {}}]'
+    )
+    assert calls(mistral) == [
+        ("call_1", "read_file", {"path": "a"}),
+        ("call_2", "list_directory", {}),
+    ]
+    llama = '<|python_tag|>{"name": "run_command", "parameters": {"command": "ls"}}<|eom_id|>'
+    assert calls(llama) == [("call_1", "run_command", {"command": "ls"})]
+
+
 def test_other_json_in_prose_is_not_a_call() -> None:
     content = (
         'Your package.json has {"name": "demo", "version": "1.0"} and the config is\n'

@@ -110,6 +110,9 @@ def test_read_file_stops_at_the_read_cap_and_says_so(root: Path) -> None:
     assert "read stopped after 100 bytes" in result["content"]
     later = call(Tools(root, Limits(read_cap=100)), "read_file", path="big.txt", start_line=1500)
     assert later["content"].startswith("line 1500\n")
+    exact = call(Tools(root, Limits(read_cap=14)), "read_file", path="big.txt")  # two lines
+    assert (exact["content"].split("\n[")[0], exact["end_line"]) == ("line 1\nline 2\n", 2)
+    assert exact["truncated"] is True
 
 
 def test_read_file_output_cap_keeps_head_and_tail(root: Path) -> None:
@@ -146,6 +149,23 @@ def test_symbolic_links_out_of_the_worktree_are_refused(root: Path, outside: Pat
     assert "symbolic link" in refused(tools, "list_directory", path="dir-link")
     assert (outside / "secret.txt").read_text() == "TOP SECRET\n"
     assert sorted(os.listdir(outside)) == ["secret.txt"]
+
+
+def test_a_link_swapped_in_after_the_check_does_not_lead_out(root: Path, outside: Path) -> None:
+    """What ``_resolve`` approved a moment ago (``sub/secret.txt``, a real directory) is opened
+    component by component; once ``sub`` has become a link out, the open fails."""
+    tools = Tools(root)
+    (root / "sub").mkdir()
+    approved = root / "sub" / "secret.txt"
+    (root / "sub").rmdir()
+    (root / "sub").symlink_to(outside)
+    for flags in (os.O_RDONLY, os.O_WRONLY | os.O_CREAT | os.O_TRUNC):
+        with pytest.raises(NotADirectoryError):
+            tools._open_beneath(approved, flags, create=True)
+    (root / "last").symlink_to(outside / "secret.txt")
+    with pytest.raises(OSError, match="Too many levels of symbolic links"):
+        tools._open_beneath(root / "last", os.O_WRONLY | os.O_TRUNC)
+    assert (outside / "secret.txt").read_text() == "TOP SECRET\n"
 
 
 def test_symbolic_links_inside_the_worktree_are_followed(root: Path) -> None:
@@ -203,6 +223,7 @@ def test_write_file_creates_parents_and_overwrites(root: Path) -> None:
     assert again["created"] is False
     assert (root / "pkg" / "sub" / "mod.py").read_text() == "y = 1\n"
     assert "is a directory" in refused(tools, "write_file", path="src", content="x")
+    assert "Not a directory" in refused(tools, "write_file", path="README.md/x", content="x")
 
 
 # -- list_directory --------------------------------------------------------------------------

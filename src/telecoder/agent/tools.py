@@ -5,10 +5,11 @@ times out) is an observation with ``ok: false`` and an ``error`` saying what to 
 never an exception: the loop sends it back to the model and goes on.
 
 Every path is resolved (symbolic links at every component, ``..``) and must land inside the
-worktree; the last component is opened with ``O_NOFOLLOW`` so a link swapped in after the check
-fails instead of escaping. Writes into ``.git`` are refused (hooks and config would run later,
-outside the agent's confinement). The sandbox around the agent process is the first wall; these
-checks are the second, and they make the model's mistakes readable.
+worktree; a file is then opened one component at a time from the root with ``O_NOFOLLOW``, so a
+link swapped in after the check fails instead of escaping. Writes into ``.git`` are refused
+(hooks and config would run later, outside the agent's confinement). The sandbox around the
+agent process is the first wall; these checks are the second, and they make the model's
+mistakes readable.
 
 Observation keys (stable: the model and the event parser read them). Every observation has
 ``tool``, ``ok`` and ``error`` (null when ``ok``); a refused call has only those three.
@@ -30,6 +31,7 @@ CONTRACT (shared by the ``agent-tools`` and ``builtin`` branches; change it only
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -173,13 +175,13 @@ class Tools:
             for count, line in enumerate(handle, start=1):
                 if count < first or (end_line is not None and count > end_line) or capped:
                     continue
-                room = self.limits.read_cap - used
-                if len(line) > room:
-                    chunks.append(line[:room])
+                if used >= self.limits.read_cap:
                     capped = True
-                else:
-                    chunks.append(line)
-                used += len(chunks[-1])
+                    continue
+                piece = line[: self.limits.read_cap - used]
+                capped = len(piece) < len(line)
+                chunks.append(piece)
+                used += len(piece)
         if count and first > count:
             raise _Refused(f"{_quoted(path)} has {count} lines; start_line {first} is past its end")
         content = b"".join(chunks).decode("utf-8", errors="replace")
@@ -215,12 +217,35 @@ class Tools:
             raise _Refused(f"{_quoted(raw)} is a directory; use list_directory to see its entries")
         if not stat.S_ISREG(mode):
             raise _Refused(f"{_quoted(raw)} is not a regular file")
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        fd = os.open(target, flags)
+        fd = self._open_beneath(target, os.O_RDONLY | os.O_NONBLOCK)
         if not stat.S_ISREG(os.fstat(fd).st_mode):  # it changed between the check and the open
             os.close(fd)
             raise _Refused(f"{_quoted(raw)} is not a regular file")
         return fd
+
+    def _open_beneath(self, target: Path, flags: int, *, create: bool = False) -> int:
+        """Open ``target`` (resolved, inside the root) one component at a time from the root,
+        following no link: a link swapped in after ``_resolve``'s check fails the open (ELOOP,
+        ENOTDIR) instead of leading out. ``create``: make the missing directories on the way."""
+        parts = target.relative_to(self.root).parts
+        if not parts:
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(target))
+        directory = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self.root, directory)
+        try:
+            for part in parts[:-1]:
+                try:
+                    inner = os.open(part, directory, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                    inner = os.open(part, directory, dir_fd=fd)
+                os.close(fd)
+                fd = inner
+            return os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=fd)
+        finally:
+            os.close(fd)
 
     def _write_file(self, path: str, content: str) -> Observation:
         target = self._resolve(path, write=True)
@@ -231,9 +256,7 @@ class Tools:
         if target.is_dir():
             raise _Refused(f"{_quoted(path)} is a directory; give a file path")
         created = not target.exists()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(target, flags, 0o644)
+        fd = self._open_beneath(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, create=True)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         return Observation(
