@@ -20,7 +20,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from tests.fakes.model_server import Reply
 
-SHELL_TOOLS = ("Bash", "bash", "exec_command", "run_shell_command", "shell", "developer__shell")
+# The CLIs' shell tools; ``run_command`` (TeleCoder's builtin agent) last: a CLI's own comes first.
+SHELL_TOOLS = (
+    *("Bash", "bash", "exec_command", "run_shell_command", "shell", "developer__shell"),
+    "run_command",
+)
 INPUT_TOKENS = 120
 OUTPUT_TOKENS = 15
 
@@ -58,7 +62,8 @@ class Turn:
     """What the request asks for, protocol-neutral."""
 
     tools: dict[str, dict[str, Any]]  # name -> JSON schema of its parameters
-    messages: list[tuple[str, str]]  # (kind, text): kind is "user", "tool_result" or "other"
+    # (kind, text): kind is "user", "tool_result", "assistant" (chat protocols) or "other"
+    messages: list[tuple[str, str]]
     model: str
     stream: bool
 
@@ -134,7 +139,9 @@ def parse(protocol: str, body: dict[str, Any], path: str, query: str) -> Turn:
                 tools[fn["name"]] = fn.get("parameters") or {}
         for msg in body.get("messages") or []:
             role = msg.get("role")
-            kind = {"tool": "tool_result", "user": "user"}.get(role, "other")
+            kind = {"tool": "tool_result", "user": "user", "assistant": "assistant"}.get(
+                role, "other"
+            )
             messages.append((kind, text_of(msg.get("content"))))
     elif protocol == "ollama-generate":
         stream = body.get("stream", True) is not False
