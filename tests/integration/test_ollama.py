@@ -3,9 +3,9 @@ variable anywhere, checked and its models listed; agents on it through the gatew
 
 The fake model server plays Ollama: it answers ``/api/tags``, the native ``/api/chat`` and the
 OpenAI-compatible ``/v1/chat/completions`` Ollama also serves. An Ollama endpoint carries both
-APIs (``routing.KINDS_OF_API``), so a CLI that speaks only OpenAI's (Pi here, the real CLI, in
-the sandbox) runs on it by ``telecoder run --model local:MODEL``, and a tier routes either API to
-it. What it answers is metered under the model's name and costs nothing unless priced.
+APIs (``routing.KINDS_OF_API``), so a CLI that speaks only OpenAI's (Pi and OpenCode here, the
+real CLIs, in the sandbox) runs on it by ``telecoder run --model local:MODEL``, and a tier routes
+either API to it. What it answers is metered under the model's name and costs nothing unless priced.
 """
 
 from __future__ import annotations
@@ -72,14 +72,15 @@ def register(ollama: FakeModelServer, env: dict[str, str]) -> None:
 
 
 @pytest.mark.usefixtures("agent_tools")
+@pytest.mark.parametrize("engine", ["pi", "opencode"])
 def test_an_openai_cli_runs_on_a_registered_ollama_through_the_gateway(
-    ollama: FakeModelServer, tmp_path: Path
+    engine: str, ollama: FakeModelServer, tmp_path: Path
 ) -> None:
     repo = make_repo(tmp_path)
     env = local_env(tmp_path / "home")
     register(ollama, env)
     session = cli_json(
-        "run", PROMPT, "--repo", str(repo.path), "--engine", "pi", "--model", f"local:{MODEL}",
+        "run", PROMPT, "--repo", str(repo.path), "--engine", engine, "--model", f"local:{MODEL}",
         env=env, timeout=240,
     )  # fmt: skip
     assert session["status"] == "succeeded", session["error"]
