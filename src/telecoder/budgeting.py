@@ -125,7 +125,7 @@ async def resumed_turn(store: Store, session: Session) -> Turn | None:
 class Stop:
     """Why an attempt stopped on a limit, and whether it waits for a raise."""
 
-    kind: FailureKind  # timeout or budget_reached
+    kind: FailureKind  # timeout, budget_reached, or agent_limit (a builtin agent's guardrail)
     error: str
     blocks: bool  # wait blocked for a raise (the agent can be resumed)
 

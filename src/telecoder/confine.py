@@ -5,10 +5,11 @@ All three see the same files: the worktree and the session's engine home read-wr
 worktree and the git dir read-only for a read-only session, a council's reviewer); the
 session's own git dir in place of the worktree's admin dir (``Workspace.sandbox_git_dir``) and
 the mirror's objects read-only; the tool directories (``PATH``, ``TELECODER_AGENT_PATH``,
-``TELECODER_SANDBOX_READ``, this Python) read-only. ``$TELECODER_HOME``, the worktrees and the
-operator's home stay hidden. They differ in network: the agent gets ``network_policy`` (model
-by default), setup commands ``setup_network_policy`` (allowlist: package registries), checks
-``verify_network_policy`` (none); ``.telecoder.yml`` ``network:`` overrides each and adds hosts.
+``TELECODER_SANDBOX_READ``, this Python, TeleCoder's package) read-only. ``$TELECODER_HOME``,
+the worktrees and the operator's home stay hidden. They differ in network: the agent gets
+``network_policy`` (model by default), setup commands ``setup_network_policy`` (allowlist:
+package registries), checks ``verify_network_policy`` (none); ``.telecoder.yml`` ``network:``
+overrides each and adds hosts.
 
 A reviewer (``review``, ``telecoder.review``) reads the same worktree and git dir READ-ONLY, with
 a home of its own instead of the agent's, and the agent's network policy.
@@ -31,6 +32,7 @@ from telecoder.workspace import Worktree
 
 Role = Literal["agent", "setup", "verify", "review"]
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+PACKAGE = Path(__file__).resolve().parent  # mounted at the same path, so it imports inside
 
 
 def model_endpoints(env: Mapping[str, str], extra: Sequence[str] = ()) -> tuple[Endpoint, ...]:
@@ -131,6 +133,9 @@ class Confiner:
         for prefix in {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()}:
             if not str(prefix).startswith(("/usr", "/bin", "/lib")):
                 readable.append((prefix, prefix))  # this Python: tools made with it link into it
+        # TeleCoder's own package, where it is installed (an editable install's ``src``): the
+        # builtin engine's agent runs ``python -m telecoder.agent`` inside. Code only, no secret.
+        readable.append((PACKAGE, PACKAGE))
         mounts = [
             Mount(source=source, target=target)
             for source, target in dict.fromkeys(readable)

@@ -93,6 +93,7 @@ class FailureKind(enum.StrEnum):
     REVIEW_BLOCKED = "review_blocked"  # reviewers' findings still block: nothing is pushed
     RATE_LIMITED = "rate_limited"  # the model endpoint kept answering 429/503/529: requeued
     BUDGET_REACHED = "budget_reached"  # the session's cost reached its budget (it waits, blocked)
+    AGENT_LIMIT = "agent_limit"  # the built-in agent hit a guardrail (turns, tokens, time, loop)
     INTERNAL = "internal"
 
 

@@ -326,6 +326,7 @@ class Pipeline:
             model=model,
             resume_id=turn.resume_id,
             env=self.runner.passthrough_env(ticket),
+            tier=session.tier,
         )
         confiner = await self._confiner(session, wt, task, config, recorder)
         if config.setup and turn.previous is None:  # a chat's later turns reuse its worktree
@@ -350,6 +351,11 @@ class Pipeline:
             if ticket is not None and ticket.rate_limited:
                 return rate_limited(ticket, error, work.usage)
             asks = questions.may_ask(session) and not session.steps
+            if kind == FailureKind.AGENT_LIMIT and not session.steps:
+                # A guardrail stopped the builtin agent: what it wrote is kept, as a draft.
+                stop = budgeting.Stop(kind, error, blocks=False)
+                ended = await self._ended_early(session, lease, recorder, worktree, stop)
+                return replace(ended, **usage_fields(work.usage))
             blocked = kind in (FailureKind.VERIFY_FAILED, FailureKind.REVIEW_BLOCKED)
             if blocked and work.resumable and asks:
                 # Someone will see it ask: wait for their hint rather than fail.

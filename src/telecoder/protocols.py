@@ -36,6 +36,7 @@ class EngineTask:
     model: str | None = None
     resume_id: str | None = None  # the agent's own session id, to continue a conversation
     env: Mapping[str, str] = field(default_factory=dict)  # what the operator passes through
+    tier: str | None = None  # trivial, standard or complex (the gateway's): sizes an agent's limits
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -173,6 +173,20 @@ class Settings(BaseSettings):
     model_retries: int = Field(
         default=2, ge=0, description="How often an agent CLI may retry a failed model request."
     )
+    builtin_max_iterations: int | None = Field(
+        default=None,
+        ge=1,
+        description="Model turns the builtin agent may take (default by tier: 5/10/20).",
+    )
+    builtin_token_budget: int | None = Field(
+        default=None, ge=1, description="Input+output tokens a builtin agent run may use."
+    )
+    builtin_wall_seconds: float | None = Field(
+        default=None, gt=0, description="Seconds a builtin agent run may take."
+    )
+    builtin_command_timeout: float = Field(
+        default=120.0, gt=0, description="Seconds a builtin agent's run_command may take."
+    )
     # NoDecode: ``model=1/5/0.1/1.25,…`` reaches ``_prices``, not a JSON decoder.
     prices: Annotated[dict[str, tuple[float, ...]], NoDecode] = Field(
         default_factory=dict,
@@ -657,10 +671,15 @@ class Settings(BaseSettings):
 
     def engine_control_env(self) -> dict[str, str]:
         """TeleCoder's own settings for engines, as the variables engines read from their task:
-        where the agent CLIs are, how often they retry the model, a custom ACP agent."""
+        where the agent CLIs are, how often they retry the model, a custom ACP agent, the builtin
+        agent's limits."""
         env = {"TELECODER_MODEL_RETRIES": str(self.model_retries)}
         if self.agent_path:
             env["TELECODER_AGENT_PATH"] = self.agent_path
         if self.acp_command:
             env["TELECODER_ACP_COMMAND"] = self.acp_command
+        env["TELECODER_BUILTIN_COMMAND_TIMEOUT"] = str(self.builtin_command_timeout)
+        for name in ("max_iterations", "token_budget", "wall_seconds"):
+            if (value := getattr(self, f"builtin_{name}")) is not None:
+                env[f"TELECODER_BUILTIN_{name.upper()}"] = str(value)
         return env

@@ -58,7 +58,8 @@ class Turn:
     """What the request asks for, protocol-neutral."""
 
     tools: dict[str, dict[str, Any]]  # name -> JSON schema of its parameters
-    messages: list[tuple[str, str]]  # (kind, text): kind is "user", "tool_result" or "other"
+    # (kind, text): kind is "user", "tool_result", "assistant" (chat protocols) or "other"
+    messages: list[tuple[str, str]]
     model: str
     stream: bool
 
@@ -134,7 +135,9 @@ def parse(protocol: str, body: dict[str, Any], path: str, query: str) -> Turn:
                 tools[fn["name"]] = fn.get("parameters") or {}
         for msg in body.get("messages") or []:
             role = msg.get("role")
-            kind = {"tool": "tool_result", "user": "user"}.get(role, "other")
+            kind = {"tool": "tool_result", "user": "user", "assistant": "assistant"}.get(
+                role, "other"
+            )
             messages.append((kind, text_of(msg.get("content"))))
     elif protocol == "ollama-generate":
         stream = body.get("stream", True) is not False

@@ -13,6 +13,9 @@ The server is stateless across requests: each answer is chosen from the request 
 - A **script** is a list of ``Reply`` turns. The turn to play is the number of tool results the
   request holds after the user message that selected the script (research §11: "a request with
   no tool result yet gets the tool call, otherwise the final text").
+  With ``count_replies`` it is the number of assistant messages after it instead (Chat
+  Completions and Ollama): for agents that send observations back as user messages (a model
+  without native tool calls writes them as text).
 - ``scripts`` maps a marker to a script: the latest user message containing a marker selects it
   (a follow-up prompt after a resume starts its own script); otherwise ``default`` plays.
 - A ``Reply`` with ``command`` calls the CLI's own shell tool (chosen by name among the tools
@@ -26,6 +29,8 @@ The server is stateless across requests: each answer is chosen from the request 
   lists what each answer reported, normalised (``Reported``).
 - Every request is recorded (``requests``); model requests also in ``log`` with the times they
   arrived and were answered, and the status.
+- ``reject_tools``: a chat request offering ``tools`` gets the 400 a server without tool calls
+  answers (as Ollama does for a model without them, or vLLM without a tool parser).
 - ``reject_response_format``: a chat completion asking for ``response_format`` gets the 400 a
   server without structured output answers (as older vLLM, llama.cpp or Ollama builds do).
 - Rate limits on demand: ``limit_for(seconds, retry_after)`` answers every model request with
@@ -127,6 +132,8 @@ class FakeModelServer:
     log: list[Logged] = field(default_factory=list)
     reported: list[Reported] = field(default_factory=list)  # the usage of each answer, in order
     reject_response_format: bool = False  # 400 for a chat completion with response_format
+    reject_tools: bool = False  # 400 for a chat request with tools
+    count_replies: bool = False  # a script's turn: assistant messages, not tool results
 
     def __post_init__(self) -> None:
         self._limit: tuple[float, str] | None = None  # (seconds, Retry-After) armed
@@ -224,7 +231,8 @@ class FakeModelServer:
             if marker is not None:
                 script, start = self.scripts[marker], index
                 break
-        done = sum(1 for kind, _ in turn.messages[start:] if kind == "tool_result")
+        counted = "assistant" if self.count_replies else "tool_result"
+        done = sum(1 for kind, _ in turn.messages[start:] if kind == counted)
         reply = script[min(done, len(script) - 1)]
         offered = (
             reply.tool in turn.tools if reply.tool else any(n in turn.tools for n in SHELL_TOOLS)
@@ -289,6 +297,11 @@ def _handler(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
                 message = "response_format is not supported by this model"
                 error = {"message": message, "type": "invalid_request_error"}
                 self._json(400, {"error": {**error, "param": "response_format"}})
+                logged.answered, logged.status = time.time(), 400
+                return
+            if server.reject_tools and body.get("tools"):
+                message = f"{body.get('model')} does not support tools"
+                self._json(400, {"error": {"message": message, "type": "invalid_request_error"}})
                 logged.answered, logged.status = time.time(), 400
                 return
             turn = parse(protocol, body, path, query)

@@ -29,6 +29,7 @@ PERMANENT = {
     FailureKind.WORKTREE_TOO_LARGE,  # the same agent would write as much again
     FailureKind.BUDGET_REACHED,  # more money is a person's decision, not a retry's
     FailureKind.REVIEW_BLOCKED,  # the same change would be blocked again
+    FailureKind.AGENT_LIMIT,  # the same agent would hit the same guardrail: raise it or split
 }
 
 
