@@ -26,7 +26,7 @@ from tests.cli import cli_env, telecoder
 from tests.conftest import make_repo
 from tests.engine_cases import PROMPT, WRITTEN
 from tests.engine_driver import TOOLS_BIN
-from tests.fakes.model_server import FakeModelServer
+from tests.fakes.model_server import FakeModelServer, Reply
 
 MODEL = "qwen2.5-coder:7b"
 VENDOR_PREFIXES = ("ANTHROPIC_", "OPENAI_", "GEMINI_", "GOOGLE_", "OLLAMA_")
@@ -104,6 +104,42 @@ def test_an_openai_cli_runs_on_a_registered_ollama_through_the_gateway(
     assert [g["key"] for g in by_model["groups"]] == [MODEL]
     assert by_model["groups"][0]["requests"] == len(requests)
     assert by_model["groups"][0]["cost_usd"] == 0
+
+
+# The builtin agent's turns: a native tool call (its own ``write_file``), then the answer.
+BUILTIN_SCRIPT = (
+    Reply(text="Writing it.", tool="write_file", args={"path": WRITTEN, "content": "hello-local"}),
+    Reply(text="Done: wrote fake.txt."),
+)
+
+
+def test_the_builtin_agent_runs_on_a_registered_ollama_through_its_native_api(
+    tmp_path: Path,
+) -> None:
+    """``--engine builtin --model ollama/local:MODEL``: the agent speaks Ollama's native API to
+    the gateway (its ``OLLAMA_HOST``), which sends it to the registered endpoint ``local``."""
+    repo = make_repo(tmp_path)
+    env = local_env(tmp_path / "home")
+    with FakeModelServer(default=BUILTIN_SCRIPT, models=(MODEL,)) as ollama:
+        register(ollama, env)
+        session = cli_json(
+            "run", PROMPT, "--repo", str(repo.path), "--engine", "builtin",
+            "--model", f"ollama/local:{MODEL}", env=env, timeout=240,
+        )  # fmt: skip
+        requests = ollama.model_requests()
+        reported = list(ollama.reported)
+    assert session["status"] == "succeeded", session["error"]
+    assert repo.remote_git("show", f"{session['branch']}:{WRITTEN}") == "hello-local"
+    assert [r.path for r in requests] == ["/api/chat"] * len(BUILTIN_SCRIPT)
+    assert {r.body["model"] for r in requests} == {MODEL}
+    assert not any("tc-" in v for r in requests for v in r.headers.values())
+    assert session["input_tokens"] == sum(r.input for r in reported) > 0
+    assert session["output_tokens"] == sum(r.output for r in reported) > 0
+    assert session["cost_usd"] == 0
+    by_model = cli_json("costs", "--by", "model", env=env)
+    assert [(g["key"], g["requests"]) for g in by_model["groups"]] == [(MODEL, len(requests))]
+    by_endpoint = cli_json("costs", "--by", "endpoint", env=env)
+    assert [g["key"] for g in by_endpoint["groups"]] == ["local"]
 
 
 def make_gateway(settings: Settings, store: Any, **changes: Any) -> Gateway:
