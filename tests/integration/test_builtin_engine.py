@@ -27,7 +27,9 @@ from tests.fakes.model_server import FakeModelServer, Reply, Usage
 MODEL = "gpt-4.1-mini"
 BUGGY = "def add(a, b):\n    return a - b\n"
 FIXED = "def add(a, b):\n    return a + b\n"
-TEST_SCRIPT = 'python3 -B -c "import calc; assert calc.add(2, 3) == 5, calc.add(2, 3)" && echo PASS\n'
+TEST_SCRIPT = (
+    'python3 -B -c "import calc; assert calc.add(2, 3) == 5, calc.add(2, 3)" && echo PASS\n'
+)
 FILES = {"README.md": "A calculator.\n", "calc.py": BUGGY, "test_calc.sh": TEST_SCRIPT}
 PROMPT = "fix add in calc.py so that test_calc.sh passes"
 TOOL_NAMES = ["list_directory", "read_file", "search_files", "write_file", "run_command"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import sys
 import tomllib
 from pathlib import Path
 
@@ -17,7 +19,10 @@ from telecoder.engines.prices import cost_usd
 from telecoder.errors import BadInput
 from telecoder.protocols import EngineTask
 
-ENGINES = ["claude-code", "codex", "opencode", "pi", "gemini", "qwen", "aider", "goose", "acp"]
+ENGINES = [
+    *("claude-code", "codex", "opencode", "pi", "gemini", "qwen", "aider", "goose", "acp"),
+    "builtin",
+]
 ENV = {
     "PATH": "/usr/bin:/bin",
     "ANTHROPIC_BASE_URL": "http://proxy:1",
@@ -86,6 +91,52 @@ def test_shell_runs_the_command_from_a_file_in_its_home(tmp_path: Path) -> None:
     assert list(command.argv) == ["/bin/sh", str(tmp_path / "home" / "command.sh")]
     assert command.files == {"command.sh": "-rf do it"}
     assert command.stdin is None  # the command's own stdin stays /dev/null
+
+
+@pytest.mark.parametrize(
+    ("tier", "env", "turns"),
+    [
+        ("trivial", {}, "5"),
+        ("standard", {}, "10"),
+        ("complex", {}, "20"),
+        (None, {}, "10"),
+        ("complex", {"TELECODER_BUILTIN_MAX_ITERATIONS": "7"}, "7"),
+    ],
+)
+def test_builtin_runs_this_python_with_the_tiers_turns(
+    tier: str | None, env: dict[str, str], turns: str, tmp_path: Path
+) -> None:
+    the_task = dataclasses.replace(task(tmp_path), tier=tier, env={**ENV, **env})
+    argv = list(registry.create("engines", "builtin").command(the_task).argv)
+    assert argv[:3] == [sys.executable, "-m", "telecoder.agent"]
+    assert argv[argv.index("--max-iterations") + 1] == turns
+
+
+def test_builtin_passes_its_limits_the_endpoint_and_the_conversation_to_resume(
+    tmp_path: Path,
+) -> None:
+    limits = {
+        "TELECODER_BUILTIN_TOKEN_BUDGET": "5000",
+        "TELECODER_BUILTIN_WALL_SECONDS": "60",
+        "TELECODER_BUILTIN_COMMAND_TIMEOUT": "9",
+        "OLLAMA_HOST": "http://proxy:4",
+    }
+    the_task = dataclasses.replace(task(tmp_path, resume_id="abc123"), env={**ENV, **limits})
+    command = registry.create("engines", "builtin").command(the_task)
+    argv = list(command.argv)
+    pairs = dict(zip(argv[3::2], argv[4::2], strict=False))
+    assert pairs["--model"] == "m1"
+    assert pairs["--workdir"] == str(the_task.workdir)
+    assert pairs["--token-budget"] == "5000"
+    assert pairs["--wall-seconds"] == "60"
+    assert pairs["--command-timeout"] == "9"
+    assert pairs["--resume"] == "abc123"
+    assert command.stdin == b"-rf do it"
+    # The OpenAI and Ollama variables only: no other vendor's key.
+    assert command.env["OPENAI_API_KEY"] == "sk-oai"
+    assert command.env["OLLAMA_HOST"] == "http://proxy:4"
+    assert "ANTHROPIC_API_KEY" not in command.env
+    assert "GEMINI_API_KEY" not in command.env
 
 
 def test_opencode_reads_the_prompt_on_stdin(tmp_path: Path) -> None:
