@@ -142,8 +142,10 @@ def test_the_builtin_agent_runs_on_a_registered_ollama_through_its_native_api(
     assert [g["key"] for g in by_endpoint["groups"]] == ["local"]
 
 
-def make_gateway(settings: Settings, store: Any, **changes: Any) -> Gateway:
-    return Gateway.from_settings(settings.model_copy(update=changes), store, environ={})
+def make_gateway(
+    settings: Settings, store: Any, environ: dict[str, str] | None = None, **changes: Any
+) -> Gateway:
+    return Gateway.from_settings(settings.model_copy(update=changes), store, environ=environ or {})
 
 
 async def ask_both(client: httpx.AsyncClient, gateway: Gateway, ticket: Ticket, model: str) -> None:
@@ -215,3 +217,24 @@ async def test_ollama_models_are_free_unless_priced_whatever_api_asked(
     assert len(rows) == 2
     assert {(r.endpoint, r.model, r.cost_usd) for r in rows} == {("local", "gpt-4.1-mini", None)}
     assert ticket.totals()["cost_usd"] == 0
+
+
+async def test_without_registering_the_environments_ollama_is_the_endpoint_named_ollama(
+    settings: Settings, store: Any, ollama: FakeModelServer
+) -> None:
+    """``OLLAMA_HOST`` (host:port, as Ollama's own clients take it) is the endpoint ``ollama``:
+    ``ollama/MODEL`` on the native API, ``ollama:MODEL`` on OpenAI's."""
+    gateway = make_gateway(settings, store, {"OLLAMA_HOST": ollama.url.removeprefix("http://")})
+    ticket = await gateway.issue(Ticket(session_id="env", attempt=1, model=f"ollama:{MODEL}"))
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            await ask_both(client, gateway, ticket, f"ollama:{MODEL}")
+    finally:
+        await gateway.revoke(ticket)
+    seen = ollama.model_requests()
+    assert [(r.path, r.body["model"]) for r in seen] == [
+        ("/api/chat", MODEL),
+        ("/v1/chat/completions", MODEL),
+    ]
+    rows = await store.usage.of_session("env")
+    assert {(r.endpoint, r.model) for r in rows} == {("ollama", MODEL)}
