@@ -49,6 +49,7 @@ def local_env(home: Path, **extra: str) -> dict[str, str]:
         PATH=path,
         TELECODER_AGENT_PATH=str(TOOLS_BIN),
         TELECODER_MODEL_RETRIES="1",
+        TELECODER_RUNTIME="sandbox",  # the agent reaches nothing but the gateway
         **extra,
     )
     return {k: v for k, v in env.items() if not k.startswith(VENDOR_PREFIXES)}
