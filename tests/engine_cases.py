@@ -134,6 +134,7 @@ E2E_CASES = (
     E2E("acp-opencode", "acp", "opencode:gpt-4.1-mini"),
     E2E("acp-gemini", "acp", "gemini:gemini-2.5-flash"),
     E2E("acp-claude", "acp", "claude:claude-sonnet-4-5"),
+    E2E("builtin", "builtin", "gpt-4.1-mini"),
 )
 E2E_BY_ID = {case.id: case for case in E2E_CASES}
 

@@ -51,7 +51,8 @@ def commit_message(
     """Subject from the prompt's first line; the whole prompt and the session id below.
 
     ``prompt``: a chat's follow-up message, instead of the session's first prompt.
-    ``partial``: why the agent was stopped (``timeout``, ``budget_reached``): a draft.
+    ``partial``: why the agent was stopped (``timeout``, ``budget_reached``, ``agent_limit``):
+    a draft.
     """
     prompt = (prompt if prompt is not None else session.prompt).strip()
     first = prompt.splitlines()[0] if prompt else "TeleCoder change"

@@ -238,7 +238,12 @@ class ReviewStage:
         home = root / str(number)
         home.mkdir(parents=True, exist_ok=True)
         run = EngineTask(
-            prompt=prompt, workdir=wt.path, home=home, model=reviewer.model, env=task.env
+            prompt=prompt,
+            workdir=wt.path,
+            home=home,
+            model=reviewer.model,
+            env=task.env,
+            tier=task.tier,  # the task's size: a builtin reviewer's turns
         )
         confinement = confiner.for_role("review", home=home) if confiner else None
         tagged = _Tagged(recorder, reviewer.name)

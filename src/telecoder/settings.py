@@ -184,8 +184,8 @@ class Settings(BaseSettings):
     builtin_wall_seconds: float | None = Field(
         default=None, gt=0, description="Seconds a builtin agent run may take."
     )
-    builtin_command_timeout: float = Field(
-        default=120.0, gt=0, description="Seconds a builtin agent's run_command may take."
+    builtin_command_timeout: float | None = Field(
+        default=None, gt=0, description="Seconds a builtin agent's run_command may take (120)."
     )
     # NoDecode: ``model=1/5/0.1/1.25,…`` reaches ``_prices``, not a JSON decoder.
     prices: Annotated[dict[str, tuple[float, ...]], NoDecode] = Field(
@@ -678,8 +678,7 @@ class Settings(BaseSettings):
             env["TELECODER_AGENT_PATH"] = self.agent_path
         if self.acp_command:
             env["TELECODER_ACP_COMMAND"] = self.acp_command
-        env["TELECODER_BUILTIN_COMMAND_TIMEOUT"] = str(self.builtin_command_timeout)
-        for name in ("max_iterations", "token_budget", "wall_seconds"):
+        for name in ("max_iterations", "token_budget", "wall_seconds", "command_timeout"):
             if (value := getattr(self, f"builtin_{name}")) is not None:
                 env[f"TELECODER_BUILTIN_{name.upper()}"] = str(value)
         return env

@@ -20,7 +20,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from tests.fakes.model_server import Reply
 
-SHELL_TOOLS = ("Bash", "bash", "exec_command", "run_shell_command", "shell", "developer__shell")
+# The CLIs' shell tools; ``run_command`` (TeleCoder's builtin agent) last: a CLI's own comes first.
+SHELL_TOOLS = (
+    *("Bash", "bash", "exec_command", "run_shell_command", "shell", "developer__shell"),
+    "run_command",
+)
 INPUT_TOKENS = 120
 OUTPUT_TOKENS = 15
 

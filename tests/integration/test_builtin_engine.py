@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from telecoder.agent.parse import TEXT_FORMAT_HELP
+from telecoder.confine import PACKAGE
 from tests.cli import events_json, telecoder
 from tests.conftest import GitRepo, make_repo
 from tests.engine_cases import agent_env
@@ -78,12 +80,14 @@ def run(
     *,
     prompt: str = PROMPT,
     model: str = MODEL,
+    tier: str | None = None,
     **settings: str,
 ) -> Run:
     env = agent_env(tmp_path / "home", server.url, **settings)
+    tiered = ["--tier", tier] if tier else []
     done = telecoder(
         "run", prompt, "--repo", str(repo.path), "--engine", "builtin", "--model", model,
-        "--json", env=env, timeout=120,
+        *tiered, "--json", env=env, timeout=120,
     )  # fmt: skip
     session: dict[str, Any] = json.loads(done.stdout)
     assert done.returncode == (0 if session["status"] == "succeeded" else 1), done.stderr
@@ -235,14 +239,25 @@ GUARDRAILS = {
     "wall_clock": (
         (
             WRITE_PARTIAL,
-            Reply(delay=2.5, tool="list_directory", args={"path": "."}),
+            Reply(delay=30, tool="list_directory", args={"path": "."}),
             Reply(text="x"),
         ),
         {"TELECODER_BUILTIN_WALL_SECONDS": "2"},
         {},
     ),
+    "format_errors": (
+        (WRITE_PARTIAL, Reply(text='<tool_call>{"name": "read_file", "arguments": {</tool_call>')),
+        {},
+        {},
+    ),
 }
-TURNS = {"iteration_cap": 3, "repeated_call": 4, "token_budget": 2, "wall_clock": 2}
+TURNS = {
+    "iteration_cap": 3,
+    "repeated_call": 4,
+    "token_budget": 2,
+    "wall_clock": 2,
+    "format_errors": 4,
+}
 
 
 @pytest.mark.parametrize("reason", list(GUARDRAILS))
@@ -250,9 +265,11 @@ def test_each_guardrail_ends_the_run_with_its_reason_and_keeps_the_work(
     reason: str, repo: GitRepo, tmp_path: Path
 ) -> None:
     script, settings, options = GUARDRAILS[reason]
+    started = time.monotonic()
     with fake(script, **options) as server:
         done = run(server, repo, tmp_path, **settings)
         asked = len(server.model_requests())
+    took = time.monotonic() - started
     session = done.session
     assert session["status"] == "failed"
     assert session["failure_kind"] == "agent_limit"
@@ -260,6 +277,8 @@ def test_each_guardrail_ends_the_run_with_its_reason_and_keeps_the_work(
     assert f"stopped ({reason})" in session["error"]
     assert "pushed as a partial result" in session["error"]
     assert asked == TURNS[reason]
+    if reason == "wall_clock":  # it stopped waiting for the slow answer (30 s) on time
+        assert took < 20
     [end] = [e for e in done.of_kind("error") if e.get("reason")]
     assert end["reason"] == reason
     assert end["fatal"] is True
@@ -268,6 +287,28 @@ def test_each_guardrail_ends_the_run_with_its_reason_and_keeps_the_work(
     assert session["result"]["partial"] is True
     assert done.branch_files() == ["partial.txt"]
     assert done.pushed("partial.txt") == "half done"
+
+
+def test_the_sessions_tier_sets_the_turns_the_agent_may_take(repo: GitRepo, tmp_path: Path) -> None:
+    endless = GUARDRAILS["iteration_cap"][0]
+    with fake(endless) as server:
+        done = run(server, repo, tmp_path, tier="trivial")
+        asked = len(server.model_requests())
+    assert done.session["tier"] == "trivial"
+    assert done.session["failure_kind"] == "agent_limit"
+    assert "5 model turns were allowed" in done.session["error"]
+    assert asked == 5
+
+
+def test_a_model_that_keeps_failing_fails_the_session_with_its_error(
+    repo: GitRepo, tmp_path: Path
+) -> None:
+    with fake((Reply(error=500),)) as server:
+        done = run(server, repo, tmp_path)
+    assert done.session["status"] == "failed"
+    assert done.session["failure_kind"] == "model_error"
+    assert "HTTP 500" in done.session["error"]
+    assert "fake error 500" in done.session["error"]
 
 
 # --- 4. path escapes ---------------------------------------------------------------------------
@@ -288,6 +329,10 @@ def test_paths_out_of_the_worktree_are_refused_as_observations(
         Reply(tool="read_file", args={"path": "link"}),
         Reply(tool="write_file", args={"path": "../escaped.txt", "content": "out\n"}),
         Reply(tool="write_file", args={"path": "link", "content": "overwritten\n"}),
+        # run_command's wall is the sandbox: nothing outside the worktree to read, TeleCoder's
+        # own package (mounted for the agent to run) read-only.
+        Reply(tool="run_command", args={"command": f"cat {outside}"}),
+        Reply(tool="run_command", args={"command": f"touch {PACKAGE}/written-by-the-agent"}),
         Reply(tool="write_file", args={"path": "inside.txt", "content": "in\n"}),
         Reply(text="Done, inside only."),
     )
@@ -295,9 +340,10 @@ def test_paths_out_of_the_worktree_are_refused_as_observations(
         done = run(server, repo, tmp_path)
     assert done.session["status"] == "succeeded", done.session["error"]
     results = done.of_kind("tool_result")
-    assert [r["ok"] for r in results] == [False, False, False, False, False, True]
+    assert [r["ok"] for r in results] == [False] * 7 + [True]
     for refused in results[:5]:
         assert json.loads(refused["output"])["error"]
+    assert not (PACKAGE / "written-by-the-agent").exists()
     shown = json.dumps(done.events)
     assert "a secret outside" not in shown
     assert "root:x:0" not in shown

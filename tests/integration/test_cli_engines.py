@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,6 +72,12 @@ def test_engines_reports_clis_versions_and_variables_never_values(home: Path) ->
     goose = rows[("goose", None)]
     assert (goose["installed"], goose["path"], goose["version"]) == (False, None, None)
     assert rows[("shell", None)]["configured"] is True
+    builtin = rows[("builtin", None)]
+    assert builtin["variables"] == {
+        "OPENAI_BASE_URL": True,
+        "OPENAI_API_KEY": False,
+        "OLLAMA_HOST": False,
+    }
 
     shown = telecoder("engines", env=env, timeout=120)
     assert shown.returncode == 0, shown.stderr
@@ -89,4 +97,9 @@ def test_engines_without_the_agent_path_finds_no_agent(home: Path, tmp_path: Pat
     assert listed.returncode == 0, listed.stderr
     rows = json.loads(listed.stdout)
     assert rows
-    assert not any(r["installed"] for r in rows)
+    # The builtin agent ships with TeleCoder: this Python runs it.
+    assert not any(r["installed"] for r in rows if r["engine"] != "builtin")
+    [builtin] = [r for r in rows if r["engine"] == "builtin"]
+    assert builtin["installed"]
+    assert builtin["path"] == sys.executable
+    assert builtin["version"] == platform.python_version()

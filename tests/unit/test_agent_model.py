@@ -4,10 +4,11 @@ what may pass, a clear error for what does not, and servers that refuse ``tools`
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
-from telecoder.agent.model import Client, ModelError, ToolsRejected
+from telecoder.agent.model import Client, ModelError, OutOfTime, ToolsRejected
 from tests.fakes.model_server import FakeModelServer, Reply, Usage
 
 TOOLS = [
@@ -120,3 +121,12 @@ def test_an_unreachable_model_is_a_model_error() -> None:
     client = Client(model="m", env={"OPENAI_BASE_URL": url}, retries=1, backoff=0.01)
     with pytest.raises(ModelError, match="cannot reach the model"):
         client.chat(USER, None)
+
+
+def test_no_request_outlives_the_deadline() -> None:
+    with FakeModelServer(default=(Reply(text="late", delay=30),)) as server:
+        started = time.monotonic()
+        with pytest.raises(OutOfTime):
+            openai(server).chat(USER, TOOLS, deadline=started + 0.5)
+        took = time.monotonic() - started
+    assert took < 5

@@ -132,10 +132,14 @@ def test_engine_control_settings_become_the_variables_engines_read(
     monkeypatch.setenv("TELECODER_MODEL_RETRIES", "0")
     monkeypatch.setenv("TELECODER_ACP_COMMAND", "goose acp")
     monkeypatch.setenv("TELECODER_CHAT_IDLE_SECONDS", "90")
+    monkeypatch.setenv("TELECODER_BUILTIN_MAX_ITERATIONS", "30")
+    monkeypatch.setenv("TELECODER_BUILTIN_WALL_SECONDS", "600")
     settings = Settings.load()
     assert settings.engine_control_env() == {
         "TELECODER_AGENT_PATH": "/opt/agents/bin",
         "TELECODER_MODEL_RETRIES": "0",
         "TELECODER_ACP_COMMAND": "goose acp",
+        "TELECODER_BUILTIN_MAX_ITERATIONS": "30",
+        "TELECODER_BUILTIN_WALL_SECONDS": "600.0",
     }
     assert settings.chat_idle_seconds == 90

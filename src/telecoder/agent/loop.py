@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from telecoder.agent import parse
-from telecoder.agent.model import Client, ModelError, ToolsRejected
+from telecoder.agent.model import Client, ModelError, OutOfTime, ToolsRejected
 from telecoder.agent.tools import Observation, ToolCall, Tools, schemas
 
 Emit = Callable[[dict[str, Any]], None]
@@ -129,12 +129,16 @@ def run(
 
         try:
             offered = None if conversation.text_mode else schemas()
-            answer = client.chat(conversation.messages, offered)
+            deadline = None if limits.wall_seconds is None else started + limits.wall_seconds
+            answer = client.chat(conversation.messages, offered, deadline)
         except ToolsRejected as e:
             emit({"type": "notice", "text": f"{e}: switching to tool calls as text"})
             conversation.use_text_mode()
             iteration -= 1  # no turn was spent
             continue
+        except OutOfTime:
+            wall = f"{limits.wall_seconds:g}s taken, waiting for the model"
+            return stop("wall_clock", wall)
         except ModelError as e:
             return stop("model_error", str(e))
         tokens_in += answer.input_tokens

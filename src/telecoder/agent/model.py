@@ -33,6 +33,10 @@ class ToolsRejected(ModelError):
     """The server refused the ``tools`` field: the model must write its calls as text."""
 
 
+class OutOfTime(ModelError):
+    """The run's wall clock ran out while waiting for the model."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Answer:
     message: dict[str, Any]  # OpenAI shape: role, content, tool_calls (maybe)
@@ -55,14 +59,18 @@ class Client:
         return self.model.startswith(OLLAMA_PREFIX)
 
     def chat(
-        self, messages: Sequence[Mapping[str, Any]], tools: list[dict[str, Any]] | None
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        deadline: float | None = None,
     ) -> Answer:
-        """One completion; ``tools`` None sends none (text mode)."""
+        """One completion; ``tools`` None sends none (text mode). ``deadline`` (``time.monotonic``):
+        no request or retry outlives it (``OutOfTime``)."""
         if self.ollama:
             url, headers, body = self._ollama_request(messages, tools)
         else:
             url, headers, body = self._openai_request(messages, tools)
-        data = self._post(url, headers, body, tools=tools is not None)
+        data = self._post(url, headers, body, tools=tools is not None, deadline=deadline)
         return _ollama_answer(data) if self.ollama else _openai_answer(data)
 
     def _openai_request(
@@ -93,15 +101,28 @@ class Client:
         return f"{host}/api/chat", {"content-type": "application/json"}, body
 
     def _post(
-        self, url: str, headers: dict[str, str], body: dict[str, Any], *, tools: bool
+        self,
+        url: str,
+        headers: dict[str, str],
+        body: dict[str, Any],
+        *,
+        tools: bool,
+        deadline: float | None,
     ) -> dict[str, Any]:
         """The answer's JSON; retries what may pass (429, 5xx, a dropped connection)."""
         wait = self.backoff
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
+            timeout = self.timeout
+            if deadline is not None:
+                timeout = min(timeout, deadline - time.monotonic())
+                if timeout <= 0:
+                    raise OutOfTime("no time was left for the model's answer")
             try:
-                response = httpx.post(url, headers=headers, json=body, timeout=self.timeout)
+                response = httpx.post(url, headers=headers, json=body, timeout=timeout)
             except httpx.HTTPError as e:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise OutOfTime("no time was left for the model's answer") from None
                 if last:
                     raise ModelError(f"cannot reach the model at {_where(url)}: {e}") from None
             else:
@@ -120,6 +141,8 @@ class Client:
                 if status not in RETRY_STATUSES or last:
                     raise ModelError(f"HTTP {status} from {_where(url)}: {detail}")
                 wait = max(wait, _retry_after(response))
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - time.monotonic()))
             time.sleep(wait)
             wait *= 2
         raise AssertionError("unreachable")  # the last attempt returned or raised
@@ -161,6 +184,8 @@ def _openai_answer(data: Mapping[str, Any]) -> Answer:
     message: dict[str, Any] = {"role": "assistant", "content": raw.get("content") or ""}
     if raw.get("tool_calls"):
         message["tool_calls"] = list(raw["tool_calls"])
+    if reasoning := raw.get("reasoning_content") or raw.get("reasoning"):
+        message["reasoning_content"] = reasoning  # vLLM, DeepSeek, LM Studio: shown, not sent
     usage = data.get("usage") or {}
     return Answer(
         message=message,

@@ -33,6 +33,7 @@ LIMITS = {  # setting variable -> the agent's flag
     "TELECODER_BUILTIN_WALL_SECONDS": "--wall-seconds",
     "TELECODER_BUILTIN_COMMAND_TIMEOUT": "--command-timeout",
 }
+BODIES = ("content", "output", "entries", "matches")  # an observation's text, shown below it
 ADVICE = {
     "iteration_cap": "raise TELECODER_BUILTIN_MAX_ITERATIONS, give the session a higher --tier, "
     "or split the task",
@@ -129,7 +130,16 @@ class BuiltinParser:
 
 
 def _observation_text(observation: object) -> str:
-    """What a tool observed, as the model got it (JSON), for the ``tool_result`` event."""
-    if isinstance(observation, Mapping):
-        return json.dumps(observation, ensure_ascii=False)
-    return str(observation)
+    """A tool's observation for the ``tool_result`` event: its fields as one line of JSON, then
+    its text (a file's content, a command's output, entries and matches one a line)."""
+    if not isinstance(observation, Mapping):
+        return str(observation)
+    fields = {k: v for k, v in observation.items() if k not in BODIES}
+    lines = [json.dumps(fields, ensure_ascii=False)]
+    for key in BODIES:
+        body = observation.get(key)
+        if isinstance(body, str):
+            lines.append(body)
+        elif isinstance(body, list):
+            lines += [v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for v in body]
+    return "\n".join(lines)
