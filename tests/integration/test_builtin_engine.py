@@ -32,7 +32,13 @@ FIXED = "def add(a, b):\n    return a + b\n"
 TEST_SCRIPT = (
     'python3 -B -c "import calc; assert calc.add(2, 3) == 5, calc.add(2, 3)" && echo PASS\n'
 )
-FILES = {"README.md": "A calculator.\n", "calc.py": BUGGY, "test_calc.sh": TEST_SCRIPT}
+FILES = {
+    "README.md": "A calculator.\n",
+    "calc.py": BUGGY,
+    "test_calc.sh": TEST_SCRIPT,
+    # A package of the repository's own by the agent's name does not replace the agent.
+    "telecoder/__init__.py": "raise SystemExit('the repository shadowed the agent')\n",
+}
 PROMPT = "fix add in calc.py so that test_calc.sh passes"
 TOOL_NAMES = ["list_directory", "read_file", "search_files", "write_file", "run_command"]
 
@@ -246,7 +252,10 @@ GUARDRAILS = {
         {},
     ),
     "format_errors": (
-        (WRITE_PARTIAL, Reply(text='<tool_call>{"name": "read_file", "arguments": {</tool_call>')),
+        (
+            WRITE_PARTIAL,
+            Reply(text='<tool_call>{"name": "read_file", "arguments": {"path": }}</tool_call>'),
+        ),
         {},
         {},
     ),

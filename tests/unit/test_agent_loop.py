@@ -108,3 +108,14 @@ def test_a_server_without_tools_switches_the_conversation_to_text_for_good(
 def test_a_resumed_id_must_be_a_plain_name(bad: str, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a conversation id"):
         Conversation.load(tmp_path, bad)
+
+
+def test_a_command_shown_in_a_native_models_answer_is_not_run(tmp_path: Path) -> None:
+    answer = "Done. To check it yourself:\n```bash\ntouch ran.txt\n```"
+    events: list[dict[str, Any]] = []
+    conversation, tools = start(tmp_path)
+    with FakeModelServer(default=(Reply(text=answer),)) as server:
+        end = run(client(server), tools, conversation, Limits(), events.append)
+    assert (end.reason, end.text) == ("done", answer)
+    assert not [e for e in events if e["type"] == "tool_call"]
+    assert not (tools.root / "ran.txt").exists()

@@ -114,6 +114,28 @@ def test_json_lists_and_openai_shaped_objects_in_the_content() -> None:
     assert calls('{"name": "list_directory"}') == [("call_1", "list_directory", {})]
 
 
+def test_a_call_missing_its_last_braces_at_the_end_is_read() -> None:
+    assert calls('Reading it. {"name": "read_file", "arguments": {"path": "a.py"}') == [
+        ("call_1", "read_file", {"path": "a.py"})
+    ]
+    assert calls('<tool_call>{"name": "read_file", "arguments": {"path": "b"</tool_call>') == [
+        ("call_1", "read_file", {"path": "b"})
+    ]
+
+
+def test_mistral_and_llama_markers_around_json_calls() -> None:
+    mistral = (
+        '[TOOL_CALLS] [{"name": "read_file", "arguments": {"path": "a"}}, '
+        '{"name": "list_directory", "arguments": {}}]'
+    )
+    assert calls(mistral) == [
+        ("call_1", "read_file", {"path": "a"}),
+        ("call_2", "list_directory", {}),
+    ]
+    llama = '<|python_tag|>{"name": "run_command", "parameters": {"command": "ls"}}<|eom_id|>'
+    assert calls(llama) == [("call_1", "run_command", {"command": "ls"})]
+
+
 def test_other_json_in_prose_is_not_a_call() -> None:
     content = (
         'Your package.json has {"name": "demo", "version": "1.0"} and the config is\n'
@@ -195,6 +217,24 @@ def test_bash_and_sh_fences_are_run_commands() -> None:
     assert calls("```python\nprint(1)\n```") == []
 
 
+def test_shell_fences_can_be_left_as_prose() -> None:
+    answer = {"content": "Fixed. Run the tests with:\n```bash\npytest -q\n```"}
+    assert tool_calls(answer, shell_fences=False) == []
+    assert [c.name for c in tool_calls(answer)] == ["run_command"]
+    json_call = {"content": '{"name": "list_directory", "arguments": {}}'}
+    assert [c.name for c in tool_calls(json_call, shell_fences=False)] == ["list_directory"]
+
+
+def test_calls_drafted_in_think_blocks_are_not_made() -> None:
+    content = (
+        '<think>Maybe {"name": "run_command", "arguments": {"command": "rm -rf build"}}, or '
+        "<tool_call>{broken</tool_call>? No, read first.</think>\n"
+        '<tool_call>{"name": "read_file", "arguments": {"path": "setup.py"}}</tool_call>'
+    )
+    assert calls(content) == [("call_1", "read_file", {"path": "setup.py"})]
+    assert calls("<think>I could run\n```bash\nls\n```\nbut I am done.</think>Done.") == []
+
+
 # -- broken attempts and prose ---------------------------------------------------------------
 
 
@@ -202,7 +242,11 @@ def test_bash_and_sh_fences_are_run_commands() -> None:
     ("content", "problem"),
     [
         (
-            '<tool_call>{"name": "read_file", "arguments": {"path": "a"}</tool_call>',
+            '<tool_call>{"name": "read_file", "arguments": {"path": "a"} "x"}</tool_call>',
+            "its JSON is not valid (Expecting ',' delimiter at line 1 column",
+        ),
+        (
+            '{"name": "read_file", "arguments": {"path": "a"} and then I will look',
             "its JSON is not valid (Expecting ',' delimiter at line 1 column",
         ),
         ("<tool_call>read README.md please</tool_call>", "the text inside <tool_call> tags"),
@@ -234,6 +278,13 @@ def test_a_call_that_cannot_be_read_is_corrected_with_an_example(
         '<tool_call>{"name": "read_file", "arguments": {"path": "README.md"}}</tool_call>' in error
     )
     assert error.endswith("Send the call again, corrected.")
+
+
+def test_absurdly_nested_json_is_a_format_error_not_a_crash() -> None:
+    for content in ("[" * 100_000, '{"name": "read_file", "arguments": ' + "[" * 100_000):
+        assert "nested too deeply" in format_error({"content": content})
+    deep = {"tool_calls": [{"function": {"name": "read_file", "arguments": "[" * 100_000}}]}
+    assert "nested too deeply" in format_error(deep)
 
 
 def test_an_unknown_tool_in_text_names_the_tools() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -109,6 +110,9 @@ def test_read_file_stops_at_the_read_cap_and_says_so(root: Path) -> None:
     assert "read stopped after 100 bytes" in result["content"]
     later = call(Tools(root, Limits(read_cap=100)), "read_file", path="big.txt", start_line=1500)
     assert later["content"].startswith("line 1500\n")
+    exact = call(Tools(root, Limits(read_cap=14)), "read_file", path="big.txt")  # two lines
+    assert (exact["content"].split("\n[")[0], exact["end_line"]) == ("line 1\nline 2\n", 2)
+    assert exact["truncated"] is True
 
 
 def test_read_file_output_cap_keeps_head_and_tail(root: Path) -> None:
@@ -147,6 +151,23 @@ def test_symbolic_links_out_of_the_worktree_are_refused(root: Path, outside: Pat
     assert sorted(os.listdir(outside)) == ["secret.txt"]
 
 
+def test_a_link_swapped_in_after_the_check_does_not_lead_out(root: Path, outside: Path) -> None:
+    """What ``_resolve`` approved a moment ago (``sub/secret.txt``, a real directory) is opened
+    component by component; once ``sub`` has become a link out, the open fails."""
+    tools = Tools(root)
+    (root / "sub").mkdir()
+    approved = root / "sub" / "secret.txt"
+    (root / "sub").rmdir()
+    (root / "sub").symlink_to(outside)
+    for flags in (os.O_RDONLY, os.O_WRONLY | os.O_CREAT | os.O_TRUNC):
+        with pytest.raises(NotADirectoryError):
+            tools._open_beneath(approved, flags, create=True)
+    (root / "last").symlink_to(outside / "secret.txt")
+    with pytest.raises(OSError, match="Too many levels of symbolic links"):
+        tools._open_beneath(root / "last", os.O_WRONLY | os.O_TRUNC)
+    assert (outside / "secret.txt").read_text() == "TOP SECRET\n"
+
+
 def test_symbolic_links_inside_the_worktree_are_followed(root: Path) -> None:
     (root / "docs").symlink_to(root / "src")
     result = call(Tools(root), "read_file", path="docs/app.py")
@@ -178,6 +199,9 @@ def test_nul_bytes_and_empty_paths_are_refused(root: Path) -> None:
     assert "NUL byte" in refused(tools, "read_file", path="README.md\0.txt")
     assert "NUL byte" in refused(tools, "write_file", path="a\0b", content="x")
     assert "the path is empty" in refused(tools, "read_file", path="  ")
+    long = refused(tools, "read_file", path="../" + "x" * 5000)
+    assert "outside the worktree" in long
+    assert len(long) < 500
 
 
 # -- write_file ------------------------------------------------------------------------------
@@ -199,6 +223,7 @@ def test_write_file_creates_parents_and_overwrites(root: Path) -> None:
     assert again["created"] is False
     assert (root / "pkg" / "sub" / "mod.py").read_text() == "y = 1\n"
     assert "is a directory" in refused(tools, "write_file", path="src", content="x")
+    assert "Not a directory" in refused(tools, "write_file", path="README.md/x", content="x")
 
 
 # -- list_directory --------------------------------------------------------------------------
@@ -253,6 +278,21 @@ def test_run_command_merges_output_and_reports_the_exit_code(root: Path) -> None
     assert "missing.txt" in failed["output"]
     assert failed["error"] == "the command exited with code 3"
     assert call(tools, "run_command", command="cat")["output"] == ""  # stdin is empty
+    killed = call(tools, "run_command", command="kill -KILL $$")
+    assert (killed["exit_code"], killed["error"]) == (-9, "the command was killed by SIGKILL")
+
+
+def test_commands_do_not_see_the_model_credentials(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "tc-ticket-key-1234")
+    monkeypatch.setenv("ANTHROPIC_AUTH_TOKEN", "tc-ticket-key-1234")
+    monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:9/ollama/tc-ticket-key-1234")
+    monkeypatch.setenv("PROJECT_SETTING", "kept")
+    result = call(Tools(root), "run_command", command="env")
+    assert result["ok"] is True
+    assert "tc-ticket-key-1234" not in result["output"]
+    assert "PROJECT_SETTING=kept" in result["output"]
 
 
 def _alive(pid: int) -> bool:
@@ -304,6 +344,9 @@ def test_the_tool_timeout_cannot_exceed_the_limit(root: Path) -> None:
     assert result["timed_out"] is True
     assert "within 0.3 seconds" in result["error"]
     assert "positive number" in refused(Tools(root), "run_command", command="ls", timeout=0)
+    for endless in ("nan", float("nan"), "inf"):
+        error = refused(Tools(root), "run_command", command="ls", timeout=endless)
+        assert "'timeout' of run_command must be a number" in error
 
 
 def test_long_output_keeps_head_and_tail(root: Path) -> None:
@@ -338,6 +381,9 @@ def test_search_files_falls_back_to_literal_text_for_an_invalid_regex(root: Path
     result = call(Tools(root), "search_files", pattern="greet(name")
     assert result["literal"] is True
     assert result["matches"] == ["src/app.py:1:def greet(name):"]
+    (root / "big.txt").write_text("a{99999999999}\n")
+    huge = call(Tools(root), "search_files", pattern="a{99999999999}")
+    assert (huge["literal"], huge["matches"]) == (True, ["big.txt:1:a{99999999999}"])
 
 
 def test_search_files_skips_git_and_binary_files_and_filters_by_glob(root: Path) -> None:
@@ -353,6 +399,31 @@ def test_search_files_skips_git_and_binary_files_and_filters_by_glob(root: Path)
     in_file = call(tools, "search_files", pattern="return", path="src/app.py")
     assert in_file["matches"] == ["src/app.py:2:    return 'hi ' + name"]
     assert "no file or directory" in refused(tools, "search_files", pattern="x", path="nope")
+
+
+def test_search_files_skips_fifos_and_devices(root: Path) -> None:
+    os.mkfifo(root / "pipe")
+    (root / "dev-null").symlink_to("/dev/null")
+    (root / "notes.txt").write_text("greet\n")
+    result = call(Tools(root), "search_files", pattern="greet", path=".")
+    assert result["matches"] == ["notes.txt:1:greet", "src/app.py:1:def greet(name):"]
+    assert "not a regular file" in refused(Tools(root), "read_file", path="pipe")
+
+
+def test_a_search_that_backtracks_for_ever_is_stopped(root: Path) -> None:
+    (root / "a.txt").write_text("greet\n")
+    (root / "b.txt").write_text("a" * 40 + "b\n")
+    handler = signal.getsignal(signal.SIGALRM)  # pytest-timeout's, when it runs with signals
+    timer = signal.getitimer(signal.ITIMER_REAL)[0]
+    started = time.monotonic()
+    result = call(Tools(root, Limits(command_timeout=0.5)), "search_files", pattern=r"(a+)+$|greet")
+    assert time.monotonic() - started < 3
+    assert result["ok"] is False
+    assert result["error"].startswith("the search did not finish within 0.5 seconds")
+    assert (result["matches"], result["truncated"]) == (["a.txt:1:greet"], True)
+    assert call(Tools(root), "search_files", pattern="greet")["ok"] is True  # the timer is gone
+    assert signal.getsignal(signal.SIGALRM) is handler  # put back, with its timer
+    assert timer - 5 < signal.getitimer(signal.ITIMER_REAL)[0] <= timer
 
 
 def test_search_files_is_capped(root: Path) -> None:
@@ -374,6 +445,10 @@ def test_unknown_tools_and_bad_arguments_are_explained(root: Path) -> None:
     assert error == "the argument 'start_line' of read_file must be an integer, not \"two\""
     assert "must be a string" in refused(tools, "write_file", path="a.txt", content=["x"])
     assert "must be a string" in refused(tools, "run_command", command=True)
+    deep: list[Any] = []
+    for _ in range(5000):
+        deep = [deep]
+    assert "must be a string, not [[[[" in refused(tools, "write_file", path="a", content=deep)
     bad = tools.run(ToolCall(id="c", name="read_file", arguments=["README.md"]))  # type: ignore[arg-type]
     assert bad == Observation(tool="read_file", ok=False, error=bad.error)
     assert "must be an object" in str(bad.error)

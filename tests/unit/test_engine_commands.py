@@ -108,7 +108,7 @@ def test_builtin_runs_this_python_with_the_tiers_turns(
 ) -> None:
     the_task = dataclasses.replace(task(tmp_path), tier=tier, env={**ENV, **env})
     argv = list(registry.create("engines", "builtin").command(the_task).argv)
-    assert argv[:3] == [sys.executable, "-m", "telecoder.agent"]
+    assert argv[:4] == [sys.executable, "-I", "-m", "telecoder.agent"]
     assert argv[argv.index("--max-iterations") + 1] == turns
 
 
@@ -124,7 +124,7 @@ def test_builtin_passes_its_limits_the_endpoint_and_the_conversation_to_resume(
     the_task = dataclasses.replace(task(tmp_path, resume_id="abc123"), env={**ENV, **limits})
     command = registry.create("engines", "builtin").command(the_task)
     argv = list(command.argv)
-    pairs = dict(zip(argv[3::2], argv[4::2], strict=False))
+    pairs = dict(zip(argv[4::2], argv[5::2], strict=False))
     assert pairs["--model"] == "m1"
     assert pairs["--workdir"] == str(the_task.workdir)
     assert pairs["--token-budget"] == "5000"

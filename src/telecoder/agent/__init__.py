@@ -7,6 +7,9 @@ package (the standard library and httpx only).
 
 - ``tools``: the five tools (``read_file``, ``write_file``, ``list_directory``, ``run_command``,
   ``search_files``), every path confined to the worktree, each result a typed observation;
+  beside it ``specs`` (each tool's description and parameters: the schemas offered and the check
+  of a call's arguments), ``command`` (one shell command in its own process group, killed on
+  timeout, output capped) and ``search`` (the bounded search of text files);
 - ``parse``: a model reply to tool calls — native ``tool_calls``, JSON in the content, or XML —
   or a ``FormatError`` whose message is the correction sent back to the model;
 - ``model``: the chat client (OpenAI Chat Completions, or Ollama's native ``/api/chat``);

@@ -15,6 +15,7 @@ import selectors
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,17 @@ class CommandResult:
     output: str
     timed_out: bool
     truncated: bool  # part of the output's middle was left out
+
+
+def without_model_credentials(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` without the agent's own model credentials: the commands the model runs need no
+    key to the model (``*_API_KEY``, ``*_AUTH_TOKEN``, and ``OLLAMA_HOST``, whose URL carries
+    the gateway ticket), and a command printing its environment must not show one."""
+    return {
+        name: value
+        for name, value in env.items()
+        if not name.endswith(("_API_KEY", "_AUTH_TOKEN")) and name != "OLLAMA_HOST"
+    }
 
 
 class _HeadTail:
@@ -57,9 +69,11 @@ class _HeadTail:
         return f"{head}\n[... {omitted} bytes of output omitted ...]\n{tail}", True
 
 
-def run_shell(command: str, *, cwd: Path, timeout: float, cap: int) -> CommandResult:
+def run_shell(
+    command: str, *, cwd: Path, timeout: float, cap: int, env: Mapping[str, str] | None = None
+) -> CommandResult:
     """Run ``command`` in ``cwd``, in its own process group, for at most ``timeout`` seconds;
-    keep about ``cap`` bytes of its output.
+    keep about ``cap`` bytes of its output. ``env``: its environment (default: this process's).
 
     The shell is detected as finished without being reaped (``WNOWAIT``), so its pid, the
     group's id, cannot be reused while the group is signalled.
@@ -67,6 +81,7 @@ def run_shell(command: str, *, cwd: Path, timeout: float, cap: int) -> CommandRe
     process = subprocess.Popen(
         ["/bin/sh", "-c", command],
         cwd=cwd,
+        env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -154,7 +154,9 @@ def run(
             emit({"type": "assistant", "text": str(message["content"])})
 
         try:
-            calls = parse.tool_calls(message)
+            # A ```bash fence is a call only for a model told so (text mode): a native-tool
+            # model's answer may show the user a command.
+            calls = parse.tool_calls(message, shell_fences=conversation.text_mode)
         except parse.FormatError as e:
             format_errors += 1
             emit({"type": "format_error", "message": str(e)})

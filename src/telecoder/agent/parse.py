@@ -11,7 +11,8 @@ The first three formats may be mixed and repeated in one reply: every call found
 in the order written (a JSON object inside ``<tool_call>`` tags counts once). A ```bash fence
 counts only when the reply has no other call, since models also show commands in prose. An
 unclosed ``<tool_call>`` or ``<function=...>`` at the end of a reply is read too: servers often
-stop generating on the closing tag.
+stop generating on the closing tag. ``<think>...</think>`` blocks (reasoning models served
+without a reasoning parser) are left out: a call drafted while thinking is not made.
 
 CONTRACT (shared by the ``agent-tools`` and ``builtin`` branches; change it only together).
 """
@@ -56,21 +57,32 @@ TEXT_FORMAT_HELP = (
 _TOOL_CALL = re.compile(r"<tool_call>(.*?)(?:</tool_call>|\Z)", re.DOTALL)
 _FUNCTION = re.compile(r"<function=([^>]*)>(.*?)(?:</function>|\Z)", re.DOTALL)
 _PARAMETER = re.compile(r"<parameter=([^>]*)>(.*?)(?:</parameter>|(?=<parameter=)|\Z)", re.DOTALL)
+_THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
 _SHELL_FENCE = re.compile(r"```[ \t]*(?:bash|sh|shell)[ \t]*\n(.*?)```", re.DOTALL)
 _CALL_ATTEMPT = re.compile(r"""[{\[]\s*\{?\s*["']?(?:name|function)["']?\s*:""")
 
 
-def tool_calls(message: Mapping[str, Any]) -> list[ToolCall]:
+def tool_calls(message: Mapping[str, Any], *, shell_fences: bool = True) -> list[ToolCall]:
     """The calls of an assistant ``message`` (OpenAI chat shape: ``content``, ``tool_calls``;
-    Ollama's native shape too). [] means the message is the final answer."""
+    Ollama's native shape too). [] means the message is the final answer.
+
+    ``shell_fences=False`` reads no ```bash fence as a call: for a model offered native tools,
+    whose final answer may well show the user a command."""
+    try:
+        return _calls(message, shell_fences)
+    except RecursionError:  # JSON nested thousands deep: never a call, never a crash
+        raise _broken("its JSON is nested too deeply to be read") from None
+
+
+def _calls(message: Mapping[str, Any], shell_fences: bool) -> list[ToolCall]:
     native = message.get("tool_calls")
     if native:
         if not isinstance(native, list):
             raise FormatError("tool_calls must be a list of calls")
         return [_native(entry, index) for index, entry in enumerate(native, start=1)]
-    text = _text(message.get("content"))
+    text = _THINK.sub("", _text(message.get("content")))
     found = _text_calls(text)
-    if not found:
+    if not found and shell_fences:
         found = [
             (match.start(), "run_command", {"command": match.group(1).strip()})
             for match in _SHELL_FENCE.finditer(text)
@@ -168,14 +180,28 @@ def _json_calls(text: str) -> list[_Found]:
         try:
             value, end = decoder.raw_decode(text, start)
         except json.JSONDecodeError as error:
-            if _attempts_call(text, start):
+            if not _attempts_call(text, start):
+                position = start + 1
+                continue
+            value, end = _closed(text, start), len(text)
+            if value is None:
                 raise _broken(f"its JSON is not valid ({_where(error)})") from None
-            position = start + 1
-            continue
         calls = _as_calls(value)
         if calls is not None:
             found += [(start, name, arguments) for name, arguments in calls]
         position = end
+
+
+def _closed(text: str, start: int) -> Any:
+    """The call at ``start`` that runs to the end of ``text`` but lacks its last brace or two
+    (small models often drop them), or None."""
+    for missing in ("}", "}}"):
+        try:
+            value = json.loads(text[start:] + missing)
+        except json.JSONDecodeError:
+            continue
+        return value if _as_calls(value) else None
+    return None
 
 
 def _attempts_call(text: str, start: int) -> bool:

@@ -8,6 +8,8 @@ accepted where a number is expected: calls parsed from XML carry every value as 
 from __future__ import annotations
 
 import json
+import math
+import reprlib
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -106,10 +108,18 @@ def check_arguments(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
         if converted is None:
             raise ArgumentError(
                 f"the argument {param!r} of {name} must be a{'n' if spec.type[0] == 'i' else ''} "
-                f"{spec.type}, not {json.dumps(value, default=str)[:80]}"
+                f"{spec.type}, not {_shown(value)}"
             )
         checked[param] = converted
     return checked
+
+
+def _shown(value: Any) -> str:
+    """A wrong value, short, as JSON where it can be (reprlib bounds depth and length)."""
+    try:
+        return json.dumps(value)[:80]
+    except (TypeError, ValueError, RecursionError):
+        return reprlib.repr(value)
 
 
 def _convert(kind: str, value: Any) -> Any:
@@ -127,4 +137,6 @@ def _convert(kind: str, value: Any) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
         return value if isinstance(value, int) else None
-    return float(value) if isinstance(value, int | float) else None
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        return None  # NaN would make a timeout never expire
+    return float(value)

@@ -5,10 +5,11 @@ times out) is an observation with ``ok: false`` and an ``error`` saying what to 
 never an exception: the loop sends it back to the model and goes on.
 
 Every path is resolved (symbolic links at every component, ``..``) and must land inside the
-worktree; the last component is opened with ``O_NOFOLLOW`` so a link swapped in after the check
-fails instead of escaping. Writes into ``.git`` are refused (hooks and config would run later,
-outside the agent's confinement). The sandbox around the agent process is the first wall; these
-checks are the second, and they make the model's mistakes readable.
+worktree; a file is then opened one component at a time from the root with ``O_NOFOLLOW``, so a
+link swapped in after the check fails instead of escaping. Writes into ``.git`` are refused
+(hooks and config would run later, outside the agent's confinement). The sandbox around the
+agent process is the first wall; these checks are the second, and they make the model's
+mistakes readable.
 
 Observation keys (stable: the model and the event parser read them). Every observation has
 ``tool``, ``ok`` and ``error`` (null when ``ok``); a refused call has only those three.
@@ -19,35 +20,35 @@ Observation keys (stable: the model and the event parser read them). Every obser
 - ``list_directory``: ``path``, ``entries`` (each ``name`` relative to ``path``, ``type`` one of
   file/dir/link/other, ``size`` in bytes for a file, else null), ``truncated``;
 - ``run_command``: ``exit_code``, ``output`` (stdout and stderr merged), ``timed_out``,
-  ``truncated``; ``ok`` is false when the command failed or timed out;
+  ``truncated``; ``ok`` is false when the command failed or timed out. Commands run without
+  the agent's model credentials in their environment;
 - ``search_files``: ``pattern``, ``path``, ``literal`` (the pattern was not a valid regular
-  expression and was searched as plain text), ``matches`` (``path:line:text``), ``truncated``.
+  expression and was searched as plain text), ``matches`` (``path:line:text``), ``truncated``;
+  ``ok`` is false when the search ran out of time (``Limits.command_timeout``).
 
 CONTRACT (shared by the ``agent-tools`` and ``builtin`` branches; change it only together).
 """
 
 from __future__ import annotations
 
-import fnmatch
+import errno
 import json
 import os
 import re
+import signal
 import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from telecoder.agent.command import run_shell
+from telecoder.agent.command import run_shell, without_model_credentials
+from telecoder.agent.search import BINARY_SNIFF, search
 from telecoder.agent.specs import MAX_DEPTH, TOOL_SPECS, ArgumentError, check_arguments
 
 NAMES = ("read_file", "write_file", "list_directory", "run_command", "search_files")
 
 _LIST_CAP = 500  # entries one list_directory returns
-_MATCH_CAP = 200  # matches one search_files returns
-_MATCH_LINE_CAP = 300  # characters of a matching line shown
-_SEARCH_FILE_CAP = 5_000_000  # bytes: larger files are not searched
-_BINARY_SNIFF = 8192  # bytes looked at for a NUL to call a file binary
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,7 +117,7 @@ class Tools:
     def _resolve(self, raw: str, *, write: bool = False) -> Path:
         """``raw`` as a real path inside the root, or ``_Refused`` saying what is allowed."""
         if "\0" in raw:
-            raise _Refused(f"the path {raw!r} contains a NUL byte; give a plain path")
+            raise _Refused(f"the path {_quoted(raw)} contains a NUL byte; give a plain path")
         if not raw.strip():
             raise _Refused("the path is empty; give a path relative to the worktree root")
         candidate = Path(raw) if os.path.isabs(raw) else self.root / raw
@@ -129,12 +130,12 @@ class Tools:
                 else "is outside the worktree"
             )
             raise _Refused(
-                f"the path {raw!r} {why}; only paths inside the worktree ({self.root}) can be "
-                "used: give a path relative to it, e.g. 'src/main.py'"
+                f"the path {_quoted(raw)} {why}; only paths inside the worktree ({self.root}) "
+                "can be used: give a path relative to it, e.g. 'src/main.py'"
             )
         if write and ".git" in resolved.relative_to(self.root).parts:
             raise _Refused(
-                f"the path {raw!r} is inside .git, which cannot be written; "
+                f"the path {_quoted(raw)} is inside .git, which cannot be written; "
                 "write the project's own files and use git commands through run_command"
             )
         return resolved
@@ -166,23 +167,23 @@ class Tools:
             )
         fd = self._open_regular(target, path)
         with os.fdopen(fd, "rb") as handle:
-            if b"\0" in handle.read(_BINARY_SNIFF):
-                raise _Refused(f"{path!r} is a binary file; only text files can be read")
+            if b"\0" in handle.read(BINARY_SNIFF):
+                raise _Refused(f"{_quoted(path)} is a binary file; only text files can be read")
             handle.seek(0)
             chunks: list[bytes] = []
             used, count, capped = 0, 0, False
             for count, line in enumerate(handle, start=1):
                 if count < first or (end_line is not None and count > end_line) or capped:
                     continue
-                room = self.limits.read_cap - used
-                if len(line) > room:
-                    chunks.append(line[:room])
+                if used >= self.limits.read_cap:
                     capped = True
-                else:
-                    chunks.append(line)
-                used += len(chunks[-1])
+                    continue
+                piece = line[: self.limits.read_cap - used]
+                capped = len(piece) < len(line)
+                chunks.append(piece)
+                used += len(piece)
         if count and first > count:
-            raise _Refused(f"{path!r} has {count} lines; start_line {first} is past its end")
+            raise _Refused(f"{_quoted(path)} has {count} lines; start_line {first} is past its end")
         content = b"".join(chunks).decode("utf-8", errors="replace")
         if capped:
             content += (
@@ -210,18 +211,41 @@ class Tools:
             mode = os.lstat(target).st_mode
         except FileNotFoundError:
             raise _Refused(
-                f"no file {raw!r}; list_directory or search_files show what exists"
+                f"no file {_quoted(raw)}; list_directory or search_files show what exists"
             ) from None
         if stat.S_ISDIR(mode):
-            raise _Refused(f"{raw!r} is a directory; use list_directory to see its entries")
+            raise _Refused(f"{_quoted(raw)} is a directory; use list_directory to see its entries")
         if not stat.S_ISREG(mode):
-            raise _Refused(f"{raw!r} is not a regular file")
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        fd = os.open(target, flags)
+            raise _Refused(f"{_quoted(raw)} is not a regular file")
+        fd = self._open_beneath(target, os.O_RDONLY | os.O_NONBLOCK)
         if not stat.S_ISREG(os.fstat(fd).st_mode):  # it changed between the check and the open
             os.close(fd)
-            raise _Refused(f"{raw!r} is not a regular file")
+            raise _Refused(f"{_quoted(raw)} is not a regular file")
         return fd
+
+    def _open_beneath(self, target: Path, flags: int, *, create: bool = False) -> int:
+        """Open ``target`` (resolved, inside the root) one component at a time from the root,
+        following no link: a link swapped in after ``_resolve``'s check fails the open (ELOOP,
+        ENOTDIR) instead of leading out. ``create``: make the missing directories on the way."""
+        parts = target.relative_to(self.root).parts
+        if not parts:
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(target))
+        directory = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self.root, directory)
+        try:
+            for part in parts[:-1]:
+                try:
+                    inner = os.open(part, directory, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                    inner = os.open(part, directory, dir_fd=fd)
+                os.close(fd)
+                fd = inner
+            return os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=fd)
+        finally:
+            os.close(fd)
 
     def _write_file(self, path: str, content: str) -> Observation:
         target = self._resolve(path, write=True)
@@ -230,11 +254,9 @@ class Tools:
         except UnicodeEncodeError:
             raise _Refused("the content is not valid text (it has lone surrogates)") from None
         if target.is_dir():
-            raise _Refused(f"{path!r} is a directory; give a file path")
+            raise _Refused(f"{_quoted(path)} is a directory; give a file path")
         created = not target.exists()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(target, flags, 0o644)
+        fd = self._open_beneath(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, create=True)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         return Observation(
@@ -246,9 +268,11 @@ class Tools:
     def _list_directory(self, path: str = ".", depth: int = 1) -> Observation:
         target = self._resolve(path)
         if not target.exists():
-            raise _Refused(f"no directory {path!r}; list '.' to see the worktree's top level")
+            raise _Refused(
+                f"no directory {_quoted(path)}; list '.' to see the worktree's top level"
+            )
         if not target.is_dir():
-            raise _Refused(f"{path!r} is a file, not a directory; use read_file to read it")
+            raise _Refused(f"{_quoted(path)} is a file, not a directory; use read_file to read it")
         if depth < 1:
             raise _Refused(f"depth must be 1 or more (at most {MAX_DEPTH}), not {depth}")
         entries: list[dict[str, Any]] = []
@@ -273,13 +297,21 @@ class Tools:
             raise _Refused(f"timeout must be a positive number of seconds, not {timeout}")
         limit = self.limits.command_timeout
         limit = limit if timeout is None else min(timeout, limit)
-        result = run_shell(command, cwd=self.root, timeout=limit, cap=self.limits.output_cap)
+        result = run_shell(
+            command,
+            cwd=self.root,
+            timeout=limit,
+            cap=self.limits.output_cap,
+            env=without_model_credentials(os.environ),
+        )
         error = None
         if result.timed_out:
             error = (
                 f"the command did not finish within {limit:g} seconds and was killed "
                 "(with every process it started); run something shorter, or limit it"
             )
+        elif result.exit_code < 0:
+            error = f"the command was killed by {_signal_name(-result.exit_code)}"
         elif result.exit_code != 0:
             error = f"the command exited with code {result.exit_code}"
         return Observation(
@@ -300,40 +332,38 @@ class Tools:
         literal = False
         try:
             regex = re.compile(pattern)
-        except re.error:
+        except (re.error, OverflowError, RecursionError):
             regex, literal = re.compile(re.escape(pattern)), True
         target = self._resolve(path)
         if not target.exists():
-            raise _Refused(f"no file or directory {path!r}; search '.' for the whole worktree")
-        files = [target] if target.is_file() else _files(target)
-        matches: list[str] = []
-        budget = self.limits.output_cap
-        truncated = False
-        for file in files:
-            shown = self._show(file)
-            if glob and not (fnmatch.fnmatch(shown, glob) or fnmatch.fnmatch(file.name, glob)):
-                continue
-            for number, line in _text_lines(file):
-                if not regex.search(line):
-                    continue
-                match = f"{shown}:{number}:{line[:_MATCH_LINE_CAP]}"
-                budget -= len(match) + 4
-                if len(matches) >= _MATCH_CAP or budget < 0:
-                    truncated = True
-                    break
-                matches.append(match)
-            if truncated:
-                break
+            raise _Refused(
+                f"no file or directory {_quoted(path)}; search '.' for the whole worktree"
+            )
+        found = search(
+            target,
+            regex,
+            glob=glob,
+            show=self._show,
+            cap=self.limits.output_cap,
+            seconds=self.limits.command_timeout,
+        )
+        error = None
+        if found.timed_out:
+            error = (
+                f"the search did not finish within {self.limits.command_timeout:g} seconds "
+                "(matches so far are shown); narrow it with path or glob, or simplify the pattern"
+            )
         return Observation(
             tool="search_files",
-            ok=True,
+            ok=error is None,
             data={
                 "pattern": pattern,
                 "path": self._show(target),
                 "literal": literal,
-                "matches": matches,
-                "truncated": truncated,
+                "matches": found.matches,
+                "truncated": found.truncated,
             },
+            error=error,
         )
 
 
@@ -361,6 +391,18 @@ def schemas() -> list[dict[str, Any]]:
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _quoted(path: str) -> str:
+    """A path the model gave, quoted for a message (a long one cut: it goes back to the model)."""
+    return repr(path if len(path) <= 200 else path[:200] + "...")
 
 
 def _cap(text: str, cap: int, hint: str) -> tuple[str, bool]:
@@ -396,26 +438,3 @@ def _walk(directory: Path, depth: int, prefix: str = "") -> Iterator[dict[str, A
             yield {"name": name, "type": "file", "size": size}
         else:
             yield {"name": name, "type": "other", "size": None}
-
-
-def _files(directory: Path) -> Iterator[Path]:
-    """The regular files under ``directory``, sorted; .git and symbolic links skipped."""
-    for current, dirs, files in os.walk(directory):
-        dirs[:] = sorted(name for name in dirs if name != ".git")
-        for name in sorted(files):
-            path = Path(current, name)
-            if not path.is_symlink():
-                yield path
-
-
-def _text_lines(file: Path) -> Iterator[tuple[int, str]]:
-    """The numbered lines of a text file; nothing for a binary, huge or unreadable one."""
-    try:
-        if file.stat().st_size > _SEARCH_FILE_CAP:
-            return
-        data = file.read_bytes()
-    except OSError:
-        return
-    if b"\0" in data[:_BINARY_SNIFF]:
-        return
-    yield from enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1)

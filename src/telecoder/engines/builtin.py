@@ -59,7 +59,10 @@ class BuiltinEngine:
     variables = VARIABLES
 
     def command(self, task: EngineTask) -> EngineCommand:
-        argv = [sys.executable, "-m", "telecoder.agent", "--model", task.model or DEFAULT_MODEL]
+        # -I: the repository (the working directory) and PYTHON* variables cannot put other
+        # code in place of the agent's; its package comes from this Python's site-packages.
+        argv = [sys.executable, "-I", "-m", "telecoder.agent"]
+        argv += ["--model", task.model or DEFAULT_MODEL]
         argv += ["--workdir", str(task.workdir), "--max-iterations", str(max_iterations(task))]
         argv += ["--retries", str(s.model_retries(task.env))]
         for variable, flag in LIMITS.items():
@@ -67,7 +70,7 @@ class BuiltinEngine:
                 argv += [flag, value]
         if task.resume_id:
             argv += ["--resume", task.resume_id]
-        env = {**s.pick(task.env, VARIABLES), "HOME": str(task.home), "PYTHONUNBUFFERED": "1"}
+        env = {**s.pick(task.env, VARIABLES), "HOME": str(task.home)}
         return EngineCommand(argv=argv, env=env, stdin=task.prompt.encode())
 
     def parser(self, task: EngineTask) -> BuiltinParser:
