@@ -3,12 +3,15 @@ directory, the fake model server, the conversation as it is stored and resumed."
 
 from __future__ import annotations
 
+import ast
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import telecoder.agent
 from telecoder.agent.loop import Conversation, Limits, run
 from telecoder.agent.model import Client
 from telecoder.agent.parse import TEXT_FORMAT_HELP
@@ -119,3 +122,21 @@ def test_a_command_shown_in_a_native_models_answer_is_not_run(tmp_path: Path) ->
     assert (end.reason, end.text) == ("done", answer)
     assert not [e for e in events if e["type"] == "tool_call"]
     assert not (tools.root / "ran.txt").exists()
+
+
+def test_the_agent_imports_only_its_own_package_the_standard_library_and_httpx() -> None:
+    """It runs inside the sandbox as a process of its own: nothing of TeleCoder's settings,
+    store or secrets may come with it."""
+    package = Path(telecoder.agent.__file__).parent
+    for source in package.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                allowed = top in sys.stdlib_module_names or top == "httpx"
+                assert allowed or name.startswith("telecoder.agent"), (source.name, name)

@@ -390,6 +390,8 @@ def test_search_files_skips_git_and_binary_files_and_filters_by_glob(root: Path)
     (root / "data.bin").write_bytes(b"\0\1greet\0")
     (root / "notes.txt").write_text("greet me\n")
     subprocess.run(["git", "-C", str(root), "add", "-A"], check=True)
+    (root / ".git" / "description").write_text("greet from the repository's own files\n")
+    (root / "src" / ".git").write_text("gitdir: greet\n")  # a nested checkout's .git file
     tools = Tools(root)
     result = call(tools, "search_files", pattern="greet")
     assert result["matches"] == ["notes.txt:1:greet me", "src/app.py:1:def greet(name):"]

@@ -119,10 +119,11 @@ def _interrupted_after(seconds: float) -> Iterator[None]:
 
 
 def _files(directory: Path) -> Iterator[Path]:
-    """The files under ``directory``, sorted, .git skipped (links to directories not entered)."""
+    """The files under ``directory``, sorted; .git (a directory, or a checkout's pointer file)
+    skipped, links to directories not entered."""
     for current, dirs, files in os.walk(directory):
         dirs[:] = sorted(name for name in dirs if name != ".git")
-        yield from (Path(current, name) for name in sorted(files))
+        yield from (Path(current, name) for name in sorted(files) if name != ".git")
 
 
 def _text_lines(file: Path) -> Iterator[tuple[int, str]]:
