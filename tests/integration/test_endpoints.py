@@ -64,6 +64,7 @@ def test_validate_refuses_what_is_wrong():
         (("x", "ftp://h", "openai", None), "http:// or https://"),
         (("x", "https://u:p@h", "openai", None), "no credentials"),
         (("x", "https://h", "openai", "1BAD"), "environment variable"),
+        (("x", "http://h:11434/v1/", "ollama", None), r"root URL \(http://h:11434\)"),
     ]:
         with pytest.raises(BadInput, match=message):
             validate(*args)

@@ -14,6 +14,7 @@ from telecoder.gateway.routing import (
     fallback_message,
     files_named,
     in_order,
+    named_hop,
     parse_chain,
     parse_tier,
     requested_model,
@@ -93,6 +94,29 @@ def test_hops_follow_the_tier_list_of_the_requests_api():
         default = {"gemini": "gemini"}.get(api, "anthropic")
         assert r.hops(api, tier=tier, pinned=pinned, kinds=KINDS, default=default) == [Hop(default)]
     assert r.hops("ollama", tier=None, pinned=False, kinds=KINDS, default=None) == []
+
+
+def test_a_model_naming_its_endpoint_goes_there_and_ollama_serves_openai_chat():
+    kinds = {**KINDS, "local": "ollama"}
+    for api in ("ollama", "openai-chat"):  # Ollama answers both
+        assert named_hop("local:qwen2.5-coder:7b", api, kinds) == Hop("local", "qwen2.5-coder:7b")
+    assert named_hop("local:qwen2.5-coder:7b", "anthropic", kinds) is None  # not its API
+    assert named_hop("openai:gpt-5", "openai-chat", kinds) == Hop("openai", "gpt-5")
+    for model in ("qwen2.5-coder:7b", "gpt-5", "local:", "", None):  # no endpoint named
+        assert named_hop(model, "ollama", kinds) is None
+    r = Routes({Tier.STANDARD: parse_chain(["local:qwen3", "openai:gpt-5"])})
+    # Pinned or not, a model naming its endpoint wins over the tier and the default.
+    assert r.hops(
+        "openai-chat", tier=None, pinned=True, kinds=kinds, default="openai", model="local:m"
+    ) == [Hop("local", "m")]
+    # A tier's Ollama entry serves OpenAI's Chat Completions too (not the Responses API).
+    assert r.hops("openai-chat", tier="standard", pinned=False, kinds=kinds, default="openai") == [
+        Hop("local", "qwen3"),
+        Hop("openai", "gpt-5"),
+    ]
+    assert r.hops(
+        "openai-responses", tier="standard", pinned=False, kinds=kinds, default="openai"
+    ) == [Hop("openai", "gpt-5")]
 
 
 def test_in_order_puts_unusable_endpoints_last():

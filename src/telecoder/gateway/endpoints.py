@@ -104,6 +104,11 @@ def validate(name: str, url: str, kind: str, key_env: str | None) -> Spec:
         raise BadInput(f"the endpoint URL must be http:// or https://, not {url!r}")
     if parts.username or parts.password or parts.query or parts.fragment:
         raise BadInput("the endpoint URL must carry no credentials, query or fragment")
+    if kind == "ollama" and parts.path.rstrip("/").endswith("/v1"):
+        raise BadInput(
+            f"an Ollama endpoint is the server's root URL ({url.rstrip('/')[:-3]}), not its /v1 "
+            "API: the gateway sends OpenAI-compatible requests to /v1 itself"
+        )
     if key_env is not None and not ENV_VAR.match(key_env):
         raise BadInput(f"--key-env names an environment variable, not {key_env!r}")
     return Spec(name=name, url=url.rstrip("/"), kind=kind, key_env=key_env)

@@ -391,7 +391,9 @@ class Gateway:
         if used is not None:
             model = used.model or model
             try:
-                cost = self.prices.cost(None, used, api=call.api)  # Ollama: overrides only
+                # Whatever API it spoke, a model Ollama answered is priced by overrides only.
+                local = target is not None and target.kind == Kind.OLLAMA
+                cost = self.prices.cost(None, used, api=apis.OLLAMA if local else call.api)
             except Exception:  # a price table must never break metering
                 log.warning("gateway: no price for %s", model, exc_info=True)
         fresh, output, read, write = (

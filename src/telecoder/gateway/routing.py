@@ -9,7 +9,13 @@ the first entry whose endpoint speaks the request's API (no protocol translation
 unhealthy or keeps failing, the gateway falls back to the next one and tells the session.
 
 A session that pins its model (``--model``) is not routed by tier: its requests go where they
-ask, to the endpoint of their API.
+ask, to the endpoint of their API. A model that names its endpoint the way a tier's entry does
+(``--model local:qwen2.5-coder:7b``, ``local`` a registered endpoint) goes to that endpoint, asked
+for the rest (``qwen2.5-coder:7b``): how a session pins a model of a registered endpoint.
+
+An Ollama endpoint serves OpenAI's Chat Completions as well as its own API (Ollama answers it
+at ``/v1``): one registration carries the ``builtin`` agent on Ollama's native API and the CLIs
+that speak only OpenAI's.
 """
 
 from __future__ import annotations
@@ -31,13 +37,13 @@ class Tier(enum.StrEnum):
 
 TIERS = tuple(t.value for t in Tier)
 
-# The endpoint kind that serves each API the gateway speaks (layout.md's names).
-KIND_OF_API: Mapping[str, str] = {
-    "anthropic": "anthropic",
-    "openai-chat": "openai",
-    "openai-responses": "openai",
-    "gemini": "gemini",
-    "ollama": "ollama",
+# The endpoint kinds that serve each API the gateway speaks (layout.md's names).
+KINDS_OF_API: Mapping[str, tuple[str, ...]] = {
+    "anthropic": ("anthropic",),
+    "openai-chat": ("openai", "ollama"),  # Ollama's OpenAI-compatible API, at /v1
+    "openai-responses": ("openai",),
+    "gemini": ("gemini",),
+    "ollama": ("ollama",),
 }
 
 
@@ -168,23 +174,38 @@ class Routes:
         pinned: bool,
         kinds: Mapping[str, str],
         default: str | None,
+        model: str | None = None,
     ) -> list[Hop]:
-        """The endpoints to try for a request of ``api``, in order.
+        """The endpoints to try for a request of ``api`` asking for ``model``, in order.
 
         ``kinds``: every endpoint known, name -> kind. ``default``: the endpoint of this API
-        from the operator's environment. A session that pinned its model, a tier without a
-        list, or a list with no entry speaking ``api``: the default endpoint, model unchanged.
+        from the operator's environment. A model naming its endpoint: that endpoint alone. A
+        session that pinned its model, a tier without a list, or a list with no entry speaking
+        ``api``: the default endpoint, model unchanged.
         """
-        kind = KIND_OF_API.get(api)
-        if not pinned and tier in TIERS and kind is not None:
+        named = named_hop(model, api, kinds)
+        if named is not None:
+            return [named]
+        served = KINDS_OF_API.get(api, ())
+        if not pinned and tier in TIERS and served:
             chain = [
                 Hop(e.endpoint, e.model)
                 for e in self.chains[Tier(tier)]
-                if kinds.get(e.endpoint) == kind
+                if kinds.get(e.endpoint) in served
             ]
             if chain:
                 return chain
         return [Hop(default)] if default is not None else []
+
+
+def named_hop(model: str | None, api: str, kinds: Mapping[str, str]) -> Hop | None:
+    """``local:qwen2.5-coder:7b`` -> endpoint ``local``, model ``qwen2.5-coder:7b``, when
+    ``local`` is an endpoint that serves ``api``; None for any other model (``gpt-5``, or
+    Ollama's ``qwen2.5-coder:7b``: no endpoint is called ``qwen2.5-coder``)."""
+    endpoint, sep, rest = (model or "").partition(":")
+    if sep and rest and kinds.get(endpoint) in KINDS_OF_API.get(api, ()):
+        return Hop(endpoint, rest)
+    return None
 
 
 def in_order(hops: Sequence[Hop], usable: Callable[[str], bool]) -> list[Hop]:
@@ -204,7 +225,7 @@ def rewrite(api: str, path: str, body: dict[str, Any], model: str) -> tuple[str,
     if api == "gemini":
         new_path, count = _GEMINI_MODEL.subn(lambda m: m[1] + model + m[3], path, count=1)
         return (new_path if count else path), body
-    if "model" in body or api in KIND_OF_API:
+    if "model" in body or api in KINDS_OF_API:
         return path, {**body, "model": model}
     return path, body
 

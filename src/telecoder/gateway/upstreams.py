@@ -73,7 +73,10 @@ class Target:
     model: str | None = None  # ask for this model instead of the requested one (fallbacks)
 
     def url(self, call: Call) -> str:
-        return self.base_url.rstrip("/") + call.upstream_path()
+        base = self.base_url.rstrip("/")
+        if self.kind == Kind.OLLAMA and call.kind == Kind.OPENAI:
+            base += "/v1"  # Ollama's OpenAI-compatible API (routing.KINDS_OF_API)
+        return base + call.upstream_path()
 
 
 def from_environment(env: Mapping[str, str]) -> dict[Kind, Target]:
@@ -139,6 +142,7 @@ class Upstreams:
             pinned=ticket.model is not None,
             kinds=kinds,
             default=target.endpoint if target is not None else None,
+            model=model,
         )
         return [t for hop in hops if (t := self._target(hop)) is not None]
 
