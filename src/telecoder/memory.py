@@ -120,10 +120,16 @@ async def recall(
     found = {memory.id: memory for memory, _ in by_words}
     rankings = [[memory.id for memory, _ in by_words]]
     similarity: dict[int, float] = {}
-    if embedder is not None:
+    # The query is embedded only when the scope has vectors to compare it with: a repository
+    # with no memories yet costs no model load (about a second, once a process).
+    stored = (
+        []
+        if embedder is None
+        else await store.memories.vectors(embedder.name, repo=repo, user=user)
+    )
+    if embedder is not None and stored:
         vectors = await _embed(embedder, [query])
         if vectors:
-            stored = await store.memories.vectors(embedder.name, repo=repo, user=user)
             similarity = _cosines(vectors[0], stored)
             near = sorted(similarity, key=lambda i: (-similarity[i], -i))
             rankings.append([i for i in near[:wanted] if similarity[i] >= MIN_SIMILARITY])
