@@ -28,6 +28,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import httpx
 
 from telecoder import __version__
+from telecoder.apierrors import error_for
 from telecoder.domain import (
     Attempt,
     AttemptStatus,
@@ -42,17 +43,14 @@ from telecoder.domain import (
 )
 from telecoder.errors import (
     BadInput,
-    Conflict,
     EndpointNotFound,
     GoalNotFound,
-    LeaseLost,
     MemoryNotFound,
     MessageNotFound,
     RegisteredRepoNotFound,
     ServerUnavailable,
     SessionNotFound,
     TeleCoderError,
-    Unauthorized,
 )
 
 Json = dict[str, Any]
@@ -472,40 +470,21 @@ class Client:
 def raise_for(response: httpx.Response, *, missing: type[TeleCoderError] = SessionNotFound) -> None:
     """Raise the error an error response stands for; nothing for a success. ``missing``: the
     error a 404 stands for (what the request named)."""
-    status = response.status_code
-    if status < 400:
+    if response.status_code < 400:
         return
     try:
         body = response.json()
-        detail = " ".join(str(body.get("detail") or "").split())
-    except (ValueError, AttributeError):
-        detail = ""
-    detail = detail or response.reason_phrase or f"HTTP {status}"
-    if status in (400, 413, 422):
-        raise BadInput(detail)
-    if status == 404:
-        raise missing(detail)
-    if status == 409:
-        if _code(response) == "lease_lost":
-            raise LeaseLost(detail)
-        raise Conflict(detail)
-    if status in (401, 403):
-        raise Unauthorized(f"the server refused the request: {detail}")
-    if status == 429:
-        wait = response.headers.get("retry-after", "a while")
-        raise ServerUnavailable(f"{detail} (try again in {wait} s)")
-    if status >= 500:
-        raise ServerUnavailable(f"the server failed (HTTP {status}): {detail}")
-    raise TeleCoderError(f"the server answered HTTP {status}: {detail}")
-
-
-def _code(response: httpx.Response) -> str | None:
-    """The ``error`` code of an error body (``lease_lost``, ``conflict``, …), if any."""
-    try:
-        code = response.json().get("error")
-    except (ValueError, AttributeError):
-        return None
-    return code if isinstance(code, str) else None
+    except ValueError:
+        body = None
+    error = error_for(
+        response.status_code,
+        body,
+        reason=response.reason_phrase,
+        retry_after=response.headers.get("retry-after"),
+        missing=missing,
+    )
+    if error is not None:
+        raise error
 
 
 def _artifacts(artifacts: Sequence[tuple[str, bytes]]) -> list[Json]:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from telecoder import private
 from telecoder.errors import WorkspaceError
+from telecoder.urls import is_url as is_url  # where the others look for it
 
 # Options on every git command in a worktree: never run a hook, an fsmonitor, an external diff
 # or a textconv (the agent may have written any of them), never sign, never prompt; the
@@ -30,15 +31,10 @@ SAFE = (
 # What git reads besides the repository's own config when it works on a worktree on the host:
 # nothing (no global or system config, whose filters and drivers a .gitattributes could name).
 ISOLATED = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
-_URL = re.compile(r"^([a-z][a-z0-9+.-]*://|[\w.-]+@[\w.-]+:)", re.IGNORECASE)
 _CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
 SHA = re.compile(r"^[0-9a-f]{7,64}$")
 
 log = logging.getLogger(__name__)
-
-
-def is_url(repo: str) -> bool:
-    return bool(_URL.match(repo))
 
 
 def scrub(text: str) -> str:

@@ -17,7 +17,8 @@ def commands() -> dict[str, Any]:
     # Typer vendors its own click: look at the shape, not the class.
     group: Any = typer.main.get_command(app)
     found: dict[str, Any] = {}
-    for name, command in group.commands.items():
+    for name in group.list_commands(None):  # the commands are built when asked for
+        command = group.get_command(None, name)
         if hasattr(command, "commands"):
             for sub, subcommand in command.commands.items():
                 found[f"{name} {sub}"] = subcommand

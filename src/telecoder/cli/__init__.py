@@ -7,39 +7,19 @@ exit code (see ``output.Exit``).
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
-from rich.markup import escape
-from sqlalchemy.exc import DBAPIError
+import typer.main
+from typer._click.utils import make_default_short_help
+from typer.models import CommandInfo, TyperInfo
 
-from telecoder.cli import (
-    bestof,
-    budgets,
-    chat,
-    costs,
-    council,
-    db,
-    endpoints,
-    engines,
-    goals,
-    hooks,
-    inbox,
-    jobs,
-    memory,
-    orch,
-    repos,
-    run,
-    runs,
-    serve,
-    sessions,
-    worker,
-    workers,
-)
-from telecoder.cli.output import Exit, err, print_json_line
+from telecoder.cli.exits import Exit, print_json_line
+from telecoder.cli.lazy import lean
 from telecoder.errors import (
     BadInput,
     Conflict,
@@ -63,44 +43,195 @@ from telecoder.errors import (
     Unsupported,
 )
 
+# Every command, in the order `telecoder --help` lists them: the module (under telecoder.cli)
+# and attribute that define it (a function: a command; a Typer: a group of commands) and its
+# summary for the list. A command's module is imported only when that command runs (or its own
+# help is asked for), so `telecoder run --detach` does not pay for the server, the gateway or
+# best-of-N (test_cli_imports.py checks the summaries match the commands' own help).
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "run": ("run", "run", "Run a task on a repository: a pushed branch (and PR) or an answer."),
+    "send": (
+        "chat",
+        "send",
+        "Send a chat session a message: its agent resumes in the same worktree.",
+    ),
+    "answer": (
+        "chat",
+        "answer",
+        "Answer a blocked session's question: its agent resumes with it in the same worktree.",
+    ),
+    "list": ("sessions", "list_sessions", "List sessions, newest first."),
+    "show": (
+        "sessions",
+        "show",
+        "Show one session: status, result, error, and each attempt (crashed or stopped).",
+    ),
+    "logs": (
+        "sessions",
+        "logs",
+        "Print a session's events (or, with --raw, its agent's raw output).",
+    ),
+    "cancel": (
+        "sessions",
+        "cancel",
+        "Cancel a session: at once if queued; a running one stops within a heartbeat.",
+    ),
+    "retry": (
+        "sessions",
+        "retry",
+        "Run a finished session again: a new session, on the same branch and pull request.",
+    ),
+    "worker": ("worker", "worker", "Run queued sessions."),
+    "workers": (
+        "workers",
+        "workers",
+        "List workers: host, pid, slots, engines, state (idle/working/draining/offline).",
+    ),
+    "engines": (
+        "engines",
+        "engines",
+        "List the engines: CLI installed and its version, endpoint/key variables set.",
+    ),
+    "costs": (
+        "costs",
+        "costs",
+        "What model requests cost (metered by the gateway): totals, groups, top sessions.",
+    ),
+    "serve": ("serve", "serve", "Serve the HTTP API and the dashboard, with embedded workers."),
+    "version": ("sessions", "version", "Print TeleCoder's version."),
+    "budget": (
+        "budgets",
+        "budget",
+        "Raise a session's budget: one waiting blocked on it resumes where its agent stopped.",
+    ),
+    "db": ("db", "app", "Manage the database."),
+    "hooks": ("hooks", "hooks_app", "Inbound webhooks: POST /api/hooks/NAME starts a session."),
+    "subscriptions": (
+        "hooks",
+        "subscriptions_app",
+        "Signed HTTP notifications when sessions finish, fail or need input.",
+    ),
+    "endpoints": (
+        "endpoints",
+        "app",
+        "Model endpoints the gateway forwards to: add, list, check, remove.",
+    ),
+    "budgets": (
+        "budgets",
+        "app",
+        "Period budgets: what all sessions (or one user's) may cost per day or month.",
+    ),
+    "best-of": ("bestof", "app", "Best-of-N runs: their candidates, the verdict, a person's pick."),
+    "repos": (
+        "repos",
+        "app",
+        "Registered repositories (what `app: fix …` in a channel names) and the channels'"
+        " default repositories (routes).",
+    ),
+    "goals": (
+        "goals",
+        "app",
+        "Goals: a goal in plain words, planned by a model into tasks, approved into a run.",
+    ),
+    "runs": (
+        "runs",
+        "app",
+        "Runs: sessions that belong together (a fan-out, a plan's task graph, a job's firing).",
+    ),
+    "jobs": (
+        "jobs",
+        "app",
+        "Cron jobs: tasks fired on a schedule by `telecoder serve` and workers.",
+    ),
+    "templates": ("jobs", "templates_app", "Named prompts with variables."),
+    "inbox": (
+        "inbox",
+        "app",
+        "The inbox: durable messages between agents (claims with leases, replies, waits).",
+    ),
+    "memory": (
+        "memory",
+        "app",
+        "Memories: what finished sessions taught about each repository (given to the next"
+        " session's agent), and users' facts.",
+    ),
+    "orch": (
+        "orch",
+        "app",
+        "Orchestration: a leader's tasks, dependencies and attempts in an orch run; each "
+        "dispatched task is an ordinary session.",
+    ),
+    "council": (
+        "council",
+        "app",
+        "A council of reviewers: one target, several reviewers, their recommendations tallied.",
+    ),
+}
+
+
+class LazyGroup(typer.core.TyperGroup):
+    """The top-level group: builds a command from its module the first time it is asked for."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        lean(self)
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            self.commands[cmd_name] = load(cmd_name)
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        # The summaries, without importing every command's module.
+        limit = formatter.width - 6 - max(len(name) for name in COMMANDS)
+        rows = [
+            (name, make_default_short_help(summary, limit))
+            for name, (_, _, summary) in COMMANDS.items()
+        ]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def load(name: str) -> Any:
+    """The click command ``telecoder NAME`` runs, built from its module."""
+    module, attribute, _ = COMMANDS[name]
+    found = getattr(importlib.import_module(f"telecoder.cli.{module}"), attribute)
+    if isinstance(found, typer.Typer):
+        return lean(
+            typer.main.get_group_from_info(
+                TyperInfo(found, name=name),
+                pretty_exceptions_short=app.pretty_exceptions_short,
+                rich_markup_mode=None,
+                suggest_commands=app.suggest_commands,
+            )
+        )
+    return lean(
+        typer.main.get_command_from_info(
+            CommandInfo(name=name, callback=found),
+            pretty_exceptions_short=app.pretty_exceptions_short,
+            rich_markup_mode=None,
+        )
+    )
+
+
 app = typer.Typer(
     name="telecoder",
     help="Send a task, get a pull request — or an answer. Runs coding agents in the background.",
+    cls=LazyGroup,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-app.command("run")(run.run)
-app.command("send")(chat.send)
-app.command("answer")(chat.answer)
-app.command("list")(sessions.list_sessions)
-app.command("show")(sessions.show)
-app.command("logs")(sessions.logs)
-app.command("cancel")(sessions.cancel)
-app.command("retry")(sessions.retry)
-app.command("worker")(worker.worker)
-app.command("workers")(workers.workers)
-app.command("engines")(engines.engines)
-app.command("costs")(costs.costs)
-app.command("serve")(serve.serve)
-app.command("version")(sessions.version)
-app.command("budget")(budgets.budget)
-app.add_typer(db.app, name="db")
-app.add_typer(hooks.hooks_app, name="hooks")
-app.add_typer(hooks.subscriptions_app, name="subscriptions")
-app.add_typer(endpoints.app, name="endpoints")
-app.add_typer(budgets.app, name="budgets")
-app.add_typer(bestof.app, name="best-of")
-app.add_typer(repos.app, name="repos")
-app.add_typer(goals.app, name="goals")
-app.add_typer(runs.app, name="runs")
-app.add_typer(jobs.app, name="jobs")
-app.add_typer(jobs.templates_app, name="templates")
-app.add_typer(inbox.app, name="inbox")
-app.add_typer(memory.app, name="memory")
-app.add_typer(orch.app, name="orch")
-app.add_typer(council.app, name="council")
+
+
+@app.callback()
+def _root() -> None:
+    """Send a task, get a pull request — or an answer. Runs coding agents in the background."""
+
 
 _EXIT: list[tuple[type[TeleCoderError], Exit]] = [
     (BadInput, Exit.BAD_INPUT),
@@ -142,13 +273,17 @@ def main() -> None:
     except TeleCoderError as e:
         code = next((c for kind, c in _EXIT if isinstance(e, kind)), Exit.TASK_FAILED)
         _fail(code, e.message, as_json=as_json)
-    except DBAPIError as e:
-        _fail(Exit.UNAVAILABLE, f"the database failed: {e.orig}", as_json=as_json)
     except typer.TyperException as e:  # with --json only: a usage error (missing option, bad int)
         code = Exit.BAD_INPUT if e.exit_code == Exit.BAD_INPUT else Exit.TASK_FAILED
         _fail(code, _usage_message(e), as_json=True)
     except (KeyboardInterrupt, typer.Abort):
         _fail(Exit.INTERRUPTED, "interrupted", as_json=as_json, quiet=True)
+    except Exception as e:
+        # The database's errors, without importing SQLAlchemy in commands that never open it.
+        found = sys.modules.get("sqlalchemy.exc")
+        if found is None or not isinstance(e, found.DBAPIError):
+            raise
+        _fail(Exit.UNAVAILABLE, f"the database failed: {e.orig}", as_json=as_json)
 
 
 ERROR_CODES: dict[Exit, str] = {
@@ -171,6 +306,10 @@ def _fail(code: Exit, message: str, *, as_json: bool, quiet: bool = False) -> No
     if as_json:
         print_json_line({"error": {"code": ERROR_CODES[code], "message": message}})
     elif not quiet:
+        from rich.markup import escape
+
+        from telecoder.cli.output import err
+
         err.print(f"[red]error:[/] {escape(message)}", markup=True, highlight=False)
     sys.exit(code)
 

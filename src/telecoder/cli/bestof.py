@@ -112,10 +112,10 @@ def _start_remote(
     detach: bool,
     as_json: bool,
 ) -> None:
-    from telecoder.cli.remote import _repo, connect
+    from telecoder.cli.remote import absolute, connect
 
     body = {
-        "repo": _repo(request.repo),
+        "repo": absolute(request.repo),
         "prompt": request.prompt,
         "engine": request.engine,
         "model": request.model,

@@ -5,31 +5,23 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import typer
-from sqlalchemy.exc import DBAPIError, OperationalError
+from telecoder.cli.options import ServerOption
 
-from telecoder.errors import StoreUnavailable
-from telecoder.masking import mask_logs
-from telecoder.settings import Settings
-from telecoder.store import Store, open_store
+if TYPE_CHECKING:
+    from telecoder.settings import Settings
+    from telecoder.store import Store
+
+__all__ = ["ServerOption", "load_settings", "opened", "run_async"]
 
 T = TypeVar("T")
 
-ServerOption = Annotated[
-    str | None,
-    typer.Option(
-        "--server",
-        envvar="TELECODER_SERVER",
-        help="Talk to this TeleCoder server (http(s)://host:port) instead of the local database; "
-        "its token comes from TELECODER_TOKEN.",
-        show_default=False,
-    ),
-]
-
 
 def load_settings() -> Settings:
+    from telecoder.masking import mask_logs
+    from telecoder.settings import Settings
+
     settings = Settings.load()
     mask_logs(settings)  # the CLI's entry: from here on, no log line shows a secret
     return settings
@@ -37,6 +29,11 @@ def load_settings() -> Settings:
 
 @asynccontextmanager
 async def opened(settings: Settings) -> AsyncIterator[Store]:
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    from telecoder.errors import StoreUnavailable
+    from telecoder.store import open_store
+
     try:
         store = await open_store(settings.store_url, lease_seconds=settings.lease_seconds)
     except (OperationalError, DBAPIError) as e:

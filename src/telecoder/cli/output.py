@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import enum
 import json
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -15,6 +13,9 @@ from rich.table import Table
 
 from telecoder import outcome as outcomes
 from telecoder.amounts import shown_duration
+from telecoder.cli.exits import Exit as Exit
+from telecoder.cli.exits import print_json as print_json
+from telecoder.cli.exits import print_json_line as print_json_line
 from telecoder.domain import (
     Attempt,
     AttemptStatus,
@@ -24,23 +25,6 @@ from telecoder.domain import (
     Session,
     SessionStatus,
 )
-
-
-class Exit(enum.IntEnum):
-    """Stable exit codes (documented in the README)."""
-
-    OK = 0
-    TASK_FAILED = 1  # the session failed or is dead
-    BAD_INPUT = 2  # the command line or the request is wrong; nothing was queued
-    NOT_FOUND = 3  # no such session
-    CONFLICT = 4  # the session's state forbids it (cancel a finished session, …)
-    CANCELLED = 5  # the session was cancelled
-    UNAVAILABLE = 6  # the database (or server) cannot be reached
-    UNAUTHORIZED = 7  # the server refused the API token (--server)
-    UNSUPPORTED = 8  # not available here (db backup on PostgreSQL, logs --raw with --server)
-    LEASE_LOST = 9  # the inbox claim expired or another agent holds it now
-    TIMED_OUT = 10  # a wait (inbox wait-reply, orch wait, council wait) timed out
-    INTERRUPTED = 130  # Ctrl-C
 
 
 def exit_for(session: Session) -> Exit:
@@ -55,17 +39,6 @@ def exit_for(session: Session) -> Exit:
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
-    sys.stdout.flush()
-
-
-def print_json_line(value: Any) -> None:
-    """One JSON object on one line (JSON Lines), for streams."""
-    sys.stdout.write(json.dumps(value, ensure_ascii=False, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
 
 
 _STATUS_STYLE = {

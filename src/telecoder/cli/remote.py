@@ -13,12 +13,13 @@ import contextlib
 import os
 import signal
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import typer
 
+from telecoder.cli import submit
 from telecoder.cli.common import run_async
+from telecoder.cli.options import TOKEN_ENV
 from telecoder.cli.output import (
     Exit,
     budgets_table,
@@ -36,9 +37,6 @@ from telecoder.cli.output import (
 from telecoder.client import Client, End, Json, attempts_of, session_of
 from telecoder.domain import Event, EventKind, SessionStatus
 from telecoder.errors import Conflict
-from telecoder.workspace import is_url
-
-TOKEN_ENV = "TELECODER_TOKEN"
 
 
 @contextlib.asynccontextmanager
@@ -47,15 +45,7 @@ async def connect(server: str) -> AsyncIterator[Client]:
         yield api
 
 
-def absolute(repo: str) -> str:
-    return _repo(repo)
-
-
-def _repo(repo: str) -> str:
-    """A URL as given; a path made absolute here (the server resolves it on its machine)."""
-    if is_url(repo):
-        return repo
-    return str(Path(repo).expanduser().absolute())
+absolute = submit.absolute
 
 
 def _print_session(data: Json, as_json: bool) -> None:
@@ -72,44 +62,12 @@ def _print_event(event: Event, as_json: bool) -> None:
         out.print(line)
 
 
-def run(
-    server: str,
-    *,
-    prompt: str,
-    repo: str,
-    engine: str | None,
-    model: str | None,
-    base: str | None,
-    forge: str | None,
-    priority: int,
-    timeout: float | None,
-    detach: bool,
-    as_json: bool,
-    mode: str | None = None,
-    tier: str | None = None,
-    budget_usd: float | None = None,
-    notify: list[str] | None = None,
-    steps: list[str] | None = None,
-) -> None:
-    body: dict[str, Any] = {
-        "notify": notify or None,
-        "steps": steps or None,
-        "budget_usd": budget_usd,
-        "repo": _repo(repo),
-        "prompt": prompt or None,
-        "engine": engine,
-        "model": model,
-        "base": base,
-        "forge": forge,
-        "priority": priority,
-        "timeout_seconds": timeout,
-        "mode": mode,
-        "tier": tier,
-    }
+def run(server: str, body: dict[str, Any], *, detach: bool, as_json: bool) -> None:
+    """Queue ``body`` (``submit.session_body``) on the server; without ``detach``, watch it."""
 
     async def go() -> Exit:
         async with connect(server) as api:
-            created = await api.create({k: v for k, v in body.items() if v is not None})
+            created = await api.create(body)
             for warning in created.pop("warnings", []):
                 err.print(f"[yellow]warning:[/] {warning}")
             if detach:

@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
-import time
-from collections.abc import Callable
+import os
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from telecoder import amounts, budgeting, registry
-from telecoder.assemble import build_forges, build_worker, build_workspace
-from telecoder.cli.common import ServerOption, load_settings, opened, run_async
-from telecoder.cli.follow import follow
-from telecoder.cli.output import Exit, err, exit_for, final_line, out, print_json
-from telecoder.cli.runmake import read_repos
-from telecoder.domain import NewSession, Session, SessionStatus
+from telecoder import amounts
+from telecoder.cli.exits import Exit, print_json
+from telecoder.cli.options import TOKEN_ENV, ServerOption
 from telecoder.errors import BadInput
-from telecoder.gateway.budget import user_of
-from telecoder.intake import Request, accept
-from telecoder.recorder import StopReason
-from telecoder.settings import Settings
-from telecoder.store import Claimed, Store
-from telecoder.worker import Worker
+
+if TYPE_CHECKING:  # the rest is imported where it is used: `run --detach` needs little of it
+    from telecoder.domain import NewSession, Session
+    from telecoder.settings import Settings
+    from telecoder.store import Claimed, Store
+    from telecoder.worker import Worker
 
 
 def run(
@@ -212,6 +207,7 @@ def run(
         )
     if attempts is not None or engines:
         from telecoder.cli import bestof
+        from telecoder.intake import Request
 
         best = Request(
             repo=repo_one, prompt=prompt, engine=engine, model=model, base=base, forge=forge,
@@ -223,26 +219,27 @@ def run(
             as_json=as_json, server=server,
         )  # fmt: skip
     if server:
-        from telecoder.cli import remote  # the HTTP client only when asked for
+        from telecoder.cli import submit
 
-        return remote.run(
-            server,
-            prompt=prompt,
-            repo=repo_one,
-            engine=engine,
-            model=model,
-            base=base,
-            forge=forge,
-            priority=priority,
-            timeout=timeout,
-            detach=detach,
-            as_json=as_json,
-            mode=mode,
-            tier=tier,
-            budget_usd=budget_usd,
-            notify=notify or [],
-            steps=step or [],
-        )
+        body = submit.session_body(
+            prompt=prompt, repo=repo_one, engine=engine, model=model, base=base, forge=forge,
+            priority=priority, timeout=timeout, mode=mode, tier=tier, budget_usd=budget_usd,
+            notify=notify or [], steps=step or [],
+        )  # fmt: skip
+        if detach:
+            # One POST with the standard library: no httpx, no asyncio loop.
+            created = submit.create(server, body, token=os.environ.get(TOKEN_ENV) or None)
+            if created is not None:
+                return _print_created(created, as_json)
+        from telecoder.cli import remote  # the HTTP client only when needed
+
+        return remote.run(server, body, detach=detach, as_json=as_json)
+    from telecoder import registry
+    from telecoder.assemble import build_forges, build_workspace
+    from telecoder.cli.common import load_settings, opened, run_async
+    from telecoder.cli.output import err, out, print_json
+    from telecoder.intake import Request, accept
+
     settings = load_settings()
     request = Request(
         repo=repo_one,
@@ -283,6 +280,37 @@ def run(
     raise typer.Exit(run_async(go()))
 
 
+def _print_created(created: dict[str, Any], as_json: bool) -> None:
+    warnings = created.pop("warnings", [])
+    if warnings:
+        from telecoder.cli.output import err
+
+        for warning in warnings:
+            err.print(f"[yellow]warning:[/] {warning}")
+    if as_json:
+        print_json(created)
+    else:
+        sys.stdout.write(created["id"] + "\n")
+
+
+def read_repos(repos: Sequence[str], repos_file: Path | None) -> list[str]:
+    """``--repo`` values, then the file's lines (blank lines and ``#`` comments skipped)."""
+    found = [r.strip() for r in repos if r.strip()]
+    if repos_file is not None:
+        try:
+            text = sys.stdin.read() if str(repos_file) == "-" else repos_file.read_text()
+        except OSError as e:
+            raise BadInput(f"cannot read {repos_file}: {e.strerror}") from None
+        for line in text.splitlines():
+            line = line.split("#", 1)[0].strip() if line.lstrip().startswith("#") else line
+            line = line.split(" #", 1)[0].strip()
+            if line:
+                found.append(line)
+        if not found:
+            raise BadInput(f"{repos_file} names no repository")
+    return found
+
+
 def _prompt_of(
     prompt: str | None, template: str | None, var: list[str], engine: str | None, steps: bool
 ) -> tuple[str, str | None]:
@@ -299,6 +327,7 @@ def _prompt_of(
     if prompt is not None:
         raise BadInput("give PROMPT or --template, not both")
     from telecoder import templates
+    from telecoder.settings import Settings
 
     rendered, named = templates.render(
         Settings.load().templates_dir, template, templates.parse_vars(var)
@@ -340,6 +369,8 @@ def _make_run(
             as_json=as_json,
         )
         return
+    from telecoder.intake import Request
+
     asked = Request(repo=repos[0] if repos else "", prompt=prompt or "", **request)
     runmake.local(
         runmake.Ask(
@@ -354,6 +385,11 @@ async def run_here(settings: Settings, store: Store, new: NewSession, *, as_json
     A transient failure puts the session back in the queue with a backoff: this process waits
     it out and runs the next attempt itself (unless a worker took it first). Ctrl-C cancels.
     """
+    from telecoder import budgeting
+    from telecoder.assemble import build_worker
+    from telecoder.cli.output import err, out, print_json
+    from telecoder.gateway.budget import user_of
+
     worker = build_worker(settings, store)
     held = await budgeting.gate(store, settings)
     if (reason := held.reason_for(user_of(new.origin))) is not None:
@@ -383,6 +419,13 @@ async def execute_here(
 ) -> Exit:
     """Run ``claimed`` here (None: a worker has it) and stream the events after ``after``,
     until the session ends or, a chat, waits for a message."""
+    import asyncio
+    import signal
+
+    from telecoder.cli.follow import follow
+    from telecoder.cli.output import exit_for, final_line, out, print_json
+    from telecoder.recorder import StopReason
+
     loop = asyncio.get_running_loop()
     cancelled = False
     pending: set[asyncio.Task[object]] = set()
@@ -422,6 +465,11 @@ async def _attempts(
     session_id: str,
     cancelled: Callable[[], bool],
 ) -> None:
+    import asyncio
+    import time
+
+    from telecoder.domain import SessionStatus
+
     while claimed is not None:
         await worker.execute(claimed)
         session = await store.sessions.get(session_id)
@@ -436,4 +484,6 @@ async def _attempts(
 
 def settled(session: Session) -> bool:
     """Nothing more happens to it unless someone acts: it ended, or a chat waits."""
+    from telecoder.domain import SessionStatus
+
     return session.status.terminal or session.status == SessionStatus.BLOCKED

@@ -14,10 +14,8 @@ import asyncio
 import contextlib
 import dataclasses
 import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from rich.live import Live
@@ -28,31 +26,13 @@ from telecoder.assemble import build_forges, build_worker, build_workspace
 from telecoder.cli.common import load_settings, opened, run_async
 from telecoder.cli.output import Exit, err, exit_for, out, print_json, status_text
 from telecoder.domain import Session, SessionStatus
-from telecoder.errors import BadInput, Conflict
+from telecoder.errors import Conflict
 from telecoder.intake import Accepted, Request, accept
 from telecoder.settings import Settings
 from telecoder.store import Store
 from telecoder.worker import Worker
 
 POLL_SECONDS = 0.2
-
-
-def read_repos(repos: Sequence[str], repos_file: Path | None) -> list[str]:
-    """``--repo`` values, then the file's lines (blank lines and ``#`` comments skipped)."""
-    found = [r.strip() for r in repos if r.strip()]
-    if repos_file is not None:
-        try:
-            text = sys.stdin.read() if str(repos_file) == "-" else repos_file.read_text()
-        except OSError as e:
-            raise BadInput(f"cannot read {repos_file}: {e.strerror}") from None
-        for line in text.splitlines():
-            line = line.split("#", 1)[0].strip() if line.lstrip().startswith("#") else line
-            line = line.split(" #", 1)[0].strip()
-            if line:
-                found.append(line)
-        if not found:
-            raise BadInput(f"{repos_file} names no repository")
-    return found
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
