@@ -47,7 +47,7 @@ def build_runtime(settings: Settings) -> Runtime:
     return runtime
 
 
-def build_pipeline(settings: Settings, store: Store) -> Pipeline:
+def build_pipeline(settings: Settings, store: Store, *, one_shot: bool = False) -> Pipeline:
     runtime = build_runtime(settings)
     private.make_dir(settings.engine_homes)  # prompts, agents' state and keys: ours alone
     return Pipeline(
@@ -58,6 +58,7 @@ def build_pipeline(settings: Settings, store: Store) -> Pipeline:
         runtime=runtime,
         forges=build_forges(settings),
         gateway=Gateway.from_settings(settings, store) if settings.gateway else None,
+        one_shot=one_shot,
     )
 
 
@@ -75,8 +76,10 @@ def worker_engines(settings: Settings) -> list[str]:
     return sorted(set(settings.worker_engines))
 
 
-def build_worker(settings: Settings, store: Store) -> Worker:
-    pipeline = build_pipeline(settings, store)
+def build_worker(settings: Settings, store: Store, *, one_shot: bool = False) -> Worker:
+    """``one_shot``: for a command that runs its sessions here and exits (`telecoder run`),
+    not a worker process: it loads no embedding model just to store a memory's vector."""
+    pipeline = build_pipeline(settings, store, one_shot=one_shot)
     return Worker(
         settings=settings,
         store=store,

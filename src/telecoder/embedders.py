@@ -72,6 +72,12 @@ class WordLlamaEmbedder:
         return [pack([float(x) for x in row]) for row in rows]
 
 
+def loaded(embedder: Embedder) -> bool:
+    """Whether embedding with it now costs no model load: an endpoint always; WordLlama once
+    this process has loaded its model."""
+    return not isinstance(embedder, WordLlamaEmbedder) or _model is not None
+
+
 def _wordllama() -> WordLlamaInference:
     """The process's one WordLlama model, loaded on first use."""
     global _model

@@ -6,6 +6,7 @@ it only together). The ``memory`` branch implements it; the others call it.
 - ``Embedder``: text to unit-length float32 vectors (little-endian bytes, as the store keeps
   them), named so vectors of different models are never compared.
 - ``remember``: mask, embed (when an embedder is given and works) and store one memory.
+- ``backfill``: embed a bounded batch of a scope's memories stored without a vector.
 - ``recall``: the ``k`` memories of one scope (a repository, a user) most relevant to a query:
   full-text ranks fused with vector similarity (Reciprocal Rank Fusion), or full-text alone
   when there is no embedder or it fails. Never another scope's.
@@ -43,6 +44,7 @@ TOP_K = 3
 RRF_K = 60  # Reciprocal Rank Fusion's constant (the value of the paper and of TeleCoder Go)
 CANDIDATES = 3  # each ranking hands over this many times k candidates
 MIN_SIMILARITY = 0.2  # below it a vector neighbour is not related, only nearest
+BACKFILL = 32  # memories without a vector embedded at once by ``backfill``
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +148,26 @@ async def recall(
         for i in best
         if i in found  # forgotten between the two reads
     ]
+
+
+async def backfill(
+    store: Store,
+    embedder: Embedder,
+    *,
+    repo: str | None = None,
+    user: str | None = None,
+    limit: int = BACKFILL,
+) -> int:
+    """Embed up to ``limit`` of the scope's memories stored without a vector (a one-shot
+    process stores without one rather than load a model for it); how many got one."""
+    missing = await store.memories.unembedded(repo=repo, user=user, limit=limit)
+    if not missing:
+        return 0
+    texts = ["\n".join(t for t in (m.prompt, m.text) if t) for m in missing]
+    vectors = await _embed(embedder, texts)
+    for found, vector in zip(missing, vectors, strict=False):
+        await store.memories.embed(found.id, vector, embedder.name)
+    return len(vectors)
 
 
 async def _newest(store: Store, *, repo: str | None, user: str | None, k: int) -> list[Recalled]:

@@ -109,6 +109,7 @@ class Pipeline:
         forges: Mapping[str, Forge],
         masker: Masker | None = None,
         gateway: Gateway | None = None,
+        one_shot: bool = False,  # this process runs one session and exits (``remembering``)
     ) -> None:
         self.settings = settings
         self.gateway = gateway  # None: agents get the operator's keys, cost is what CLIs report
@@ -144,7 +145,9 @@ class Pipeline:
             agent_work=self.agent_work, workspace=workspace, publisher=self.publisher
         )
         self.cleaner = Cleaner(settings=settings, store=store, workspace=workspace)
-        self.remembering = Remembering(settings=settings, store=store, workspace=workspace)
+        self.remembering = Remembering(
+            settings=settings, store=store, workspace=workspace, one_shot=one_shot
+        )
         self._deadlines: dict[str, Deadline] = {}  # of the attempts running now, by session
 
     async def run(self, session: Session, lease: Lease, control: AttemptControl) -> Session | None:

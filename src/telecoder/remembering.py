@@ -36,7 +36,7 @@ from pydantic import BaseModel, Field
 
 from telecoder import memory, repoconfig
 from telecoder.domain import MemoryKind, RunKind, Session, SessionStatus
-from telecoder.embedders import build_embedder
+from telecoder.embedders import build_embedder, loaded
 from telecoder.errors import TeleCoderError
 from telecoder.llmjson import JsonModel
 from telecoder.masking import Masker, url_credentials
@@ -92,12 +92,34 @@ class Remembering:
         store: Store,
         workspace: Workspace,
         embedder: memory.Embedder | None = None,
+        one_shot: bool = False,
     ) -> None:
         self.settings = settings
         self.store = store
         self.workspace = workspace
         # Cheap to build: wordllama loads on its first embedding (``embedders``).
         self.embedder = embedder if embedder is not None else build_embedder(settings)
+        # A process that runs one session and exits (`telecoder run`) does not load a model
+        # (about a second of CPU, 100 MB) for one vector: it stores its memory without one,
+        # and a long-lived process (a worker, the server) embeds it later (``_backfill``).
+        self.one_shot = one_shot
+
+    def _embedder_now(self) -> memory.Embedder | None:
+        """The embedder to use at once: none in a one-shot process that has not loaded it."""
+        if self.embedder is None or (self.one_shot and not loaded(self.embedder)):
+            return None
+        return self.embedder
+
+    async def _backfill(self, *, repo: str | None = None, user: str | None = None) -> None:
+        """Vectors for a bounded batch of the scope's memories stored without one, when the
+        embedder costs nothing more here (see ``one_shot``); logs (never raises) on failure."""
+        embedder = self._embedder_now()
+        if embedder is None:
+            return
+        try:
+            await memory.backfill(self.store, embedder, repo=repo, user=user)
+        except Exception as e:  # the vectors wait for the next recall
+            log.warning("memory: no vectors backfilled (%s: %s)", type(e).__name__, e)
 
     async def recalled(
         self,
@@ -121,6 +143,9 @@ class Remembering:
         except Exception as e:  # a memory is a bonus: the session goes on without them
             log.warning("session %s: nothing recalled (%s: %s)", session.id, type(e).__name__, e)
             return ""
+        await self._backfill(repo=session.repo)
+        if user is not None:
+            await self._backfill(user=user)
         if not found and not facts:
             return ""
         shown = [
@@ -195,7 +220,7 @@ class Remembering:
             self.store,
             text=text,
             masker=masker,
-            embedder=self.embedder,
+            embedder=self._embedder_now(),
             repo=session.repo,
             kind=MemoryKind.SESSION,
             prompt=_clip(session.prompt, MAX_PROMPT),
@@ -203,6 +228,7 @@ class Remembering:
             files=files,
             session_id=session.id,
         )
+        await self._backfill(repo=session.repo)
 
     async def _learned(
         self,

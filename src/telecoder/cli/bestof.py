@@ -79,7 +79,7 @@ async def _run_here(
 ) -> None:
     """The candidates, at once, in this process (each as a worker runs it, with its retries);
     the last to end judges the run."""
-    worker = build_worker(settings, store)
+    worker = build_worker(settings, store, one_shot=True)
     if not as_json:
         err.print(f"run [bold]{run.id}[/] · best of {len(sessions)}")
 

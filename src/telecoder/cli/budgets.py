@@ -63,7 +63,7 @@ def budget(
                     line = f"{session.id}: budget ${session.budget_usd:.2f}"
                     out.print(line + (" · resumed (queued)" if resumed else ""))
                 return Exit.OK
-            worker = build_worker(settings, store)
+            worker = build_worker(settings, store, one_shot=True)
             claimed = await store.queue.claim(worker.id, only=session.id)
             return await execute_here(
                 store, worker, claimed, session.id, after=after, as_json=as_json

@@ -82,6 +82,6 @@ async def _turn(
             else:
                 out.print(session.id)
             return Exit.OK
-        worker = build_worker(settings, store)
+        worker = build_worker(settings, store, one_shot=True)
         claimed = await store.queue.claim(worker.id, only=session.id)
         return await execute_here(store, worker, claimed, session.id, after=after, as_json=as_json)

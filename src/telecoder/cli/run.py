@@ -390,7 +390,7 @@ async def run_here(settings: Settings, store: Store, new: NewSession, *, as_json
     from telecoder.cli.output import err, out, print_json
     from telecoder.gateway.budget import user_of
 
-    worker = build_worker(settings, store)
+    worker = build_worker(settings, store, one_shot=True)
     held = await budgeting.gate(store, settings)
     if (reason := held.reason_for(user_of(new.origin))) is not None:
         # A period budget is spent: the session waits in the queue for a worker.

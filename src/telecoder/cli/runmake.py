@@ -90,7 +90,7 @@ async def _run_here(
     settings: Settings, store: Store, run_id: str, ids: list[str], *, as_json: bool
 ) -> Exit:
     """Run the sessions ``ids`` of the run in this process, showing their progress."""
-    worker = build_worker(settings, store)
+    worker = build_worker(settings, store, one_shot=True)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGINT, stop.set)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, delete, func, select, text
+from sqlalchemy import Row, delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -213,6 +213,31 @@ class Memories:
             params = {"embedder": embedder, "repo": repo, "user": user}
             result = await conn.execute(query, params)
             return [(int(r.id), bytes(r.embedding)) for r in result.all()]
+
+    async def unembedded(
+        self, *, repo: str | None = None, user: str | None = None, limit: int = 32
+    ) -> builtins.list[Memory]:
+        """Up to ``limit`` of the scope's memories stored without a vector, newest first."""
+        _scope(repo, user)
+        query = text(
+            "SELECT m.id AS id FROM memories m "
+            f"WHERE m.embedding IS NULL AND {_where(repo, user)} ORDER BY m.id DESC LIMIT :limit"
+        )
+        async with self._db.read() as conn:
+            params = {"repo": repo, "user": user, "limit": limit}
+            ids = [int(r.id) for r in (await conn.execute(query, params)).all()]
+            found = await _many(conn, ids)
+        return [found[i] for i in ids if i in found]
+
+    async def embed(self, memory_id: int, embedding: bytes, embedder: str) -> None:
+        """Give a memory stored without a vector the one ``embedder`` made of it (a memory
+        that has one meanwhile keeps it)."""
+        async with self._db.write() as conn:
+            await conn.execute(
+                update(memories)
+                .where(memories.c.id == memory_id, memories.c.embedding.is_(None))
+                .values(embedding=embedding, embedder=embedder)
+            )
 
     async def many(self, ids: Sequence[int]) -> dict[int, Memory]:
         async with self._db.read() as conn:
