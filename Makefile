@@ -54,12 +54,8 @@ podman:
 	@command -v podman >/dev/null && command -v runc >/dev/null && command -v catatonit >/dev/null || \
 	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman runc catatonit; }
 
-bench: $(STAMP)
-	$(BIN)/python benchmarks/overhead.py
-	$(BIN)/python benchmarks/queue.py
-	$(BIN)/python benchmarks/sandbox.py
-	$(BIN)/python benchmarks/gateway.py
-	$(BIN)/python benchmarks/fanout.py
+bench: $(STAMP)         ## every benchmark in benchmarks/, in full (CI runs each with --quick)
+	@set -e; for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script; done
 
 bench-sse: $(STAMP)    ## 100 SSE clients on running sessions: append->arrival latency, API p99
 	$(BIN)/python benchmarks/sse.py $(ARGS)

@@ -17,14 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path[0] = str(
-    Path(__file__).resolve().parent.parent
-)  # the repository, not benchmarks/ (queue.py)
+# The repository's root, for the tests' podman helpers (tests.docker_support).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.docker_support import HOST_READ, podman_service  # noqa: E402
+from tests.docker_support import HOST_READ, podman_service
 
-from telecoder.protocols import Confinement, Endpoint, Mount, NetworkPolicy  # noqa: E402
-from telecoder.runtimes.docker import DockerRuntime  # noqa: E402
+from telecoder.protocols import Confinement, Endpoint, Mount, NetworkPolicy
+from telecoder.runtimes.docker import DockerRuntime
 
 
 async def once(rt: DockerRuntime, workdir: Path, network: str) -> tuple[float, float]:
@@ -76,5 +75,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--network", choices=["none", "model"], default="none")
+    parser.add_argument("--quick", action="store_true", help="3 runs (CI)")
     args = parser.parse_args()
+    if args.quick:
+        args.runs = 3
     asyncio.run(main(args.runs, args.network))

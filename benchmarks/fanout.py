@@ -15,21 +15,16 @@ submitted in under 1 s). Run: `.venv/bin/python benchmarks/fanout.py [--repos N]
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
-
-# Keep benchmarks/queue.py from shadowing the standard library's ``queue`` (aiosqlite uses it).
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
 
 TELECODER = str(Path(sys.executable).parent / "telecoder")
 COMMAND = "echo x >> README.md"
@@ -126,7 +121,10 @@ def api(repos: list[Path], home: Path) -> tuple[float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repos", type=int, default=100, help="how many repositories")
+    parser.add_argument("--quick", action="store_true", help="5 repositories (CI)")
     args = parser.parse_args()
+    if args.quick:
+        args.repos = 5
     root = Path(tempfile.mkdtemp(prefix="telecoder-bench-fanout-"))
     try:
         repos = make_repos(root, args.repos)

@@ -7,14 +7,25 @@ For a small and a medium repository, times (median of N runs, warm mirror):
   telecoder  `telecoder run --engine shell CMD --repo CHECKOUT` (a fresh process each time:
              start-up, intake checks, the queue, events, the same git steps);
 
-and prints telecoder / baseline. Run: `.venv/bin/python benchmarks/overhead.py [--runs N]`.
+and prints telecoder / baseline. Then what submitting costs (median wall time and CPU of N
+fresh processes), beside two baselines measured in the same run, `python -c pass` and
+`git --version`:
+
+  --help           `telecoder --help`;
+  detach, local    `telecoder run --detach` on the local SQLite database (intake checks, one row);
+  detach, server   `telecoder run --detach --server URL` against a `telecoder serve --no-workers`
+                   started here (one HTTP request; target: 150 ms on a quiet machine).
+
+Run: `.venv/bin/python benchmarks/overhead.py [--runs N] [--quick]`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -118,11 +129,84 @@ def time_telecoder(root: Path, checkout: Path, runs: int) -> list[float]:
     return times
 
 
+def timed(argv: list[str], env: dict[str, str], runs: int) -> tuple[float, float]:
+    """Median wall time and median CPU (user + system) of ``runs`` fresh processes, in ms."""
+    walls, cpus = [], []
+    for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        done = subprocess.run(argv, env=env, capture_output=True, text=True)
+        walls.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(argv[:3])} failed: {done.stderr}")
+    return statistics.median(walls) * 1000, statistics.median(cpus) * 1000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def submit_costs(runs: int) -> None:
+    root = Path(tempfile.mkdtemp(prefix="telecoder-bench-submit-"))
+    server = None
+    try:
+        checkout, _ = make_repo(root, 10)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TELECODER_")}
+        local = {**env, "TELECODER_HOME": str(root / "home")}
+        served = {**env, "TELECODER_HOME": str(root / "server-home")}
+        port = free_port()
+        server = subprocess.Popen(
+            [TELECODER, "serve", "--port", str(port), "--no-workers"],
+            env=served,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{port}"
+        submit = [TELECODER, "run", "true", "--repo", str(checkout), "--engine", "shell"]
+        rows = {
+            "python -c pass": [sys.executable, "-c", "pass"],
+            "git --version": ["git", "--version"],
+            "telecoder --help": [TELECODER, "--help"],
+            "run --detach, local": [*submit, "--detach"],
+        }
+        timed(rows["run --detach, local"], local, 1)  # the database is created, not measured
+        print(f"\nsubmitting, median of {runs} fresh processes:")
+        print(f"{'':<24} {'wall ms':>8} {'cpu ms':>7}")
+        for name, argv in rows.items():
+            wall, cpu = timed(argv, local, runs)
+            print(f"{name:<24} {wall:>8.0f} {cpu:>7.0f}", flush=True)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise SystemExit("telecoder serve did not start") from None
+                time.sleep(0.2)
+        remote = [*submit, "--detach", "--server", url]
+        timed(remote, env, 1)  # the server's first request, not measured
+        wall, cpu = timed(remote, env, runs)
+        print(f"{'run --detach, server':<24} {wall:>8.0f} {cpu:>7.0f}")
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 3000])
+    parser.add_argument("--quick", action="store_true", help="2 runs on a small repository (CI)")
     args = parser.parse_args()
+    if args.quick:
+        args.runs, args.sizes = 2, [10]
     print(f"{'files':>6} {'baseline s':>11} {'telecoder s':>12} {'ratio':>6}")
     for files in args.sizes:
         root = Path(tempfile.mkdtemp(prefix="telecoder-bench-"))
@@ -133,6 +217,7 @@ def main() -> None:
             print(f"{files:>6} {base:>11.3f} {ours:>12.3f} {ours / base:>6.2f}")
         finally:
             shutil.rmtree(root, ignore_errors=True)
+    submit_costs(3 if args.quick else 20)
 
 
 if __name__ == "__main__":

@@ -27,16 +27,13 @@ import tempfile
 import threading
 from pathlib import Path
 
-# This directory's queue.py would stand in for the standard library's queue module.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
-
-from telecoder.assemble import build_worker  # noqa: E402
-from telecoder.domain import EventKind, NewSession  # noqa: E402
-from telecoder.protocols import Confinement, Endpoint, Mount, NetworkPolicy  # noqa: E402
-from telecoder.runtimes.local import LocalRuntime  # noqa: E402
-from telecoder.runtimes.sandbox import SandboxRuntime  # noqa: E402
-from telecoder.settings import Settings  # noqa: E402
-from telecoder.store import open_store  # noqa: E402
+from telecoder.assemble import build_worker
+from telecoder.domain import EventKind, NewSession
+from telecoder.protocols import Confinement, Endpoint, Mount, NetworkPolicy
+from telecoder.runtimes.local import LocalRuntime
+from telecoder.runtimes.sandbox import SandboxRuntime
+from telecoder.settings import Settings
+from telecoder.store import open_store
 
 CLIENT = r"""
 import http.client, statistics, sys, time
@@ -146,7 +143,10 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=15)
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--quick", action="store_true", help="3 sessions, 20 requests (CI)")
     args = parser.parse_args()
+    if args.quick:
+        args.sessions, args.requests = 3, 20
     with tempfile.TemporaryDirectory(prefix="telecoder-bench-") as tmp:
         root = Path(tmp)
         local = await session_starts("local", args.sessions, root)

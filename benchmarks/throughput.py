@@ -15,34 +15,28 @@ and prints sessions/s and telecoder / raw (target: at least 25 %). For scale, th
 a third time on the plain synchronous drivers (``sqlite3``, ``psycopg``): the gap between the two
 raw figures is what the async driver stack costs (aiosqlite hands every call to a thread).
 
-Run: ``.venv/bin/python benchmarks/queue.py [--sessions N] [--backends sqlite postgresql]``.
+Run: ``.venv/bin/python benchmarks/throughput.py [--sessions N] [--backends sqlite postgresql]``.
 PostgreSQL: a scratch database is created next to ``TELECODER_BENCH_PG`` (default
 ``postgresql://postgres@127.0.0.1:5432/postgres``) and dropped afterwards.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import asyncio
+import multiprocessing as mp
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+import uuid
 from pathlib import Path
+from typing import Any
 
-# This file is called queue.py: keep its folder from shadowing the standard library's ``queue``.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+from sqlalchemy import delete, insert, text
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import multiprocessing as mp  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import sqlite3  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-from typing import Any  # noqa: E402
-
-from sqlalchemy import delete, insert, text  # noqa: E402
-
-from telecoder.domain import (  # noqa: E402
+from telecoder.domain import (
     EventKind,
     Lease,
     NewSession,
@@ -51,13 +45,13 @@ from telecoder.domain import (  # noqa: E402
     Session,
     SessionStatus,
 )
-from telecoder.recorder import AttemptControl, EventRecorder  # noqa: E402
-from telecoder.settings import Settings  # noqa: E402
-from telecoder.store import Outcome, Store, open_store  # noqa: E402
-from telecoder.store.db import Database  # noqa: E402
-from telecoder.store.schema import attempts, events, sessions, workers  # noqa: E402
-from telecoder.store.sessions import new_session_values  # noqa: E402
-from telecoder.worker import Worker  # noqa: E402
+from telecoder.recorder import AttemptControl, EventRecorder
+from telecoder.settings import Settings
+from telecoder.store import Outcome, Store, open_store
+from telecoder.store.db import Database
+from telecoder.store.schema import attempts, events, sessions, workers
+from telecoder.store.sessions import new_session_values
+from telecoder.worker import Worker
 
 PG_ADMIN = os.environ.get("TELECODER_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 CONCURRENCY = 8  # sessions one worker process runs at once
@@ -284,7 +278,10 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=2000, help="sessions per measurement")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"])
+    parser.add_argument("--quick", action="store_true", help="100 sessions, 1 worker (CI)")
     args = parser.parse_args()
+    if args.quick:
+        args.sessions, args.workers = 100, [1]
     print(f"{os.cpu_count()} CPUs, SQLite {sqlite3.sqlite_version}, {args.sessions} sessions each,")
     print(f"{CONCURRENCY} sessions at once per telecoder worker process\n")
     print(
