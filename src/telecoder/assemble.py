@@ -1,20 +1,26 @@
-"""Build the object graph from settings: the one place the CLI and the server share for it."""
+"""Build the object graph from settings: the one place the CLI and the server share for it.
+
+What runs sessions (the pipeline, the gateway, the runtimes, best-of-N's judge) is imported by
+the functions that build it: `telecoder run --detach` needs only the workspace and the forges.
+"""
 
 from __future__ import annotations
 
-from telecoder import bestof, private, registry
+from typing import TYPE_CHECKING
+
+from telecoder import private, registry
 from telecoder.errors import EngineNotFound
 from telecoder.forges.github import GitHubForge
 from telecoder.forges.local import LocalForge
-from telecoder.gateway import Gateway
-from telecoder.pipeline import Pipeline
 from telecoder.protocols import Engine, Forge, Runtime
-from telecoder.runtimes.docker import DockerRuntime
-from telecoder.runtimes.sandbox import SandboxRuntime
 from telecoder.settings import Settings
 from telecoder.store import Store
-from telecoder.worker import Worker
 from telecoder.workspace import Workspace
+
+if TYPE_CHECKING:
+    from telecoder import bestof
+    from telecoder.pipeline import Pipeline
+    from telecoder.worker import Worker
 
 
 def build_workspace(settings: Settings) -> Workspace:
@@ -39,6 +45,9 @@ def engine(name: str) -> Engine:
 
 def build_runtime(settings: Settings) -> Runtime:
     """The runtime ``settings`` name, given its settings."""
+    from telecoder.runtimes.docker import DockerRuntime
+    from telecoder.runtimes.sandbox import SandboxRuntime
+
     runtime: Runtime = registry.create("runtimes", settings.runtime)
     if isinstance(runtime, SandboxRuntime):
         runtime.bwrap = settings.sandbox_bwrap
@@ -48,6 +57,9 @@ def build_runtime(settings: Settings) -> Runtime:
 
 
 def build_pipeline(settings: Settings, store: Store, *, one_shot: bool = False) -> Pipeline:
+    from telecoder.gateway import Gateway
+    from telecoder.pipeline import Pipeline
+
     runtime = build_runtime(settings)
     private.make_dir(settings.engine_homes)  # prompts, agents' state and keys: ours alone
     return Pipeline(
@@ -79,6 +91,8 @@ def worker_engines(settings: Settings) -> list[str]:
 def build_worker(settings: Settings, store: Store, *, one_shot: bool = False) -> Worker:
     """``one_shot``: for a command that runs its sessions here and exits (`telecoder run`),
     not a worker process: it loads no embedding model just to store a memory's vector."""
+    from telecoder.worker import Worker
+
     pipeline = build_pipeline(settings, store, one_shot=one_shot)
     return Worker(
         settings=settings,
@@ -93,6 +107,8 @@ def build_judging(
     settings: Settings, store: Store, pipeline: Pipeline | None = None
 ) -> bestof.Judging:
     """The judge of best-of-N runs, with the pipeline's workspace and forges when given."""
+    from telecoder import bestof
+
     return bestof.Judging(
         settings=settings,
         store=store,
