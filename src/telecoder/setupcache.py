@@ -41,7 +41,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from telecoder import private
-from telecoder.errors import TeleCoderError, WorkspaceError
+from telecoder.errors import CacheEntryNotFound, WorkspaceError
 from telecoder.gitcmd import ISOLATED, git_out, scrub
 from telecoder.worktree import Worktree
 
@@ -70,10 +70,6 @@ FILES = "files"
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 _BUILD = ".build-"
 _TRASH = ".trash-"
-
-
-class CacheEntryNotFound(TeleCoderError):
-    """No setup cache entry has that key."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,7 +366,7 @@ class SetupCache:
         busy: list[str] = []
         for k in keys:
             (removed if self._drop(k) else busy).append(k)
-        return removed, busy
+        return sorted(removed), sorted(busy)
 
     def evict(self, *, keep: str | None = None) -> list[str]:
         """Remove the least recently used entries until they all fit in ``max_bytes``; never

@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from telecoder.cli import (
     bestof,
     budgets,
+    cache,
     chat,
     costs,
     council,
@@ -42,6 +43,7 @@ from telecoder.cli import (
 from telecoder.cli.output import Exit, err, print_json_line
 from telecoder.errors import (
     BadInput,
+    CacheEntryNotFound,
     Conflict,
     EndpointNotFound,
     GoalNotFound,
@@ -101,11 +103,13 @@ app.add_typer(inbox.app, name="inbox")
 app.add_typer(memory.app, name="memory")
 app.add_typer(orch.app, name="orch")
 app.add_typer(council.app, name="council")
+app.add_typer(cache.app, name="cache")
 
 _EXIT: list[tuple[type[TeleCoderError], Exit]] = [
     (BadInput, Exit.BAD_INPUT),
     (SessionNotFound, Exit.NOT_FOUND),
     (HookNotFound, Exit.NOT_FOUND),
+    (CacheEntryNotFound, Exit.NOT_FOUND),
     (JobNotFound, Exit.NOT_FOUND),
     (TemplateNotFound, Exit.NOT_FOUND),
     (SubscriptionNotFound, Exit.NOT_FOUND),
