@@ -434,10 +434,26 @@ def _scan(root: Path, build_path: str) -> dict[str, Any]:
                     links.append(rel)
             elif stat.S_ISREG(info.st_mode):
                 size += info.st_size
-                data = path.read_bytes()
-                if needle in data:
-                    (binaries if b"\0" in data else texts).append(rel)
+                found, binary = _holds(path, needle)
+                if found:
+                    (binaries if binary else texts).append(rel)
     return {"size": size, "rewrite": texts, "rewrite_binary": binaries, "links": links}
+
+
+def _holds(path: Path, needle: bytes, chunk: int = 1 << 20) -> tuple[bool, bool]:
+    """Whether the file holds ``needle``, and whether it is binary (has a NUL byte); read in
+    chunks, so a large file is never held whole."""
+    found = binary = False
+    tail = b""
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            data = tail + block
+            found = found or needle in data
+            binary = binary or b"\0" in block
+            if found and binary:
+                break
+            tail = data[-len(needle) :]
+    return found, binary
 
 
 def _rewrite(worktree: Path, manifest: Mapping[str, Any], new: str) -> None:

@@ -142,6 +142,55 @@ async def test_a_hit_restores_the_setups_files_at_the_new_path_and_the_agent_can
     assert (where3, link3, listing3) == (pwd3, f"{pwd3}/deps/where", listing)
 
 
+PYPROJECT = """[build-system]
+requires = ["setuptools>=64"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "tcpkg"
+version = "0.1.0"
+
+[tool.setuptools.packages.find]
+where = ["src"]
+"""
+
+
+async def test_a_restored_venv_imports_the_editable_package_from_the_new_worktree(
+    settings: Settings, store: Store, tmp_path: Path
+) -> None:
+    python = Path(sys.base_prefix) / "bin" / "python3"  # mounted in the sandbox
+    setup = (
+        f"{python} -m venv --system-site-packages .venv && "
+        ".venv/bin/pip install -q --no-index --no-build-isolation -e ."
+    )
+    files = {
+        ".gitignore": ".venv/\n*.egg-info/\n__pycache__/\nbuild/\n",
+        ".telecoder.yml": f"setup:\n  - {json.dumps(setup)}\n",
+        "pyproject.toml": PYPROJECT,
+        "src/tcpkg/__init__.py": "NAME = 'tcpkg'\n",
+    }
+    repo = make_repo(tmp_path, files=files)
+    worker = build_worker(tuned(settings), store)
+    use = (
+        ".venv/bin/python -c 'import tcpkg; print(tcpkg.__file__)' > out.txt && "
+        'head -1 .venv/bin/pip >> out.txt && echo "$PWD" >> out.txt'
+    )
+    first, _ = await execute_ok(worker, store, repo, use)
+    second, found = await execute_ok(worker, store, repo, use)
+    assert setup_events(found)[0]["cached"] is True
+    for done in (first, second):
+        module, shebang, pwd = branch_file(repo, done.branch, "out.txt")
+        assert module == f"{pwd}/src/tcpkg/__init__.py"
+        assert shebang.startswith(f"#!{pwd}/.venv/bin/python")
+    assert first.branch != second.branch
+
+
+async def execute_ok(worker: Any, store: Store, repo: GitRepo, prompt: str) -> tuple[Any, Any]:
+    done = await execute(worker, store, shell(repo, prompt), within=180)
+    assert done.status == SessionStatus.SUCCEEDED, done.error
+    return done, await all_events(store, done.id)
+
+
 async def test_a_lockfile_or_a_cache_key_file_change_misses_another_file_hits(
     settings: Settings, store: Store, tmp_path: Path
 ) -> None:
