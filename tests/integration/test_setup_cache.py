@@ -142,46 +142,38 @@ async def test_a_hit_restores_the_setups_files_at_the_new_path_and_the_agent_can
     assert (where3, link3, listing3) == (pwd3, f"{pwd3}/deps/where", listing)
 
 
-PYPROJECT = """[build-system]
-requires = ["setuptools>=64"]
-build-backend = "setuptools.build_meta"
-
-[project]
-name = "tcpkg"
-version = "0.1.0"
-
-[tool.setuptools.packages.find]
-where = ["src"]
-"""
-
-
 async def test_a_restored_venv_imports_the_editable_package_from_the_new_worktree(
     settings: Settings, store: Store, tmp_path: Path
 ) -> None:
+    # A venv with what an editable install leaves (offline: no pip, no index): a .pth file and a
+    # console script, both holding the worktree's absolute path.
     python = Path(sys.base_prefix) / "bin" / "python3"  # mounted in the sandbox
-    setup = (
-        f"{python} -m venv --system-site-packages .venv && "
-        ".venv/bin/pip install -q --no-index --no-build-isolation -e ."
-    )
+    purelib = ".venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])'"
+    setup = [
+        f"{python} -m venv --without-pip .venv",
+        f'echo "$PWD/src" > "$({purelib})/__editable__.tcpkg-0.1.pth"',
+        'printf "#!$PWD/.venv/bin/python\\nimport tcpkg\\nprint(tcpkg.NAME)\\n" > .venv/bin/tcpkg',
+        "chmod +x .venv/bin/tcpkg",
+    ]
     files = {
-        ".gitignore": ".venv/\n*.egg-info/\n__pycache__/\nbuild/\n",
-        ".telecoder.yml": f"setup:\n  - {json.dumps(setup)}\n",
-        "pyproject.toml": PYPROJECT,
+        ".gitignore": ".venv/\n__pycache__/\n",
+        ".telecoder.yml": "setup:\n" + "".join(f"  - {json.dumps(c)}\n" for c in setup),
         "src/tcpkg/__init__.py": "NAME = 'tcpkg'\n",
     }
     repo = make_repo(tmp_path, files=files)
     worker = build_worker(tuned(settings), store)
     use = (
         ".venv/bin/python -c 'import tcpkg; print(tcpkg.__file__)' > out.txt && "
-        'head -1 .venv/bin/pip >> out.txt && echo "$PWD" >> out.txt'
+        '.venv/bin/tcpkg >> out.txt && head -1 .venv/bin/tcpkg >> out.txt && echo "$PWD" >> out.txt'
     )
     first, _ = await execute_ok(worker, store, repo, use)
     second, found = await execute_ok(worker, store, repo, use)
     assert setup_events(found)[0]["cached"] is True
     for done in (first, second):
-        module, shebang, pwd = branch_file(repo, done.branch, "out.txt")
+        module, printed, shebang, pwd = branch_file(repo, done.branch, "out.txt")
         assert module == f"{pwd}/src/tcpkg/__init__.py"
-        assert shebang.startswith(f"#!{pwd}/.venv/bin/python")
+        assert printed == "tcpkg"
+        assert shebang == f"#!{pwd}/.venv/bin/python"
     assert first.branch != second.branch
 
 
