@@ -18,7 +18,8 @@ elsewhere), never hardlinks: what an agent does to its restored files never reac
 A venv holds the absolute path of the worktree it was built in (shebangs, ``pyvenv.cfg``, an
 editable install's ``.pth`` and finder files, absolute symlinks): the files and symlinks that
 hold it are recorded when the entry is made, and only those are rewritten to the new worktree's
-path on restore (a binary file only when the paths have the same length).
+path on restore (a binary file only when the paths have the same length; never a ``.pyc``,
+whose source path Python sets on import).
 """
 
 from __future__ import annotations
@@ -434,6 +435,8 @@ def _scan(root: Path, build_path: str) -> dict[str, Any]:
                     links.append(rel)
             elif stat.S_ISREG(info.st_mode):
                 size += info.st_size
+                if name.endswith(".pyc"):  # Python fixes a cached module's path on import
+                    continue
                 found, binary = _holds(path, needle)
                 if found:
                     (binaries if binary else texts).append(rel)
