@@ -244,8 +244,13 @@ class SetupCache:
         paths = [p for p in manifest["paths"] if _safe(p)]
         for rel in paths:  # a fresh worktree has none of them; be sure
             _remove(worktree / rel)
-        await _copy(entry / FILES, paths, worktree)
-        await asyncio.to_thread(_rewrite, worktree, manifest, str(worktree))
+        try:
+            await _copy(entry / FILES, paths, worktree)
+            await asyncio.to_thread(_rewrite, worktree, manifest, str(worktree))
+        except BaseException:
+            for rel in paths:  # no half restore: the setup runs on a clean worktree instead
+                _remove(worktree / rel)
+            raise
         os.utime(entry / MANIFEST)  # least recently used goes first
         return Restored(
             key=key,
