@@ -195,6 +195,10 @@ def copy_floor(home: Path) -> float:
     """Seconds a plain ``cp -a`` of the entry's files takes on this disk, now: what a restore
     cannot beat without copy-on-write."""
     [entry] = [p for p in (home / "cache" / "setup").iterdir() if (p / "manifest.json").exists()]
+    manifest = json.loads((entry / "manifest.json").read_text())
+    count = sum(len(files) for _, _, files in os.walk(entry / "files"))
+    rewritten = len(manifest["rewrite"]) + len(manifest["rewrite_binary"]) + len(manifest["links"])
+    print(f"  entry: {manifest['size'] / 1e6:.1f} MB, {count} files, {rewritten} path rewrites")
     target = home / "copy-floor"
     target.mkdir()
     started = time.monotonic()
