@@ -395,6 +395,16 @@ def test_cache_list_and_clear(tmp_path: Path, home: Path) -> None:
     assert "1 entries, 30B of 10.0G" in table.stderr
 
 
+def test_cache_max_takes_a_size_and_zero_turns_the_cache_off(tmp_path: Path) -> None:
+    assert Settings(home=tmp_path).cache_max == 10 << 30
+    assert Settings(home=tmp_path, cache_max="500M").cache_max == 500 << 20
+    off = Settings(home=tmp_path, cache_max="0")
+    assert off.cache_max == 0
+    assert not SetupCache(off.setup_cache_dir, off.cache_max).enabled
+    with pytest.raises(ValueError, match="not a size"):
+        Settings(home=tmp_path, cache_max="lots")
+
+
 def test_the_key_includes_lockfiles_anywhere_and_the_named_paths() -> None:
     assert depends_on("package-lock.json")
     assert depends_on("web/yarn.lock")
