@@ -23,6 +23,7 @@ import pytest
 
 from telecoder.assemble import build_worker
 from telecoder.domain import EventKind, NewSession, SessionStatus
+from telecoder.server import create_app
 from telecoder.settings import Settings
 from telecoder.setupcache import MANIFEST, SetupCache, cache_key, depends_on
 from telecoder.store import Store, open_store
@@ -30,6 +31,7 @@ from tests.cli import cli_env, telecoder, wait_for
 from tests.conftest import GitRepo, make_repo
 from tests.integration.test_engine_shell import all_events, execute, tuned
 from tests.procs import WorkerProcs, events, fast_env, worker_processes
+from tests.server import client
 
 SETUP = """
 setup:
@@ -423,3 +425,19 @@ def test_the_key_includes_lockfiles_anywhere_and_the_named_paths() -> None:
     assert key != cache_key(**base, files={"package-lock.json": "2"})
     assert key != cache_key(**{**base, "runtime": "docker"}, files={"package-lock.json": "1"})
     assert key != cache_key(**{**base, "commands": ["npm i"]}, files={"package-lock.json": "1"})
+
+
+async def test_the_api_lists_the_servers_host_entries(
+    settings: Settings, store: Store, tmp_path: Path
+) -> None:
+    cache = SetupCache(settings.setup_cache_dir, settings.cache_max)
+    make_files(tmp_path / "wt", 2)
+    key = cache_key(repo="r", commands=["make"], runtime="sandbox", files={})
+    await cache.store(key, tmp_path / "wt", ["big"], info={"repo": "acme", "commands": ["make"]})
+    async with client(create_app(settings, store)) as c:
+        found = await c.get("/api/cache")
+    assert found.status_code == 200
+    [entry] = found.json()
+    assert entry == {**entry, "key": key, "size": 20, "paths": ["big"], "repo": "acme"}
+    assert entry["commands"] == ["make"]
+    assert entry["in_use"] is False
