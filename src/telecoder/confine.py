@@ -160,5 +160,6 @@ class Confiner:
 
     def _hidden(self) -> tuple[Path, ...]:
         s = self.settings
-        places = [s.home, s.worktrees, s.mirrors, s.engine_homes, s.raw_logs, Path.home()]
+        places = [s.home, s.worktrees, s.mirrors, s.engine_homes, s.raw_logs, s.setup_cache_dir]
+        places.append(Path.home())
         return tuple(dict.fromkeys(p.resolve() for p in places))

@@ -130,6 +130,10 @@ class Unauthorized(TeleCoderError):
     """The TeleCoder server refused the request: no token, or a wrong one."""
 
 
+class CacheEntryNotFound(TeleCoderError):
+    """No setup cache entry has that key."""
+
+
 class HookNotFound(TeleCoderError):
     """No hook has that name."""
 

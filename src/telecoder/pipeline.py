@@ -85,6 +85,7 @@ from telecoder.remembering import Remembering
 from telecoder.review import ReviewStage
 from telecoder.revisions import AgentWork
 from telecoder.settings import Settings
+from telecoder.setupcache import SetupCache
 from telecoder.steps import StepRunner, partial_result
 from telecoder.store import Outcome, Store
 from telecoder.verify import (
@@ -131,6 +132,8 @@ class Pipeline:
             verifier=self.verifier,
             runner=self.runner,
             gateway=gateway,
+            cache=SetupCache(settings.setup_cache_dir, settings.cache_max),
+            runtime_name=settings.runtime,
         )
         self.publisher = Publisher(store=store, workspace=workspace)
         self.review = ReviewStage(

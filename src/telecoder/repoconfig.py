@@ -4,7 +4,7 @@
 engine: claude-code          # this repo's default engine: below --engine, above TELECODER_ENGINE
 model: claude-sonnet-4-5     # its model, when the task names none
 setup:                       # before the agent: install what it and the checks need
-  - npm ci
+  - npm ci                   # (or a mapping: {commands: [...], cache_key: [...], cache: true})
 verify:                      # commands that must pass before anything is pushed
   - pytest -q
   - ruff check .
@@ -57,6 +57,7 @@ from pydantic import (
     Tag,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from telecoder import followups
@@ -219,6 +220,11 @@ class RepoConfig(_Strict):
     setup: list[_Command] = Field(default_factory=list, max_length=50)
     """Shell commands run in a new worktree before the agent; each must exit 0 and leave
     nothing that would be committed (what they install goes to ignored paths)."""
+    setup_cache_key: list[_Glob] = Field(default_factory=list, max_length=100)
+    """``setup: {cache_key: [...]}``: more files (paths or globs) whose content keys the
+    setup cache, besides the lockfiles and manifests (``setupcache``)."""
+    setup_cache: bool = True
+    """``setup: {cache: false}``: run the setup in every session, never from the cache."""
     verify: list[_Command] = Field(default_factory=list, max_length=50)
     """Shell commands run in the worktree after the agent; each must exit 0."""
     checks: list[Check] = Field(default_factory=list, max_length=50)
@@ -240,6 +246,31 @@ class RepoConfig(_Strict):
     """Follow-up sessions spawned when a session of this repository succeeds (``chains``)."""
     on_failure: list[FollowUp] = Field(default_factory=list, max_length=10)
     """Follow-up sessions spawned when one fails for good (failed or dead, after retries)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _setup_mapping(cls, data: Any) -> Any:
+        """``setup:`` as a mapping: ``commands``, ``cache_key``, ``cache``."""
+        if not isinstance(data, dict):
+            return data
+        for name in ("setup_cache_key", "setup_cache"):
+            if name in data:
+                raise ValueError(f"{name} is not a setting: use setup: {{{name[6:]}: ...}}")
+        setup = data.get("setup")
+        if not isinstance(setup, dict):
+            return data
+        unknown = sorted(set(setup) - {"commands", "cache_key", "cache"})
+        if unknown:
+            raise ValueError(
+                f"setup: unknown key {unknown[0]!r} (known: commands, cache_key, cache)"
+            )
+        data = {**data, "setup": setup.get("commands") or []}
+        if "cache_key" in setup:
+            key = setup["cache_key"]
+            data["setup_cache_key"] = [key] if isinstance(key, str) else key
+        if "cache" in setup:
+            data["setup_cache"] = setup["cache"]
+        return data
 
     @field_validator("on_success", "on_failure", mode="before")
     @classmethod

@@ -1,19 +1,23 @@
-"""The agent's work in an attempt: the repository's setup commands, then the agent run; while
+"""The agent's work in an attempt: the repository's setup commands (or their result, from the
+setup cache: ``setupcache``), then the agent run; while
 the repository's checks fail, its session resumed with the report, up to ``max_revisions``
 times.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from telecoder import repoconfig
+from telecoder import repoconfig, setupcache
 from telecoder.agentrun import AgentRunner
 from telecoder.confine import Confiner
 from telecoder.domain import EventKind, FailureKind, Lease
 from telecoder.endings import check
+from telecoder.errors import WorkspaceError
 from telecoder.gateway import Gateway
+from telecoder.gitcmd import scrub
 from telecoder.protocols import Engine, EngineTask, Usage
 from telecoder.recorder import AttemptControl, EventRecorder
 from telecoder.store import Store
@@ -25,6 +29,8 @@ from telecoder.verify import (
     setup_failure,
 )
 from telecoder.workspace import Workspace, Worktree
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,12 +54,16 @@ class AgentWork:
         verifier: Verifier,
         runner: AgentRunner,
         gateway: Gateway | None,
+        cache: setupcache.SetupCache | None = None,
+        runtime_name: str = "",
     ) -> None:
         self.store = store
         self.workspace = workspace
         self.verifier = verifier
         self.runner = runner
         self.gateway = gateway
+        self.cache = cache  # None: every session runs its setup
+        self.runtime_name = runtime_name  # part of the setup cache's key
 
     async def work(
         self,
@@ -130,12 +140,114 @@ class AgentWork:
         control: AttemptControl,
         confiner: Confiner | None = None,
     ) -> str | None:
-        """Run the repository's setup commands; the session's error when one fails."""
+        """Run the repository's setup commands, or restore their result from the setup cache;
+        the session's error when one fails."""
         recorder.progress("setting_up", commands=len(config.setup))
         await self.workspace.sanitize(wt)
+        cache = self.cache
+        if cache is None or not cache.enabled or not config.setup_cache:
+            return await self._setup(config, wt, home, recorder, control, confiner)
+        files = await setupcache.dependency_files(wt, config.setup_cache_key)
+        key = setupcache.cache_key(
+            repo=wt.remote_url, commands=config.setup, runtime=self.runtime_name, files=files
+        )
+
+        def waiting() -> None:
+            recorder.progress("setup_waiting", key=key)
+
+        def stopped() -> bool:
+            return control.reason is not None
+
+        try:
+            held = await cache.hold(key, stopped=stopped, waiting=waiting)
+        except WorkspaceError:
+            check(control)  # stopped while waiting for another session's build
+            raise
+        try:
+            return await self._cached_setup(
+                cache, key, files, config, wt, home, recorder, control, confiner
+            )
+        finally:
+            held.release()
+
+    async def _cached_setup(
+        self,
+        cache: setupcache.SetupCache,
+        key: str,
+        files: dict[str, str],
+        config: repoconfig.RepoConfig,
+        wt: Worktree,
+        home: Path,
+        recorder: EventRecorder,
+        control: AttemptControl,
+        confiner: Confiner | None,
+    ) -> str | None:
+        """Restore the key's entry, else run the setup and keep its result; the key is held."""
+        check(control)
+        if await self._restore(cache, key, wt, recorder):
+            return None
+        before = await setupcache.ignored(wt)
+        failed = await self._setup(config, wt, home, recorder, control, confiner)
+        if failed is not None:  # a failure is never cached
+            return failed
+        try:
+            paths = await setupcache.ignored(wt) - before
+            info = {"repo": scrub(wt.remote_url), "commands": config.setup, "files": files}
+            entry = await cache.store(key, wt.path, paths, info=info)
+        except (OSError, WorkspaceError) as e:  # the session goes on without
+            log.warning("setup cache: cannot keep %s: %s", key, e)
+            return None
+        if entry is not None:
+            recorder.progress("setup_cached", key=key, size=entry.size, paths=entry.paths)
+        return None
+
+    async def _restore(
+        self, cache: setupcache.SetupCache, key: str, wt: Worktree, recorder: EventRecorder
+    ) -> bool:
+        """Whether the setup's result was restored from the cache into ``wt``."""
+        try:
+            restored = await cache.restore(key, wt.path)
+        except (OSError, WorkspaceError) as e:  # run the setup instead
+            log.warning("setup cache: cannot restore %s: %s", key, e)
+            return False
+        if restored is None:
+            return False
+        recorder.add(
+            EventKind.SETUP,
+            {
+                "command": "restored from the setup cache",
+                "kind": "setup",
+                "ok": True,
+                "exit_code": 0,
+                "duration_ms": restored.duration_ms,
+                "output_tail": "\n".join(restored.paths),
+                "timed_out": False,
+                "cached": True,
+                "key": key,
+                "restore_ms": restored.duration_ms,
+            },
+        )
+        recorder.progress(
+            "setup_restored", key=key, restore_ms=restored.duration_ms, paths=restored.paths
+        )
+        return True
+
+    async def _setup(
+        self,
+        config: repoconfig.RepoConfig,
+        wt: Worktree,
+        home: Path,
+        recorder: EventRecorder,
+        control: AttemptControl,
+        confiner: Confiner | None = None,
+    ) -> str | None:
+        """Run the setup commands, each line they print an ``output`` event as it comes."""
 
         def report(check: CheckReport) -> None:
             recorder.add(EventKind.SETUP, check.to_dict())
+
+        def output(stream: str, line: str) -> None:
+            recorder.add(EventKind.OUTPUT, {"stream": stream, "text": line, "phase": "setup"})
 
         failed = await self.verifier.setup(
             config,
@@ -144,6 +256,7 @@ class AgentWork:
             stopped=control.wait,
             report=report,
             confinement=confiner.for_role("setup") if confiner else None,
+            output=output,
         )
         check(control)
         if failed is None:

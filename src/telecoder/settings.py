@@ -96,6 +96,11 @@ def _bytes(value: Any) -> Any:
         raise ValueError(f"not a size: {value!r} (e.g. 512m, 4g)") from None
 
 
+def _cache_size(value: Any) -> Any:
+    """A size like ``_bytes``, where ``0`` (or empty) turns the cache off."""
+    return _bytes(value) or 0
+
+
 def _default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -377,6 +382,10 @@ class Settings(BaseSettings):
     worktree_max_bytes: Annotated[int | None, BeforeValidator(_bytes)] = Field(
         default=10 << 30,
         description="What a worktree may hold while its agent runs (e.g. 10g; 0: no cap).",
+    )
+    cache_max: Annotated[int, BeforeValidator(_cache_size)] = Field(
+        default=10 << 30,
+        description="Total size of the setup cache (e.g. 10G, 500M; 0: no setup cache).",
     )
     sandbox_read: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
@@ -731,6 +740,11 @@ class Settings(BaseSettings):
     @property
     def raw_logs(self) -> Path:
         return self.home / "logs"
+
+    @property
+    def setup_cache_dir(self) -> Path:
+        """The setup cache's entries, one directory per key (``setupcache``)."""
+        return self.home / "cache" / "setup"
 
     def engine_control_env(self) -> dict[str, str]:
         """TeleCoder's own settings for engines, as the variables engines read from their task:

@@ -129,16 +129,18 @@ class Verifier:
         stopped: Callable[[], Awaitable[object]],
         report: Callable[[CheckReport], None],
         confinement: Confinement | None = None,
+        output: Callable[[str, str], None] | None = None,
     ) -> CheckReport | None:
         """Run the ``setup:`` commands in ``wt`` until one fails; the failure, else None.
 
-        What setup installs must land in ignored paths: a setup that leaves a file that would be
-        committed fails (the agent's branch holds the agent's work only).
+        ``output`` hears each line a command prints (stream, text), as it prints it. What setup
+        installs must land in ignored paths: a setup that leaves a file that would be committed
+        fails (the agent's branch holds the agent's work only).
         """
         snapshot = await self.workspace.snapshot(wt)
         for command in config.setup:
             result = await self._command(
-                command, "setup", wt, env, config.setup_timeout, stopped, confinement
+                command, "setup", wt, env, config.setup_timeout, stopped, confinement, output
             )
             report(result)
             if not result.ok:
@@ -170,6 +172,7 @@ class Verifier:
         limit: float,
         stopped: Callable[[], Awaitable[object]],
         confinement: Confinement | None = None,
+        output: Callable[[str, str], None] | None = None,
     ) -> CheckReport:
         started = time.monotonic()
         process = await self.runtime.spawn(
@@ -181,7 +184,7 @@ class Verifier:
             confinement=confinement,
         )
         tail: deque[str] = deque(maxlen=TAIL_LINES)
-        reading = asyncio.create_task(_collect(process, tail))
+        reading = asyncio.create_task(_collect(process, tail, output))
         stopping = asyncio.ensure_future(stopped())
         timed_out = False
         try:
@@ -211,10 +214,15 @@ class Verifier:
         )
 
 
-async def _collect(process: Process, tail: deque[str]) -> None:
-    async for _, raw in process.lines():
+async def _collect(
+    process: Process, tail: deque[str], output: Callable[[str, str], None] | None = None
+) -> None:
+    async for stream, raw in process.lines():
         line = raw[: LINE_CHARS * 4].decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
-        tail.append(line if len(line) <= LINE_CHARS else line[:LINE_CHARS] + " …")
+        line = line if len(line) <= LINE_CHARS else line[:LINE_CHARS] + " …"
+        tail.append(line)
+        if output is not None:
+            output(stream, line)
 
 
 def _file_exists(root: Path, rel: str) -> CheckReport:

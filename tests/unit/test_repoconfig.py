@@ -70,6 +70,16 @@ def test_one_command_may_be_a_string() -> None:
     assert parse("setup: make deps\n").setup == ["make deps"]
 
 
+def test_setup_may_be_a_mapping_with_the_caches_settings() -> None:
+    config = parse("setup:\n  commands: [npm ci, make]\n  cache_key: [.nvmrc, 'ci/*.lock']\n")
+    assert config.setup == ["npm ci", "make"]
+    assert config.setup_cache_key == [".nvmrc", "ci/*.lock"]
+    assert config.setup_cache is True
+    off = parse("setup: {commands: make deps, cache: false, cache_key: tools}\n")
+    assert (off.setup, off.setup_cache, off.setup_cache_key) == (["make deps"], False, ["tools"])
+    assert parse("setup: [npm ci]\n").setup_cache is True
+
+
 def test_a_missing_file_is_the_defaults(tmp_path: Path) -> None:
     assert load(tmp_path) == RepoConfig()
 
@@ -91,6 +101,9 @@ def test_load_reads_the_worktrees_file(tmp_path: Path) -> None:
         ("verify: ['']\n", "verify.0: String should have at least 1 character"),
         ("setup: [[npm, ci]]\n", "setup.0: Input should be a valid string"),
         ("setup_timeout: -5\n", "setup_timeout: Input should be greater than 0"),
+        ("setup: {run: make}\n", "setup: unknown key 'run' (known: commands, cache_key, cache)"),
+        ("setup: {commands: [make], cache: maybe}\n", "setup_cache: Input should be a valid"),
+        ("setup_cache_key: [a]\n", "setup_cache_key is not a setting: use setup: {cache_key"),
         ("engines: codex\n", "engines: Extra inputs are not permitted"),
         ("checks: [{file_exists: a, git_clean: true}]\n", "checks.0: each check is one of"),
         ("checks: [{run: rm -rf /}]\n", "checks.0: each check is one of"),

@@ -22,6 +22,7 @@ from telecoder.cli.exits import Exit, print_json_line
 from telecoder.cli.lazy import lean
 from telecoder.errors import (
     BadInput,
+    CacheEntryNotFound,
     Conflict,
     EndpointNotFound,
     GoalNotFound,
@@ -166,6 +167,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "app",
         "A council of reviewers: one target, several reviewers, their recommendations tallied.",
     ),
+    "cache": (
+        "cache",
+        "app",
+        "The setup cache: what .telecoder.yml setup commands made, kept per key.",
+    ),
 }
 
 
@@ -237,6 +243,7 @@ _EXIT: list[tuple[type[TeleCoderError], Exit]] = [
     (BadInput, Exit.BAD_INPUT),
     (SessionNotFound, Exit.NOT_FOUND),
     (HookNotFound, Exit.NOT_FOUND),
+    (CacheEntryNotFound, Exit.NOT_FOUND),
     (JobNotFound, Exit.NOT_FOUND),
     (TemplateNotFound, Exit.NOT_FOUND),
     (SubscriptionNotFound, Exit.NOT_FOUND),

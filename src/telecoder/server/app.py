@@ -59,6 +59,7 @@ from telecoder.server.render import STATIC, templates
 from telecoder.server.routes import (
     bestof,
     budgets,
+    cache,
     costs,
     council,
     dashboard,
@@ -236,6 +237,7 @@ def create_app(
         run_create,
         events,
         workers,
+        cache,
         budgets,
         hooks,
         github,

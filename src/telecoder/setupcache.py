@@ -1,0 +1,492 @@
+"""The setup cache: a repository's ``setup:`` commands run once per key, their result restored
+into every later worktree of that key.
+
+The key is a sha256 of the repository (its remote, credentials scrubbed), the setup commands,
+the runtime, and the content of the files the setup depends on: the lockfiles and manifests the
+worktree tracks (``DEFAULT_FILES``, at any depth) and the paths or globs ``.telecoder.yml`` names
+in ``setup.cache_key``, by their blob ids (``git ls-files -s``: no file is read).
+
+What is cached: the ignored paths the setup created (``git status --ignored`` before and after:
+``.venv/``, ``node_modules/``, ``build/``, ``src/pkg.egg-info/``). An entry is built in a
+temporary directory beside the others, its manifest written last, then renamed into place: a
+crash leaves no usable half entry (a leftover build directory is removed by the next build of its
+key). A lock file per key (``flock``) makes two sessions on a cold key build it once; the second
+waits, then restores. An entry is in use while its lock is held: eviction and ``clear`` skip it.
+
+Restore copies (``cp -a --reflink=auto``: copy-on-write where the filesystem can, a real copy
+elsewhere), never hardlinks: what an agent does to its restored files never reaches the cache.
+A venv holds the absolute path of the worktree it was built in (shebangs, ``pyvenv.cfg``, an
+editable install's ``.pth`` and finder files, absolute symlinks): the files and symlinks that
+hold it are recorded when the entry is made, and only those are rewritten to the new worktree's
+path on restore (a binary file only when the paths have the same length; never a ``.pyc``,
+whose source path Python sets on import).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import stat
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatch
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from telecoder import private
+from telecoder.errors import CacheEntryNotFound, WorkspaceError
+from telecoder.gitcmd import ISOLATED, git_out, scrub
+from telecoder.worktree import Worktree
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FILES = (
+    "package-lock.json",
+    "npm-shrinkwrap.json",
+    "yarn.lock",
+    "pnpm-lock.yaml",
+    "package.json",
+    "poetry.lock",
+    "uv.lock",
+    "Pipfile.lock",
+    "pyproject.toml",
+    "setup.py",
+    "setup.cfg",
+    "requirements*.txt",
+    "Cargo.lock",
+    "go.sum",
+    "Gemfile.lock",
+    "composer.lock",
+)
+MANIFEST = "manifest.json"
+FILES = "files"
+_KEY = re.compile(r"^[0-9a-f]{64}$")
+_BUILD = ".build-"
+_TRASH = ".trash-"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One cache entry, as its manifest describes it."""
+
+    key: str
+    path: Path
+    size: int  # bytes of its files
+    created: float
+    used: float  # last restored (or made)
+    paths: tuple[str, ...]  # what it restores, relative to the worktree
+    repo: str
+    commands: tuple[str, ...]
+    in_use: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "path": str(self.path),
+            "size": self.size,
+            "created": self.created,
+            "used": self.used,
+            "paths": list(self.paths),
+            "repo": self.repo,
+            "commands": list(self.commands),
+            "in_use": self.in_use,
+        }
+
+
+class Hold:
+    """A key's lock, held until ``release``."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    key: str
+    paths: tuple[str, ...]
+    size: int
+    duration_ms: int
+
+
+def cache_key(*, repo: str, commands: Sequence[str], runtime: str, files: Mapping[str, str]) -> str:
+    """The key of a setup: its repository, commands, runtime and dependency files' content."""
+    payload = {
+        "repo": scrub(repo),
+        "commands": list(commands),
+        "runtime": runtime,
+        "files": sorted(files.items()),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def depends_on(path: str, extra: Sequence[str] = ()) -> bool:
+    """Whether the tracked file ``path`` is one a setup's key includes."""
+    name = PurePosixPath(path).name
+    if any(fnmatch(name, pattern) for pattern in DEFAULT_FILES):
+        return True
+    for pattern in extra:
+        pattern = pattern.strip("/")
+        if path == pattern or path.startswith(pattern + "/") or fnmatch(path, pattern):
+            return True
+    return False
+
+
+async def dependency_files(wt: Worktree, extra: Sequence[str] = ()) -> dict[str, str]:
+    """The tracked files the key depends on, each with its blob id."""
+    out = await git_out(wt.path, *wt.git(), "ls-files", "-s", "-z", env=ISOLATED)
+    found: dict[str, str] = {}
+    for record in out.split("\0"):
+        if not record:
+            continue
+        meta, _, path = record.partition("\t")
+        if depends_on(path, extra):
+            found[path] = meta.split()[1]
+    return found
+
+
+async def ignored(wt: Worktree) -> set[str]:
+    """The ignored paths of the worktree as ``git status`` shows them (a directory once)."""
+    out = await git_out(
+        wt.path, *wt.git(), "status", "--porcelain=v1", "-z", "--ignored=traditional",
+        "--untracked-files=normal", env=ISOLATED,
+    )  # fmt: skip
+    return {r[3:].rstrip("/") for r in out.split("\0") if r.startswith("!! ")}
+
+
+def _safe(rel: str) -> bool:
+    path = PurePosixPath(rel)
+    return bool(rel) and not path.is_absolute() and ".." not in path.parts and rel != ".git"
+
+
+class SetupCache:
+    """The entries under ``root`` (``$TELECODER_HOME/cache/setup``), at most ``max_bytes``."""
+
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        self.root = root
+        self.max_bytes = max_bytes  # 0: the cache is off
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_bytes > 0
+
+    def _lock_path(self, key: str) -> Path:
+        return self.root / "locks" / f"{key}.lock"
+
+    def _open_lock(self, key: str) -> int:
+        private.make_dir(self.root / "locks")
+        return os.open(self._lock_path(key), os.O_RDWR | os.O_CREAT, private.FILE_MODE)
+
+    def _try_lock(self, key: str) -> int | None:
+        """The key's lock, taken without waiting; None when someone holds it."""
+        fd = self._open_lock(key)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
+    async def hold(
+        self,
+        key: str,
+        *,
+        stopped: Callable[[], bool] = lambda: False,
+        waiting: Callable[[], None] | None = None,
+    ) -> Hold:
+        """The key's exclusive lock, for every process on this host, until ``release``; while
+        another session builds the entry, this one waits (``waiting`` is told once) until it is
+        done, or until ``stopped`` is true (``WorkspaceError``).
+
+        Not a context manager: an exception of the caller's (a frozen one) passes untouched."""
+        fd = self._open_lock(key)
+        try:
+            told, delay = False, 0.01
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return Hold(fd)
+                except BlockingIOError:
+                    if stopped():
+                        raise WorkspaceError("stopped waiting for the setup cache") from None
+                    if not told and waiting is not None:
+                        waiting()
+                    told = True
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.2)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    # --- restore -------------------------------------------------------------------------------
+
+    async def restore(self, key: str, worktree: Path) -> Restored | None:
+        """Copy the entry's files into ``worktree``; None when there is no entry.
+
+        The caller holds the key (``hold``)."""
+        started = time.monotonic()
+        entry = self.root / key
+        manifest = _read_manifest(entry)
+        if manifest is None:
+            return None
+        paths = [p for p in manifest["paths"] if _safe(p)]
+        for rel in paths:  # a fresh worktree has none of them; be sure
+            _remove(worktree / rel)
+        try:
+            await _copy(entry / FILES, paths, worktree)
+            await asyncio.to_thread(_rewrite, worktree, manifest, str(worktree))
+        except BaseException:
+            for rel in paths:  # no half restore: the setup runs on a clean worktree instead
+                _remove(worktree / rel)
+            raise
+        os.utime(entry / MANIFEST)  # least recently used goes first
+        return Restored(
+            key=key,
+            paths=tuple(paths),
+            size=int(manifest["size"]),
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
+
+    # --- store ---------------------------------------------------------------------------------
+
+    async def store(
+        self, key: str, worktree: Path, paths: Iterable[str], *, info: Mapping[str, Any]
+    ) -> Entry | None:
+        """Make the key's entry of ``paths`` (relative to ``worktree``); None when there is
+        nothing to keep or it would not fit. The caller holds the key."""
+        paths = sorted(p for p in set(paths) if _safe(p))
+        if not paths:
+            return None
+        private.make_dir(self.root)
+        for stale in self.root.glob(f"{_BUILD}{key}-*"):
+            shutil.rmtree(stale, ignore_errors=True)  # a build that crashed
+        build = self.root / f"{_BUILD}{key}-{secrets.token_hex(4)}"
+        private.make_dir(build / FILES)
+        try:
+            await _copy(worktree, paths, build / FILES)
+            scanned = await asyncio.to_thread(_scan, build / FILES, str(worktree))
+            if self.max_bytes and scanned["size"] > self.max_bytes:
+                size = scanned["size"]
+                log.warning("setup cache: entry %s (%d bytes) exceeds the limit", key, size)
+                shutil.rmtree(build, ignore_errors=True)
+                return None
+            manifest = {
+                **info,
+                "key": key,
+                "paths": paths,
+                "created": time.time(),
+                "build_path": str(worktree),
+                **scanned,
+            }
+            data = json.dumps(manifest, indent=1).encode()
+            fd = os.open(build / MANIFEST, os.O_WRONLY | os.O_CREAT | os.O_EXCL, private.FILE_MODE)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            target = self.root / key
+            if target.exists():  # cannot be usable: the key is held and it had no manifest
+                shutil.rmtree(target)
+            os.rename(build, target)
+        except BaseException:
+            shutil.rmtree(build, ignore_errors=True)
+            raise
+        self.evict(keep=key)
+        return self._entry(target, in_use=True)
+
+    # --- listing, clearing, eviction -----------------------------------------------------------
+
+    def _entry(self, path: Path, *, in_use: bool | None = None) -> Entry | None:
+        manifest = _read_manifest(path)
+        if manifest is None:
+            return None
+        if in_use is None:
+            fd = self._try_lock(path.name)
+            in_use = fd is None
+            if fd is not None:
+                os.close(fd)
+        return Entry(
+            key=path.name,
+            path=path,
+            size=int(manifest.get("size", 0)),
+            created=float(manifest.get("created", 0)),
+            used=(path / MANIFEST).stat().st_mtime,
+            paths=tuple(manifest.get("paths", ())),
+            repo=str(manifest.get("repo", "")),
+            commands=tuple(manifest.get("commands", ())),
+            in_use=in_use,
+        )
+
+    def entries(self) -> list[Entry]:
+        """Every usable entry, most recently used first."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        for path in self.root.iterdir():
+            if _KEY.match(path.name) and (entry := self._entry(path)) is not None:
+                found.append(entry)
+        return sorted(found, key=lambda e: e.used, reverse=True)
+
+    def _drop(self, key: str) -> bool:
+        """Remove the entry unless it is in use; whether it was removed."""
+        fd = self._try_lock(key)
+        if fd is None:
+            return False
+        try:
+            target = self.root / key
+            trash = self.root / f"{_TRASH}{key}-{secrets.token_hex(4)}"
+            try:
+                os.rename(target, trash)  # gone at once for every reader
+            except FileNotFoundError:
+                return False
+            shutil.rmtree(trash, ignore_errors=True)
+            for stale in self.root.glob(f"{_BUILD}{key}-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            return True
+        finally:
+            os.close(fd)
+
+    def clear(self, key: str | None = None) -> tuple[list[str], list[str]]:
+        """Remove one entry (``CacheEntryNotFound`` when there is none) or all of them; the
+        keys removed and the keys left because they are in use."""
+        if key is not None:
+            if not _KEY.match(key) or _read_manifest(self.root / key) is None:
+                raise CacheEntryNotFound(f"no setup cache entry {key}")
+            keys = [key]
+        else:
+            keys = [e.key for e in self.entries()]
+        removed: list[str] = []
+        busy: list[str] = []
+        for k in keys:
+            (removed if self._drop(k) else busy).append(k)
+        return sorted(removed), sorted(busy)
+
+    def evict(self, *, keep: str | None = None) -> list[str]:
+        """Remove the least recently used entries until they all fit in ``max_bytes``; never
+        one in use (nor ``keep``)."""
+        if not self.max_bytes:
+            return []
+        entries = sorted(self.entries(), key=lambda e: e.used)
+        total = sum(e.size for e in entries)
+        removed = []
+        for entry in entries:
+            if total <= self.max_bytes:
+                break
+            if entry.key == keep or entry.in_use or not self._drop(entry.key):
+                continue
+            total -= entry.size
+            removed.append(entry.key)
+        return removed
+
+
+def _read_manifest(entry: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((entry / MANIFEST).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("paths"), list) else None
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+async def _copy(source: Path, paths: Sequence[str], target: Path) -> None:
+    """``cp -a --reflink=auto --parents`` of ``paths`` (relative to ``source``) into ``target``:
+    a copy, never a hardlink."""
+    process = await asyncio.create_subprocess_exec(
+        "cp", "-a", "--reflink=auto", "--parents", "-t", str(target), "--", *paths,
+        cwd=source,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await process.communicate()
+    if process.returncode != 0:
+        message = err.decode(errors="replace").strip()[-500:]
+        raise WorkspaceError(f"cannot copy the setup's files: {message}")
+
+
+def _scan(root: Path, build_path: str) -> dict[str, Any]:
+    """The entry's size, and the files and symlinks under ``root`` that hold ``build_path``."""
+    needle = build_path.encode()
+    size = 0
+    texts: list[str] = []
+    binaries: list[str] = []
+    links: list[str] = []
+    for directory, dirs, files in os.walk(root):
+        for name in [*dirs, *files]:
+            path = Path(directory, name)
+            info = path.lstat()
+            rel = str(path.relative_to(root))
+            if stat.S_ISLNK(info.st_mode):
+                if build_path in os.readlink(path):
+                    links.append(rel)
+            elif stat.S_ISREG(info.st_mode):
+                size += info.st_size
+                if name.endswith(".pyc"):  # Python fixes a cached module's path on import
+                    continue
+                found, binary = _holds(path, needle)
+                if found:
+                    (binaries if binary else texts).append(rel)
+    return {"size": size, "rewrite": texts, "rewrite_binary": binaries, "links": links}
+
+
+def _holds(path: Path, needle: bytes, chunk: int = 1 << 20) -> tuple[bool, bool]:
+    """Whether the file holds ``needle``, and whether it is binary (has a NUL byte); read in
+    chunks, so a large file is never held whole."""
+    found = binary = False
+    tail = b""
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            data = tail + block
+            found = found or needle in data
+            binary = binary or b"\0" in block
+            if found and binary:
+                break
+            tail = data[-len(needle) :]
+    return found, binary
+
+
+def _rewrite(worktree: Path, manifest: Mapping[str, Any], new: str) -> None:
+    """Point the restored files and symlinks that held the build's path at ``new``."""
+    old = str(manifest["build_path"])
+    if old == new:
+        return
+    same_length = len(old.encode()) == len(new.encode())
+    files = list(manifest.get("rewrite", ()))
+    if same_length:
+        files += manifest.get("rewrite_binary", ())
+    elif manifest.get("rewrite_binary"):
+        kept = len(manifest["rewrite_binary"])
+        log.info("setup cache: %d binary files keep the build path", kept)
+    for rel in files:
+        if not _safe(rel):
+            continue
+        path = worktree / rel
+        if path.is_symlink() or not path.is_file():
+            continue
+        path.write_bytes(path.read_bytes().replace(old.encode(), new.encode()))
+    for rel in manifest.get("links", ()):
+        path = worktree / rel
+        if not _safe(rel) or not path.is_symlink():
+            continue
+        target = os.readlink(path).replace(old, new)
+        path.unlink()
+        path.symlink_to(target)
