@@ -83,6 +83,7 @@ def build_worker(settings: Settings, store: Store) -> Worker:
         pipeline=pipeline,
         engines=worker_engines(settings),
         after=build_judging(settings, store, pipeline),
+        side=pipeline.workspace.pool,  # the warm pool, refilled in the background
     )
 
 

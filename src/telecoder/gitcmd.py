@@ -104,7 +104,13 @@ async def _run_git(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await proc.communicate(stdin)
+    try:
+        out, err = await proc.communicate(stdin)
+    except asyncio.CancelledError:  # a stopped task leaves no git running behind it
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await asyncio.shield(proc.wait())
+        raise
     code = proc.returncode
     assert code is not None
     return code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
