@@ -64,7 +64,7 @@ class WorktreePool:
         dir, or None when there is none. The caller holds the mirror's lock; the files are
         still the pooled ones: ``reset`` makes them the base's, after the lock is let go. One
         already at ``base_sha`` (a warm one) is taken first: its reset has nothing to do."""
-        self.drop_abandoned(mirror)
+        await self.drop_abandoned(mirror)
         found = self.ready(mirror)
         found.sort(key=lambda p: _head(mirror, p) != base_sha)
         for pooled in found:
@@ -149,7 +149,7 @@ class WorktreePool:
                 if not (mirror / "HEAD").exists() or self.count(mirror) >= self.size:
                     return made
                 drop_half_made_worktrees(mirror)
-                self.drop_abandoned(mirror)
+                await self.drop_abandoned(mirror)
                 _, sha = await resolve_base(mirror, None)
                 token = secrets.token_hex(6)
                 making = pool / f"{MAKING}{os.getpid()}-{token}"
@@ -180,7 +180,7 @@ class WorktreePool:
             made += 1
             self.made += 1
 
-    def drop_abandoned(self, mirror: Path) -> None:
+    async def drop_abandoned(self, mirror: Path) -> None:
         """Remove pooled worktrees whose maker is gone (a crashed or stopped process, or this
         one's stopped refill). The caller holds the mirror's lock."""
         pool = self.dir(mirror)
@@ -190,7 +190,7 @@ class WorktreePool:
             if (mine and making in self._making) or (not mine and _alive(pid)):
                 continue
             log.warning("removing %s, left half-made by a refill that stopped", making.name)
-            shutil.rmtree(making, ignore_errors=True)
+            await discard(mirror, making)
 
 
 async def _ended(work: asyncio.Task[int], mirror: Path) -> None:
