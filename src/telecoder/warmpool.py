@@ -160,6 +160,7 @@ class WorktreePool:
                         mirror, *SAFE, "worktree", "add", "-q", "--detach", "--no-checkout",
                         str(making), sha, unlock=mirror,
                     )  # fmt: skip
+                    making.chmod(0o700)  # the mirror's sharedRepository opens what it makes
                 except BaseException:
                     self._making.discard(making)
                     shutil.rmtree(making, ignore_errors=True)
