@@ -11,10 +11,11 @@ A repository of 100,000 small files in nested directories is generated once per 
   submit→agent  through the real worker and pipeline on a warm pool: intake, the queue, the
                 workspace, the sandbox, until the agent's (`--engine shell`) first line is
                 recorded — target ≤ 1 s;
-  burst         N sessions' prepares on one repository at once: fetches performed (1 when they
-                coalesce) and the time for all N.
+  burst         N sessions' prepares on one repository at once (a 2,000-file one: coalescing
+                does not depend on the size): fetches performed (1 when they coalesce) and the
+                time for all N.
 
-Run: `.venv/bin/python benchmarks/bigrepo.py [--files 100000] [--runs 5]`; `--quick`: 2,000
+Run: `.venv/bin/python -P benchmarks/bigrepo.py [--files 100000] [--runs 5]`; `--quick`: 2,000
 files, one run each.
 """
 
