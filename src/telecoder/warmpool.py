@@ -166,7 +166,7 @@ class WorktreePool:
                     shutil.rmtree(making, ignore_errors=True)
                     raise
             try:
-                await reset(making, admin_dir(mirror, making))
+                await reset(making, admin_dir(mirror, making), niced=True)
                 async with self.locks.hold(mirror):
                     await git_out(
                         mirror, "worktree", "move", str(making), str(pool / f"{WARM}{token}"),
@@ -200,12 +200,13 @@ async def _ended(work: asyncio.Task[int], mirror: Path) -> None:
         log.warning("refilling the pool of %s failed: %s", mirror.name, error)
 
 
-async def reset(path: Path, admin: Path) -> None:
+async def reset(path: Path, admin: Path, *, niced: bool = False) -> None:
     """Make the worktree's files and index its HEAD's, and nothing else: tracked files changed
-    or deleted are restored, untracked and ignored ones removed. Touches only what differs."""
+    or deleted are restored, untracked and ignored ones removed. Touches only what differs.
+    ``niced``: for the pool, at a low CPU priority, out of the sessions' way."""
     git = ("--git-dir", str(admin), "--work-tree", str(path), *SAFE)
-    await git_out(path, *git, "reset", "-q", "--hard", unlock=admin, env=ISOLATED)
-    await git_out(path, *git, "clean", "-q", "-ffdx", env=ISOLATED)
+    await git_out(path, *git, "reset", "-q", "--hard", unlock=admin, env=ISOLATED, niced=niced)
+    await git_out(path, *git, "clean", "-q", "-ffdx", env=ISOLATED, niced=niced)
 
 
 async def discard(mirror: Path, path: Path) -> None:
