@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from telecoder.warmpool import MAKING, WARM
+from telecoder.assemble import build_worker
+from telecoder.settings import Settings
+from telecoder.store import open_store
+from telecoder.warmpool import MAKING, WARM, WorktreePool
 from telecoder.workspace import Workspace, Worktree
 from tests.conftest import GitRepo, git
 
@@ -47,9 +50,9 @@ def push_commit(repo: GitRepo, name: str) -> str:
     return repo.git("rev-parse", "HEAD")
 
 
-async def filled(ws: Workspace, mirror: Path, count: int) -> list[Path]:
+async def filled(pool: WorktreePool, mirror: Path, count: int) -> list[Path]:
     deadline = time.monotonic() + 15
-    while len(ready := ws.pool.ready(mirror)) < count or ws.pool.count(mirror) > count:
+    while len(ready := pool.ready(mirror)) < count or pool.count(mirror) > count:
         assert time.monotonic() < deadline, f"pool: {ready}"
         await asyncio.sleep(0.02)
     return ready
@@ -81,7 +84,7 @@ async def test_the_pool_refills_and_a_session_takes_a_clean_worktree(
     git_repo.git("commit", "-q", "-m", "ignore logs")
     git_repo.git("push", "-q", "origin", "main")
     first = await prepare(ws, git_repo, "s1")
-    warm = await filled(ws, first.mirror, 2)
+    warm = await filled(ws.pool, first.mirror, 2)
     assert all(p.name.startswith(WARM) for p in warm)
     for pooled in warm:  # detached at the default branch's head, every file there
         assert git("rev-parse", "HEAD", cwd=pooled) == first.base_sha
@@ -113,7 +116,7 @@ async def test_the_pool_refills_and_a_session_takes_a_clean_worktree(
     assert len(left) == 1  # it took one of them
     assert left[0] in warm
     # ... and the pool is refilled, the new one at the new head.
-    again = await filled(ws, first.mirror, 2)
+    again = await filled(ws.pool, first.mirror, 2)
     assert [git("rev-parse", "HEAD", cwd=p) for p in again if p not in warm] == [new]
 
 
@@ -121,10 +124,10 @@ async def test_a_half_made_pooled_worktree_is_discarded(
     ws: Workspace, git_repo: GitRepo, tmp_path: Path
 ) -> None:
     first = await prepare(ws, git_repo, "s1")
-    await filled(ws, first.mirror, 2)
+    await filled(ws.pool, first.mirror, 2)
     await prepare(ws, git_repo, "s2")  # takes one; the refill makes another
     await prepare(ws, git_repo, "s3")
-    await filled(ws, first.mirror, 2)
+    await filled(ws.pool, first.mirror, 2)
     # A refill of a process that died, killed while it wrote the files.
     dead = await asyncio.create_subprocess_exec("true")
     await dead.wait()
@@ -138,7 +141,7 @@ async def test_a_half_made_pooled_worktree_is_discarded(
 
     fourth = await prepare(ws, git_repo, "s4")  # none to take: a worktree of its own
     assert git("status", "--porcelain", "--ignored", cwd=fourth.path) == ""
-    warm = await filled(ws, first.mirror, 2)
+    warm = await filled(ws.pool, first.mirror, 2)
     assert not half.exists()
     assert all(p.name.startswith(WARM) for p in warm)
     listed = git("worktree", "list", "--porcelain", cwd=first.mirror)
@@ -161,3 +164,24 @@ async def test_the_refill_stops_when_halted(git_repo: GitRepo, tmp_path: Path) -
     assert not list(ws.pool.dir(wt.mirror).glob(f"{MAKING}*"))  # the one under way is gone
     await asyncio.sleep(0.2)
     assert ws.pool.count(wt.mirror) == made
+
+
+async def test_a_worker_refills_the_pool_until_it_stops(
+    settings: Settings, git_repo: GitRepo, tmp_path: Path
+) -> None:
+    settings = settings.model_copy(update={"worktree_pool": 1})
+    store = await open_store(f"sqlite:///{tmp_path / 'w.db'}")
+    try:
+        worker = build_worker(settings, store)
+        pool = worker.side
+        assert isinstance(pool, WorktreePool)
+        ws = Workspace(mirrors=settings.mirrors, worktrees=settings.worktrees, pool_size=0)
+        wt = await prepare(ws, git_repo, "s1")  # the mirror, as a session of the worker made it
+        pool.want(wt.mirror)
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run(stop))
+        await filled(pool, wt.mirror, 1)
+        stop.set()
+        await asyncio.wait_for(running, 10)
+    finally:
+        await store.close()
