@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install agents run serve test lint typecheck check bench bench-sse browser sandbox podman clean
+.PHONY: install agents run serve test lint typecheck check bench bench-bigrepo bench-sse browser sandbox podman clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,9 @@ podman:
 
 bench: $(STAMP)         ## every benchmark in benchmarks/, in full (CI runs each with --quick)
 	@set -e; for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script; done
+
+bench-bigrepo: $(STAMP)    ## 100,000 files: worktree add vs the warm pool, submit -> agent running
+	$(BIN)/python -P benchmarks/bigrepo.py $(ARGS)
 
 bench-sse: $(STAMP)    ## 100 SSE clients on running sessions: append->arrival latency, API p99
 	$(BIN)/python benchmarks/sse.py $(ARGS)

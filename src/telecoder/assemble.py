@@ -100,6 +100,7 @@ def build_worker(settings: Settings, store: Store, *, one_shot: bool = False) ->
         pipeline=pipeline,
         engines=worker_engines(settings),
         after=build_judging(settings, store, pipeline),
+        side=pipeline.workspace.pool,  # the warm pool, refilled in the background
     )
 
 

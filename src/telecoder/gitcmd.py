@@ -11,6 +11,7 @@ import fcntl
 import logging
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +43,8 @@ def scrub(text: str) -> str:
     return _CREDENTIALS.sub(r"\1***@", text)
 
 
+_NICE = ("nice", "-n", "10") if shutil.which("nice") else ()
+
 _GIT_ENV = {
     "GIT_TERMINAL_PROMPT": "0",
     "GCM_INTERACTIVE": "never",
@@ -65,11 +68,13 @@ async def git_status(
     env: Mapping[str, str] | None = None,
     stdin: bytes | None = None,
     unlock: Path | None = None,
+    niced: bool = False,
 ) -> tuple[int, str, str]:
     """Run git. ``unlock``: a mirror whose lock the caller holds, so any git lock file in it is
-    one that a killed git left behind; such a lock is removed and the command run again."""
+    one that a killed git left behind; such a lock is removed and the command run again.
+    ``niced``: at a low CPU priority (background work that must not slow sessions down)."""
     for _ in range(_UNLOCK_TRIES):
-        code, out, err = await _run_git(cwd, args, env, stdin)
+        code, out, err = await _run_git(cwd, args, env, stdin, niced)
         stale = _stale_lock(err, unlock, cwd) if code != 0 and unlock is not None else None
         if stale is None:
             break
@@ -89,9 +94,14 @@ def _stale_lock(err: str, inside: Path, cwd: Path | None) -> Path | None:
 
 
 async def _run_git(
-    cwd: Path | None, args: tuple[str, ...], env: Mapping[str, str] | None, stdin: bytes | None
+    cwd: Path | None,
+    args: tuple[str, ...],
+    env: Mapping[str, str] | None,
+    stdin: bytes | None,
+    niced: bool = False,
 ) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
+        *(_NICE if niced and _NICE else ()),
         "git",
         *args,
         cwd=cwd,
@@ -100,7 +110,13 @@ async def _run_git(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await proc.communicate(stdin)
+    try:
+        out, err = await proc.communicate(stdin)
+    except asyncio.CancelledError:  # a stopped task leaves no git running behind it
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await asyncio.shield(proc.wait())
+        raise
     code = proc.returncode
     assert code is not None
     return code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
@@ -138,8 +154,9 @@ async def git_out(
     env: Mapping[str, str] | None = None,
     stdin: bytes | None = None,
     unlock: Path | None = None,
+    niced: bool = False,
 ) -> str:
-    code, out, err = await git_status(cwd, *args, env=env, stdin=stdin, unlock=unlock)
+    code, out, err = await git_status(cwd, *args, env=env, stdin=stdin, unlock=unlock, niced=niced)
     if code != 0:
         verb = next(a for i, a in enumerate(args) if not a.startswith("-") and args[i - 1] != "-c")
         raise WorkspaceError(f"git {verb} failed: {scrub(tail(err))}")

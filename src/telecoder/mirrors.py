@@ -6,15 +6,18 @@ worktree's admin dir found from the mirror's records, never from the worktree's 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import re
 import shutil
-from collections.abc import Mapping
+import time
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 from telecoder.errors import BaseRefNotFound, RepoNotFound, WorkspaceError
-from telecoder.gitcmd import SHA, git_out, git_status, scrub, tail, unreadable
+from telecoder.gitcmd import SHA, git_out, git_status, host_lock, scrub, tail, unreadable
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +26,48 @@ _PERMANENT = re.compile(
     r"could not read Username|Authentication failed|Permission denied|"
     r"[Rr]epository not found|does not appear to be a git repository|HTTP 40[134]",
 )
+
+
+# When the mirror's last successful fetch ended (ns since the epoch): a caller that waited for
+# the mirror's lock while someone else fetched uses that fetch instead of starting another.
+FETCHED = "telecoder-fetched"
+
+
+class MirrorLocks:
+    """The lock of each mirror: an asyncio lock among this process's tasks (handed over at
+    once, in arrival order), then the host lock shared with every other process."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Path, asyncio.Lock] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, mirror: Path) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(mirror, asyncio.Lock())
+        async with lock, host_lock(mirror.with_suffix(".lock")):
+            yield
+
+
+def fetched_since(mirror: Path, since_ns: int) -> bool:
+    """Whether a fetch of ``mirror`` ended successfully at ``since_ns`` or later (and not in
+    the future: a clock set back makes a caller fetch rather than trust the record)."""
+    try:
+        ended = int((mirror / FETCHED).read_text().strip())
+    except (OSError, ValueError):
+        return False
+    return since_ns <= ended <= time.time_ns()
+
+
+async def fetch_once(
+    mirror: Path, remote_url: str, env: Mapping[str, str] | None, arrived_ns: int
+) -> bool:
+    """Fetch ``mirror`` unless a fetch ended after ``arrived_ns`` (when its caller started to
+    wait for the mirror's lock, which the caller now holds): a burst of sessions on one
+    repository shares one fetch; one that comes after it fetches again. True if it fetched."""
+    if (mirror / "HEAD").exists() and fetched_since(mirror, arrived_ns):
+        restore_git_dir(mirror, remote_url)
+        return False
+    await fetch(mirror, remote_url, env)
+    return True
 
 
 async def fetch(mirror: Path, remote_url: str, env: Mapping[str, str] | None) -> None:
@@ -45,6 +90,9 @@ async def fetch(mirror: Path, remote_url: str, env: Mapping[str, str] | None) ->
     code, _, _ = await git_status(mirror, "symbolic-ref", "-q", "refs/remotes/origin/HEAD")
     if code != 0:
         await git_status(mirror, "remote", "set-head", "origin", "--auto", env=env, unlock=mirror)
+    record = mirror / (FETCHED + ".tmp")
+    record.write_text(str(time.time_ns()))
+    record.replace(mirror / FETCHED)
 
 
 async def resolve_base(mirror: Path, base: str | None) -> tuple[str, str]:

@@ -165,7 +165,10 @@ class Settings(BaseSettings):
         default=0.0, ge=0, description="Keep finished worktrees this long (0: remove at once)."
     )
     worktree_pool: int = Field(
-        default=4, ge=0, description="Finished worktrees kept per repository for reuse."
+        default=4,
+        ge=0,
+        description="Worktrees kept ready per repository: finished ones, and ones a worker "
+        "makes in the background at the default branch's head (0: off).",
     )
     git_author_name: str = Field(default="TeleCoder", description="Author of TeleCoder commits.")
     git_author_email: str = Field(default="telecoder@localhost", description="Author's e-mail.")

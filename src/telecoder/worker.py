@@ -57,6 +57,13 @@ class Runner(Protocol):
         ...
 
 
+class SideWork(Protocol):
+    """Background work a worker owns besides its sessions (the warm pool's refill,
+    ``warmpool.WorktreePool.run``): runs until ``halt`` is set, after the last attempt ended."""
+
+    async def run(self, halt: asyncio.Event) -> None: ...
+
+
 class AfterSessions(Protocol):
     """What follows a session's attempt beyond its own run: the judging of a best-of-N run
     (``bestof.Judging``), done by whoever ends its last candidate, and looked for in upkeep."""
@@ -75,8 +82,10 @@ class Worker:
         pipeline: Runner,
         engines: Collection[str] | None = None,
         after: AfterSessions | None = None,
+        side: SideWork | None = None,
     ) -> None:
         self.settings = settings
+        self.side = side
         self.store = store
         self.pipeline = pipeline
         self.after = after
@@ -193,6 +202,8 @@ class Worker:
         upkeep = asyncio.create_task(self._upkeep(halt))
         chats = asyncio.create_task(self._end_idle_chats(halt))
         side = {upkeep, chats}
+        if self.side is not None:
+            side.add(background := asyncio.create_task(self._side(self.side, halt)))
         if listener is not None:
             side.add(asyncio.create_task(listener.run()))
         tasks: set[asyncio.Task[Session | None]] = set()
@@ -230,6 +241,8 @@ class Worker:
             halt.set()
             await settle(upkeep, grace=self.settings.lease_seconds)
             await settle(chats, grace=self.settings.lease_seconds)
+            if self.side is not None:
+                await settle(background, grace=self.settings.lease_seconds)
             for helper in side:
                 helper.cancel()
             await asyncio.gather(*side, return_exceptions=True)
@@ -237,6 +250,10 @@ class Worker:
             with contextlib.suppress(Exception):
                 await self.store.workers.beat(self.id, state=WorkerState.OFFLINE, running=0)
             log.info("worker %s: stopped", self.id)
+
+    async def _side(self, work: SideWork, halt: asyncio.Event) -> None:
+        await work.run(halt)
+        await halt.wait()  # it ended early (it must not): the worker goes on without it
 
     async def _upkeep(self, halt: asyncio.Event) -> None:
         """Renew this worker's heartbeat and recover sessions whose leases expired."""

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from telecoder import private, sandboxgit, snapshots
+from telecoder import private, sandboxgit, snapshots, warmpool
 from telecoder.domain import DiffStats
 from telecoder.errors import (
     BaseRefNotFound,
@@ -44,20 +44,22 @@ from telecoder.gitcmd import (
     git_environ,
     git_out,
     git_status,
-    host_lock,
     is_url,
     scrub,
     tail,
     unreadable,
 )
 from telecoder.mirrors import (
+    MirrorLocks,
     admin_dir,
     drop_half_made_worktrees,
     fetch,
+    fetch_once,
     owns,
     resolve_base,
     restore_git_dir,
 )
+from telecoder.warmpool import WorktreePool
 from telecoder.worktree import RepoSource, Worktree, restore_dot_git
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,9 @@ class Workspace:
         self.worktrees = worktrees
         self.author_name = author_name
         self.author_email = author_email
-        self.pool_size = pool_size  # finished worktrees kept per mirror for reuse
+        self.locks = MirrorLocks()
+        # Worktrees kept ready per mirror: finished ones, and ones made in the background.
+        self.pool = WorktreePool(worktrees, pool_size, self.locks)
 
     # --- the repository ----------------------------------------------------------------------
 
@@ -175,20 +179,34 @@ class Workspace:
         """
         mirror = self.mirror_path(source.remote_url)
         path = self.worktrees / name
-        async with host_lock(mirror.with_suffix(".lock")):
+        arrived = time.time_ns()
+        async with self.locks.hold(mirror):
             drop_half_made_worktrees(mirror)
-            await fetch(mirror, source.remote_url, env)
-            base_name, base_sha = await resolve_base(mirror, base)
+            fetched = await fetch_once(mirror, source.remote_url, env, arrived)
+            try:
+                base_name, base_sha = await resolve_base(mirror, base)
+            except BaseRefNotFound:
+                if fetched:
+                    raise
+                # The fetch shared began before this caller came: its base may be newer.
+                await fetch(mirror, source.remote_url, env)
+                base_name, base_sha = await resolve_base(mirror, base)
             for stale in await self._worktrees_on(mirror, branch):
                 await self._discard(mirror, stale)
             await self._discard(mirror, path)
             private.make_dir(path.parent)
-            if not await self._reuse(mirror, path, branch, base_sha):
+            admin = await self.pool.take(mirror, path, branch, base_sha)
+            if admin is None:
+                # Only the worktree's records under the lock: its files are written after.
                 await git_out(
-                    mirror, *SAFE, "worktree", "add", "-q", "-B", branch, str(path), base_sha,
-                    unlock=mirror,
+                    mirror, *SAFE, "worktree", "add", "-q", "--no-checkout", "-B", branch,
+                    str(path), base_sha, unlock=mirror,
                 )  # fmt: skip
+                admin = admin_dir(mirror, path)
             path.chmod(0o700)  # the mirror's sharedRepository opens the directory it makes
+        # A worktree on the session's branch: if this is cut short, the next attempt discards it.
+        await warmpool.reset(path, admin)
+        self.pool.want(mirror)
         return Worktree(
             path=path,
             branch=branch,
@@ -196,7 +214,7 @@ class Workspace:
             base_sha=base_sha,
             remote_url=source.remote_url,
             mirror=mirror,
-            git_dir=admin_dir(mirror, path),
+            git_dir=admin,
         )
 
     async def reopen(
@@ -216,7 +234,7 @@ class Workspace:
         )
         if code != 0 or out.strip() != f"refs/heads/{branch}":
             return None
-        async with host_lock(mirror.with_suffix(".lock")):
+        async with self.locks.hold(mirror):
             base_name, _ = await resolve_base(mirror, base)
         wt = Worktree(
             path=path,
@@ -229,51 +247,6 @@ class Workspace:
         )
         restore_dot_git(wt)
         return wt
-
-    # --- the pool: a finished worktree, reset, is much cheaper than a new checkout -----------
-
-    def _pool(self, mirror: Path) -> Path:
-        return self.worktrees / "pool" / mirror.name
-
-    async def _reuse(self, mirror: Path, path: Path, branch: str, base_sha: str) -> bool:
-        """Turn a pooled worktree into ``path`` on ``branch`` at ``base_sha``; False if none."""
-        pool = self._pool(mirror)
-        for pooled in sorted(pool.glob("*")) if pool.is_dir() else []:
-            if not (pooled / ".git").is_file():
-                shutil.rmtree(pooled, ignore_errors=True)
-                continue
-            try:
-                admin = admin_dir(mirror, pooled)
-                admin.joinpath("config.worktree").unlink(missing_ok=True)
-                (pooled / ".git").unlink(missing_ok=True)
-                (pooled / ".git").write_text(f"gitdir: {admin}\n")
-                await git_out(mirror, "worktree", "move", str(pooled), str(path), unlock=mirror)
-                git = ("--git-dir", str(admin), "--work-tree", str(path), *SAFE)
-                # -f drops what the last agent changed in tracked files; clean the rest.
-                await git_out(
-                    path, *git, "checkout", "-q", "-f", "-B", branch, base_sha,
-                    unlock=mirror, env=ISOLATED,
-                )  # fmt: skip
-                await git_out(path, *git, "clean", "-q", "-ffdx", env=ISOLATED)
-            except WorkspaceError:
-                await self._discard(mirror, path if path.exists() else pooled)
-                continue
-            return True
-        return False
-
-    async def _release(self, wt: Worktree) -> bool:
-        """Put a finished worktree in the pool; False when the pool is full."""
-        pool = self._pool(wt.mirror)
-        if self.pool_size < 1 or not (wt.path / ".git").is_file():
-            return False
-        if pool.is_dir() and len(list(pool.iterdir())) >= self.pool_size:
-            return False
-        pool.mkdir(parents=True, exist_ok=True)
-        # The worktree keeps its branch checked out until reused: a retry that needs the
-        # branch discards it (see prepare).
-        target = pool / wt.path.name
-        code, _, _ = await git_status(wt.mirror, "worktree", "move", str(wt.path), str(target))
-        return code == 0
 
     async def _worktrees_on(self, mirror: Path, branch: str) -> list[Path]:
         if not (mirror / "HEAD").exists():
@@ -289,12 +262,7 @@ class Workspace:
         return found
 
     async def _discard(self, mirror: Path, path: Path) -> None:
-        """Remove a worktree an earlier attempt left behind."""
-        if path.exists():
-            # Twice forced: also a worktree a killed `worktree add` left locked ("initializing").
-            await git_status(mirror, "worktree", "remove", "-f", "-f", str(path))
-            shutil.rmtree(path, ignore_errors=True)
-        await git_status(mirror, "worktree", "prune")
+        await warmpool.discard(mirror, path)
 
     async def sandbox_git_dir(self, wt: Worktree, target: Path) -> Path:
         """A git dir of the agent's own for ``wt``, made at ``target`` (``sandboxgit``)."""
@@ -348,7 +316,7 @@ class Workspace:
         TeleCoder's alone and is rewritten; hooks, attributes and worktree configs are removed.
         This guards the host's git commands; confining the agent itself is the runtime's job.
         """
-        async with host_lock(wt.mirror.with_suffix(".lock")):
+        async with self.locks.hold(wt.mirror):
             restore_git_dir(wt.mirror, wt.remote_url)
             wt.git_dir.joinpath("config.worktree").unlink(missing_ok=True)
             restore_dot_git(wt)
@@ -445,15 +413,15 @@ class Workspace:
 
     async def remove(self, wt: Worktree) -> None:
         """Done with ``wt``: keep it in the pool for the next session, or delete it."""
-        async with host_lock(wt.mirror.with_suffix(".lock")):
-            if not await self._release(wt):
+        async with self.locks.hold(wt.mirror):
+            if not await self.pool.release(wt.mirror, wt.path):
                 await self._discard(wt.mirror, wt.path)
 
     async def remove_path(self, path: Path) -> None:
         """Delete the worktree at ``path`` (one a chat kept), wherever its mirror is."""
         for mirror in sorted(self.mirrors.glob("*.git")) if self.mirrors.is_dir() else []:
             if owns(mirror, path):
-                async with host_lock(mirror.with_suffix(".lock")):
+                async with self.locks.hold(mirror):
                     await self._discard(mirror, path)
                 break
         shutil.rmtree(path, ignore_errors=True)
