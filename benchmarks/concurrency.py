@@ -2,11 +2,11 @@
 
 For each N (default 10 100 300): a real ``telecoder worker`` process (its own home, a SQLite
 file, ``--concurrency N``, the runtime given) runs N ``--engine shell`` sessions, each printing
-a line a second until a common deadline at least D seconds (default 60) after the last of them
-started. The worker's CPU is read from /proc/PID/stat over the steady part (from when every
-session has printed its first line until the deadline: no setup, no endings), its peak RSS from
-VmHWM in /proc/PID/status. The baseline, measured in the same run: the same N scripts as plain
-``sh`` processes whose lines a minimal asyncio reader (its own process) reads.
+a line a second until it is cancelled. The worker's CPU is read from /proc/PID/stat over the
+steady part: D seconds (default 60) from when every session has printed its first line (no
+setup, no endings); then every session is cancelled and must end. Its peak RSS is VmHWM from
+/proc/PID/status. The baseline, measured in the same run: the same N scripts as plain ``sh``
+processes (for D seconds) whose lines a minimal asyncio reader (its own process) reads.
 
 Run: ``.venv/bin/python benchmarks/concurrency.py [--sessions 10 100 300] [--seconds 60]
 [--runtime sandbox local]``; ``--quick``: N=10, D=5, both runtimes.
@@ -34,11 +34,9 @@ from dataclasses import dataclass  # noqa: E402
 
 TELECODER = str(Path(sys.executable).parent / "telecoder")
 TICK = os.sysconf("SC_CLK_TCK")
-# Prints "tick" once a second until the epoch second END; the first line says it started.
-SCRIPT = (
-    'end={end}; echo "started"; '
-    'while [ "$(date +%s)" -lt "$end" ]; do echo "tick $(date +%s)"; sleep 1; done'
-)
+# Prints a line a second for ever; the first one says it started.
+SCRIPT = 'echo started; i=0; while :; do i=$((i+1)); echo "tick $i"; sleep 1; done'
+BASELINE = 'i=0; while [ "$i" -lt {n} ]; do i=$((i+1)); echo "tick $i"; sleep 1; done'
 GIT_ENV = {
     **os.environ,
     "GIT_AUTHOR_NAME": "bench",
@@ -98,10 +96,10 @@ def environ(home: Path, runtime: str, n: int) -> dict[str, str]:
 
 def ramp_budget(n: int) -> float:
     """Seconds allowed for N sessions to start (set up their worktrees) on this machine."""
-    return 5.0 + 0.5 * n
+    return 60.0 + 2.0 * n
 
 
-async def submit(home: Path, repo: Path, n: int, prompt: str) -> None:
+async def submit(home: Path, repo: Path, n: int, prompt: str) -> list[str]:
     from telecoder import registry
     from telecoder.assemble import build_forges, build_workspace
     from telecoder.domain import new_session_id
@@ -119,9 +117,23 @@ async def submit(home: Path, repo: Path, n: int, prompt: str) -> None:
             engines=registry.names("engines"),
             forges=build_forges(settings),
         )
+        ids = []
         for _ in range(n):
             fresh = dataclasses.replace(accepted.session, id=new_session_id(), branch="")
-            await store.sessions.create(fresh)
+            ids.append((await store.sessions.create(fresh)).id)
+        return ids
+    finally:
+        await store.close()
+
+
+async def cancel(home: Path, ids: list[str]) -> None:
+    from telecoder.settings import Settings
+    from telecoder.store import open_store
+
+    store = await open_store(Settings(home=home).store_url)
+    try:
+        for session_id in ids:
+            await store.sessions.cancel(session_id)
     finally:
         await store.close()
 
@@ -133,7 +145,7 @@ def started_and_ended(db: Path) -> tuple[int, int]:
             "AND data LIKE '%started%'"
         ).fetchone()[0]
         ended = conn.execute(
-            "SELECT count(*) FROM sessions WHERE status IN ('succeeded', 'failed', 'dead')"
+            "SELECT count(*) FROM sessions WHERE status IN ('cancelled', 'failed', 'dead')"
         ).fetchone()[0]
     return int(started), int(ended)
 
@@ -141,8 +153,8 @@ def started_and_ended(db: Path) -> tuple[int, int]:
 def measure_worker(root: Path, repo: Path, runtime: str, n: int, seconds: float) -> Figures:
     home = root / f"home-{runtime}-{n}"
     home.mkdir()
-    end = int(time.time() + ramp_budget(n) + seconds) + 1
-    asyncio.run(submit(home, repo, n, SCRIPT.format(end=end)))
+    ids = asyncio.run(submit(home, repo, n, SCRIPT))
+    ramp = time.time() + ramp_budget(n)
     env = environ(home, runtime, n)
     log = (home / "worker.log").open("w")
     worker = subprocess.Popen(
@@ -151,15 +163,16 @@ def measure_worker(root: Path, repo: Path, runtime: str, n: int, seconds: float)
     db = home / "telecoder.db"
     try:
         while (started := started_and_ended(db)[0]) < n:
-            if time.time() > end - 2:
+            if time.time() > ramp:
                 raise SystemExit(
                     f"{runtime}, N={n}: only {started} sessions started in "
                     f"{ramp_budget(n):.0f} s; see {home / 'worker.log'}"
                 )
             time.sleep(0.5)
         t0, c0 = time.monotonic(), cpu_seconds(worker.pid)
-        time.sleep(max(0.0, end - time.time() - 1.0))  # until the last tick
+        time.sleep(seconds)
         t1, c1 = time.monotonic(), cpu_seconds(worker.pid)
+        asyncio.run(cancel(home, ids))
         deadline = time.time() + 60 + n
         while (ended := started_and_ended(db)[1]) < n and time.time() < deadline:
             time.sleep(0.5)
@@ -194,15 +207,20 @@ async def read_all(n: int, script: str) -> int:
 
 
 def measure_baseline(n: int, seconds: float) -> Figures:
-    end = int(time.time() + 1 + seconds) + 1
     reader = subprocess.Popen(
-        [sys.executable, __file__, "--baseline-reader", str(n), SCRIPT.format(end=end)],
+        [
+            sys.executable,
+            __file__,
+            "--baseline-reader",
+            str(n),
+            BASELINE.format(n=int(seconds) + 2),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
     time.sleep(1.0)
     t0, c0 = time.monotonic(), cpu_seconds(reader.pid)
-    time.sleep(max(0.0, end - time.time() - 1.0))
+    time.sleep(seconds)
     t1, c1 = time.monotonic(), cpu_seconds(reader.pid)
     rss = peak_rss_mb(reader.pid)
     out, _ = reader.communicate()
@@ -229,8 +247,9 @@ def main() -> None:
     try:
         repo = make_repo(root)
         print(
-            f"sessions printing a line a second for >= {args.seconds:.0f} s on one worker "
-            f"(cores: {os.cpu_count()}); CPU: % of one core over the steady part; RSS: peak"
+            f"sessions printing a line a second, measured {args.seconds:.0f} s, on one worker "
+            f"(cores: {os.cpu_count()}); CPU: % of one core, steady part; RSS: peak; ended: "
+            "sessions cancelled after the measure (or sh exits), all must end"
         )
         print(f"  {'N':>4}  {'what':<16} {'CPU %':>7} {'RSS MB':>7} {'steady s':>9} {'ended':>6}")
         for n in args.sessions:
