@@ -60,6 +60,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/sandbox.py
 	$(BIN)/python benchmarks/gateway.py
 	$(BIN)/python benchmarks/fanout.py
+	$(BIN)/python benchmarks/concurrency.py
 
 bench-sse: $(STAMP)    ## 100 SSE clients on running sessions: append->arrival latency, API p99
 	$(BIN)/python benchmarks/sse.py $(ARGS)

@@ -96,7 +96,7 @@ def environ(home: Path, runtime: str, n: int) -> dict[str, str]:
 
 def ramp_budget(n: int) -> float:
     """Seconds allowed for N sessions to start (set up their worktrees) on this machine."""
-    return 60.0 + 2.0 * n
+    return 60.0 + 4.0 * n
 
 
 async def submit(home: Path, repo: Path, n: int, prompt: str) -> list[str]:
@@ -164,9 +164,16 @@ def measure_worker(root: Path, repo: Path, runtime: str, n: int, seconds: float)
     try:
         while (started := started_and_ended(db)[0]) < n:
             if time.time() > ramp:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
+                    states = conn.execute(
+                        "SELECT status, failure_kind, count(*) FROM sessions GROUP BY 1, 2"
+                    ).fetchall()
+                log.flush()
+                tail = (home / "worker.log").read_text().splitlines()[-20:]
                 raise SystemExit(
                     f"{runtime}, N={n}: only {started} sessions started in "
-                    f"{ramp_budget(n):.0f} s; see {home / 'worker.log'}"
+                    f"{ramp_budget(n):.0f} s; sessions: {states}; the worker's log ends:\n"
+                    + "\n".join(tail)
                 )
             time.sleep(0.5)
         t0, c0 = time.monotonic(), cpu_seconds(worker.pid)

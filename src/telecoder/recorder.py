@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -83,8 +84,12 @@ class EventRecorder:
     """Collects events and writes them in batches, never holding a transaction in between.
 
     The flushing costs nothing while nothing comes: the first event into an empty buffer starts
-    one short timer (``interval``), when it fires everything buffered by then is written in one
-    batch (at once when ``FULL`` wait). An idle session has no timer.
+    one short timer, when it fires everything buffered by then is written in one batch (at once
+    when ``FULL`` wait). An idle session has no timer. The timers of all recorders fire on a
+    common tick (the next multiple of ``interval`` on the loop's clock, so no event waits longer
+    than ``interval``), and the batches of one tick are written in one transaction
+    (``Events.append_together``): a worker running 100 sessions that print writes ten times a
+    second, not a hundred.
     """
 
     def __init__(
@@ -186,7 +191,7 @@ class EventRecorder:
         if not batch:
             return
         try:
-            await self._events.append(self._lease.session_id, batch, lease=self._lease)
+            await self._events.append_together(self._lease.session_id, batch, lease=self._lease)
         except StoreUnavailable:
             self._buffer[:0] = batch  # keep them for the next try
             raise
@@ -199,7 +204,8 @@ class EventRecorder:
                 return
             if len(self._buffer) < FULL:
                 self._soon = soon = loop.create_future()
-                timer = loop.call_later(self._interval, self._now)
+                tick = (math.floor(loop.time() / self._interval) + 1) * self._interval
+                timer = loop.call_at(tick, self._now)
                 try:
                     await soon
                 finally:
