@@ -58,7 +58,7 @@ bench: $(STAMP)         ## every benchmark in benchmarks/, in full (CI runs each
 	@set -e; for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script; done
 
 bench-bigrepo: $(STAMP)    ## 100,000 files: worktree add vs the warm pool, submit -> agent running
-	$(BIN)/python -P benchmarks/bigrepo.py $(ARGS)
+	$(BIN)/python benchmarks/bigrepo.py $(ARGS)
 
 bench-sse: $(STAMP)    ## 100 SSE clients on running sessions: append->arrival latency, API p99
 	$(BIN)/python benchmarks/sse.py $(ARGS)

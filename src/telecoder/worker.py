@@ -1,11 +1,12 @@
 """The worker: claim sessions, run up to N at once, keep their leases, stop gracefully.
 
-Each running session has a heartbeat side task that renews its lease every
-``heartbeat_seconds``; the renewal also carries the session's cancel flag, so a cancel is
-noticed within one interval (at once when a notice says so). A renewal that finds the lease gone
-stops the attempt at once: the session belongs to another worker now and this one writes
-nothing more for it. A worker that cannot reach the database until its lease runs out stops
-the attempt too, since by then someone else may have the session.
+One side task renews the leases of all the sessions the worker runs every
+``heartbeat_seconds``, in one transaction (``Queue.renew``: one UPDATE for them all, however
+many); the renewal also carries each session's cancel flag, so a cancel is noticed within one
+interval (at once when a notice says so). A renewal that finds a lease gone stops that attempt
+at once: the session belongs to another worker now and this one writes nothing more for it. A
+worker that cannot reach the database until a lease runs out stops that attempt too, since by
+then someone else may have the session.
 
 The worker registers itself in the workers table, renews its own heartbeat there, recovers
 sessions whose leases expired, and wakes up for new work on notices (PostgreSQL LISTEN across
@@ -29,11 +30,11 @@ import os
 import socket
 import time
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Protocol
 
 from telecoder import budgeting
 from telecoder.domain import Lease, Session, WorkerState
-from telecoder.errors import LeaseLost
 from telecoder.recorder import AttemptControl, StopReason, settle
 from telecoder.settings import Settings
 from telecoder.store import Claimed, Limits, Notice, NoticeKind, Store
@@ -73,6 +74,15 @@ class AfterSessions(Protocol):
     async def sweep(self) -> list[str]: ...
 
 
+@dataclass(slots=True)
+class _Held:
+    """A lease the worker renews, and the attempt that stops when it is lost."""
+
+    lease: Lease
+    control: AttemptControl
+    lease_until: float
+
+
 class Worker:
     def __init__(
         self,
@@ -95,7 +105,9 @@ class Worker:
             max_running=settings.max_running, max_running_per_repo=settings.max_running_per_repo
         )
         self._controls: dict[str, AttemptControl] = {}
-        self._pokes: dict[str, asyncio.Event] = {}  # wake a session's heartbeat early
+        self._held: dict[str, _Held] = {}  # the leases to renew, by session id
+        self._renew_now = asyncio.Event()  # renew before the interval is up (a cancel notice)
+        self._renewer: tuple[asyncio.Task[None], asyncio.Event] | None = None  # and its halt
         self._wake = asyncio.Event()  # look for work now
         self._draining = False
 
@@ -124,17 +136,24 @@ class Worker:
             control.stop(StopReason.CANCELLED)
         session_id = claimed.session.id
         self._controls[session_id] = control
-        self._pokes[session_id] = poke = asyncio.Event()
-        ended = asyncio.Event()
-        beat = asyncio.create_task(self._heartbeat(claimed, control, poke, ended))
+        lease_until = claimed.session.lease_until or time.time() + self.settings.lease_seconds
+        self._held[session_id] = held = _Held(claimed.lease, control, lease_until)
+        if self._renewer is None:
+            halt = asyncio.Event()
+            self._renewer = (asyncio.create_task(self._renew(halt)), halt)
         try:
             final = await self.pipeline.run(claimed.session, claimed.lease, control)
         finally:
-            ended.set()
-            poke.set()
-            await settle(beat, grace=self.settings.lease_seconds)
+            if self._held.get(session_id) is held:
+                del self._held[session_id]
+            if not self._held and self._renewer is not None:
+                # The last one: the renewer goes (a renewal under way is let finish).
+                renewer, halt = self._renewer
+                self._renewer = None
+                halt.set()
+                self._renew_now.set()
+                await settle(renewer, grace=self.settings.lease_seconds)
             self._controls.pop(session_id, None)
-            self._pokes.pop(session_id, None)
             self._wake.set()  # a slot is free
         if self.after is not None and final is not None and final.run_id is not None:
             try:
@@ -143,42 +162,52 @@ class Worker:
                 log.warning("session %s: what follows it failed", session_id, exc_info=True)
         return final
 
-    async def _heartbeat(
-        self, claimed: Claimed, control: AttemptControl, poke: asyncio.Event, ended: asyncio.Event
-    ) -> None:
-        lease = claimed.lease
-        lease_until = claimed.session.lease_until or time.time() + self.settings.lease_seconds
-        while not ended.is_set():
+    async def _renew(self, halt: asyncio.Event) -> None:
+        """Renew the leases this worker holds, all at once, until ``halt``."""
+        while not halt.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(poke.wait(), self.settings.heartbeat_seconds)
-            poke.clear()
-            if ended.is_set():
+                await asyncio.wait_for(self._renew_now.wait(), self.settings.heartbeat_seconds)
+            self._renew_now.clear()
+            if halt.is_set():
                 return
-            try:
-                beat = await asyncio.wait_for(
-                    self.store.queue.heartbeat(lease), self.settings.lease_seconds
-                )
-            except LeaseLost:
-                log.warning("session %s: lease lost", lease.session_id)
-                control.stop(StopReason.LEASE_LOST)
-                return
-            except Exception:
-                if time.time() >= lease_until:
-                    # Not renewed in time: another worker may hold the session by now.
-                    log.warning("session %s: lease expired unrenewed", lease.session_id)
-                    control.stop(StopReason.LEASE_LOST)
-                    return
-                log.warning("session %s: heartbeat failed", lease.session_id, exc_info=True)
+            if not (held := list(self._held.values())):
                 continue
-            lease_until = beat.lease_until
-            if beat.cancel_requested:
-                control.stop(StopReason.CANCELLED)
+            try:
+                beats = await asyncio.wait_for(
+                    self.store.queue.renew([h.lease for h in held]), self.settings.lease_seconds
+                )
+            except Exception:
+                log.warning("worker %s: heartbeat failed", self.id, exc_info=True)
+                now = time.time()
+                for h in held:
+                    if now >= h.lease_until:
+                        # Not renewed in time: another worker may hold the session by now.
+                        log.warning("session %s: lease expired unrenewed", h.lease.session_id)
+                        self._lose(h)
+                continue
+            for h in held:
+                if self._held.get(h.lease.session_id) is not h:
+                    continue  # it ended meanwhile
+                beat = beats.get(h.lease.session_id)
+                if beat is None:
+                    log.warning("session %s: lease lost", h.lease.session_id)
+                    self._lose(h)
+                    continue
+                h.lease_until = beat.lease_until
+                if beat.cancel_requested:
+                    h.control.stop(StopReason.CANCELLED)
+
+    def _lose(self, held: _Held) -> None:
+        """Stop an attempt whose lease is gone, and renew it no more."""
+        held.control.stop(StopReason.LEASE_LOST)
+        if self._held.get(held.lease.session_id) is held:
+            del self._held[held.lease.session_id]
 
     def _on_notice(self, notice: Notice) -> None:
         if notice.kind == NoticeKind.QUEUED:
             self._wake.set()
-        elif notice.kind == NoticeKind.CANCEL and (poke := self._pokes.get(notice.session_id)):
-            poke.set()
+        elif notice.kind == NoticeKind.CANCEL and notice.session_id in self._held:
+            self._renew_now.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and run sessions until ``stop`` is set; then hand back what still runs."""

@@ -124,6 +124,26 @@ async def test_a_background_child_does_not_hold_the_output_open(tmp_path: Path) 
     await wait_gone([child], process.pid)
 
 
+async def test_the_exit_code_is_known_while_an_escaped_child_holds_the_pipes(
+    tmp_path: Path,
+) -> None:
+    # setsid: the child leaves the group, so nothing kills it and the pipes stay open.
+    process = await spawn(["sh", "-c", "setsid sleep 30 & echo $!; exit 5"], tmp_path)
+    lines = process.lines()
+    async with asyncio.timeout(5):
+        _, pid = await anext(lines)
+    try:
+        started = time.monotonic()
+        async with asyncio.timeout(5):
+            assert await process.wait() == 5
+        assert time.monotonic() - started < 1
+        assert alive(int(pid))  # still holding the pipes: wait() did not wait for them
+    finally:
+        os.kill(int(pid), 9)
+    async with asyncio.timeout(5):
+        assert [item async for item in lines] == []
+
+
 async def test_stop_sends_sigterm_to_the_group(tmp_path: Path) -> None:
     process = await spawn(["sh", "-c", "sleep 30 & echo $!; wait"], tmp_path)
     lines = process.lines()

@@ -32,9 +32,11 @@ class LocalProcess:
         self,
         proc: asyncio.subprocess.Process,
         on_exit: Callable[[], Awaitable[None]] | None = None,
+        exited: asyncio.Future[None] | None = None,
     ) -> None:
         self._proc = proc
         self._on_exit = on_exit
+        self._exit = exited  # done when the process exited (``start`` gives it)
         self._cleaned = asyncio.Event()
         self._queue: asyncio.Queue[tuple[Stream, bytes] | object] = asyncio.Queue(maxsize=1024)
         self._readers = [
@@ -59,9 +61,13 @@ class LocalProcess:
         """The engine's exit status, as soon as it exits.
 
         ``Process.wait()`` also waits for the output pipes to close, which a child left running
-        in the background can hold open for ever; the return code is known earlier.
+        in the background can hold open for ever; the return code is known earlier: the child
+        watcher reaps the engine and tells the protocol (``process_exited``), pipes or not.
+        No polling: an engine that runs for an hour costs nothing until it ends.
         """
-        delay = 0.002
+        if self._exit is not None:
+            await asyncio.shield(self._exit)
+        delay = 0.002  # a process started some other way: poll its return code
         while (code := self._proc.returncode) is None:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
@@ -120,6 +126,20 @@ class LocalProcess:
     def _signal_group(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._proc.pid, sig)
+
+
+class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """asyncio's own protocol of ``create_subprocess_exec``, which also tells when the process
+    exited (its return code known), apart from when its pipes closed."""
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self.exited: asyncio.Future[None] = loop.create_future()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        if not self.exited.done():
+            self.exited.set_result(None)
 
 
 async def chunks(stream: asyncio.StreamReader) -> AsyncIterator[bytes]:
@@ -204,7 +224,10 @@ async def start(
 ) -> LocalProcess:
     """Start ``argv`` in a process group of its own, its output piped, ``stdin`` written."""
     piped = stdin is not None or interactive
-    proc = await asyncio.create_subprocess_exec(
+    # What ``asyncio.create_subprocess_exec`` does, with a protocol that tells the exit apart.
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.subprocess_exec(
+        lambda: _Protocol(limit=CHUNK, loop=loop),
         *argv,
         cwd=cwd,
         env=dict(env),
@@ -212,11 +235,11 @@ async def start(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
-        limit=CHUNK,
         preexec_fn=preexec_fn,
         pass_fds=tuple(pass_fds),
     )
-    process = kind(proc, on_exit)
+    proc = asyncio.subprocess.Process(transport, protocol, loop)
+    process = kind(proc, on_exit, protocol.exited)
     if stdin:
         await process.send(stdin)
     if piped and not interactive:

@@ -3,10 +3,15 @@
 Every event has a global, increasing ``id`` and a per-session ``seq`` with no gaps. The sequence
 is allocated by bumping ``sessions.last_seq``, which also serialises writers of one session on
 PostgreSQL (a row lock) — and, for a worker, fences the write on the lease it holds.
+
+``Events.append_together`` is ``append`` with group commit: the appends of many sessions made in
+the same moment (a worker's recorders flush on a common tick) are written in one transaction,
+each still fenced on its own lease, each told its own outcome.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import time
 from collections.abc import Collection, Mapping, Sequence
@@ -52,11 +57,15 @@ async def append_events(
     )
     last = (await conn.execute(bump)).scalar()
     if last is None:
-        if lease is not None:
-            raise LeaseLost(f"lost the lease on {session_id} attempt {lease.attempt}")
-        raise SessionNotFound(f"no session {session_id!r}")
+        raise _not_held(session_id, lease)
     await insert_events(conn, session_id, lease.attempt if lease else None, int(last), new, now=now)
     return int(last)
+
+
+def _not_held(session_id: str, lease: Lease | None) -> Exception:
+    if lease is not None:
+        return LeaseLost(f"lost the lease on {session_id} attempt {lease.attempt}")
+    return SessionNotFound(f"no session {session_id!r}")
 
 
 async def insert_events(
@@ -88,15 +97,99 @@ async def insert_events(
     )
 
 
+@dataclass(slots=True)
+class _Append:
+    session_id: str
+    lease: Lease | None
+    new: Sequence[NewEvent]
+    done: asyncio.Future[int]
+
+
 class Events:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._waiting: builtins.list[_Append] = []  # appends for the next group commit
+        self._committing: asyncio.Task[None] | None = None
 
     async def append(
         self, session_id: str, new: Sequence[NewEvent], lease: Lease | None = None
     ) -> int:
         async with self._db.write() as conn:
             return await append_events(conn, session_id, lease, new)
+
+    async def append_together(
+        self, session_id: str, new: Sequence[NewEvent], lease: Lease | None = None
+    ) -> int:
+        """``append``, written in one transaction with the other sessions' appends made in the
+        same moment or while the previous group was being written."""
+        if not new:
+            return 0
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Append(session_id, lease, new, done))
+        if self._committing is None:
+            self._committing = asyncio.create_task(self._commit_groups())
+        return await asyncio.shield(done)  # a cancelled caller leaves the group unharmed
+
+    async def _commit_groups(self) -> None:
+        try:
+            while self._waiting:
+                await asyncio.sleep(0)  # the others of this moment join
+                group, self._waiting = self._waiting, []
+                try:
+                    await self._commit(group)
+                except BaseException as e:
+                    for item in group:
+                        if not item.done.done():
+                            item.done.set_exception(e)
+                    if not isinstance(e, Exception):
+                        raise
+        finally:
+            self._committing = None
+
+    async def _commit(self, group: Sequence[_Append]) -> None:
+        rows: builtins.list[dict[str, Any]] = []
+        outcomes: builtins.list[tuple[_Append, int | Exception]] = []
+        stamp = time.time()
+        async with self._db.write() as conn:
+            for item in group:
+                where = (
+                    fenced(item.lease)
+                    if item.lease is not None
+                    else [sessions.c.id == item.session_id]
+                )
+                bump = (
+                    update(sessions)
+                    .where(*where)
+                    .values(last_seq=sessions.c.last_seq + len(item.new))
+                    .returning(sessions.c.last_seq)
+                )
+                last = (await conn.execute(bump)).scalar()
+                if last is None:  # nothing written for this one; the others go on
+                    outcomes.append((item, _not_held(item.session_id, item.lease)))
+                    continue
+                attempt = item.lease.attempt if item.lease else None
+                first = int(last) - len(item.new) + 1
+                rows += [
+                    {
+                        "session_id": item.session_id,
+                        "attempt": attempt,
+                        "seq": first + i,
+                        "ts": e.ts if e.ts is not None else stamp,
+                        "kind": e.kind.value,
+                        "data": dumps(e.data),
+                    }
+                    for i, e in enumerate(item.new)
+                ]
+                outcomes.append((item, int(last)))
+            if rows:
+                await conn.execute(insert(events), rows)
+        for item, outcome in outcomes:
+            if item.done.done():
+                continue
+            if isinstance(outcome, Exception):
+                item.done.set_exception(outcome)
+            else:
+                item.done.set_result(outcome)
 
     async def last_seq(self, session_id: str) -> int:
         """The seq of the session's latest event (0 when none)."""

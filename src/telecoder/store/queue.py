@@ -24,7 +24,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, func, insert, select, text, update
+from sqlalchemy import Row, func, insert, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from telecoder import retry
@@ -295,6 +295,46 @@ class Queue:
                 _attempt_update(lease).values(lease_until=lease_until, heartbeat_at=now)
             )
         return Heartbeat(lease_until, bool(cancel))
+
+    async def renew(self, leases: Sequence[Lease]) -> dict[str, Heartbeat]:
+        """Renew many leases of one worker in one transaction (two statements, whatever their
+        number): the heartbeat of each, by session id; a lease missing from the answer is lost
+        (another worker has its session now, or it ended)."""
+        if not leases:
+            return {}
+        worker_ids = {lease.worker_id for lease in leases}
+        if len(worker_ids) != 1:
+            raise ValueError("renew() takes the leases of one worker")
+        [worker_id] = worker_ids
+        now = time.time()
+        lease_until = now + self.lease_seconds
+        keys = [(lease.session_id, lease.attempt) for lease in leases]
+        async with self._db.write() as conn:
+            held = (
+                await conn.execute(
+                    update(sessions)
+                    .where(
+                        tuple_(sessions.c.id, sessions.c.attempt).in_(keys),
+                        sessions.c.worker_id == worker_id,
+                        sessions.c.status == SessionStatus.RUNNING.value,
+                    )
+                    .values(lease_until=lease_until)
+                    .returning(sessions.c.id, sessions.c.attempt, sessions.c.cancel_requested)
+                )
+            ).all()
+            if held:
+                await conn.execute(
+                    update(attempts)
+                    .where(
+                        tuple_(attempts.c.session_id, attempts.c.number).in_(
+                            [(row.id, row.attempt) for row in held]
+                        ),
+                        attempts.c.worker_id == worker_id,
+                        attempts.c.status == AttemptStatus.RUNNING.value,
+                    )
+                    .values(lease_until=lease_until, heartbeat_at=now)
+                )
+        return {row.id: Heartbeat(lease_until, bool(row.cancel_requested)) for row in held}
 
     async def record(self, lease: Lease, **fields: Any) -> None:
         """Write progress of the attempt (workspace path, base sha, agent session id, …) while
