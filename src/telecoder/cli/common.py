@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from telecoder.errors import StoreUnavailable
 from telecoder.masking import mask_logs
 from telecoder.settings import Settings
-from telecoder.store import Store, open_store
+from telecoder.store import Store, open_store, store_options
 
 T = TypeVar("T")
 
@@ -38,7 +38,7 @@ def load_settings() -> Settings:
 @asynccontextmanager
 async def opened(settings: Settings) -> AsyncIterator[Store]:
     try:
-        store = await open_store(settings.store_url, lease_seconds=settings.lease_seconds)
+        store = await open_store(settings.store_url, **store_options(settings))
     except (OperationalError, DBAPIError) as e:
         raise StoreUnavailable(f"cannot open the database: {e.orig}") from None
     try:
