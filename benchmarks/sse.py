@@ -369,8 +369,8 @@ async def bench(args: argparse.Namespace) -> None:
     if "poll" in figures and "notify" in figures:
         p, n = figures["poll"], figures["notify"]
         print(
-            f"  notify vs poll: p50 {n["p50"]:.1f} vs {p["p50"]:.1f} ms, "
-            f"p99 {n["p99"]:.1f} vs {p["p99"]:.1f} ms"
+            f"  notify vs poll: p50 {n['p50']:.1f} vs {p['p50']:.1f} ms, "
+            f"p99 {n['p99']:.1f} vs {p['p99']:.1f} ms"
         )
 
 
