@@ -40,6 +40,7 @@ from sqlalchemy import insert
 from telecoder.domain import (
     EventKind,
     Lease,
+    NewEvent,
     NewSession,
     Result,
     ResultType,
@@ -144,6 +145,41 @@ async def queue_sessions(url: str, n: int, *, migrate: bool = False) -> None:
         await store.close()
 
 
+async def append_rate(url: str, writers: int, appends: int, notify: bool) -> float:
+    """Appends per second: ``writers`` sessions appending one line at a time, at once."""
+    store = await open_store(url, migrate=False, event_notices=notify)
+    try:
+        ids = [
+            (
+                await store.sessions.create(NewSession(repo="/bench/a", prompt="a", engine="shell"))
+            ).id
+            for _ in range(writers)
+        ]
+        line = [NewEvent(kind=EventKind.OUTPUT, data={"stream": "stdout", "text": "a line"})]
+
+        async def write(sid: str) -> None:
+            for _ in range(appends):
+                await store.events.append(sid, line)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(write(sid) for sid in ids))
+        return writers * appends / (time.perf_counter() - start)
+    finally:
+        await store.close()
+
+
+def notify_cost(url: str, writers: int, appends: int, rounds: int = 3) -> tuple[float, float]:
+    """Append rates without and with the event NOTIFY, rounds interleaved (the machine's load
+    drifts); the best round of each."""
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(rounds):
+        for notify in (False, True):
+            rates[notify].append(asyncio.run(append_rate(url, writers, appends, notify)))
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DELETE FROM sessions")
+    return max(rates[False]), max(rates[True])
+
+
 def connections(conn: psycopg.Connection[Any], db: str) -> int:
     row = conn.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
@@ -176,6 +212,7 @@ def bench(args: argparse.Namespace) -> None:
     try:
         asyncio.run(queue_sessions(url, args.sessions, migrate=True))
         raw = raw_claims(url, args.sessions)
+        plain, notified = notify_cost(url, args.writers, args.appends)
 
         env = {
             **os.environ,
@@ -266,6 +303,11 @@ def bench(args: argparse.Namespace) -> None:
         f"  events: {events} in {span:.1f} s = {events / span:.0f} events/s ingested; "
         f"baseline: a plain claim loop on one connection {raw:.0f} claims/s"
     )
+    print(
+        f"  append cost of the event NOTIFY ({args.writers} sessions appending a line at a time, "
+        f"at once): {notified:.0f} appends/s with it, {plain:.0f}/s without "
+        f"({(plain - notified) / plain:+.0%} slower)"
+    )
     if not once or peak > bound:
         raise SystemExit(1)
 
@@ -277,6 +319,8 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--lines", type=int, default=5, help="output lines per session")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between lines")
+    parser.add_argument("--writers", type=int, default=50, help="appenders (NOTIFY's cost)")
+    parser.add_argument("--appends", type=int, default=40, help="appends per appender")
     parser.add_argument("--quick", action="store_true", help="2 workers x 10 sessions (CI)")
     parser.add_argument("--work", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--name", help=argparse.SUPPRESS)
@@ -286,7 +330,7 @@ def main() -> None:
         return
     if args.quick:
         args.workers, args.concurrency, args.sessions, args.lines = 2, 10, 10, 2
-        args.interval = 0.2
+        args.interval, args.writers, args.appends = 0.2, 5, 10
     bench(args)
 
 
