@@ -100,12 +100,18 @@ async def wait_healthy(base: str, proc: subprocess.Popen[bytes]) -> None:
 
 
 async def listen(
-    c: httpx.AsyncClient, url: str, latencies: list[float], opened: asyncio.Event
+    c: httpx.AsyncClient,
+    url: str,
+    latencies: list[float],
+    opened: asyncio.Event,
+    opening: asyncio.Semaphore,
 ) -> int:
     """One SSE stream: records each output event's latency; returns how many arrived."""
     received = 0
-    async with c.stream("GET", url) as response:
-        response.raise_for_status()
+    async with contextlib.AsyncExitStack() as stack:
+        async with opening:  # a few at a time: 1,000 at once would queue on the server's pool
+            response = await stack.enter_async_context(c.stream("GET", url))
+            response.raise_for_status()
         opened.set()
         async for line in response.aiter_lines():
             if line.startswith("event: end"):
@@ -125,15 +131,22 @@ async def clients_main() -> None:
     spec = json.loads(sys.stdin.readline())
     latencies: list[float] = []
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(60, read=120), limits=limits) as c:
+    opening = asyncio.Semaphore(10)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(60, read=300), limits=limits) as c:
         opened = [asyncio.Event() for _ in spec["streams"]]
         streams = [
             asyncio.create_task(
-                listen(c, f"{spec['base']}/api/sessions/{sid}/events?after={after}", latencies, o)
+                listen(
+                    c,
+                    f"{spec['base']}/api/sessions/{sid}/events?after={after}",
+                    latencies,
+                    o,
+                    opening,
+                )
             )
             for (sid, after), o in zip(spec["streams"], opened, strict=True)
         ]
-        await asyncio.wait_for(asyncio.gather(*(o.wait() for o in opened)), 120)
+        await asyncio.wait_for(asyncio.gather(*(o.wait() for o in opened)), 300)
         print("ready", flush=True)
         counts = await asyncio.gather(*streams)
     print(json.dumps({"latencies": latencies, "received": sum(counts)}), flush=True)
@@ -282,7 +295,7 @@ async def run_mode(
             (ids[i % len(ids)], heads[ids[i % len(ids)]].last_seq) for i in range(args.clients)
         ]
         clients = Clients(base, streams)
-        await asyncio.wait_for(clients.ready(), 180)
+        await asyncio.wait_for(clients.ready(), 320)
         async with httpx.AsyncClient() as c:
             for _ in range(600):  # until the server's bus counts every stream
                 health = (await c.get(f"{base}/api/health")).json()

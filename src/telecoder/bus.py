@@ -216,7 +216,8 @@ class Bus:
                 watched = _Watched(delivered=head.last_seq if head else 0)
                 self._watched[session_id] = watched
         watched.watchers.add(watcher)
-        self.poke()
+        self._named.add(session_id)  # a look at this session (every one, when polling)
+        self._wake.set()
         return Subscription(self, session_id, after, watcher)
 
     @contextlib.asynccontextmanager
