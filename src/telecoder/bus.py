@@ -13,8 +13,14 @@ row), so reading ``seq > delivered`` never skips one that commits late.
 
 A watcher that falls far behind, or is still watching when the bus closes, is cut off: its
 stream ends marked ``interrupted`` (not finished), and an SSE client reconnects with
-``Last-Event-ID`` and replays from the store. Across hosts (PostgreSQL), the
-reader still polls; LISTEN/NOTIFY could wake it sooner.
+``Last-Event-ID`` and replays from the store.
+
+When the reader looks: every event append sends a notice at commit (one per session and
+transaction). Appends of this process reach the bus at once (``Database.subscribe``). On SQLite
+other processes are polled for every ``poll_seconds`` (25 ms). On PostgreSQL the bus keeps a
+``Listener`` (a LISTEN connection of its own): while it is connected, a notice wakes the reader,
+which then reads only the sessions named, and a full look every ``fallback_seconds`` (1 s)
+covers a lost notice; while it is down, the reader polls every ``poll_seconds`` again.
 """
 
 from __future__ import annotations
@@ -22,11 +28,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from telecoder.domain import Event
-from telecoder.store import Store
+from telecoder.store import Notice, NoticeKind, Store
+from telecoder.store.notify import CHANNEL, EVENTS_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -101,30 +108,61 @@ class Bus:
     """Started and closed by its owner (the server's lifespan); ``poke`` wakes the reader."""
 
     def __init__(
-        self, store: Store, *, poll_seconds: float = 0.025, max_backlog: int = 10_000
+        self,
+        store: Store,
+        *,
+        poll_seconds: float = 0.025,
+        fallback_seconds: float = 1.0,
+        listen: bool = True,
+        max_backlog: int = 10_000,
     ) -> None:
         self.store = store
         self.poll_seconds = poll_seconds
+        self.fallback_seconds = fallback_seconds
+        self.listen = listen
         self.max_backlog = max_backlog
         self._watched: dict[str, _Watched] = {}
         self._list_watchers: set[asyncio.Queue[float]] = set()
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._full = True  # the next look reads every watched session, not only those named
+        self._named: set[str] = set()  # sessions with new events, from notices
+        self._listening = False  # a LISTEN connection is up: notices tell what changed
+        self._tasks: list[asyncio.Task[None]] = []
+        self._unsubscribe: Callable[[], None] | None = None
         self._last_change: tuple[int, float] | None = None
         self.ticks = 0  # how many times the reader has looked (a figure for tests and benchmarks)
+        self.full_ticks = 0  # ... of which read every watched session
 
     # --- lifecycle ---
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="telecoder-bus")
+        if self._tasks:
+            return
+        self._unsubscribe = self.store.db.subscribe(self._on_notice)
+        self._tasks.append(asyncio.create_task(self._run(), name="telecoder-bus"))
+        listener = self.listen and self.store.listener(
+            self._on_notice,
+            on_connect=self._on_connect,
+            on_disconnect=self._on_disconnect,
+            channels=(CHANNEL, EVENTS_CHANNEL),
+            name="telecoder-bus",
+        )
+        if listener:
+            task = asyncio.create_task(listener.run(), name="telecoder-bus-listen")
+            task.add_done_callback(lambda _: self._on_disconnect())  # poll again without it
+            self._tasks.append(task)
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
+        tasks, self._tasks = self._tasks, []
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        for task in tasks:
             task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self._listening = False
         for watched in self._watched.values():
             for watcher in watched.watchers:
                 watcher.cut = True
@@ -133,11 +171,35 @@ class Bus:
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return bool(self._tasks) and not self._tasks[0].done()
+
+    @property
+    def listening(self) -> bool:
+        """Woken by PostgreSQL notices (and polling only every ``fallback_seconds``)."""
+        return self._listening
 
     def poke(self) -> None:
-        """Look now instead of at the next tick (after a write made in this process)."""
+        """Look now, at every session, instead of at the next tick (after a write made in this
+        process)."""
+        self._full = True
         self._wake.set()
+
+    def _on_notice(self, notice: Notice) -> None:
+        if notice.kind == NoticeKind.EVENTS:
+            if notice.session_id in self._watched:
+                self._named.add(notice.session_id)
+                self._wake.set()
+            elif self._list_watchers:
+                self._wake.set()
+        elif self._list_watchers:  # a session was queued or asked to stop
+            self._wake.set()
+
+    def _on_connect(self) -> None:
+        self._listening = True
+        self.poke()  # notices sent while not listening are lost: look at everything once
+
+    def _on_disconnect(self) -> None:
+        self._listening = False
 
     # --- watchers ---
 
@@ -154,7 +216,8 @@ class Bus:
                 watched = _Watched(delivered=head.last_seq if head else 0)
                 self._watched[session_id] = watched
         watched.watchers.add(watcher)
-        self.poke()
+        self._named.add(session_id)  # a look at this session (every one, when polling)
+        self._wake.set()
         return Subscription(self, session_id, after, watcher)
 
     @contextlib.asynccontextmanager
@@ -183,26 +246,41 @@ class Bus:
     # --- the reader ---
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_full = 0.0
         while True:
+            # Cleared before the look: a notice that arrives during it wakes the next one.
+            self._wake.clear()
+            full = self._full or not self._listening or loop.time() >= next_full
+            named, self._named, self._full = self._named, set(), False
             try:
-                await self._tick()
+                await self._tick(None if full else named)
             except asyncio.CancelledError:
                 raise
             except Exception:  # the database blinked: keep serving, try again next tick
                 log.exception("live event reader failed; retrying")
+                self._full = True
                 await asyncio.sleep(1.0)
-            self._wake.clear()
+            if full:
+                next_full = loop.time() + self.fallback_seconds
+            wait = max(0.0, next_full - loop.time()) if self._listening else self.poll_seconds
             # asyncio.timeout, not wait_for: on 3.11 wait_for can turn a cancel into a timeout.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll_seconds):
+                async with asyncio.timeout(wait):
                     await self._wake.wait()
 
-    async def _tick(self) -> None:
+    async def _tick(self, named: set[str] | None) -> None:
+        """Look at every watched session (``named`` None) or at those named."""
         if not self._watched and not self._list_watchers:
             return
         self.ticks += 1
-        if self._watched:
-            await self._fan_out()
+        if named is None:
+            self.full_ticks += 1
+            asked = list(self._watched)
+        else:
+            asked = [sid for sid in named if sid in self._watched]
+        if asked:
+            await self._fan_out(asked)
         if self._list_watchers:
             change = await self.store.events.last_change()
             if change != self._last_change:
@@ -211,8 +289,8 @@ class Bus:
                     with contextlib.suppress(asyncio.QueueFull):
                         queue.put_nowait(change[1])
 
-    async def _fan_out(self) -> None:
-        asked = list(self._watched)  # watchers may join while the queries run: judge these only
+    async def _fan_out(self, asked: list[str]) -> None:
+        # Watchers may join while the queries run: judge the sessions asked about only.
         heads = await self.store.events.heads(asked)
         wanted: dict[str, tuple[int, int]] = {}
         for sid, head in heads.items():

@@ -115,6 +115,17 @@ class Settings(BaseSettings):
         default=None,
         description="SQLAlchemy URL of the store; default SQLite at $TELECODER_HOME/telecoder.db.",
     )
+    db_pool_size: int = Field(
+        default=8,
+        ge=1,
+        description="PostgreSQL: connections each process keeps open to the database.",
+    )
+    db_max_overflow: int = Field(
+        default=16,
+        ge=0,
+        description="PostgreSQL: connections a process may open beyond the pool under load "
+        "(a process holds at most pool + overflow, plus one listening connection).",
+    )
     workspace_dir: Path | None = Field(
         default=None, description="Where worktrees are made; default $TELECODER_HOME/worktrees."
     )
@@ -499,6 +510,18 @@ class Settings(BaseSettings):
     )
     bus_poll_seconds: float = Field(
         default=0.025, gt=0, description="How often the live-event reader looks for new events."
+    )
+    bus_notify: bool = Field(
+        default=True,
+        description="PostgreSQL: event appends send NOTIFY and the live-event reader wakes on "
+        "it, polling only every TELECODER_BUS_FALLBACK_SECONDS (off: it polls every "
+        "TELECODER_BUS_POLL_SECONDS).",
+    )
+    bus_fallback_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="PostgreSQL with TELECODER_BUS_NOTIFY: how often the live-event reader "
+        "looks anyway (a lost notice delays events by this much at most).",
     )
     # --- chains (README, "Chains") ---
     chain_max_depth: int = Field(

@@ -32,10 +32,10 @@ async def opened(settings: Settings) -> AsyncIterator[Store]:
     from sqlalchemy.exc import DBAPIError, OperationalError
 
     from telecoder.errors import StoreUnavailable
-    from telecoder.store import open_store
+    from telecoder.store import open_store, store_options
 
     try:
-        store = await open_store(settings.store_url, lease_seconds=settings.lease_seconds)
+        store = await open_store(settings.store_url, **store_options(settings))
     except (OperationalError, DBAPIError) as e:
         raise StoreUnavailable(f"cannot open the database: {e.orig}") from None
     try:

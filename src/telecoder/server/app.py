@@ -149,7 +149,12 @@ def create_app(
     github_replies = GitHubReplies(settings) if settings.github_webhook_secret else None
     replies = {"github": github_replies.subscriber} if github_replies else {}
     intake = intake or default_intake(settings)
-    bus = Bus(store, poll_seconds=settings.bus_poll_seconds)
+    bus = Bus(
+        store,
+        poll_seconds=settings.bus_poll_seconds,
+        fallback_seconds=settings.bus_fallback_seconds,
+        listen=settings.bus_notify,
+    )
     conversations = _conversations(settings, store, intake, bus)
     if conversations is not None:
         replies["channels"] = conversations.subscriber

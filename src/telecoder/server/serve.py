@@ -13,7 +13,7 @@ from telecoder.server.app import create_app
 from telecoder.server.auth import Tokens, check_bind
 from telecoder.server.state import WorkerRunner
 from telecoder.settings import Settings
-from telecoder.store import Store, open_store
+from telecoder.store import Store, open_store, store_options
 
 GRACEFUL_SECONDS = 10.0
 
@@ -32,7 +32,7 @@ async def run_server(
     """Run until SIGINT/SIGTERM; ``sock`` is an already bound socket (tests, benchmarks)."""
     secret = settings.api_token.get_secret_value() if settings.api_token else None
     check_bind(Tokens.parse(secret), settings.host)  # before the store creates anything
-    store = await open_store(settings.store_url, lease_seconds=settings.lease_seconds)
+    store = await open_store(settings.store_url, **store_options(settings))
     try:
         runner = workers_for(settings, store) if embedded_workers else None
         app = create_app(settings, store, start_workers=runner)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from telecoder.settings import Settings
 from telecoder.store.budgets import Budgets, Held
 from telecoder.store.chains import Chains
 from telecoder.store.channel_events import ChannelEvents
 from telecoder.store.costs import By, Costs, Figures, Report
-from telecoder.store.db import Database
+from telecoder.store.db import MAX_OVERFLOW, POOL_SIZE, Database
 from telecoder.store.deliveries import Deliveries, Once
 from telecoder.store.endpoints import EndpointRow, Endpoints
 from telecoder.store.events import Events
@@ -73,6 +74,7 @@ __all__ = [
     "UsageRow",
     "Usages",
     "open_store",
+    "store_options",
 ]
 
 
@@ -112,9 +114,29 @@ class Store:
         await self.db.dispose()
 
 
-async def open_store(url: str, *, lease_seconds: float = 30.0, migrate: bool = True) -> Store:
-    """Open the database at ``url``, bringing its schema up to date unless told not to."""
-    db = Database(url)
+def store_options(settings: Settings) -> dict[str, Any]:
+    """``open_store``'s options from the settings: lease, pool, event notices."""
+    return {
+        "lease_seconds": settings.lease_seconds,
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "event_notices": settings.bus_notify,
+    }
+
+
+async def open_store(
+    url: str,
+    *,
+    lease_seconds: float = 30.0,
+    migrate: bool = True,
+    pool_size: int = POOL_SIZE,
+    max_overflow: int = MAX_OVERFLOW,
+    event_notices: bool = True,
+) -> Store:
+    """Open the database at ``url``, bringing its schema up to date unless told not to.
+
+    ``pool_size``, ``max_overflow`` and ``event_notices``: see ``Database``."""
+    db = Database(url, pool_size=pool_size, max_overflow=max_overflow, event_notices=event_notices)
     if migrate:
         try:
             await upgrade(db)

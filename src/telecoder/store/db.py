@@ -3,6 +3,8 @@
 SQLite runs in WAL mode; a write transaction starts with ``BEGIN IMMEDIATE`` so it takes the
 write lock up front instead of failing half-way, and waits up to ``busy_timeout`` for it.
 PostgreSQL uses its defaults (READ COMMITTED); claims lock rows with ``FOR UPDATE SKIP LOCKED``.
+Each process keeps at most ``pool_size + max_overflow`` connections (a worker's and the bus's
+``Listener`` adds one of its own).
 """
 
 from __future__ import annotations
@@ -24,12 +26,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from telecoder import private
 from telecoder.errors import BadInput, StoreUnavailable
-from telecoder.store.notify import CHANNEL, Notice
+from telecoder.store.notify import Notice, NoticeKind
 
 log = logging.getLogger(__name__)
 
 _IMMEDIATE = "telecoder_immediate"
 _NOTICES = "telecoder_notices"
+_DATABASE = "telecoder_database"
+POOL_SIZE = 8  # connections a process keeps open
+MAX_OVERFLOW = 16  # more it may open under load
 _IDLE_MS = 30_000  # PostgreSQL: end a session idle in a transaction for this long
 _BUSY_MS = 30_000  # SQLite: wait this long for a lock
 
@@ -48,8 +53,19 @@ def async_url(url: str) -> str:
 
 
 class Database:
-    def __init__(self, url: str) -> None:
+    """``pool_size``/``max_overflow`` bound a PostgreSQL process's connections; with
+    ``event_notices`` off, event appends send no NOTIFY (live readers elsewhere then poll)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = POOL_SIZE,
+        max_overflow: int = MAX_OVERFLOW,
+        event_notices: bool = True,
+    ) -> None:
         self.url = async_url(url)
+        self.event_notices = event_notices
         self.is_sqlite = self.url.startswith("sqlite")
         if self.is_sqlite:
             path = make_url(self.url).database
@@ -63,8 +79,8 @@ class Database:
         else:
             self.engine = create_async_engine(
                 self.url,
-                pool_size=8,
-                max_overflow=16,
+                pool_size=pool_size,
+                max_overflow=max_overflow,
                 # Our transactions last milliseconds. A client that sits in one (a paused or
                 # cut-off worker) is ended, so its row locks cannot block recovery for ever.
                 connect_args={"options": f"-c idle_in_transaction_session_timeout={_IDLE_MS}"},
@@ -85,17 +101,19 @@ class Database:
 
         A lost or unreachable database raises ``StoreUnavailable``.
         """
-        notices: list[Notice] = []
+        notices: dict[Notice, None] = {}  # an ordered set
         try:
             async with self._turn(), self.engine.connect() as conn:
                 if self.is_sqlite:
                     await conn.execution_options(**{_IMMEDIATE: True})
                 conn.info[_NOTICES] = notices
+                conn.info[_DATABASE] = self
                 try:
                     async with conn.begin():
                         yield conn
                 finally:
                     conn.info.pop(_NOTICES, None)
+                    conn.info.pop(_DATABASE, None)
         except (OperationalError, InterfaceError) as e:
             raise StoreUnavailable(f"the database failed: {e.orig}") from e
         for notice in notices:
@@ -118,10 +136,15 @@ class Database:
             raise StoreUnavailable(f"the database failed: {e.orig}") from e
 
     async def notify(self, conn: AsyncConnection, notice: Notice) -> None:
-        """Tell listeners about ``notice`` once the transaction of ``conn`` commits."""
-        if not self.is_sqlite:
-            await conn.execute(select(func.pg_notify(CHANNEL, notice.encode())))
-        conn.info[_NOTICES].append(notice)
+        """Tell listeners about ``notice`` once the transaction of ``conn`` commits; a notice
+        already sent in this transaction is not sent again (PostgreSQL would drop the repeat
+        too, but only after the round trip)."""
+        notices: dict[Notice, None] = conn.info[_NOTICES]
+        if notice in notices:
+            return
+        notices[notice] = None
+        if not self.is_sqlite and (notice.kind != NoticeKind.EVENTS or self.event_notices):
+            await conn.execute(select(func.pg_notify(notice.channel, notice.encode())))
 
     def subscribe(self, callback: Callable[[Notice], None]) -> Callable[[], None]:
         """Hear of notices committed by this process; returns the function that unsubscribes."""
@@ -142,6 +165,15 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+async def notify_events(conn: AsyncConnection, session_id: str) -> None:
+    """``session_id`` has new events: a notice at commit, for the live bus (in a write
+    transaction of ``Database.write``; elsewhere nothing is sent and readers find the events at
+    their next poll)."""
+    db: Database | None = conn.info.get(_DATABASE)
+    if db is not None:
+        await db.notify(conn, Notice(NoticeKind.EVENTS, session_id))
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from telecoder.domain import Event, EventKind, Lease, NewEvent, SessionStatus
 from telecoder.errors import LeaseLost, SessionNotFound
-from telecoder.store.db import Database, dumps, loads
+from telecoder.store.db import Database, dumps, loads, notify_events
 from telecoder.store.schema import events, sessions
 
 
@@ -78,7 +78,8 @@ async def insert_events(
     now: float | None = None,
 ) -> None:
     """Insert ``new`` as seqs ``last - len(new) + 1 … last``, already allocated by the caller
-    (which bumped ``sessions.last_seq`` by ``len(new)`` in this transaction)."""
+    (which bumped ``sessions.last_seq`` by ``len(new)`` in this transaction). Live readers
+    hear of them at commit (``notify_events``)."""
     stamp = now if now is not None else time.time()
     first = last - len(new) + 1
     await conn.execute(
@@ -95,6 +96,7 @@ async def insert_events(
             for i, e in enumerate(new)
         ],
     )
+    await notify_events(conn, session_id)
 
 
 @dataclass(slots=True)

@@ -1,0 +1,174 @@
+"""The live bus across processes: on PostgreSQL an event append sends a NOTIFY (one per session
+and transaction) that wakes the bus of another process at once; a lost notice is covered by the
+bus's fallback poll; the pool settings bound a process's connections. SQLite keeps polling."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import psycopg
+import pytest
+from sqlalchemy import text
+
+from telecoder.bus import Bus
+from telecoder.domain import EventKind, NewEvent, NewSession
+from telecoder.settings import Settings
+from telecoder.store import Store, open_store, store_options
+from telecoder.store.events import append_events
+from telecoder.store.notify import EVENTS_CHANNEL, Notice, NoticeKind
+from tests.server import until
+
+
+def line(text: str) -> NewEvent:
+    return NewEvent(kind=EventKind.OUTPUT, data={"stream": "stdout", "text": text})
+
+
+async def next_event(subscription_iter, seconds: float = 10.0):
+    async with asyncio.timeout(seconds):
+        return await anext(subscription_iter)
+
+
+async def time_one_append(bus: Bus, writer: Store, session_id: str) -> float:
+    """Seconds from an append by ``writer`` (another engine: other connections, as another
+    process has) to the event reaching a watcher of ``bus``."""
+    after = await writer.events.last_seq(session_id)
+    subscription = await bus.subscribe(session_id, after=after)
+    events = aiter(subscription)
+    try:
+        await asyncio.sleep(0.2)  # the subscription's own look is over
+        start = time.monotonic()
+        await writer.events.append(session_id, [line("hello")])
+        event = await next_event(events)
+        elapsed = time.monotonic() - start
+        assert event.data["text"] == "hello"
+        return elapsed
+    finally:
+        subscription.close()
+
+
+@pytest.mark.postgres
+async def test_an_append_by_another_process_wakes_the_bus_at_once(pg_url: str):
+    reader = await open_store(pg_url, migrate=False)
+    writer = await open_store(pg_url, migrate=False)
+    session = await writer.sessions.create(NewSession(repo="/srv/r", prompt="p", engine="shell"))
+    bus = Bus(reader, poll_seconds=0.025, fallback_seconds=30)
+    bus.start()
+    try:
+        await until(lambda: bus.listening)
+        elapsed = await time_one_append(bus, writer, session.id)
+        ticks = bus.full_ticks
+        # Named sessions only: a woken reader does not look at every session again.
+        second = await time_one_append(bus, writer, session.id)
+    finally:
+        await bus.close()
+        await reader.close()
+        await writer.close()
+    # Far below the fallback poll (30 s): the notice woke the reader.
+    assert elapsed < 2.0
+    assert second < 2.0
+    assert bus.full_ticks - ticks <= 1  # the second subscription's own look, nothing more
+
+
+@pytest.mark.postgres
+async def test_a_lost_notice_is_covered_by_the_fallback_poll(pg_url: str):
+    reader = await open_store(pg_url, migrate=False)
+    silent = await open_store(pg_url, migrate=False, event_notices=False)  # sends no NOTIFY
+    session = await silent.sessions.create(NewSession(repo="/srv/r", prompt="p", engine="shell"))
+    bus = Bus(reader, poll_seconds=0.025, fallback_seconds=0.5)
+    bus.start()
+    try:
+        await until(lambda: bus.listening)
+        ticks = bus.ticks
+        elapsed = await time_one_append(bus, silent, session.id)
+    finally:
+        await bus.close()
+        await reader.close()
+        await silent.close()
+    # Not at the 25 ms poll (the bus no longer polls that fast), by the 0.5 s fallback.
+    assert elapsed < 3.0
+    assert bus.ticks - ticks < 20
+
+
+@pytest.mark.postgres
+async def test_one_notice_per_session_and_transaction(pg_url: str):
+    store = await open_store(pg_url, migrate=False)
+    a = await store.sessions.create(NewSession(repo="/srv/r", prompt="a", engine="shell"))
+    b = await store.sessions.create(NewSession(repo="/srv/r", prompt="b", engine="shell"))
+    heard: list[Notice] = []
+    unsubscribe = store.db.subscribe(heard.append)
+    conn = await psycopg.AsyncConnection.connect(store.db.dsn, autocommit=True)
+    try:
+        await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
+        async with store.db.write() as c:
+            for i in range(3):
+                await append_events(c, a.id, None, [line(f"a{i}")])
+            await append_events(c, b.id, None, [line("b")])
+        payloads = []
+        async for notify in conn.notifies(timeout=1.0):
+            payloads.append(notify.payload)
+    finally:
+        unsubscribe()
+        await conn.close()
+        await store.close()
+    assert sorted(payloads) == sorted([f"events:{a.id}", f"events:{b.id}"])
+    assert heard == [Notice(NoticeKind.EVENTS, a.id), Notice(NoticeKind.EVENTS, b.id)]
+
+
+@pytest.mark.postgres
+async def test_pool_settings_bound_the_connections(pg_url: str, monkeypatch):
+    monkeypatch.setenv("TELECODER_DB_POOL_SIZE", "2")
+    monkeypatch.setenv("TELECODER_DB_MAX_OVERFLOW", "1")
+    settings = Settings()
+    store = await open_store(pg_url, migrate=False, **store_options(settings))
+    name = pg_url.rsplit("/", 1)[1]
+    peak = 0
+
+    async def slow_read() -> None:
+        async with store.db.read() as conn:
+            await conn.execute(text("SELECT pg_sleep(0.3)"))
+
+    async def watch(stop: asyncio.Event) -> None:
+        nonlocal peak
+        async with await psycopg.AsyncConnection.connect(store.db.dsn, autocommit=True) as c:
+            while not stop.is_set():
+                cur = await c.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> "
+                    "pg_backend_pid()",
+                    (name,),
+                )
+                row = await cur.fetchone()
+                peak = max(peak, int(row[0]) if row else 0)
+                await asyncio.sleep(0.02)
+
+    stop = asyncio.Event()
+    watching = asyncio.create_task(watch(stop))
+    try:
+        assert store.db.engine.pool.size() == 2  # type: ignore[attr-defined]
+        await asyncio.gather(*(slow_read() for _ in range(8)))  # 8 at once, 3 connections
+    finally:
+        stop.set()
+        await watching
+        await store.close()
+    assert peak == 3
+
+
+async def test_sqlite_keeps_polling(tmp_path):
+    url = f"sqlite:///{tmp_path / 'telecoder.db'}"
+    reader = await open_store(url)
+    writer = await open_store(url, migrate=False)  # another engine, as another process
+    session = await writer.sessions.create(NewSession(repo="/srv/r", prompt="p", engine="shell"))
+    assert reader.listener(lambda _: None) is None
+    bus = Bus(reader, poll_seconds=0.05, fallback_seconds=30)
+    bus.start()
+    try:
+        await asyncio.sleep(0.1)
+        assert not bus.listening
+        elapsed = await time_one_append(bus, writer, session.id)  # by the 50 ms poll
+        local = await time_one_append(bus, reader, session.id)  # this process's: at once
+    finally:
+        await bus.close()
+        await reader.close()
+        await writer.close()
+    assert elapsed < 2.0
+    assert local < 2.0
