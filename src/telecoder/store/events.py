@@ -183,6 +183,7 @@ class Events:
                     for i, e in enumerate(item.new)
                 ]
                 outcomes.append((item, int(last)))
+                await notify_events(conn, item.session_id)  # live readers hear at commit
             if rows:
                 await conn.execute(insert(events), rows)
         for item, outcome in outcomes:
