@@ -37,7 +37,7 @@ typecheck: $(STAMP)
 TEST_WORKERS ?= auto
 
 test: lint typecheck agents browser sandbox podman   ## everything CI runs: lint, types, import layers, the whole test suite
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal --durations=40 $(PYTEST_ARGS)
 
 # The browser tests drive Debian's Chromium: `playwright install` cannot download a browser here.
 CHROMIUM ?= /usr/bin/chromium
