@@ -94,8 +94,13 @@ async def _rows(env: Mapping[str, str]) -> list[Row]:
         else:
             binary = getattr(engine, "binary", None) or name
             wanted.append((name, None, binary, tuple(getattr(engine, "variables", ()))))
+    # As many probes at once as there are cores: a dozen Node CLIs starting together on a small
+    # machine would each take longer than VERSION_TIMEOUT, which counts from a probe's start.
+    probes = asyncio.Semaphore(os.cpu_count() or 2)
     with tempfile.TemporaryDirectory(prefix="telecoder-engines-") as home:
-        found = await asyncio.gather(*(_look(binary, env, home) for _, _, binary, _ in wanted))
+        found = await asyncio.gather(
+            *(_look(binary, env, home, probes) for _, _, binary, _ in wanted)
+        )
     return [
         Row(
             engine=name,
@@ -109,11 +114,14 @@ async def _rows(env: Mapping[str, str]) -> list[Row]:
     ]
 
 
-async def _look(binary: str, env: Mapping[str, str], home: str) -> tuple[str | None, str | None]:
+async def _look(
+    binary: str, env: Mapping[str, str], home: str, probes: asyncio.Semaphore
+) -> tuple[str | None, str | None]:
     path = find_binary(binary, env)
     if not os.path.isabs(path):
         return None, None
-    return path, await _version(path, env, home)
+    async with probes:
+        return path, await _version(path, env, home)
 
 
 async def _version(path: str, env: Mapping[str, str], home: str) -> str | None:
