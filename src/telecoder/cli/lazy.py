@@ -45,11 +45,15 @@ def lean(command: Any) -> Any:
 def _lean_param(param: Any) -> None:
     descriptor = getattr(param, "type_descriptor", None)
     if isinstance(descriptor, TypeDescriptor) and getattr(param, "_runtime_param", 0) is None:
-        param._runtime_param = _Lean(
-            parameter_info=descriptor.parameter_info,
-            annotation=descriptor.annotation,
-            descriptor=descriptor,
-        )
+        try:
+            stand_in = _Lean(
+                parameter_info=descriptor.parameter_info,
+                annotation=descriptor.annotation,
+                descriptor=descriptor,
+            )
+        except (TypeError, AttributeError):  # Typer's internals changed: keep its own check
+            return
+        param._runtime_param = stand_in
 
 
 if RuntimeParam is not None:
