@@ -3,25 +3,36 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# What `make serve` and `make run` need: TeleCoder itself, without the test tooling.
+RUNTIME := $(VENV)/.runtime
+# Where `make agents` puts the agent CLIs; serve and run look there unless told otherwise.
+AGENT_PATH ?= $(CURDIR)/.tools/bin
 
-.PHONY: install agents run serve test lint typecheck check bench bench-bigrepo bench-sse browser sandbox podman clean
+.PHONY: install agents run serve test lint typecheck check bench bench-bigrepo bench-sse browser sandbox podman system-packages suite clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev,memory]'
-	touch $(STAMP)
+	touch $(RUNTIME) $(STAMP)
+
+$(RUNTIME): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[memory]'
+	touch $(RUNTIME)
 
 install: $(STAMP)
 
 agents:                ## the pinned agent CLIs the engines drive, in .tools/ (no-op when installed)
-	PYTHON=$(PYTHON) scripts/install-agents.sh
+	@start=$$(date +%s); PYTHON=$(PYTHON) scripts/install-agents.sh && \
+	  echo "agents: $$(( $$(date +%s) - start )) s"
 
-run: $(STAMP)          ## make run ARGS='run "sed -i s/a/b/ README.md" --repo ./myrepo --engine shell'
-	$(BIN)/telecoder $(ARGS)
+run: $(RUNTIME)        ## make run ARGS='run "add a test for naturaldelta" --repo ./myrepo'
+	TELECODER_AGENT_PATH="$${TELECODER_AGENT_PATH:-$(AGENT_PATH)}" $(BIN)/telecoder $(ARGS)
 
-serve: $(STAMP)        ## the server (HTTP API, dashboard, embedded workers)
-	$(BIN)/telecoder serve $(ARGS)
+serve: $(RUNTIME)      ## the server (HTTP API, dashboard, embedded workers): make serve ARGS='--port 8080'
+	TELECODER_AGENT_PATH="$${TELECODER_AGENT_PATH:-$(AGENT_PATH)}" $(BIN)/telecoder serve $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
@@ -36,23 +47,36 @@ typecheck: $(STAMP)
 # not leave one worker busy at the end. TEST_WORKERS=0 runs it in this one process.
 TEST_WORKERS ?= auto
 
-test: lint typecheck agents browser sandbox podman   ## everything CI runs: lint, types, import layers, the whole test suite
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal --durations=40 $(PYTEST_ARGS)
+PYTEST_CMD = $(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal --durations=40 $(PYTEST_ARGS)
 
-# The browser tests drive Debian's Chromium: `playwright install` cannot download a browser here.
+test: lint typecheck agents browser sandbox podman   ## everything CI runs: lint, types, import layers, the whole test suite (`make -j4 test`: the checks and installs at once)
+	$(PYTEST_CMD)
+
+suite: $(STAMP)        ## the test suite alone, once `make test`'s checks and installs are done (.ci/run)
+	$(PYTEST_CMD)
+
+# The system packages the suite drives, missing ones installed by ONE apt-get run (one update, one
+# dpkg lock) so `make -j` can run it beside the agents' npm/PyPI installs:
+# - Debian's Chromium for the browser tests (`playwright install` cannot download a browser here);
+# - bubblewrap: agents run in it (the sandbox runtime);
+# - podman's Docker-compatible service with runc for the docker runtime's tests (crun cannot set
+#   rlimits without CAP_SYS_RESOURCE); catatonit is the containers' init;
+# - systemd, for `systemd-analyze verify` of the service units;
+# - debootstrap, for the Debian base the Dockerfile is built on (tests/e2e/test_container_image.py).
 CHROMIUM ?= /usr/bin/chromium
-browser:
-	@test -x $(CHROMIUM) || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+system-packages:
+	@start=$$(date +%s); missing=""; \
+	  test -x $(CHROMIUM) || missing="$$missing chromium"; \
+	  for p in bwrap:bubblewrap podman:podman runc:runc catatonit:catatonit systemd-analyze:systemd debootstrap:debootstrap; do \
+	    command -v $${p%%:*} >/dev/null || missing="$$missing $${p#*:}"; \
+	  done; \
+	  if [ -n "$$missing" ]; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  fi; \
+	  echo "system-packages:$${missing:- none missing} ($$(( $$(date +%s) - start )) s)"
 
-# Agents run in bubblewrap (the sandbox runtime); its tests need it installed.
-sandbox:
-	@command -v bwrap >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap; }
-
-# The docker runtime's tests drive podman's Docker-compatible service with runc (crun cannot set
-# rlimits without CAP_SYS_RESOURCE); catatonit is the containers' init.
-podman:
-	@command -v podman >/dev/null && command -v runc >/dev/null && command -v catatonit >/dev/null || \
-	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman runc catatonit; }
+browser sandbox podman: system-packages
+	@:
 
 bench: $(STAMP)         ## every benchmark in benchmarks/, in full (CI runs each with --quick)
 	@set -e; for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script; done

@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -56,6 +57,7 @@ from telecoder.worker import Worker
 
 PG_ADMIN = os.environ.get("TELECODER_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 DEADLINE_SECONDS = 900
+QUICK_DEADLINE_SECONDS = 180  # under the CI test's own timeout, so a stuck run tells why
 
 
 def pct(values: list[float], q: float) -> float:
@@ -101,6 +103,7 @@ async def work(url: str, name: str, concurrency: int, lines: int, interval: floa
         worker_id=name, worker_concurrency=concurrency, poll_seconds=0.5, home=Path("/tmp")
     )
     store = await open_store(url, migrate=False, **store_options(settings))
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, tell_tasks, name)
     worker = Worker(settings=settings, store=store, pipeline=LinesRunner(store, lines, interval))
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop))
@@ -120,7 +123,37 @@ async def work(url: str, name: str, concurrency: int, lines: int, interval: floa
     await store.close()
 
 
+def tell_tasks(name: str) -> None:
+    """SIGUSR1: print where each of this worker's tasks waits, down its chain of awaits (a stuck
+    run says why)."""
+    lines = []
+    for task in asyncio.all_tasks():
+        chain: list[str] = []
+        coro: Any = task.get_coro()
+        while coro is not None and hasattr(coro, "cr_frame"):
+            if coro.cr_frame is not None:
+                chain.append(f"{coro.__qualname__}:{coro.cr_frame.f_lineno}")
+            coro = coro.cr_await
+        lines.append(f"  {task.get_name()}: {' > '.join(chain) or repr(coro)}")
+    print(f"--- {name}: {len(lines)} tasks ---", *sorted(lines), sep="\n", file=sys.stderr)
+
+
 # --- the run -------------------------------------------------------------------------------------
+
+
+def stuck(
+    monitor: psycopg.Connection[Any], procs: list[subprocess.Popen[bytes]], what: str
+) -> None:
+    """Say what is unfinished and where the workers wait, then give up."""
+    rows = monitor.execute(
+        "SELECT status, worker_id, count(*) FROM sessions GROUP BY 1, 2 ORDER BY 1, 2"
+    ).fetchall()
+    print(f"{what}; sessions by status and worker: {rows}", file=sys.stderr)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGUSR1)
+    time.sleep(2.0)
+    raise SystemExit(what)
 
 
 def admin(sql: str) -> None:
@@ -227,10 +260,10 @@ def bench(args: argparse.Namespace) -> None:
             ]  # fmt: skip
             procs.append(subprocess.Popen(argv, env=env))
         monitor = psycopg.connect(url, autocommit=True)
-        deadline = time.monotonic() + DEADLINE_SECONDS
+        deadline = time.monotonic() + args.deadline
         while monitor.execute("SELECT count(*) FROM workers").fetchone()[0] < args.workers:  # type: ignore[index]
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                raise SystemExit("the workers did not come up")
+                stuck(monitor, procs, "the workers did not come up")
             time.sleep(0.1)
         time.sleep(1.0)  # past their first look for work
 
@@ -238,7 +271,7 @@ def bench(args: argparse.Namespace) -> None:
         peak = 0
         while any(p.poll() is None for p in procs):
             if time.monotonic() > deadline:
-                raise SystemExit("the run did not finish in time")
+                stuck(monitor, procs, "the run did not finish in time")
             peak = max(peak, connections(monitor, db))
             time.sleep(0.1)
         if any(p.returncode != 0 for p in procs):
@@ -321,6 +354,7 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between lines")
     parser.add_argument("--writers", type=int, default=50, help="appenders (NOTIFY's cost)")
     parser.add_argument("--appends", type=int, default=40, help="appends per appender")
+    parser.add_argument("--deadline", type=float, default=DEADLINE_SECONDS, help="seconds")
     parser.add_argument("--quick", action="store_true", help="2 workers x 10 sessions (CI)")
     parser.add_argument("--work", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--name", help=argparse.SUPPRESS)
@@ -331,6 +365,7 @@ def main() -> None:
     if args.quick:
         args.workers, args.concurrency, args.sessions, args.lines = 2, 10, 10, 2
         args.interval, args.writers, args.appends = 0.2, 5, 10
+        args.deadline = min(args.deadline, QUICK_DEADLINE_SECONDS)
     bench(args)
 
 

@@ -14,9 +14,9 @@ commands (or the restore), the key, the lock and, cold, keeping the entry.
           (registry.npmjs.org).
   --quick a tiny offline setup (``python -m venv --without-pip .venv`` and 300 files), for CI.
 
-Beside each, the floor of a restore on this disk measured in the same run: a plain ``cp -a`` of
-the entry's files (without copy-on-write, a restore is a copy: on a disk other processes keep
-busy, the copy is what a hit costs).
+Beside each, the cost of a copy on this disk measured in the same run: a plain ``cp -a`` of the
+entry's files (without copy-on-write, a restore without a spare is that copy; a hit that moves
+in the spare made in the background after the first session, ``setupspare``, does not pay it).
 
 Run: ``.venv/bin/python benchmarks/setup_cache.py [--quick] [--only python|npm]``.
 """
@@ -193,7 +193,7 @@ def measure(kind: str) -> tuple[float, float, float]:
 
 def copy_floor(home: Path) -> float:
     """Seconds a plain ``cp -a`` of the entry's files takes on this disk, now: what a restore
-    cannot beat without copy-on-write."""
+    costs without a spare or copy-on-write."""
     [entry] = [p for p in (home / "cache" / "setup").iterdir() if (p / "manifest.json").exists()]
     manifest = json.loads((entry / "manifest.json").read_text())
     count = sum(len(files) for _, _, files in os.walk(entry / "files"))
@@ -213,7 +213,7 @@ def main() -> None:
     args = parser.parse_args()
     kinds = ["quick"] if args.quick else [args.only] if args.only else ["python", "npm"]
     head = f"{'project':<8} {'cold setup (baseline)':>22} {'cached setup':>13} {'ratio':>7}"
-    print(head + f" {'cp -a floor':>12}")
+    print(head + f" {'cp -a':>12}")
     for kind in kinds:
         cold, hit, floor = measure(kind)
         ratio = cold / hit if hit > 0 else float("inf")

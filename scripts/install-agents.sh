@@ -48,23 +48,49 @@ fi
 mkdir -p "$TOOLS/npm" "$TOOLS/node22" "$TOOLS/npm22" "$TOOLS/bin"
 export npm_config_fund=false npm_config_audit=false npm_config_update_notifier=false
 
-echo "install-agents: npm packages into $TOOLS/npm" >&2
-npm install --prefix "$TOOLS/npm" --no-save --loglevel=error "${NPM_PACKAGES[@]}"
-
-echo "install-agents: $NODE22 into $TOOLS/node22" >&2
-npm install --prefix "$TOOLS/node22" --no-save --loglevel=error "$NODE22"
+# Three independent installs at once (npm's registry, Node 22 then Qwen, PyPI): each logs how
+# long it took; the script fails if any of them failed.
+timed() {
+    local name="$1" start=$SECONDS
+    shift
+    if "$@"; then
+        echo "install-agents: $name took $((SECONDS - start)) s" >&2
+    else
+        echo "install-agents: $name failed after $((SECONDS - start)) s" >&2
+        return 1
+    fi
+}
+npm_packages() {
+    npm install --prefix "$TOOLS/npm" --no-save --loglevel=error "${NPM_PACKAGES[@]}"
+}
 NODE22_BIN="$TOOLS/node22/node_modules/node/bin/node"
-"$NODE22_BIN" --version >/dev/null
-
-echo "install-agents: $QWEN (with Node 22) into $TOOLS/npm22" >&2
-PATH="$(dirname "$NODE22_BIN"):$PATH" npm install --prefix "$TOOLS/npm22" --no-save \
-    --loglevel=error --engine-strict "$QWEN"
-
-echo "install-agents: $AIDER into $TOOLS/aider" >&2
-if [[ ! -x "$TOOLS/aider/bin/python" ]]; then
-    "$PYTHON" -m venv "$TOOLS/aider"
+node22_and_qwen() {
+    npm install --prefix "$TOOLS/node22" --no-save --loglevel=error "$NODE22"
+    "$NODE22_BIN" --version >/dev/null
+    PATH="$(dirname "$NODE22_BIN"):$PATH" npm install --prefix "$TOOLS/npm22" --no-save \
+        --loglevel=error --engine-strict "$QWEN"
+}
+aider_venv() {
+    if [[ ! -x "$TOOLS/aider/bin/python" ]]; then
+        "$PYTHON" -m venv "$TOOLS/aider"
+    fi
+    "$TOOLS/aider/bin/pip" install -qq --disable-pip-version-check "$AIDER"
+}
+echo "install-agents: npm packages into $TOOLS/npm, $NODE22 and $QWEN into $TOOLS/node22 and" \
+    "$TOOLS/npm22, $AIDER into $TOOLS/aider (at once)" >&2
+timed "npm packages" npm_packages &
+npm_job=$!
+timed "$NODE22 + $QWEN" node22_and_qwen &
+qwen_job=$!
+timed "$AIDER" aider_venv &
+aider_job=$!
+failed=0
+for job in "$npm_job" "$qwen_job" "$aider_job"; do
+    wait "$job" || failed=1
+done
+if [[ $failed != 0 ]]; then
+    exit 1
 fi
-"$TOOLS/aider/bin/pip" install -qq --disable-pip-version-check "$AIDER"
 
 # One directory of entry points.
 for bin in claude codex opencode pi gemini claude-agent-acp codex-acp; do

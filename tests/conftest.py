@@ -33,6 +33,26 @@ GIT_ENV = {
 }
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Byte-compile the package once, before any worker starts: with PYTHONDONTWRITEBYTECODE set
+    (as on the CI machines) nothing else writes the .pyc files, and every ``telecoder``
+    subprocess the suite starts would compile each module it imports again (~0.1 s CPU a run)."""
+    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist)
+        import compileall
+
+        import telecoder
+
+        compileall.compile_dir(Path(telecoder.__file__).parent, quiet=1, workers=1)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The ``long`` tests first (a stable sort: the rest keep their order). Under pytest-xdist's
+    worksteal the other workers take the short tests queued behind them, so no minute-long
+    test starts last and leaves one worker running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 def git(*args: str, cwd: Path | None = None) -> str:
     result = subprocess.run(
         ["git", *args],
@@ -73,6 +93,13 @@ def make_repo(root: Path, name: str = "repo", files: dict[str, str] | None = Non
     git("remote", "add", "origin", str(remote), cwd=path)
     git("push", "-q", "origin", "main", cwd=path)
     return GitRepo(path=path, remote=remote)
+
+
+@pytest.fixture(autouse=True)
+def shell_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests run the prompt as a shell command when they name no engine: an operator's choice
+    (TELECODER_DEFAULT_ENGINE), made here for every test; tests of the choice itself unset it."""
+    monkeypatch.setenv("TELECODER_DEFAULT_ENGINE", "shell")
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -30,7 +31,28 @@ from telecoder.settings import Settings
 
 log = logging.getLogger(__name__)
 
-WORKTREE_CHECK_SECONDS = 5.0  # how often a running agent's worktree is measured
+WORKTREE_CHECK_SECONDS = 5.0  # how often a running agent's worktree is measured, at most
+WORKTREE_CHECK_MAX_SECONDS = 120.0  # ... and at least
+WORKTREE_CHECK_SHARE = 0.05  # of one core, for the measures of a full worker's worktrees
+
+
+def next_measure(took: float, sessions: int) -> float:
+    """Seconds until a worktree is measured again, the last measure having taken ``took``.
+
+    A large worktree costs: 13,000 files take ~0.1-0.2 s to walk, and a worker of 100 sessions
+    measuring each every 5 s would spend several cores on it. The pause grows with the cost
+    so that ``sessions`` worktrees like this one take ``WORKTREE_CHECK_SHARE`` of a core, kept
+    between ``WORKTREE_CHECK_SECONDS`` and ``WORKTREE_CHECK_MAX_SECONDS``.
+    """
+    pause = took * max(sessions, 1) / WORKTREE_CHECK_SHARE
+    return min(max(pause, WORKTREE_CHECK_SECONDS), WORKTREE_CHECK_MAX_SECONDS)
+
+
+def measure_worktree(root: Path, cap: int) -> tuple[int, float]:
+    """The worktree's size (``disk.size_of``) and the CPU seconds the measure took."""
+    start = time.thread_time()
+    size = disk.size_of(root, cap)
+    return size, time.thread_time() - start
 
 
 class AgentRunner:
@@ -103,19 +125,27 @@ class AgentRunner:
                     return
 
         async def watchdog() -> None:
+            """Wakes only when something may be due: the stall deadline (moved on by every
+            line, so a printing agent costs one wake-up per ``stall_seconds``) or the next
+            worktree measure."""
             limit = self.settings.stall_seconds
             cap = self.settings.worktree_max_bytes
-            measured = time.monotonic()
+            measure_at = time.monotonic() + WORKTREE_CHECK_SECONDS if cap else math.inf
             while True:
-                await asyncio.sleep(min(1.0, limit / 4))
-                if time.monotonic() - last_output > limit:
+                now = time.monotonic()
+                if now - last_output > limit:
                     control.stop(StopReason.STALLED)
                     return
-                if cap and time.monotonic() - measured >= WORKTREE_CHECK_SECONDS:
-                    measured = time.monotonic()
-                    if await asyncio.to_thread(disk.size_of, task.workdir, cap) > cap:
+                if cap and now >= measure_at:
+                    size, took = await asyncio.to_thread(measure_worktree, task.workdir, cap)
+                    if size > cap:
                         control.stop(StopReason.TOO_LARGE)
                         return
+                    sessions = self.settings.worker_concurrency
+                    measure_at = time.monotonic() + next_measure(took, sessions)
+                    continue
+                # Just past the deadline: ``> limit`` holds when it wakes.
+                await asyncio.sleep(min(last_output + limit + 0.001, measure_at) - now)
 
         pumping = asyncio.create_task(pump())
         stopping = asyncio.create_task(control.wait())

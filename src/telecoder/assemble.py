@@ -6,9 +6,12 @@ the functions that build it: `telecoder run --detach` needs only the workspace a
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from telecoder import private, registry
+from telecoder.engines._support import find_binary
 from telecoder.errors import EngineNotFound
 from telecoder.forges.github import GitHubForge
 from telecoder.forges.local import LocalForge
@@ -18,7 +21,7 @@ from telecoder.store import Store
 from telecoder.workspace import Workspace
 
 if TYPE_CHECKING:
-    from telecoder import bestof
+    from telecoder import bestof, upkeep
     from telecoder.pipeline import Pipeline
     from telecoder.worker import Worker
 
@@ -88,6 +91,19 @@ def worker_engines(settings: Settings) -> list[str]:
     return sorted(set(settings.worker_engines))
 
 
+def installed_engines(env: Mapping[str, str]) -> list[str]:
+    """The engines whose agent CLI this host has (for ``acp``: any of its agents), looked up
+    as a session would start it: what a remote worker advertises and claims by default."""
+    found = []
+    for name in registry.names("engines"):
+        engine = registry.create("engines", name)
+        agents: Mapping[str, tuple[str, tuple[str, ...]]] | None = getattr(engine, "agents", None)
+        binaries = [b for b, _ in agents.values()] if agents else [getattr(engine, "binary", name)]
+        if any(os.path.isabs(find_binary(b, env)) for b in binaries):
+            found.append(name)
+    return found
+
+
 def build_worker(settings: Settings, store: Store, *, one_shot: bool = False) -> Worker:
     """``one_shot``: for a command that runs its sessions here and exits (`telecoder run`),
     not a worker process: it loads no embedding model just to store a memory's vector."""
@@ -116,4 +132,18 @@ def build_judging(
         workspace=pipeline.workspace if pipeline else build_workspace(settings),
         forges=pipeline.forges if pipeline else build_forges(settings),
         owner=settings.worker_id,
+    )
+
+
+def build_upkeep(settings: Settings, store: Store) -> upkeep.Upkeep:
+    """What a server does itself for the sessions remote workers run (``upkeep``)."""
+    from telecoder import upkeep
+    from telecoder.remembering import Remembering
+
+    workspace = build_workspace(settings)
+    return upkeep.Upkeep(
+        settings=settings,
+        store=store,
+        judging=build_judging(settings, store),
+        remembering=Remembering(settings=settings, store=store, workspace=workspace),
     )

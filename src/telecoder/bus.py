@@ -21,6 +21,16 @@ other processes are polled for every ``poll_seconds`` (25 ms). On PostgreSQL the
 ``Listener`` (a LISTEN connection of its own): while it is connected, a notice wakes the reader,
 which then reads only the sessions named, and a full look every ``fallback_seconds`` (1 s)
 covers a lost notice; while it is down, the reader polls every ``poll_seconds`` again.
+
+A notice that carries its events (``Notice.body``: all but the largest appends) is fanned out as
+it is heard, with no query: append -> stream is the notice's trip plus the writes. Only when
+they follow on what was fanned out (a notice lost, or a bare one, leaves a gap: the reader then
+reads the session); a status event also has the reader look, for the session's end.
+
+How late: the bus keeps two ``Lateness`` figures, event append -> fanned out to the watchers'
+queues (``fanned``, once per event) and append -> frame written to a stream's socket
+(``written``, once per live frame, stamped by the SSE route); the server logs them at shutdown.
+They are the server's part of append -> arrival: whatever a client adds is the client's.
 """
 
 from __future__ import annotations
@@ -28,17 +38,49 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from telecoder.domain import Event
+from telecoder.domain import Event, EventKind
 from telecoder.store import Notice, NoticeKind, Store
+from telecoder.store.events import events_carried
 from telecoder.store.notify import CHANNEL, EVENTS_CHANNEL
 
 log = logging.getLogger(__name__)
 
 _BATCH = 500  # events fetched per session per tick
 _REPLAY_PAGE = 1000
+
+
+class Lateness:
+    """How late events are, in 1 ms bins up to 10 s: cheap enough to count every frame."""
+
+    _TOP = 10_000
+
+    def __init__(self) -> None:
+        self.bins = [0] * (self._TOP + 1)
+        self.count = 0
+
+    def add(self, seconds: float) -> None:
+        self.bins[min(max(int(seconds * 1000), 0), self._TOP)] += 1
+        self.count += 1
+
+    def pct(self, q: float) -> float:
+        """The ``q``-th percentile in ms (the upper edge of its bin); nan when empty."""
+        if not self.count:
+            return float("nan")
+        rank = min(self.count - 1, int(q / 100 * self.count))
+        seen = 0
+        for ms, n in enumerate(self.bins):
+            seen += n
+            if seen > rank:
+                return float(ms + 1)
+        return float(self._TOP)  # pragma: no cover - the bins hold every count
+
+    def summary(self) -> str:
+        return f"p50 {self.pct(50):.0f} ms, p99 {self.pct(99):.0f} ms ({self.count})"
 
 
 class _End:
@@ -69,10 +111,19 @@ class Subscription:
         self._last = after
         self._watcher = watcher
         self.interrupted = False  # ended by lag or shutdown, not by the session finishing
+        self._page: deque[Event] = deque()  # replayed events not yet returned
+        self._replaying = True
+        self._replayed = False  # the last replay page has been read
+        self._ended = False
 
     @property
     def last_seq(self) -> int:
         return self._last
+
+    @property
+    def live(self) -> bool:
+        """Past the replay: events now come from the bus as they are appended."""
+        return not self._replaying
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._events()
@@ -80,25 +131,55 @@ class Subscription:
     async def _events(self) -> AsyncIterator[Event]:
         try:
             while True:
-                page = await self._bus.store.events.list(
-                    self._session_id, after=self._last, limit=_REPLAY_PAGE
-                )
-                for event in page:
-                    self._last = event.seq
-                    yield event
-                if len(page) < _REPLAY_PAGE:
-                    break
-            while True:
-                item = await self._watcher.queue.get()
-                if isinstance(item, _End):
-                    self.interrupted = self._watcher.cut
+                try:
+                    event = await self.next()
+                except StopAsyncIteration:
                     return
-                if item.seq <= self._last:
-                    continue
-                self._last = item.seq
-                yield item
+                if event is not None:
+                    yield event
         finally:
             self.close()
+
+    async def next(self, quiet_seconds: float | None = None) -> Event | None:
+        """The next event: replayed, then live; None after ``quiet_seconds`` of quiet (live);
+        StopAsyncIteration at the end. Waits on the watcher's queue itself, no task per event:
+        with 1,000 streams the cost of an event stays a queue get per stream."""
+        while self._replaying:
+            if self._page:
+                event = self._page.popleft()
+                self._last = event.seq
+                return event
+            if self._replayed:
+                self._replaying = False
+                break
+            page = await self._bus.store.events.list(
+                self._session_id, after=self._last, limit=_REPLAY_PAGE
+            )
+            self._replayed = len(page) < _REPLAY_PAGE
+            self._page.extend(page)
+        if self._ended:
+            raise StopAsyncIteration
+        queue = self._watcher.queue
+        while True:
+            if not queue.empty():
+                item = queue.get_nowait()
+            elif quiet_seconds is None:
+                item = await queue.get()
+            else:
+                try:
+                    async with asyncio.timeout(quiet_seconds):
+                        item = await queue.get()
+                except TimeoutError:
+                    return None
+            if isinstance(item, _End):
+                self.interrupted = self._watcher.cut
+                self._ended = True
+                self.close()
+                raise StopAsyncIteration
+            if item.seq <= self._last:
+                continue
+            self._last = item.seq
+            return item
 
     def close(self) -> None:
         self._bus._unwatch(self._session_id, self._watcher)
@@ -132,6 +213,8 @@ class Bus:
         self._last_change: tuple[int, float] | None = None
         self.ticks = 0  # how many times the reader has looked (a figure for tests and benchmarks)
         self.full_ticks = 0  # ... of which read every watched session
+        self.fanned = Lateness()  # append -> in the watchers' queues, per live event
+        self.written = Lateness()  # append -> written to a stream, per live frame (the route's)
 
     # --- lifecycle ---
 
@@ -186,13 +269,34 @@ class Bus:
 
     def _on_notice(self, notice: Notice) -> None:
         if notice.kind == NoticeKind.EVENTS:
-            if notice.session_id in self._watched:
+            watched = self._watched.get(notice.session_id)
+            if watched is not None and not self._carry(notice, watched):
                 self._named.add(notice.session_id)
                 self._wake.set()
             elif self._list_watchers:
                 self._wake.set()
         elif self._list_watchers:  # a session was queued or asked to stop
             self._wake.set()
+
+    def _carry(self, notice: Notice, watched: _Watched) -> bool:
+        """Fan out the events ``notice`` carries; False when the reader must look instead (no
+        events carried, a gap before them, or a status change: the session may have ended)."""
+        found = events_carried(notice.session_id, notice.body) if notice.body else None
+        if not found or found[0].seq > watched.delivered + 1:
+            return False
+        self._deliver(watched, found, time.time())
+        return not any(e.kind == EventKind.STATUS for e in found)
+
+    def _deliver(self, watched: _Watched, found: list[Event], now: float) -> None:
+        """Events of one session in seq order to its watchers (those already sent skipped)."""
+        for event in found:
+            if event.seq <= watched.delivered:
+                continue
+            watched.delivered = event.seq
+            self.fanned.add(now - event.ts)
+            for watcher in list(watched.watchers):
+                if not _offer(watcher, event, self.max_backlog):
+                    watched.watchers.discard(watcher)
 
     def _on_connect(self) -> None:
         self._listening = True
@@ -297,14 +401,12 @@ class Bus:
             watched = self._watched.get(sid)
             if watched is not None and head.last_seq > watched.delivered:
                 wanted[sid] = (watched.delivered, min(head.last_seq, watched.delivered + _BATCH))
-        for event in await self.store.events.since(wanted):
+        found = await self.store.events.since(wanted)
+        now = time.time()
+        for event in found:  # in (session, seq) order
             watched = self._watched.get(event.session_id)
-            if watched is None or event.seq <= watched.delivered:
-                continue
-            watched.delivered = event.seq
-            for watcher in list(watched.watchers):
-                if not _offer(watcher, event, self.max_backlog):
-                    watched.watchers.discard(watcher)
+            if watched is not None:
+                self._deliver(watched, [event], now)
         for sid, head in heads.items():
             watched = self._watched.get(sid)
             if watched is not None and head.status.terminal and watched.delivered >= head.last_seq:

@@ -44,6 +44,10 @@ class Cleaner:
             cleaned.append(home.name)
         keep = self.settings.raw_log_days * 86400
         await asyncio.to_thread(rawlog.sweep, self.settings.raw_logs, keep)
+        if (retention := self.settings.worktree_retention_seconds) > 0:
+            for name in await self.workspace.prune(retention):
+                log.info("removed the worktree %s, kept past its retention", name)
+                await self.store.health.record("pruned_worktree", name, retention_seconds=retention)
         return cleaned
 
     async def forget(self, session_id: str) -> None:

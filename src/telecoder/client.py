@@ -51,6 +51,7 @@ from telecoder.errors import (
     ServerUnavailable,
     SessionNotFound,
     TeleCoderError,
+    WorkerNotFound,
 )
 
 Json = dict[str, Any]
@@ -148,6 +149,21 @@ class Client:
             if not cursor or not page["sessions"]:
                 break
         return sessions[:limit]
+
+    async def page(
+        self,
+        *,
+        status: str | None = None,
+        repo: str | None = None,
+        engine: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Json:
+        """One page of sessions as the API gives it: ``sessions`` and ``next_cursor``."""
+        params = {"status": status, "repo": repo, "engine": engine, "cursor": cursor}
+        query: dict[str, str | int] = {k: v for k, v in params.items() if v is not None}
+        query["limit"] = min(limit, PAGE_SIZE)
+        return await self._call("GET", "/api/sessions", params=query)
 
     async def get(self, ref: str) -> Json:
         """One session, by id or a unique prefix."""
@@ -438,6 +454,17 @@ class Client:
 
     # --- plumbing ---
 
+    async def status(self) -> Json:
+        """``GET /api/status``: the queue per status, live workers, sandbox, endpoints and the
+        last failures (what ``telecoder status`` shows)."""
+        return await self._call("GET", "/api/status")
+
+    async def set_drain(self, worker_id: str, drain: bool) -> Json:
+        """``POST /api/workers/{id}/drain`` (or ``/resume``): the worker, as now recorded."""
+        action = "drain" if drain else "resume"
+        path = f"/api/workers/{quote(worker_id, safe='')}/{action}"
+        return await self._call("POST", path, missing=WorkerNotFound)
+
     async def _call(
         self,
         method: str,
@@ -564,6 +591,7 @@ def session_of(data: Json) -> Session:
         timeout_seconds=data.get("timeout_seconds"),
         parent_id=data.get("parent_id"),
         origin=data.get("origin"),
+        user=data.get("user"),
         cancel_requested=data.get("cancel_requested", False),
         result=Result.from_dict(data["result"]) if data.get("result") else None,
         error=data.get("error"),

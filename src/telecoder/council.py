@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from telecoder import recommendations, reviewers
+from telecoder import engine_choice, recommendations, reviewers
 from telecoder.domain import NewRun, Run, RunKind, RunStatus, Session, SessionStatus
 from telecoder.errors import BadInput, TimedOut
 from telecoder.intake import Accepted, Request
@@ -74,7 +74,8 @@ def reviewers_for(
     default engine three times), checked alike."""
     if given:
         return parse_reviewers(given, known)
-    chosen = reviewers.council(settings, settings.engine, available=available)
+    default = engine_choice.default_engine(settings, known) or "builtin"
+    chosen = reviewers.council(settings, default, available=available)
     specs = [f"{r.engine}:{r.model}" if r.model else r.engine for r in chosen]
     return parse_reviewers(specs, known)
 

@@ -16,8 +16,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from telecoder.domain import Attempt, ResultType, Session
+from telecoder.domain import Attempt, EventKind, ResultType, Session
 from telecoder.errors import Conflict, TeleCoderError
+from telecoder.store import Store
 from telecoder.workspace import Workspace, is_url
 
 MAX_DIFF_BYTES = 2 << 20
@@ -147,3 +148,42 @@ async def _diff_in(
     truncated = len(patch) > MAX_DIFF_BYTES
     text = patch[:MAX_DIFF_BYTES].decode(errors="replace")
     return text, truncated, (files, insertions, deletions)
+
+
+async def failed_attempt_diff(store: Store, session: Session) -> Diff:
+    """The work of the last attempt whose checks failed (``verify_failed``: nothing was pushed),
+    as kept on its error event; ``DiffUnavailable`` when none was kept."""
+    for event in await store.events.latest_of_kind(session.id, EventKind.ERROR):
+        patch = event.data.get("patch")
+        if not isinstance(patch, str):
+            continue
+        number = event.attempt or session.attempt
+        attempts = {a.number: a for a in await store.sessions.attempts(session.id)}
+        found = attempts.get(number)
+        files, plus, minus = patch_stats(patch)
+        return Diff(
+            attempt=number,
+            base_sha=(found.base_sha if found else None) or "",
+            head_sha=None,
+            text=patch,
+            truncated=bool(event.data.get("patch_truncated")),
+            files_changed=files,
+            insertions=plus,
+            deletions=minus,
+        )
+    raise DiffUnavailable(
+        f"session {session.id} has no failed attempt's diff (kept on verify_failed)"
+    )
+
+
+def patch_stats(patch: str) -> tuple[int, int, int]:
+    """Files, insertions and deletions of a unified diff."""
+    files = plus = minus = 0
+    for line in patch.splitlines():
+        if line.startswith("diff --git "):
+            files += 1
+        elif line.startswith("+") and not line.startswith("+++ "):
+            plus += 1
+        elif line.startswith("-") and not line.startswith("--- "):
+            minus += 1
+    return files, plus, minus

@@ -126,6 +126,8 @@ class Result:
     risk: dict[str, Any] | None = None
     # The review stage's tally (``telecoder.review``): findings that did not block.
     review: dict[str, Any] | None = None
+    # A verify_failed session's work, pushed to this branch (``TELECODER_PUSH_FAILED``).
+    failed_ref: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -142,6 +144,7 @@ class Result:
             "outcome": outcomes.complete(self.outcome) if self.outcome is not None else None,
             "risk": self.risk,
             "review": self.review,
+            "failed_ref": self.failed_ref,
         }
 
     @classmethod
@@ -162,6 +165,7 @@ class Result:
             outcome=data.get("outcome") if isinstance(data.get("outcome"), dict) else None,
             risk=data.get("risk") if isinstance(data.get("risk"), dict) else None,
             review=data.get("review") if isinstance(data.get("review"), dict) else None,
+            failed_ref=data.get("failed_ref"),
         )
 
 
@@ -194,6 +198,7 @@ class NewSession:
     # An answer session that only reads: its worktree is mounted read-only in the sandbox,
     # no setup or checks run, nothing is committed or pushed (a council's reviewer).
     read_only: bool = False
+    user: str | None = None  # who submitted it (API, dashboard); None: the CLI's, a channel's
     id: str = field(default_factory=new_session_id)
     # A retry works on its parent's branch, so it updates the same pull request.
     branch: str = ""
@@ -251,6 +256,7 @@ class Session:
     depth: int = 0
     steps: tuple[str, ...] = ()
     read_only: bool = False
+    user: str | None = None  # who submitted it; a member sees and acts on their own only
 
     def outcome(self) -> dict[str, Any] | None:
         """Changed / Verified / Uncertain / Next once the session ended (or waits for its next
@@ -282,6 +288,7 @@ class Session:
             "timeout_seconds": self.timeout_seconds,
             "parent_id": self.parent_id,
             "origin": self.origin,
+            "user": self.user,
             "cancel_requested": self.cancel_requested,
             "result": self.result.to_dict() if self.result else None,
             "outcome": self.outcome(),
@@ -373,7 +380,9 @@ class Lease:
 class WorkerState(enum.StrEnum):
     IDLE = "idle"  # up, running nothing
     WORKING = "working"  # up, running at least one session
-    DRAINING = "draining"  # shutting down: handing its sessions back, claiming nothing
+    # Shutting down (handing its sessions back), or drained by an operator (finishing what
+    # runs): either way claiming nothing.
+    DRAINING = "draining"
     OFFLINE = "offline"  # exited, or stopped renewing its heartbeat
 
 
@@ -390,6 +399,8 @@ class WorkerInfo:
     running: int
     started_at: float
     last_heartbeat: float
+    drain: bool = False  # an operator drained it: it finishes what runs and claims nothing new
+    stats: HostStats | None = None  # what its host reported in the last heartbeat
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -402,6 +413,26 @@ class WorkerInfo:
             "running": self.running,
             "started_at": iso(self.started_at),
             "last_heartbeat": iso(self.last_heartbeat),
+            "drain": self.drain,
+            "host_stats": self.stats.to_dict() if self.stats is not None else None,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostStats:
+    """What a worker's host reports in each heartbeat (None where the host cannot tell)."""
+
+    cpu_count: int | None
+    mem_total: int | None  # bytes
+    mem_available: int | None  # bytes
+    load1: float | None  # the 1-minute load average
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cpu_count": self.cpu_count,
+            "mem_total": self.mem_total,
+            "mem_available": self.mem_available,
+            "load1": self.load1,
         }
 
 
@@ -417,6 +448,7 @@ class EventKind(enum.StrEnum):
     SETUP = "setup"  # a setup command's report (.telecoder.yml ``setup:``)
     VERIFY = "verify"  # a check's report
     ERROR = "error"
+    WARNING = "warning"  # the agent CLI warned (e.g. unknown model metadata): not a failure
     NETWORK_DENIED = "network_denied"  # the sandbox tried to reach a host its policy forbids
     RESULT = "result"
     OUTPUT_TRUNCATED = "output_truncated"  # past the attempt's quota, chatter is dropped
@@ -487,6 +519,7 @@ class NewRun:
     spec: dict[str, Any] = field(default_factory=dict)  # what made it: the plan, N, the job
     job: str | None = None
     id: str = field(default_factory=new_run_id)
+    user: str | None = None  # its owner; None: its sessions' user (``Runs.create``)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -500,6 +533,7 @@ class Run:
     created_at: float
     updated_at: float
     finished_at: float | None
+    user: str | None = None  # whose it is: a member sees and acts on their own runs only
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -509,6 +543,7 @@ class Run:
             "status": self.status.value,
             "spec": self.spec,
             "job": self.job,
+            "user": self.user,
             "created_at": iso(self.created_at),
             "updated_at": iso(self.updated_at),
             "finished_at": iso(self.finished_at),

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from telecoder.domain import EventKind, FailureKind, Session, SessionStatus
@@ -119,9 +119,15 @@ def masked(outcome: Outcome | None, masker: Masker) -> Outcome | None:
     return replace(outcome, result=result, error=error)
 
 
-@dataclass(frozen=True, slots=True)
 class Stopped(Exception):
-    reason: StopReason
+    """The attempt was told to stop (cancel, timeout, budget, lost lease, shutdown).
+
+    A plain exception, not a frozen slots dataclass: a context manager it passes through sets its
+    ``__traceback__``, which a frozen dataclass refuses (the attempt then ended ``failed``)."""
+
+    def __init__(self, reason: StopReason) -> None:
+        super().__init__(reason.value)
+        self.reason = reason
 
 
 def check(control: AttemptControl) -> None:

@@ -6,6 +6,7 @@
      │    ├── NotAGitRepo
      │    ├── BaseRefNotFound
      │    ├── EngineNotFound
+     │    ├── EngineUnavailable  its CLI is not installed here, or has no key
      │    └── PluginNotFound
      ├── SessionNotFound          (CLI exit 3, HTTP 404)
      ├── EndpointNotFound         no model endpoint has that name (CLI exit 3, HTTP 404)
@@ -59,6 +60,10 @@ class EngineNotFound(BadInput):
     """No engine has that name."""
 
 
+class EngineUnavailable(BadInput):
+    """The engine's CLI is not installed here or has no key, and no live worker offers it."""
+
+
 class PluginNotFound(BadInput):
     """No implementation is registered under that name."""
 
@@ -69,6 +74,14 @@ class SessionNotFound(TeleCoderError):
 
 class EndpointNotFound(TeleCoderError):
     """No model endpoint has that name."""
+
+
+class WorkerNotFound(TeleCoderError):
+    """No worker has that id."""
+
+
+class UserNotFound(TeleCoderError):
+    """No user of that name, or no API token of that id."""
 
 
 class MessageNotFound(TeleCoderError):

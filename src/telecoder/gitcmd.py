@@ -43,7 +43,12 @@ def scrub(text: str) -> str:
     return _CREDENTIALS.sub(r"\1***@", text)
 
 
-_NICE = ("nice", "-n", "10") if shutil.which("nice") else ()
+# Background git (the warm pool's checkouts): the lowest CPU priority, and the idle I/O class
+# where the disk's scheduler has one; a session's own git always goes first.
+LOW_PRIORITY = (
+    *(("nice", "-n", "19") if shutil.which("nice") else ()),
+    *(("ionice", "-c", "3") if shutil.which("ionice") else ()),
+)
 
 _GIT_ENV = {
     "GIT_TERMINAL_PROMPT": "0",
@@ -101,7 +106,7 @@ async def _run_git(
     niced: bool = False,
 ) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        *(_NICE if niced and _NICE else ()),
+        *(LOW_PRIORITY if niced else ()),
         "git",
         *args,
         cwd=cwd,
@@ -191,14 +196,21 @@ async def host_lock(path: Path) -> AsyncIterator[None]:
     private.make_dir(path.parent)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, private.FILE_MODE)
     try:
-        delay = 0.005
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.1)
+        await flock(fd, fcntl.LOCK_EX, max_delay=0.1)
         yield
     finally:
         os.close(fd)
+
+
+async def flock(fd: int, operation: int, *, max_delay: float) -> None:
+    """Take the ``flock`` ``operation`` (``LOCK_EX`` or ``LOCK_SH``) on ``fd``, waiting as long
+    as it takes without blocking the event loop: tried every 5 ms at first, the pause doubled
+    up to ``max_delay`` seconds."""
+    delay = 0.005
+    while True:
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)

@@ -41,6 +41,7 @@ async def add(
     *,
     repo: str | None = None,
     origin: dict[str, object] | None = None,
+    user: str | None = None,
 ) -> Goal:
     """A new goal, planned: ``proposed`` with its plan, or ``failed`` saying why."""
     text = text.strip()
@@ -48,7 +49,8 @@ async def add(
         raise BadInput("a goal needs some text")
     if len(text) > MAX_TEXT:
         raise BadInput(f"a goal is at most {MAX_TEXT} characters")
-    goal = await store.goals.create(text, repo=repo, origin=dict(origin or {}) or None)
+    origin = dict(origin or {}) or None
+    goal = await store.goals.create(text, repo=repo, origin=origin, user=user)
     return await plan(store, planner, goal)
 
 
@@ -83,7 +85,7 @@ async def approve(
         new, deps = await _sessions(store, intake, goal, chosen)
         spec = {"goal": goal.id, "plan": chosen.to_dict()}
         run, _ = await store.runs.create(
-            NewRun(kind=RunKind.PLAN, name=_name(goal.text), spec=spec), new, deps
+            NewRun(kind=RunKind.PLAN, name=_name(goal.text), spec=spec, user=goal.user), new, deps
         )
     except TeleCoderError as e:
         await store.goals.unapprove(goal_id, e.message)
@@ -128,9 +130,13 @@ def _request(task: PlanTask, goal: Goal, registered: dict[str, Repo]) -> Request
     if repo is None:
         if task.repo is not None and task.repo != goal.repo and "/" not in name:
             raise BadInput(f"task {task.id}: no repository is registered as {name!r}")
-        return Request(repo=name, prompt=prompt, engine=task.engine)
+        return Request(repo=name, prompt=prompt, engine=task.engine, user=goal.user)
     return Request(
-        repo=repo.url, prompt=prompt, engine=task.engine or repo.engine, priority=repo.priority
+        repo=repo.url,
+        prompt=prompt,
+        engine=task.engine or repo.engine,
+        priority=repo.priority,
+        user=goal.user,  # the goal's sessions and run are its owner's
     )
 
 

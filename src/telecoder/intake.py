@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from telecoder import notifications
+from telecoder import engine_choice, notifications
 from telecoder.channels import configured
-from telecoder.domain import EngineSource, Mode, NewSession
+from telecoder.domain import Mode, NewSession
 from telecoder.endings import choose_forge
 from telecoder.errors import BadInput, EngineNotFound
 from telecoder.forges.remote import shorthand_url
@@ -52,6 +52,7 @@ class Request:
     notify: tuple[str, ...] = ()  # "slack:@me", "telegram:456": told when it ends or asks
     notify_me: dict[str, str] | None = None  # a channel's sender: whom @me means there
     steps: tuple[str, ...] = ()  # a multi-step task (``steps``); the prompt defaults to them
+    user: str | None = None  # who submits it (the API's or dashboard's principal; a job's owner)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,19 +69,18 @@ async def accept(
     engines: Collection[str],
     forges: Mapping[str, Forge],
     notify_channels: Collection[str] | None = None,
+    fleet: engine_choice.Fleet | None = None,
 ) -> Accepted:
     """``notify_channels``: the channels a session may notify on (default: those the settings
-    configure)."""
+    configure). ``fleet``: given, an engine that cannot run here (CLI missing, no key) is
+    refused unless a live worker advertises it (or, for a key, the gateway has endpoints)."""
     steps = _steps(request)
     prompt = request.prompt.strip() or "\n".join(steps)
     if not prompt:
         raise BadInput("the prompt is empty")
     notify = _notify(request, settings, notify_channels)
-    engine = request.engine or settings.engine
-    # Without an engine named, the repository's .telecoder.yml may choose one when it runs.
-    chosen_by = EngineSource.REQUEST if request.engine else EngineSource.SETTINGS
-    if engine not in engines:
-        raise EngineNotFound(f"unknown engine {engine!r} (known: {', '.join(sorted(engines))})")
+    if request.engine:
+        _known(request.engine, engines)
     try:
         mode = Mode(request.mode)
     except ValueError:
@@ -97,15 +97,30 @@ async def accept(
     source = await workspace.resolve(_github_shorthand(request.repo.strip(), settings))
     forge = choose_forge(forges, request.forge or settings.forge, source.remote_url)
     # Both ask git (the remote, the checkout): at once, not one after the other.
-    _, dirty = await asyncio.gather(
+    _, dirty, unpushed = await asyncio.gather(
         workspace.check_base(source, base, env=forge.git_env(source.remote_url)),
         workspace.dirty(source),
+        workspace.unpushed(source),
     )
+    # Without an engine named: the repository's (read again when it runs), else the default.
+    repo_engine = None if request.engine else await engine_choice.repo_engine(source)
+    engine, chosen_by = engine_choice.choose(
+        request.engine, repo_engine, settings=settings, engines=engines
+    )
+    _known(engine, engines)
+    if fleet is not None:
+        await engine_choice.check_runnable(engine, settings, fleet)
     warnings = []
     if dirty:
         warnings.append(
             f"{source.spec} has uncommitted changes: the task starts from the remote's "
             f"{base or 'default branch'} and will not see them"
+        )
+    if unpushed:
+        commits = "commit" if unpushed == 1 else "commits"
+        warnings.append(
+            f"{source.spec} has {unpushed} local {commits} not pushed to origin: the task "
+            f"starts from the remote's {base or 'default branch'} and will not see them"
         )
     session = NewSession(
         repo=source.spec,
@@ -124,8 +139,14 @@ async def accept(
         budget_usd=request.budget_usd,
         notify=notify,
         steps=steps,
+        user=request.user,
     )
     return Accepted(session, warnings)
+
+
+def _known(engine: str, engines: Collection[str]) -> None:
+    if engine not in engines:
+        raise EngineNotFound(f"unknown engine {engine!r} (known: {', '.join(sorted(engines))})")
 
 
 def _steps(request: Request) -> tuple[str, ...]:

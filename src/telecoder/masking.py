@@ -236,9 +236,22 @@ def install_log_filter(masker: Masker, loggers: Iterable[str] = ("", "uvicorn"))
                 handler.addFilter(MaskingFilter(masker))
 
 
-def mask_logs(settings: Settings) -> Masker:
+def mask_logs(settings: Settings, *, log_file: bool = False) -> Masker:
     """Mask every secret the settings know in what this process logs: called at each entry
-    (CLI, worker, server), after logging is configured."""
+    (CLI, worker, server), after logging is configured. With ``TELECODER_LOG_FORMAT=json``,
+    every handler writes one JSON object per line (``telecoder.logformat``), masked too. With
+    ``TELECODER_LOG_FILE`` and ``log_file`` (the long-running processes: serve, worker), the log
+    also goes to that file, rotated (``log_to_file``)."""
     masker = Masker.from_settings(settings)
+    if log_file and settings.log_file is not None:
+        from telecoder.logformat import log_to_file
+
+        log_to_file(
+            settings.log_file, max_bytes=settings.log_max_bytes, backups=settings.log_backups
+        )
     install_log_filter(masker)
+    if settings.log_format == "json":
+        from telecoder.logformat import use_json
+
+        use_json(masker.text)
     return masker

@@ -38,7 +38,7 @@ def summarize(
     """The outcome of a session in ``status`` with ``result`` (its JSON), the ``verify``
     events' data of its attempt, and its error."""
     result = result or {}
-    changed = _changed(result)
+    changed = _changed(result, status)
     verified = _passed(checks)
     uncertain = unsure_lines(str(result.get("text") or ""))
     if error:
@@ -117,8 +117,12 @@ def _risk(risk: Mapping[str, Any]) -> str:
     return text
 
 
-def _changed(result: Mapping[str, Any]) -> str:
+def _changed(result: Mapping[str, Any], status: str) -> str:
     if not result.get("commit"):
+        if result.get("failed_ref"):  # TELECODER_PUSH_FAILED
+            return f"nothing merged: the work that failed the checks is on {result['failed_ref']}"
+        if status != "succeeded":  # a failed check's work is kept as a patch, not pushed
+            return "nothing pushed"
         return "nothing: the agent answered without changing the repository"
     text = (
         f"{result.get('files_changed', 0)} file(s), +{result.get('insertions', 0)} "

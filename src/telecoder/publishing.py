@@ -1,11 +1,14 @@
 """Publishing an attempt's commit: what it adds scanned for secrets, the lease confirmed right
 before anything leaves the host, the branch pushed and the pull request opened or updated (a
-draft for a partial result; none for a session on a pull request's own branch).
+draft for a partial result; none for a session on a pull request's own branch); and, when asked,
+a ``verify_failed`` attempt's work pushed to ``telecoder/<id>-failed`` (``push_failed``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 
 from telecoder import autonomy, repoconfig, risk, secretscan
 from telecoder.channels import github as github_channel
@@ -19,10 +22,18 @@ from telecoder.domain import (
     Session,
 )
 from telecoder.endings import check, commit_message, forge_secrets
+from telecoder.errors import ForgeError, WorkspaceError
 from telecoder.protocols import Forge, Publication, Published
 from telecoder.recorder import AttemptControl, EventRecorder, StopReason
 from telecoder.store import Store
 from telecoder.workspace import Workspace, Worktree
+
+log = logging.getLogger(__name__)
+
+
+def failed_ref(session: Session) -> str:
+    """The branch a verify_failed session's work is pushed to (``push_failed``)."""
+    return f"telecoder/{session.id}-failed"
 
 
 class Publisher:
@@ -91,6 +102,50 @@ class Publisher:
             partial=partial is not None,
             risk=tier,
         )
+
+    async def push_failed(
+        self,
+        session: Session,
+        lease: Lease,
+        wt: Worktree,
+        forge: Forge,
+        recorder: EventRecorder,
+        control: AttemptControl,
+        config: repoconfig.RepoConfig,
+        result: Result | None,
+    ) -> Result | None:
+        """Push the work whose checks kept failing to ``telecoder/<id>-failed`` (no pull
+        request); ``result`` with its ``failed_ref``, or as it was when nothing was pushed.
+
+        Once even when redone: the commit is deterministic (fixed date and message), and the
+        push is skipped when the remote has it already. What would leak a secret stays here.
+        """
+        await self.workspace.sanitize(wt)
+        message = commit_message(session, partial=FailureKind.VERIFY_FAILED.value)
+        sha = await self.workspace.commit(wt, message, date=session.created_at)
+        if sha is None:
+            return result  # nothing changed: nothing to keep
+        ref = failed_ref(session)
+        diff = await self.workspace.diff(wt)
+        allow = config.secrets.allow
+        if await asyncio.to_thread(secretscan.scan, diff, recorder.masker, allow):
+            recorder.progress("failed_not_pushed", branch=ref, reason="secret_detected")
+            return result
+        await self.confirm_lease(lease, control)
+        try:
+            await forge.ready(wt.remote_url)
+            recorder.masker = recorder.masker.adding(forge_secrets(forge, wt.remote_url))
+            target = dataclasses.replace(wt, branch=ref)
+            pushed = await self.workspace.push(target, sha, env=forge.git_env(wt.remote_url))
+        except (WorkspaceError, ForgeError) as e:  # the checks' failure is reported either way
+            log.warning("session %s: cannot push %s: %s", session.id, ref, e.message)
+            recorder.progress("failed_not_pushed", branch=ref, reason=e.message)
+            return result
+        step = "failed_pushed" if pushed else "failed_already_pushed"
+        recorder.progress(step, branch=ref, commit=sha)
+        if result is None:
+            return Result(type=ResultType.TEXT, failed_ref=ref)
+        return dataclasses.replace(result, failed_ref=ref)
 
     async def _review(
         self,

@@ -17,6 +17,7 @@ import enum
 import logging
 import math
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,7 @@ DROPPABLE = frozenset(
         EventKind.THINKING,
         EventKind.TOOL_CALL,
         EventKind.TOOL_RESULT,
+        EventKind.WARNING,  # a CLI that warns at every step must not crowd out the rest
     }
 )
 
@@ -83,13 +85,14 @@ class AttemptControl:
 class EventRecorder:
     """Collects events and writes them in batches, never holding a transaction in between.
 
-    The flushing costs nothing while nothing comes: the first event into an empty buffer starts
-    one short timer, when it fires everything buffered by then is written in one batch (at once
-    when ``FULL`` wait). An idle session has no timer. The timers of all recorders fire on a
-    common tick (the next multiple of ``interval`` on the loop's clock, so no event waits longer
-    than ``interval``), and the batches of one tick are written in one transaction
-    (``Events.append_together``): a worker running 100 sessions that print writes ten times a
-    second, not a hundred.
+    The flushing costs nothing while nothing comes, and no task of its own: the first event
+    into an empty buffer puts the recorder on its worker's common tick (``_Tick``: one timer for
+    every recorder of a store, on the next multiple of ``interval`` on the loop's clock, so no
+    event waits longer than ``interval``; at once when ``FULL`` wait). When the tick fires, the
+    batches of every recorder on it are written in one transaction (``Events.append_many``): a
+    worker running 100 sessions that print writes ten times a second, not a hundred, and a line
+    costs no wake-up of a task per session. An idle session has no timer; one batch of a
+    recorder is written at a time, in order.
     """
 
     def __init__(
@@ -113,10 +116,10 @@ class EventRecorder:
         self._announced = False  # the first output_truncated event is in
         self._summarized = False  # the final one is
         self._buffer: list[NewEvent] = []
-        self._pending = asyncio.Event()  # something to write
-        self._soon: asyncio.Future[None] | None = None  # the short wait before writing it
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
+        self._tick: _Tick | None = None  # while flushing in the background (``start``)
+        self._control: AttemptControl | None = None
+        self._soon = False  # on the tick: a write is scheduled
+        self._writing: asyncio.Future[None] | None = None  # done when the batch in flight is
 
     def add(self, kind: EventKind, data: Mapping[str, Any]) -> None:
         if kind in DROPPABLE and self.recorded >= self.quota.max_events:
@@ -134,14 +137,46 @@ class EventRecorder:
         self.recorded += 1
         self.size += size
         self._buffer.append(NewEvent(kind=kind, data=data, ts=time.time()))
-        self._pending.set()
-        if len(self._buffer) >= FULL:
-            self._now()
+        self._schedule()
 
-    def _now(self) -> None:
-        """End the short wait: write at once."""
-        if self._soon is not None and not self._soon.done():
-            self._soon.set_result(None)
+    def _schedule(self) -> None:
+        """Be on the next tick (at once when ``FULL`` wait) unless already on it, or writing."""
+        if self._tick is None or self._writing is not None:
+            return  # not flushing in the background; or ``_written`` schedules what came
+        if len(self._buffer) >= FULL:
+            self._soon = True
+            self._tick.want(self, now=True)
+        elif not self._soon:
+            self._soon = True
+            self._tick.want(self)
+
+    def _take(self) -> list[NewEvent]:
+        """The batch to write on this tick (the tick writes it, then calls ``_written``)."""
+        self._soon = False
+        if self._writing is not None or not self._buffer:
+            return []
+        batch, self._buffer = self._buffer, []
+        self._writing = asyncio.get_running_loop().create_future()
+        return batch
+
+    def _written(self, batch: list[NewEvent], outcome: int | Exception) -> None:
+        writing, self._writing = self._writing, None
+        if writing is not None and not writing.done():
+            writing.set_result(None)
+        if isinstance(outcome, StoreUnavailable):
+            self._buffer[:0] = batch  # kept for the next try, on the next tick
+            log.warning("session %s: cannot record events yet", self._lease.session_id)
+        elif isinstance(outcome, LeaseLost):
+            self._tick = None  # nothing more is written on a lease that is gone
+            if self._control is not None:
+                self._control.stop(StopReason.LEASE_LOST)
+            return
+        elif isinstance(outcome, Exception):
+            self._tick = None
+            log.warning("session %s: recording failed", self._lease.session_id, exc_info=outcome)
+            return
+        if self._buffer:
+            self._schedule()
 
     def _scrub(self, value: Any) -> tuple[Any, int]:
         """``value`` masked, then clipped (so no cut can leave half a secret), and its size."""
@@ -196,51 +231,25 @@ class EventRecorder:
             self._buffer[:0] = batch  # keep them for the next try
             raise
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while not self._closing:
-            await self._pending.wait()  # idle: no timer at all
-            if self._closing:
-                return
-            if len(self._buffer) < FULL:
-                self._soon = soon = loop.create_future()
-                tick = (math.floor(loop.time() / self._interval) + 1) * self._interval
-                timer = loop.call_at(tick, self._now)
-                try:
-                    await soon
-                finally:
-                    timer.cancel()
-                    self._soon = None
-            self._pending.clear()
-            if self._closing:
-                return
-            try:
-                await self.flush()
-            except StoreUnavailable:
-                self._pending.set()  # try again after the interval
-                log.warning("session %s: cannot record events yet", self._lease.session_id)
-
     def start(self, control: AttemptControl) -> None:
-        async def run() -> None:
-            try:
-                await self._run()
-            except LeaseLost:
-                control.stop(StopReason.LEASE_LOST)
-
-        self._task = asyncio.create_task(run())
+        """Write in the background from now on; a lost lease stops the attempt."""
+        self._control = control
+        self._tick = _Tick.of(self._events, self._interval)
+        if self._buffer:
+            self._schedule()
 
     async def cancel(self) -> None:
         """Stop the background flushing (idempotent); what is buffered stays unwritten.
 
-        A write under way is let finish: cancelled half-way, it could leave its connection
-        in a state the next user trips over.
+        A write under way is let finish (for up to 30 s): cancelled half-way, it could leave
+        its connection in a state the next user trips over.
         """
-        task, self._task = self._task, None
-        if task is not None:
-            self._closing = True
-            self._pending.set()
-            self._now()
-            await settle(task, grace=30.0)
+        tick, self._tick = self._tick, None
+        if tick is not None:
+            tick.forget(self)
+        self._soon = False
+        if self._writing is not None:
+            await asyncio.wait({self._writing}, timeout=30.0)
 
     async def close(self) -> None:
         """Write everything: a flush in flight finishes first (cancelling it would lose its
@@ -255,6 +264,67 @@ class EventRecorder:
         self.summarize()
         batch, self._buffer = self._buffer, []
         return batch
+
+
+class _Tick:
+    """The common tick of the recorders of one store (and interval) on one loop: one timer for
+    all of them, their batches written in one transaction by one task."""
+
+    def __init__(self, events: Events, interval: float) -> None:
+        self.events = events
+        self.interval = interval
+        self.loop = asyncio.get_running_loop()
+        self.due: dict[EventRecorder, None] = {}  # an ordered set
+        self.timer: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._writes: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def of(cls, events: Events, interval: float) -> _Tick:
+        ticks = _TICKS.setdefault(asyncio.get_running_loop(), {})
+        tick = ticks.get((id(events), interval))
+        if tick is None or tick.events is not events:
+            tick = ticks[(id(events), interval)] = cls(events, interval)
+        return tick
+
+    def want(self, recorder: EventRecorder, *, now: bool = False) -> None:
+        self.due[recorder] = None
+        if now:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self.loop.call_soon(self._fire)
+        elif self.timer is None:
+            tick = (math.floor(self.loop.time() / self.interval) + 1) * self.interval
+            self.timer = self.loop.call_at(tick, self._fire)
+
+    def forget(self, recorder: EventRecorder) -> None:
+        self.due.pop(recorder, None)
+        if not self.due and self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _fire(self) -> None:
+        self.timer = None
+        due, self.due = self.due, {}
+        batches = [(r, batch) for r in due if (batch := r._take())]
+        if batches:
+            task = self.loop.create_task(self._write(batches))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
+
+    async def _write(self, batches: list[tuple[EventRecorder, list[NewEvent]]]) -> None:
+        appends = [(r._lease.session_id, batch, r._lease) for r, batch in batches]
+        try:
+            outcomes = await self.events.append_many(appends)
+        except Exception as e:
+            outcomes = [e] * len(batches)
+        for (recorder, batch), outcome in zip(batches, outcomes, strict=True):
+            recorder._written(batch, outcome)
+
+
+# Each loop's ticks, by (id of the store's Events, interval).
+_TICKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[int, float], _Tick]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def settle(task: asyncio.Task[Any], *, grace: float) -> None:

@@ -21,6 +21,10 @@ but leave nothing — a reviewer's verdict is not a lesson about the repository,
 candidates of one task would store N near-copies (the winner's branch is the result).
 ``.telecoder.yml`` ``memory: off`` (read from the base commit, like every repository setting)
 and ``TELECODER_MEMORY=off`` turn both directions off.
+
+On a worker of another host (``telecoder worker --server``) the memories are the server's:
+``recall`` asks it (``remote_state``), and a summary is stored there (its scratch store's
+``memories`` sends it), so a remote session sees and leaves what a local one would.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -78,6 +82,25 @@ SYSTEM = (
 JSON_ONLY = 'Answer with JSON only: {"learned": "..."}.'
 
 
+# The memories of a session's repository and of its user most relevant to a query, ``k`` each.
+Recall = Callable[
+    [Session, str, int], Awaitable[tuple[list[memory.Recalled], list[memory.Recalled]]]
+]
+
+
+async def recall_for(
+    store: Store, session: Session, query: str, *, embedder: memory.Embedder | None, k: int
+) -> tuple[list[memory.Recalled], list[memory.Recalled]]:
+    """What a session is given: the top ``k`` of its repository and, for a session a chat
+    user started, of that user's facts."""
+    found = await memory.recall(store, query, embedder=embedder, repo=session.repo, k=k)
+    user = user_of(session)
+    facts: list[memory.Recalled] = []
+    if user is not None:
+        facts = await memory.recall(store, query, embedder=embedder, user=user, k=k)
+    return found, facts
+
+
 class Learned(BaseModel):
     learned: str = Field(max_length=4000)
 
@@ -103,6 +126,7 @@ class Remembering:
         # (about a second of CPU, 100 MB) for one vector: it stores its memory without one,
         # and a long-lived process (a worker, the server) embeds it later (``_backfill``).
         self.one_shot = one_shot
+        self.recall: Recall | None = None  # None: this store's (else the server's)
 
     def _embedder_now(self) -> memory.Embedder | None:
         """The embedder to use at once: none in a one-shot process that has not loaded it."""
@@ -132,20 +156,21 @@ class Remembering:
         if not self.settings.memory or config.memory == "off":
             return ""
         k = self.settings.memory_top_k
-        embedder = self.embedder
         user = user_of(session)
         try:
-            repo = session.repo
-            found = await memory.recall(self.store, query, embedder=embedder, repo=repo, k=k)
-            facts = []
-            if user is not None:
-                facts = await memory.recall(self.store, query, embedder=embedder, user=user, k=k)
+            if self.recall is not None:
+                found, facts = await self.recall(session, query, k)
+            else:
+                found, facts = await recall_for(
+                    self.store, session, query, embedder=self.embedder, k=k
+                )
         except Exception as e:  # a memory is a bonus: the session goes on without them
             log.warning("session %s: nothing recalled (%s: %s)", session.id, type(e).__name__, e)
             return ""
-        await self._backfill(repo=session.repo)
-        if user is not None:
-            await self._backfill(user=user)
+        if self.recall is None:  # (the server embeds its own)
+            await self._backfill(repo=session.repo)
+            if user is not None:
+                await self._backfill(user=user)
         if not found and not facts:
             return ""
         shown = [

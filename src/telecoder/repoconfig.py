@@ -13,6 +13,7 @@ checks:                      # mechanical checks
   - command_succeeds: test -s VERSION
   - git_clean: true          # the checks change no file that would be committed
 max_revisions: 2             # times the agent is asked to fix failing checks
+push_failed: true            # work that fails the checks is pushed to telecoder/<id>-failed
 verify_timeout: 600          # seconds each check command may take
 setup_timeout: 1800          # seconds each setup command may take
 secrets:                     # the secret scan before a push (telecoder.secretscan)
@@ -45,6 +46,7 @@ Nothing runs while parsing; the commands run later, in the worktree, through the
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -231,6 +233,9 @@ class RepoConfig(_Strict):
     """Mechanical checks: ``file_exists``, ``command_succeeds``, ``git_clean``."""
     max_revisions: int = Field(default=2, ge=0, le=10)
     """How often the agent is resumed with the failure report before the session fails."""
+    push_failed: bool | None = None
+    """Push the work of a session whose checks kept failing to ``telecoder/<id>-failed`` (no
+    pull request); None: ``TELECODER_PUSH_FAILED`` decides."""
     verify_timeout: float = Field(default=600.0, gt=0, le=24 * 3600)
     """Seconds each verify command (and ``command_succeeds``) may run."""
     setup_timeout: float = Field(default=1800.0, gt=0, le=24 * 3600)
@@ -381,5 +386,35 @@ def _describe(error: ValidationError) -> str:
         # A check's tag repeats its key: ``checks.0.file_exists.file_exists``.
         loc = [p for i, p in enumerate(loc) if i == 0 or p != loc[i - 1]]
         where = ".".join(loc) or "(top level)"
-        parts.append(f"{where}: {item['msg']}")
+        parts.append(f"{where}: {_plain(item, loc)}")
     return "; ".join(parts)
+
+
+def _plain(item: Any, loc: list[str]) -> str:
+    """pydantic's message in plain words, with a suggestion where one helps."""
+    kind = item["type"]
+    if kind == "extra_forbidden":
+        name = loc[-1] if loc else "?"
+        known = _known_keys(len(loc) <= 1)
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        if close:
+            return f"there is no setting {name!r}: did you mean {close[0]!r}?"
+        if len(loc) <= 1:
+            return f"there is no setting {name!r} (the settings: {', '.join(sorted(known))})"
+        return f"there is no setting {name!r} here (see the README's .telecoder.yml section)"
+    if kind == "missing":
+        return "this setting is required here"
+    return str(item["msg"]).removeprefix("Value error, ")
+
+
+def _known_keys(top: bool) -> list[str]:
+    """The settings' names: the file's top level, or those of every nested part."""
+    if top:
+        return list(RepoConfig.model_fields)
+    names: set[str] = set()
+    pending: list[type[BaseModel]] = [_Strict]
+    while pending:
+        for sub in pending.pop().__subclasses__():
+            names.update(sub.model_fields)
+            pending.append(sub)
+    return sorted(names)

@@ -45,11 +45,13 @@ def decide(
     max_attempts: int,
     retryable: bool | None = None,
     rng: random.Random | None = None,
+    base: float = BACKOFF_BASE_SECONDS,
 ) -> RetryDecision:
     """What becomes of a session whose attempt number ``attempt`` failed with ``kind``.
 
     ``retryable=False`` says this particular failure cannot succeed later (a forge that
-    answered 401, say), whatever its kind; ``None`` leaves it to the kind.
+    answered 401, say), whatever its kind; ``None`` leaves it to the kind. ``base``: the first
+    retry's delay (``TELECODER_RETRY_BACKOFF_SECONDS``).
     """
     if kind == FailureKind.CANCELLED:
         return RetryDecision(SessionStatus.CANCELLED)
@@ -57,11 +59,13 @@ def decide(
         return RetryDecision(SessionStatus.FAILED)
     if attempt >= max_attempts:
         return RetryDecision(SessionStatus.DEAD)
-    return RetryDecision(SessionStatus.QUEUED, backoff(attempt, rng))
+    return RetryDecision(SessionStatus.QUEUED, backoff(attempt, rng, base=base))
 
 
-def backoff(attempt: int, rng: random.Random | None = None) -> float:
+def backoff(
+    attempt: int, rng: random.Random | None = None, *, base: float = BACKOFF_BASE_SECONDS
+) -> float:
     """Seconds before try ``attempt + 1``: base·2^(attempt-1), capped, with ±25 % jitter."""
-    raw = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempt - 1))
+    raw = min(BACKOFF_CAP_SECONDS, base * 2 ** max(0, attempt - 1))
     jitter = (rng or random).uniform(0.75, 1.25)
     return float(min(BACKOFF_CAP_SECONDS, raw * jitter))

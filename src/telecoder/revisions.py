@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from telecoder import repoconfig, setupcache
+from telecoder import repoconfig, setupcache, tracing
 from telecoder.agentrun import AgentRunner
 from telecoder.confine import Confiner
 from telecoder.domain import EventKind, FailureKind, Lease
@@ -31,6 +31,9 @@ from telecoder.verify import (
 from telecoder.workspace import Workspace, Worktree
 
 log = logging.getLogger(__name__)
+
+# Of a failed attempt's patch kept on its error event; past it, the patch is cut (and says so).
+FAILED_PATCH_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +123,10 @@ class AgentWork:
             if revision >= config.max_revisions or not resumable:
                 summary = failure_summary(failed, revision, resumable=resumable)
                 kind = FailureKind.VERIFY_FAILED
-                recorder.add(EventKind.ERROR, {"failure_kind": kind.value, "message": summary})
+                kept = await self._failed_patch(wt)
+                recorder.add(
+                    EventKind.ERROR, {"failure_kind": kind.value, "message": summary, **kept}
+                )
                 return Work(
                     result.text,
                     usage,
@@ -130,6 +136,22 @@ class AgentWork:
                 )
             revision += 1
             task = replace(task, prompt=revision_prompt(failed), resume_id=result.session_id)
+
+    async def _failed_patch(self, wt: Worktree) -> dict[str, object]:
+        """The agent's work that failed the checks, kept as a patch on the error event (the
+        branch is not pushed): ``GET /api/sessions/{id}/diff?attempt=failed``, the dashboard."""
+        try:
+            patch = await self.workspace.uncommitted_diff(wt)
+        except (WorkspaceError, OSError):  # the checks' failure is reported either way
+            log.warning("could not keep the failed attempt's diff", exc_info=True)
+            return {}
+        if not patch:
+            return {}
+        data = patch.encode("utf-8", "surrogateescape")
+        if len(data) <= FAILED_PATCH_BYTES:
+            return {"patch": patch}
+        cut = data[:FAILED_PATCH_BYTES].decode("utf-8", "ignore")
+        return {"patch": cut, "patch_truncated": True}
 
     async def setup(
         self,
@@ -198,7 +220,7 @@ class AgentWork:
             log.warning("setup cache: cannot keep %s: %s", key, e)
             return None
         if entry is not None:
-            recorder.progress("setup_cached", key=key, size=entry.size, paths=entry.paths)
+            recorder.progress("setup_cached", key=key, size=entry.files_size, paths=entry.paths)
         return None
 
     async def _restore(
@@ -283,14 +305,15 @@ class AgentWork:
         def report(check: CheckReport) -> None:
             recorder.add(EventKind.VERIFY, {**check.to_dict(), "revision": revision})
 
-        reports = await self.verifier.run(
-            config,
-            wt,
-            env=self.verify_env(home),
-            stopped=control.wait,
-            report=report,
-            confinement=confiner.for_role("verify") if confiner else None,
-        )
+        with tracing.span("verify", revision=revision):
+            reports = await self.verifier.run(
+                config,
+                wt,
+                env=self.verify_env(home),
+                stopped=control.wait,
+                report=report,
+                confinement=confiner.for_role("verify") if confiner else None,
+            )
         check(control)
         return [r for r in reports if not r.ok]
 

@@ -59,7 +59,11 @@ async def fire(
     spec = job.spec
     prompt, engine = _prompt(settings, spec)
     origin = {"channel": "job", "job": job.name, "slot": slot}
-    request = Request(repo="", prompt=prompt, engine=engine, model=spec.model, origin=origin)
+    state = await store.jobs.get(job.name)
+    owner = state.user if state is not None else None  # its runs are its owner's
+    request = Request(
+        repo="", prompt=prompt, engine=engine, model=spec.model, origin=origin, user=owner
+    )
     sessions, warnings = await fanout.sessions_for(intake, request, spec.repos)
     for warning in warnings:
         log.warning("job %s: %s", job.name, warning)
@@ -141,6 +145,7 @@ async def describe(store: Store, job: jobs.Job, now: float | None = None) -> dic
         "status": "paused" if paused else "active",
         "paused_reason": state.paused_reason if state else None,
         "failures": state.failures if state else 0,
+        "user": state.user if state else None,
         "last_run": None
         if last is None
         else {"id": last.id, "status": last.status.value, "created_at": last.created_at},

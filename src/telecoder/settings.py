@@ -129,9 +129,23 @@ class Settings(BaseSettings):
     workspace_dir: Path | None = Field(
         default=None, description="Where worktrees are made; default $TELECODER_HOME/worktrees."
     )
-    engine: str = Field(default="shell", description="Engine used when a task names none.")
+    engine: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "TELECODER_DEFAULT_ENGINE", "TELECODER_ENGINE", "engine", "default_engine"
+        ),
+        description="Engine used when neither the task nor the repository's .telecoder.yml names "
+        "one (also TELECODER_DEFAULT_ENGINE); none: the first agent CLI installed with its key.",
+    )
     forge: str = Field(
         default="auto", description="auto (github for GitHub remotes, else local), local, github."
+    )
+    push_failed: bool = Field(
+        default=False,
+        description=(
+            "Push the work of a session whose checks kept failing (verify_failed) to branch "
+            "telecoder/<id>-failed, no pull request; .telecoder.yml push_failed overrides it."
+        ),
     )
     lease_seconds: float = Field(default=30.0, gt=0, description="Length of a worker's lease.")
     heartbeat_seconds: float = Field(default=5.0, gt=0, description="How often leases renew.")
@@ -149,6 +163,12 @@ class Settings(BaseSettings):
         default=0, ge=0, description="Sessions of one repository running at once (0: no limit)."
     )
     max_attempts: int = Field(default=3, ge=1, description="Attempts before a session is dead.")
+    retry_backoff_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="Wait before a failed attempt's retry; doubles with each attempt (capped at "
+        "300 s, ±25 % jitter).",
+    )
     timeout_seconds: float = Field(default=3600.0, gt=0, description="Wall-clock limit a session.")
     budget_usd: float | None = Field(
         default=None,
@@ -474,6 +494,33 @@ class Settings(BaseSettings):
             "bind: the server is open (with a warning); none and any other bind: it won't start."
         ),
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description=(
+            "Log lines: text, or json (one object a line: ts, level, logger, msg, session_id, "
+            "exc; secrets masked)."
+        ),
+    )
+    log_file: Path | None = Field(
+        default=None,
+        description=(
+            "Also write the log to this file, rotated by TeleCoder itself (log_max_bytes, "
+            "log_backups); none: standard error only (the journal under systemd)."
+        ),
+    )
+    log_max_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1, description="Size at which the log file is rotated."
+    )
+    log_backups: int = Field(
+        default=5, ge=1, description="Rotated log files kept (file.1 … file.N)."
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description=(
+            "A bearer token that may read GET /metrics and nothing else (API tokens may too; "
+            "an open server's /metrics is open on loopback)."
+        ),
+    )
     max_body_bytes: int = Field(
         default=1 << 20, ge=1024, description="Largest request body the server accepts (413)."
     )
@@ -536,6 +583,17 @@ class Settings(BaseSettings):
     )
     jobs_max_failures: int = Field(
         default=3, ge=1, description="Consecutive failed runs after which a job pauses itself."
+    )
+    # --- backups (telecoder.backups) ---
+    backup_schedule: str | None = Field(
+        default=None,
+        description="When `serve` backs the database up: cron, @daily, @every 6h (unset: never).",
+    )
+    backup_dir: Path | None = Field(
+        default=None, description="Where scheduled backups go (default: $TELECODER_HOME/backups)."
+    )
+    backup_keep: int = Field(
+        default=3, ge=1, description="Scheduled backups kept; older ones are deleted."
     )
     # --- notifications out (subscriptions) ---
     notify_poll_seconds: float = Field(
@@ -715,7 +773,14 @@ class Settings(BaseSettings):
             table[model.strip()] = numbers
         return table
 
-    @field_validator("home", "workspace_dir", mode="after")
+    @field_validator("agent_path", mode="after")
+    @classmethod
+    def _absolute_dirs(cls, value: str | None) -> str | None:
+        """Relative directories (``.tools/bin``) as absolute ones, against the directory the
+        settings are loaded in: engines run elsewhere (their worktree, a sandbox)."""
+        return absolute_path_list(value, Path.cwd()) if value else value
+
+    @field_validator("home", "workspace_dir", "backup_dir", "log_file", mode="after")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser().absolute() if value is not None else None
@@ -726,7 +791,11 @@ class Settings(BaseSettings):
         home = Path(os.environ.get("TELECODER_HOME", str(DEFAULT_HOME))).expanduser()
         env_file = home / "config.env"
         files: Any = (env_file,) if env_file.is_file() else None
-        return cls(_env_file=files, **overrides)
+        settings = cls(_env_file=files, **overrides)
+        if files:
+            export_engine_keys(env_file, settings.engine_env)
+            settings = _agent_path_of_file(settings, env_file, overrides)
+        return settings
 
     @property
     def store_url(self) -> str:
@@ -785,3 +854,38 @@ class Settings(BaseSettings):
             if (value := getattr(self, f"builtin_{name}")) is not None:
                 env[f"TELECODER_BUILTIN_{name.upper()}"] = str(value)
         return env
+
+
+def export_engine_keys(env_file: Path, names: tuple[str, ...]) -> list[str]:
+    """Put the model endpoints and keys of ``config.env`` (``TELECODER_ENGINE_ENV``'s names:
+    ANTHROPIC_API_KEY, OPENAI_API_KEY, …) into this process's environment, where the gateway
+    and the engines read them; the environment wins. Returns the names it set."""
+    from dotenv import dotenv_values
+
+    found = dotenv_values(env_file)
+    done = []
+    for name in names:
+        value = found.get(name)
+        if value and not os.environ.get(name):
+            os.environ[name] = value
+            done.append(name)
+    return done
+
+
+def absolute_path_list(value: str, base: Path) -> str:
+    """A colon-separated list of directories, each made absolute against ``base``."""
+    parts = [p for p in value.split(os.pathsep) if p]
+    return os.pathsep.join(os.path.normpath(base / Path(p).expanduser()) for p in parts)
+
+
+def _agent_path_of_file(settings: Settings, env_file: Path, overrides: dict[str, Any]) -> Settings:
+    """A relative ``TELECODER_AGENT_PATH`` written in ``config.env`` is relative to that file."""
+    from dotenv import dotenv_values
+
+    if "agent_path" in overrides or os.environ.get("TELECODER_AGENT_PATH"):
+        return settings
+    raw = dotenv_values(env_file).get("TELECODER_AGENT_PATH")
+    if not raw:
+        return settings
+    fixed = absolute_path_list(raw, env_file.parent)
+    return settings.model_copy(update={"agent_path": fixed})

@@ -13,13 +13,14 @@ crash leaves no usable half entry (a leftover build directory is removed by the 
 key). A lock file per key (``flock``) makes two sessions on a cold key build it once; the second
 waits, then restores. An entry is in use while its lock is held: eviction and ``clear`` skip it.
 
-Restore copies (``cp -a --reflink=auto``: copy-on-write where the filesystem can, a real copy
-elsewhere), never hardlinks: what an agent does to its restored files never reaches the cache.
-A venv holds the absolute path of the worktree it was built in (shebangs, ``pyvenv.cfg``, an
-editable install's ``.pth`` and finder files, absolute symlinks): the files and symlinks that
-hold it are recorded when the entry is made, and only those are rewritten to the new worktree's
-path on restore (a binary file only when the paths have the same length; never a ``.pyc``,
-whose source path Python sets on import).
+Restore moves in the entry's spare, a copy made in the background after its last use
+(``setupspare``), or else copies (``cp -a --reflink=auto``: copy-on-write where the filesystem
+can, a real copy elsewhere); never hardlinks: what an agent does to its restored files never
+reaches the cache. The files that hold the building worktree's path are recorded when the entry
+is made and rewritten to the new worktree's on restore (``setupfiles``).
+
+``max_bytes`` (``TELECODER_CACHE_MAX``) bounds the real disk use: each entry's blocks with its
+spare's (``SetupCache``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import os
 import re
 import secrets
 import shutil
-import stat
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,7 +41,7 @@ from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from telecoder import private
+from telecoder import private, setupfiles, setupspare
 from telecoder.errors import CacheEntryNotFound, WorkspaceError
 from telecoder.gitcmd import ISOLATED, git_out, scrub
 from telecoder.worktree import Worktree
@@ -79,7 +79,8 @@ class Entry:
 
     key: str
     path: Path
-    size: int  # bytes of its files
+    size: int  # bytes it takes on disk (du), its spare included: what TELECODER_CACHE_MAX bounds
+    files_size: int  # bytes of its files: what a restore puts in the worktree
     created: float
     used: float  # last restored (or made)
     paths: tuple[str, ...]  # what it restores, relative to the worktree
@@ -92,6 +93,7 @@ class Entry:
             "key": self.key,
             "path": str(self.path),
             "size": self.size,
+            "files_size": self.files_size,
             "created": self.created,
             "used": self.used,
             "paths": list(self.paths),
@@ -166,13 +168,11 @@ async def ignored(wt: Worktree) -> set[str]:
     return {r[3:].rstrip("/") for r in out.split("\0") if r.startswith("!! ")}
 
 
-def _safe(rel: str) -> bool:
-    path = PurePosixPath(rel)
-    return bool(rel) and not path.is_absolute() and ".." not in path.parts and rel != ".git"
-
-
 class SetupCache:
-    """The entries under ``root`` (``$TELECODER_HOME/cache/setup``), at most ``max_bytes``."""
+    """The entries under ``root`` (``$TELECODER_HOME/cache/setup``), at most ``max_bytes`` on
+    disk: each entry by its real disk use (blocks, as ``du`` counts them) with its spare, which
+    is counted whether or not it is there right now (one is made after every use), and the
+    cache's own directories. Only a build under way (its copy) can go past it, until it ends."""
 
     def __init__(self, root: Path, max_bytes: int) -> None:
         self.root = root
@@ -184,6 +184,9 @@ class SetupCache:
 
     def _lock_path(self, key: str) -> Path:
         return self.root / "locks" / f"{key}.lock"
+
+    def _spare_lock(self, key: str) -> Path:
+        return self.root / "locks" / f"{key}.spare"
 
     def _open_lock(self, key: str) -> int:
         private.make_dir(self.root / "locks")
@@ -241,17 +244,21 @@ class SetupCache:
         manifest = _read_manifest(entry)
         if manifest is None:
             return None
-        paths = [p for p in manifest["paths"] if _safe(p)]
+        paths = [p for p in manifest["paths"] if setupfiles.safe(p)]
         for rel in paths:  # a fresh worktree has none of them; be sure
             _remove(worktree / rel)
         try:
-            await _copy(entry / FILES, paths, worktree)
-            await asyncio.to_thread(_rewrite, worktree, manifest, str(worktree))
+            # The spare made after the last use, moved in; else a copy of the entry's files.
+            await setupspare.made(self._spare_lock(key))
+            if not await asyncio.to_thread(setupspare.take, entry, paths, worktree):
+                await _copy(entry / FILES, paths, worktree)
+            await asyncio.to_thread(setupfiles.rewrite, worktree, manifest, str(worktree))
         except BaseException:
             for rel in paths:  # no half restore: the setup runs on a clean worktree instead
                 _remove(worktree / rel)
             raise
         os.utime(entry / MANIFEST)  # least recently used goes first
+        setupspare.make(entry, self._spare_lock(key), paths)  # for the next hit
         return Restored(
             key=key,
             paths=tuple(paths),
@@ -266,7 +273,7 @@ class SetupCache:
     ) -> Entry | None:
         """Make the key's entry of ``paths`` (relative to ``worktree``); None when there is
         nothing to keep or it would not fit. The caller holds the key."""
-        paths = sorted(p for p in set(paths) if _safe(p))
+        paths = sorted(p for p in set(paths) if setupfiles.safe(p))
         if not paths:
             return None
         private.make_dir(self.root)
@@ -276,12 +283,7 @@ class SetupCache:
         private.make_dir(build / FILES)
         try:
             await _copy(worktree, paths, build / FILES)
-            scanned = await asyncio.to_thread(_scan, build / FILES, str(worktree))
-            if self.max_bytes and scanned["size"] > self.max_bytes:
-                size = scanned["size"]
-                log.warning("setup cache: entry %s (%d bytes) exceeds the limit", key, size)
-                shutil.rmtree(build, ignore_errors=True)
-                return None
+            scanned = await asyncio.to_thread(setupfiles.scan, build / FILES, str(worktree))
             manifest = {
                 **info,
                 "key": key,
@@ -297,6 +299,11 @@ class SetupCache:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            size = _footprint(build, scanned["disk"])
+            if self.max_bytes and size + self._overhead() > self.max_bytes:
+                log.warning("setup cache: entry %s (%d bytes) exceeds the limit", key, size)
+                shutil.rmtree(build, ignore_errors=True)
+                return None
             target = self.root / key
             if target.exists():  # cannot be usable: the key is held and it had no manifest
                 shutil.rmtree(target)
@@ -304,7 +311,8 @@ class SetupCache:
         except BaseException:
             shutil.rmtree(build, ignore_errors=True)
             raise
-        self.evict(keep=key)
+        self.evict(keep=key)  # first: room for the spare too
+        setupspare.make(target, self._spare_lock(key), paths)  # for the first hit
         return self._entry(target, in_use=True)
 
     # --- listing, clearing, eviction -----------------------------------------------------------
@@ -318,12 +326,19 @@ class SetupCache:
             in_use = fd is None
             if fd is not None:
                 os.close(fd)
+        files_size = int(manifest.get("size", 0))
+        try:
+            size = _footprint(path, int(manifest.get("disk", files_size)))
+            used = (path / MANIFEST).stat().st_mtime
+        except FileNotFoundError:  # removed meanwhile
+            return None
         return Entry(
             key=path.name,
             path=path,
-            size=int(manifest.get("size", 0)),
+            size=size,
+            files_size=files_size,
             created=float(manifest.get("created", 0)),
-            used=(path / MANIFEST).stat().st_mtime,
+            used=used,
             paths=tuple(manifest.get("paths", ())),
             repo=str(manifest.get("repo", "")),
             commands=tuple(manifest.get("commands", ())),
@@ -339,6 +354,10 @@ class SetupCache:
             if _KEY.match(path.name) and (entry := self._entry(path)) is not None:
                 found.append(entry)
         return sorted(found, key=lambda e: e.used, reverse=True)
+
+    def _overhead(self) -> int:
+        """The disk use of the cache's own directories (its root, its locks)."""
+        return sum(setupfiles.blocks(d) for d in (self.root, self.root / "locks") if d.is_dir())
 
     def _drop(self, key: str) -> bool:
         """Remove the entry unless it is in use; whether it was removed."""
@@ -380,7 +399,7 @@ class SetupCache:
         if not self.max_bytes:
             return []
         entries = sorted(self.entries(), key=lambda e: e.used)
-        total = sum(e.size for e in entries)
+        total = sum(e.size for e in entries) + self._overhead()
         removed = []
         for entry in entries:
             if total <= self.max_bytes:
@@ -423,70 +442,8 @@ async def _copy(source: Path, paths: Sequence[str], target: Path) -> None:
         raise WorkspaceError(f"cannot copy the setup's files: {message}")
 
 
-def _scan(root: Path, build_path: str) -> dict[str, Any]:
-    """The entry's size, and the files and symlinks under ``root`` that hold ``build_path``."""
-    needle = build_path.encode()
-    size = 0
-    texts: list[str] = []
-    binaries: list[str] = []
-    links: list[str] = []
-    for directory, dirs, files in os.walk(root):
-        for name in [*dirs, *files]:
-            path = Path(directory, name)
-            info = path.lstat()
-            rel = str(path.relative_to(root))
-            if stat.S_ISLNK(info.st_mode):
-                if build_path in os.readlink(path):
-                    links.append(rel)
-            elif stat.S_ISREG(info.st_mode):
-                size += info.st_size
-                if name.endswith(".pyc"):  # Python fixes a cached module's path on import
-                    continue
-                found, binary = _holds(path, needle)
-                if found:
-                    (binaries if binary else texts).append(rel)
-    return {"size": size, "rewrite": texts, "rewrite_binary": binaries, "links": links}
-
-
-def _holds(path: Path, needle: bytes, chunk: int = 1 << 20) -> tuple[bool, bool]:
-    """Whether the file holds ``needle``, and whether it is binary (has a NUL byte); read in
-    chunks, so a large file is never held whole."""
-    found = binary = False
-    tail = b""
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            data = tail + block
-            found = found or needle in data
-            binary = binary or b"\0" in block
-            if found and binary:
-                break
-            tail = data[-len(needle) :]
-    return found, binary
-
-
-def _rewrite(worktree: Path, manifest: Mapping[str, Any], new: str) -> None:
-    """Point the restored files and symlinks that held the build's path at ``new``."""
-    old = str(manifest["build_path"])
-    if old == new:
-        return
-    same_length = len(old.encode()) == len(new.encode())
-    files = list(manifest.get("rewrite", ()))
-    if same_length:
-        files += manifest.get("rewrite_binary", ())
-    elif manifest.get("rewrite_binary"):
-        kept = len(manifest["rewrite_binary"])
-        log.info("setup cache: %d binary files keep the build path", kept)
-    for rel in files:
-        if not _safe(rel):
-            continue
-        path = worktree / rel
-        if path.is_symlink() or not path.is_file():
-            continue
-        path.write_bytes(path.read_bytes().replace(old.encode(), new.encode()))
-    for rel in manifest.get("links", ()):
-        path = worktree / rel
-        if not _safe(rel) or not path.is_symlink():
-            continue
-        target = os.readlink(path).replace(old, new)
-        path.unlink()
-        path.symlink_to(target)
+def _footprint(entry: Path, disk: int) -> int:
+    """What the entry takes on disk: its directory and manifest, its files (``disk``: their
+    blocks, ``setupfiles.scan``'s) and as much again for its spare (where spares are made)."""
+    spare = disk if setupspare.available() else 0
+    return setupfiles.blocks(entry) + setupfiles.blocks(entry / MANIFEST) + disk + spare

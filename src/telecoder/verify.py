@@ -18,6 +18,7 @@ each git command on the host that follows a check.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -33,6 +34,34 @@ TAIL_LINES = 40
 TAIL_CHARS = 4000
 LINE_CHARS = 2000  # of one line kept for the tail
 SETUP_CLEAN = "nothing left to commit"
+SUMMARY_LINES = 15  # of a failed check's output, in the session's error
+MAX_TESTS_NAMED = 10
+
+# Terminal escapes (colours, cursor moves, titles): test runners print them even when piped.
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+# How the usual test runners name a failing test, one per line.
+_FAILING = (
+    re.compile(r"^(?:FAILED|ERROR) (\S+::\S+)"),  # pytest's short summary
+    re.compile(r"^(?:FAIL|ERROR): (\w+ \([\w.]+\))"),  # unittest
+    re.compile(r"^\s*--- FAIL: (\S+)"),  # go test
+    re.compile(r"^test (\S+) \.\.\. FAILED$"),  # cargo test
+    re.compile(r"^\s*(?:✕|×) (.+?)(?: \(\d+ m?s\))?$"),  # jest, vitest
+)
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+def failing_tests(output: str) -> list[str]:
+    """The tests a runner's output says failed, in order, each once."""
+    found: dict[str, None] = {}
+    for line in output.splitlines():
+        for pattern in _FAILING:
+            if match := pattern.match(line):
+                found[match.group(1)] = None
+                break
+    return list(found)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -219,6 +248,7 @@ async def _collect(
 ) -> None:
     async for stream, raw in process.lines():
         line = raw[: LINE_CHARS * 4].decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+        line = strip_ansi(line)
         line = line if len(line) <= LINE_CHARS else line[:LINE_CHARS] + " …"
         tail.append(line)
         if output is not None:
@@ -258,6 +288,8 @@ def revision_prompt(failed: Sequence[CheckReport]) -> str:
     ]
     for report in failed:
         parts.append(f"FAILED: {report.describe()}")
+        if tests := failing_tests(report.output_tail):
+            parts.append(f"Failing tests: {', '.join(tests[:MAX_TESTS_NAMED])}")
         if report.output_tail:
             parts += ["```", report.output_tail[-2000:], "```"]
         parts.append("")
@@ -275,8 +307,16 @@ def failure_summary(failed: Sequence[CheckReport], revisions: int, *, resumable:
         head = f"{count} failed (max_revisions is 0)"
     lines = [f"verification failed: {head}; nothing was pushed"]
     for report in failed:
-        last = report.output_tail.strip().splitlines()[-1:] if report.output_tail else []
+        tail = report.output_tail.strip().splitlines() if report.output_tail else []
+        last = tail[-1:]
         lines.append(f"- {report.describe()}" + (f": {last[0][:300]}" if last else ""))
+        tests = failing_tests(report.output_tail)
+        if tests:
+            more = len(tests) - MAX_TESTS_NAMED
+            named = ", ".join(tests[:MAX_TESTS_NAMED]) + (f" and {more} more" if more > 0 else "")
+            lines.append(f"  failing tests: {named}")
+        if len(tail) > 1:  # its output (the last line is above)
+            lines += ["  output:", *(f"    {line[:300]}" for line in tail[-SUMMARY_LINES:])]
     return "\n".join(lines)
 
 

@@ -13,6 +13,11 @@ sessions whose leases expired, and wakes up for new work on notices (PostgreSQL 
 hosts, or this process's own writes), polling every ``poll_seconds`` in case one is missed. At
 start it requeues what an earlier, crashed process of the same worker id left running.
 
+An operator may drain the worker (``telecoder workers drain``): the flag comes back with each
+heartbeat; while it is set the worker claims nothing, its running sessions finish, and it
+reports ``draining``; a resume wakes it to claim again. Each heartbeat carries the host's CPU
+count, RAM total/available and load (``host_stats``).
+
 On stop it turns ``draining``: running attempts are halted and their sessions handed back to
 the queue, so another worker (or this one, restarted) takes them up without waiting for a lease
 to expire; then it signs off as ``offline``.
@@ -33,8 +38,9 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
-from telecoder import budgeting
-from telecoder.domain import Lease, Session, WorkerState
+from telecoder import budgeting, tracing
+from telecoder.domain import HostStats, Lease, Session, WorkerState
+from telecoder.logformat import SESSION_ID
 from telecoder.recorder import AttemptControl, StopReason, settle
 from telecoder.settings import Settings
 from telecoder.store import Claimed, Limits, Notice, NoticeKind, Store
@@ -110,6 +116,8 @@ class Worker:
         self._renewer: tuple[asyncio.Task[None], asyncio.Event] | None = None  # and its halt
         self._wake = asyncio.Event()  # look for work now
         self._draining = False
+        self._drained = False  # an operator drained it (read back from each heartbeat)
+        self._paused = False  # as last seen by the upkeep (for its log line)
 
     @property
     def running(self) -> int:
@@ -117,7 +125,7 @@ class Worker:
 
     @property
     def state(self) -> WorkerState:
-        if self._draining:
+        if self._draining or self._drained:
             return WorkerState.DRAINING
         return WorkerState.WORKING if self._controls else WorkerState.IDLE
 
@@ -141,9 +149,14 @@ class Worker:
         if self._renewer is None:
             halt = asyncio.Event()
             self._renewer = (asyncio.create_task(self._renew(halt)), halt)
+        known = SESSION_ID.set(session_id)  # JSON log lines of this attempt name it
         try:
-            final = await self.pipeline.run(claimed.session, claimed.lease, control)
+            with tracing.attempt(
+                session_id, claimed.lease.attempt, engine=claimed.session.engine, worker=self.id
+            ):
+                final = await self.pipeline.run(claimed.session, claimed.lease, control)
         finally:
+            SESSION_ID.reset(known)
             if self._held.get(session_id) is held:
                 del self._held[session_id]
             if not self._held and self._renewer is not None:
@@ -245,7 +258,8 @@ class Worker:
                         helper.result()
                         raise RuntimeError("a worker side task ended")
                 self._wake.clear()
-                claimed = await self._claim() if len(tasks) < capacity else None
+                claimable = len(tasks) < capacity and not self._drained
+                claimed = await self._claim() if claimable else None
                 if claimed is not None:
                     task = asyncio.create_task(self.execute(claimed))
                     tasks.add(task)
@@ -288,13 +302,41 @@ class Worker:
         """Renew this worker's heartbeat and recover sessions whose leases expired."""
         while not halt.is_set():
             try:
-                await self.store.workers.beat(self.id, state=self.state, running=self.running)
+                drained = await self.store.workers.beat(
+                    self.id, state=self.state, running=self.running, stats=host_stats()
+                )
+                if drained != self._drained:
+                    self._drained = drained
+                    log.warning(
+                        "worker %s: %s",
+                        self.id,
+                        "drained: running sessions finish, none starts"
+                        if drained
+                        else "resumed: claiming again",
+                    )
+                    self._wake.set()
                 if await self.store.queue.recover_expired():
                     self._wake.set()
+                await self._note_pause()
             except Exception:
                 log.warning("worker %s: upkeep failed", self.id, exc_info=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(halt.wait(), self.settings.heartbeat_seconds)
+
+    async def _note_pause(self) -> None:
+        """Say in this worker's log when claims are paused or resumed (``telecoder pause``)."""
+        pause = await self.store.control.pause_state()
+        if pause.paused == self._paused:
+            return
+        self._paused = pause.paused
+        if pause.paused:
+            log.warning(
+                "worker %s: claims are paused (by %s): running sessions finish, none starts",
+                self.id,
+                pause.by or "someone",
+            )
+        else:
+            log.info("worker %s: claims resumed", self.id)
 
     async def _end_idle_chats(self, halt: asyncio.Event) -> None:
         """End chats idle past ``chat_idle_seconds`` (``succeeded``, with their last result);
@@ -323,3 +365,23 @@ class Worker:
         except Exception:
             log.warning("worker %s: claim failed", self.id, exc_info=True)
             return None
+
+
+def host_stats() -> HostStats:
+    """This host's CPU count, RAM total/available (``/proc/meminfo``) and 1-minute load;
+    None for what it cannot tell."""
+    memory: dict[str, int] = {}
+    with contextlib.suppress(OSError, ValueError), open("/proc/meminfo", encoding="ascii") as f:
+        for line in f:
+            name, _, rest = line.partition(":")
+            if name in ("MemTotal", "MemAvailable"):
+                memory[name] = int(rest.split()[0]) * 1024  # kB
+    load: float | None = None
+    with contextlib.suppress(OSError, AttributeError):
+        load = round(os.getloadavg()[0], 2)
+    return HostStats(
+        cpu_count=os.cpu_count(),
+        mem_total=memory.get("MemTotal"),
+        mem_available=memory.get("MemAvailable"),
+        load1=load,
+    )

@@ -136,6 +136,23 @@ class Workspace:
             raise WorkspaceError(f"git status failed: {scrub(tail(err))}")
         return bool(out.strip())
 
+    async def unpushed(self, source: RepoSource) -> int:
+        """How many commits of the user's checkout (its HEAD) no branch of ``origin`` has."""
+        if source.checkout is None or source.remote_url == str(source.checkout):
+            return 0
+        code, out, _ = await git_check(
+            source.checkout,
+            *SAFE,
+            "--no-optional-locks",
+            "rev-list",
+            "--count",
+            "HEAD",
+            "--not",
+            "--remotes=origin",
+        )
+        count = out.strip()
+        return int(count) if code == 0 and count.isdigit() else 0
+
     async def check_base(
         self, source: RepoSource, base: str | None, env: Mapping[str, str] | None = None
     ) -> None:
@@ -144,13 +161,30 @@ class Workspace:
         A commit sha cannot be checked without fetching; it is checked when the worktree is made.
         """
         code, out, err = await git_check(
-            None, "ls-remote", "--heads", "--tags", "--", source.remote_url, env=env
+            None,
+            "ls-remote",
+            "--",
+            source.remote_url,
+            "HEAD",
+            "refs/heads/*",
+            "refs/tags/*",
+            env=env,
         )
         if code != 0:
             raise RepoNotFound(unreadable(source.remote_url, err))
-        if base is None or SHA.match(base):
-            return
         refs = {line.split("\t", 1)[1] for line in out.splitlines() if "\t" in line}
+        if base is None:
+            # The task starts from the remote's default branch: a HEAD that points to no branch
+            # (a bare repository made with another default name) would fail once it runs.
+            heads = sorted(r[len("refs/heads/") :] for r in refs if r.startswith("refs/heads/"))
+            if heads and "HEAD" not in refs:
+                raise BaseRefNotFound(
+                    f"{scrub(source.remote_url)} has no default branch (its HEAD points to no "
+                    f"branch): name one with --base (branches: {', '.join(heads[:10])})"
+                )
+            return
+        if SHA.match(base):
+            return
         wanted = {f"refs/heads/{base}", f"refs/tags/{base}", base}
         if not refs & wanted:
             raise BaseRefNotFound(f"base ref {base!r} does not exist in {scrub(source.remote_url)}")
@@ -177,6 +211,18 @@ class Workspace:
         Each attempt names its own worktree: an agent orphaned by a crashed worker can only
         write into the old one, which is discarded here along with anything else on ``branch``.
         """
+        with self.pool.preparing():
+            return await self._prepare(name, source, branch=branch, base=base, env=env)
+
+    async def _prepare(
+        self,
+        name: str,
+        source: RepoSource,
+        *,
+        branch: str,
+        base: str | None,
+        env: Mapping[str, str] | None,
+    ) -> Worktree:
         mirror = self.mirror_path(source.remote_url)
         path = self.worktrees / name
         arrived = time.time_ns()
@@ -195,7 +241,9 @@ class Workspace:
                 await self._discard(mirror, stale)
             await self._discard(mirror, path)
             private.make_dir(path.parent)
-            admin = await self.pool.take(mirror, path, branch, base_sha)
+            taken = await self.pool.take(mirror, path, branch, base_sha)
+            admin, pristine = taken if taken is not None else (None, False)
+            fresh = admin is None
             if admin is None:
                 # Only the worktree's records under the lock: its files are written after.
                 await git_out(
@@ -205,7 +253,10 @@ class Workspace:
                 admin = admin_dir(mirror, path)
             path.chmod(0o700)  # the mirror's sharedRepository opens the directory it makes
         # A worktree on the session's branch: if this is cut short, the next attempt discards it.
-        await warmpool.reset(path, admin)
+        if fresh:  # an empty directory: its checkout, nothing to clean
+            await warmpool.checkout(path, admin)
+        elif not pristine:  # a finished session's files: back to the base's
+            await warmpool.reset(path, admin)
         self.pool.want(mirror)
         return Worktree(
             path=path,
@@ -388,6 +439,15 @@ class Workspace:
             env=ISOLATED,
         )  # fmt: skip
 
+    async def uncommitted_diff(self, wt: Worktree) -> str:
+        """The patch from the base to what a commit would hold now (untracked files included),
+        without touching the worktree or its index."""
+        tree = await self.snapshot(wt)
+        return await git_out(
+            wt.path, *wt.git(), "diff", "--no-ext-diff", "--no-textconv", "--binary",
+            wt.base_sha, tree, env=ISOLATED,
+        )  # fmt: skip
+
     async def push(self, wt: Worktree, sha: str, env: Mapping[str, str] | None = None) -> bool:
         """Make the remote's ``branch`` point at ``sha``; False when it already did."""
         ref = f"refs/heads/{wt.branch}"
@@ -414,15 +474,18 @@ class Workspace:
     async def remove(self, wt: Worktree) -> None:
         """Done with ``wt``: keep it in the pool for the next session, or delete it."""
         async with self.locks.hold(wt.mirror):
-            if not await self.pool.release(wt.mirror, wt.path):
-                await self._discard(wt.mirror, wt.path)
+            if await self.pool.release(wt.mirror, wt.path):
+                return
+            trash = await warmpool.detach(wt.mirror, wt.path, self.worktrees)
+        await warmpool.delete(trash)  # after the lock: prepares on the mirror go on
 
     async def remove_path(self, path: Path) -> None:
         """Delete the worktree at ``path`` (one a chat kept), wherever its mirror is."""
         for mirror in sorted(self.mirrors.glob("*.git")) if self.mirrors.is_dir() else []:
             if owns(mirror, path):
                 async with self.locks.hold(mirror):
-                    await self._discard(mirror, path)
+                    trash = await warmpool.detach(mirror, path, self.worktrees)
+                await warmpool.delete(trash)
                 break
         shutil.rmtree(path, ignore_errors=True)
 

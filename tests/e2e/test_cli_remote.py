@@ -173,10 +173,14 @@ def test_list_and_show_print_what_the_api_returns(
 
     listed = telecoder("list", "--json", env=env)
     assert listed.returncode == 0, listed.stderr
-    assert json.loads(listed.stdout) == server.api("GET", "/api/sessions")["sessions"]
-    assert [s["id"] for s in json.loads(listed.stdout)] == ids[::-1]
+    assert json.loads(listed.stdout) == server.api("GET", "/api/sessions")  # the API's page
+    assert [s["id"] for s in json.loads(listed.stdout)["sessions"]] == ids[::-1]
     limited = telecoder("list", "--json", "--limit", "1", "--status", "succeeded", env=env)
-    assert [s["id"] for s in json.loads(limited.stdout)] == ids[1:]
+    page = json.loads(limited.stdout)
+    assert [s["id"] for s in page["sessions"]] == ids[1:]
+    assert page["next_cursor"]  # more exist: the next page, as the API pages
+    rest = telecoder("list", "--json", "--limit", "1", "--cursor", page["next_cursor"], env=env)
+    assert [s["id"] for s in json.loads(rest.stdout)["sessions"]] == ids[:1]
 
     shown = telecoder("show", ids[0], "--json", env=env)
     assert json.loads(shown.stdout) == server.api("GET", f"/api/sessions/{ids[0]}")

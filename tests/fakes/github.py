@@ -23,6 +23,8 @@ REST (``Authorization: Bearer <token>``, else 401 ``Bad credentials``; unknown r
     PUT   /repos/{o}/{r}/pulls/{n}/merge           a merge commit (``merge``); 405 when it is not
                                                open or a draft, 409 when ``sha`` is not the head
 
+``GET /user`` answers the token's user, ``USER_LOGIN`` (``telecoder setup`` checks tokens so).
+
 GitHub App (``enable_app``): ``GET /repos/{o}/{r}/installation`` and
 ``POST /app/installations/{id}/access_tokens`` take ``Bearer <JWT>`` verified with the App's
 public key (RS256, ``iss`` the App id, at most ten minutes long); the installation tokens they
@@ -78,6 +80,7 @@ from tests.fakes.github_webhooks import WebhookPayloads
 
 TOKEN = "ghs_FakeToken0123456789abcdefABCDEF"
 WEBHOOK_SECRET = "fake-webhook-secret-8d1f"
+USER_LOGIN = "telecoder-bot"
 
 _CONTENTS = re.compile(r"^/repos/([^/]+)/([^/]+)/contents/(.+)$")
 _PERMISSION = re.compile(r"^/repos/([^/]+)/([^/]+)/collaborators/([^/]+)/permission$")
@@ -339,6 +342,8 @@ class FakeGitHub(WebhookPayloads, FakeChecks, ConversationApi):
             return self._failures.pop(0) if self._failures else None
 
     def _handle(self, method: str, path: str, query: dict[str, str], body: Any) -> Any:
+        if method == "GET" and path == "/user":
+            return {"login": USER_LOGIN, "id": 1, "type": "User"}
         with self._lock:
             contents = _CONTENTS.match(path)
             if contents and method == "GET":

@@ -48,6 +48,9 @@ async def test_health_and_version(app):
         "sandbox": "ok",
         "sandbox_problem": None,
         "endpoints": [],
+        "paused": False,
+        "paused_since": None,
+        "paused_by": None,
     }
     assert version.json()["api"] == 1
     assert version.json()["version"]

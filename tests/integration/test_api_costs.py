@@ -122,7 +122,8 @@ async def test_an_estimate_from_the_repository_s_similar_sessions(app, store, gi
     assert found.status_code == 200, found.text
     data = found.json()
     assert (data["repo"], data["engine"], data["model"]) == (repo, "claude-code", None)
-    assert (data["based_on"], data["basis"]) == (3, "same engine and model, similar prompts")
+    # The sessions report the model that ran them; the task names none: the engine's pool.
+    assert (data["based_on"], data["basis"]) == (3, "same engine, similar prompts")
     assert (data["median_usd"], data["low_usd"], data["high_usd"]) == pytest.approx((0.2, 0.1, 0.4))
     assert len(data["sessions"]) == 3
     # No aider session: the other engines' similar sessions, and it says so.

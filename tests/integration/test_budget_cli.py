@@ -37,7 +37,7 @@ def test_run_with_a_time_limit_and_a_budget_ends_with_a_partial_result(
     assert "budget        $0.50 (spent $0.00)" in shown.stdout
     assert "time limit    2s" in shown.stdout
     assert "partial       yes" in shown.stdout
-    listed = json.loads(telecoder("list", "--json", env=env).stdout)
+    listed = json.loads(telecoder("list", "--json", env=env).stdout)["sessions"]
     assert (listed[0]["budget_usd"], listed[0]["cost_usd"]) == (0.5, 0.0)
     plain = telecoder("run", "echo y > y.txt && sleep 30", "--repo", str(git_repo.path),
                       "--max-time", "1s", env=env, timeout=60)  # fmt: skip

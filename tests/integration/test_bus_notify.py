@@ -1,6 +1,7 @@
 """The live bus across processes: on PostgreSQL an event append sends a NOTIFY (one per session
-and transaction) that wakes the bus of another process at once; a lost notice is covered by the
-bus's fallback poll; the pool settings bound a process's connections. SQLite keeps polling."""
+and transaction) that wakes the bus of another process at once; a notice carries the events it
+tells of, and the bus fans them out with no query; a lost notice is covered by the bus's fallback
+poll; the pool settings bound a process's connections. SQLite keeps polling."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from telecoder.bus import Bus
 from telecoder.domain import EventKind, NewEvent, NewSession
 from telecoder.settings import Settings
 from telecoder.store import Store, open_store, store_options
-from telecoder.store.events import append_events
+from telecoder.store.events import append_events, events_carried
 from telecoder.store.notify import EVENTS_CHANNEL, Notice, NoticeKind
 from tests.server import until
 
@@ -98,7 +99,7 @@ async def test_a_lost_notice_is_covered_by_the_fallback_poll(pg_url: str):
 
 
 @pytest.mark.postgres
-async def test_one_notice_per_session_and_transaction(pg_url: str):
+async def test_a_notice_carries_its_events_and_a_bare_one_goes_once_a_transaction(pg_url: str):
     store = await open_store(pg_url, migrate=False)
     a = await store.sessions.create(NewSession(repo="/srv/r", prompt="a", engine="shell"))
     b = await store.sessions.create(NewSession(repo="/srv/r", prompt="b", engine="shell"))
@@ -110,16 +111,62 @@ async def test_one_notice_per_session_and_transaction(pg_url: str):
         async with store.db.write() as c:
             for i in range(3):
                 await append_events(c, a.id, None, [line(f"a{i}")])
-            await append_events(c, b.id, None, [line("b")])
+            for i in range(2):  # too large for a notice (8000 bytes): bare, sent once
+                await append_events(c, b.id, None, [line(f"b{i}" + "é" * 4000)])
         payloads = []
         async for notify in conn.notifies(timeout=1.0):
             payloads.append(notify.payload)
     finally:
         unsubscribe()
         await conn.close()
-        await store.close()
-    assert sorted(payloads) == sorted([f"events:{a.id}", f"events:{b.id}"])
-    assert heard == [Notice(NoticeKind.EVENTS, a.id), Notice(NoticeKind.EVENTS, b.id)]
+    stored = await store.events.list(a.id)
+    await store.close()
+    notices = [Notice.decode(p) for p in payloads]
+    assert notices == heard  # this process hears what the others do
+    assert f"events:{b.id}" in payloads
+    carried = {}
+    for n in heard:
+        assert n.kind == NoticeKind.EVENTS
+        found = events_carried(n.session_id, n.body) if n.body else []
+        carried.setdefault(n.session_id, []).append([(e.seq, e.data["text"]) for e in found])
+    s = stored[-3].seq  # after the session's own first events
+    assert carried == {a.id: [[(s, "a0")], [(s + 1, "a1")], [(s + 2, "a2")]], b.id: [[]]}
+    by_notice = [e for n in heard if n.session_id == a.id for e in events_carried(a.id, n.body)]
+    assert by_notice == stored[-3:]  # the very events the reader would read: id, ts, data
+
+
+@pytest.mark.postgres
+async def test_carried_events_reach_the_streams_without_a_look_and_a_gap_is_read(pg_url: str):
+    reader = await open_store(pg_url, migrate=False)
+    writer = await open_store(pg_url, migrate=False)
+    silent = await open_store(pg_url, migrate=False, event_notices=False)  # sends no NOTIFY
+    session = await writer.sessions.create(NewSession(repo="/srv/r", prompt="p", engine="shell"))
+    bus = Bus(reader, poll_seconds=0.025, fallback_seconds=30)
+    bus.start()
+    try:
+        await until(lambda: bus.listening)
+        after = await writer.events.last_seq(session.id)  # past the session's own first events
+        subscription = await bus.subscribe(session.id, after=after)
+        events = aiter(subscription)
+        await writer.events.append(session.id, [line("first")])
+        assert (await next_event(events)).data["text"] == "first"
+        ticks = bus.ticks
+        for i in range(5):
+            await writer.events.append(session.id, [line(f"carried {i}")])
+        got = [(await next_event(events)).data["text"] for _ in range(5)]
+        assert got == [f"carried {i}" for i in range(5)]
+        assert bus.ticks == ticks  # fanned out from the notices: no look, no query
+        # A gap: an append nobody was told of, then one that carries only its own event.
+        await silent.events.append(session.id, [line("untold")])
+        await writer.events.append(session.id, [line("told")])
+        got = [(await next_event(events, 5.0)).data["text"] for _ in range(2)]
+        assert got == ["untold", "told"]  # the reader read the session, in order
+        assert bus.ticks > ticks
+        subscription.close()
+    finally:
+        await bus.close()
+        for s in (reader, writer, silent):
+            await s.close()
 
 
 @pytest.mark.postgres

@@ -236,7 +236,7 @@ def test_show_names_the_parent_and_the_chain(tmp_path: Path) -> None:
     assert ran.returncode == 0, ran.stderr
     root = json.loads(ran.stdout)["id"]
     listed = telecoder("list", "--json", env=env)
-    [child] = [s for s in json.loads(listed.stdout) if s["id"] != root]
+    [child] = [s for s in json.loads(listed.stdout)["sessions"] if s["id"] != root]
     assert (child["parent_id"], child["chain_id"], child["depth"]) == (root, root, 1)
     shown = telecoder("show", child["id"], env=env)
     assert shown.returncode == 0, shown.stderr

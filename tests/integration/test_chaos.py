@@ -37,6 +37,8 @@ from tests.cli import TELECODER, cli_env
 from tests.conftest import GitRepo, make_repo
 from tests.fakes.github import TOKEN, FakeGitHub
 
+pytestmark = pytest.mark.long
+
 SESSIONS = 200
 WORKERS = 3
 CHAOS_SECONDS = 40.0  # kill and restart workers for this long
@@ -111,6 +113,9 @@ def fleet_env(db_url: str, tmp_path: Path, fake_github: FakeGitHub) -> Iterator[
         TELECODER_POLL_SECONDS="0.25",
         TELECODER_WORKER_CONCURRENCY="4",
         TELECODER_KILL_GRACE_SECONDS="1",
+        # A session crashed five times would wait 2·2⁴ ≈ 32 s for its sixth try at the default;
+        # the retries (what is checked) are the same, the run's tail much shorter.
+        TELECODER_RETRY_BACKOFF_SECONDS="0.25",
         GITHUB_TOKEN=TOKEN,
         TELECODER_GITHUB_API_URL=fake_github.url,
     )

@@ -120,7 +120,7 @@ async def test_run_estimate_prints_an_estimate_and_runs_nothing(store, env, git_
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == (
         "estimate: $0.25 (median; $0.10 – $0.40) for claude-code, from 3 sessions: "
-        "same engine and model, similar prompts · ~110 tokens"
+        "same engine, similar prompts · ~110 tokens"
     )
     data = json.loads(as_json.stdout)
     assert (data["repo"], data["based_on"], data["median_usd"]) == (repo, 3, 0.25)

@@ -89,7 +89,7 @@ def test_missing_token_fails_with_a_clear_reason(
     bare = telecoder("run", "touch x", "--repo", git_url, env=env)  # without: a line on stderr
     assert bare.returncode == 2
     assert "authentication required: set GITHUB_TOKEN" in bare.stderr
-    assert json.loads(telecoder("list", "--json", env=env).stdout) == []
+    assert json.loads(telecoder("list", "--json", env=env).stdout)["sessions"] == []
 
 
 def test_repo_owner_slash_name_is_the_repository_on_github(

@@ -122,7 +122,7 @@ def test_bad_input_exits_2_and_queues_nothing(
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert message in done.stderr
     listed = telecoder("list", "--json", env=cli_env(home))
-    assert json.loads(listed.stdout) == []
+    assert json.loads(listed.stdout) == {"sessions": [], "next_cursor": None}
 
 
 def test_show_and_cancel_unknown_or_finished(git_repo: GitRepo, home: Path):
@@ -140,9 +140,13 @@ def test_detach_then_list_show_and_cancel_while_queued(git_repo: GitRepo, home: 
     done = telecoder("run", "true", "--repo", str(git_repo.path), "--detach", env=env)
     assert done.returncode == 0, done.stderr
     session_id = done.stdout.strip()
-    listed = json.loads(telecoder("list", "--json", "--status", "queued", env=env).stdout)
+    listed = json.loads(telecoder("list", "--json", "--status", "queued", env=env).stdout)[
+        "sessions"
+    ]
     assert [s["id"] for s in listed] == [session_id]
-    assert json.loads(telecoder("list", "--json", "--repo", str(git_repo.path), env=env).stdout)
+    assert json.loads(telecoder("list", "--json", "--repo", str(git_repo.path), env=env).stdout)[
+        "sessions"
+    ]
     cancel = telecoder("cancel", session_id[:6], env=env)
     assert cancel.returncode == 0, cancel.stderr
     shown = json.loads(telecoder("show", session_id, "--json", env=env).stdout)
@@ -150,6 +154,17 @@ def test_detach_then_list_show_and_cancel_while_queued(git_repo: GitRepo, home: 
     logs = telecoder("logs", session_id, "--json", env=env)
     kinds = [json.loads(line)["data"].get("status") for line in logs.stdout.splitlines()]
     assert kinds == ["queued", "cancelled"]
+
+
+def test_text_is_printed_as_written_not_as_emoji(git_repo: GitRepo, home: Path):
+    env = cli_env(home)
+    prompt = "echo ':memo: :smile:' > note.txt"
+    done = telecoder("run", prompt, "--repo", str(git_repo.path), "--detach", env=env)
+    assert done.returncode == 0, done.stderr
+    shown = telecoder("show", done.stdout.strip(), env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert ":memo: :smile:" in shown.stdout
+    assert "\N{MEMO}" not in shown.stdout
 
 
 def test_retry_reuses_the_branch(git_repo: GitRepo, home: Path):
@@ -222,7 +237,7 @@ def test_arguments_that_are_not_utf8_exit_2(git_repo: GitRepo, home: Path):
     stderr = done.stderr.decode()
     assert "argument 2 is not valid UTF-8: fix \\xff it" in stderr
     assert "Traceback" not in stderr
-    assert json.loads(telecoder("list", "--json", env=cli_env(home)).stdout) == []
+    assert json.loads(telecoder("list", "--json", env=cli_env(home)).stdout)["sessions"] == []
 
 
 def test_base_may_be_a_full_ref_name(git_repo: GitRepo, home: Path):

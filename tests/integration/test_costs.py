@@ -139,7 +139,8 @@ async def test_an_estimate_from_similar_sessions_of_the_same_engine(store):
     est = await estimate(
         store, repo="/src/app", engine="claude-code", model=None, prompt="fix the flaky test"
     )
-    assert (est.based_on, est.basis) == (3, "same engine and model, similar prompts")
+    # The sessions report the model that ran them; the task names none: the engine's pool.
+    assert (est.based_on, est.basis) == (3, "same engine, similar prompts")
     assert (est.median_usd, est.low_usd, est.high_usd) == pytest.approx((0.2, 0.1, 0.3))
     assert est.median_tokens == 110
     assert len(est.sessions) == 3

@@ -183,7 +183,7 @@ async def test_session_page_renders_events_for_people(app, store):
     assert f'sse-connect="/sessions/{session.id}/stream?after=9"' in text
     assert "<strong>changed</strong>" in text  # Markdown
     assert "&lt;b&gt;raw&lt;/b&gt;" in text  # but no raw HTML
-    assert "<summary>→ bash</summary>" in text  # collapsible tool call
+    assert '<summary>→ bash <code class="preview">$ ls</code></summary>' in text  # one line
     assert "← result (error)" in text
     assert "setup passed: npm ci" in text
     assert "verify failed: pytest" in text

@@ -86,3 +86,36 @@ def test_killed_while_opening_the_pull_request(
     commits = git_repo.remote_git("rev-list", f"main..{final['branch']}").splitlines()
     assert commits == [final["result"]["commit"]]
     assert "already_pushed" in steps(sid, env, 2)
+
+
+def test_killed_right_after_pushing_the_failed_work(
+    git_repo: GitRepo, home: Path, worker_procs: WorkerProcs
+):
+    (git_repo.path / ".telecoder.yml").write_text("verify:\n  - exit 1\n")
+    git_repo.git("add", "-A")
+    git_repo.git("commit", "-q", "-m", "checks that fail")
+    git_repo.git("push", "-q", "origin", "main")
+    env = fast_env(home, TELECODER_PUSH_FAILED="true")
+    git_repo.remote_git("config", "core.logAllRefUpdates", "always")  # count the ref updates
+    victim = home / "victim.pid"
+    hook = git_repo.remote / "hooks" / "post-receive"
+    hook.write_text(f"#!/bin/sh\n[ -f {victim} ] && kill -9 $(cat {victim}) && rm {victim}\n")
+    hook.chmod(0o755)
+    a = worker_procs.start(env, "worker-a")
+    victim.write_text(str(a.pid))
+    sid = telecoder(
+        "run", "echo tried > bug.txt", "--repo", str(git_repo.path), "--detach", env=env
+    ).stdout.strip()
+    assert a.wait(90) == -signal.SIGKILL  # killed by the remote, just after the push
+    ref = f"telecoder/{sid}-failed"
+    pushed = git_repo.remote_git("rev-parse", ref)
+
+    worker_procs.start(env, "worker-b")
+    final = wait_for(lambda: (s := show(sid, env))["finished_at"] and s, timeout=40)
+    assert (final["status"], final["failure_kind"]) == ("failed", "verify_failed")
+    assert final["result"]["failed_ref"] == ref
+    assert git_repo.remote_git("rev-list", f"main..{ref}").splitlines() == [pushed]
+    assert len(git_repo.remote_git("reflog", "show", ref).splitlines()) == 1  # pushed once
+    assert git_repo.remote_git("branch", "--list", "telecoder/*").split() == [ref]
+    assert "failed_already_pushed" in steps(sid, env, 2)
+    assert "failed_pushed" not in steps(sid, env, 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -11,6 +12,7 @@ from sqlalchemy import event
 from telecoder.bus import Bus
 from telecoder.domain import NewSession, SessionStatus
 from telecoder.server import create_app
+from telecoder.server.routes.events import frame
 from tests.server import FakeRun, serving, sse, until
 
 
@@ -113,12 +115,12 @@ async def test_one_reader_serves_many_watchers(settings, store):
     for frames in results:
         texts = [f.json()["data"].get("text") for f in frames]
         assert texts == [f"50: line {i}" for i in range(10)]
-    # The same ten events cost about the same queries for 50 watchers as for one: per tick of
-    # the reader (a slow machine makes more ticks), not per watcher (50 times as many).
-    assert one_ticks >= 1
-    assert many_ticks >= 1
-    per_tick = (one_queries / one_ticks, many_queries / many_ticks)
-    assert per_tick[1] <= 2 * per_tick[0] + 0.5, (one_queries, one_ticks, many_queries, many_ticks)
+    # The same ten events cost the same queries for 50 watchers as for one: a few per tick of
+    # the reader (a slow machine makes more ticks), never per watcher (500 for 50 x 10 events);
+    # the notices carry the events, so the ticks are the reader's fallback looks only.
+    figures = (one_queries, one_ticks, many_queries, many_ticks)
+    assert one_queries <= 3 * one_ticks + 2, figures
+    assert many_queries <= 3 * many_ticks + 2, figures
 
 
 async def test_shutdown_ends_streams_without_an_end_event(settings, store):
@@ -203,6 +205,36 @@ async def test_bus_on_a_finished_session_replays_and_ends(store):
     finally:
         await bus.close()
     assert seqs == [2]
+
+
+async def test_next_returns_none_when_quiet_then_the_events_then_ends(store):
+    [sid] = await queued(store)
+    run = await FakeRun.start(store)
+    bus = Bus(store, poll_seconds=0.01)
+    bus.start()
+    try:
+        subscription = await bus.subscribe(sid, after=0)
+        replayed = [await subscription.next(0.05), await subscription.next(0.05)]
+        assert [e.seq for e in replayed if e is not None] == [1, 2]  # queued, running
+        assert await subscription.next(0.05) is None  # quiet: the stream sends a ping
+        await run.say("live")
+        live = await subscription.next(5)
+        assert live is not None
+        assert live.seq == 3
+        assert live.data["text"] == "live"
+        # The frame is encoded once and shared by every stream that sends this event.
+        assert frame(live) is frame(replace(live))
+        assert b"id: 3" in frame(live)
+        await run.finish()
+        assert (await subscription.next(5)).seq == 4  # type: ignore[union-attr]
+        with pytest.raises(StopAsyncIteration):
+            await subscription.next(5)
+        with pytest.raises(StopAsyncIteration):  # and stays ended
+            await subscription.next(5)
+    finally:
+        await bus.close()
+    assert not subscription.interrupted
+    assert bus.watcher_count == 0
 
 
 async def test_a_watcher_that_falls_behind_is_cut_off(store):

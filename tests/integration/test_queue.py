@@ -23,7 +23,8 @@ from telecoder.domain import (
     SessionStatus,
 )
 from telecoder.errors import LeaseLost
-from telecoder.store import Claimed, Outcome, Store, open_store
+from telecoder.settings import Settings
+from telecoder.store import Claimed, Outcome, Store, open_store, store_options
 from telecoder.store.queue import Queue
 from telecoder.store.schema import attempts, events, sessions
 
@@ -278,6 +279,27 @@ async def test_transient_failure_is_retried_after_a_backoff(store: Store) -> Non
     assert (first.number, first.status, first.worker_id) == (1, AttemptStatus.FAILED, "w1")
     assert first.error == "fetch failed"
     assert (second.number, second.status, second.worker_id) == (2, AttemptStatus.RUNNING, "w2")
+
+
+async def test_the_retry_backoff_is_the_setting(db_url: str) -> None:
+    """``TELECODER_RETRY_BACKOFF_SECONDS`` (through ``store_options``): the first retry waits
+    about that long, for a finished attempt and for one whose worker died."""
+    settings = Settings(home=Path("/nonexistent"), database_url=db_url, retry_backoff_seconds=30)
+    store = await open_store(db_url, **store_options(settings))
+    try:
+        finished = await store.sessions.create(new())
+        before = time.time()
+        done = await store.queue.finish((await claim(store)).lease, TRANSIENT)
+        assert before + 22.5 <= done.available_at <= time.time() + 37.5
+        lost = await store.sessions.create(new())
+        await claim(store, "w9", only=lost.id)
+        before = time.time()
+        assert await store.queue.recover_worker("w9") == [lost.id]
+        recovered = await store.sessions.get(lost.id)
+        assert before + 22.5 <= recovered.available_at <= time.time() + 37.5
+        assert finished.id != lost.id
+    finally:
+        await store.close()
 
 
 async def test_dead_after_max_attempts(store: Store) -> None:

@@ -41,7 +41,9 @@ async def test_events_are_written_after_a_short_wait_in_order(store: Store) -> N
     recorder = EventRecorder(store.events, claim.lease, interval=0.3)
     recorder.start(AttemptControl())
     await asyncio.sleep(0.5)  # idle: nothing to write, no timer running
-    assert recorder._soon is None
+    assert not recorder._soon
+    assert recorder._tick is not None
+    assert recorder._tick.timer is None
     for i in range(3):
         recorder.add(EventKind.OUTPUT, {"stream": "stdout", "text": f"line {i}"})
     assert await written(store, claim.session.id, 3, within=5) < 0.3 + 1
@@ -49,7 +51,9 @@ async def test_events_are_written_after_a_short_wait_in_order(store: Store) -> N
     recorder.add(EventKind.OUTPUT, {"stream": "stdout", "text": "line 3"})
     await written(store, claim.session.id, 4, within=5)
     await asyncio.sleep(0.1)
-    assert recorder._soon is None  # written: idle again
+    assert not recorder._soon  # written: idle again
+    assert recorder._tick is not None
+    assert recorder._tick.timer is None
     await recorder.close()
 
 

@@ -32,7 +32,7 @@ def branches(repo: GitRepo) -> list[str]:
 def listed(env: dict[str, str]) -> list[dict[str, Any]]:
     done = telecoder("list", "--json", env=env)
     assert done.returncode == 0, done.stderr
-    found: list[dict[str, Any]] = json.loads(done.stdout)
+    found: list[dict[str, Any]] = json.loads(done.stdout)["sessions"]
     return found
 
 

@@ -107,6 +107,25 @@ async def test_a_line_over_max_line_is_cut(
     assert await process.wait() == 0
 
 
+async def test_output_not_taken_is_not_read_past_a_bound(tmp_path: Path) -> None:
+    """Lines no one takes pause the pipes (the agent then blocks on its writes) rather than
+    pile up in the worker; once taken, every line arrives, in order."""
+    count = 300_000  # 2 MB of short lines: more than a pipe and one read hold
+    process = await spawn(["seq", str(count)], tmp_path)
+    output = process._output
+    assert output is not None
+    for _ in range(1000):  # nothing taken yet: the pipes pause (within 10 s)
+        if output._paused:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.5)  # and stay paused
+    assert output._paused
+    assert local.QUEUED <= len(output._waiting) < count // 2
+    lines = [int(line) for _, line in await collect(process, within=30)]
+    assert lines == list(range(1, count + 1))
+    assert await process.wait() == 0
+
+
 async def test_non_utf8_bytes_arrive_as_bytes(tmp_path: Path) -> None:
     process = await spawn(["printf", "\\377\\376\\000x\\r\\nplain\\n"], tmp_path)
     assert await collect(process) == [("stdout", b"\xff\xfe\x00x"), ("stdout", b"plain")]
@@ -127,8 +146,14 @@ async def test_a_background_child_does_not_hold_the_output_open(tmp_path: Path) 
 async def test_the_exit_code_is_known_while_an_escaped_child_holds_the_pipes(
     tmp_path: Path,
 ) -> None:
-    # setsid: the child leaves the group, so nothing kills it and the pipes stay open.
-    process = await spawn(["sh", "-c", "setsid sleep 30 & echo $!; exit 5"], tmp_path)
+    # setsid: the child leaves the group, so nothing kills it and the pipes stay open. The
+    # parent exits only once the child has left (it writes its pid after setsid ran): under
+    # load, an exit before that let the group kill take the child too.
+    script = (
+        "setsid sh -c 'echo $$ > pid.tmp && mv pid.tmp pid && exec sleep 30' & "
+        "while [ ! -s pid ]; do sleep 0.01; done; cat pid; exit 5"
+    )
+    process = await spawn(["sh", "-c", script], tmp_path)
     lines = process.lines()
     async with asyncio.timeout(5):
         _, pid = await anext(lines)

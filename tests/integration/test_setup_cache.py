@@ -21,7 +21,9 @@ from typing import Any
 
 import pytest
 
+from telecoder import setupspare
 from telecoder.assemble import build_worker
+from telecoder.cli.cache import size_text
 from telecoder.domain import EventKind, NewSession, SessionStatus
 from telecoder.server import create_app
 from telecoder.settings import Settings
@@ -295,24 +297,29 @@ def make_files(root: Path, count: int, size: int = 10) -> None:
 async def test_eviction_removes_the_least_recently_used_and_never_one_in_use(
     tmp_path: Path,
 ) -> None:
-    cache = SetupCache(tmp_path / "cache", max_bytes=2500)
+    cache = SetupCache(tmp_path / "cache", max_bytes=1 << 30)
     keys = [cache_key(repo="r", commands=[str(i)], runtime="sandbox", files={}) for i in range(4)]
     work = tmp_path / "wt"
-    make_files(work, 10, 100)  # 1000 bytes an entry
+    make_files(work, 10, 100)  # 1000 bytes of files an entry
     for i, key in enumerate(keys[:2]):
         await cache.store(key, work, ["big"], info={"repo": "r", "commands": [str(i)]})
         os.utime(cache.root / key / MANIFEST, (1000 + i, 1000 + i))
-    assert [e.key for e in cache.entries()] == [keys[1], keys[0]]  # most recently used first
+    found = cache.entries()
+    assert [e.key for e in found] == [keys[1], keys[0]]  # most recently used first
+    assert [e.files_size for e in found] == [1000, 1000]
+    one = found[0].size  # on disk (blocks), its spare included
+    assert found[1].size == one > 2 * 1000
+    cache.max_bytes = 2 * one + one // 2  # room for two
     held = await cache.hold(keys[0])  # the least recently used, but in use
     try:
         assert [e.in_use for e in cache.entries()] == [False, True]
-        await cache.store(keys[2], work, ["big"], info={})  # 3000 bytes > 2500: one goes
+        await cache.store(keys[2], work, ["big"], info={})  # three do not fit: one goes
         assert {e.key for e in cache.entries()} == {keys[0], keys[2]}
         await cache.store(keys[3], work, ["big"], info={})
         assert {e.key for e in cache.entries()} == {keys[0], keys[3]}
     finally:
         held.release()
-    assert sum(e.size for e in cache.entries()) == 2000
+    assert sum(e.files_size for e in cache.entries()) == 2000
     # Too large for the cache at all: not kept.
     small = SetupCache(tmp_path / "small", max_bytes=500)
     assert await small.store(keys[0], work, ["big"], info={}) is None
@@ -373,7 +380,8 @@ def test_cache_list_and_clear(tmp_path: Path, home: Path) -> None:
     assert listed.returncode == 0, listed.stderr
     rows = json.loads(listed.stdout)
     assert {r["key"] for r in rows} == set(keys)
-    assert all(r["size"] == 30 and r["paths"] == ["big"] and not r["in_use"] for r in rows)
+    assert all(r["files_size"] == 30 and r["paths"] == ["big"] and not r["in_use"] for r in rows)
+    assert all(r["size"] == e.size > 2 * 30 for r, e in zip(rows, cache.entries(), strict=True))
     missing = telecoder("cache", "clear", "0" * 64, env=env)
     assert missing.returncode == 3
     assert "no setup cache entry" in missing.stderr
@@ -394,7 +402,8 @@ def test_cache_list_and_clear(tmp_path: Path, home: Path) -> None:
     assert json.loads(rest.stdout) == {"removed": sorted([keys[0], keys[2]]), "in_use": [keys[1]]}
     table = telecoder("cache", "list", env=env)
     assert keys[1][:12] in table.stdout
-    assert "1 entries, 30B of 10.0G" in table.stderr
+    [left] = cache.entries()
+    assert f"1 entries, {size_text(left.size)} of 10.0G" in table.stderr  # the spare included
 
 
 def test_cache_max_takes_a_size_and_zero_turns_the_cache_off(tmp_path: Path) -> None:
@@ -438,6 +447,105 @@ async def test_the_api_lists_the_servers_host_entries(
         found = await c.get("/api/cache")
     assert found.status_code == 200
     [entry] = found.json()
-    assert entry == {**entry, "key": key, "size": 20, "paths": ["big"], "repo": "acme"}
+    assert entry == {**entry, "key": key, "files_size": 20, "paths": ["big"], "repo": "acme"}
+    assert entry["size"] == cache.entries()[0].size > 2 * 20
     assert entry["commands"] == ["make"]
     assert entry["in_use"] is False
+
+
+async def spare_of(cache: SetupCache, key: str) -> Path:
+    spare = cache.root / key / "spare"
+    for _ in range(1500):  # made in the background, by a process of its own
+        if spare.is_dir():
+            return spare
+        await asyncio.sleep(0.02)
+    raise AssertionError("no spare was made")
+
+
+async def test_a_hit_moves_in_the_spare_made_in_the_background_and_a_new_one_follows(
+    tmp_path: Path,
+) -> None:
+    """After an entry is made, a copy of its files is made beside it; the next restore moves
+    that copy in (the same inodes: no copy on the way to the agent), never the entry's own
+    files, and a new spare is made for the hit after it. A removed entry takes its spare."""
+    cache = SetupCache(tmp_path / "cache", max_bytes=10**9)
+    key = cache_key(repo="r", commands=["c"], runtime="sandbox", files={})
+    work = tmp_path / "wt"
+    make_files(work, 50)
+    held = await cache.hold(key)
+    await cache.store(key, work, ["big"], info={})
+    held.release()
+    spare = await spare_of(cache, key)
+    inode = (spare / "big" / "f7").stat().st_ino
+    for n in (1, 2):
+        new = tmp_path / f"wt{n}"
+        new.mkdir()
+        held = await cache.hold(key)
+        try:
+            restored = await cache.restore(key, new)
+        finally:
+            held.release()
+        assert restored is not None
+        assert restored.paths == ("big",)
+        assert (new / "big" / "f7").stat().st_ino == inode  # moved, not copied
+        assert inode != (cache.root / key / "files" / "big" / "f7").stat().st_ino
+        assert sorted(p.name for p in (new / "big").iterdir()) == sorted(f"f{i}" for i in range(50))
+        (new / "big" / "f7").write_text("the agent's\n")  # never reaches the entry
+        assert (cache.root / key / "files" / "big" / "f7").read_bytes() == b"x" * 10
+        inode = (await spare_of(cache, key) / "big" / "f7").stat().st_ino
+    assert cache.clear(key) == ([key], [])
+    assert not (cache.root / key).exists()
+
+
+async def test_an_entry_cleared_while_its_spare_is_made_leaves_nothing_behind(
+    tmp_path: Path,
+) -> None:
+    cache = SetupCache(tmp_path / "cache", max_bytes=10**9)
+    keep, gone = (cache_key(repo="r", commands=[c], runtime="sandbox", files={}) for c in "ab")
+    work = tmp_path / "wt"
+    make_files(work, 2000)
+    await cache.store(keep, work, ["big"], info={})
+    await spare_of(cache, keep)
+    await cache.store(gone, work, ["big"], info={})  # its spare starts at once
+    assert cache.clear(gone) == ([gone], [])  # not held up by the copy under way
+    await setupspare.made(cache.root / "locks" / f"{gone}.spare")
+    left = sorted(p.name for p in cache.root.iterdir())
+    assert left == [keep, "locks"]
+    assert len(list((cache.root / keep / "spare" / "big").iterdir())) == 2000
+
+
+def du(path: Path) -> int:
+    """What ``path`` takes on disk, in bytes, as ``du`` counts it."""
+    done = subprocess.run(["du", "-s", "-B1", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout.split()[0])
+
+
+async def test_the_limit_bounds_the_real_disk_use_the_spares_included(tmp_path: Path) -> None:
+    """``TELECODER_CACHE_MAX`` bounds what the cache directory takes on disk (``du``): each
+    entry counts with its spare, a copy as large as its files, and by its blocks — not its
+    files' bytes once, which let the cache take twice the limit and more."""
+    cache = SetupCache(tmp_path / "cache", max_bytes=1 << 30)
+    keys = [cache_key(repo="r", commands=[str(i)], runtime="sandbox", files={}) for i in range(5)]
+    work = tmp_path / "wt"
+    make_files(work, 20, 4000)  # 80,000 bytes of files an entry
+
+    async def settled() -> list[Any]:
+        """The entries once their spares are made (as they are between sessions)."""
+        found = cache.entries()
+        for entry in found:
+            await spare_of(cache, entry.key)
+            await setupspare.made(cache.root / "locks" / f"{entry.key}.spare")
+        return found
+
+    await cache.store(keys[0], work, ["big"], info={})
+    [entry] = await settled()
+    assert entry.size == du(entry.path)  # what `cache list` shows is what the disk holds
+    assert entry.size > 2 * entry.files_size
+    limit = cache.max_bytes = 2 * entry.size + entry.size // 2  # room for two, not three
+    for key in keys[1:]:
+        await cache.store(key, work, ["big"], info={})
+        kept = await settled()
+        assert du(cache.root) <= limit, [e.key for e in kept]
+    assert [e.key for e in cache.entries()] == [keys[4], keys[3]]
+    assert 3 * entry.files_size < limit  # three would have fitted, counted the old way

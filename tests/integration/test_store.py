@@ -278,3 +278,29 @@ async def test_event_data_keeps_unicode_and_nul(store: Store) -> None:
     data = {"text": "caf\u00e9 \u2603 nul:\x00 end", "nested": {"list": [1, None, True]}}
     await store.events.append(session.id, [NewEvent(kind=EventKind.MESSAGE, data=data)])
     assert (await store.events.list(session.id))[-1].data == data
+
+
+async def test_a_write_cancelled_mid_statement_ends_cancelled_and_the_store_goes_on(
+    store: Store,
+) -> None:
+    """A task cancelled inside a write transaction (a stop, a timeout) raises CancelledError and
+    nothing else: the driver drops the connection, and leaving the transaction must not open a
+    new one outside the async context (SQLAlchemy's MissingGreenlet, and a never-awaited connect
+    warned about at garbage collection)."""
+    sleep = "SELECT pg_sleep(5)" if not store.db.is_sqlite else "SELECT 1"
+    entered = asyncio.Event()
+
+    async def write() -> None:
+        async with store.db.write() as conn:
+            entered.set()
+            await conn.exec_driver_sql(sleep)
+            await asyncio.sleep(5)
+
+    task = asyncio.create_task(write())
+    await entered.wait()
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    session = await store.sessions.create(new())
+    assert (await store.sessions.get(session.id)).status == SessionStatus.QUEUED

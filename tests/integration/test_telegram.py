@@ -333,6 +333,9 @@ async def test_commands(tg_settings, store, repo, fake_telegram):
         assert f"Last events of {latest.id} (queued)" in await ask("/logs")
         assert f"Cancelled {latest.id}." in await ask("/cancel")
         assert (await store.sessions.get(latest.id)).status == SessionStatus.CANCELLED
+        # Its outcome comes to the chat on its own: let it, so it is not taken for an answer.
+        await until(lambda: any("🚫 Cancelled" in m.text for m in fake.bot_messages(ALICE.id)))
+        await _sleep(0.1)
         assert "already cancelled" in await ask("/cancel")
         retried = await ask("/retry")
         assert f"Retrying {latest.id} as " in retried

@@ -117,6 +117,67 @@ checks:
     assert repo.remote_git("branch", "--list", "telecoder/*") == ""
 
 
+async def test_work_that_fails_the_checks_is_pushed_to_a_failed_ref_when_asked(
+    settings: Settings, store: Store, tmp_path: Path
+) -> None:
+    repo = repo_with(tmp_path, 'verify:\n  - echo "1 test failed" >&2; exit 1\n')
+    worker = build_worker(tuned(settings, push_failed=True), store)
+    done = await execute(worker, store, shell(repo, "echo tried > out.txt"))
+    assert (done.status, done.failure_kind) == (SessionStatus.FAILED, FailureKind.VERIFY_FAILED)
+    ref = f"telecoder/{done.id}-failed"
+    assert done.result is not None
+    assert done.result.failed_ref == ref
+    assert done.result.to_dict()["failed_ref"] == ref
+    assert repo.remote_git("branch", "--list", "telecoder/*").split() == [ref]  # no PR branch
+    assert branch_files(repo, ref) == ["out.txt"]
+    assert repo.remote_git("show", f"{ref}:out.txt") == "tried"
+    message = repo.remote_git("log", "-1", "--format=%B", ref)
+    assert f"TeleCoder-Session: {done.id}" in message
+    assert "TeleCoder-Partial: verify_failed" in message
+    pushed = [
+        e.data
+        for e in await all_events(store, done.id)
+        if e.kind == EventKind.PROGRESS and e.data["step"] == "failed_pushed"
+    ]
+    assert pushed == [
+        {"step": "failed_pushed", "branch": ref, "commit": repo.remote_git("rev-parse", ref)}
+    ]
+
+
+async def test_the_repository_decides_whether_failed_work_is_pushed(
+    settings: Settings, store: Store, tmp_path: Path
+) -> None:
+    off = repo_with(tmp_path / "off", "push_failed: false\nverify:\n  - exit 1\n")
+    on = repo_with(tmp_path / "on", "push_failed: true\nverify:\n  - exit 1\n")
+    kept = await execute(
+        build_worker(tuned(settings, push_failed=True), store), store, shell(off, "echo a > a")
+    )
+    assert kept.failure_kind == FailureKind.VERIFY_FAILED
+    assert kept.result is None
+    assert off.remote_git("branch", "--list", "telecoder/*") == ""
+    pushed = await execute(build_worker(tuned(settings), store), store, shell(on, "echo b > b"))
+    assert pushed.failure_kind == FailureKind.VERIFY_FAILED
+    assert pushed.result is not None
+    assert pushed.result.failed_ref == f"telecoder/{pushed.id}-failed"
+    assert branch_files(on, f"telecoder/{pushed.id}-failed") == ["b"]
+
+
+async def test_failed_work_with_a_secret_is_not_pushed(
+    settings: Settings, store: Store, tmp_path: Path
+) -> None:
+    repo = repo_with(tmp_path, "verify:\n  - exit 1\n")
+    worker = build_worker(tuned(settings, push_failed=True), store)
+    part = "Zq8x" * 3  # a GitHub token's shape, spelled out only when the shell runs
+    leak = f"P={part}; echo \"token = 'ghp_$P$P$P'\" > leak.py"
+    done = await execute(worker, store, shell(repo, leak))
+    assert done.failure_kind == FailureKind.VERIFY_FAILED
+    assert done.result is None
+    assert repo.remote_git("branch", "--list", "telecoder/*") == ""
+    steps = [e.data for e in await all_events(store, done.id) if e.kind == EventKind.PROGRESS]
+    assert {"step": "failed_not_pushed", "branch": f"telecoder/{done.id}-failed",
+            "reason": "secret_detected"} in steps  # fmt: skip
+
+
 async def test_git_clean_fails_when_a_check_changes_a_file(
     settings: Settings, store: Store, tmp_path: Path
 ) -> None:

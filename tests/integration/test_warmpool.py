@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from telecoder.assemble import build_worker
+from telecoder.mirrors import admin_dir
 from telecoder.settings import Settings
 from telecoder.store import open_store
 from telecoder.warmpool import MAKING, WARM, WorktreePool
@@ -120,6 +121,24 @@ async def test_the_pool_refills_and_a_session_takes_a_clean_worktree(
     assert [git("rev-parse", "HEAD", cwd=p) for p in again if p not in warm] == [new]
 
 
+async def test_a_warm_worktree_at_the_base_is_taken_as_it_is(
+    ws: Workspace, git_repo: GitRepo
+) -> None:
+    """One the refill made at the session's base is taken without a reset (which would re-read
+    every file of a big repository): its index is the refill's own, its files the base's."""
+    first = await prepare(ws, git_repo, "s1")
+    warm = await filled(ws.pool, first.mirror, 2)
+    written = {(admin_dir(first.mirror, p) / "index").stat().st_mtime_ns for p in warm}
+    second = await prepare(ws, git_repo, "s2")
+    assert second.base_sha == first.base_sha
+    index = second.git_dir / "index"
+    assert index.stat().st_mtime_ns in written  # not rewritten by a reset
+    assert git("rev-parse", "--abbrev-ref", "HEAD", cwd=second.path) == "telecoder/s2"
+    assert git("rev-parse", "HEAD", cwd=second.path) == first.base_sha
+    assert git("status", "--porcelain", "--ignored", cwd=second.path) == ""
+    assert (second.path / "README.md").read_text() == "The colour of magic.\n"
+
+
 async def test_a_half_made_pooled_worktree_is_discarded(
     ws: Workspace, git_repo: GitRepo, tmp_path: Path
 ) -> None:
@@ -185,3 +204,27 @@ async def test_a_worker_refills_the_pool_until_it_stops(
         await asyncio.wait_for(running, 10)
     finally:
         await store.close()
+
+
+async def test_a_removed_worktree_is_moved_aside_then_deleted_and_leftovers_go(
+    git_repo: GitRepo, tmp_path: Path
+) -> None:
+    """A removal holds the mirror's lock only to move the files aside (``.trash``) and drop the
+    records; the files are deleted after. What a crash left in ``.trash`` goes when the pool
+    runs."""
+    ws = Workspace(mirrors=tmp_path / "m", worktrees=tmp_path / "w", pool_size=0)
+    wt = await prepare(ws, git_repo, "s1")
+    (wt.path / "made.txt").write_text("by the agent\n")
+    await ws.remove(wt)
+    assert not wt.path.exists()
+    assert str(wt.path) not in git("worktree", "list", "--porcelain", cwd=wt.mirror)
+    assert list((ws.worktrees / ".trash").iterdir()) == []
+    again = await prepare(ws, git_repo, "s1")  # the same name and branch: nothing in the way
+    assert git("status", "--porcelain", "--ignored", cwd=again.path) == ""
+    left = ws.worktrees / ".trash" / "s0-dead"
+    (left / "deep").mkdir(parents=True)
+    (left / "deep" / "file").write_text("x\n")
+    halt = asyncio.Event()
+    halt.set()
+    await asyncio.wait_for(ws.pool.run(halt), 10)
+    assert not left.exists()

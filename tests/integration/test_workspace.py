@@ -188,6 +188,31 @@ async def test_prepare_from_the_default_branch(
     assert git("status", "--porcelain", cwd=wt.path) == ""
 
 
+async def test_a_cold_prepare_writes_the_files_once(
+    ws: Workspace, git_repo: GitRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No pooled worktree: the files are written by one ``reset --hard`` (what a plain ``git
+    worktree add`` runs itself), and the new tree is not walked again (no ``clean``, no
+    ``status``): its directory was empty. The index it leaves needs no refresh."""
+    await prepare(ws, git_repo, "s0")  # the mirror
+    calls = tmp_path / "git-calls"
+    wrapper = tmp_path / "bin" / "git"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec {shutil.which("git")} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}")
+    wt = await prepare(ws, git_repo, "s1")
+    monkeypatch.undo()
+    made = calls.read_text().splitlines()
+    on_files = [line for line in made if "--work-tree" in line]
+    assert len(on_files) == 1, made
+    assert on_files[0].endswith(" reset -q --hard"), made
+    assert not [line for line in made if " clean " in f"{line} " or " status" in line], made
+    assert git("diff-files", "--name-only", cwd=wt.path) == ""  # stat data already in the index
+    assert git("status", "--porcelain", "--ignored", cwd=wt.path) == ""
+    assert (wt.path / "README.md").read_text() == "The colour of magic.\n"
+
+
 async def test_prepare_follows_the_remotes_default_branch(ws: Workspace, git_repo: GitRepo) -> None:
     trunk = commit_on_remote(git_repo, "trunk", "TRUNK", "t\n")
     git_repo.remote_git("symbolic-ref", "HEAD", "refs/heads/trunk")

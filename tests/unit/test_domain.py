@@ -60,6 +60,7 @@ def test_terminal_statuses(status: SessionStatus) -> None:
             diff=DiffStats(files_changed=2, insertions=10, deletions=3),
         ),
         Result(type=ResultType.BRANCH, branch="telecoder/y", commit="b" * 40, partial=True),
+        Result(type=ResultType.TEXT, failed_ref="telecoder/w-failed"),
         Result(
             type=ResultType.TEXT,
             text="42",
@@ -97,6 +98,7 @@ def test_result_round_trips_through_its_dict(result: Result) -> None:
         "outcome",
         "risk",
         "review",
+        "failed_ref",
     }
     assert data["type"] == result.type.value
     assert Result.from_dict(data) == result

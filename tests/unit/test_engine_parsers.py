@@ -221,3 +221,29 @@ def test_acp_says_done_on_the_prompt_answer() -> None:
     assert len(done_on) == 1
     assert done_on[0]["id"] == 3
     assert done_on[0]["result"]["stopReason"] == "end_turn"
+
+
+def test_codex_warnings_are_warnings_not_errors() -> None:
+    """Codex prints its warnings as ``error`` items (``Model metadata for `fake-model` not
+    found``): a warning event, and the run still succeeds."""
+    [directory] = [d for d in RECORDED if case_of(d) == "codex"]
+    events, outcome, _ = replay(directory, "ok")
+    assert outcome.ok, outcome.error
+    [warning] = [e for e in events if e.kind == EventKind.WARNING]
+    assert warning.data["message"].startswith("Model metadata for `fake-model` not found.")
+    assert EventKind.ERROR not in {e.kind for e in events}
+
+
+def test_a_gemini_error_of_severity_warning_is_a_warning() -> None:
+    """Gemini CLI's stream-json ``error`` events carry a ``severity``; ``warning`` is a
+    warning event (the run's ``result`` event says whether it failed)."""
+    case = BY_ID["gemini"]
+    here = Path(__file__).parent
+    task = make_task(case, here, "http://127.0.0.1:9", workdir=here, home=here)
+    parser: OutputParser = case.create().parser(task)
+    line = '{"type":"error","timestamp":"2026-01-01T00:00:00Z","severity":"%s","message":"%s"}'
+    [warning] = parser.feed("stdout", line % ("warning", "Loop detected")).events
+    [error] = parser.feed("stdout", line % ("error", "Maximum session turns exceeded")).events
+    assert (warning.kind, warning.data) == (EventKind.WARNING, {"message": "Loop detected"})
+    assert error.kind == EventKind.ERROR
+    assert error.data["message"] == "Maximum session turns exceeded"

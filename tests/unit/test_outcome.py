@@ -30,10 +30,19 @@ def test_the_markdown_has_the_four_parts() -> None:
         status="failed", result=None, error="`make test` exited with status 2"
     )
     text = outcomes.markdown(found)
-    assert (
-        text.splitlines()[0]
-        == "**Changed:** nothing: the agent answered without changing the repository"
-    )
+    assert text.splitlines()[0] == "**Changed:** nothing pushed"
     assert "**Verified:** no checks ran" in text
     assert "**Uncertain:**\n- Error: `make test` exited with status 2" in text
     assert "**Next:** see the session's log" in text
+
+
+def test_an_answer_is_told_from_work_that_failed() -> None:
+    answered = outcomes.summarize(status="succeeded", result={"text": "It is in utils.py."})
+    assert answered["changed"] == "nothing: the agent answered without changing the repository"
+    failed = outcomes.summarize(status="failed", result=None, error="checks failed")
+    assert failed["changed"] == "nothing pushed"
+    kept = {"type": "text", "failed_ref": "telecoder/abc-failed"}
+    pushed = outcomes.summarize(status="failed", result=kept, error="checks failed")
+    assert pushed["changed"] == (
+        "nothing merged: the work that failed the checks is on telecoder/abc-failed"
+    )

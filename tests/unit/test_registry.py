@@ -93,3 +93,12 @@ def test_unknown_runtime_is_plugin_not_found() -> None:
         registry.create("runtimes", "no-such-runtime")
     assert not isinstance(caught.value, EngineNotFound)
     assert "local" in caught.value.message
+
+
+def test_the_installed_names_are_read_once_a_process() -> None:
+    """The server's intake asks on every submission; scanning the metadata costs ~10 ms."""
+    registry.names("engines")
+    before = registry._installed.cache_info()
+    assert registry.names("engines") == registry.names("engines")
+    after = registry._installed.cache_info()
+    assert (after.hits - before.hits, after.misses - before.misses) == (2, 0)

@@ -106,3 +106,12 @@ def test_decision_delay_is_the_backoff() -> None:
         FailureKind.WORKER_LOST, attempt=2, max_attempts=5, rng=random.Random(11)
     )
     assert decision.delay == retry.backoff(2, random.Random(11))
+
+
+def test_the_base_delay_is_a_parameter() -> None:
+    """``base`` (TELECODER_RETRY_BACKOFF_SECONDS) scales every delay below the cap."""
+    fast = retry.decide(
+        FailureKind.WORKER_LOST, attempt=3, max_attempts=5, rng=random.Random(5), base=0.1
+    )
+    assert fast.delay == retry.backoff(3, random.Random(5), base=0.1)
+    assert 0.75 * 0.4 <= fast.delay <= 1.25 * 0.4

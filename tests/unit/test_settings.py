@@ -33,7 +33,7 @@ def test_defaults(clean_env: Path) -> None:
     assert settings.mirrors == settings.home / "mirrors"
     assert settings.env_allow == DEFAULT_ENV_ALLOW
     assert settings.github_token is None
-    assert settings.engine == "shell"
+    assert settings.engine is None  # an agent: the first installed with its key
 
 
 def test_environment_values_are_parsed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -93,7 +93,7 @@ def test_config_file_under_home_with_the_environment_winning(
 def test_config_file_elsewhere_is_not_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     (tmp_path / "config.env").write_text("TELECODER_ENGINE=codex\n")
     monkeypatch.setenv("TELECODER_HOME", str(tmp_path / "other"))
-    assert Settings.load().engine == "shell"
+    assert Settings.load().engine is None
 
 
 def test_overrides_win_over_everything(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -42,6 +42,8 @@ from telecoder.errors import (
     TimedOut,
     Unauthorized,
     Unsupported,
+    UserNotFound,
+    WorkerNotFound,
 )
 
 # Every command, in the order `telecoder --help` lists them: the module (under telecoder.cli)
@@ -85,8 +87,19 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "worker": ("worker", "worker", "Run queued sessions."),
     "workers": (
         "workers",
-        "workers",
-        "List workers: host, pid, slots, engines, state (idle/working/draining/offline).",
+        "workers_app",
+        "List workers: host, pid, slots, engines, state (idle/working/draining/offline); "
+        "drain or resume one.",
+    ),
+    "pause": (
+        "control",
+        "pause",
+        "Pause all claiming on every host: running sessions finish, queued ones wait.",
+    ),
+    "resume": (
+        "control",
+        "resume",
+        "Resume claiming after `telecoder pause`: workers take queued sessions again.",
     ),
     "engines": (
         "engines",
@@ -99,6 +112,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "What model requests cost (metered by the gateway): totals, groups, top sessions.",
     ),
     "serve": ("serve", "serve", "Serve the HTTP API and the dashboard, with embedded workers."),
+    "wait": (
+        "wait",
+        "wait",
+        "Wait for sessions to end: exit 0 if all succeeded, else the failure's exit code.",
+    ),
     "version": ("sessions", "version", "Print TeleCoder's version."),
     "budget": (
         "budgets",
@@ -106,6 +124,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Raise a session's budget: one waiting blocked on it resumes where its agent stopped.",
     ),
     "db": ("db", "app", "Manage the database."),
+    "mcp": (
+        "mcp_stdio",
+        "mcp",
+        "Serve TeleCoder's MCP tools on stdio (submit, wait, follow, cancel, list sessions).",
+    ),
     "hooks": ("hooks", "hooks_app", "Inbound webhooks: POST /api/hooks/NAME starts a session."),
     "subscriptions": (
         "hooks",
@@ -171,6 +194,42 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "cache",
         "app",
         "The setup cache: what .telecoder.yml setup commands made, kept per key.",
+    ),
+    "setup": (
+        "setup",
+        "setup",
+        "Set TeleCoder up: GitHub token, model key, engine, channels, port, into config.env.",
+    ),
+    "status": (
+        "status",
+        "status",
+        "Show the server, workers, queue depth, sandbox, endpoints and recent failures.",
+    ),
+    "service": (
+        "service",
+        "app",
+        "Run TeleCoder as a systemd service: install (hardened unit), status, uninstall.",
+    ),
+    "config": (
+        "config",
+        "app",
+        "Settings kept in $TELECODER_HOME/config.env: list, get, set, unset (secrets masked).",
+    ),
+    "users": (
+        "users",
+        "users_app",
+        "Users and their roles: admin (everything), member (their own sessions), viewer "
+        "(reads only).",
+    ),
+    "tokens": (
+        "users",
+        "tokens_app",
+        "API tokens of users (and of remote workers): create, list, revoke.",
+    ),
+    "audit": (
+        "users",
+        "audit",
+        "The audit log, newest first: who changed what, when and from where.",
     ),
 }
 
@@ -253,6 +312,8 @@ _EXIT: list[tuple[type[TeleCoderError], Exit]] = [
     (MessageNotFound, Exit.NOT_FOUND),
     (MemoryNotFound, Exit.NOT_FOUND),
     (RawLogNotFound, Exit.NOT_FOUND),
+    (UserNotFound, Exit.NOT_FOUND),
+    (WorkerNotFound, Exit.NOT_FOUND),
     (LeaseLost, Exit.LEASE_LOST),
     (TimedOut, Exit.TIMED_OUT),
     (Conflict, Exit.CONFLICT),
@@ -278,8 +339,7 @@ def main() -> None:
         code = app(standalone_mode=False)
         sys.exit(code if isinstance(code, int) and not isinstance(code, bool) else Exit.OK)
     except TeleCoderError as e:
-        code = next((c for kind, c in _EXIT if isinstance(e, kind)), Exit.TASK_FAILED)
-        _fail(code, e.message, as_json=as_json)
+        report(e, as_json=as_json)
     except typer.TyperException as e:  # with --json only: a usage error (missing option, bad int)
         code = Exit.BAD_INPUT if e.exit_code == Exit.BAD_INPUT else Exit.TASK_FAILED
         _fail(code, _usage_message(e), as_json=True)
@@ -291,6 +351,12 @@ def main() -> None:
         if found is None or not isinstance(e, found.DBAPIError):
             raise
         _fail(Exit.UNAVAILABLE, f"the database failed: {e.orig}", as_json=as_json)
+
+
+def report(e: TeleCoderError, *, as_json: bool) -> NoReturn:
+    """Report ``e`` and exit with its stable code (also for launch.py's quick submit)."""
+    code = next((c for kind, c in _EXIT if isinstance(e, kind)), Exit.TASK_FAILED)
+    _fail(code, e.message, as_json=as_json)
 
 
 ERROR_CODES: dict[Exit, str] = {

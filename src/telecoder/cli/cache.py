@@ -40,7 +40,7 @@ def size_text(size: int) -> str:
 def list_entries(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
-    """List the entries, most recently used first."""
+    """List the entries, most recently used first; their size is on disk, spare included."""
     cache = _cache()
     entries = cache.entries()
     if as_json:

@@ -18,12 +18,13 @@ __all__ = ["ServerOption", "load_settings", "opened", "run_async"]
 T = TypeVar("T")
 
 
-def load_settings() -> Settings:
+def load_settings(*, log_file: bool = False) -> Settings:
+    """``log_file``: a long-running command (worker) logs to ``TELECODER_LOG_FILE`` too."""
     from telecoder.masking import mask_logs
     from telecoder.settings import Settings
 
     settings = Settings.load()
-    mask_logs(settings)  # the CLI's entry: from here on, no log line shows a secret
+    mask_logs(settings, log_file=log_file)  # from here on, no log line shows a secret
     return settings
 
 

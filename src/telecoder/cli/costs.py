@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from telecoder import registry
+from telecoder import engine_choice, registry
 from telecoder.assemble import build_workspace
 from telecoder.cli.common import ServerOption, load_settings, opened, run_async
 from telecoder.cli.output import err, out, print_json, short
@@ -22,7 +22,7 @@ from telecoder.errors import BadInput, EngineNotFound
 from telecoder.estimate import MAX_PROMPT, estimate
 from telecoder.store.costs import By
 from telecoder.timerange import FORMS, parse_range
-from telecoder.workspace import is_url
+from telecoder.urls import is_url
 
 Json = dict[str, Any]
 
@@ -194,8 +194,12 @@ def estimate_run(
         found = run_async(ask())
     else:
         settings = load_settings()
-        chosen = engine or settings.engine
         known = registry.names("engines")
+        chosen = engine or engine_choice.default_engine(settings, known)
+        if chosen is None:
+            raise EngineNotFound(
+                engine_choice.no_engine(known, engine_choice.environment(settings))
+            )
         if chosen not in known:
             raise EngineNotFound(f"unknown engine {chosen!r} (known: {', '.join(sorted(known))})")
         if not prompt.strip():

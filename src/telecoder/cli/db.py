@@ -7,23 +7,16 @@ from typing import Annotated
 
 import typer
 
+from telecoder import backups
 from telecoder.cli.common import load_settings, opened, run_async
-from telecoder.cli.output import Exit, err, out
-from telecoder.errors import Conflict
-from telecoder.store import backup as backups
+from telecoder.cli.output import out
+from telecoder.errors import BadInput, Conflict
+from telecoder.store.backup import Snapshot
 from telecoder.store.db import Database
 from telecoder.store.migrations import HEAD, current_revision
 from telecoder.store.migrations import upgrade as migrate
 
 app = typer.Typer(help="Manage the database.", no_args_is_help=True)
-
-PG_GUIDANCE = """\
-This database is PostgreSQL: back it up and restore it with PostgreSQL's own tools, e.g.
-
-  pg_dump --format=custom --file=telecoder.dump "$TELECODER_DATABASE_URL"
-  pg_restore --clean --if-exists --no-owner --dbname="$TELECODER_DATABASE_URL" telecoder.dump
-
-(stop the workers before a restore; see the README's "Backups" section)."""
 
 
 @app.command()
@@ -45,23 +38,47 @@ def upgrade() -> None:
 
 @app.command()
 def backup(
-    path: Annotated[Path, typer.Argument(help="Where to write the copy (must not exist).")],
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="Where to write the backup (must not exist); or give --dir."),
+    ] = None,
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            help="Write telecoder-<UTC time>.db (.dump on PostgreSQL) here and keep the newest "
+            "--keep of them.",
+        ),
+    ] = None,
+    keep: Annotated[
+        int | None,
+        typer.Option(help="With --dir: backups kept [default: TELECODER_BACKUP_KEEP, 3].", min=1),
+    ] = None,
 ) -> None:
-    """Copy the SQLite database to PATH, consistently, even while workers run."""
+    """Back the database up, consistently, even while workers run (PostgreSQL: pg_dump)."""
+    if (path is None) == (directory is None):
+        raise BadInput("give PATH or --dir DIR (one of them)")
+    if keep is not None and directory is None:
+        raise BadInput("--keep goes with --dir")
     settings = load_settings()
-    if not Database(settings.store_url).is_sqlite:
-        err.print(PG_GUIDANCE)
-        raise typer.Exit(Exit.UNSUPPORTED)
+    target = path.expanduser().absolute() if path is not None else None
 
-    async def go() -> backups.Snapshot:
+    async def go() -> tuple[Snapshot, list[Path]]:
         async with opened(settings) as store:
-            return await backups.backup(store.db, path.expanduser().absolute())
+            if target is not None:
+                return await backups.backup(store.db, target), []
+            assert directory is not None
+            return await backups.backup_into(
+                store.db, directory.expanduser().absolute(), keep=keep or settings.backup_keep
+            )
 
-    snapshot = run_async(go())
+    snapshot, removed = run_async(go())
     out.print(
         f"backed up {snapshot.sessions} sessions ({snapshot.events} events, "
         f"revision {snapshot.revision}, {snapshot.size} bytes) to {snapshot.path}"
     )
+    for old in removed:
+        out.print(f"removed {old}")
 
 
 @app.command()
@@ -71,14 +88,11 @@ def restore(
         bool, typer.Option("--force", help="Restore even though workers are running.")
     ] = False,
 ) -> None:
-    """Replace the SQLite database with the backup at PATH (refused while workers run)."""
+    """Replace the database with the backup at PATH (refused while workers run)."""
     settings = load_settings()
-    if not Database(settings.store_url).is_sqlite:
-        err.print(PG_GUIDANCE)
-        raise typer.Exit(Exit.UNSUPPORTED)
     source = path.expanduser().absolute()
 
-    async def go() -> backups.Snapshot:
+    async def go() -> Snapshot:
         async with opened(settings) as store:
             live = await store.workers.live()
             if live and not force:

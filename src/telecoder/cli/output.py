@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -37,8 +39,10 @@ def exit_for(session: Session) -> Exit:
     return Exit.OK
 
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# emoji=False: a prompt or an agent's text is printed as written (":memo:" stays ":memo:"), and
+# Rich's 3,600-entry emoji table is not imported on each command's first print.
+out = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 _STATUS_STYLE = {
@@ -68,26 +72,114 @@ def age(ts: float) -> str:
     return f"{seconds}s"
 
 
+def diff_text(files: int, insertions: int, deletions: int) -> str:
+    """``1 file +2 -0``, ``3 files +10 -4``."""
+    return f"{files} file{'' if files == 1 else 's'} +{insertions} -{deletions}"
+
+
+def attempt_text(session: Session) -> str:
+    """``2 of 3``; a chat's turns (each an attempt) and a session run again past its limit say
+    only which attempt it is, never ``5 of 3``."""
+    if session.mode.value == "chat" or session.attempt > session.max_attempts:
+        return str(session.attempt)
+    return f"{session.attempt} of {session.max_attempts}"
+
+
+# The argument that says what a tool call does, by the names agents give it.
+_TOOL_GIST = ("command", "cmd", "file_path", "path", "pattern", "query", "url", "prompt")
+
+
+def tool_input_text(value: Any) -> str:
+    """A tool call's input for people: its command (or path, pattern, …) when it has one, else
+    compact JSON; never a Python dict's repr with escaped newlines."""
+    if isinstance(value, Mapping):
+        for key in _TOOL_GIST:
+            gist = value.get(key)
+            if isinstance(gist, list) and all(isinstance(p, str) for p in gist):
+                gist = shlex.join(gist)
+            if isinstance(gist, str) and gist:
+                return gist
+        return json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=str)
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def progress_extra(data: Mapping[str, Any]) -> str:
+    """A progress event's fields as ``key=value``; unset ones (None, False) left out, a true
+    flag as its name."""
+    parts = []
+    for k, v in data.items():
+        if k in ("step", "path") or v is None or v is False or v == "":
+            continue
+        parts.append(k if v is True else f"{k}={escape(str(v))}")
+    return " ".join(parts)
+
+
 def short(text: str, width: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+SESSION_COLUMNS = ("ID", "STATUS", "ENGINE", "AGE", "REPO", "PROMPT", "RESULT")
+
+
+def session_row(s: Session) -> tuple[str, ...]:
+    """A session's cells, as plain text (no markup)."""
+    return (
+        s.id,
+        s.status.value,
+        s.engine,
+        age(s.created_at),
+        short(s.repo, 32),
+        short(s.prompt, 40),
+        result_summary(s),
+    )
+
+
 def sessions_table(sessions: list[Session]) -> Table:
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("ID", "STATUS", "ENGINE", "AGE", "REPO", "PROMPT", "RESULT"):
-        table.add_column(column, no_wrap=column != "RESULT", overflow="ellipsis")
-    for s in sessions:
-        table.add_row(
-            s.id,
-            status_text(s.status.value),
-            s.engine,
-            age(s.created_at),
-            escape(short(s.repo, 32)),
-            escape(short(s.prompt, 40)),
-            escape(result_summary(s)),
-        )
+    rows = [session_row(s) for s in sessions]
+    table = whole_columns_table(SESSION_COLUMNS, rows, whole=("ID", "STATUS"))
+    for s, row in zip(sessions, rows, strict=True):
+        cells = [escape(c) for c in row]
+        cells[1] = status_text(s.status.value)
+        table.add_row(*cells)
     return table
+
+
+def whole_columns_table(
+    columns: Sequence[str], rows: Sequence[Sequence[str]], *, whole: Sequence[str]
+) -> Table:
+    """A table whose ``whole`` columns (ids, statuses) are never cut, however narrow the
+    terminal: the other columns give way."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for i, column in enumerate(columns):
+        if column in whole:
+            width = max([len(column), *(len(r[i]) for r in rows)])
+            table.add_column(column, no_wrap=True, min_width=width)
+        else:
+            table.add_column(column, no_wrap=column != columns[-1], overflow="ellipsis")
+    return table
+
+
+def print_plain(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Rows as tab-separated lines, a header first: for a pipe, where columns are not cut."""
+    for row in (columns, *rows):
+        sys.stdout.write("\t".join(" ".join(str(c).split()) for c in row) + "\n")
+    sys.stdout.flush()
+
+
+def print_sessions(sessions: list[Session], next_cursor: str | None) -> None:
+    """The sessions as a table on a terminal, tab-separated lines in a pipe; where the next page
+    starts, on stderr."""
+    if not sessions:
+        err.print("no sessions")
+    elif out.is_terminal:
+        out.print(sessions_table(sessions))
+    else:
+        print_plain(SESSION_COLUMNS, [session_row(s) for s in sessions])
+    if next_cursor:
+        err.print(f"[dim]more: add --cursor {next_cursor}[/]")
 
 
 def result_summary(session: Session) -> str:
@@ -103,7 +195,9 @@ def result_summary(session: Session) -> str:
     if r.pr_url:
         return r.pr_url
     if r.branch:
-        return f"{r.branch} ({r.diff.files_changed} files +{r.diff.insertions} -{r.diff.deletions})"
+        return (
+            f"{r.branch} ({diff_text(r.diff.files_changed, r.diff.insertions, r.diff.deletions)})"
+        )
     return short(r.text or "(no change)", 60)
 
 
@@ -120,7 +214,7 @@ def show_session(
         ("mode", session.mode.value),
         ("base", session.base_ref or "(default branch)"),
         ("branch", session.branch),
-        ("attempt", f"{session.attempt} of {session.max_attempts}"),
+        ("attempt", attempt_text(session)),
         ("created", f"{age(session.created_at)} ago"),
     ]
     if session.parent_id and session.chain_id and session.depth:
@@ -158,12 +252,14 @@ def show_session(
         if r.branch:
             rows.append(("commit", r.commit or ""))
             rows.append(
-                ("diff", f"{r.diff.files_changed} files +{r.diff.insertions} -{r.diff.deletions}")
+                ("diff", diff_text(r.diff.files_changed, r.diff.insertions, r.diff.deletions))
             )
         if r.pr_url:
             rows.append(("pull request", r.pr_url + (" (draft)" if r.partial else "")))
         if r.partial:
             rows.append(("partial", "[yellow]yes: stopped by its limit, pushed as a draft[/]"))
+        if r.failed_ref:
+            rows.append(("failed work", f"pushed to {escape(r.failed_ref)} (no pull request)"))
         if r.text and not r.branch:
             rows.append(("answer", escape(r.text)))
     if session.question:
@@ -225,7 +321,7 @@ def render_event(event: Event) -> str | None:
             text += f" — retrying in {d['retry_in']:.1f}s"
     elif kind == EventKind.PROGRESS:
         step = str(d.get("step", "")).replace("_", " ")
-        extra = " ".join(f"{k}={escape(str(v))}" for k, v in d.items() if k not in ("step", "path"))
+        extra = progress_extra(d)
         text = f"[dim]▸ {step}[/] [dim]{extra}[/]".rstrip()
     elif kind == EventKind.OUTPUT:
         style = "red" if d.get("stream") == "stderr" else "dim"
@@ -237,7 +333,8 @@ def render_event(event: Event) -> str | None:
     elif kind == EventKind.THINKING:
         text = f"[italic dim]{escape(short(str(d.get('text', '')), 200))}[/]"
     elif kind == EventKind.TOOL_CALL:
-        text = f"[blue]⚙ {escape(str(d.get('name')))}[/] {escape(short(str(d.get('input')), 160))}"
+        gist = short(tool_input_text(d.get("input")), 160)
+        text = f"[blue]⚙ {escape(str(d.get('name')))}[/] {escape(gist)}"
     elif kind == EventKind.TOOL_RESULT:
         mark = "[green]✓[/]" if d.get("ok", True) else "[red]✗[/]"
         text = f"  {mark} [dim]{escape(short(str(d.get('output', '')), 160))}[/]"
@@ -255,6 +352,8 @@ def render_event(event: Event) -> str | None:
             text += f" [dim]{escape(short(tail, 160))}[/]"
     elif kind == EventKind.ERROR:
         text = f"[red]error: {escape(str(d.get('message', '')))}[/]"
+    elif kind == EventKind.WARNING:
+        text = f"[yellow]warning: {escape(str(d.get('message', '')))}[/]"
     elif kind == EventKind.OUTPUT_TRUNCATED:
         text = f"[yellow]… {escape(str(d.get('message', 'output truncated')))}[/]"
     elif kind == EventKind.BUDGET_ALERT:
@@ -312,7 +411,7 @@ def final_line(session: Session) -> str:
     if session.status == SessionStatus.SUCCEEDED and r is not None:
         if r.branch:
             line = f"{status} · pushed [bold]{r.branch}[/] ({(r.commit or '')[:12]})"
-            line += f" · {r.diff.files_changed} files +{r.diff.insertions} -{r.diff.deletions}"
+            line += f" · {diff_text(r.diff.files_changed, r.diff.insertions, r.diff.deletions)}"
             if r.pr_url:
                 line += f"\npull request: {r.pr_url}"
             return line
@@ -322,6 +421,8 @@ def final_line(session: Session) -> str:
         line += f" · partial result pushed to [bold]{r.branch}[/] ({(r.commit or '')[:12]})"
         if r.pr_url:
             line += f"\ndraft pull request: {r.pr_url}"
+    if r is not None and r.failed_ref:
+        line += f" · the failed work pushed to [bold]{escape(r.failed_ref)}[/]"
     if session.error:
         line += f"\n[red]{escape(session.error)}[/]"
     return line

@@ -17,7 +17,7 @@ from typing import Any
 
 import typer
 
-from telecoder.cli import submit
+from telecoder import submit
 from telecoder.cli.common import run_async
 from telecoder.cli.options import TOKEN_ENV
 from telecoder.cli.output import (
@@ -30,8 +30,8 @@ from telecoder.cli.output import (
     out,
     print_json,
     print_json_line,
+    print_sessions,
     render_event,
-    sessions_table,
     show_session,
 )
 from telecoder.client import Client, End, Json, attempts_of, session_of
@@ -134,19 +134,22 @@ def list_sessions(
     repo: str | None,
     engine: str | None,
     limit: int,
+    cursor: str | None,
     as_json: bool,
 ) -> None:
     async def go() -> None:
         async with connect(server) as api:
-            sessions = await api.list(
-                status=status.value if status else None, repo=repo, engine=engine, limit=limit
+            page = await api.page(
+                status=status.value if status else None,
+                repo=repo,
+                engine=engine,
+                limit=limit,
+                cursor=cursor,
             )
         if as_json:
-            print_json(sessions)
-        elif sessions:
-            out.print(sessions_table([session_of(s) for s in sessions]))
-        else:
-            err.print("no sessions")
+            print_json(page)
+            return
+        print_sessions([session_of(s) for s in page["sessions"]], page.get("next_cursor"))
 
     run_async(go())
 

@@ -219,7 +219,7 @@ def run(
             as_json=as_json, server=server,
         )  # fmt: skip
     if server:
-        from telecoder.cli import submit
+        from telecoder import submit
 
         body = submit.session_body(
             prompt=prompt, repo=repo_one, engine=engine, model=model, base=base, forge=forge,
@@ -238,6 +238,7 @@ def run(
     from telecoder.assemble import build_forges, build_workspace
     from telecoder.cli.common import load_settings, opened, run_async
     from telecoder.cli.output import err, out, print_json
+    from telecoder.engine_choice import Fleet
     from telecoder.intake import Request, accept
 
     settings = load_settings()
@@ -265,6 +266,7 @@ def run(
                 workspace=build_workspace(settings),
                 engines=registry.names("engines"),
                 forges=build_forges(settings),
+                fleet=Fleet(store, settings),
             )
             for warning in accepted.warnings:
                 err.print(f"[yellow]warning:[/] {warning}")

@@ -11,11 +11,10 @@ from telecoder.cli.common import ServerOption, load_settings, opened, run_async
 from telecoder.cli.follow import follow
 from telecoder.cli.output import (
     Exit,
-    err,
     out,
     print_json,
     print_json_line,
-    sessions_table,
+    print_sessions,
     show_session,
 )
 from telecoder.cli.run import run_here
@@ -23,7 +22,7 @@ from telecoder.domain import SessionStatus
 from telecoder.errors import BadInput, RawLogNotFound, Unsupported
 from telecoder.settings import Settings
 from telecoder.store.sessions import retry_of
-from telecoder.workspace import is_url
+from telecoder.urls import is_url
 
 
 def _status(value: str | None) -> SessionStatus | None:
@@ -50,7 +49,15 @@ def list_sessions(
     repo: Annotated[str | None, typer.Option(help="Only sessions on this repository.")] = None,
     engine: Annotated[str | None, typer.Option(help="Only sessions of this engine.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many.", min=1, max=1000)] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+    cursor: Annotated[
+        str | None, typer.Option(help="The next page: the next_cursor of the one before.")
+    ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print the page as the API does: sessions, and next_cursor if more."
+        ),
+    ] = False,
     server: ServerOption = None,
 ) -> None:
     """List sessions, newest first."""
@@ -59,21 +66,27 @@ def list_sessions(
         from telecoder.cli import remote
 
         return remote.list_sessions(
-            server, status=wanted, repo=repo, engine=engine, limit=limit, as_json=as_json
+            server,
+            status=wanted,
+            repo=repo,
+            engine=engine,
+            limit=limit,
+            cursor=cursor,
+            as_json=as_json,
         )
     settings = load_settings()
 
     async def go() -> None:
         async with opened(settings) as store:
             page = await store.sessions.list(
-                status=wanted, repo=_repo_key(repo), engine=engine, limit=limit
+                status=wanted, repo=_repo_key(repo), engine=engine, limit=limit, cursor=cursor
             )
         if as_json:
-            print_json([s.to_dict() for s in page.sessions])
-        elif page.sessions:
-            out.print(sessions_table(page.sessions))
-        else:
-            err.print("no sessions")
+            print_json(
+                {"sessions": [s.to_dict() for s in page.sessions], "next_cursor": page.next_cursor}
+            )
+            return
+        print_sessions(page.sessions, page.next_cursor)
 
     run_async(go())
 

@@ -153,6 +153,11 @@ def error_event(text: str, **extra: object) -> AgentEvent:
     return AgentEvent(kind=EventKind.ERROR, data={"message": excerpt(text), **extra})
 
 
+def warning_event(text: str, **extra: object) -> AgentEvent:
+    """Something the CLI warned of that does not fail the run (shown as a warning)."""
+    return AgentEvent(kind=EventKind.WARNING, data={"message": excerpt(text), **extra})
+
+
 def result_event(text: str) -> AgentEvent:
     return AgentEvent(kind=EventKind.RESULT, data={"text": text})
 

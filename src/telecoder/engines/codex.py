@@ -9,8 +9,8 @@ under the system temp dir, which it does not need without its sandbox).
 
 Output (one JSON event a line): ``thread.started`` (the id to resume), ``item.started`` /
 ``item.completed`` (agent messages, reasoning, commands, file changes, MCP calls; ``error``
-items are warnings), ``turn.completed`` with token usage (success), ``turn.failed`` or ``error``
-(model API failures). Codex reports no cost: it comes from ``prices``.
+items are warnings: ``warning`` events), ``turn.completed`` with token usage (success),
+``turn.failed`` or ``error`` (model API failures). Codex reports no cost: it comes from ``prices``.
 """
 
 from __future__ import annotations
@@ -133,7 +133,8 @@ class CodexParser:
         if kind == "reasoning" and completed and item.get("text"):
             return [s.thinking(str(item["text"]))]
         if kind == "error" and completed:
-            return [s.error_event(str(item.get("message") or ""), fatal=False)]
+            # Codex's own warnings (``Model metadata for `X` not found``): the run goes on.
+            return [s.warning_event(str(item.get("message") or ""))]
         if kind == "command_execution":
             return self._tool(
                 item_id,

@@ -128,6 +128,8 @@ class GeminiParser:
             ok = obj.get("status") == "success"
             output = obj.get("output") if ok else (obj.get("error") or {}).get("message")
             events.append(s.tool_result(str(obj.get("tool_id")), ok, s.text_of(output)))
+        elif kind == "error" and obj.get("severity") == "warning":  # e.g. a loop detected
+            events.append(s.warning_event(str(obj.get("message"))))
         elif kind == "error":
             events.append(s.error_event(str(obj.get("message")), severity=obj.get("severity")))
         elif kind == "result":

@@ -26,12 +26,13 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from telecoder import tracing
 from telecoder.gateway import apis, meter
 from telecoder.gateway.apis import Call, Kind
 from telecoder.gateway.budget import message as budget_message
@@ -332,16 +333,21 @@ class Gateway:
             if response.headers.get("content-encoding", "identity") != "identity":
                 metering = Inflating(metering)  # compressed although asked not to be
         first: float | None = None
+        chunks = response.aiter_raw()
         try:
             await reply.start(response.status_code, _response_headers(response))
-            async for chunk in response.aiter_raw():
+            async for chunk in chunks:
                 if first is None:
                     first = time.perf_counter()
-                await reply.send(chunk)
-                if metering is not None:
+                if metering is not None:  # metered before it is relayed: the upstream charged it
                     metering.feed(chunk)
+                await reply.send(chunk)
             await reply.end()
         except ClientGone:
+            # The agent hung up (a CLI drops its background requests when it exits), but the
+            # upstream charges for the answer: read what is already coming, for its usage.
+            if metering is not None:
+                await _drain(chunks, metering)
             raise
         except httpx.HTTPError as e:  # the upstream broke off: so does the response
             log.warning("gateway: %s broke off a response: %s", target.endpoint, e)
@@ -429,6 +435,18 @@ class Gateway:
             cost_usd=cost,
             streamed=apis.streamed(call, payload),
         )
+        tracing.model_request(
+            ticket.session_id,
+            ticket.attempt,
+            ended - started,
+            status,
+            endpoint=row.endpoint,
+            model=model,
+            api=call.api,
+            input_tokens=fresh,
+            output_tokens=output,
+            cost_usd=cost,
+        )
         if self.store is None:
             return
         task = asyncio.get_running_loop().create_task(self._write(row))
@@ -441,6 +459,25 @@ class Gateway:
             await self.store.usage.record(row)
         except Exception:
             log.warning("gateway: usage of session %s not recorded", row.session_id, exc_info=True)
+
+
+# What is read, for its usage, of an answer whose client hung up.
+DRAIN_BYTES = 1 << 20
+DRAIN_SECONDS = 5.0
+
+
+async def _drain(chunks: AsyncIterator[bytes], metering: Meter | Inflating) -> None:
+    """Feed the meter the rest of an answer nobody reads: at most DRAIN_BYTES, DRAIN_SECONDS."""
+    taken = 0
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for chunk in chunks:
+                metering.feed(chunk)
+                taken += len(chunk)
+                if taken >= DRAIN_BYTES:
+                    return
+    except (TimeoutError, httpx.HTTPError):
+        return
 
 
 class Inflating:

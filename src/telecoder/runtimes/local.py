@@ -10,6 +10,7 @@ group is killed, so nothing holds its output pipes open.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import shutil
@@ -21,6 +22,7 @@ from telecoder.protocols import Confinement, Stream
 
 CHUNK = 1 << 16
 MAX_LINE = 32 << 20  # 32 MiB: a line longer than this is cut, the rest of it dropped
+QUEUED = 1024  # lines read and not yet taken, past which the output pipes are not read
 EOF = object()
 # If the worker dies (even by SIGKILL), the engine it started gets SIGKILL too.
 _SETPRIV = shutil.which("setpriv")
@@ -33,16 +35,20 @@ class LocalProcess:
         proc: asyncio.subprocess.Process,
         on_exit: Callable[[], Awaitable[None]] | None = None,
         exited: asyncio.Future[None] | None = None,
+        output: _Protocol | None = None,
     ) -> None:
         self._proc = proc
         self._on_exit = on_exit
         self._exit = exited  # done when the process exited (``start`` gives it)
+        self._output = output  # the lines, split as the pipes deliver them (``start`` gives it)
         self._cleaned = asyncio.Event()
-        self._queue: asyncio.Queue[tuple[Stream, bytes] | object] = asyncio.Queue(maxsize=1024)
-        self._readers = [
-            asyncio.create_task(self._read("stdout", proc.stdout)),
-            asyncio.create_task(self._read("stderr", proc.stderr)),
-        ]
+        self._queue: asyncio.Queue[tuple[Stream, bytes] | object] = asyncio.Queue(maxsize=QUEUED)
+        self._readers = []
+        if output is None:  # a process started some other way: a reader task per stream
+            self._readers = [
+                asyncio.create_task(self._read("stdout", proc.stdout)),
+                asyncio.create_task(self._read("stderr", proc.stderr)),
+            ]
         self._reaper = asyncio.create_task(self._reap())
 
     @property
@@ -84,6 +90,8 @@ class LocalProcess:
             self._cleaned.set()
 
     def lines(self) -> AsyncIterator[tuple[Stream, bytes]]:
+        if self._output is not None:
+            return self._output.lines()
         return queued_lines(self._queue, len(self._readers))
 
     async def send(self, data: bytes) -> None:
@@ -130,16 +138,87 @@ class LocalProcess:
 
 class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
     """asyncio's own protocol of ``create_subprocess_exec``, which also tells when the process
-    exited (its return code known), apart from when its pipes closed."""
+    exited (its return code known), apart from when its pipes closed, and splits stdout and
+    stderr into lines as the pipes deliver them: a line costs no wake-up of a reader task, only
+    of the one that reads ``lines()``. Past ``QUEUED`` lines waiting, the pipes are not read
+    until half of them are taken."""
 
     def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(limit=limit, loop=loop)
         self.exited: asyncio.Future[None] = loop.create_future()
+        self._loop = loop
+        self._splitters = {1: LineSplitter(), 2: LineSplitter()}
+        self._names: dict[int, Stream] = {1: "stdout", 2: "stderr"}
+        self._waiting: collections.deque[tuple[Stream, bytes]] = collections.deque()
+        self._open = {1, 2}  # the streams not at their end yet
+        self._wanted: asyncio.Future[None] | None = None  # the reader waits for a line
+        self._paused = False
+        self._pipes: asyncio.SubprocessTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        assert isinstance(transport, asyncio.SubprocessTransport)
+        self._pipes = transport
 
     def process_exited(self) -> None:
         super().process_exited()
         if not self.exited.done():
             self.exited.set_result(None)
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        splitter = self._splitters.get(fd)
+        if splitter is None:
+            super().pipe_data_received(fd, data)
+            return
+        name = self._names[fd]
+        chunk = data if isinstance(data, bytes) else data.encode()
+        self._waiting.extend((name, line) for line in splitter.feed(chunk))
+        if self._waiting:
+            self._wake()
+            if len(self._waiting) >= QUEUED:
+                self._pause(True)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        splitter = self._splitters.get(fd)
+        if splitter is not None and fd in self._open:
+            self._waiting.extend((self._names[fd], line) for line in splitter.end())
+            self._open.discard(fd)
+            self._wake()
+        super().pipe_connection_lost(fd, exc)
+
+    def _wake(self) -> None:
+        if self._wanted is not None and not self._wanted.done():
+            self._wanted.set_result(None)
+
+    def _pause(self, pause: bool) -> None:
+        if self._paused == pause or self._pipes is None:
+            return
+        self._paused = pause
+        for fd in self._open:
+            pipe = self._pipes.get_pipe_transport(fd)
+            if not isinstance(pipe, asyncio.ReadTransport):
+                continue
+            if pause:
+                pipe.pause_reading()
+            else:
+                pipe.resume_reading()
+
+    async def lines(self) -> AsyncIterator[tuple[Stream, bytes]]:
+        """Every line of stdout and stderr, each stream's in order, until both have ended."""
+        waiting = self._waiting
+        while True:
+            while waiting:
+                item = waiting.popleft()
+                if self._paused and len(waiting) <= QUEUED // 2:
+                    self._pause(False)
+                yield item
+            if not self._open:
+                return
+            self._wanted = self._loop.create_future()
+            try:
+                await self._wanted
+            finally:
+                self._wanted = None
 
 
 async def chunks(stream: asyncio.StreamReader) -> AsyncIterator[bytes]:
@@ -161,27 +240,49 @@ async def queued_lines(
 
 async def split_lines(source: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
     """Lines of ``source`` without their line ending; no limit but ``MAX_LINE``."""
-    buffer = bytearray()
-    dropping = False
+    splitter = LineSplitter()
     async for chunk in source:
+        for line in splitter.feed(chunk):
+            yield line
+    for line in splitter.end():
+        yield line
+
+
+class LineSplitter:
+    """Lines of a stream given in chunks, without their line ending; a line longer than
+    ``MAX_LINE`` is cut there and the rest of it dropped."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._dropping = False
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The lines ``chunk`` ends (what follows its last line ending waits for more)."""
+        lines: list[bytes] = []
+        buffer = self._buffer
         start = 0
         while (end := chunk.find(b"\n", start)) != -1:
-            if not dropping:
+            if not self._dropping:
                 buffer += chunk[start:end]
                 del buffer[MAX_LINE:]
-                yield _finish(buffer)
+                lines.append(_finish(buffer))
             buffer.clear()
-            dropping = False
+            self._dropping = False
             start = end + 1
-        if not dropping:
+        if not self._dropping:
             buffer += chunk[start:]
             if len(buffer) > MAX_LINE:
                 del buffer[MAX_LINE:]
-                yield _finish(buffer)
+                lines.append(_finish(buffer))
                 buffer.clear()
-                dropping = True
-    if buffer and not dropping:
-        yield _finish(buffer)
+                self._dropping = True
+        return lines
+
+    def end(self) -> list[bytes]:
+        """The last line, when the stream ended without a line ending."""
+        lines = [_finish(self._buffer)] if self._buffer and not self._dropping else []
+        self._buffer.clear()
+        return lines
 
 
 def _finish(buffer: bytearray) -> bytes:
@@ -239,7 +340,7 @@ async def start(
         pass_fds=tuple(pass_fds),
     )
     proc = asyncio.subprocess.Process(transport, protocol, loop)
-    process = kind(proc, on_exit, protocol.exited)
+    process = kind(proc, on_exit, protocol.exited, protocol)
     if stdin:
         await process.send(stdin)
     if piped and not interactive:

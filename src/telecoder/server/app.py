@@ -19,9 +19,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
+from starlette.routing import Route
 
 from telecoder import __version__, registry, telegram_bot
-from telecoder.assemble import build_workspace
+from telecoder.assemble import build_upkeep, build_workspace
+from telecoder.backups import BackupSchedule
 from telecoder.bus import Bus
 from telecoder.channels import configured
 from telecoder.conversation import Conversations
@@ -43,7 +45,9 @@ from telecoder.errors import (
     SubscriptionNotFound,
     TeleCoderError,
     TemplateNotFound,
+    UserNotFound,
     WebhookSignatureInvalid,
+    WorkerNotFound,
 )
 from telecoder.gateway.endpoints import Registry, env_specs
 from telecoder.github_replies import GitHubReplies
@@ -51,15 +55,20 @@ from telecoder.masking import Masker
 from telecoder.planner import planner_of
 from telecoder.protocols import Inbound, Listening
 from telecoder.scheduler import Scheduler
+from telecoder.server.auditing import AuditLog
 from telecoder.server.auth import AuthError, Guard, Tokens, check_bind
 from telecoder.server.deps import LoginRequired
 from telecoder.server.diff import DiffSource, DiffUnavailable, git_diff_source
 from telecoder.server.limits import BodyLimit, RateLimited, RateLimiter, SecurityHeaders
+from telecoder.server.mcp_route import PATH as MCP_PATH
+from telecoder.server.mcp_route import McpRoute
 from telecoder.server.render import STATIC, templates
 from telecoder.server.routes import (
+    audit,
     bestof,
     budgets,
     cache,
+    control,
     costs,
     council,
     dashboard,
@@ -70,11 +79,17 @@ from telecoder.server.routes import (
     hooks,
     inbox,
     jobs,
+    login,
     memories,
     meta,
+    metrics,
+    remote_memories,
+    remote_workers,
     repos,
     run_create,
     runs,
+    session_forms,
+    session_page,
     sessions,
     slack,
     subscriptions,
@@ -82,7 +97,14 @@ from telecoder.server.routes import (
     tickets,
     workers,
 )
-from telecoder.server.state import Intake, ServerState, WorkerRunner, Workers, default_intake
+from telecoder.server.state import (
+    Intake,
+    ServerState,
+    WorkerRunner,
+    Workers,
+    default_intake,
+    watch_pause,
+)
 from telecoder.settings import Settings
 from telecoder.store import Store
 
@@ -148,7 +170,7 @@ def create_app(
     check_bind(tokens, settings.host)
     github_replies = GitHubReplies(settings) if settings.github_webhook_secret else None
     replies = {"github": github_replies.subscriber} if github_replies else {}
-    intake = intake or default_intake(settings)
+    intake = intake or default_intake(settings, store)
     bus = Bus(
         store,
         poll_seconds=settings.bus_poll_seconds,
@@ -164,7 +186,7 @@ def create_app(
         settings=settings,
         store=store,
         bus=bus,
-        guard=Guard(tokens),
+        guard=Guard(tokens, store.users),
         limiter=RateLimiter(settings.rate_limit_per_minute),
         login_limiter=RateLimiter(LOGIN_ATTEMPTS_PER_MINUTE),
         intake=intake,
@@ -174,7 +196,11 @@ def create_app(
             store, policy=policy_of(settings), subscribers={**load_subscribers(), **replies}
         ),
         conversations=conversations,
+        upkeep=build_upkeep(settings, store),
     )
+    # Scheduled backups (TELECODER_BACKUP_SCHEDULE): a bad schedule stops the start here.
+    backing_up = BackupSchedule(store, settings) if settings.backup_schedule else None
+    mcp = McpRoute(state.guard)  # /mcp: the MCP tools, over this app's own API
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -205,10 +231,20 @@ def create_app(
         scheduling = asyncio.create_task(
             Scheduler(store, settings, intake).run(workers.stop), name="scheduler"
         )
+        backups = None
+        if backing_up is not None:
+            backups = asyncio.create_task(backing_up.run(workers.stop), name="backups")
+        pausing = asyncio.create_task(watch_pause(state, workers.stop), name="pause-state")
+        # No embedded worker: the server ends idle chats and judges best-of runs itself.
+        upkeep = None
+        if workers.runner is None and state.upkeep is not None:
+            upkeep = asyncio.create_task(state.upkeep.run(workers.stop), name="upkeep")
         try:
-            yield
+            async with mcp.running():
+                yield
         finally:
             workers.stop.set()
+            await asyncio.wait({pausing}, timeout=15)
             if sending is not None:
                 await sending
             if announcing is not None:
@@ -218,11 +254,24 @@ def create_app(
                 await telegram.channel.close()
             await asyncio.wait({checks}, timeout=15)
             await asyncio.wait({scheduling}, timeout=15)
+            if backups is not None:
+                await asyncio.wait({backups}, timeout=60)
+            if upkeep is not None:
+                await asyncio.wait({upkeep}, timeout=15)
+            if state.upkeep is not None:
+                await state.upkeep.settle(grace=60)
             if workers.task is not None:
                 try:
                     await workers.task
                 except Exception:
                     log.exception("the embedded workers failed")
+            # What did not end within its wait is stopped now and awaited: a task left pending
+            # when the loop closes drops its pooled connection unreturned.
+            ours = (pausing, sending, announcing, checks, scheduling, backups, upkeep, *listening)
+            left = [t for t in ours if t is not None and not t.done()]
+            for task in left:
+                task.cancel()
+            await asyncio.gather(*left, return_exceptions=True)
             await state.bus.close()
 
     app = FastAPI(
@@ -238,6 +287,8 @@ def create_app(
     app.state.templates = templates()
     routers = (
         meta,
+        metrics,
+        control,
         sessions,
         run_create,
         events,
@@ -257,6 +308,9 @@ def create_app(
         inbox,
         memories,
         dashboard,
+        login,
+        session_page,
+        session_forms,
         telegram_webhook,
     )
     for module in routers:
@@ -272,8 +326,16 @@ def create_app(
     app.include_router(runs.router)  # runs: list, show, cancel, retry-failed
     app.include_router(runs.pages)
     app.include_router(jobs.pages)
+    app.include_router(workers.pages)
+    app.include_router(remote_workers.router)  # the remote-worker protocol
+    app.include_router(remote_memories.router)  # its attempts' memories
+    app.include_router(audit.router)
+    app.include_router(audit.pages)
+    app.router.routes.append(Route(MCP_PATH, mcp, name="mcp"))
+    mcp.app = app
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _handle_errors(app)
+    app.add_middleware(AuditLog, store=store)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
@@ -296,6 +358,8 @@ _STATUS: list[tuple[type[TeleCoderError], int, str]] = [
     (DiffUnavailable, 404, "no_diff"),
     (MessageNotFound, 404, "not_found"),
     (MemoryNotFound, 404, "not_found"),
+    (UserNotFound, 404, "not_found"),
+    (WorkerNotFound, 404, "not_found"),
     (LeaseLost, 409, "lease_lost"),
     (Conflict, 409, "conflict"),
     (StoreUnavailable, 503, "unavailable"),

@@ -285,6 +285,11 @@ class ResultOut(BaseModel):
         description="The review stage's tally (.telecoder.yml review): panel, answered, "
         "missing, consensus, majority, minority, blocking_at, round.",
     )
+    failed_ref: str | None = Field(
+        default=None,
+        description="A verify_failed session's work, pushed to this branch (no pull request; "
+        "TELECODER_PUSH_FAILED or .telecoder.yml push_failed).",
+    )
 
     @classmethod
     def of(cls, result: Result) -> ResultOut:
@@ -316,6 +321,10 @@ class SessionOut(BaseModel):
     timeout_seconds: float | None
     parent_id: str | None
     origin: dict[str, Any] | None
+    user: str | None = Field(
+        default=None,
+        description="Who submitted it (API, dashboard); none for the CLI's and channels' own.",
+    )
     cancel_requested: bool
     result: ResultOut | None
     outcome: OutcomeOut | None = Field(
@@ -466,6 +475,11 @@ class HealthOut(BaseModel):
         default_factory=list,
         description="Model endpoints and their health (an unhealthy one does not degrade this).",
     )
+    paused: bool = Field(
+        default=False, description="Claims are paused (`telecoder pause`): nothing new starts."
+    )
+    paused_since: float | None = Field(default=None, description="When the pause began.")
+    paused_by: str | None = Field(default=None, description="Who paused.")
 
 
 class VersionOut(BaseModel):
@@ -484,6 +498,15 @@ class ErrorOut(BaseModel):
     fields: list[FieldError] = Field(default_factory=list)
 
 
+class HostStatsOut(BaseModel):
+    """A worker's host, as its last heartbeat reported it (null: the host cannot tell)."""
+
+    cpu_count: int | None
+    mem_total: int | None = Field(description="Bytes of RAM.")
+    mem_available: int | None = Field(description="Bytes of RAM available.")
+    load1: float | None = Field(description="The 1-minute load average.")
+
+
 class WorkerOut(BaseModel):
     """A worker process, in the shape of ``telecoder workers --json``."""
 
@@ -496,6 +519,12 @@ class WorkerOut(BaseModel):
     running: int
     started_at: IsoTime
     last_heartbeat: IsoTime
+    drain: bool = Field(
+        description="An operator drained it: it finishes what runs and claims nothing new."
+    )
+    host_stats: HostStatsOut | None = Field(
+        description="What its host reported in the last heartbeat; null until it has."
+    )
 
     @classmethod
     def of(cls, w: WorkerInfo) -> WorkerOut:

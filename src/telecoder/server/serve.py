@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 
 import uvicorn
@@ -16,6 +17,8 @@ from telecoder.settings import Settings
 from telecoder.store import Store, open_store, store_options
 
 GRACEFUL_SECONDS = 10.0
+
+log = logging.getLogger(__name__)
 
 
 def workers_for(settings: Settings, store: Store) -> WorkerRunner:
@@ -44,7 +47,8 @@ async def run_server(
             log_level="info",
             access_log=False,
         )
-        mask_logs(settings)  # after uvicorn configured its loggers: their handlers too
+        # After uvicorn configured its loggers: their handlers too (and the log file).
+        mask_logs(settings, log_file=True)
         server = _Server(config, bus=app.state.telecoder.bus)
         await server.serve(sockets=[sock] if sock is not None else None)
     finally:
@@ -59,5 +63,12 @@ class _Server(uvicorn.Server):
         self._bus = bus
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        await self._bus.close()
+        bus = self._bus
+        if bus.written.count:
+            log.info(
+                "live streams: append -> fanned out %s; append -> written %s",
+                bus.fanned.summary(),
+                bus.written.summary(),
+            )
+        await bus.close()
         await super().shutdown(sockets)

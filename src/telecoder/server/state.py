@@ -12,11 +12,12 @@ Seams are plain callables passed to ``create_app``:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from telecoder import registry
+from telecoder import engine_choice, registry
 from telecoder.assemble import build_forges, build_workspace
 from telecoder.bus import Bus
 from telecoder.conversation import Conversations
@@ -26,20 +27,29 @@ from telecoder.server.auth import Guard
 from telecoder.server.diff import DiffSource
 from telecoder.server.limits import RateLimiter
 from telecoder.settings import Settings
-from telecoder.store import Store
+from telecoder.store import PauseState, Store
+from telecoder.upkeep import Upkeep
 
 Intake = Callable[[Request], Awaitable[Accepted]]
 WorkerRunner = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
-def default_intake(settings: Settings) -> Intake:
+def default_intake(settings: Settings, store: Store | None = None) -> Intake:
+    """With ``store``: an engine that cannot run on this host is refused unless a live worker
+    advertises it."""
     workspace = build_workspace(settings)
     forges = build_forges(settings)
+    fleet = None if store is None else engine_choice.Fleet(store, settings)
 
     async def check(request: Request) -> Accepted:
         engines = registry.names("engines")
         return await accept(
-            request, settings=settings, workspace=workspace, engines=engines, forges=forges
+            request,
+            settings=settings,
+            workspace=workspace,
+            engines=engines,
+            forges=forges,
+            fleet=fleet,
         )
 
     return check
@@ -62,6 +72,19 @@ class Workers:
         return int(self.task is not None and not self.task.done())
 
 
+PAUSE_REFRESH_SECONDS = 2.0
+
+
+async def watch_pause(state: ServerState, stop: asyncio.Event) -> None:
+    """Keep ``state.pause`` current until ``stop`` is set."""
+    while not stop.is_set():
+        # The database down: /api/health says so; the last state is kept.
+        with contextlib.suppress(Exception):
+            state.pause = await state.store.control.pause_state()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), PAUSE_REFRESH_SECONDS)
+
+
 @dataclass
 class ServerState:
     settings: Settings
@@ -75,3 +98,7 @@ class ServerState:
     workers: Workers
     deliverer: Deliverer | None = None  # sends the outbox (notifications to subscriptions)
     conversations: Conversations | None = None  # channel messages -> sessions, replies back
+    upkeep: Upkeep | None = None  # judging and idle chats for the remote workers' sessions
+    # Claims paused? Read from the database every PAUSE_REFRESH_SECONDS (any host may pause)
+    # and at once by this server's own pause/resume; the dashboard's header shows it.
+    pause: PauseState = field(default_factory=lambda: PauseState(paused=False))

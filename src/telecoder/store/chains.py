@@ -164,6 +164,7 @@ def _child(
         notify=parent.notify,
         chain_id=chain_id,
         depth=depth,
+        user=parent.user,  # a follow-up is its parent's submitter's too
     )
 
 

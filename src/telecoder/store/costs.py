@@ -157,9 +157,11 @@ class Costs:
         top: int = 10,
         limit: int = 100,
         now: float | None = None,
+        user: str | None = None,
     ) -> Report:
         """Totals in ``[since, until)``, grouped ``by``, with the per-day series (missing days
-        zero), the ``top`` costliest sessions and the models that had no price."""
+        zero), the ``top`` costliest sessions (``user``'s only, when given: a member's view; the
+        totals stay everyone's) and the models that had no price."""
         now = time.time() if now is None else now
         async with self._db.read() as conn:
             span = await self._span(conn, since, until)
@@ -170,7 +172,7 @@ class Costs:
             more = False
             if by is not None and by != By.DAY:
                 groups, more = await self._groups(conn, by, span, limit)
-            top_sessions = await self._top(conn, span, top) if top > 0 else []
+            top_sessions = await self._top(conn, span, top, user) if top > 0 else []
             unpriced = (
                 select(usage.c.model)
                 .distinct()
@@ -264,7 +266,9 @@ class Costs:
                 for r in rows
             ]
 
-    async def _top(self, conn: AsyncConnection, span: _Span, top: int) -> list[SessionCost]:
+    async def _top(
+        self, conn: AsyncConnection, span: _Span, top: int, user: str | None
+    ) -> list[SessionCost]:
         costliest = (
             select(usage.c.session_id, *_sums())
             .where(usage.c.session_id.is_not(None))
@@ -272,6 +276,9 @@ class Costs:
             .order_by(_cost_order(), func.count().desc(), usage.c.session_id)
             .limit(top)
         )
+        if user is not None:
+            theirs = select(sessions.c.id).where(sessions.c.user == user)
+            costliest = costliest.where(usage.c.session_id.in_(theirs))
         sub = span.within(costliest).subquery()
         query = (
             select(sub, sessions.c.prompt, sessions.c.repo, sessions.c.engine, sessions.c.status)

@@ -10,16 +10,17 @@ Each process keeps at most ``pool_size + max_overflow`` connections (a worker's 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, func, select
+from sqlalchemy import TextClause, event, func, select, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -31,8 +32,6 @@ from telecoder.store.notify import Notice, NoticeKind
 log = logging.getLogger(__name__)
 
 _IMMEDIATE = "telecoder_immediate"
-_NOTICES = "telecoder_notices"
-_DATABASE = "telecoder_database"
 POOL_SIZE = 8  # connections a process keeps open
 MAX_OVERFLOW = 16  # more it may open under load
 _IDLE_MS = 30_000  # PostgreSQL: end a session idle in a transaction for this long
@@ -50,6 +49,23 @@ def async_url(url: str) -> str:
     else:
         raise BadInput(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
     return parsed.render_as_string(hide_password=False)
+
+
+class _Writing:
+    """What a write transaction of ``Database.write`` collects: the notices to send at commit."""
+
+    __slots__ = ("db", "notices")
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.notices: dict[Notice, None] = {}  # an ordered set
+
+
+# The write transaction each connection (by ``id``, for as long as it is in one) is in. Kept
+# beside the connection, not in its ``info``: that is the pooled record's, and reading it after
+# the driver dropped the connection (a task cancelled mid-statement) makes SQLAlchemy reconnect
+# outside the async context (MissingGreenlet).
+_WRITING: dict[int, _Writing] = {}
 
 
 class Database:
@@ -85,6 +101,13 @@ class Database:
                 # cut-off worker) is ended, so its row locks cannot block recovery for ever.
                 connect_args={"options": f"-c idle_in_transaction_session_timeout={_IDLE_MS}"},
             )
+        # One statement needs no transaction around it: on PostgreSQL, autocommit saves the
+        # BEGIN and COMMIT round trips (a third of the bus's, which reads every few ms).
+        self._single: AsyncEngine = (
+            self.engine
+            if self.is_sqlite
+            else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
         self._subscribers: list[Callable[[Notice], None]] = []
         # SQLite has one writer at a time. Writers of this process queue here rather than in
         # SQLite's busy handler, which sleeps for milliseconds between its tries.
@@ -101,22 +124,20 @@ class Database:
 
         A lost or unreachable database raises ``StoreUnavailable``.
         """
-        notices: dict[Notice, None] = {}  # an ordered set
+        writing = _Writing(self)
         try:
             async with self._turn(), self.engine.connect() as conn:
                 if self.is_sqlite:
                     await conn.execution_options(**{_IMMEDIATE: True})
-                conn.info[_NOTICES] = notices
-                conn.info[_DATABASE] = self
+                _WRITING[id(conn)] = writing
                 try:
                     async with conn.begin():
                         yield conn
                 finally:
-                    conn.info.pop(_NOTICES, None)
-                    conn.info.pop(_DATABASE, None)
+                    del _WRITING[id(conn)]
         except (OperationalError, InterfaceError) as e:
             raise StoreUnavailable(f"the database failed: {e.orig}") from e
-        for notice in notices:
+        for notice in writing.notices:
             self._deliver(notice)
 
     @asynccontextmanager
@@ -135,16 +156,43 @@ class Database:
         except (OperationalError, InterfaceError) as e:
             raise StoreUnavailable(f"the database failed: {e.orig}") from e
 
+    @asynccontextmanager
+    async def read_one(self) -> AsyncIterator[AsyncConnection]:
+        """``read`` for one statement: it sees one snapshot by itself, so on PostgreSQL it runs
+        without BEGIN and COMMIT (one round trip, not three). Never for two statements that
+        must agree."""
+        try:
+            async with self._single.connect() as conn, conn.begin():
+                yield conn
+        except (OperationalError, InterfaceError) as e:
+            raise StoreUnavailable(f"the database failed: {e.orig}") from e
+
     async def notify(self, conn: AsyncConnection, notice: Notice) -> None:
         """Tell listeners about ``notice`` once the transaction of ``conn`` commits; a notice
         already sent in this transaction is not sent again (PostgreSQL would drop the repeat
         too, but only after the round trip)."""
-        notices: dict[Notice, None] = conn.info[_NOTICES]
-        if notice in notices:
+        await self.notify_all(conn, [notice])
+
+    async def notify_all(self, conn: AsyncConnection, batch: Sequence[Notice]) -> None:
+        """``notify`` for each of ``batch``, in order; on PostgreSQL in one statement (a group
+        commit tells of a hundred sessions: one round trip, not a hundred)."""
+        notices = _WRITING[id(conn)].notices
+        fresh = [n for n in dict.fromkeys(batch) if n not in notices]
+        notices.update(dict.fromkeys(fresh))
+        if self.is_sqlite:
             return
-        notices[notice] = None
-        if not self.is_sqlite and (notice.kind != NoticeKind.EVENTS or self.event_notices):
+        sent = [n for n in fresh if n.kind != NoticeKind.EVENTS or self.event_notices]
+        if len(sent) == 1:
+            notice = sent[0]
             await conn.execute(select(func.pg_notify(notice.channel, notice.encode())))
+        elif sent:
+            size = padded(len(sent))
+            params: dict[str, str | None] = {}
+            for i in range(size):
+                item = sent[i] if i < len(sent) else None  # a NULL row sends nothing
+                params[f"c{i}"] = item.channel if item else None
+                params[f"p{i}"] = item.encode() if item else None
+            await conn.execute(_notify_statement(size), params)
 
     def subscribe(self, callback: Callable[[Notice], None]) -> Callable[[], None]:
         """Hear of notices committed by this process; returns the function that unsubscribes."""
@@ -167,13 +215,35 @@ class Database:
         await self.engine.dispose()
 
 
-async def notify_events(conn: AsyncConnection, session_id: str) -> None:
-    """``session_id`` has new events: a notice at commit, for the live bus (in a write
+def padded(n: int) -> int:
+    """Rows a statement of ``n`` rows takes (the next power of two; the rest are NULL rows that
+    match nothing): a handful of statement texts, each compiled once, serve every group size
+    (a text per size kept a hundred compiled statements of up to 400 parameters in memory)."""
+    return 1 << max(n - 1, 0).bit_length()
+
+
+@functools.lru_cache(maxsize=16)
+def _notify_statement(n: int) -> TextClause:
+    """``n`` notices (or fewer, NULL rows after) in one statement (PostgreSQL; a ``VALUES``
+    list is scanned in order)."""
+    rows = ", ".join(f"(:c{i}, :p{i})" for i in range(n))
+    return text(
+        f"SELECT pg_notify(v.column1, v.column2) FROM (VALUES {rows}) AS v "
+        "WHERE v.column1 IS NOT NULL"
+    )
+
+
+async def notify_events(
+    conn: AsyncConnection, *session_ids: str, bodies: Mapping[str, str] | None = None
+) -> None:
+    """Each of ``session_ids`` has new events: a notice at commit, for the live bus (in a write
     transaction of ``Database.write``; elsewhere nothing is sent and readers find the events at
-    their next poll)."""
-    db: Database | None = conn.info.get(_DATABASE)
-    if db is not None:
-        await db.notify(conn, Notice(NoticeKind.EVENTS, session_id))
+    their next poll). ``bodies``: the events themselves, by session, where they fit a notice."""
+    writing = _WRITING.get(id(conn))
+    if writing is not None:
+        got = bodies or {}
+        batch = [Notice(NoticeKind.EVENTS, s, got.get(s, "")) for s in session_ids]
+        await writing.db.notify_all(conn, batch)
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -16,9 +16,11 @@ from typing import Any
 
 from sqlalchemy import Row, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from telecoder.errors import Conflict
 from telecoder.store.db import Database, dumps, loads
+from telecoder.store.health import record_in
 from telecoder.store.schema import endpoints
 
 
@@ -129,6 +131,7 @@ class Endpoints:
         if models is not None:
             values["models"] = dumps(models)
         async with self._db.write() as conn:
+            await _note_health(conn, name, healthy, error, "check")
             await conn.execute(update(endpoints).where(endpoints.c.name == name).values(**values))
 
     async def record_traffic(
@@ -139,6 +142,8 @@ class Endpoints:
         if healthy is not None:
             values.update(healthy=healthy, error=error)
         async with self._db.write() as conn:
+            if healthy is not None:
+                await _note_health(conn, name, healthy, error, "traffic", failures=failures)
             await conn.execute(update(endpoints).where(endpoints.c.name == name).values(**values))
 
     async def set_backoff(self, name: str, until: float) -> None:
@@ -181,3 +186,17 @@ def _endpoint(row: Row[Any]) -> EndpointRow:
         backoff_until=m["backoff_until"],
         created_at=m["created_at"],
     )
+
+
+async def _note_health(
+    conn: AsyncConnection, name: str, healthy: bool, error: str | None, by: str, **detail: Any
+) -> None:
+    """A change of an endpoint's health goes to the supervisor's history."""
+    # Locked (PostgreSQL; SQLite's write transactions are serial): two checks at once record
+    # one change, not two.
+    query = select(endpoints.c.healthy).where(endpoints.c.name == name).with_for_update()
+    before = (await conn.execute(query)).first()
+    if before is None or before.healthy == healthy or (before.healthy is None and healthy):
+        return  # no such row, no change, or first found healthy: nothing to tell
+    kind = "endpoint_healthy" if healthy else "endpoint_unhealthy"
+    await record_in(conn, kind, name, time.time(), by=by, error=error, **detail)

@@ -59,6 +59,7 @@ class Goal:
     origin: dict[str, Any] | None
     created_at: float
     updated_at: float
+    user: str | None = None  # who added it (a member sees their own); its run is theirs
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +72,7 @@ class Goal:
             "run_status": self.run_status,
             "error": self.error,
             "origin": self.origin,
+            "user": self.user,
             "created_at": iso(self.created_at),
             "updated_at": iso(self.updated_at),
         }
@@ -99,6 +101,7 @@ def _goal(row: Row[Any]) -> Goal:
         origin=loads(m["origin"]),
         created_at=m["created_at"],
         updated_at=m["updated_at"],
+        user=m["user"],
     )
 
 
@@ -112,7 +115,12 @@ class Goals:
         self._db = db
 
     async def create(
-        self, text: str, *, repo: str | None = None, origin: dict[str, Any] | None = None
+        self,
+        text: str,
+        *,
+        repo: str | None = None,
+        origin: dict[str, Any] | None = None,
+        user: str | None = None,
     ) -> Goal:
         """A new goal, ``planning``."""
         now = time.time()
@@ -125,6 +133,7 @@ class Goals:
                     status=GoalStatus.PLANNING.value,
                     repo=repo,
                     origin=dumps(origin) if origin is not None else None,
+                    user=user,
                     created_at=now,
                     updated_at=now,
                 )
@@ -138,8 +147,11 @@ class Goals:
             raise GoalNotFound(f"no goal {goal_id!r}")
         return _goal(row)
 
-    async def list(self, *, limit: int = 50) -> builtins.list[Goal]:
+    async def list(self, *, limit: int = 50, user: str | None = None) -> builtins.list[Goal]:
+        """Newest first; ``user``: only the goals that user added (a member's list)."""
         query = _SELECT.order_by(goals.c.created_at.desc(), goals.c.id).limit(limit)
+        if user is not None:
+            query = query.where(goals.c.user == user)
         async with self._db.read() as conn:
             return [_goal(r) for r in (await conn.execute(query)).all()]
 

@@ -11,6 +11,10 @@ shown) and the ids above it shown out of order (a reply ``wait-reply`` returned 
 messages were fetched). ``fetch`` returns the rest in order and moves ``seen`` past them;
 ``unread_replies`` returns the replies among them. So nothing is shown twice, and nothing is
 skipped.
+
+Whose a message is (``owner``, a member's ``user``: the API shows a member only theirs): a
+message from, to or in the thread of the agent of one of their sessions (``session:<id>``), or in
+a task's thread of one of their runs (``orch:<run id>:<task>``). ``None`` reads every message.
 """
 
 from __future__ import annotations
@@ -23,14 +27,21 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Row, and_, delete, func, or_, select, update
+from sqlalchemy import Row, and_, delete, exists, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from telecoder.domain import Artifact, Message, MessageKind, MessageStatus
 from telecoder.errors import BadInput, Conflict, LeaseLost, MessageNotFound, TimedOut
 from telecoder.store.db import Database
-from telecoder.store.schema import inbox_cursors, inbox_shown, message_artifacts, messages
+from telecoder.store.schema import (
+    inbox_cursors,
+    inbox_shown,
+    message_artifacts,
+    messages,
+    runs,
+    sessions,
+)
 
 T = TypeVar("T")
 
@@ -225,19 +236,32 @@ class Inbox:
 
     # --- reading ------------------------------------------------------------------------------
 
-    async def get(self, message_id: int) -> Message:
+    async def get(self, message_id: int, *, owner: str | None = None) -> Message:
+        """The message; ``MessageNotFound`` also when it is not ``owner``'s (when given)."""
         async with self._db.read() as conn:
+            if owner is not None and not await _owned_by(conn, message_id, owner):
+                raise MessageNotFound(f"no message {message_id}")
             return await _one(conn, message_id, time.time())
 
-    async def latest(self) -> int:
-        """The highest message id so far (0: none yet): ``watch`` streams what comes after."""
+    async def latest(self, *, owner: str | None = None) -> int:
+        """The highest message id so far (0: none yet), of ``owner``'s messages when given:
+        ``watch`` streams what comes after."""
+        query = select(func.max(messages.c.id))
+        if owner is not None:
+            query = query.where(_owned(owner))
         async with self._db.read() as conn:
-            return int((await conn.execute(select(func.max(messages.c.id)))).scalar() or 0)
+            return int((await conn.execute(query)).scalar() or 0)
 
-    async def artifact(self, message_id: int, name: str) -> bytes:
+    async def artifact(self, message_id: int, name: str, *, owner: str | None = None) -> bytes:
         query = select(message_artifacts.c.content).where(
             message_artifacts.c.message_id == message_id, message_artifacts.c.name == name
         )
+        if owner is not None:
+            query = query.where(
+                message_artifacts.c.message_id.in_(
+                    select(messages.c.id).where(messages.c.id == message_id, _owned(owner))
+                )
+            )
         async with self._db.read() as conn:
             content = (await conn.execute(query)).scalar()
         if content is None:
@@ -252,11 +276,14 @@ class Inbox:
         status: MessageStatus | None = None,
         after: int = 0,
         limit: int = 100,
+        owner: str | None = None,
     ) -> builtins.list[Message]:
         """Messages in id order: those to or from ``agent``, in ``thread``, with ``status`` (as
-        read now), with an id above ``after``."""
+        read now), with an id above ``after``; ``owner``'s only, when given."""
         now = time.time()
         query = select(messages).where(messages.c.id > after)
+        if owner is not None:
+            query = query.where(_owned(owner))
         if agent is not None:
             query = query.where(or_(messages.c.recipient == agent, messages.c.sender == agent))
         if thread is not None:
@@ -339,6 +366,28 @@ def _check_name(what: str, name: str) -> None:
 def _check_lease(lease: float) -> None:
     if not 0 < lease <= 86_400:
         raise BadInput(f"a lease is more than 0 and at most 86400 seconds, not {lease:g}")
+
+
+def _owned(owner: str) -> Any:
+    """Whether a message is ``owner``'s (see the module's docstring): one query, whatever the
+    number of their sessions."""
+    agents = select(literal("session:") + sessions.c.id).where(sessions.c.user == owner)
+    prefix = literal("orch:") + runs.c.id + literal(":")
+    in_run = exists().where(
+        runs.c.user == owner,
+        func.substr(messages.c.thread, 1, func.length(prefix)) == prefix,
+    )
+    return or_(
+        messages.c.sender.in_(agents),
+        messages.c.recipient.in_(agents),
+        messages.c.thread.in_(agents),
+        messages.c.thread.like("orch:%") & in_run,
+    )
+
+
+async def _owned_by(conn: AsyncConnection, message_id: int, owner: str) -> bool:
+    query = select(messages.c.id).where(messages.c.id == message_id, _owned(owner))
+    return (await conn.execute(query)).first() is not None
 
 
 def _status_is(status: MessageStatus, now: float) -> Any:

@@ -29,6 +29,7 @@ class JobState:
     since: float = 0.0
     counted_at: float | None = None
     updated_at: float = 0.0
+    user: str | None = None  # who defined it over the API; its runs are theirs
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +49,7 @@ def _state(row: Any) -> JobState:
         since=m["since"] or 0.0,
         counted_at=m["counted_at"],
         updated_at=m["updated_at"],
+        user=m["user"],
     )
 
 
@@ -113,6 +115,17 @@ class Jobs:
                 update(job_state)
                 .where(job_state.c.job == job)
                 .values(paused=False, paused_reason=None, failures=0, since=now, updated_at=now)
+            )
+        return await self.ensure(job)
+
+    async def own(self, job: str, user: str | None) -> JobState:
+        """Record who defined ``job`` (None: no one's, an admin's file)."""
+        await self.ensure(job)
+        async with self._db.write() as conn:
+            await conn.execute(
+                update(job_state)
+                .where(job_state.c.job == job)
+                .values(user=user, updated_at=time.time())
             )
         return await self.ensure(job)
 

@@ -9,6 +9,10 @@ again after the connection drops; the live bus keeps one for event notices. Even
 channel of their own, so workers, which do not care for them, are not woken by every line an
 agent prints. A notice is only ever a hint to look now: workers and the bus still poll, so a
 lost notice delays work by one poll interval at most.
+
+An event notice carries the appended events themselves (``body``, JSON) when they fit in a
+PostgreSQL notice (8000 bytes): the bus fans them out as they come, with no query between the
+append and the streams; larger ones send the bare notice and the bus reads them.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "telecoder"
 EVENTS_CHANNEL = "telecoder_events"
+MAX_BODY = 7_000  # bytes of events a notice carries (PostgreSQL takes 8000 in all)
 
 
 class NoticeKind(enum.StrEnum):
@@ -35,19 +40,22 @@ class NoticeKind(enum.StrEnum):
 class Notice:
     kind: NoticeKind
     session_id: str
+    body: str = ""  # EVENTS: the events appended, when they fit (``store.events.carried``)
 
     @property
     def channel(self) -> str:
         return EVENTS_CHANNEL if self.kind == NoticeKind.EVENTS else CHANNEL
 
     def encode(self) -> str:
-        return f"{self.kind.value}:{self.session_id}"
+        head = f"{self.kind.value}:{self.session_id}"
+        return f"{head}:{self.body}" if self.body else head
 
     @classmethod
     def decode(cls, payload: str) -> Notice | None:
-        kind, _, session_id = payload.partition(":")
+        kind, _, rest = payload.partition(":")
+        session_id, _, body = rest.partition(":")  # session ids have no colon
         try:
-            return cls(NoticeKind(kind), session_id)
+            return cls(NoticeKind(kind), session_id, body)
         except ValueError:
             return None
 

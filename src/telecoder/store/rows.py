@@ -68,6 +68,7 @@ def session_from_row(row: Row[Any]) -> Session:
         depth=m["depth"],
         steps=tuple(loads(m["steps"]) or ()),
         read_only=bool(m["read_only"]),
+        user=m["user"],
     )
 
 
@@ -122,6 +123,7 @@ def new_session_values(new: NewSession, now: float) -> dict[str, Any]:
         "depth": new.depth,
         "steps": dumps(list(new.steps)) if new.steps else None,
         "read_only": new.read_only,
+        "user": new.user,
         "available_at": now,
         "created_at": now,
         "updated_at": now,

@@ -64,7 +64,15 @@ def run_from_row(row: Row[Any]) -> Run:
         created_at=m["created_at"],
         updated_at=m["updated_at"],
         finished_at=m["finished_at"],
+        user=m["user"],
     )
+
+
+def owner_of(run: NewRun, new: Sequence[NewSession]) -> str | None:
+    """A run's user: the one it names, else its sessions' (they come from one request)."""
+    if run.user is not None:
+        return run.user
+    return next((s.user for s in new if s.user is not None), None)
 
 
 def check_graph(new: Sequence[NewSession], deps: Sequence[Dependency]) -> None:
@@ -135,6 +143,7 @@ class Runs:
                     status=RunStatus.RUNNING.value,
                     spec=dumps(run.spec),
                     job=run.job,
+                    user=owner_of(run, new),
                     created_at=now,
                     updated_at=now,
                 )
@@ -182,6 +191,7 @@ class Runs:
                         kind=made.kind.value,
                         status=status.value,
                         spec=dumps(made.spec),
+                        user=anchor.user,
                         created_at=now,
                         updated_at=now,
                     )
@@ -220,10 +230,15 @@ class Runs:
             raise SessionNotFound(f"no run {run_id!r}")
         return run_from_row(row)
 
-    async def list(self, *, limit: int = 50, job: str | None = None) -> builtins.list[Run]:
+    async def list(
+        self, *, limit: int = 50, job: str | None = None, user: str | None = None
+    ) -> builtins.list[Run]:
+        """Newest first; ``user``: only that user's runs (a member's list)."""
         query = select(runs).order_by(runs.c.created_at.desc()).limit(limit)
         if job is not None:
             query = query.where(runs.c.job == job)
+        if user is not None:
+            query = query.where(runs.c.user == user)
         async with self._db.read() as conn:
             return [run_from_row(r) for r in (await conn.execute(query)).all()]
 

@@ -8,6 +8,7 @@ cannot break PostgreSQL.
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Double,
@@ -79,6 +80,9 @@ sessions = Table(
     # An answer session that only reads (a council's reviewer): nothing written or pushed.
     Column("read_only", Boolean, nullable=False, server_default=text("false")),
     Column("last_seq", Integer, nullable=False, server_default="0"),
+    # 0018: the user who submitted it (API, dashboard; a run's or a job's owner); NULL for the
+    # CLI's local runs and channels' work. A member sees and acts on their own only.
+    Column("user", String(64)),
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
     Column("started_at", Double),
@@ -90,6 +94,7 @@ sessions = Table(
     Index("ix_sessions_thread", "thread", "created_at"),
     Index("ix_sessions_run", "run_id"),
     Index("ix_sessions_chain", "chain_id"),
+    Index("ix_sessions_user", "user", "created_at"),
 )
 
 attempts = Table(
@@ -143,6 +148,13 @@ workers = Table(
     Column("running", Integer, nullable=False, server_default="0"),
     Column("started_at", Double, nullable=False),
     Column("last_heartbeat", Double, nullable=False),
+    # Set by an operator (``telecoder workers drain``): finish what runs, claim nothing new.
+    Column("drain", Boolean, nullable=False, server_default=text("false")),
+    # What the host reported in its last heartbeat; None until it has.
+    Column("cpu_count", Integer),
+    Column("mem_total", BigInteger),  # bytes
+    Column("mem_available", BigInteger),  # bytes
+    Column("load1", Double),  # the 1-minute load average
 )
 
 # One row per model request the gateway forwarded: who asked, which endpoint and model answered,
@@ -315,8 +327,10 @@ runs = Table(
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
     Column("finished_at", Double),
+    Column("user", String(64)),  # 0018: its sessions' user (they come from one request)
     Index("ix_runs_created", "created_at"),
     Index("ix_runs_job", "job", "created_at"),
+    Index("ix_runs_user", "user", "created_at"),
 )
 
 # A session waits ``after`` (success) or ``after_any`` (any end) of each one it depends on.
@@ -352,6 +366,7 @@ job_state = Table(
     # ``counted_at``: the finish time of the last run counted into ``failures``.
     Column("since", Double),
     Column("counted_at", Double),
+    Column("user", String(64)),  # 0018: who defined it over the API; its runs are theirs
 )
 
 # Goals: a wish in plain words, a model's plan for it, approved by a person, run as a run.
@@ -370,6 +385,8 @@ goals = Table(
     Column("updated_at", Double, nullable=False),
     Column("repo", Text),  # the repository the goal was given for (--repo), if any
     Column("error", Text),  # why planning failed
+    Column("user", String(64)),  # 0018: who added it; its run is theirs
+    Index("ix_goals_user", "user", "created_at"),
 )
 
 # The inbox: durable notes between agents. Ids are integers in the order messages were sent, so a
@@ -506,6 +523,72 @@ memories = Table(
     UniqueConstraint("session_id", name="uq_memories_session_id"),
     Index("ix_memories_repo", "repo", "id"),
     Index("ix_memories_user", "user", "id"),
+)
+
+# People and the API tokens that act for them (``store.users``): a role each (admin, member,
+# viewer); a token may narrow its user's role to ``worker``. Only a token's SHA-256 is stored.
+users = Table(
+    "users",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("disabled", Boolean, nullable=False, server_default=text("false")),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user", String(64)),  # NULL: a worker token that belongs to no one
+    Column("role", String(16)),  # NULL: the user's role; ``worker``: worker endpoints only
+    Column("digest", String(64), nullable=False),  # hex SHA-256 of the token
+    Column("label", String(255)),
+    Column("created_at", Double, nullable=False),
+    Column("last_used_at", Double),
+    Column("revoked_at", Double),
+    Column("worker_id", String(255)),  # a worker token's worker: the id its first sign-in named
+    UniqueConstraint("digest", name="uq_api_tokens_digest"),
+    Index("ix_api_tokens_user", "user"),
+)
+
+# Append-only: who did what, to what, when and from where (``store.audit``).
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ts", Double, nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("action", String(255), nullable=False),
+    Column("target", Text, nullable=False),
+    Column("detail", Text, nullable=False),  # JSON
+    Column("source", String(255), nullable=False),  # the client's address, or ``cli``
+    Column("user_agent", Text),
+    Index("ix_audit_ts", "ts"),
+    Index("ix_audit_actor", "actor", "ts"),
+)
+
+# Operator switches read by every process: ``paused`` = "1" stops all claims (``store.control``).
+control = Table(
+    "control",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Column("by", String(255)),  # who set it: a user, "cli", "api"
+)
+
+# What the supervisor did to heal (``GET /api/health/history``): newest last.
+health_events = Table(
+    "health_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),  # requeued, pruned_worktree, endpoint_unhealthy, …
+    Column("subject", Text, nullable=False),  # a session id, a path, an endpoint name
+    Column("detail", Text, nullable=False),  # JSON
+    Column("created_at", Double, nullable=False),
+    Index("ix_health_events_created", "created_at"),
 )
 
 # Made by the migrations alone (raw DDL): what the schema check leaves out.

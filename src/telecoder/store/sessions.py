@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -106,9 +106,13 @@ class Sessions:
         engine: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        user: str | None = None,
     ) -> Page:
-        """Newest first; ``cursor`` is the ``next_cursor`` of the page before."""
+        """Newest first; ``cursor`` is the ``next_cursor`` of the page before; ``user``: only
+        the sessions that user submitted (a member's list)."""
         query = select(sessions)
+        if user is not None:
+            query = query.where(sessions.c.user == user)
         if status is not None:
             query = query.where(sessions.c.status == status.value)
         if repo is not None:
@@ -134,6 +138,12 @@ class Sessions:
         more = len(rows) > limit
         next_cursor = f"{found[-1].created_at!r}:{found[-1].id}" if more and found else None
         return Page(found, next_cursor)
+
+    async def counts(self) -> dict[str, int]:
+        """How many sessions are in each status (statuses with none left out)."""
+        query = select(sessions.c.status, func.count()).group_by(sessions.c.status)
+        async with self._db.read() as conn:
+            return {str(status): int(n) for status, n in (await conn.execute(query)).all()}
 
     async def attempts(self, session_id: str) -> builtins.list[Attempt]:
         query = (
@@ -375,6 +385,7 @@ def retry_of(old: Session) -> NewSession:
         steps=old.steps,
         notify=old.notify,
         read_only=old.read_only,
+        user=old.user,
     )
 
 

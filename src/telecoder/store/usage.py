@@ -8,12 +8,17 @@ and chat turns) and never depend on what an agent CLI chose to report.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from telecoder.domain import Lease
+from telecoder.errors import LeaseLost
 from telecoder.store.db import Database
+from telecoder.store.events import fenced
 from telecoder.store.schema import sessions, usage
 
 
@@ -74,6 +79,53 @@ class Usages:
                     )
                 )
 
+    async def forwarded(self, lease: Lease, rows: Sequence[UsageRow], *, first: bool) -> int:
+        """Store what a remote worker's gateway metered for the attempt ``lease`` holds, and
+        add it to the session's totals; fenced on the lease (else LeaseLost). ``first``: these
+        rows start the attempt's usage over (what an earlier, unanswered call sent is taken
+        back first), so sending them again counts nothing twice. The rows stored for the
+        attempt."""
+        async with self._db.write() as conn:
+            held = (
+                await conn.execute(
+                    select(sessions.c.id).where(*fenced(lease)).with_for_update()  # type: ignore[arg-type]
+                )
+            ).first()
+            if held is None:
+                raise LeaseLost(f"lost the lease on {lease.session_id} attempt {lease.attempt}")
+            mine = (usage.c.session_id == lease.session_id, usage.c.attempt == lease.attempt)
+            if first:
+                old = (await conn.execute(_sums().where(*mine))).one()
+                if old.n:
+                    await conn.execute(delete(usage).where(*mine))
+                    await _add(conn, lease.session_id, -old.cost, -old.inputs, -old.outputs)
+            if rows:
+                values = [
+                    {**r.to_dict(), "session_id": lease.session_id, "attempt": lease.attempt}
+                    for r in rows
+                ]
+                await conn.execute(insert(usage), values)
+                await _add(
+                    conn,
+                    lease.session_id,
+                    sum(r.cost_usd or 0.0 for r in rows),
+                    sum(r.all_input_tokens for r in rows),
+                    sum(r.output_tokens for r in rows),
+                )
+            return int((await conn.execute(select(func.count()).where(*mine))).scalar() or 0)
+
+    async def carry(
+        self, session_id: str, *, cost_usd: float, input_tokens: int, output_tokens: int
+    ) -> None:
+        """Set the session's totals to what its earlier attempts used elsewhere: a remote
+        worker's scratch copy starts from the server's figures, so its budget counts them."""
+        async with self._db.write() as conn:
+            await conn.execute(
+                update(sessions)
+                .where(sessions.c.id == session_id)
+                .values(cost_usd=cost_usd, input_tokens=input_tokens, output_tokens=output_tokens)
+            )
+
     async def of_session(self, session_id: str) -> list[UsageRow]:
         async with self._db.read() as conn:
             rows = await conn.execute(
@@ -114,6 +166,32 @@ class Usages:
             cache_read_tokens=int(read),
             cost_usd=float(cost),
         )
+
+
+def _sums() -> Any:
+    return select(
+        func.count().label("n"),
+        func.coalesce(func.sum(usage.c.cost_usd), 0.0).label("cost"),
+        func.coalesce(
+            func.sum(usage.c.input_tokens + usage.c.cache_read_tokens + usage.c.cache_write_tokens),
+            0,
+        ).label("inputs"),
+        func.coalesce(func.sum(usage.c.output_tokens), 0).label("outputs"),
+    )
+
+
+async def _add(
+    conn: AsyncConnection, session_id: str, cost: float, inputs: int, outputs: int
+) -> None:
+    await conn.execute(
+        update(sessions)
+        .where(sessions.c.id == session_id)
+        .values(
+            cost_usd=sessions.c.cost_usd + cost,
+            input_tokens=sessions.c.input_tokens + inputs,
+            output_tokens=sessions.c.output_tokens + outputs,
+        )
+    )
 
 
 def _row(row: Row[Any]) -> UsageRow:

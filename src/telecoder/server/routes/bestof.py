@@ -104,7 +104,8 @@ async def create_best_of(
 ) -> BestOfCreated:
     """The candidates run on their own branches and open no pull request; when all ended they
     are judged and ONE pull request is opened for the winner."""
-    request = _request(state, body, {"channel": "api", "principal": principal.name})
+    origin = {"channel": "api", "principal": principal.name}
+    request = _request(state, body, origin, user=principal.user)
     run, sessions, warnings = await bestof.create(
         state.store, state.intake, request, attempts=body.attempts, engines=body.engines
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from telecoder.server.deps import PrincipalDep, SettingsDep
 from telecoder.server.schemas import ErrorOut
@@ -15,7 +15,8 @@ router = APIRouter(prefix="/api/cache", tags=["cache"])
 class CacheEntryOut(BaseModel):
     key: str
     path: str
-    size: int
+    size: int = Field(description="Bytes it takes on disk (du), its spare included.")
+    files_size: int = Field(description="Bytes of its files: what a restore gives a worktree.")
     created: float
     used: float
     paths: list[str]

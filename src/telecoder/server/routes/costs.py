@@ -8,10 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from telecoder import registry
+from telecoder import engine_choice, registry
 from telecoder.assemble import build_workspace
 from telecoder.errors import BadInput, EngineNotFound
 from telecoder.estimate import MAX_PROMPT, estimate
+from telecoder.server import roles
 from telecoder.server.charts import day_bars
 from telecoder.server.deps import PrincipalDep, StateDep, StoreDep, ViewerDep
 from telecoder.server.routes.dashboard import render
@@ -38,7 +39,7 @@ Until = Annotated[
 @router.get("", responses=_ERRORS, summary="What model traffic cost, in total and grouped")
 async def costs(
     store: StoreDep,
-    _: PrincipalDep,
+    principal: PrincipalDep,
     by: Annotated[By | None, Query(description="Group by this; none: totals only.")] = None,
     since: Since = None,
     until: Until = None,
@@ -47,9 +48,13 @@ async def costs(
 ) -> CostsOut:
     """Totals over ``[since, until)`` of every request the gateway forwarded, with the per-day
     series (UTC days, days without use at 0) and the costliest sessions. Requests to a model
-    without a known price are counted in ``unpriced_requests``, never priced."""
+    without a known price are counted in ``unpriced_requests``, never priced. A member's
+    costliest sessions are their own (the totals are everyone's)."""
     start, stop = parse_range(since, until)
-    report = await store.costs.report(by=by, since=start, until=stop, top=top, limit=limit)
+    user = roles.list_owner(principal)
+    report = await store.costs.report(
+        by=by, since=start, until=stop, top=top, limit=limit, user=user
+    )
     return CostsOut.model_validate(report.to_dict())
 
 
@@ -76,8 +81,12 @@ async def estimate_cost(
     for name, value in (("repo", repo), ("prompt", prompt)):
         if not value.strip():
             raise BadInput(f"{name}: must not be blank")
-    chosen = engine or state.settings.engine
     known = registry.names("engines")
+    chosen = engine or engine_choice.default_engine(state.settings, known)
+    if chosen is None:
+        raise EngineNotFound(
+            engine_choice.no_engine(known, engine_choice.environment(state.settings))
+        )
     if chosen not in known:
         raise EngineNotFound(f"unknown engine {chosen!r} (known: {', '.join(sorted(known))})")
     source = await build_workspace(state.settings).resolve(repo)
@@ -102,7 +111,8 @@ async def costs_page(
 ) -> Response:
     since = since or None  # ?since= : all time
     start, stop = parse_range(since, until)
-    report = await state.store.costs.report(since=start, until=stop, top=10)
+    mine = roles.list_owner(viewer)
+    report = await state.store.costs.report(since=start, until=stop, top=10, user=mine)
     tables = {
         by.value: (await state.store.costs.groups(by, since=start, until=stop, limit=20))[0]
         for by in (By.MODEL, By.ENGINE, By.REPO)

@@ -4,37 +4,36 @@ Live parts are server-sent events carrying HTML: the session list refetches its 
 session changes (``/stream/sessions``), a session page appends each event as it arrives and
 refreshes its header and diff (``/sessions/{id}/stream``). Forms are plain POSTs carrying the
 page's CSRF token, answered with a redirect (so they work without JavaScript too).
+
+This module holds ``render`` (every page's base context) and the front pages: the session list
+and its live rows, and the new-task form. Sign-in is ``login``; one session's page is
+``session_page``, its forms ``session_forms``; other pages sit with their API routes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.sse import EventSourceResponse, format_sse_event
 from pydantic import ValidationError
 
-from telecoder import amounts, chat, notifications, registry
-from telecoder.channels import configured
-from telecoder.domain import Event, EventKind, Mode, Session, SessionStatus
-from telecoder.errors import BadInput, Conflict, TeleCoderError
-from telecoder.protocols import Notifying
-from telecoder.server.auth import COOKIE, COOKIE_SECONDS, CSRF_FIELD, Principal
+from telecoder import engine_choice, registry
+from telecoder.domain import Mode, Session, SessionStatus
+from telecoder.errors import BadInput
+from telecoder.server import roles
+from telecoder.server.auth import CSRF_FIELD, Principal
 from telecoder.server.deps import StateDep, ViewerDep
-from telecoder.server.diff import DiffUnavailable
-from telecoder.server.routes.events import KEEPALIVE_SECONDS, RETRY_MS, keepalive, start_seq
-from telecoder.server.routes.sessions import SessionRef, submit
-from telecoder.server.schemas import MAX_SEQ, SessionCreate
+from telecoder.server.routes.events import KEEPALIVE_SECONDS, RETRY_MS
+from telecoder.server.routes.sessions import submit
+from telecoder.server.schemas import SessionCreate
 from telecoder.server.state import ServerState
 
 router = APIRouter(include_in_schema=False)
-
-PAGE_EVENTS = 2000  # events rendered into a session page; older ones are a click away
 
 
 def render(
@@ -50,6 +49,7 @@ def render(
         "principal": principal,
         "open": state.guard.open,
         "unsafe_runtime": state.settings.runtime == "local",
+        "pause": state.pause,
         "csrf": state.guard.csrf_token(principal) if principal else "",
         "csrf_field": CSRF_FIELD,
     }
@@ -59,61 +59,15 @@ def render(
     return response
 
 
-def _safe_next(url: str | None) -> str:
-    if url and url.startswith("/") and not url.startswith("//") and "\\" not in url:
-        return url
-    return "/"
-
-
-# --- login ---
-
-
-@router.get("/login")
-async def login_page(request: Request, state: StateDep, next: str = "/") -> Response:
-    if state.guard.open:
-        return RedirectResponse(_safe_next(next), status_code=303)
-    return render(request, state, None, "login.html", {"next": _safe_next(next), "error": None})
-
-
-@router.post("/login")
-async def login(
-    request: Request,
-    state: StateDep,
-    token: Annotated[str, Form(max_length=1000)],
-    next: Annotated[str, Form(max_length=2000)] = "/",
-) -> Response:
-    state.guard.screen(request)
-    client = request.client.host if request.client else "?"
-    state.login_limiter.hit(f"login@{client}")
-    cookie = state.guard.login(token.strip())
-    if cookie is None:
-        context = {"next": _safe_next(next), "error": "That token is not valid."}
-        return render(request, state, None, "login.html", context, status_code=401)
-    response = RedirectResponse(_safe_next(next), status_code=303)
-    response.set_cookie(
-        COOKIE,
-        cookie,
-        max_age=COOKIE_SECONDS,
-        httponly=True,
-        samesite="lax",
-        secure=request.url.scheme == "https",
-    )
-    return response
-
-
-@router.post("/logout")
-async def logout(_: ViewerDep) -> Response:
-    response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(COOKIE)
-    return response
-
-
 # --- the list ---
 
 
-async def _rows(state: ServerState, status: SessionStatus | None) -> dict[str, Any]:
-    page = await state.store.sessions.list(status=status, limit=100)
-    running = await state.store.sessions.list(status=SessionStatus.RUNNING, limit=200)
+async def _rows(
+    state: ServerState, viewer: Principal, status: SessionStatus | None
+) -> dict[str, Any]:
+    mine = roles.list_owner(viewer)
+    page = await state.store.sessions.list(status=status, limit=100, user=mine)
+    running = await state.store.sessions.list(status=SessionStatus.RUNNING, limit=200, user=mine)
     busy: dict[str, list[Session]] = {}
     for s in running.sessions:
         busy.setdefault(s.worker_id or "?", []).append(s)
@@ -131,7 +85,7 @@ async def _rows(state: ServerState, status: SessionStatus | None) -> dict[str, A
 async def sessions_page(
     request: Request, state: StateDep, viewer: ViewerDep, status: SessionStatus | None = None
 ) -> Response:
-    context = {**await _rows(state, status), "statuses": [s.value for s in SessionStatus]}
+    context = {**await _rows(state, viewer, status), "statuses": [s.value for s in SessionStatus]}
     return render(request, state, viewer, "sessions.html", context)
 
 
@@ -139,7 +93,7 @@ async def sessions_page(
 async def session_rows(
     request: Request, state: StateDep, viewer: ViewerDep, status: SessionStatus | None = None
 ) -> Response:
-    return render(request, state, viewer, "_sessions.html", await _rows(state, status))
+    return render(request, state, viewer, "_sessions.html", await _rows(state, viewer, status))
 
 
 @router.get("/stream/sessions")
@@ -162,19 +116,51 @@ async def sessions_stream(state: StateDep, _: ViewerDep) -> Response:
 # --- a new task ---
 
 
-def _form_context(values: dict[str, Any], errors: dict[str, str]) -> dict[str, Any]:
+def _form_context(
+    state: ServerState, values: dict[str, Any], errors: dict[str, str]
+) -> dict[str, Any]:
+    """The form's engines, each with what it lacks here (not installed, no key); none chosen:
+    the repository's, else the default (never ``shell`` unless picked)."""
+    names = registry.names("engines")
+    env = engine_choice.environment(state.settings)
+    found = {a.engine: a for a in engine_choice.survey(names, env)}
+    engines = []
+    for name in names:
+        a = found.get(name)
+        if a is None:
+            note = _by_name_note(state, name)
+        elif not a.installed:
+            note = "not installed"
+        elif not a.key_set:
+            note = f"no key: set {' or '.join(a.keys)}"
+        else:
+            note = "installed, key set"
+        engines.append({"name": name, "note": note, "ready": a is not None and a.ready})
+    default = engine_choice.default_engine(state.settings, names)
     return {
         "values": values,
         "errors": errors,
-        "engines": registry.names("engines"),
+        "engines": engines,
+        "default_engine": default,
         "modes": [m.value for m in Mode],
     }
 
 
+def _by_name_note(state: ServerState, name: str) -> str:
+    """What an engine that is never chosen without its name (``shell``, ``acp``) does here."""
+    if name == "shell":
+        return "runs the prompt as a shell command"
+    if name == "acp":
+        if state.settings.acp_command:
+            return "configured: TELECODER_ACP_COMMAND"
+        return "an ACP agent: name it as the model (opencode, gemini, qwen, claude, codex)"
+    return "chosen by name only"
+
+
 @router.get("/new")
 async def new_page(request: Request, state: StateDep, viewer: ViewerDep) -> Response:
-    values = {"engine": state.settings.engine, "mode": "task", "priority": 0}
-    return render(request, state, viewer, "new.html", _form_context(values, {}))
+    values = {"engine": "", "mode": "task", "priority": 0}
+    return render(request, state, viewer, "new.html", _form_context(state, values, {}))
 
 
 @router.post("/new")
@@ -203,179 +189,13 @@ async def new_submit(
     try:
         body = SessionCreate.model_validate({k: v for k, v in values.items() if v != ""})
         origin = {"channel": "dashboard", "principal": viewer.name}
-        session, _ = await submit(state, body, origin=origin)
+        session, _ = await submit(state, body, origin=origin, user=viewer.user)
     except ValidationError as e:
         for err in e.errors():
             errors[".".join(str(p) for p in err["loc"]) or "form"] = err["msg"]
     except BadInput as e:
         errors["form"] = e.message
     if errors:
-        context = _form_context(values, errors)
+        context = _form_context(state, values, errors)
         return render(request, state, viewer, "new.html", context, status_code=422)
     return RedirectResponse(f"/sessions/{session.id}", status_code=303)
-
-
-# --- one session ---
-
-
-async def _head(state: ServerState, session: Session) -> dict[str, Any]:
-    return {
-        "s": session,
-        "attempts": await state.store.sessions.attempts(session.id),
-        "models": await state.store.usage.models(session.id),
-        "notify_options": _notify_options(state, session),
-        "chain": await state.store.chains.members(session.chain_id) if session.chain_id else [],
-    }
-
-
-def _notify_options(state: ServerState, session: Session) -> list[dict[str, Any]]:
-    """The "notify me on Slack/Telegram" toggles: one per configured channel that
-    ``TELECODER_NOTIFY_ME`` gives the operator's id on."""
-    me = notifications.me_of(state.settings.notify_me)
-    found = configured.from_settings(state.settings)
-    known = [name for name, channel in found.items() if isinstance(channel, Notifying)]
-    return [
-        {
-            "channel": name,
-            "target": f"{name}:{me[name]}",
-            "on": f"{name}:{me[name]}" in session.notify,
-        }
-        for name in sorted(known)
-        if name in me
-    ]
-
-
-@router.get("/sessions/{session_id}")
-async def session_page(
-    request: Request, session_id: SessionRef, state: StateDep, viewer: ViewerDep
-) -> Response:
-    session = await state.store.sessions.resolve(session_id)
-    head = await state.store.events.heads([session.id])
-    last = head[session.id].last_seq if session.id in head else 0
-    first = max(0, last - PAGE_EVENTS)
-    events = await state.store.events.list(session.id, after=first, limit=PAGE_EVENTS)
-    after = events[-1].seq if events else first
-    context = {**await _head(state, session), "events": events, "skipped": first, "after": after}
-    return render(request, state, viewer, "session.html", context)
-
-
-@router.get("/sessions/{session_id}/head")
-async def session_head(
-    request: Request, session_id: SessionRef, state: StateDep, viewer: ViewerDep
-) -> Response:
-    session = await state.store.sessions.resolve(session_id)
-    return render(request, state, viewer, "_head.html", await _head(state, session))
-
-
-@router.get("/sessions/{session_id}/stream")
-async def session_stream(
-    request: Request,
-    session_id: SessionRef,
-    state: StateDep,
-    _: ViewerDep,
-    after: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
-) -> Response:
-    session = await state.store.sessions.resolve(session_id)
-    first = start_seq(after, request.headers.get("last-event-id"))
-    templates = request.app.state.templates.env
-
-    def piece(event: Event) -> bytes:
-        html = templates.get_template("_event.html").render(e=event)
-        frame = format_sse_event(data_str=html, event="event", id=str(event.seq))
-        if event.kind in (EventKind.STATUS, EventKind.RESULT, EventKind.USAGE):
-            frame += format_sse_event(data_str=str(event.seq), event="head")
-        return frame
-
-    async def frames() -> AsyncIterator[bytes]:
-        subscription = await state.bus.subscribe(session.id, after=first)
-        try:
-            yield format_sse_event(retry=RETRY_MS, comment="telecoder")
-            async for item in keepalive(subscription):
-                yield piece(item) if item is not None else b": ping\n\n"
-            if not subscription.interrupted:
-                yield format_sse_event(data_str="end", event="end", id=str(subscription.last_seq))
-        finally:
-            subscription.close()
-
-    return EventSourceResponse(frames(), headers={"Cache-Control": "no-cache"})
-
-
-@router.get("/sessions/{session_id}/diff")
-async def session_diff(
-    request: Request, session_id: SessionRef, state: StateDep, viewer: ViewerDep
-) -> Response:
-    session = await state.store.sessions.resolve(session_id)
-    try:
-        diff = await state.diff_source(session, await state.store.sessions.attempts(session.id))
-    except (DiffUnavailable, Conflict) as e:
-        return render(request, state, viewer, "_diff.html", {"diff": None, "reason": e.message})
-    return render(request, state, viewer, "_diff.html", {"diff": diff, "reason": None})
-
-
-@router.post("/sessions/{session_id}/cancel")
-async def cancel(session_id: SessionRef, state: StateDep, _: ViewerDep) -> Response:
-    session = await state.store.sessions.resolve(session_id)
-    with contextlib.suppress(Conflict):  # finished meanwhile: the page shows how
-        await state.store.sessions.cancel(session.id)
-    state.bus.poke()
-    return RedirectResponse(f"/sessions/{session.id}", status_code=303)
-
-
-@router.post("/sessions/{session_id}/budget")
-async def raise_budget(
-    session_id: SessionRef,
-    state: StateDep,
-    _: ViewerDep,
-    amount: Annotated[str, Form(max_length=32)] = "",
-) -> Response:
-    """The "raise budget" form: ``+1.00`` adds, ``5.00`` sets; a waiting session resumes."""
-    session = await state.store.sessions.resolve(session_id)
-    with contextlib.suppress(TeleCoderError):  # a bad amount or an ended session: as it is
-        await state.store.budgets.raise_session(session.id, amounts.budget_change(amount))
-    state.bus.poke()
-    return RedirectResponse(f"/sessions/{session.id}", status_code=303)
-
-
-@router.post("/sessions/{session_id}/answer")
-async def answer(
-    session_id: SessionRef,
-    state: StateDep,
-    viewer: ViewerDep,
-    text: Annotated[str, Form(max_length=100_000)] = "",
-) -> Response:
-    """The answer form of a session blocked with a question: its agent resumes with it."""
-    session = await state.store.sessions.resolve(session_id)
-    with contextlib.suppress(TeleCoderError):  # empty, or answered meanwhile: as it is
-        await chat.answer(state.store, session.id, text, sender=viewer.name)
-    state.bus.poke()
-    return RedirectResponse(f"/sessions/{session.id}", status_code=303)
-
-
-@router.post("/sessions/{session_id}/notify")
-async def notify(
-    session_id: SessionRef,
-    state: StateDep,
-    _: ViewerDep,
-    channel: Annotated[str, Form(max_length=64)] = "",
-    on: Annotated[str, Form(max_length=8)] = "",
-) -> Response:
-    """The "notify me on …" toggle: adds or removes the operator's id on ``channel``."""
-    session = await state.store.sessions.resolve(session_id)
-    option = next((o for o in _notify_options(state, session) if o["channel"] == channel), None)
-    if option is not None:
-        targets = [t for t in session.notify if t != option["target"]]
-        if on == "1":
-            targets.append(option["target"])
-        await state.store.sessions.set_notify(session.id, targets)
-    return RedirectResponse(f"/sessions/{session.id}", status_code=303)
-
-
-@router.post("/sessions/{session_id}/retry")
-async def retry(session_id: SessionRef, state: StateDep, _: ViewerDep) -> Response:
-    session = await state.store.sessions.resolve(session_id)
-    try:
-        again = await state.store.sessions.retry(session.id)
-    except TeleCoderError:
-        return RedirectResponse(f"/sessions/{session.id}", status_code=303)
-    state.bus.poke()
-    return RedirectResponse(f"/sessions/{again.id}", status_code=303)

@@ -9,9 +9,9 @@ sent, an ``end`` event carries the final status and the stream closes. A comment
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import re
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -104,9 +104,22 @@ async def session_events(
     )
 
 
+_FRAMES: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+_FRAMES_KEPT = 4096  # recent events' frames: a live event goes to every stream of its session
+
+
 def frame(event: Event) -> bytes:
-    data = EventOut.of(event).model_dump_json()
-    return format_sse_event(data_str=data, event=event.kind.value, id=str(event.seq))
+    """The event's SSE frame, encoded once however many streams send it (events never change:
+    ``(session_id, seq)`` names one)."""
+    key = (event.session_id, event.seq)
+    encoded = _FRAMES.get(key)
+    if encoded is None:
+        data = EventOut.of(event).model_dump_json()
+        encoded = format_sse_event(data_str=data, event=event.kind.value, id=str(event.seq))
+        _FRAMES[key] = encoded
+        if len(_FRAMES) > _FRAMES_KEPT:
+            _FRAMES.popitem(last=False)
+    return encoded
 
 
 async def sse_frames(bus: Bus, store: Store, session_id: str, after: int) -> AsyncIterator[bytes]:
@@ -119,7 +132,12 @@ async def sse_frames(bus: Bus, store: Store, session_id: str, after: int) -> Asy
     try:
         yield format_sse_event(retry=RETRY_MS, comment="telecoder")
         async for item in keepalive(subscription):
-            yield frame(item) if item is not None else b": ping\n\n"
+            if item is None:
+                yield b": ping\n\n"
+                continue
+            yield frame(item)  # resumed once the server has written it to the socket
+            if subscription.live:
+                bus.written.add(time.time() - item.ts)
         if subscription.interrupted:
             return  # lag or shutdown: the client reconnects and replays from Last-Event-ID
         session = await store.sessions.get(session_id)
@@ -134,24 +152,9 @@ async def sse_frames(bus: Bus, store: Store, session_id: str, after: int) -> Asy
 
 async def keepalive(subscription: Subscription) -> AsyncIterator[Event | None]:
     """The subscription's events, with a None whenever it has been quiet for a while."""
-    events = aiter(subscription)
-    pending: asyncio.Task[Event] | None = None
-    try:
-        while True:
-            if pending is None:
-                pending = asyncio.ensure_future(anext(events))
-            done, _ = await asyncio.wait({pending}, timeout=KEEPALIVE_SECONDS)
-            if not done:
-                yield None
-                continue
-            try:
-                item = pending.result()
-            except StopAsyncIteration:
-                return
-            pending = None
-            yield item
-    finally:
-        if pending is not None:
-            pending.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                await pending
+    while True:
+        try:
+            item = await subscription.next(KEEPALIVE_SECONDS)
+        except StopAsyncIteration:
+            return
+        yield item

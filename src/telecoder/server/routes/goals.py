@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from telecoder import goals
 from telecoder.planner import Plan, planner_of
+from telecoder.server import roles
 from telecoder.server.deps import PrincipalDep, SettingsDep, StateDep, StoreDep, limit_writes
 from telecoder.server.schemas import ErrorOut, Text, _In
 from telecoder.store import Goal
@@ -63,6 +64,7 @@ class GoalOut(BaseModel):
     run_status: str | None
     error: str | None = Field(description="Why planning failed, or the run could not be made.")
     origin: dict[str, Any] | None
+    user: str | None = Field(default=None, description="Who added it; its run is theirs.")
     created_at: str | None
     updated_at: str | None
 
@@ -78,8 +80,10 @@ def _out(goal: Goal) -> GoalOut:
 
 
 @router.get("", responses=_ERRORS, summary="Goals, newest first")
-async def list_goals(store: StoreDep, _: PrincipalDep) -> GoalsOut:
-    return GoalsOut(goals=[_out(g) for g in await store.goals.list(limit=200)])
+async def list_goals(store: StoreDep, principal: PrincipalDep) -> GoalsOut:
+    """A member's own goals; everyone's for the other roles."""
+    found = await store.goals.list(limit=200, user=roles.list_owner(principal))
+    return GoalsOut(goals=[_out(g) for g in found])
 
 
 @router.post(
@@ -90,9 +94,10 @@ async def list_goals(store: StoreDep, _: PrincipalDep) -> GoalsOut:
     summary="Add a goal and have the planner decompose it",
 )
 async def add_goal(
-    body: GoalCreate, store: StoreDep, settings: SettingsDep, _: PrincipalDep
+    body: GoalCreate, store: StoreDep, settings: SettingsDep, principal: PrincipalDep
 ) -> GoalOut:
-    goal = await goals.add(store, planner_of(settings), body.text, repo=body.repo)
+    planner = planner_of(settings)
+    goal = await goals.add(store, planner, body.text, repo=body.repo, user=principal.user)
     return _out(goal)
 
 

@@ -1,9 +1,11 @@
 """``/api/inbox``: the inbox over HTTP, as ``telecoder inbox … --server URL`` speaks it.
 
 The caller names itself in the body (or the query) as ``agent``; the API token says it may use
-the API at all. Messages are the JSON of ``telecoder inbox show ID --json``. Waiting is a
-long-poll: ``wait`` seconds at most (``MAX_WAIT``), answered early when something lands, with
-``[]`` when nothing did; a client that wants longer asks again.
+the API at all. A member reads only their own messages (``Inbox``'s ``owner``: from, to or about
+the agents of their sessions and runs; any other is ``404``); admins and viewers read all, and
+the writes are for admins (``roles``). Messages are the JSON of ``telecoder inbox show ID
+--json``. Waiting is a long-poll: ``wait`` seconds at most (``MAX_WAIT``), answered early when
+something lands, with ``[]`` when nothing did; a client that wants longer asks again.
 
     404  no such message (or artifact)     409  ``conflict``: claimed by another, or ended
     422  invalid input                     409  ``lease_lost``: your claim expired or was taken
@@ -21,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from telecoder.domain import Message, MessageStatus
 from telecoder.errors import BadInput, TimedOut
+from telecoder.server import roles
 from telecoder.server.deps import PrincipalDep, StoreDep, limit_writes
 from telecoder.server.schemas import MAX_SEQ, ErrorOut, Text, _In
 from telecoder.store import Store
@@ -189,7 +192,7 @@ async def send(body: SendIn, store: StoreDep, _: PrincipalDep) -> MessageOut:
 @router.get("/messages", responses=_ERRORS, summary="Messages in id order; a long-poll with wait")
 async def list_messages(
     store: StoreDep,
-    _: PrincipalDep,
+    principal: PrincipalDep,
     agent: Annotated[Text | None, Query(max_length=inboxes.MAX_NAME)] = None,
     thread: Annotated[Text | None, Query(max_length=inboxes.MAX_NAME)] = None,
     status: Annotated[MessageStatus | None, Query()] = None,
@@ -198,11 +201,13 @@ async def list_messages(
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT, allow_inf_nan=False)] = 0,
 ) -> list[MessageOut]:
     """Messages to or from ``agent``, in ``thread``, with ``status``, with an id above
-    ``after``. With ``wait``, waits up to that many seconds for one; ``[]`` when none came."""
+    ``after``. With ``wait``, waits up to that many seconds for one; ``[]`` when none came.
+    A member's own only."""
+    owner = roles.list_owner(principal)
 
     async def probe() -> list[Message] | None:
         found = await store.inbox.list(
-            agent=agent, thread=thread, status=status, after=after, limit=limit
+            agent=agent, thread=thread, status=status, after=after, limit=limit, owner=owner
         )
         return found or None
 
@@ -215,13 +220,15 @@ async def list_messages(
 
 
 @router.get("/latest", responses=_ERRORS, summary="The highest message id so far")
-async def latest(store: StoreDep, _: PrincipalDep) -> LatestOut:
-    return LatestOut(id=await store.inbox.latest())
+async def latest(store: StoreDep, principal: PrincipalDep) -> LatestOut:
+    return LatestOut(id=await store.inbox.latest(owner=roles.list_owner(principal)))
 
 
 @router.get("/messages/{message_id}", responses=_ERRORS, summary="One message")
-async def get_message(message_id: MessageId, store: StoreDep, _: PrincipalDep) -> MessageOut:
-    return _out(await store.inbox.get(message_id))
+async def get_message(
+    message_id: MessageId, store: StoreDep, principal: PrincipalDep
+) -> MessageOut:
+    return _out(await store.inbox.get(message_id, owner=roles.list_owner(principal)))
 
 
 @router.get(
@@ -233,10 +240,11 @@ async def get_artifact(
     message_id: MessageId,
     name: Annotated[Text, Path(min_length=1, max_length=inboxes.MAX_NAME)],
     store: StoreDep,
-    _: PrincipalDep,
+    principal: PrincipalDep,
 ) -> ArtifactContentOut:
-    message = await store.inbox.get(message_id)
-    content = await store.inbox.artifact(message_id, name)
+    owner = roles.list_owner(principal)
+    message = await store.inbox.get(message_id, owner=owner)
+    content = await store.inbox.artifact(message_id, name, owner=owner)
     record = next(a for a in message.artifacts if a.name == name)
     encoded = base64.b64encode(content).decode("ascii")
     return ArtifactContentOut(**record.to_dict(), content_base64=encoded)

@@ -1,5 +1,8 @@
 """``/api/jobs``: cron jobs, as ``telecoder jobs``; ``/api/templates`` (read-only); and the
-dashboard's ``/jobs`` page (last and next run, status)."""
+dashboard's ``/jobs`` page (last and next run, status).
+
+A job defined over the API is its definer's (``user``; its runs are theirs too): a member sees
+and acts on their own jobs only — someone else's is 404, as if it did not exist."""
 
 from __future__ import annotations
 
@@ -11,10 +14,13 @@ from pydantic import BaseModel, Field
 
 from telecoder import jobs as defs
 from telecoder import scheduler, templates
-from telecoder.errors import BadInput, Conflict
-from telecoder.server.deps import PrincipalDep, StateDep, ViewerDep, limit_writes
+from telecoder.errors import BadInput, Conflict, JobNotFound
+from telecoder.server import roles
+from telecoder.server.auth import Principal
+from telecoder.server.deps import PrincipalDep, StateDep, ViewerDep, limit_writes, refuse
 from telecoder.server.routes.dashboard import render
 from telecoder.server.schemas import ErrorOut, _In
+from telecoder.server.state import ServerState
 
 router = APIRouter(tags=["jobs"])
 pages = APIRouter(include_in_schema=False)
@@ -67,6 +73,7 @@ class JobOut(BaseModel):
     path: str | None = None
     paused_reason: str | None = Field(default=None, description="Why it is paused.")
     failures: int = Field(default=0, description="Consecutive failed runs.")
+    user: str | None = Field(default=None, description="Who defined it; its runs are theirs.")
     last_run: LastRun | None = None
     next_run: float | None = Field(default=None, description="The next slot (epoch seconds).")
     error: str | None = None
@@ -88,9 +95,32 @@ class TemplateOut(BaseModel):
     path: str
 
 
+async def _visible(state: ServerState, principal: Principal) -> list[dict[str, Any]]:
+    """Every job described; a member's own only."""
+    found = await scheduler.describe_all(state.store, state.settings)
+    if principal.role != "member":
+        return found
+    return [j for j in found if roles.owns(principal, _owner(j))]
+
+
+def _owner(described: dict[str, Any]) -> str | None:
+    user = described.get("user")
+    return user if isinstance(user, str) else None
+
+
+async def _job(request: Request, state: ServerState, principal: Principal, name: str) -> defs.Job:
+    """The job ``name``; JobNotFound for a member when it is not theirs."""
+    if principal.role == "member" and defs.NAME.match(name):  # before reading the file
+        found = await state.store.jobs.get(name)
+        if not roles.owns(principal, found.user if found is not None else None):
+            refuse(request, JobNotFound(f"no job {name!r}"))
+    return defs.load(state.settings.jobs_dir, name)
+
+
 @router.get("/api/jobs", responses=_ERRORS, summary="Cron jobs with last and next run")
-async def list_jobs(state: StateDep, _: PrincipalDep) -> list[JobOut]:
-    return [JobOut(**j) for j in await scheduler.describe_all(state.store, state.settings)]
+async def list_jobs(state: StateDep, principal: PrincipalDep) -> list[JobOut]:
+    """A member's own jobs; everyone's for the other roles."""
+    return [JobOut(**j) for j in await _visible(state, principal)]
 
 
 @router.post(
@@ -100,7 +130,7 @@ async def list_jobs(state: StateDep, _: PrincipalDep) -> list[JobOut]:
     responses=_WRITE_ERRORS,
     summary="Define a cron job",
 )
-async def add_job(body: JobCreate, state: StateDep, _: PrincipalDep) -> JobOut:
+async def add_job(body: JobCreate, state: StateDep, principal: PrincipalDep) -> JobOut:
     settings = state.settings
     spec = defs.parse(body.name, body.model_dump(exclude={"name"}, exclude_none=True))
     if (settings.jobs_dir / f"{body.name}.yaml").exists():
@@ -108,13 +138,16 @@ async def add_job(body: JobCreate, state: StateDep, _: PrincipalDep) -> JobOut:
     await scheduler.check(settings, state.intake, spec)
     defs.save(settings.jobs_dir, body.name, spec)
     await state.store.jobs.resume(body.name)
+    await state.store.jobs.own(body.name, principal.user)
     job = defs.load(settings.jobs_dir, body.name)
     return JobOut(**await scheduler.describe(state.store, job))
 
 
 @router.get("/api/jobs/{name}", responses=_ERRORS, summary="One cron job")
-async def get_job(name: JobName, state: StateDep, _: PrincipalDep) -> JobOut:
-    job = defs.load(state.settings.jobs_dir, name)
+async def get_job(
+    request: Request, name: JobName, state: StateDep, principal: PrincipalDep
+) -> JobOut:
+    job = await _job(request, state, principal, name)
     return JobOut(**await scheduler.describe(state.store, job))
 
 
@@ -125,7 +158,10 @@ async def get_job(name: JobName, state: StateDep, _: PrincipalDep) -> JobOut:
     responses=_WRITE_ERRORS,
     summary="Delete a cron job (its runs stay)",
 )
-async def delete_job(name: JobName, state: StateDep, _: PrincipalDep) -> Response:
+async def delete_job(
+    request: Request, name: JobName, state: StateDep, principal: PrincipalDep
+) -> Response:
+    await _job(request, state, principal, name)
     defs.remove(state.settings.jobs_dir, name)
     await state.store.jobs.forget(name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -138,8 +174,10 @@ async def delete_job(name: JobName, state: StateDep, _: PrincipalDep) -> Respons
     responses=_WRITE_ERRORS,
     summary="Fire a job now, outside its schedule",
 )
-async def run_job(name: JobName, state: StateDep, _: PrincipalDep) -> JobRunOut:
-    job = defs.load(state.settings.jobs_dir, name)
+async def run_job(
+    request: Request, name: JobName, state: StateDep, principal: PrincipalDep
+) -> JobRunOut:
+    job = await _job(request, state, principal, name)
     run = await scheduler.fire(state.store, state.settings, state.intake, job)
     state.bus.poke()
     return JobRunOut(id=run.id, job=name, status=run.status.value)
@@ -148,8 +186,10 @@ async def run_job(name: JobName, state: StateDep, _: PrincipalDep) -> JobRunOut:
 @router.post(
     "/api/jobs/{name}/pause", dependencies=_write, responses=_WRITE_ERRORS, summary="Pause a job"
 )
-async def pause_job(name: JobName, state: StateDep, _: PrincipalDep) -> JobOut:
-    job = defs.load(state.settings.jobs_dir, name)
+async def pause_job(
+    request: Request, name: JobName, state: StateDep, principal: PrincipalDep
+) -> JobOut:
+    job = await _job(request, state, principal, name)
     await state.store.jobs.pause(name, "paused by hand")
     return JobOut(**await scheduler.describe(state.store, job))
 
@@ -157,8 +197,10 @@ async def pause_job(name: JobName, state: StateDep, _: PrincipalDep) -> JobOut:
 @router.post(
     "/api/jobs/{name}/resume", dependencies=_write, responses=_WRITE_ERRORS, summary="Resume a job"
 )
-async def resume_job(name: JobName, state: StateDep, _: PrincipalDep) -> JobOut:
-    job = defs.load(state.settings.jobs_dir, name)
+async def resume_job(
+    request: Request, name: JobName, state: StateDep, principal: PrincipalDep
+) -> JobOut:
+    job = await _job(request, state, principal, name)
     await state.store.jobs.resume(name)
     return JobOut(**await scheduler.describe(state.store, job))
 
@@ -181,7 +223,7 @@ async def get_template(
 
 @pages.get("/jobs")
 async def jobs_page(request: Request, state: StateDep, viewer: ViewerDep) -> Response:
-    found = await scheduler.describe_all(state.store, state.settings)
+    found = await _visible(state, viewer)
     for j in found:
         last = j.get("last_run")
         j["last_at"] = _utc(last["created_at"]) if isinstance(last, dict) else ""

@@ -1,18 +1,21 @@
-"""``/api/health`` and ``/api/version``: open to all, for load balancers and clients."""
+"""``/api/health`` and ``/api/version``: open to all, for load balancers and clients; and
+``/api/status`` (with a token): what ``telecoder status`` shows."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from telecoder import __version__
+from telecoder import __version__, opsstatus
 from telecoder.gateway.endpoints import env_specs, listing
 from telecoder.runtimes.docker import unavailable as docker_unavailable
 from telecoder.runtimes.sandbox import unavailable
-from telecoder.server.deps import StateDep
-from telecoder.server.schemas import EndpointOut, HealthOut, VersionOut, WorkersOut
+from telecoder.server import roles
+from telecoder.server.deps import PrincipalDep, StateDep
+from telecoder.server.schemas import EndpointOut, ErrorOut, HealthOut, VersionOut, WorkersOut
+from telecoder.store import PauseState
 
 router = APIRouter(prefix="/api", tags=["meta"])
 
@@ -44,8 +47,10 @@ async def health(state: StateDep) -> JSONResponse:
     )
     ok = database == "ok" and workers.alive == workers.embedded and sandbox != "unavailable"
     endpoints: list[EndpointOut] = []
+    pause = PauseState(paused=False)
     if database == "ok":
         endpoints = [EndpointOut(**e.to_dict()) for e in await listing(state.store, env_specs())]
+        pause = await state.store.control.pause_state()
     body = HealthOut(
         status="ok" if ok else "degraded",
         database=database,
@@ -55,6 +60,9 @@ async def health(state: StateDep) -> JSONResponse:
         sandbox=sandbox,
         sandbox_problem=problem,
         endpoints=endpoints,
+        paused=pause.paused,
+        paused_since=pause.since,
+        paused_by=pause.by,
     )
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if ok else 503)
 
@@ -62,3 +70,17 @@ async def health(state: StateDep) -> JSONResponse:
 @router.get("/version", summary="The server's version")
 async def version() -> VersionOut:
     return VersionOut(version=__version__, api=API_VERSION)
+
+
+@router.get(
+    "/status",
+    responses={401: {"model": ErrorOut, "description": "No or a wrong API token."}},
+    summary="Queue depth per status, live workers, sandbox, endpoints, recent failures",
+)
+async def status(state: StateDep, principal: PrincipalDep) -> dict[str, Any]:
+    """What ``telecoder status`` shows: sessions per status, the live workers, the sandbox on
+    the server's host, the model endpoints, and the last failed sessions with their reason
+    (a member's own only)."""
+    user = roles.list_owner(principal)
+    found = await opsstatus.snapshot(state.store, state.settings, user=user)
+    return {"version": __version__, **found}

@@ -7,7 +7,9 @@ from fastapi import APIRouter, Depends, status
 from pydantic import Field
 
 from telecoder import plans, runmake
+from telecoder.errors import SessionNotFound
 from telecoder.intake import Request
+from telecoder.server import roles
 from telecoder.server.deps import PrincipalDep, StateDep, limit_writes
 from telecoder.server.routes.runs import RunDetail
 from telecoder.server.routes.sessions import _WRITE_ERRORS, require_json
@@ -49,11 +51,16 @@ async def create_run(body: RunCreate, state: StateDep, principal: PrincipalDep) 
         forge=body.forge,
         timeout_seconds=body.timeout_seconds,
         origin={"channel": "api", "principal": principal.name},
+        user=principal.user,
         tier=body.tier,
         budget_usd=body.budget_usd,
         notify=tuple(body.notify),
     )
     store = state.store
+    if body.after is not None and principal.role == "member":
+        anchor = await store.sessions.resolve(body.after)  # only after one of their own
+        if not roles.owns(principal, anchor.user):
+            raise SessionNotFound(f"no session {body.after!r} to run after")
     if body.tasks is not None:
         document = {"name": body.name, "repo": body.repo, "engine": body.engine}
         plan = plans.parse(

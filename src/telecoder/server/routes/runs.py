@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from telecoder import runs
 from telecoder.errors import Conflict
+from telecoder.server import roles
 from telecoder.server.deps import PrincipalDep, StateDep, StoreDep, ViewerDep, limit_writes
 from telecoder.server.routes.dashboard import render
 from telecoder.server.schemas import ErrorOut, SessionOut
@@ -70,6 +71,7 @@ class RunOut(BaseModel):
     status: str = Field(description="running, succeeded, failed or cancelled.")
     spec: dict[str, Any] = Field(description="What made it.")
     job: str | None
+    user: str | None = Field(default=None, description="Whose run it is (who asked for it).")
     created_at: str | None
     updated_at: str | None
     finished_at: str | None
@@ -87,11 +89,12 @@ class RunDetail(RunOut):
 @router.get("", responses=_ERRORS, summary="List runs, newest first")
 async def list_runs(
     store: StoreDep,
-    _: PrincipalDep,
+    principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=500, description="How many.")] = 50,
 ) -> list[RunOut]:
+    """A member's own runs; everyone's for the other roles."""
     found = []
-    for run in await store.runs.list(limit=limit):
+    for run in await store.runs.list(limit=limit, user=roles.list_owner(principal)):
         data = runs.run_json(run, await store.runs.sessions(run.id), [])
         found.append(RunOut(**data))
     return found
@@ -177,7 +180,7 @@ async def _graph(state: ServerState, run_id: str) -> dict[str, Any]:
 @pages.get("/runs")
 async def runs_page(request: Request, state: StateDep, viewer: ViewerDep) -> Response:
     found = []
-    for run in await state.store.runs.list(limit=100):
+    for run in await state.store.runs.list(limit=100, user=roles.list_owner(viewer)):
         sessions = await state.store.runs.sessions(run.id)
         found.append({"run": run, "totals": runs.summary(run, sessions).to_dict()})
     return render(request, state, viewer, "runs.html", {"runs": found})

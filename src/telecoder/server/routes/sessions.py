@@ -10,8 +10,10 @@ from starlette.exceptions import HTTPException
 
 from telecoder import chat, templates
 from telecoder.amounts import BudgetChange
+from telecoder.diffs import failed_attempt_diff
 from telecoder.domain import Session, SessionStatus
 from telecoder.intake import Request as IntakeRequest
+from telecoder.server import roles
 from telecoder.server.deps import PrincipalDep, StateDep, StoreDep, limit_writes
 from telecoder.server.schemas import (
     SESSION_REF,
@@ -52,16 +54,19 @@ _write = [Depends(limit_writes)]
 
 
 async def submit(
-    state: ServerState, body: SessionCreate, *, origin: dict[str, str]
+    state: ServerState, body: SessionCreate, *, origin: dict[str, str], user: str | None
 ) -> tuple[Session, list[str]]:
-    """Check and queue a new session (for the API and the dashboard's form); with warnings."""
-    accepted = await state.intake(_request(state, body, origin))
+    """Check and queue a new session (for the API and the dashboard's form) of ``user``; with
+    warnings."""
+    accepted = await state.intake(_request(state, body, origin, user=user))
     session = await state.store.sessions.create(accepted.session)
     state.bus.poke()
     return session, accepted.warnings
 
 
-def _request(state: ServerState, body: SessionCreate, origin: dict[str, str]) -> IntakeRequest:
+def _request(
+    state: ServerState, body: SessionCreate, origin: dict[str, str], *, user: str | None
+) -> IntakeRequest:
     prompt, engine = body.prompt or "", body.engine
     if body.template is not None:  # a named prompt (templates.py); its engine unless one given
         prompt, named = templates.render(state.settings.templates_dir, body.template, body.vars)
@@ -81,6 +86,7 @@ def _request(state: ServerState, body: SessionCreate, origin: dict[str, str]) ->
         tier=body.tier,
         budget_usd=body.budget_usd,
         notify=tuple(body.notify),
+        user=user,
     )
 
 
@@ -129,7 +135,7 @@ async def create_session(
 ) -> SessionCreated:
     origin = {"channel": "api", "principal": principal.name}
     if idempotency_key is None:
-        session, warnings = await submit(state, body, origin=origin)
+        session, warnings = await submit(state, body, origin=origin, user=principal.user)
         return SessionCreated(**SessionOut.of(session).model_dump(), warnings=warnings)
     # Exactly once per (caller, key): the key is stored with the session, in one transaction.
     source = f"api:{principal.name}"
@@ -138,7 +144,9 @@ async def create_session(
     found = await deliveries.find(source, idempotency_key, fingerprint=fingerprint)
     if found is None:
         accepted = await state.intake(
-            _request(state, body, {**origin, "idempotency_key": idempotency_key})
+            _request(
+                state, body, {**origin, "idempotency_key": idempotency_key}, user=principal.user
+            )
         )
         once = await deliveries.create_once(
             accepted.session, source=source, key=idempotency_key, fingerprint=fingerprint
@@ -156,7 +164,7 @@ async def create_session(
 @router.get("", responses=_ERRORS, summary="List sessions, newest first")
 async def list_sessions(
     store: StoreDep,
-    _: PrincipalDep,
+    principal: PrincipalDep,
     status: SessionStatus | None = None,
     repo: Annotated[Text | None, Query(max_length=4096)] = None,
     engine: Annotated[Text | None, Query(max_length=64)] = None,
@@ -164,7 +172,12 @@ async def list_sessions(
     cursor: Annotated[Text | None, Query(max_length=200)] = None,
 ) -> SessionPage:
     page = await store.sessions.list(
-        status=status, repo=repo, engine=engine, limit=limit, cursor=cursor
+        status=status,
+        repo=repo,
+        engine=engine,
+        limit=limit,
+        cursor=cursor,
+        user=roles.list_owner(principal),
     )
     return SessionPage(
         sessions=[SessionOut.of(s) for s in page.sessions], next_cursor=page.next_cursor
@@ -275,9 +288,24 @@ async def post_answer(
     },
     summary="The diff of the session's branch",
 )
-async def get_diff(session_id: SessionRef, state: StateDep, _: PrincipalDep) -> DiffOut:
+async def get_diff(
+    session_id: SessionRef,
+    state: StateDep,
+    _: PrincipalDep,
+    attempt: Annotated[
+        str | None,
+        Query(
+            pattern="^failed$",
+            description="`failed`: the work of the last attempt whose checks failed "
+            "(verify_failed; it was not pushed), kept as a patch.",
+        ),
+    ] = None,
+) -> DiffOut:
     session = await state.store.sessions.resolve(session_id)
-    diff = await state.diff_source(session, await state.store.sessions.attempts(session.id))
+    if attempt == "failed":
+        diff = await failed_attempt_diff(state.store, session)
+    else:
+        diff = await state.diff_source(session, await state.store.sessions.attempts(session.id))
     return DiffOut(
         session_id=session.id,
         attempt=diff.attempt,
