@@ -32,3 +32,13 @@ class Background:
         task = asyncio.create_task(run())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def settle(self, grace: float) -> None:
+        """Wait up to ``grace`` seconds for the work under way, then cancel what is left and
+        await it: work left pending when its loop closes drops its pooled connection."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace)
+        left = list(self._tasks)
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)

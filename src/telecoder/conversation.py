@@ -133,7 +133,12 @@ class Conversations:
         self.planner = planner  # plans ``goal: …`` messages (``goals``)
         # Masks ``remember: …`` facts as they are stored; None: memory is off, no facts kept.
         self.facts = facts
-        self._background = Background().start
+        self._work = Background()
+        self._background = self._work.start
+
+    async def settle(self, grace: float) -> None:
+        """The replies and plans still under way: awaited up to ``grace``, then cancelled."""
+        await self._work.settle(grace)
 
     # --- in ------------------------------------------------------------------------------------
 

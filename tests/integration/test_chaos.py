@@ -42,7 +42,10 @@ pytestmark = pytest.mark.long
 SESSIONS = 200
 WORKERS = 3
 CHAOS_SECONDS = 40.0  # kill and restart workers for this long
-DEADLINE_SECONDS = 150.0  # everything must be terminal by then
+# After the chaos the sessions must keep ending: a minute with none ending is a stall (a loaded
+# machine is slow, never stuck), and all must be done by the deadline.
+STALL_SECONDS = 60.0
+DEADLINE_SECONDS = 360.0
 SEED = int(os.environ.get("TELECODER_CHAOS_SEED", "7080"))
 
 
@@ -189,6 +192,7 @@ def stuck(db_url: str, ids: list[str], fleet: Fleet) -> str:
     return f"{len(lines)} sessions not terminal:\n" + "\n".join(lines) + "\n" + fleet.logs()
 
 
+@pytest.mark.timeout(DEADLINE_SECONDS + 60)
 def test_chaos(fleet_env: dict[str, Any]):
     fleet: Fleet = fleet_env["fleet"]
     db_url: str = fleet_env["db_url"]
@@ -211,9 +215,15 @@ def test_chaos(fleet_env: dict[str, Any]):
         if terminal_count(db_url, ids) == SESSIONS:
             break
     chaos_ended = time.monotonic()
-    while terminal_count(db_url, ids) < SESSIONS:
-        assert time.monotonic() - started < DEADLINE_SECONDS, stuck(db_url, ids, fleet)
+    done, progressed = terminal_count(db_url, ids), time.monotonic()
+    while done < SESSIONS:
+        now = time.monotonic()
+        assert now - progressed < STALL_SECONDS, stuck(db_url, ids, fleet)
+        assert now - started < DEADLINE_SECONDS, stuck(db_url, ids, fleet)
         time.sleep(0.5)
+        count = terminal_count(db_url, ids)
+        if count > done:
+            done, progressed = count, time.monotonic()
     elapsed = time.monotonic() - started
     fleet.stop()
 

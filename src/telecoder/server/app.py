@@ -250,6 +250,9 @@ def create_app(
             if announcing is not None:
                 await announcing
             await asyncio.wait(listening or {checks}, timeout=15)
+            await state.background.settle(grace=15)
+            if conversations is not None:
+                await conversations.settle(grace=15)
             if telegram is not None:
                 await telegram.channel.close()
             await asyncio.wait({checks}, timeout=15)

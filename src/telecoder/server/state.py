@@ -19,6 +19,7 @@ from typing import Any
 
 from telecoder import engine_choice, registry
 from telecoder.assemble import build_forges, build_workspace
+from telecoder.background import Background
 from telecoder.bus import Bus
 from telecoder.conversation import Conversations
 from telecoder.deliverer import Deliverer
@@ -102,3 +103,5 @@ class ServerState:
     # Claims paused? Read from the database every PAUSE_REFRESH_SECONDS (any host may pause)
     # and at once by this server's own pause/resume; the dashboard's header shows it.
     pause: PauseState = field(default_factory=lambda: PauseState(paused=False))
+    # Replies and status comments a webhook starts and does not wait for; settled at shutdown.
+    background: Background = field(default_factory=Background)

@@ -22,7 +22,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from telecoder import github_checks, signing
-from telecoder.background import Background
 from telecoder.channels import github as channel
 from telecoder.channels import github_ci
 from telecoder.errors import BadInput, ForgeError, HookNotFound
@@ -48,9 +47,6 @@ class GitHubAnswer(BaseModel):
     reason: str | None = Field(default=None, description="Why nothing was queued.")
     session_id: str | None = Field(default=None, description="The session it started.")
     status: str | None = Field(default=None, description="The session's status now.")
-
-
-_background = Background("GitHub").start
 
 
 def replies_of(request: Request) -> GitHubReplies:
@@ -126,12 +122,16 @@ async def receive(request: Request, state: StateDep) -> Any:
                 f"@{trigger.sender}: only people with write access to this repository can ask "
                 "TeleCoder for changes."
             )
-            _background(replies.say(trigger, text), "the reply to a user without permission")
+            state.background.start(
+                replies.say(trigger, text), "the reply to a user without permission"
+            )
         return _answer(GitHubAnswer(action="ignored", reason=reason), 202)
     if trigger.is_pull:
         trigger = await _with_pull(replies, trigger)
         if trigger.fork:
-            _background(replies.say(trigger, FORK_REFUSED), "the reply to a fork pull request")
+            state.background.start(
+                replies.say(trigger, FORK_REFUSED), "the reply to a fork pull request"
+            )
             reason = "the pull request comes from a fork"
             return _answer(GitHubAnswer(action="refused", reason=reason), 202)
         files = await replies.pull_files(trigger.full_name, trigger.number)
@@ -157,7 +157,7 @@ async def receive(request: Request, state: StateDep) -> Any:
         return _duplicate(once.session.id, once.session.status.value)
     state.bus.poke()
     session = once.session.to_dict()
-    _background(_welcome(replies, trigger, session), "👀 and the status comment")
+    state.background.start(_welcome(replies, trigger, session), "👀 and the status comment")
     answer = GitHubAnswer(action="queued", session_id=once.session.id, status="queued")
     return _answer(answer, 202)
 
@@ -249,7 +249,7 @@ async def _own_pull_request(
         if not once.created:
             return _duplicate(once.session.id, once.session.status.value)
         state.bus.poke()
-        _background(replies.status(once.session.to_dict()), "the status comment")
+        state.background.start(replies.status(once.session.to_dict()), "the status comment")
         answer = GitHubAnswer(action="queued", session_id=once.session.id, status="queued")
         return _answer(answer, 202)
     text = (
@@ -257,7 +257,9 @@ async def _own_pull_request(
         "up on it. Over to a human."
     )
     key = f"gave-up pr={item.number}"
-    _background(replies.say_once(item.full_name, item.number, key, text), "the gave-up reply")
+    state.background.start(
+        replies.say_once(item.full_name, item.number, key, text), "the gave-up reply"
+    )
     reason = f"{attempts} fix attempts used on pull request #{item.number}: gave up"
     return _answer(GitHubAnswer(action="ignored", reason=reason), 202)
 

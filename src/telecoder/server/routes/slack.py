@@ -23,7 +23,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from telecoder.background import Background
 from telecoder.channels import json_object
 from telecoder.channels.slack import NAME, SlackChannel, thread_key
 from telecoder.channels.slack_blocks import CANCEL, RETRY
@@ -43,9 +42,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "Slack is not configured."},
     422: {"model": ErrorOut, "description": "The body is not what Slack sends."},
 }
-
-
-_background = Background("Slack").start
 
 
 class SlackAnswer(BaseModel):
@@ -99,7 +95,7 @@ async def events(request: Request, state: StateDep) -> Any:
         if await state.store.channel_events.once(NAME, inbound.key, "refused"):
             origin = {**dict(inbound.reply), "channel": NAME, "thread": inbound.thread}
             text = f"I could not start on this: {e.message}"
-            _background(channel.say(origin, text), "a Slack refusal")
+            state.background.start(channel.say(origin, text), "a Slack refusal")
         return _answer(SlackAnswer(action="refused", reason=e.message))
     answer = SlackAnswer(
         action=received.action, session_id=received.session_id, reason=received.reason
@@ -156,10 +152,10 @@ async def act(state: ServerState, channel: SlackChannel, payload: dict[str, Any]
             text = f"<@{user}> asked for a retry: session `{done.id}` is queued."
             action = "retried"
     except Conflict as e:
-        _background(channel.say(origin, e.message), "a Slack button's answer")
+        state.background.start(channel.say(origin, e.message), "a Slack button's answer")
         return SlackAnswer(action="refused", session_id=session.id, reason=e.message)
-    _background(channel.say(origin, text), "a Slack button's answer")
-    _background(channel.report(done.to_dict()), f"the report of {done.id}")
+    state.background.start(channel.say(origin, text), "a Slack button's answer")
+    state.background.start(channel.report(done.to_dict()), f"the report of {done.id}")
     return SlackAnswer(action=action, session_id=done.id)
 
 
