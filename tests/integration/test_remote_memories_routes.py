@@ -117,5 +117,29 @@ async def test_the_scratch_copy_starts_from_the_servers_spend(
         await scratch.close()
 
 
+async def test_the_servers_memory_settings_rule_a_remote_recall(
+    settings: Settings, store: Store
+) -> None:
+    for i in range(5):
+        await store.memories.add(text=f"the login test, note {i}", repo=REPO)
+    sid = (await store.sessions.create(scratch_new(REPO, "fix the login test"))).id
+    body = {"lease": {"worker_id": W, "attempt": 1}, "query": "the login test", "k": 10}
+    for memory_on, top_k, expected in ((True, 2, 2), (False, 5, 0)):
+        ours = settings.model_copy(
+            update={"memory_embedder": "none", "memory": memory_on, "memory_top_k": top_k}
+        )
+        async with (
+            serving(create_app(ours, store)) as url,
+            WorkerClient(url) as api,
+            httpx.AsyncClient(base_url=url) as c,
+        ):
+            if memory_on:
+                await api.register(W, host="far", pid=1, capacity=1, engines=(), stats=None)
+                assert await api.claim(W, None) is not None
+            got = await c.post(f"/api/workers/{sid}/memories/recall", json=body)
+            assert got.status_code == 200, got.text
+            assert len(got.json()["repo"]) == expected  # the host asked for 10
+
+
 def scratch_new(repo: str, prompt: str) -> NewSession:
     return NewSession(repo=repo, prompt=prompt, engine="shell")

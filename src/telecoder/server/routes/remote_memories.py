@@ -44,7 +44,9 @@ MAX_FILES = 1000
 class RecallIn(_In):
     lease: LeaseIn
     query: Text = Field(max_length=MAX_QUERY, description="What to rank by (the task).")
-    k: int = Field(ge=1, le=MAX_K, description="How many of each scope.")
+    k: int = Field(
+        ge=1, le=MAX_K, description="How many of each scope (at most the server's memory_top_k)."
+    )
 
 
 class RecalledOut(BaseModel):
@@ -104,8 +106,11 @@ async def recall(
 ) -> RecallOut:
     _as(principal, body.lease.worker_id)
     session = await store.queue.hold(body.lease.of(session_id))
+    if not settings.memory:  # the server's setting rules, not the host's
+        return RecallOut(repo=[], user=[])
+    k = min(body.k, settings.memory_top_k)
     embedder = build_embedder(settings)
-    found, facts = await recall_for(store, session, body.query, embedder=embedder, k=body.k)
+    found, facts = await recall_for(store, session, body.query, embedder=embedder, k=k)
     if embedder is not None:  # as a local worker does: vectors for what has none yet
         await _backfill(store, embedder, repo=session.repo)
         user = user_of(session)
