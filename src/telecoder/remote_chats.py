@@ -3,20 +3,22 @@
 A chat keeps its worktree and its agent's own session between turns on the host that ran its
 last turn (``chat``). A ``telecoder worker --server`` host keeps them, and the chat's rows in
 its scratch store (the turns before, with the worktree's path and the agent session), while
-the chat waits for a message. The design is affinity, not rebuilding: a worktree is cheap to
-make again from the pushed branch, but the agent's own session (what it was told and did) is
-in its engine home on this host and nowhere else.
+the chat waits for a message; so it does for a task that stopped blocked (it asked a
+question, or reached its budget) until it is answered or its budget raised. The design is
+affinity, not rebuilding: a worktree is cheap to make again from the pushed branch, but the
+agent's own session (what it was told and did) is in its engine home on this host and nowhere
+else.
 
-- The server gives a chat's next turn only to the worker that ran its last one, while that
+- The server gives such a session's next turn only to the worker that ran its last one, while that
   worker lives (``store.affinity``); a claim says which attempt the turn continues
   (``continues``) and carries the messages it answers.
 - Here, ``adopt`` puts the claim in the scratch store: a chat whose rows are kept here is taken
   up again with its messages added (its last turn's worktree and agent session are reopened by
   the pipeline as a local worker's are); any other claimed session replaces what the scratch
-  store held of it. The waiting chats' rows are kept across other claims.
-- A chat that continues a turn this host does not hold (its worker died and another took it
+  store held of it. The waiting sessions' rows are kept across other claims.
+- A turn that continues one this host does not hold (its worker died and another took it
   up, or this host lost its home): ``elsewhere`` names why, and the worker ends the turn
-  ``failed`` at once, as a local worker does when a chat's worktree is gone.
+  ``failed`` at once, as a local worker does when the worktree is gone.
 
 What is left: a chat the server ended (idle, cancelled) while it waited stays in the scratch
 store and its worktree on this host until the host's worker restarts with a new home.
@@ -30,7 +32,6 @@ from typing import Any
 from telecoder.domain import (
     EventKind,
     FailureKind,
-    Mode,
     NewEvent,
     NewSession,
     Session,
@@ -43,9 +44,10 @@ MAX_KEPT = 1000  # chats waiting here, at most, looked at per claim
 
 
 async def waiting(scratch: Store) -> list[str]:
-    """The chats whose workspaces this host keeps: waiting (``blocked``) in the scratch store."""
+    """The sessions whose workspaces this host keeps: waiting (``blocked``) in the scratch
+    store (a chat between turns, a task that asked or reached its budget)."""
     page = await scratch.sessions.list(status=SessionStatus.BLOCKED, limit=MAX_KEPT)
-    return [s.id for s in page.sessions if s.mode == Mode.CHAT]
+    return [s.id for s in page.sessions]
 
 
 def messages_of(got: dict[str, Any]) -> list[NewEvent]:
@@ -80,14 +82,14 @@ async def adopt(
 
 
 def elsewhere(session: Session) -> Outcome:
-    """The end of a chat's turn whose workspace is not on this host."""
+    """The end of a turn whose workspace is not on this host."""
     return Outcome(
         status=SessionStatus.FAILED,
         failure_kind=FailureKind.BAD_INPUT,
         error=(
-            f"the chat's worktree (attempt {session.attempt - 1} or before) is not on this host "
-            "but where its last turn ran (a worker now gone, or one on the database): the "
-            "conversation cannot continue"
+            f"the {session.mode.value}'s worktree (attempt {session.attempt - 1} or before) is "
+            "not on this host but where its last turn ran (a worker now gone, or one on the "
+            "database): the conversation cannot continue"
         ),
         retryable=False,
     )

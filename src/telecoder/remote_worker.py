@@ -34,9 +34,10 @@ what reaches the server goes through the worker endpoints (``workerclient.Worker
   the server refuses is not recorded here either. A SIGKILL leaves the lease to run out: the
   server's next claim requeues the session.
 
-A chat's next turn comes back to the worker that keeps its workspace (``remote_chats``); the
-warm pool of the repositories it served is refilled here in the background (``side``), as on
-a local worker. Best-of judging and idle chats are the server's (``upkeep``).
+A chat's next turn (and a blocked task's) comes back to the worker that keeps its workspace
+(``remote_chats``); the warm pool of the repositories it served is refilled here in the
+background (``side``), as on a local worker. Best-of judging and idle chats are the server's
+(``upkeep``).
 
 The server unreachable (or the worker id still held by a process that died a moment ago):
 calls are tried again with a growing pause, each failure logged on one line. A refused token
@@ -215,7 +216,7 @@ class RemoteWorker:
         self._wake = asyncio.Event()
         self._fatal: asyncio.Future[None] | None = None
         self._cancelled: set[str] = set()  # claimed with their cancel flag set
-        self._elsewhere: set[str] = set()  # chats whose kept workspace is not on this host
+        self._elsewhere: set[str] = set()  # turns whose kept workspace is not on this host
         self._adopted: set[str] = set()  # in the scratch store, claimed and not yet ended
 
     @property
@@ -386,7 +387,7 @@ class RemoteWorker:
         if got is None:
             return None
         session = session_of(got["session"])
-        # Kept: what runs here now, and the chats waiting here (their next turns come here).
+        # Kept: what runs here now, and the sessions waiting here (their next turns come here).
         claimed, elsewhere = await remote_chats.adopt(
             self.scratch, got, scratch_session(session), self._adopted
         )

@@ -1,7 +1,8 @@
 """A ``telecoder serve`` with no embedded worker, its sessions run by ``telecoder worker
 --server`` processes, does what a local worker's side tasks do: it judges a best-of run when
 its last candidate ends through ``/finish``, and it ends chats idle past
-``chat_idle_seconds``. Real processes; the judge is the fake model server."""
+``chat_idle_seconds``; a chat's next turn, and a task's answer, run where its workspace is
+kept. Real processes; the judge is the fake model server."""
 
 from __future__ import annotations
 
@@ -152,6 +153,45 @@ def test_a_remote_chats_next_turn_runs_where_its_workspace_is_kept(
     assert third["status"] == "failed"
     assert [a["worker_id"] for a in third["attempts"]] == ["far-1", "far-1", "far-2"]
     assert "not on this host" in third["error"]
+
+
+def test_a_remote_tasks_answer_runs_where_it_asked(
+    tmp_path: Path, git_repo: GitRepo, worker_procs: WorkerProcs, servers: list[Server]
+) -> None:
+    server = Server(tmp_path, None)
+    servers.append(server)
+    ask = 'echo draft > draft.txt; echo "QUESTION: which name for the file?"'
+    body = {"repo": str(git_repo.path), "prompt": ask, "engine": "shell"}
+    made = httpx.post(f"{server.url}/api/sessions", json=body, headers=server.admin)
+    assert made.status_code in (200, 201), made.text
+    sid = str(made.json()["id"])
+    env = far_env(tmp_path, "far-1", server, server.worker_token())
+    worker_procs.start(env, "far-1")
+    asked = server.until(sid, "blocked", "failed", "dead", "succeeded")
+    assert asked["status"] == "blocked", (asked["error"], log_of(env, "far-1"))
+    assert asked["question"] == "which name for the file?"
+    other = far_env(tmp_path, "far-2", server, server.worker_token())
+    worker_procs.start(other, "far-2")
+    wait_for(
+        lambda: any(
+            w["id"] == "far-2" and w["state"] == "idle"
+            for w in httpx.get(f"{server.url}/api/workers", headers=server.admin).json()
+        ),
+        timeout=30,
+        interval=0.2,
+        what="far-2 idle",
+    )
+    said = {"text": "git mv draft.txt final.txt && echo renamed"}
+    sent = httpx.post(f"{server.url}/api/sessions/{sid}/answer", json=said, headers=server.admin)
+    assert sent.status_code == 202, sent.text
+    done = server.until(sid, "succeeded", "failed", "dead")
+    assert done["status"] == "succeeded", (done["error"], log_of(env, "far-1"))
+    assert [a["worker_id"] for a in done["attempts"]] == ["far-1", "far-1"]
+    files = git_repo.remote_git("ls-tree", "--name-only", done["branch"]).splitlines()
+    assert "final.txt" in files
+    assert "draft.txt" not in files
+    kinds = [e["data"].get("step") for e in server.events(sid) if e["kind"] == "progress"]
+    assert "reopening_workspace" in kinds
 
 
 def test_a_remote_worker_refills_the_warm_pool_of_the_repos_it_served(

@@ -134,11 +134,11 @@ class ClaimOut(BaseModel):
     )
     continues: int | None = Field(
         default=None,
-        description="A chat's next turn: the attempt whose workspace it continues (kept on the "
-        "host that ran it).",
+        description="A chat's next turn, or a blocked task's: the attempt whose workspace it "
+        "continues (kept on the host that ran it).",
     )
     messages: list[EventOut] = Field(
-        default_factory=list, description="A chat's messages its next turn answers, oldest first."
+        default_factory=list, description="The messages its next turn answers, oldest first."
     )
 
 
@@ -336,10 +336,12 @@ async def claim(body: ClaimIn, store: StoreDep, principal: PrincipalDep) -> Clai
         found = await store.runs.get(claimed.session.run_id)
         run = ClaimedRun(id=found.id, kind=found.kind.value, name=found.name, spec=found.spec)
     continues, messages = None, []
-    if claimed.session.mode == Mode.CHAT:
+    if claimed.session.mode == Mode.CHAT or claimed.session.attempt > 1:
+        # A chat's next turn, or a blocked task's (answered, or its budget raised).
         talk = await store.sessions.conversation(claimed.session.id)
-        continues = talk.previous.number if talk.previous is not None else None
-        messages = [EventOut(kind=e.kind.value, data=e.data, ts=e.ts) for e in talk.pending]
+        if talk.previous is not None or claimed.session.mode == Mode.CHAT:
+            continues = talk.previous.number if talk.previous is not None else None
+            messages = [EventOut(kind=e.kind.value, data=e.data, ts=e.ts) for e in talk.pending]
     return ClaimOut(
         continues=continues,
         messages=messages,
