@@ -20,12 +20,17 @@ else.
   up, or this host lost its home): ``elsewhere`` names why, and the worker ends the turn
   ``failed`` at once, as a local worker does when the worktree is gone.
 
-What is left: a chat the server ended (idle, cancelled) while it waited stays in the scratch
-store and its worktree on this host until the host's worker restarts with a new home.
+- A session the server ended while it waited here (a chat idle past ``chat_idle_seconds``,
+  a cancel), or that another worker took up: ``tidy`` asks the server now and then which of
+  the kept ones are gone, ends their scratch copies and sweeps what they left on this host
+  (worktree, engine home), as a local worker's sweep does.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Collection
 from typing import Any
 
@@ -37,8 +42,12 @@ from telecoder.domain import (
     Session,
     SessionStatus,
 )
+from telecoder.errors import Conflict, ServerUnavailable
 from telecoder.store import Claimed, Outcome, Store
-from telecoder.workerclient import run_of
+from telecoder.worker import Runner
+from telecoder.workerclient import WorkerClient, run_of
+
+log = logging.getLogger(__name__)
 
 MAX_KEPT = 1000  # chats waiting here, at most, looked at per claim
 
@@ -93,3 +102,41 @@ def elsewhere(session: Session) -> Outcome:
         ),
         retryable=False,
     )
+
+
+async def tidy(scratch: Store, api: WorkerClient, worker_id: str, pipeline: Runner) -> list[str]:
+    """End the scratch copies of the kept sessions the server says are gone, and sweep what
+    they left here; their ids."""
+    kept = await waiting(scratch)
+    if not kept:
+        return []
+    gone = await api.gone(worker_id, kept)
+    for session_id in gone:
+        with contextlib.suppress(Conflict):  # ended here meanwhile
+            await scratch.sessions.cancel(session_id)
+        log.info(
+            "worker %s: %s ended on the server: its workspace here goes", worker_id, session_id
+        )
+    if gone:
+        await pipeline.sweep()
+    return gone
+
+
+async def keep_tidy(
+    scratch: Store,
+    api: WorkerClient,
+    worker_id: str,
+    pipeline: Runner,
+    period: float,
+    halt: asyncio.Event,
+) -> None:
+    """``tidy`` every ``period`` seconds until ``halt``; a round that fails is logged."""
+    while not halt.is_set():
+        try:
+            await tidy(scratch, api, worker_id, pipeline)
+        except ServerUnavailable as e:
+            log.warning("worker %s: kept workspaces not checked: %s", worker_id, e)
+        except Exception:
+            log.warning("worker %s: kept workspaces not checked", worker_id, exc_info=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(halt.wait(), period)

@@ -305,6 +305,10 @@ class RemoteWorker:
         halt = asyncio.Event()  # set once the last attempt ended: its lease is renewed till then
         beating = asyncio.create_task(self._heartbeat(halt))
         refilling = asyncio.create_task(self.side.run(halt)) if self.side is not None else None
+        period = min(max(self.settings.chat_idle_seconds / 4, 0.5), 60.0)
+        tidying = asyncio.create_task(
+            remote_chats.keep_tidy(self.scratch, self.api, self.id, self.pipeline, period, halt)
+        )
         tasks: set[asyncio.Task[None]] = set()
         stopping = asyncio.create_task(stop.wait())
         log.info("worker %s: up, %d slots, server %s", self.id, self._capacity, self.api.shown_url)
@@ -350,6 +354,7 @@ class RemoteWorker:
             halt.set()
             if refilling is not None:
                 await settle(refilling, grace=self.settings.lease_seconds)
+            await settle(tidying, grace=self.settings.lease_seconds)
             beating.cancel()
             await asyncio.gather(beating, return_exceptions=True)
             with contextlib.suppress(Exception):

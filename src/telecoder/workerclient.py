@@ -127,6 +127,12 @@ class WorkerClient(Client):
         found = await self._call("POST", "/api/workers/claim", json=body, missing=WorkerNotFound)
         return found or None
 
+    async def gone(self, worker_id: str, kept: Sequence[str]) -> list[str]:
+        """Of the sessions whose workspaces this host keeps, those it may remove."""
+        body: Json = {"worker_id": worker_id, "sessions": list(kept)}
+        found = await self._call("POST", "/api/workers/kept", json=body, missing=WorkerNotFound)
+        return [str(sid) for sid in found.get("gone", [])]
+
     async def renew(
         self,
         worker_id: str,

@@ -84,14 +84,27 @@ def test_a_remote_chat_waiting_past_its_idle_time_is_ended_by_the_server(
     assert made.status_code in (200, 201), made.text
     sid = str(made.json()["id"])
     env = far_env(tmp_path, "far-c", server, server.worker_token())
+    env["TELECODER_CHAT_IDLE_SECONDS"] = "2"  # the host asks about what it keeps every 0.5 s
     worker_procs.start(env, "far-c")
     waiting = server.until(sid, "blocked", "failed", "dead", "succeeded")
     assert waiting["status"] == "blocked", (waiting["error"], log_of(env, "far-c"))
+    home = Path(env["TELECODER_HOME"])
+    assert (home / "worktrees" / f"{sid}-1").is_dir()  # kept for the next turn
     ended = server.until(sid, "succeeded", "failed", "dead", timeout=30)
     assert ended["status"] == "succeeded"
     assert ended["result"] == waiting["result"]  # its last turn's result stays
     reasons = [e["data"].get("reason", "") for e in server.events(sid) if e["kind"] == "status"]
     assert "no message for 2 s: the chat ended" in reasons
+    # The host hears of it and removes what it kept: the worktree and the agent's home.
+    wait_for(
+        lambda: (
+            not list((home / "worktrees").glob(f"{sid}-*"))
+            and not (home / "engines" / sid).exists()
+        ),
+        timeout=30,
+        interval=0.2,
+        what="the kept worktree removed",
+    )
 
 
 def test_a_remote_chats_next_turn_runs_where_its_workspace_is_kept(

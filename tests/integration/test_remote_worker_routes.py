@@ -152,3 +152,29 @@ async def test_a_claim_gives_the_run_and_the_scratch_store_keeps_it_while_it_run
         await scratch.close()
     assert run_of({"id": "r", "kind": "a-kind-from-the-future", "spec": {}}) is None
     assert run_of({"id": "r", "kind": "orch", "spec": {"leader": "lead"}}) is None
+
+
+async def test_kept_names_the_workspaces_a_host_may_remove(
+    settings: Settings, store: Store
+) -> None:
+    app = create_app(settings, store)
+    async with client(app) as c:
+        waiting, lease = await claimed(c, store)  # blocked with a question: kept by W
+        end = {"status": "blocked", "question": "which one?"}
+        done = await c.post(f"/api/workers/{waiting}/finish", json={"lease": lease, "outcome": end})
+        assert done.status_code == 200, done.text
+        cancelled, lease = await claimed(c, store)
+        end = {"status": "blocked", "question": "and this?"}
+        await c.post(f"/api/workers/{cancelled}/finish", json={"lease": lease, "outcome": end})
+        await store.sessions.cancel(cancelled)  # ended on the server while it waited
+        others = await store.sessions.create(NewSession(repo="/r", prompt="x", engine="shell"))
+        taken = await store.queue.claim("someone-else", only=others.id)
+        assert taken is not None
+        ids = [waiting, cancelled, others.id, "nosuchsession"]
+        got = await c.post("/api/workers/kept", json={"worker_id": W, "sessions": ids})
+        assert got.status_code == 200, got.text
+        assert got.json() == {"gone": sorted([cancelled, others.id, "nosuchsession"])}
+        unknown = await c.post("/api/workers/kept", json={"worker_id": "nobody", "sessions": []})
+        assert unknown.status_code == 404
+        bad = await c.post("/api/workers/kept", json={"worker_id": W, "sessions": ["../x"]})
+        assert bad.status_code == 422

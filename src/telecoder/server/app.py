@@ -83,6 +83,7 @@ from telecoder.server.routes import (
     memories,
     meta,
     metrics,
+    remote_kept,
     remote_memories,
     remote_workers,
     repos,
@@ -332,6 +333,7 @@ def create_app(
     app.include_router(workers.pages)
     app.include_router(remote_workers.router)  # the remote-worker protocol
     app.include_router(remote_memories.router)  # its attempts' memories
+    app.include_router(remote_kept.router)  # the workspaces it keeps
     app.include_router(audit.router)
     app.include_router(audit.pages)
     app.router.routes.append(Route(MCP_PATH, mcp, name="mcp"))

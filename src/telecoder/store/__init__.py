@@ -7,6 +7,7 @@ from typing import Any
 
 from telecoder.retry import BACKOFF_BASE_SECONDS
 from telecoder.settings import Settings
+from telecoder.store.affinity import Kept
 from telecoder.store.audit import Audit, AuditRow
 from telecoder.store.budgets import Budgets, Held
 from telecoder.store.chains import Chains
@@ -133,6 +134,7 @@ class Store:
         # A worker that has not renewed its heartbeat for a lease's length is gone.
         self.workers = Workers(db, stale_after=lease_seconds)
         self.stats = StatsReader(db, stale_after=lease_seconds)
+        self.kept = Kept(db)
 
     def listener(self, on_notice: Callable[[Notice], None], **options: Any) -> Listener | None:
         """A PostgreSQL listener for notices of other processes; None on SQLite (one host:

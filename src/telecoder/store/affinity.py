@@ -10,16 +10,19 @@ workspace path, and is continued (a chat's, or one that ended well: a blocked ta
 a failure starts afresh anywhere), is claimed only by the worker that ran it, while that worker
 lives (not ``offline``, its heartbeat younger than a lease); once it is gone, any worker may
 claim it, and a remote one that does not have the workspace ends the turn at once, saying so
-(``remote_chats``), as a local worker does for a worktree that is gone.
+(``remote_chats``), as a local worker does for a worktree that is gone. ``Kept`` tells a host
+which of the workspaces it keeps are no longer wanted (the session ended while it waited).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import exists, or_, select
 
-from telecoder.domain import AttemptStatus, Mode, WorkerState
+from telecoder.domain import AttemptStatus, Mode, SessionStatus, WorkerState
+from telecoder.store.db import Database
 from telecoder.store.schema import attempts, sessions, workers
 
 
@@ -44,3 +47,32 @@ def not_held_elsewhere(worker_id: str, now: float, stale_after: float) -> Any:
         )
     )
     return ~exists(holder)
+
+
+class Kept:
+    """What a remote host keeps a workspace for: the sessions it still may continue."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def gone(self, worker_id: str, session_ids: Collection[str]) -> list[str]:
+        """Of ``session_ids`` (kept by ``worker_id``), those it no longer may continue: ended
+        (idle, cancelled), unknown, or taken up by another worker. Sorted."""
+        ids = sorted(set(session_ids))
+        if not ids:
+            return []
+        async with self._db.read() as conn:
+            last = attempts.c.session_id == sessions.c.id
+            rows = await conn.execute(
+                select(sessions.c.id)
+                .select_from(
+                    sessions.join(attempts, last & (attempts.c.number == sessions.c.attempt))
+                )
+                .where(
+                    sessions.c.id.in_(ids),
+                    attempts.c.worker_id == worker_id,
+                    sessions.c.status.not_in([s.value for s in SessionStatus if s.terminal]),
+                )
+            )
+            live = {r.id for r in rows}
+        return [sid for sid in ids if sid not in live]
