@@ -1,7 +1,7 @@
 """A small typed client for TeleCoder's HTTP API: what ``telecoder … --server URL`` speaks.
 
 Sessions come back as the API's JSON (``Session.to_dict`` shape), so ``--json`` prints exactly
-what the server sent; :func:`session_of` and :func:`event_of` make domain records of them for
+what the server sent; ``domain.wire`` makes domain records of them for
 the human output. HTTP errors become the errors the CLI already knows how to report:
 
     422, 413, 400   BadInput            404   SessionNotFound     409   Conflict
@@ -20,7 +20,6 @@ import json
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from types import TracebackType
 from typing import Any, cast
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -29,18 +28,8 @@ import httpx
 
 from telecoder import __version__
 from telecoder.apierrors import error_for
-from telecoder.domain import (
-    Attempt,
-    AttemptStatus,
-    EngineSource,
-    Event,
-    EventKind,
-    FailureKind,
-    Mode,
-    Result,
-    Session,
-    SessionStatus,
-)
+from telecoder.domain import Event, SessionStatus
+from telecoder.domain.wire import event_of
 from telecoder.errors import (
     BadInput,
     EndpointNotFound,
@@ -538,92 +527,3 @@ async def _frames(response: httpx.Response) -> AsyncIterator[tuple[str, str]]:
                 name = value
             elif field == "data":
                 data.append(value)
-
-
-# --- JSON -> domain records (the inverse of Session.to_dict and the API's event shape) ---
-
-
-def _epoch(value: str | None) -> float | None:
-    if value is None:
-        return None
-    return datetime.fromisoformat(value).timestamp()
-
-
-def attempts_of(data: Json) -> list[Attempt]:
-    """The attempts of a session as ``GET /api/sessions/{id}`` lists them."""
-    return [
-        Attempt(
-            session_id=data["id"],
-            number=a["number"],
-            worker_id=a["worker_id"],
-            status=AttemptStatus(a["status"]),
-            started_at=_epoch(a.get("started_at")) or 0.0,
-            lease_until=0.0,
-            heartbeat_at=_epoch(a.get("heartbeat_at")) or 0.0,
-            finished_at=_epoch(a.get("finished_at")),
-            base_sha=a.get("base_sha"),
-            commit_sha=a.get("commit_sha"),
-            pushed_sha=a.get("pushed_sha"),
-            exit_code=a.get("exit_code"),
-            failure_kind=FailureKind(a["failure_kind"]) if a.get("failure_kind") else None,
-            error=a.get("error"),
-        )
-        for a in data.get("attempts", [])
-    ]
-
-
-def session_of(data: Json) -> Session:
-    created = _epoch(data["created_at"]) or 0.0
-    return Session(
-        id=data["id"],
-        repo=data["repo"],
-        prompt=data["prompt"],
-        engine=data["engine"],
-        model=data.get("model"),
-        base_ref=data.get("base"),
-        mode=Mode(data.get("mode", Mode.TASK)),
-        priority=data.get("priority", 0),
-        forge=data.get("forge"),
-        branch=data["branch"],
-        status=SessionStatus(data["status"]),
-        attempt=data.get("attempt", 0),
-        max_attempts=data.get("max_attempts", 1),
-        timeout_seconds=data.get("timeout_seconds"),
-        parent_id=data.get("parent_id"),
-        origin=data.get("origin"),
-        user=data.get("user"),
-        cancel_requested=data.get("cancel_requested", False),
-        result=Result.from_dict(data["result"]) if data.get("result") else None,
-        error=data.get("error"),
-        failure_kind=FailureKind(data["failure_kind"]) if data.get("failure_kind") else None,
-        cost_usd=data.get("cost_usd", 0.0),
-        budget_usd=data.get("budget_usd"),
-        input_tokens=data.get("input_tokens", 0),
-        output_tokens=data.get("output_tokens", 0),
-        created_at=created,
-        updated_at=_epoch(data.get("updated_at")) or created,
-        started_at=_epoch(data.get("started_at")),
-        finished_at=_epoch(data.get("finished_at")),
-        available_at=created,
-        worker_id=data.get("worker_id"),
-        engine_source=EngineSource(data.get("engine_source", EngineSource.REQUEST)),
-        tier=data.get("tier"),
-        run_id=data.get("run_id"),
-        task_key=data.get("task_key"),
-        chain_id=data.get("chain_id"),
-        depth=data.get("depth", 0),
-        steps=tuple(data.get("steps") or ()),
-        read_only=bool(data.get("read_only", False)),
-    )
-
-
-def event_of(data: Json) -> Event:
-    return Event(
-        id=data["id"],
-        session_id=data["session_id"],
-        attempt=data.get("attempt"),
-        seq=data["seq"],
-        ts=data["ts"],
-        kind=EventKind(data["kind"]),
-        data=data.get("data") or {},
-    )

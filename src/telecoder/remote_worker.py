@@ -58,7 +58,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from telecoder import remote_chats
-from telecoder.client import session_of
 from telecoder.domain import (
     EngineSource,
     Lease,
@@ -67,6 +66,7 @@ from telecoder.domain import (
     Session,
     WorkerState,
 )
+from telecoder.domain.wire import session_of
 from telecoder.errors import (
     Conflict,
     LeaseLost,

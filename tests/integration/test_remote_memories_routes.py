@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 
 from telecoder import memory
-from telecoder.client import session_of
 from telecoder.domain import MemoryKind, NewSession, SessionStatus
+from telecoder.domain.wire import session_of
 from telecoder.masking import Masker
 from telecoder.remote_state import ServerMemories, ServerRecall, carry_spend
 from telecoder.remote_worker import scratch_session

@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
-from telecoder.client import session_of
 from telecoder.domain import EventKind, NewRun, NewSession, RunKind
+from telecoder.domain.wire import session_of
 from telecoder.remote_worker import scratch_session
 from telecoder.server import create_app
 from telecoder.settings import Settings

@@ -11,8 +11,9 @@ import json
 import httpx
 import pytest
 
-from telecoder.client import Client, End, event_of, session_of
+from telecoder.client import Client, End
 from telecoder.domain import DiffStats, FailureKind, Result, ResultType, SessionStatus
+from telecoder.domain.wire import event_of, session_of
 from telecoder.errors import (
     BadInput,
     Conflict,

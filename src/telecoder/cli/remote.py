@@ -34,8 +34,9 @@ from telecoder.cli.output import (
     render_event,
     show_session,
 )
-from telecoder.client import Client, End, Json, attempts_of, session_of
+from telecoder.client import Client, End, Json
 from telecoder.domain import Event, EventKind, SessionStatus
+from telecoder.domain.wire import attempts_of, session_of
 from telecoder.errors import Conflict
 
 

@@ -209,7 +209,7 @@ async def _finish(sessions: list[Session], run: dict[str, Any], as_json: bool) -
 
 def remote(server: str, body: dict[str, Any], *, detach: bool, as_json: bool) -> None:
     from telecoder.cli.remote import connect
-    from telecoder.client import session_of
+    from telecoder.domain.wire import session_of
 
     async def go() -> Exit:
         async with connect(server) as api:

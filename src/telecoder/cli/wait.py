@@ -34,7 +34,7 @@ def wait(
     """Wait for sessions to end: exit 0 if all succeeded, else the failure's exit code."""
     if server:
         from telecoder.cli.remote import connect
-        from telecoder.client import session_of
+        from telecoder.domain.wire import session_of
 
         async def remote() -> Exit:
             async with connect(server) as api:
