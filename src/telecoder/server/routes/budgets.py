@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from telecoder.server.cost_schemas import PeriodBudgetOut, PeriodBudgetSet
 from telecoder.server.deps import PrincipalDep, SettingsDep, StoreDep, limit_writes
-from telecoder.server.schemas import ErrorOut, PeriodBudgetOut, PeriodBudgetSet
+from telecoder.server.schemas import ErrorOut
 from telecoder.store.budgets import GLOBAL, defaults_of, scope_of
 
 router = APIRouter(prefix="/api/budgets", tags=["budgets"])

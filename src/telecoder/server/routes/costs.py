@@ -14,9 +14,10 @@ from telecoder.errors import BadInput, EngineNotFound
 from telecoder.estimate import MAX_PROMPT, estimate
 from telecoder.server import roles
 from telecoder.server.charts import day_bars
+from telecoder.server.cost_schemas import CostsOut, EstimateOut
 from telecoder.server.deps import PrincipalDep, StateDep, StoreDep, ViewerDep
 from telecoder.server.routes.dashboard import render
-from telecoder.server.schemas import ENGINE_NAME, CostsOut, ErrorOut, EstimateOut, Text
+from telecoder.server.schemas import ENGINE_NAME, ErrorOut, Text
 from telecoder.store.costs import By
 from telecoder.timerange import FORMS, parse_range
 
