@@ -8,12 +8,13 @@ masking filter uses), so a record that skipped the filter is masked too.
 
 A log file (``TELECODER_LOG_FILE``): the same lines also go to a file that TeleCoder rotates
 itself (``logging.handlers.RotatingFileHandler``: at ``TELECODER_LOG_MAX_BYTES``, to ``FILE.1`` …
-``FILE.<TELECODER_LOG_BACKUPS>``), so no logrotate rule is needed.
+``FILE.<TELECODER_LOG_BACKUPS>``), so no logrotate rule is needed; processes may share it.
 """
 
 from __future__ import annotations
 
 import contextvars
+import fcntl
 import io
 import json
 import logging
@@ -71,11 +72,49 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
-    """Its files, the rotated ones too, are the owner's alone (a log may name hosts, paths)."""
+    """Its files, the rotated ones too, are the owner's alone (a log may name hosts, paths).
+
+    Several processes may write one file (a server and its workers given the same
+    ``TELECODER_LOG_FILE``): every write is an append, a process that finds the file rotated by
+    another reopens it before it writes, and one process at a time rotates (under a lock on
+    ``.FILE.lock`` beside it), looking again under the lock whether another has just done it."""
 
     def _open(self) -> io.TextIOWrapper:
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         return open(fd, "a", encoding=self.encoding, errors=self.errors)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._moved():
+            self._reopen()
+        super().emit(record)
+
+    def doRollover(self) -> None:
+        base = Path(self.baseFilename)
+        fd = os.open(base.with_name(f".{base.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if self._moved():  # another process rotated it
+                self._reopen()
+                return
+            super().doRollover()
+        finally:
+            os.close(fd)  # the lock goes with it
+
+    def _moved(self) -> bool:
+        """Whether the file at the path is no longer the one this process writes."""
+        if self.stream is None:
+            return False
+        try:
+            there = os.stat(self.baseFilename)
+        except FileNotFoundError:
+            return True
+        mine = os.fstat(self.stream.fileno())
+        return (there.st_dev, there.st_ino) != (mine.st_dev, mine.st_ino)
+
+    def _reopen(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+        self.stream = self._open()
 
 
 def log_to_file(

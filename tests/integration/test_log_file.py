@@ -1,6 +1,7 @@
 """``TELECODER_LOG_FILE``: the log also goes to a file TeleCoder rotates itself — at
 ``TELECODER_LOG_MAX_BYTES``, ``TELECODER_LOG_BACKUPS`` old files kept — with every secret
-masked, uvicorn's lines included (a real ``telecoder serve``)."""
+masked, uvicorn's lines included (a real ``telecoder serve``); several processes may share one
+file and lose no line."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -43,6 +45,38 @@ def test_the_file_rotates_at_its_size_and_keeps_its_backups(tmp_path: Path) -> N
     assert path.read_text().rstrip().endswith("line 199 of the log")
     assert "line 000" not in "".join(p.read_text() for p in [path, *rotated(path)])
     assert " WARNING telecoder.test_log_file: line 199 of the log" in path.read_text()
+
+
+WRITER = """
+import logging, sys
+from pathlib import Path
+from telecoder.logformat import log_to_file
+path, name, lines = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+log_to_file(path, max_bytes=2000, backups=500, loggers=())
+logging.getLogger().setLevel(logging.INFO)
+for n in range(lines):
+    logging.getLogger("w").info("%s line %05d", name, n)
+"""
+
+
+def test_processes_sharing_the_file_lose_no_line(tmp_path: Path) -> None:
+    path = tmp_path / "shared.log"
+    lines, names = 1500, ("alpha", "bravo", "charl")
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(path), name, str(lines)])
+        for name in names
+    ]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0
+    files = [path, *rotated(path)]
+    written = [line for p in files for line in p.read_text().splitlines()]
+    for name in names:  # every line once: none written into a file another process rotated away
+        mine = sorted(line.split(": ", 1)[1] for line in written if f": {name} line" in line)
+        assert mine == [f"{name} line {n:05d}" for n in range(lines)]
+    assert len(written) == lines * len(names)
+    # Rotated one at a time: each file about its size (a line may land after another's rotation).
+    assert len(files) > 50
+    assert max(p.stat().st_size for p in files) < 2000 * 2
 
 
 def test_a_server_writes_its_log_to_a_rotated_file_masked(
