@@ -71,6 +71,9 @@ FILES = "files"
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 _BUILD = ".build-"
 _TRASH = ".trash-"
+# A restore waits this long for a spare still being made (at idle priority: on a busy machine it
+# may crawl), then copies the entry's files itself.
+SPARE_WAIT_SECONDS = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,9 +177,12 @@ class SetupCache:
     is counted whether or not it is there right now (one is made after every use), and the
     cache's own directories. Only a build under way (its copy) can go past it, until it ends."""
 
-    def __init__(self, root: Path, max_bytes: int) -> None:
+    def __init__(
+        self, root: Path, max_bytes: int, *, spare_wait: float = SPARE_WAIT_SECONDS
+    ) -> None:
         self.root = root
         self.max_bytes = max_bytes  # 0: the cache is off
+        self.spare_wait = spare_wait  # how long a restore waits for a spare being made
 
     @property
     def enabled(self) -> bool:
@@ -248,9 +254,10 @@ class SetupCache:
         for rel in paths:  # a fresh worktree has none of them; be sure
             _remove(worktree / rel)
         try:
-            # The spare made after the last use, moved in; else a copy of the entry's files.
-            await setupspare.made(self._spare_lock(key))
-            if not await asyncio.to_thread(setupspare.take, entry, paths, worktree):
+            # The spare made after the last use, moved in; else (none, or still being made a
+            # while from now: the machine is busy) a copy of the entry's files.
+            ready = await setupspare.made(self._spare_lock(key), wait=self.spare_wait)
+            if not ready or not await asyncio.to_thread(setupspare.take, entry, paths, worktree):
                 await _copy(entry / FILES, paths, worktree)
             await asyncio.to_thread(setupfiles.rewrite, worktree, manifest, str(worktree))
         except BaseException:

@@ -5,8 +5,9 @@ Without copy-on-write (ext4), restoring an entry is a real copy of every file, t
 hit (``node_modules``: thousands of files). So after an entry is made or restored, a copy of
 its files is made in the background beside it (``<entry>/spare``), at the lowest CPU and I/O
 priority, by a process of its own that outlives the session (and a ``telecoder run``): it holds
-the spare's lock while it copies, so the next session on the key waits for it (no longer than
-a copy of its own would take) and two are never made at once; ``cache clear`` and eviction do
+the spare's lock while it copies, so the next session on the key waits for it (a few seconds
+at most: past that it copies for itself, and the spare serves the hit after) and two are never
+made at once; ``cache clear`` and eviction do
 not wait (the copy deletes what it wrote into a removed entry). It is written as
 ``.making-spare`` and renamed ``spare`` only when complete.
 
@@ -20,6 +21,7 @@ on disk.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import shutil
@@ -82,12 +84,17 @@ def make(entry: Path, lock: Path, paths: Sequence[str]) -> None:
         os.close(fd)
 
 
-async def made(lock: Path) -> None:
-    """Wait while a spare is being made under ``lock`` (no longer than a copy would take)."""
+async def made(lock: Path, wait: float | None = None) -> bool:
+    """Wait while a spare is being made under ``lock``, up to ``wait`` seconds (None: until it
+    is); whether no copy is under way now."""
     lock.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        await flock(fd, fcntl.LOCK_SH, max_delay=0.05)
+        async with asyncio.timeout(wait):
+            await flock(fd, fcntl.LOCK_SH, max_delay=0.05)
+        return True
+    except TimeoutError:
+        return False
     finally:
         os.close(fd)
 

@@ -10,11 +10,13 @@ The cache's own mechanics (eviction, clear, a build killed half-way) are exercis
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -549,3 +551,41 @@ async def test_the_limit_bounds_the_real_disk_use_the_spares_included(tmp_path: 
         assert du(cache.root) <= limit, [e.key for e in kept]
     assert [e.key for e in cache.entries()] == [keys[4], keys[3]]
     assert 3 * entry.files_size < limit  # three would have fitted, counted the old way
+
+
+async def test_a_spare_still_being_made_is_waited_for_a_while_then_the_hit_copies(
+    tmp_path: Path,
+) -> None:
+    """A spare copy that crawls (idle priority on a busy machine; here its lock held) keeps a
+    hit waiting ``spare_wait`` seconds at most: then it copies the entry's files itself, and the
+    spare serves a later hit."""
+    cache = SetupCache(tmp_path / "cache", max_bytes=10**9, spare_wait=0.5)
+    key = cache_key(repo="r", commands=["c"], runtime="sandbox", files={})
+    work = tmp_path / "wt"
+    make_files(work, 20)
+    held = await cache.hold(key)
+    await cache.store(key, work, ["big"], info={})
+    held.release()
+    await spare_of(cache, key)
+    lock = cache.root / "locks" / f"{key}.spare"
+    assert await setupspare.made(lock, wait=5)
+    crawling = os.open(lock, os.O_RDWR)  # holds the spare's lock, as a copy under way does
+    fcntl.flock(crawling, fcntl.LOCK_EX)
+    try:
+        assert not await setupspare.made(lock, wait=0.1)
+        new = tmp_path / "wt1"
+        new.mkdir()
+        started = time.monotonic()
+        held = await cache.hold(key)
+        try:
+            restored = await cache.restore(key, new)
+        finally:
+            held.release()
+        took = time.monotonic() - started
+    finally:
+        os.close(crawling)
+    assert restored is not None
+    assert 0.5 <= took < 5.0
+    spare = cache.root / key / "spare" / "big" / "f7"
+    assert (new / "big" / "f7").stat().st_ino != spare.stat().st_ino  # copied: the spare stays
+    assert sorted(p.name for p in (new / "big").iterdir()) == sorted(f"f{i}" for i in range(20))
