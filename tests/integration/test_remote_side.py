@@ -127,17 +127,7 @@ def test_a_remote_chats_next_turn_runs_where_its_workspace_is_kept(
     first = server.until(sid, "blocked", "failed", "dead", "succeeded")
     assert first["status"] == "blocked", (first["error"], log_of(env, "far-1"))
     # Another worker, idle, signs in: the chat's next turn is still far-1's.
-    other = far_env(tmp_path, "far-2", server, server.worker_token())
-    worker_procs.start(other, "far-2")
-    wait_for(
-        lambda: any(
-            w["id"] == "far-2" and w["state"] == "idle"
-            for w in httpx.get(f"{server.url}/api/workers", headers=server.admin).json()
-        ),
-        timeout=30,
-        interval=0.2,
-        what="far-2 idle",
-    )
+    start_idle(tmp_path, server, worker_procs, "far-2")
     # The second turn sees what the first wrote (uncommitted or not, in the kept worktree).
     said = {"text": "test -f one.txt && cat one.txt > two.txt"}
     sent = httpx.post(f"{server.url}/api/sessions/{sid}/messages", json=said, headers=server.admin)
@@ -183,17 +173,7 @@ def test_a_remote_tasks_answer_runs_where_it_asked(
     asked = server.until(sid, "blocked", "failed", "dead", "succeeded")
     assert asked["status"] == "blocked", (asked["error"], log_of(env, "far-1"))
     assert asked["question"] == "which name for the file?"
-    other = far_env(tmp_path, "far-2", server, server.worker_token())
-    worker_procs.start(other, "far-2")
-    wait_for(
-        lambda: any(
-            w["id"] == "far-2" and w["state"] == "idle"
-            for w in httpx.get(f"{server.url}/api/workers", headers=server.admin).json()
-        ),
-        timeout=30,
-        interval=0.2,
-        what="far-2 idle",
-    )
+    start_idle(tmp_path, server, worker_procs, "far-2")
     said = {"text": "git mv draft.txt final.txt && echo renamed"}
     sent = httpx.post(f"{server.url}/api/sessions/{sid}/answer", json=said, headers=server.admin)
     assert sent.status_code == 202, sent.text
@@ -225,3 +205,17 @@ def test_a_remote_worker_refills_the_warm_pool_of_the_repos_it_served(
     )
     assert (warm[0] / "README.md").is_file()
     assert not (warm[0] / "warm.txt").exists()
+
+
+def start_idle(tmp_path: Path, server: Server, worker_procs: WorkerProcs, name: str) -> None:
+    """Another worker host signs in, and waits idle."""
+    worker_procs.start(far_env(tmp_path, name, server, server.worker_token()), name)
+    wait_for(
+        lambda: any(
+            w["id"] == name and w["state"] == "idle"
+            for w in httpx.get(f"{server.url}/api/workers", headers=server.admin).json()
+        ),
+        timeout=30,
+        interval=0.2,
+        what=f"{name} idle",
+    )
