@@ -463,6 +463,9 @@ class RemoteWorker:
             if self._held.get(h.lease.session_id) is not h:
                 continue  # it ended while the renewal was under way
             beat = renewal.held.get(h.lease.session_id)
+            forwarder = self._forwarders.get(h.lease.session_id)
+            if beat is None and forwarder is not None and forwarder.closed:
+                continue  # its end reached the server: the lease went with it
             if beat is None:
                 log.warning("session %s: lease lost", h.lease.session_id)
                 h.control.stop(StopReason.LEASE_LOST)

@@ -26,6 +26,12 @@ WRITE = (
     Reply(text="Writing.", tool="write_file", args={"path": "agent.txt", "content": "hi\n"}),
     Reply(text="Wrote agent.txt."),
 )
+# Three requests: two files, then the answer.
+WRITE_TWICE = (
+    Reply(text="Writing.", tool="write_file", args={"path": "agent.txt", "content": "hi\n"}),
+    Reply(text="And more.", tool="write_file", args={"path": "more.txt", "content": "more\n"}),
+    Reply(text="Wrote agent.txt and more.txt."),
+)
 CONFIG = f"engine: builtin\nmodel: {MODEL}\n"
 ENDS = ("blocked", "succeeded", "failed", "dead")
 NOTE = "agent.txt must end with a newline; remembered-on-the-server-7f3a"
@@ -107,7 +113,7 @@ def test_a_second_remote_attempt_stops_at_the_budget_counting_the_first(
     servers.append(server)
     # $1000 per million tokens: the fake's 120 in / 15 out cost $0.135 a request.
     sid = submit(server, repo, "write agent.txt", budget_usd=0.1)
-    with FakeModelServer(default=WRITE) as models:
+    with FakeModelServer(default=WRITE_TWICE) as models:
         env = model_env(tmp_path, "far-b", server, models)
         env["TELECODER_PRICES"] = f"{MODEL}=1000/1000"
         worker_procs.start(env, "far-b")
@@ -118,9 +124,10 @@ def test_a_second_remote_attempt_stops_at_the_budget_counting_the_first(
         )
         assert len(models.model_requests()) == 1  # the second request was held
         assert first["cost_usd"] == pytest.approx(0.135)
-        # Raised to $0.20: the second attempt may spend $0.065 more, not $0.20 afresh. Its
-        # first request takes the session to $0.27; the next is held (from zero it would be
-        # let through, and the agent would finish).
+        # Raised to $0.20: the second attempt (the agent resumed where it stopped, on the host
+        # that keeps it) may spend $0.065 more, not $0.20 afresh. Its first request takes the
+        # session to $0.27; the next is held (from zero it would be let through, and the agent
+        # would finish).
         raised = httpx.post(
             f"{server.url}/api/sessions/{sid}/budget", json={"usd": 0.2}, headers=server.admin
         )
@@ -138,5 +145,10 @@ def test_a_second_remote_attempt_stops_at_the_budget_counting_the_first(
     )
     assert requests == 2
     assert [a["worker_id"] for a in second["attempts"]] == ["far-b", "far-b"]
+    started = [e["data"] for e in server.events(sid) if e["data"].get("step") == "engine_started"]
+    assert [s["resumed"] for s in started] == [False, True]
+    quiet = log_of(env, "far-b")  # an attempt that ended lost no lease; no error was logged
+    assert "lease lost" not in quiet
+    assert "ERROR" not in quiet
     assert second["cost_usd"] == pytest.approx(0.27)
     assert second["error"] == "budget reached: $0.27 of $0.20 — raise it or stop"

@@ -158,6 +158,10 @@ class EgressProxy:
                 await _splice(reader, writer, *upstream)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
+        except asyncio.CancelledError:
+            # ``close``: the connection's own task ends quietly (asyncio 3.11 logs a cancelled
+            # connection task as an error: its callback asks for the exception).
+            pass
         except Exception:
             log.exception("egress proxy: a connection failed")
         finally:
