@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 
+from telecoder.background import Background
 from telecoder.bestof import Judging
 from telecoder.domain import Session
 from telecoder.masking import Masker
@@ -47,32 +48,19 @@ class Upkeep:
         self.judging = judging
         self.remembering = remembering
         self.masker = masker if masker is not None else Masker.from_settings(settings)
-        self._judging: set[asyncio.Task[None]] = set()  # held till done (or collected)
+        self._judging = Background("upkeep")  # the runs being judged, held till done
 
     def ended(self, session: Session) -> None:
         """An attempt of ``session`` ended on a remote worker: judge its best-of run if that
         was the run's last candidate (in the background)."""
         if session.run_id is None or not session.status.terminal:
             return
-        task = asyncio.create_task(self._judge(session))
-        self._judging.add(task)
-        task.add_done_callback(self._judging.discard)
-
-    async def _judge(self, session: Session) -> None:
-        try:
-            await self.judging.ended(session)
-        except Exception:  # the next round's sweep tries again
-            log.warning("run %s: judging failed", session.run_id, exc_info=True)
+        self._judging.start(self.judging.ended(session), f"judging run {session.run_id}")
 
     async def settle(self, grace: float) -> None:
         """Wait up to ``grace`` seconds for the judging under way (at shutdown), then stop what
         is left (the sweep judges it again), so no task outlives the loop with a connection."""
-        if self._judging:
-            await asyncio.wait(set(self._judging), timeout=grace)
-        left = list(self._judging)
-        for task in left:
-            task.cancel()
-        await asyncio.gather(*left, return_exceptions=True)
+        await self._judging.settle(grace)
 
     async def once(self) -> list[str]:
         """One round: the idle chats ended (their ids), the unjudged runs judged."""
